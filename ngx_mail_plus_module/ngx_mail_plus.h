@@ -1,0 +1,189 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#ifndef _NGX_MAIL_PLUS_H_INCLUDED_
+#define _NGX_MAIL_PLUS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+
+
+/* the protocols a backend server may serve; order is that of "server" */
+
+#define NGX_MAIL_PLUS_IMAP        0
+#define NGX_MAIL_PLUS_POP3        1
+#define NGX_MAIL_PLUS_SMTP        2
+#define NGX_MAIL_PLUS_LMTP        3
+#define NGX_MAIL_PLUS_NPROTOCOLS  4
+
+
+/* who checks the password of a pool's users */
+
+#define NGX_MAIL_PLUS_AUTH_ROUTER   0
+#define NGX_MAIL_PLUS_AUTH_BACKEND  1
+
+
+/* password schemes of the users file */
+
+#define NGX_MAIL_PLUS_SCHEME_PLAIN  1
+#define NGX_MAIL_PLUS_SCHEME_SHA    2
+#define NGX_MAIL_PLUS_SCHEME_SSHA   3
+#define NGX_MAIL_PLUS_SCHEME_CRYPT  4
+
+
+/* router answers */
+
+#define NGX_MAIL_PLUS_ALLOW         0
+#define NGX_MAIL_PLUS_DENY          1
+#define NGX_MAIL_PLUS_TEMPFAIL      2
+
+
+typedef struct ngx_mail_plus_pool_s  ngx_mail_plus_pool_t;
+
+
+typedef struct {
+    ngx_str_t                   name;      /* as written in "server" */
+    ngx_str_t                   host;      /* IP literal, no port */
+    ngx_addr_t                  addr;      /* port 0 */
+    in_port_t                   port[NGX_MAIL_PLUS_NPROTOCOLS];
+    ngx_uint_t                  weight;
+    ngx_mail_plus_pool_t       *pool;
+    unsigned                    backup:1;
+} ngx_mail_plus_server_t;
+
+
+typedef struct {
+    uint32_t                    hash;
+    ngx_mail_plus_server_t     *server;
+} ngx_mail_plus_point_t;
+
+
+struct ngx_mail_plus_pool_s {
+    ngx_str_t                   name;
+    ngx_array_t                 servers;   /* ngx_mail_plus_server_t */
+    ngx_mail_plus_point_t      *points;
+    ngx_uint_t                  npoints;
+    ngx_uint_t                  auth;      /* NGX_MAIL_PLUS_AUTH_* */
+
+    u_char                     *file;
+    ngx_uint_t                  line;
+};
+
+
+typedef struct {
+    ngx_str_t                   login;     /* lower case */
+    ngx_str_t                   password;  /* scheme prefix removed */
+    ngx_uint_t                  scheme;    /* NGX_MAIL_PLUS_SCHEME_* */
+    ngx_mail_plus_pool_t       *pool;      /* NULL: rules decide */
+    ngx_mail_plus_server_t     *server;    /* NULL: the ring decides */
+} ngx_mail_plus_user_t;
+
+
+typedef struct {
+    ngx_hash_t                  hash;      /* login -> ngx_mail_plus_user_t */
+    ngx_uint_t                  nusers;
+} ngx_mail_plus_users_t;
+
+
+typedef struct {
+    ngx_regex_t                *regex;
+    ngx_str_t                   pattern;
+    ngx_str_t                   pool;      /* may hold $1..$9 */
+    ngx_str_t                   login;     /* may hold $1..$9; empty: keep */
+    ngx_mail_plus_pool_t       *static_pool;
+    ngx_uint_t                  captures;
+
+    u_char                     *file;
+    ngx_uint_t                  line;
+} ngx_mail_plus_rule_t;
+
+
+typedef struct {
+    ngx_array_t                 pools;     /* ngx_mail_plus_pool_t * */
+    ngx_array_t                 rules;     /* ngx_mail_plus_rule_t */
+
+    ngx_str_t                   default_pool_name;
+    ngx_mail_plus_pool_t       *default_pool;
+
+    ngx_str_t                   users_file;
+    ngx_mail_plus_users_t      *users;
+
+    ngx_uint_t                  hash_points;
+    time_t                      auth_delay;
+} ngx_mail_plus_main_conf_t;
+
+
+/* one question to the router */
+
+typedef struct {
+    ngx_uint_t                  protocol;  /* NGX_MAIL_PLUS_IMAP ... */
+    ngx_str_t                   login;
+    ngx_str_t                   password;
+    ngx_str_t                   client;    /* client address, for logs */
+    unsigned                    check:1;   /* the password is to be checked */
+} ngx_mail_plus_auth_t;
+
+
+/* and its answer */
+
+typedef struct {
+    ngx_uint_t                  status;    /* NGX_MAIL_PLUS_ALLOW ... */
+    ngx_mail_plus_user_t       *user;
+    ngx_mail_plus_pool_t       *pool;
+    ngx_mail_plus_server_t     *server;
+    in_port_t                   port;
+    ngx_str_t                   login;     /* as the backend knows it */
+    ngx_str_t                   reason;    /* for the log */
+    unsigned                    verify:1;  /* password still to verify */
+} ngx_mail_plus_route_t;
+
+
+extern ngx_module_t  ngx_mail_module;
+extern ngx_module_t  ngx_mail_plus_module;
+
+
+/* users file */
+
+char *ngx_mail_plus_users_load(ngx_conf_t *cf,
+    ngx_mail_plus_main_conf_t *mpcf);
+ngx_mail_plus_user_t *ngx_mail_plus_users_find(ngx_mail_plus_users_t *users,
+    ngx_str_t *login);
+ngx_int_t ngx_mail_plus_password_check(ngx_mail_plus_user_t *user,
+    ngx_str_t *password, ngx_pool_t *pool, void *crypt_data);
+size_t ngx_mail_plus_password_crypt_size(void);
+
+/* pools and the hash ring */
+
+char *ngx_mail_plus_pool_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_mail_plus_pool_t *ngx_mail_plus_pool_find(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *name);
+ngx_mail_plus_server_t *ngx_mail_plus_pool_find_server(
+    ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *host);
+ngx_int_t ngx_mail_plus_pool_init_ring(ngx_conf_t *cf,
+    ngx_mail_plus_pool_t *pool, ngx_uint_t points);
+ngx_mail_plus_server_t *ngx_mail_plus_pool_get_server(
+    ngx_mail_plus_pool_t *pool, ngx_str_t *key, ngx_uint_t protocol);
+
+/* the router */
+
+char *ngx_mail_plus_router_rule(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_mail_plus_router_init(ngx_conf_t *cf,
+    ngx_mail_plus_main_conf_t *mpcf);
+ngx_int_t ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log);
+void ngx_mail_plus_router_verified(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+    ngx_int_t rc, ngx_log_t *log);
+
+ngx_mail_plus_main_conf_t *ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle);
+
+
+#endif /* _NGX_MAIL_PLUS_H_INCLUDED_ */

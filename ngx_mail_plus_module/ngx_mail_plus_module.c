@@ -1,0 +1,161 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus.h"
+
+
+static void *ngx_mail_plus_create_main_conf(ngx_conf_t *cf);
+static char *ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf);
+
+
+static ngx_conf_num_bounds_t  ngx_mail_plus_hash_points_bounds = {
+    ngx_conf_check_num_bounds, 1, 10000
+};
+
+
+static ngx_command_t  ngx_mail_plus_commands[] = {
+
+    { ngx_string("router_users"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, users_file),
+      NULL },
+
+    { ngx_string("router_pool"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_mail_plus_pool_block,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("router_rule"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE23,
+      ngx_mail_plus_router_rule,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("router_default_pool"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, default_pool_name),
+      NULL },
+
+    { ngx_string("router_hash_points"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, hash_points),
+      &ngx_mail_plus_hash_points_bounds },
+
+    { ngx_string("router_auth_delay"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, auth_delay),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_mail_module_t  ngx_mail_plus_module_ctx = {
+    NULL,                                  /* protocol */
+
+    ngx_mail_plus_create_main_conf,        /* create main configuration */
+    ngx_mail_plus_init_main_conf,          /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL                                   /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_mail_plus_module = {
+    NGX_MODULE_V1,
+    &ngx_mail_plus_module_ctx,             /* module context */
+    ngx_mail_plus_commands,                /* module directives */
+    NGX_MAIL_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_mail_plus_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_main_conf_t));
+    if (mpcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mpcf->users_file = { 0, NULL };
+     *     mpcf->default_pool_name = { 0, NULL };
+     *     mpcf->default_pool = NULL;
+     *     mpcf->users = NULL;
+     */
+
+    if (ngx_array_init(&mpcf->pools, cf->pool, 4,
+                       sizeof(ngx_mail_plus_pool_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mpcf->rules, cf->pool, 4,
+                       sizeof(ngx_mail_plus_rule_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    mpcf->hash_points = NGX_CONF_UNSET_UINT;
+    mpcf->auth_delay = NGX_CONF_UNSET;
+
+    return mpcf;
+}
+
+
+static char *
+ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_mail_plus_main_conf_t *mpcf = conf;
+
+    ngx_conf_init_uint_value(mpcf->hash_points, 160);
+    ngx_conf_init_value(mpcf->auth_delay, 1);
+
+    return ngx_mail_plus_router_init(cf, mpcf);
+}
+
+
+ngx_mail_plus_main_conf_t *
+ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle)
+{
+    ngx_mail_conf_ctx_t  *ctx;
+
+    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_mail_module);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    return ctx->main_conf[ngx_mail_plus_module.ctx_index];
+}

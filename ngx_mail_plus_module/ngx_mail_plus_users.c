@@ -1,0 +1,671 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include <ngx_crypt.h>
+#include <crypt.h>
+#include <openssl/crypto.h>
+#include "ngx_mail_plus.h"
+
+
+/*
+ * The users file: one user a line, "login:password[:target]", where the
+ * password carries its scheme ("{SHA512-CRYPT}$6$...", "{SSHA}...",
+ * "{PLAIN}secret" or a bare "$6$..." crypt string) and the optional target
+ * is a pool name or the address of a pool's server.  Blank lines and lines
+ * starting with "#" are skipped.
+ */
+
+
+#define NGX_MAIL_PLUS_LOGIN_MAX  255
+
+
+typedef struct {
+    ngx_str_t                   name;      /* "{NAME}" */
+    ngx_uint_t                  scheme;
+    char                       *prefix;    /* a crypt string's "$id$" */
+} ngx_mail_plus_scheme_t;
+
+
+static ngx_int_t ngx_mail_plus_users_parse_line(ngx_conf_t *cf,
+    ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_user_t *user,
+    u_char *start, u_char *end, char **err);
+static ngx_int_t ngx_mail_plus_users_parse_password(ngx_conf_t *cf,
+    ngx_mail_plus_user_t *user, ngx_str_t *value, char **err);
+static ngx_int_t ngx_mail_plus_crypt_valid(ngx_str_t *value);
+static ngx_int_t ngx_mail_plus_crypt_supported(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_array_t *checked);
+
+
+static ngx_mail_plus_scheme_t  ngx_mail_plus_schemes[] = {
+    { ngx_string("{PLAIN}"), NGX_MAIL_PLUS_SCHEME_PLAIN, NULL },
+    { ngx_string("{CLEAR}"), NGX_MAIL_PLUS_SCHEME_PLAIN, NULL },
+    { ngx_string("{CLEARTEXT}"), NGX_MAIL_PLUS_SCHEME_PLAIN, NULL },
+    { ngx_string("{SHA}"), NGX_MAIL_PLUS_SCHEME_SHA, NULL },
+    { ngx_string("{SSHA}"), NGX_MAIL_PLUS_SCHEME_SSHA, NULL },
+    { ngx_string("{SHA512-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$6$" },
+    { ngx_string("{SHA256-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$5$" },
+    { ngx_string("{BLF-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$2" },
+    { ngx_string("{MD5-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$1$" },
+    { ngx_string("{CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$" },
+    { ngx_null_string, 0, NULL }
+};
+
+
+char *
+ngx_mail_plus_users_load(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
+{
+    u_char                  *buf, *p, *last, *eol;
+    char                    *err;
+    size_t                   size, max;
+    ssize_t                  n;
+    ngx_fd_t                 fd;
+    ngx_int_t                rc;
+    ngx_str_t                file;
+    ngx_uint_t               line;
+    ngx_array_t              checked;
+    ngx_file_t               f;
+    ngx_file_info_t          fi;
+    ngx_hash_init_t          hash;
+    ngx_hash_keys_arrays_t   keys;
+    ngx_mail_plus_user_t    *user;
+    ngx_mail_plus_users_t   *users;
+
+    file = mpcf->users_file;
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
+                      ngx_open_file_n " router users file \"%s\" failed",
+                      file.data);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+
+    f.fd = fd;
+    f.name = file;
+    f.log = cf->log;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
+                      ngx_fd_info_n " \"%s\" failed", file.data);
+        goto failed;
+    }
+
+    size = (size_t) ngx_file_size(&fi);
+
+    buf = ngx_pnalloc(cf->temp_pool, size + 1);
+    if (buf == NULL) {
+        goto failed;
+    }
+
+    n = ngx_read_file(&f, buf, size, 0);
+
+    if (n == NGX_ERROR) {
+        goto failed;
+    }
+
+    if ((size_t) n != size) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      ngx_read_file_n " \"%s\" returned only %z bytes "
+                      "instead of %uz", file.data, n, size);
+        goto failed;
+    }
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", file.data);
+    }
+
+    fd = NGX_INVALID_FILE;
+
+    users = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_users_t));
+    if (users == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    keys.pool = cf->pool;
+    keys.temp_pool = cf->temp_pool;
+
+    if (ngx_hash_keys_array_init(&keys, NGX_HASH_LARGE) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_array_init(&checked, cf->temp_pool, 4, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    max = 0;
+    line = 0;
+    last = buf + size;
+
+    for (p = buf; p < last; p = eol + 1) {
+
+        line++;
+
+        eol = ngx_strlchr(p, last, LF);
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        user = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_user_t));
+        if (user == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        err = NULL;
+
+        rc = ngx_mail_plus_users_parse_line(cf, mpcf, user, p, eol, &err);
+
+        if (rc == NGX_DECLINED) {
+            continue;
+        }
+
+        if (rc == NGX_OK
+            && user->scheme == NGX_MAIL_PLUS_SCHEME_CRYPT
+            && ngx_mail_plus_crypt_supported(cf, &user->password, &checked)
+               != NGX_OK)
+        {
+            rc = NGX_ERROR;
+            err = "password scheme not supported by the C library";
+        }
+
+        if (rc != NGX_OK) {
+            if (err) {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "%s in router users file %s:%ui",
+                              err, file.data, line);
+            }
+
+            return NGX_CONF_ERROR;
+        }
+
+        rc = ngx_hash_add_key(&keys, &user->login, user,
+                              NGX_HASH_READONLY_KEY);
+
+        if (rc == NGX_BUSY) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "duplicate login \"%V\" in router users file %s:%ui",
+                          &user->login, file.data, line);
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (user->login.len > max) {
+            max = user->login.len;
+        }
+
+        users->nusers++;
+    }
+
+    hash.hash = &users->hash;
+    hash.key = ngx_hash_key_lc;
+    hash.max_size = ngx_max(users->nusers * 2, 1024);
+    /* the largest element, as ngx_hash_init() lays it, and a NULL */
+
+    hash.bucket_size = ngx_align(2 * sizeof(void *)
+                                 + ngx_align(max + 2, sizeof(void *)),
+                                 ngx_cacheline_size);
+    hash.bucket_size = ngx_max(hash.bucket_size, 128);
+    hash.name = "router_users_hash";
+    hash.pool = cf->pool;
+    hash.temp_pool = cf->temp_pool;
+
+    if (ngx_hash_init(&hash, keys.keys.elts, keys.keys.nelts) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    mpcf->users = users;
+
+    return NGX_CONF_OK;
+
+failed:
+
+    if (fd != NGX_INVALID_FILE && ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", file.data);
+    }
+
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_users_parse_line(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_user_t *user, u_char *start, u_char *end, char **err)
+{
+    u_char     *p, *colon, *target;
+    ngx_str_t   login, password, name;
+
+    if (end > start && end[-1] == CR) {
+        end--;
+    }
+
+    while (start < end && (*start == ' ' || *start == '\t')) {
+        start++;
+    }
+
+    if (start == end || *start == '#') {
+        return NGX_DECLINED;
+    }
+
+    colon = ngx_strlchr(start, end, ':');
+    if (colon == NULL || colon == start) {
+        *err = "no \"login:password\"";
+        return NGX_ERROR;
+    }
+
+    login.data = start;
+    login.len = colon - start;
+
+    if (login.len > NGX_MAIL_PLUS_LOGIN_MAX) {
+        *err = "too long login";
+        return NGX_ERROR;
+    }
+
+    for (p = login.data; p < colon; p++) {
+        if (*p <= ' ' || *p == 0x7f) {
+            *err = "invalid character in login";
+            return NGX_ERROR;
+        }
+    }
+
+    password.data = colon + 1;
+    password.len = end - password.data;
+
+    /* the target, if any, follows the last colon */
+
+    target = NULL;
+
+    for (p = end; p > password.data; p--) {
+        if (p[-1] == ':') {
+            target = p;
+            password.len = p - 1 - password.data;
+            break;
+        }
+    }
+
+    if (ngx_mail_plus_users_parse_password(cf, user, &password, err)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    user->login.len = login.len;
+    user->login.data = ngx_pnalloc(cf->pool, login.len);
+    if (user->login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_strlow(user->login.data, login.data, login.len);
+
+    if (target == NULL || target == end) {
+        return NGX_OK;
+    }
+
+    name.data = target;
+    name.len = end - target;
+
+    user->pool = ngx_mail_plus_pool_find(mpcf, &name);
+    if (user->pool) {
+        return NGX_OK;
+    }
+
+    user->server = ngx_mail_plus_pool_find_server(mpcf, &name);
+    if (user->server) {
+        user->pool = user->server->pool;
+        return NGX_OK;
+    }
+
+    *err = "unknown router pool or server";
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_users_parse_password(ngx_conf_t *cf, ngx_mail_plus_user_t *user,
+    ngx_str_t *value, char **err)
+{
+    u_char                  *p, *prefix;
+    size_t                   len;
+    ngx_str_t                s, decoded;
+    ngx_uint_t               i;
+    ngx_mail_plus_scheme_t  *scheme;
+
+    s = *value;
+    scheme = NULL;
+    prefix = NULL;
+
+    if (s.len && s.data[0] == '{') {
+
+        for (i = 0; ngx_mail_plus_schemes[i].name.len; i++) {
+            if (s.len >= ngx_mail_plus_schemes[i].name.len
+                && ngx_strncasecmp(s.data, ngx_mail_plus_schemes[i].name.data,
+                                   ngx_mail_plus_schemes[i].name.len)
+                   == 0)
+            {
+                scheme = &ngx_mail_plus_schemes[i];
+                break;
+            }
+        }
+
+        if (scheme == NULL) {
+            *err = "unknown password scheme";
+            return NGX_ERROR;
+        }
+
+        user->scheme = scheme->scheme;
+
+        if (scheme->scheme != NGX_MAIL_PLUS_SCHEME_SHA
+            && scheme->scheme != NGX_MAIL_PLUS_SCHEME_SSHA)
+        {
+            s.data += scheme->name.len;
+            s.len -= scheme->name.len;
+        }
+
+    } else if (s.len && s.data[0] == '$') {
+        user->scheme = NGX_MAIL_PLUS_SCHEME_CRYPT;
+
+    } else {
+        *err = "password without a scheme";
+        return NGX_ERROR;
+    }
+
+    switch (user->scheme) {
+
+    case NGX_MAIL_PLUS_SCHEME_SHA:
+    case NGX_MAIL_PLUS_SCHEME_SSHA:
+
+        s.data += scheme->name.len;
+        s.len -= scheme->name.len;
+
+        decoded.len = ngx_base64_decoded_length(s.len);
+        decoded.data = ngx_pnalloc(cf->temp_pool, decoded.len + 1);
+        if (decoded.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_decode_base64(&decoded, &s) != NGX_OK
+            || (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA && decoded.len != 20)
+            || (user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA && decoded.len <= 20))
+        {
+            *err = "invalid SHA1 hash";
+            return NGX_ERROR;
+        }
+
+        /* ngx_crypt() takes the hash with its scheme, in upper case */
+
+        prefix = (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA)
+                 ? (u_char *) "{SHA}" : (u_char *) "{SSHA}";
+        break;
+
+    case NGX_MAIL_PLUS_SCHEME_CRYPT:
+
+        if (scheme && ngx_strncmp(s.data, scheme->prefix,
+                                  ngx_strlen(scheme->prefix))
+                      != 0)
+        {
+            *err = "crypt string does not match the password scheme";
+            return NGX_ERROR;
+        }
+
+        if (ngx_mail_plus_crypt_valid(&s) != NGX_OK) {
+            *err = "invalid crypt string";
+            return NGX_ERROR;
+        }
+
+        break;
+
+    default: /* NGX_MAIL_PLUS_SCHEME_PLAIN */
+        break;
+    }
+
+    /* NUL-terminated, as crypt() and ngx_crypt() want it */
+
+    len = prefix ? ngx_strlen(prefix) : 0;
+
+    p = ngx_pnalloc(cf->pool, len + s.len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    user->password.data = p;
+    user->password.len = len + s.len;
+
+    if (prefix) {
+        p = ngx_cpymem(p, prefix, len);
+    }
+
+    p = ngx_cpymem(p, s.data, s.len);
+    *p = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * "$id$[param$]salt$hash": every part of the crypt alphabet, the hash of
+ * the length its scheme gives (0 where the scheme is not known here)
+ */
+
+static ngx_int_t
+ngx_mail_plus_crypt_valid(ngx_str_t *value)
+{
+    u_char      *p, *last, *field;
+    size_t       need;
+    ngx_uint_t   fields;
+
+    p = value->data;
+    last = p + value->len;
+
+    if (value->len < 4 || p[0] != '$') {
+        return NGX_ERROR;
+    }
+
+    if (ngx_strncmp(p, "$6$", 3) == 0) {
+        need = 86;
+
+    } else if (ngx_strncmp(p, "$5$", 3) == 0) {
+        need = 43;
+
+    } else if (ngx_strncmp(p, "$1$", 3) == 0) {
+        need = 22;
+
+    } else if (p[1] == '2' && value->len == 60) {
+        need = 53;   /* "$2y$NN$" then 22 salt and 31 hash characters */
+
+    } else {
+        need = 0;
+    }
+
+    fields = 0;
+    field = p + 1;
+
+    for (p++; p < last; p++) {
+
+        if (*p == '$') {
+            if (p == field) {
+                return NGX_ERROR;
+            }
+
+            fields++;
+            field = p + 1;
+            continue;
+        }
+
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '.' || *p == '/'
+              || *p == '=' || *p == ',' || *p == '-'))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (fields < 2 || field == last) {
+        return NGX_ERROR;
+    }
+
+    if (need && (size_t) (last - field) != need) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* one real crypt() per "$id$" met, to know the C library supports it */
+
+static ngx_int_t
+ngx_mail_plus_crypt_supported(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_array_t *checked)
+{
+    char               *hash;
+    u_char             *p;
+    size_t              len;
+    ngx_str_t          *id;
+    ngx_uint_t          i;
+    struct crypt_data  *data;
+
+    p = ngx_strlchr(value->data + 1, value->data + value->len, '$');
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = p + 1 - value->data;
+
+    id = checked->elts;
+
+    for (i = 0; i < checked->nelts; i++) {
+        if (id[i].len == len && ngx_strncmp(id[i].data, value->data, len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    data = ngx_pcalloc(cf->temp_pool, sizeof(struct crypt_data));
+    if (data == NULL) {
+        return NGX_ERROR;
+    }
+
+    hash = crypt_r("", (char *) value->data, data);
+
+    if (hash == NULL || hash[0] != '$') {
+        return NGX_ERROR;
+    }
+
+    id = ngx_array_push(checked);
+    if (id == NULL) {
+        return NGX_ERROR;
+    }
+
+    id->data = value->data;
+    id->len = len;
+
+    return NGX_OK;
+}
+
+
+ngx_mail_plus_user_t *
+ngx_mail_plus_users_find(ngx_mail_plus_users_t *users, ngx_str_t *login)
+{
+    ngx_uint_t  key;
+
+    if (users == NULL) {
+        return NULL;
+    }
+
+    /* the login is in lower case already */
+
+    key = ngx_hash_key(login->data, login->len);
+
+    return ngx_hash_find(&users->hash, key, login->data, login->len);
+}
+
+
+size_t
+ngx_mail_plus_password_crypt_size(void)
+{
+    return sizeof(struct crypt_data);
+}
+
+
+/*
+ * The password must be NUL-terminated.  For crypt strings it runs in a
+ * thread of its own: it uses no pool then, only "crypt_data".
+ */
+
+ngx_int_t
+ngx_mail_plus_password_check(ngx_mail_plus_user_t *user, ngx_str_t *password,
+    ngx_pool_t *pool, void *crypt_data)
+{
+    char       *hash;
+    u_char     *encrypted;
+    size_t      len;
+    ngx_int_t   rc;
+
+    switch (user->scheme) {
+
+    case NGX_MAIL_PLUS_SCHEME_CRYPT:
+
+        ngx_memzero(crypt_data, sizeof(struct crypt_data));
+
+        hash = crypt_r((char *) password->data, (char *) user->password.data,
+                       crypt_data);
+
+        if (hash == NULL || hash[0] != '$') {
+            return NGX_ERROR;
+        }
+
+        len = ngx_strlen(hash);
+
+        if (len != user->password.len) {
+            return NGX_DECLINED;
+        }
+
+        return CRYPTO_memcmp(hash, user->password.data, len) == 0
+               ? NGX_OK : NGX_DECLINED;
+
+    case NGX_MAIL_PLUS_SCHEME_PLAIN:
+
+        if (password->len != user->password.len) {
+            return NGX_DECLINED;
+        }
+
+        return CRYPTO_memcmp(password->data, user->password.data,
+                             password->len) == 0
+               ? NGX_OK : NGX_DECLINED;
+
+    default: /* NGX_MAIL_PLUS_SCHEME_SHA, NGX_MAIL_PLUS_SCHEME_SSHA */
+
+        rc = ngx_crypt(pool, password->data, user->password.data, &encrypted);
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        len = ngx_strlen(encrypted);
+
+        if (len != user->password.len) {
+            return NGX_DECLINED;
+        }
+
+        return CRYPTO_memcmp(encrypted, user->password.data, len) == 0
+               ? NGX_OK : NGX_DECLINED;
+    }
+}
