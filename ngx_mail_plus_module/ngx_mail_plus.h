@@ -109,9 +109,13 @@ typedef struct {
 
     ngx_str_t                   default_pool_name;
     ngx_mail_plus_pool_t       *default_pool;
+    u_char                     *default_pool_file;
+    ngx_uint_t                  default_pool_line;
 
     ngx_str_t                   users_file;
     ngx_mail_plus_users_t      *users;
+    u_char                     *users_conf_file;
+    ngx_uint_t                  users_conf_line;
 
     ngx_uint_t                  hash_points;
     time_t                      auth_delay;

@@ -12,6 +12,8 @@
 
 static void *ngx_mail_plus_create_main_conf(ngx_conf_t *cf);
 static char *ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_mail_plus_set_where(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 static ngx_conf_num_bounds_t  ngx_mail_plus_hash_points_bounds = {
@@ -23,7 +25,7 @@ static ngx_command_t  ngx_mail_plus_commands[] = {
 
     { ngx_string("router_users"),
       NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_mail_plus_set_where,
       NGX_MAIL_MAIN_CONF_OFFSET,
       offsetof(ngx_mail_plus_main_conf_t, users_file),
       NULL },
@@ -44,7 +46,7 @@ static ngx_command_t  ngx_mail_plus_commands[] = {
 
     { ngx_string("router_default_pool"),
       NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_mail_plus_set_where,
       NGX_MAIL_MAIN_CONF_OFFSET,
       offsetof(ngx_mail_plus_main_conf_t, default_pool_name),
       NULL },
@@ -139,10 +141,41 @@ ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_mail_plus_main_conf_t *mpcf = conf;
 
-    ngx_conf_init_uint_value(mpcf->hash_points, 160);
+    ngx_conf_init_uint_value(mpcf->hash_points, 1000);
     ngx_conf_init_value(mpcf->auth_delay, 1);
 
     return ngx_mail_plus_router_init(cf, mpcf);
+}
+
+
+/*
+ * a string directive whose value is checked only when the whole mail{}
+ * block is read: it keeps where it was set, for the error messages
+ */
+
+static char *
+ngx_mail_plus_set_where(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_plus_main_conf_t *mpcf = conf;
+
+    char  *rv;
+
+    rv = ngx_conf_set_str_slot(cf, cmd, conf);
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (cmd->offset == offsetof(ngx_mail_plus_main_conf_t, users_file)) {
+        mpcf->users_conf_file = cf->conf_file->file.name.data;
+        mpcf->users_conf_line = cf->conf_file->line;
+
+    } else {
+        mpcf->default_pool_file = cf->conf_file->file.name.data;
+        mpcf->default_pool_line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

@@ -164,8 +164,9 @@ ngx_mail_plus_router_init(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
         if (mpcf->default_pool == NULL) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "unknown router pool \"%V\" in "
-                          "\"router_default_pool\"",
-                          &mpcf->default_pool_name);
+                          "\"router_default_pool\" in %s:%ui",
+                          &mpcf->default_pool_name, mpcf->default_pool_file,
+                          mpcf->default_pool_line);
             return NGX_CONF_ERROR;
         }
 

@@ -85,8 +85,10 @@ ngx_mail_plus_users_load(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
     fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
-                      ngx_open_file_n " router users file \"%s\" failed",
-                      file.data);
+                      ngx_open_file_n " router users file \"%s\" "
+                      "of \"router_users\" in %s:%ui failed",
+                      file.data, mpcf->users_conf_file,
+                      mpcf->users_conf_line);
         return NGX_CONF_ERROR;
     }
 
@@ -332,7 +334,15 @@ ngx_mail_plus_users_parse_line(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
         return NGX_OK;
     }
 
-    *err = "unknown router pool or server";
+    p = ngx_pnalloc(cf->temp_pool, sizeof("unknown router pool or server \"\"")
+                                   + name.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ngx_sprintf(p, "unknown router pool or server \"%V\"", &name) = '\0';
+
+    *err = (char *) p;
 
     return NGX_ERROR;
 }

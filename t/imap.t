@@ -130,7 +130,8 @@ $s->send('alice {6}');
 like($s->getline(), qr/^\+ /, 'literal password continuation');
 $s->send('secret');
 like(scalar $s->read_until(qr/^a1 /), qr/^a1 OK/m, 'login literals');
-like($s->imap('a2', 'SELECT INBOX'), qr/^\* 2 EXISTS/m, 'select after literals');
+like($s->imap('a2', 'SELECT INBOX'), qr/^\* 2 EXISTS/m,
+    'select after literals');
 
 # AUTHENTICATE PLAIN, initial response and continuation
 
@@ -191,8 +192,8 @@ is($imap->message_count('INBOX'), 3, 'three messages');
 $imap->select('INBOX');
 my $found = $imap->search('SUBJECT', $imap->Quote('zebra'));
 is_deeply($found, [ $uid ], 'search finds appended');
-is_deeply($imap->search('SUBJECT', $imap->Quote('nothing-like-it')), [],
-    'search finds nothing');
+my $none = $imap->search('SUBJECT', $imap->Quote('nothing-like-it'));
+is_deeply($none, [], 'search finds nothing');
 
 ok($imap->move('Archive', $uid), 'move');
 $imap->expunge();

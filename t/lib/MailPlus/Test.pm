@@ -364,8 +364,9 @@ sub children {
     return @pids;
 }
 
-# reload(): HUP to the master, then wait until every old worker has gone
-# and a new one runs.  Returns true when the new configuration is live.
+# reload(): HUP to the master, then wait until a new worker runs and every
+# old one has gone or is shutting down (it keeps its open sessions but no
+# longer accepts).  Returns true when the new configuration is live.
 
 sub reload {
     my ($self, $timeout) = @_;
@@ -377,9 +378,25 @@ sub reload {
 
     return wait_for(sub {
         my @now = $self->children($pid);
-        return 0 if grep { $old{$_} } @now;
-        return scalar @now;
+        return 0 unless grep { !$old{$_} } @now;
+
+        for my $p (grep { $old{$_} } @now) {
+            return 0 unless _cmdline($p) =~ /shutting down/;
+        }
+
+        return 1;
     }, $timeout);
+}
+
+sub _cmdline {
+    my ($pid) = @_;
+
+    open my $fh, '<', "/proc/$pid/cmdline" or return 'gone, shutting down';
+    local $/;
+    my $cmd = <$fh>;
+    close $fh;
+
+    return defined $cmd ? $cmd : '';
 }
 
 sub _stop_pid {

@@ -1,0 +1,185 @@
+#!/usr/bin/perl
+
+# Demo of ngx_mail_plus_module (run by "make demo"): nginx with the router
+# in front of two Dovecot backends on loopback.  Shows the router's
+# auth_http answers, a POP3 session that reaches backend A and an IMAP
+# session that reaches backend B, then stops everything it started.
+
+use warnings;
+use strict;
+
+use FindBin;
+use lib "$FindBin::Bin/../t/lib";
+
+use HTTP::Tiny;
+use MailPlus::Test;
+
+$| = 1;
+
+die "no module at " . MailPlus::Test::module() . ": run make first\n"
+    unless -f MailPlus::Test::module();
+
+my $t = MailPlus::Test->new();
+
+sub say_step { print "\n== $_[0]\n" }
+
+say_step('starting Dovecot backends');
+
+my $da = $t->dovecot('a', users => { alice => 'alice-pw' });
+my $db = $t->dovecot('b', addr => '127.0.0.2',
+    users => { bob => 'bob-pw', carol => 'carol-pw' });
+
+print "backend A: 127.0.0.1 imap $da->{imap} pop3 $da->{pop3}\n";
+print "backend B: 127.0.0.2 imap $db->{imap} pop3 $db->{pop3}\n";
+
+for my $d ($da, $db) {
+    for my $u (sort keys %{$d->{users}}) {
+        $t->seed($d, $u, subject => "Welcome $u (stored on backend "
+            . uc($d->{name}) . ")",
+            body => "This mailbox lives on backend " . uc($d->{name}) . ".\n");
+    }
+}
+
+my $sha512 = crypt('bob-pw', '$6$demosalt$');
+
+$t->write_file('users', <<"EOF");
+# login:{SCHEME}hash[:target]
+alice:{PLAIN}alice-pw
+bob:{SHA512-CRYPT}$sha512:b
+carol\@b.example:{PLAIN}carol-pw
+EOF
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+%%LOAD_MODULES%%
+
+events {
+}
+
+mail {
+    router_users  %%TESTDIR%%/users;
+
+    router_pool a {
+        server 127.0.0.1 imap=$da->{imap} pop3=$da->{pop3};
+    }
+
+    router_pool b {
+        server 127.0.0.2 imap=$db->{imap} pop3=$db->{pop3};
+    }
+
+    router_rule "^(.+)\@b\\.example\$" pool=b login=\$1;
+    router_default_pool  a;
+    router_auth_delay    1s;
+
+    auth_http  127.0.0.1:%%PORT_http%%/auth;
+
+    server {
+        listen    127.0.0.1:%%PORT_pop3%%;
+        protocol  pop3;
+    }
+
+    server {
+        listen     127.0.0.1:%%PORT_imap%%;
+        protocol   imap;
+        imap_auth  login plain;
+    }
+}
+
+http {
+%%HTTP_GLOBALS%%
+
+    server {
+        listen  127.0.0.1:%%PORT_http%%;
+
+        location = /auth {
+            mail_router_auth;
+        }
+    }
+}
+EOF
+
+say_step('users file');
+print $t->read_file('users');
+
+say_step('nginx.conf (mail part)');
+my ($mail) = $t->read_file('nginx.conf') =~ /^(mail \{.*?^\})/ms;
+print "$mail\n";
+
+say_step('starting nginx with the module');
+$t->run(log_level => 'info');
+print "nginx: pop3 on 127.0.0.1:" . $t->port('pop3')
+    . ", imap on 127.0.0.1:" . $t->port('imap') . "\n";
+
+say_step('auth_http answers of the router');
+
+my $http = HTTP::Tiny->new(keep_alive => 1, timeout => 10);
+
+for my $q ([ 'alice', 'alice-pw', 'pop3' ], [ 'bob', 'bob-pw', 'imap' ],
+    [ 'carol@b.example', 'carol-pw', 'imap' ], [ 'bob', 'wrong', 'imap' ])
+{
+    my ($user, $pass, $proto) = @$q;
+
+    my $r = $http->get('http://127.0.0.1:' . $t->port('http') . '/auth', {
+        headers => {
+            'Auth-Method' => 'plain', 'Auth-User' => $user,
+            'Auth-Pass' => $pass, 'Auth-Protocol' => $proto,
+            'Auth-Login-Attempt' => 1, 'Client-IP' => '127.0.0.1',
+        },
+    });
+
+    print "$proto $user / $pass:\n";
+    for my $h (qw/ auth-status auth-server auth-port auth-user auth-wait /) {
+        next unless defined $r->{headers}{$h};
+        printf "    %-12s %s\n", $h, $r->{headers}{$h};
+    }
+}
+
+my $trace = sub { print "    $_[0]\n" };
+
+say_step('POP3 session through nginx: alice, routed to backend A');
+
+my $s = MailPlus::Test::Client->new($t->port('pop3'), trace => $trace)
+    or die "no pop3\n";
+$s->getline();
+$s->pop3('USER alice');
+$s->pop3('PASS alice-pw');
+$s->pop3('STAT');
+$s->pop3('LIST', multi => 1);
+$s->pop3('RETR 1', multi => 1);
+$s->pop3('QUIT');
+$s->disconnect();
+
+say_step('IMAP session through nginx: carol@b.example, '
+    . 'routed to backend B as carol');
+
+$s = MailPlus::Test::Client->new($t->port('imap'), trace => $trace)
+    or die "no imap\n";
+$s->getline();
+$s->imap('a1', 'LOGIN carol@b.example carol-pw');
+$s->imap('a2', 'SELECT INBOX');
+$s->imap('a3', 'FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])');
+$s->imap('a4', 'LOGOUT');
+$s->disconnect();
+
+say_step('IMAP with a wrong password: refused after the delay');
+
+$s = MailPlus::Test::Client->new($t->port('imap'), trace => $trace)
+    or die "no imap\n";
+$s->getline();
+$s->imap('a1', 'LOGIN bob wrong');
+$s->imap('a2', 'LOGIN bob bob-pw');
+$s->imap('a3', 'LOGOUT');
+$s->disconnect();
+
+say_step('backend logins seen by Dovecot');
+
+for my $d ($da, $db) {
+    my $log = $t->dovecot_log($d);
+
+    while ($log =~ /(imap|pop3)-login: (?:Info: )?Login: user=<([^>]*)>/g) {
+        print "    backend " . uc($d->{name}) . ": $1 login as $2\n";
+    }
+}
+
+say_step('stopping nginx and Dovecot');
+$t->cleanup();
+print "done\n";
