@@ -20,40 +20,24 @@
 
 
 typedef struct {
-#if (NGX_THREADS)
-    ngx_thread_pool_t          *thread_pool;
-#endif
-    ngx_flag_t                  enable;
-} ngx_http_mail_plus_auth_loc_conf_t;
-
-
-typedef struct {
-    ngx_mail_plus_auth_t        auth;
-    ngx_mail_plus_route_t       route;
+    ngx_mail_plus_check_t      *check;
     ngx_str_t                   raw_login;   /* as nginx escaped it */
     ngx_str_t                   client;
-    ngx_int_t                   rc;
-    void                       *crypt_data;
     unsigned                    unsupported:1;
 } ngx_http_mail_plus_auth_ctx_t;
 
 
 static ngx_int_t ngx_http_mail_plus_auth_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
-    ngx_http_mail_plus_auth_ctx_t *ctx, ngx_uint_t *protocol);
+    ngx_http_mail_plus_auth_ctx_t *ctx);
 static ngx_int_t ngx_http_mail_plus_auth_unescape(ngx_http_request_t *r,
     ngx_str_t *value, ngx_str_t *result);
-#if (NGX_THREADS)
-static void ngx_http_mail_plus_auth_thread(void *data, ngx_log_t *log);
-static void ngx_http_mail_plus_auth_thread_done(ngx_event_t *ev);
-#endif
+static void ngx_http_mail_plus_auth_checked(ngx_mail_plus_check_t *check);
+static void ngx_http_mail_plus_auth_cleanup(void *data);
 static ngx_int_t ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx);
 static ngx_int_t ngx_http_mail_plus_auth_header(ngx_http_request_t *r,
     char *name, ngx_str_t *value);
-static void *ngx_http_mail_plus_auth_create_loc_conf(ngx_conf_t *cf);
-static char *ngx_http_mail_plus_auth_merge_loc_conf(ngx_conf_t *cf,
-    void *parent, void *child);
 static char *ngx_http_mail_plus_auth(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -61,7 +45,7 @@ static char *ngx_http_mail_plus_auth(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_command_t  ngx_http_mail_plus_auth_commands[] = {
 
     { ngx_string("mail_router_auth"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_mail_plus_auth,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -81,8 +65,8 @@ static ngx_http_module_t  ngx_http_mail_plus_auth_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    ngx_http_mail_plus_auth_create_loc_conf, /* create location configuration */
-    ngx_http_mail_plus_auth_merge_loc_conf  /* merge location configuration */
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
 };
 
 
@@ -112,14 +96,10 @@ static ngx_str_t  ngx_http_mail_plus_protocols[] = {
 static ngx_int_t
 ngx_http_mail_plus_auth_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                            rc;
-    ngx_uint_t                           protocol;
-    ngx_mail_plus_main_conf_t           *mpcf;
-    ngx_http_mail_plus_auth_ctx_t       *ctx;
-#if (NGX_THREADS)
-    ngx_thread_task_t                   *task;
-    ngx_http_mail_plus_auth_loc_conf_t  *alcf;
-#endif
+    ngx_int_t                       rc;
+    ngx_pool_cleanup_t             *cln;
+    ngx_mail_plus_main_conf_t      *mpcf;
+    ngx_http_mail_plus_auth_ctx_t  *ctx;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -142,7 +122,20 @@ ngx_http_mail_plus_auth_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_mail_plus_auth_parse(r, ctx, &protocol);
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->check = ngx_mail_plus_check_create(mpcf, r->connection->log);
+    if (ctx->check == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_mail_plus_auth_cleanup;
+    cln->data = ctx->check;
+
+    rc = ngx_http_mail_plus_auth_parse(r, ctx);
 
     if (rc == NGX_DECLINED) {
         return NGX_HTTP_BAD_REQUEST;
@@ -152,91 +145,64 @@ ngx_http_mail_plus_auth_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_mail_plus_router_route(mpcf, &ctx->auth, &ctx->route, r->pool,
-                                   r->connection->log)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ctx->unsupported && ctx->route.status == NGX_MAIL_PLUS_ALLOW) {
-
-        /* APOP, CRAM-MD5 and EXTERNAL need what the router does not keep */
-
-        ctx->route.status = NGX_MAIL_PLUS_DENY;
-        ctx->route.verify = 0;
-        ngx_str_set(&ctx->route.reason, "unsupported authentication method");
-    }
-
-    if (!ctx->route.verify) {
-        return ngx_http_mail_plus_auth_respond(r, ctx);
-    }
-
-    if (ctx->route.user->scheme != NGX_MAIL_PLUS_SCHEME_CRYPT) {
-        rc = ngx_mail_plus_password_check(ctx->route.user,
-                                          &ctx->auth.password, r->pool,
-                                          NULL);
-        ngx_mail_plus_router_verified(mpcf, &ctx->auth, &ctx->route, rc,
-                                      r->connection->log);
-        return ngx_http_mail_plus_auth_respond(r, ctx);
-    }
-
-#if (NGX_THREADS)
-
-    alcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_auth_module);
-
-    task = ngx_thread_task_alloc(r->pool, 0);
-    if (task == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->crypt_data = ngx_palloc(r->pool,
-                                 ngx_mail_plus_password_crypt_size());
-    if (ctx->crypt_data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     ngx_http_set_ctx(r, ctx, ngx_http_mail_plus_auth_module);
 
-    task->ctx = r;
-    task->handler = ngx_http_mail_plus_auth_thread;
-    task->event.data = r;
-    task->event.handler = ngx_http_mail_plus_auth_thread_done;
+    ctx->check->handler = ngx_http_mail_plus_auth_checked;
+    ctx->check->data = r;
 
-    if (ngx_thread_task_post(alcf->thread_pool, task) == NGX_OK) {
+    rc = ngx_mail_plus_check_start(ctx->check);
+
+    if (rc == NGX_AGAIN) {
         r->main->blocked++;
         r->main->count++;
         r->aio = 1;
         return NGX_DONE;
     }
 
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "mail_router_auth: thread pool busy, checking inline");
-
-#else
-
-    ctx->crypt_data = ngx_palloc(r->pool,
-                                 ngx_mail_plus_password_crypt_size());
-    if (ctx->crypt_data == NULL) {
+    if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-#endif
-
-    rc = ngx_mail_plus_password_check(ctx->route.user, &ctx->auth.password,
-                                      NULL, ctx->crypt_data);
-    ngx_mail_plus_router_verified(mpcf, &ctx->auth, &ctx->route, rc,
-                                  r->connection->log);
 
     return ngx_http_mail_plus_auth_respond(r, ctx);
 }
 
 
+static void
+ngx_http_mail_plus_auth_checked(ngx_mail_plus_check_t *check)
+{
+    ngx_connection_t               *c;
+    ngx_http_request_t             *r;
+    ngx_http_mail_plus_auth_ctx_t  *ctx;
+
+    r = check->data;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_auth_module);
+
+    ngx_http_finalize_request(r, ngx_http_mail_plus_auth_respond(r, ctx));
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_mail_plus_auth_cleanup(void *data)
+{
+    ngx_mail_plus_check_t *check = data;
+
+    ngx_mail_plus_check_free(check);
+}
+
+
 static ngx_int_t
 ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
-    ngx_http_mail_plus_auth_ctx_t *ctx, ngx_uint_t *protocol)
+    ngx_http_mail_plus_auth_ctx_t *ctx)
 {
-    ngx_str_t         method, user, pass, proto, rcpt;
+    ngx_str_t         method, user, pass, proto, rcpt, login, password;
     ngx_uint_t        i, k;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -319,9 +285,7 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    *protocol = k;
-    ctx->auth.protocol = k;   /* NGX_MAIL_PLUS_IMAP, _POP3, _SMTP */
-    ctx->auth.client = ctx->client;
+    /* k is NGX_MAIL_PLUS_IMAP, _POP3 or _SMTP */
 
     if (method.len == 4 && ngx_strncasecmp(method.data, (u_char *) "none", 4)
                            == 0)
@@ -336,10 +300,9 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
         }
 
         ctx->raw_login = rcpt;
-        ctx->auth.login = rcpt;
-        ctx->auth.check = 0;
 
-        return NGX_OK;
+        return ngx_mail_plus_check_set(ctx->check, k, &rcpt, NULL,
+                                       &ctx->client);
     }
 
     if (!(method.len == 5
@@ -351,21 +314,19 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
     }
 
     ctx->raw_login = user;
-    ctx->auth.check = 1;
 
-    if (ngx_http_mail_plus_auth_unescape(r, &user, &ctx->auth.login)
-        != NGX_OK
-        || ngx_http_mail_plus_auth_unescape(r, &pass, &ctx->auth.password)
-           != NGX_OK)
+    if (ngx_http_mail_plus_auth_unescape(r, &user, &login) != NGX_OK
+        || ngx_http_mail_plus_auth_unescape(r, &pass, &password) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return ngx_mail_plus_check_set(ctx->check, k, &login, &password,
+                                   &ctx->client);
 }
 
 
-/* nginx escapes Auth-User and Auth-Pass; the password is NUL-terminated */
+/* nginx escapes Auth-User and Auth-Pass */
 
 static ngx_int_t
 ngx_http_mail_plus_auth_unescape(ngx_http_request_t *r, ngx_str_t *value,
@@ -373,7 +334,7 @@ ngx_http_mail_plus_auth_unescape(ngx_http_request_t *r, ngx_str_t *value,
 {
     u_char  *p, *src;
 
-    p = ngx_pnalloc(r->pool, value->len + 1);
+    p = ngx_pnalloc(r->pool, value->len);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -384,57 +345,9 @@ ngx_http_mail_plus_auth_unescape(ngx_http_request_t *r, ngx_str_t *value,
     ngx_unescape_uri(&p, &src, value->len, 0);
 
     result->len = p - result->data;
-    *p = '\0';
 
     return NGX_OK;
 }
-
-
-#if (NGX_THREADS)
-
-static void
-ngx_http_mail_plus_auth_thread(void *data, ngx_log_t *log)
-{
-    ngx_http_request_t *r = data;
-
-    ngx_http_mail_plus_auth_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_auth_module);
-
-    ctx->rc = ngx_mail_plus_password_check(ctx->route.user,
-                                           &ctx->auth.password, NULL,
-                                           ctx->crypt_data);
-}
-
-
-static void
-ngx_http_mail_plus_auth_thread_done(ngx_event_t *ev)
-{
-    ngx_connection_t               *c;
-    ngx_http_request_t             *r;
-    ngx_mail_plus_main_conf_t      *mpcf;
-    ngx_http_mail_plus_auth_ctx_t  *ctx;
-
-    r = ev->data;
-    c = r->connection;
-
-    ngx_http_set_log_request(c->log, r);
-
-    r->main->blocked--;
-    r->aio = 0;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_auth_module);
-
-    mpcf = ngx_mail_plus_get_main_conf((ngx_cycle_t *) ngx_cycle);
-
-    ngx_mail_plus_router_verified(mpcf, &ctx->auth, &ctx->route, ctx->rc,
-                                  c->log);
-
-    ngx_http_finalize_request(r, ngx_http_mail_plus_auth_respond(r, ctx));
-    ngx_http_run_posted_requests(c);
-}
-
-#endif
 
 
 static ngx_int_t
@@ -444,9 +357,19 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
     u_char                 *p;
     ngx_int_t               rc;
     ngx_str_t               status, code, wait, port;
+    ngx_mail_plus_auth_t   *auth;
     ngx_mail_plus_route_t  *route;
 
-    route = &ctx->route;
+    auth = &ctx->check->auth;
+    route = &ctx->check->route;
+
+    if (ctx->unsupported && route->status == NGX_MAIL_PLUS_ALLOW) {
+
+        /* APOP, CRAM-MD5 and EXTERNAL need what the router does not keep */
+
+        route->status = NGX_MAIL_PLUS_DENY;
+        ngx_str_set(&route->reason, "unsupported authentication method");
+    }
 
     ngx_str_null(&code);
     ngx_str_null(&wait);
@@ -481,11 +404,11 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (ctx->auth.check
+        if (auth->check
             && (ngx_http_mail_plus_auth_header(r, "Auth-User", &route->login)
                    != NGX_OK
                 || ngx_http_mail_plus_auth_header(r, "Auth-Pass",
-                                                  &ctx->auth.password)
+                                                  &auth->password)
                    != NGX_OK))
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -497,10 +420,10 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "mail router: %V login \"%V\" from %V denied: %V",
-                      &ngx_http_mail_plus_protocols[ctx->auth.protocol],
+                      &ngx_http_mail_plus_protocols[auth->protocol],
                       &ctx->raw_login, &ctx->client, &route->reason);
 
-        switch (ctx->auth.protocol) {
+        switch (auth->protocol) {
 
         case NGX_MAIL_PLUS_IMAP:
             ngx_str_set(&status,
@@ -513,7 +436,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
 
         default: /* NGX_MAIL_PLUS_SMTP */
 
-            if (ctx->auth.check) {
+            if (auth->check) {
                 ngx_str_set(&code, "535 5.7.8");
                 ngx_str_set(&status, "Authentication credentials invalid");
 
@@ -530,10 +453,10 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "mail router: %V login \"%V\" from %V failed "
                       "temporarily: %V",
-                      &ngx_http_mail_plus_protocols[ctx->auth.protocol],
+                      &ngx_http_mail_plus_protocols[auth->protocol],
                       &ctx->raw_login, &ctx->client, &route->reason);
 
-        switch (ctx->auth.protocol) {
+        switch (auth->protocol) {
 
         case NGX_MAIL_PLUS_IMAP:
             ngx_str_set(&status,
@@ -618,81 +541,17 @@ ngx_http_mail_plus_auth_header(ngx_http_request_t *r, char *name,
 }
 
 
-static void *
-ngx_http_mail_plus_auth_create_loc_conf(ngx_conf_t *cf)
-{
-    ngx_http_mail_plus_auth_loc_conf_t  *alcf;
-
-    alcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_mail_plus_auth_loc_conf_t));
-    if (alcf == NULL) {
-        return NULL;
-    }
-
-    alcf->enable = NGX_CONF_UNSET;
-
-    return alcf;
-}
-
-
-static char *
-ngx_http_mail_plus_auth_merge_loc_conf(ngx_conf_t *cf, void *parent,
-    void *child)
-{
-    ngx_http_mail_plus_auth_loc_conf_t *prev = parent;
-    ngx_http_mail_plus_auth_loc_conf_t *conf = child;
-
-    ngx_conf_merge_value(conf->enable, prev->enable, 0);
-
-#if (NGX_THREADS)
-    if (conf->thread_pool == NULL) {
-        conf->thread_pool = prev->thread_pool;
-    }
-#endif
-
-    return NGX_CONF_OK;
-}
-
-
 static char *
 ngx_http_mail_plus_auth(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_mail_plus_auth_loc_conf_t *alcf = conf;
-
-    ngx_str_t                 *value, name;
     ngx_http_core_loc_conf_t  *clcf;
 
-    if (alcf->enable != NGX_CONF_UNSET) {
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
         return "is duplicate";
     }
 
-    alcf->enable = 1;
-
-    value = cf->args->elts;
-    ngx_str_null(&name);
-
-    if (cf->args->nelts == 2) {
-        if (ngx_strncmp(value[1].data, "threads=", 8) != 0
-            || value[1].len == 8)
-        {
-            return "has an invalid parameter, it must be \"threads=NAME\"";
-        }
-
-        name.data = value[1].data + 8;
-        name.len = value[1].len - 8;
-    }
-
-#if (NGX_THREADS)
-    alcf->thread_pool = ngx_thread_pool_add(cf, name.len ? &name : NULL);
-    if (alcf->thread_pool == NULL) {
-        return NGX_CONF_ERROR;
-    }
-#else
-    if (name.len) {
-        return "has \"threads=\", but nginx is built without threads";
-    }
-#endif
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_mail_plus_auth_handler;
 
     return NGX_CONF_OK;

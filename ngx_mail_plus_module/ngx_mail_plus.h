@@ -12,6 +12,10 @@
 #include <ngx_core.h>
 #include <ngx_mail.h>
 
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
+
 
 /* the protocols a backend server may serve; order is that of "server" */
 
@@ -20,6 +24,11 @@
 #define NGX_MAIL_PLUS_SMTP        2
 #define NGX_MAIL_PLUS_LMTP        3
 #define NGX_MAIL_PLUS_NPROTOCOLS  4
+
+
+/* servers in one pool, at most */
+
+#define NGX_MAIL_PLUS_MAX_SERVERS  1024
 
 
 /* who checks the password of a pool's users */
@@ -52,6 +61,7 @@ typedef struct {
     ngx_addr_t                  addr;      /* port 0 */
     in_port_t                   port[NGX_MAIL_PLUS_NPROTOCOLS];
     ngx_uint_t                  weight;
+    ngx_uint_t                  index;     /* in the pool */
     ngx_mail_plus_pool_t       *pool;
     unsigned                    backup:1;
 } ngx_mail_plus_server_t;
@@ -68,6 +78,7 @@ struct ngx_mail_plus_pool_s {
     ngx_array_t                 servers;   /* ngx_mail_plus_server_t */
     ngx_mail_plus_point_t      *points;
     ngx_uint_t                  npoints;
+    ngx_uint_t                  nprimary;
     ngx_uint_t                  auth;      /* NGX_MAIL_PLUS_AUTH_* */
 
     u_char                     *file;
@@ -119,6 +130,11 @@ typedef struct {
 
     ngx_uint_t                  hash_points;
     time_t                      auth_delay;
+
+    ngx_str_t                   thread_pool_name;
+#if (NGX_THREADS)
+    ngx_thread_pool_t          *thread_pool;
+#endif
 } ngx_mail_plus_main_conf_t;
 
 
@@ -141,10 +157,39 @@ typedef struct {
     ngx_mail_plus_pool_t       *pool;
     ngx_mail_plus_server_t     *server;
     in_port_t                   port;
+    ngx_uint_t                  protocol;
+    ngx_uint_t                  tries;     /* servers tried before this */
+    ngx_str_t                   key;       /* of the ring: login, lower case */
     ngx_str_t                   login;     /* as the backend knows it */
     ngx_str_t                   reason;    /* for the log */
     unsigned                    verify:1;  /* password still to verify */
 } ngx_mail_plus_route_t;
+
+
+typedef struct ngx_mail_plus_check_s  ngx_mail_plus_check_t;
+
+typedef void (*ngx_mail_plus_check_handler_pt)(ngx_mail_plus_check_t *check);
+
+
+/* a login check in progress, see ngx_mail_plus_check.c */
+
+struct ngx_mail_plus_check_s {
+    ngx_pool_t                     *pool;      /* the check's own */
+    ngx_mail_plus_main_conf_t      *mpcf;
+    ngx_log_t                      *log;
+
+    ngx_mail_plus_auth_t            auth;
+    ngx_mail_plus_route_t           route;
+
+    ngx_mail_plus_check_handler_pt  handler;   /* after NGX_AGAIN */
+    void                           *data;
+
+    ngx_int_t                       rc;
+    void                           *crypt_data;
+
+    unsigned                        pending:1;
+    unsigned                        cancelled:1;
+};
 
 
 extern ngx_module_t  ngx_mail_module;
@@ -172,7 +217,10 @@ ngx_mail_plus_server_t *ngx_mail_plus_pool_find_server(
 ngx_int_t ngx_mail_plus_pool_init_ring(ngx_conf_t *cf,
     ngx_mail_plus_pool_t *pool, ngx_uint_t points);
 ngx_mail_plus_server_t *ngx_mail_plus_pool_get_server(
-    ngx_mail_plus_pool_t *pool, ngx_str_t *key, ngx_uint_t protocol);
+    ngx_mail_plus_pool_t *pool, ngx_str_t *key, ngx_uint_t protocol,
+    ngx_uint_t skip);
+ngx_uint_t ngx_mail_plus_server_usable(ngx_mail_plus_server_t *server,
+    ngx_uint_t protocol);
 
 /* the router */
 
@@ -183,9 +231,20 @@ char *ngx_mail_plus_router_init(ngx_conf_t *cf,
 ngx_int_t ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
     ngx_pool_t *pool, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_router_next(ngx_mail_plus_route_t *route);
 void ngx_mail_plus_router_verified(ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
     ngx_int_t rc, ngx_log_t *log);
+
+/* login checks */
+
+ngx_mail_plus_check_t *ngx_mail_plus_check_create(
+    ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_check_set(ngx_mail_plus_check_t *check,
+    ngx_uint_t protocol, ngx_str_t *login, ngx_str_t *password,
+    ngx_str_t *client);
+ngx_int_t ngx_mail_plus_check_start(ngx_mail_plus_check_t *check);
+void ngx_mail_plus_check_free(ngx_mail_plus_check_t *check);
 
 ngx_mail_plus_main_conf_t *ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle);
 

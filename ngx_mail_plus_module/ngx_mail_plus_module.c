@@ -65,6 +65,13 @@ static ngx_command_t  ngx_mail_plus_commands[] = {
       offsetof(ngx_mail_plus_main_conf_t, auth_delay),
       NULL },
 
+    { ngx_string("router_thread_pool"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, thread_pool_name),
+      NULL },
+
       ngx_null_command
 };
 
@@ -113,6 +120,7 @@ ngx_mail_plus_create_main_conf(ngx_conf_t *cf)
      *     mpcf->default_pool_name = { 0, NULL };
      *     mpcf->default_pool = NULL;
      *     mpcf->users = NULL;
+     *     mpcf->thread_pool_name = { 0, NULL };
      */
 
     if (ngx_array_init(&mpcf->pools, cf->pool, 4,
@@ -143,6 +151,28 @@ ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(mpcf->hash_points, 1000);
     ngx_conf_init_value(mpcf->auth_delay, 1);
+
+#if (NGX_THREADS)
+
+    if (mpcf->pools.nelts) {
+        mpcf->thread_pool = ngx_thread_pool_add(cf,
+                                                mpcf->thread_pool_name.len
+                                                ? &mpcf->thread_pool_name
+                                                : NULL);
+        if (mpcf->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+#else
+
+    if (mpcf->thread_pool_name.len) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"router_thread_pool\" needs nginx built with threads");
+        return NGX_CONF_ERROR;
+    }
+
+#endif
 
     return ngx_mail_plus_router_init(cf, mpcf);
 }

@@ -177,12 +177,22 @@ ngx_mail_plus_pool_server(ngx_conf_t *cf, ngx_mail_plus_pool_t *pool)
         return NGX_CONF_ERROR;
     }
 
+    if (pool->servers.nelts == NGX_MAIL_PLUS_MAX_SERVERS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many servers in router pool \"%V\", "
+                           "at most %d", &pool->name,
+                           NGX_MAIL_PLUS_MAX_SERVERS);
+        return NGX_CONF_ERROR;
+    }
+
     server = ngx_array_push(&pool->servers);
     if (server == NULL) {
         return NGX_CONF_ERROR;
     }
 
     ngx_memzero(server, sizeof(ngx_mail_plus_server_t));
+
+    server->index = pool->servers.nelts - 1;
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
@@ -356,6 +366,7 @@ ngx_mail_plus_pool_init_ring(ngx_conf_t *cf, ngx_mail_plus_pool_t *pool,
     for (i = 0; i < pool->servers.nelts; i++) {
         if (!servers[i].backup) {
             total += servers[i].weight * points;
+            pool->nprimary++;
         }
     }
 
@@ -451,14 +462,23 @@ ngx_mail_plus_point_cmp(const void *one, const void *two)
 }
 
 
+/*
+ * The servers of a pool in the order a key meets them: from the key's
+ * point around the ring, each primary server once, then the backup servers
+ * in the order of the configuration.  Only servers that serve the protocol
+ * and are up count; "skip" of them are passed over, so that a session can
+ * fail over from the first to the next.
+ */
+
 ngx_mail_plus_server_t *
 ngx_mail_plus_pool_get_server(ngx_mail_plus_pool_t *pool, ngx_str_t *key,
-    ngx_uint_t protocol)
+    ngx_uint_t protocol, ngx_uint_t skip)
 {
     uint32_t                 hash;
-    ngx_uint_t               i, lo, hi, mid;
+    uint64_t                 seen[NGX_MAIL_PLUS_MAX_SERVERS / 64];
+    ngx_uint_t               i, n, lo, hi, mid, seen_all;
     ngx_mail_plus_point_t   *point;
-    ngx_mail_plus_server_t  *servers;
+    ngx_mail_plus_server_t  *server, *servers;
 
     point = pool->points;
     hash = ngx_mail_plus_hash(key->data, key->len);
@@ -479,27 +499,59 @@ ngx_mail_plus_pool_get_server(ngx_mail_plus_pool_t *pool, ngx_str_t *key,
         }
     }
 
-    /* walk on to the first server that serves the protocol */
+    ngx_memzero(seen, sizeof(seen));
+    seen_all = 0;
 
-    for (i = 0; i < pool->npoints; i++) {
-        mid = (lo + i) % pool->npoints;
+    for (i = 0; i < pool->npoints && seen_all < pool->nprimary; i++) {
+        server = point[(lo + i) % pool->npoints].server;
+        n = server->index;
 
-        if (point[mid].server->port[protocol]) {
-            return point[mid].server;
+        if (seen[n / 64] & ((uint64_t) 1 << (n % 64))) {
+            continue;
+        }
+
+        seen[n / 64] |= (uint64_t) 1 << (n % 64);
+        seen_all++;
+
+        if (!ngx_mail_plus_server_usable(server, protocol)) {
+            continue;
+        }
+
+        if (skip-- == 0) {
+            return server;
         }
     }
-
-    /* no primary serves the protocol: a backup may */
 
     servers = pool->servers.elts;
 
     for (i = 0; i < pool->servers.nelts; i++) {
-        if (servers[i].backup && servers[i].port[protocol]) {
+
+        if (!servers[i].backup
+            || !ngx_mail_plus_server_usable(&servers[i], protocol))
+        {
+            continue;
+        }
+
+        if (skip-- == 0) {
             return &servers[i];
         }
     }
 
     return NULL;
+}
+
+
+/* a server may take a session of the protocol if it serves it and is up */
+
+ngx_uint_t
+ngx_mail_plus_server_usable(ngx_mail_plus_server_t *server,
+    ngx_uint_t protocol)
+{
+    if (server->port[protocol] == 0) {
+        return 0;
+    }
+
+    return 1;
 }
 
 

@@ -323,6 +323,8 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
         route->verify = 1;
     }
 
+    route->protocol = auth->protocol;
+
     if (route->server == NULL) {
 
         /* the ring is keyed by the login as the backend knows it */
@@ -335,11 +337,14 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
 
         ngx_strlow(key.data, route->login.data, key.len);
 
+        route->key = key;
         route->server = ngx_mail_plus_pool_get_server(route->pool, &key,
-                                                      auth->protocol);
+                                                      auth->protocol, 0);
     }
 
-    if (route->server == NULL || route->server->port[auth->protocol] == 0) {
+    if (route->server == NULL
+        || !ngx_mail_plus_server_usable(route->server, auth->protocol))
+    {
         route->status = NGX_MAIL_PLUS_TEMPFAIL;
         route->verify = 0;
         ngx_str_set(&route->reason, "no server for the protocol");
@@ -348,6 +353,41 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
 
     route->port = route->server->port[auth->protocol];
     route->status = NGX_MAIL_PLUS_ALLOW;
+
+    return NGX_OK;
+}
+
+
+/*
+ * after a failed connection to route->server: the next server of the pool
+ * in the order of the ring, NGX_DECLINED if there is none (a user fixed to
+ * one server has none)
+ */
+
+ngx_int_t
+ngx_mail_plus_router_next(ngx_mail_plus_route_t *route)
+{
+    ngx_mail_plus_server_t  *server;
+
+    if (route->key.len == 0) {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * the servers before this one may have come up or gone down since, so
+     * the walk starts over and passes over one more
+     */
+
+    route->tries++;
+
+    server = ngx_mail_plus_pool_get_server(route->pool, &route->key,
+                                           route->protocol, route->tries);
+    if (server == NULL) {
+        return NGX_DECLINED;
+    }
+
+    route->server = server;
+    route->port = server->port[route->protocol];
 
     return NGX_OK;
 }

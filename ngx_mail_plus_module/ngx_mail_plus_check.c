@@ -1,0 +1,219 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus.h"
+
+
+/*
+ * A login check: the router's answer and, where the pool checks passwords,
+ * the password check.  Crypt hashes cost milliseconds each by design, so
+ * they are checked in the router's thread pool and the caller's handler
+ * runs when the thread is done.  A check lives in a pool of its own, so
+ * that a caller that goes away while a thread works on its check only
+ * marks it; the check is freed when the thread is done.
+ */
+
+
+#if (NGX_THREADS)
+static void ngx_mail_plus_check_thread(void *data, ngx_log_t *log);
+static void ngx_mail_plus_check_thread_done(ngx_event_t *ev);
+#endif
+
+
+ngx_mail_plus_check_t *
+ngx_mail_plus_check_create(ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log)
+{
+    ngx_pool_t             *pool;
+    ngx_mail_plus_check_t  *check;
+
+    pool = ngx_create_pool(1024, log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    check = ngx_pcalloc(pool, sizeof(ngx_mail_plus_check_t));
+    if (check == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    check->pool = pool;
+    check->mpcf = mpcf;
+    check->log = log;
+
+    return check;
+}
+
+
+/* the login and the password are copied; the password NUL-terminated */
+
+ngx_int_t
+ngx_mail_plus_check_set(ngx_mail_plus_check_t *check, ngx_uint_t protocol,
+    ngx_str_t *login, ngx_str_t *password, ngx_str_t *client)
+{
+    u_char  *p;
+
+    check->auth.protocol = protocol;
+    check->auth.check = (password != NULL);
+
+    check->auth.login.data = ngx_pstrdup(check->pool, login);
+    if (check->auth.login.data == NULL && login->len) {
+        return NGX_ERROR;
+    }
+
+    check->auth.login.len = login->len;
+
+    if (client) {
+        check->auth.client.data = ngx_pstrdup(check->pool, client);
+        if (check->auth.client.data == NULL && client->len) {
+            return NGX_ERROR;
+        }
+
+        check->auth.client.len = client->len;
+    }
+
+    if (password == NULL) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(check->pool, password->len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, password->data, password->len);
+    p[password->len] = '\0';
+
+    check->auth.password.data = p;
+    check->auth.password.len = password->len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * NGX_OK: check->route is the answer; NGX_AGAIN: a thread checks the
+ * password and check->handler will be called; NGX_ERROR
+ */
+
+ngx_int_t
+ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
+{
+    ngx_int_t               rc;
+    ngx_mail_plus_user_t   *user;
+#if (NGX_THREADS)
+    ngx_thread_task_t      *task;
+#endif
+
+    if (ngx_mail_plus_router_route(check->mpcf, &check->auth, &check->route,
+                                   check->pool, check->log)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!check->route.verify) {
+        return NGX_OK;
+    }
+
+    user = check->route.user;
+
+    if (user->scheme == NGX_MAIL_PLUS_SCHEME_CRYPT) {
+
+        check->crypt_data = ngx_palloc(check->pool,
+                                       ngx_mail_plus_password_crypt_size());
+        if (check->crypt_data == NULL) {
+            return NGX_ERROR;
+        }
+
+#if (NGX_THREADS)
+
+        if (check->mpcf->thread_pool) {
+
+            task = ngx_thread_task_alloc(check->pool, 0);
+            if (task == NULL) {
+                return NGX_ERROR;
+            }
+
+            task->ctx = check;
+            task->handler = ngx_mail_plus_check_thread;
+            task->event.data = check;
+            task->event.handler = ngx_mail_plus_check_thread_done;
+
+            if (ngx_thread_task_post(check->mpcf->thread_pool, task)
+                == NGX_OK)
+            {
+                check->pending = 1;
+                return NGX_AGAIN;
+            }
+
+            ngx_log_error(NGX_LOG_WARN, check->log, 0,
+                          "router thread pool is busy, "
+                          "checking the password in place");
+        }
+
+#endif
+    }
+
+    rc = ngx_mail_plus_password_check(user, &check->auth.password,
+                                      check->pool, check->crypt_data);
+
+    ngx_mail_plus_router_verified(check->mpcf, &check->auth, &check->route,
+                                  rc, check->log);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_mail_plus_check_free(ngx_mail_plus_check_t *check)
+{
+    if (check->pending) {
+        check->cancelled = 1;
+        return;
+    }
+
+    ngx_destroy_pool(check->pool);
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_mail_plus_check_thread(void *data, ngx_log_t *log)
+{
+    ngx_mail_plus_check_t *check = data;
+
+    /* crypt_r() only: no pool, no log */
+
+    check->rc = ngx_mail_plus_password_check(check->route.user,
+                                             &check->auth.password, NULL,
+                                             check->crypt_data);
+}
+
+
+static void
+ngx_mail_plus_check_thread_done(ngx_event_t *ev)
+{
+    ngx_mail_plus_check_t *check = ev->data;
+
+    check->pending = 0;
+
+    if (check->cancelled) {
+        ngx_destroy_pool(check->pool);
+        return;
+    }
+
+    ngx_mail_plus_router_verified(check->mpcf, &check->auth, &check->route,
+                                  check->rc, check->log);
+
+    check->handler(check);
+}
+
+#endif
