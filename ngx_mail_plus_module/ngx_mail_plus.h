@@ -45,6 +45,13 @@
 #define NGX_MAIL_PLUS_SCHEME_CRYPT  4
 
 
+/* how a pool's backends learn the client's address */
+
+#define NGX_MAIL_PLUS_FORWARD_OFF     0
+#define NGX_MAIL_PLUS_FORWARD_NATIVE  1   /* IMAP ID, POP3 XCLIENT */
+#define NGX_MAIL_PLUS_FORWARD_PROXY   2   /* PROXY protocol v2 */
+
+
 /* router answers */
 
 #define NGX_MAIL_PLUS_ALLOW         0
@@ -80,6 +87,7 @@ struct ngx_mail_plus_pool_s {
     ngx_uint_t                  npoints;
     ngx_uint_t                  nprimary;
     ngx_uint_t                  auth;      /* NGX_MAIL_PLUS_AUTH_* */
+    ngx_uint_t                  forward;   /* NGX_MAIL_PLUS_FORWARD_* */
 
     u_char                     *file;
     ngx_uint_t                  line;

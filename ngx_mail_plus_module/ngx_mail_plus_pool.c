@@ -62,6 +62,7 @@ ngx_mail_plus_pool_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     pool->name = value[1];
     pool->auth = NGX_CONF_UNSET_UINT;
+    pool->forward = NGX_CONF_UNSET_UINT;
     pool->file = cf->conf_file->file.name.data;
     pool->line = cf->conf_file->line;
 
@@ -99,6 +100,10 @@ ngx_mail_plus_pool_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (pool->auth == NGX_CONF_UNSET_UINT) {
         pool->auth = NGX_MAIL_PLUS_AUTH_ROUTER;
+    }
+
+    if (pool->forward == NGX_CONF_UNSET_UINT) {
+        pool->forward = NGX_MAIL_PLUS_FORWARD_OFF;
     }
 
     return NGX_CONF_OK;
@@ -141,6 +146,38 @@ ngx_mail_plus_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid value \"%V\" in \"auth\" of router pool, "
                            "it must be \"router\" or \"backend\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[0].len == 7 && ngx_strncmp(value[0].data, "forward", 7) == 0) {
+
+        if (cf->args->nelts != 2) {
+            goto invalid;
+        }
+
+        if (pool->forward != NGX_CONF_UNSET_UINT) {
+            return "is duplicate";
+        }
+
+        if (ngx_strcmp(value[1].data, "off") == 0) {
+            pool->forward = NGX_MAIL_PLUS_FORWARD_OFF;
+            return NGX_CONF_OK;
+        }
+
+        if (ngx_strcmp(value[1].data, "native") == 0) {
+            pool->forward = NGX_MAIL_PLUS_FORWARD_NATIVE;
+            return NGX_CONF_OK;
+        }
+
+        if (ngx_strcmp(value[1].data, "proxy_protocol") == 0) {
+            pool->forward = NGX_MAIL_PLUS_FORWARD_PROXY;
+            return NGX_CONF_OK;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"forward\" of router "
+                           "pool, it must be \"off\", \"native\" or "
+                           "\"proxy_protocol\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
