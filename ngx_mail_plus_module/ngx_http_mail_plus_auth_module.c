@@ -368,6 +368,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
         /* APOP, CRAM-MD5 and EXTERNAL need what the router does not keep */
 
         route->status = NGX_MAIL_PLUS_DENY;
+        route->delay = ctx->check->mpcf->auth_delay;
         ngx_str_set(&route->reason, "unsupported authentication method");
     }
 
@@ -469,7 +470,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
             break;
 
         default: /* NGX_MAIL_PLUS_SMTP */
-            ngx_str_set(&code, "451 4.3.0");
+            ngx_str_set(&code, "451 4.4.1");
             ngx_str_set(&status, "Temporary authentication failure");
         }
     }
@@ -492,10 +493,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
         }
 
         wait.data = p;
-        wait.len = ngx_sprintf(p, "%T",
-                               ngx_mail_plus_get_main_conf(
-                                   (ngx_cycle_t *) ngx_cycle)->auth_delay)
-                   - p;
+        wait.len = ngx_sprintf(p, "%T", route->delay) - p;
 
         if (ngx_http_mail_plus_auth_header(r, "Auth-Wait", &wait) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;

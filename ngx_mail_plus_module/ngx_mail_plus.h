@@ -26,6 +26,11 @@
 #define NGX_MAIL_PLUS_NPROTOCOLS  4
 
 
+/* a throttling key: its type, then a login or an address */
+
+#define NGX_MAIL_PLUS_KEY_LEN      260
+
+
 /* servers in one pool, at most */
 
 #define NGX_MAIL_PLUS_MAX_SERVERS  1024
@@ -62,6 +67,17 @@
 typedef struct ngx_mail_plus_pool_s  ngx_mail_plus_pool_t;
 
 
+/* the health of one backend address and port, in the shared zone */
+
+typedef struct {
+    ngx_atomic_t                down;
+    ngx_uint_t                  fails;     /* in a row */
+    ngx_uint_t                  passes;    /* in a row */
+    ngx_msec_t                  checked;   /* last active check started */
+    u_char                      name[NGX_SOCKADDR_STRLEN];
+} ngx_mail_plus_health_t;
+
+
 typedef struct {
     ngx_str_t                   name;      /* as written in "server" */
     ngx_str_t                   host;      /* IP literal, no port */
@@ -70,6 +86,7 @@ typedef struct {
     ngx_uint_t                  weight;
     ngx_uint_t                  index;     /* in the pool */
     ngx_mail_plus_pool_t       *pool;
+    ngx_mail_plus_health_t     *health[NGX_MAIL_PLUS_NPROTOCOLS];
     unsigned                    backup:1;
 } ngx_mail_plus_server_t;
 
@@ -139,6 +156,21 @@ typedef struct {
     ngx_uint_t                  hash_points;
     time_t                      auth_delay;
 
+    ngx_shm_zone_t             *shm_zone;
+
+    ngx_msec_t                  check_interval;
+    ngx_msec_t                  check_timeout;
+    ngx_uint_t                  check_fails;
+    ngx_uint_t                  check_passes;
+    ngx_flag_t                  check;
+
+    ngx_uint_t                  login_fails;    /* before lockout */
+    ngx_uint_t                  address_fails;
+    time_t                      fail_window;
+    time_t                      auth_max_delay;
+    ngx_uint_t                  login_rate;     /* logins a minute */
+    ngx_array_t                *trusted;        /* ngx_cidr_t */
+
     ngx_str_t                   thread_pool_name;
 #if (NGX_THREADS)
     ngx_thread_pool_t          *thread_pool;
@@ -152,7 +184,7 @@ typedef struct {
     ngx_uint_t                  protocol;  /* NGX_MAIL_PLUS_IMAP ... */
     ngx_str_t                   login;
     ngx_str_t                   password;
-    ngx_str_t                   client;    /* client address, for logs */
+    ngx_str_t                   client;    /* client address, as text */
     unsigned                    check:1;   /* the password is to be checked */
 } ngx_mail_plus_auth_t;
 
@@ -170,8 +202,38 @@ typedef struct {
     ngx_str_t                   key;       /* of the ring: login, lower case */
     ngx_str_t                   login;     /* as the backend knows it */
     ngx_str_t                   reason;    /* for the log */
+    time_t                      delay;     /* before a refusal is sent */
     unsigned                    verify:1;  /* password still to verify */
+    unsigned                    locked:1;  /* refused by throttling */
 } ngx_mail_plus_route_t;
+
+
+/* the shared zone: health, throttling, counters */
+
+typedef struct {
+    ngx_atomic_t                attempts;
+    ngx_atomic_t                allowed;
+    ngx_atomic_t                denied;
+    ngx_atomic_t                locked;
+    ngx_atomic_t                tempfail;
+} ngx_mail_plus_stats_t;
+
+
+typedef struct {
+    ngx_rbtree_t                rbtree;    /* throttle entries */
+    ngx_rbtree_node_t           sentinel;
+    ngx_queue_t                 queue;     /* the same, most recent first */
+    ngx_queue_t                 health;    /* ngx_mail_plus_health_link_t */
+    ngx_mail_plus_stats_t       stats;
+    time_t                      warned;    /* zone full, last logged */
+} ngx_mail_plus_shctx_t;
+
+
+typedef struct {
+    ngx_mail_plus_shctx_t      *sh;
+    ngx_slab_pool_t            *shpool;
+    ngx_mail_plus_main_conf_t  *mpcf;
+} ngx_mail_plus_zone_t;
 
 
 typedef struct ngx_mail_plus_check_s  ngx_mail_plus_check_t;
@@ -253,6 +315,22 @@ ngx_int_t ngx_mail_plus_check_set(ngx_mail_plus_check_t *check,
     ngx_str_t *client);
 ngx_int_t ngx_mail_plus_check_start(ngx_mail_plus_check_t *check);
 void ngx_mail_plus_check_free(ngx_mail_plus_check_t *check);
+
+/* the shared zone */
+
+char *ngx_mail_plus_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+/* backend health */
+
+void ngx_mail_plus_health_report(ngx_mail_plus_server_t *server,
+    ngx_uint_t protocol, ngx_uint_t ok, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_health_init_process(ngx_cycle_t *cycle,
+    ngx_mail_plus_main_conf_t *mpcf);
+
+/* throttling of logins */
+
+void ngx_mail_plus_throttle_before(ngx_mail_plus_check_t *check);
+void ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check);
 
 ngx_mail_plus_main_conf_t *ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle);
 

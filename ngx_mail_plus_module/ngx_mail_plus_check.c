@@ -11,8 +11,8 @@
 
 
 /*
- * A login check: the router's answer and, where the pool checks passwords,
- * the password check.  Crypt hashes cost milliseconds each by design, so
+ * A login check: the router's answer, the throttles of the shared zone
+ * and, where the pool checks passwords, the password check.  Crypt hashes cost milliseconds each by design, so
  * they are checked in the router's thread pool and the caller's handler
  * runs when the thread is done.  A check lives in a pool of its own, so
  * that a caller that goes away while a thread works on its check only
@@ -118,7 +118,10 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
         return NGX_ERROR;
     }
 
+    ngx_mail_plus_throttle_before(check);
+
     if (!check->route.verify) {
+        ngx_mail_plus_throttle_after(check);
         return NGX_OK;
     }
 
@@ -167,6 +170,8 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
     ngx_mail_plus_router_verified(check->mpcf, &check->auth, &check->route,
                                   rc, check->log);
 
+    ngx_mail_plus_throttle_after(check);
+
     return NGX_OK;
 }
 
@@ -212,6 +217,8 @@ ngx_mail_plus_check_thread_done(ngx_event_t *ev)
 
     ngx_mail_plus_router_verified(check->mpcf, &check->auth, &check->route,
                                   check->rc, check->log);
+
+    ngx_mail_plus_throttle_after(check);
 
     check->handler(check);
 }

@@ -14,6 +14,11 @@ static void *ngx_mail_plus_create_main_conf(ngx_conf_t *cf);
 static char *ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_mail_plus_set_where(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_mail_plus_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_mail_plus_trusted(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_mail_plus_init_process(ngx_cycle_t *cycle);
 
 
 static ngx_conf_num_bounds_t  ngx_mail_plus_hash_points_bounds = {
@@ -65,6 +70,62 @@ static ngx_command_t  ngx_mail_plus_commands[] = {
       offsetof(ngx_mail_plus_main_conf_t, auth_delay),
       NULL },
 
+    { ngx_string("router_zone"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_mail_plus_zone,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("router_health_check"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_mail_plus_health_check,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("router_login_fails"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, login_fails),
+      NULL },
+
+    { ngx_string("router_address_fails"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, address_fails),
+      NULL },
+
+    { ngx_string("router_fail_window"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, fail_window),
+      NULL },
+
+    { ngx_string("router_auth_max_delay"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, auth_max_delay),
+      NULL },
+
+    { ngx_string("router_login_rate"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, login_rate),
+      NULL },
+
+    { ngx_string("router_trusted_networks"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_mail_plus_trusted,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("router_thread_pool"),
       NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -94,7 +155,7 @@ ngx_module_t  ngx_mail_plus_module = {
     NGX_MAIL_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_mail_plus_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -121,6 +182,8 @@ ngx_mail_plus_create_main_conf(ngx_conf_t *cf)
      *     mpcf->default_pool = NULL;
      *     mpcf->users = NULL;
      *     mpcf->thread_pool_name = { 0, NULL };
+     *     mpcf->shm_zone = NULL;
+     *     mpcf->trusted = NULL;
      */
 
     if (ngx_array_init(&mpcf->pools, cf->pool, 4,
@@ -140,6 +203,18 @@ ngx_mail_plus_create_main_conf(ngx_conf_t *cf)
     mpcf->hash_points = NGX_CONF_UNSET_UINT;
     mpcf->auth_delay = NGX_CONF_UNSET;
 
+    mpcf->check = NGX_CONF_UNSET;
+    mpcf->check_interval = NGX_CONF_UNSET_MSEC;
+    mpcf->check_timeout = NGX_CONF_UNSET_MSEC;
+    mpcf->check_fails = NGX_CONF_UNSET_UINT;
+    mpcf->check_passes = NGX_CONF_UNSET_UINT;
+
+    mpcf->login_fails = NGX_CONF_UNSET_UINT;
+    mpcf->address_fails = NGX_CONF_UNSET_UINT;
+    mpcf->fail_window = NGX_CONF_UNSET;
+    mpcf->auth_max_delay = NGX_CONF_UNSET;
+    mpcf->login_rate = NGX_CONF_UNSET_UINT;
+
     return mpcf;
 }
 
@@ -151,6 +226,18 @@ ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(mpcf->hash_points, 1000);
     ngx_conf_init_value(mpcf->auth_delay, 1);
+
+    ngx_conf_init_value(mpcf->check, 1);
+    ngx_conf_init_msec_value(mpcf->check_interval, 5000);
+    ngx_conf_init_msec_value(mpcf->check_timeout, 3000);
+    ngx_conf_init_uint_value(mpcf->check_fails, 1);
+    ngx_conf_init_uint_value(mpcf->check_passes, 1);
+
+    ngx_conf_init_uint_value(mpcf->login_fails, 5);
+    ngx_conf_init_uint_value(mpcf->address_fails, 20);
+    ngx_conf_init_value(mpcf->fail_window, 600);
+    ngx_conf_init_value(mpcf->auth_max_delay, 30);
+    ngx_conf_init_uint_value(mpcf->login_rate, 0);
 
 #if (NGX_THREADS)
 
@@ -206,6 +293,146 @@ ngx_mail_plus_set_where(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_mail_plus_health_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_plus_main_conf_t *mpcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_msec_t   ms;
+    ngx_uint_t   i;
+
+    if (mpcf->check != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        mpcf->check = 0;
+        return NGX_CONF_OK;
+    }
+
+    mpcf->check = 1;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "interval=", 9) == 0
+            || ngx_strncmp(value[i].data, "timeout=", 8) == 0)
+        {
+            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                goto invalid;
+            }
+
+            if (value[i].data[0] == 'i') {
+                mpcf->check_interval = ms;
+
+            } else {
+                mpcf->check_timeout = ms;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "fails=", 6) == 0
+            || ngx_strncmp(value[i].data, "passes=", 7) == 0)
+        {
+            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            n = ngx_atoi(s.data, s.len);
+            if (n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            if (value[i].data[0] == 'f') {
+                mpcf->check_fails = n;
+
+            } else {
+                mpcf->check_passes = n;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_mail_plus_trusted(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_plus_main_conf_t *mpcf = conf;
+
+    ngx_int_t    rc;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+    ngx_cidr_t  *cidr;
+
+    value = cf->args->elts;
+
+    if (mpcf->trusted == NULL) {
+        mpcf->trusted = ngx_array_create(cf->pool, 4, sizeof(ngx_cidr_t));
+        if (mpcf->trusted == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        cidr = ngx_array_push(mpcf->trusted);
+        if (cidr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rc = ngx_ptocidr(&value[i], cidr);
+
+        if (rc == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid network \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc == NGX_DONE) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "low address bits of %V are meaningless",
+                               &value[i]);
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_init_process(ngx_cycle_t *cycle)
+{
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = ngx_mail_plus_get_main_conf(cycle);
+
+    if (mpcf == NULL || mpcf->shm_zone == NULL || !mpcf->check) {
+        return NGX_OK;
+    }
+
+    return ngx_mail_plus_health_init_process(cycle, mpcf);
 }
 
 

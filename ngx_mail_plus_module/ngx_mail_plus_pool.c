@@ -588,6 +588,10 @@ ngx_mail_plus_server_usable(ngx_mail_plus_server_t *server,
         return 0;
     }
 
+    if (server->health[protocol] && server->health[protocol]->down) {
+        return 0;
+    }
+
     return 1;
 }
 

@@ -347,7 +347,7 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
     {
         route->status = NGX_MAIL_PLUS_TEMPFAIL;
         route->verify = 0;
-        ngx_str_set(&route->reason, "no server for the protocol");
+        ngx_str_set(&route->reason, "no live server for the protocol");
         return NGX_OK;
     }
 
