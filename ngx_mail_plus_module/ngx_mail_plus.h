@@ -331,6 +331,8 @@ ngx_int_t ngx_mail_plus_health_init_process(ngx_cycle_t *cycle,
 
 void ngx_mail_plus_throttle_before(ngx_mail_plus_check_t *check);
 void ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check);
+ngx_int_t ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone,
+    ngx_uint_t n, ngx_uint_t force);
 
 ngx_mail_plus_main_conf_t *ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle);
 

@@ -49,8 +49,6 @@ static ngx_uint_t ngx_mail_plus_throttle_key(ngx_mail_plus_check_t *check,
 static ngx_mail_plus_throttle_node_t *ngx_mail_plus_throttle_lookup(
     ngx_mail_plus_zone_t *zone, ngx_str_t *key, ngx_uint_t create,
     ngx_log_t *log);
-static void ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone,
-    ngx_uint_t n, ngx_uint_t force);
 static ngx_uint_t ngx_mail_plus_throttle_locked(ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_throttle_node_t *node, ngx_uint_t limit);
 
@@ -393,7 +391,7 @@ ngx_mail_plus_throttle_lookup(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
 
     /* two stale entries go with each new one */
 
-    ngx_mail_plus_throttle_expire(zone, 2, 0);
+    (void) ngx_mail_plus_throttle_expire(zone, 2, 0);
 
     size = offsetof(ngx_mail_plus_throttle_node_t, data) + key->len;
 
@@ -401,7 +399,7 @@ ngx_mail_plus_throttle_lookup(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
 
     if (node == NULL) {
 
-        ngx_mail_plus_throttle_expire(zone, 16, 1);
+        (void) ngx_mail_plus_throttle_expire(zone, 16, 1);
 
         node = ngx_slab_alloc_locked(zone->shpool, size);
 
@@ -436,12 +434,12 @@ ngx_mail_plus_throttle_lookup(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
 
 
 /*
- * drops up to n of the least recently used entries: only stale ones (no
- * failure within the window, no login within the minute), or with "force"
- * any
+ * with the zone locked: drops up to n of the least recently used entries,
+ * only stale ones (no failure within the window, no login within the
+ * minute), or with "force" any; NGX_DECLINED if there were none to drop
  */
 
-static void
+ngx_int_t
 ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone, ngx_uint_t n,
     ngx_uint_t force)
 {
@@ -452,21 +450,27 @@ ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone, ngx_uint_t n,
     now = ngx_time();
     ttl = ngx_max(zone->mpcf->fail_window, 60);
 
+    if (ngx_queue_empty(&zone->sh->queue)) {
+        return NGX_DECLINED;
+    }
+
     while (n--) {
 
         if (ngx_queue_empty(&zone->sh->queue)) {
-            return;
+            return NGX_OK;
         }
 
         q = ngx_queue_last(&zone->sh->queue);
         node = ngx_queue_data(q, ngx_mail_plus_throttle_node_t, queue);
 
         if (!force && node->last + ttl > now) {
-            return;
+            return NGX_OK;
         }
 
         ngx_queue_remove(q);
         ngx_rbtree_delete(&zone->sh->rbtree, &node->sn.node);
         ngx_slab_free_locked(zone->shpool, node);
     }
+
+    return NGX_OK;
 }

@@ -211,11 +211,24 @@ ngx_mail_plus_zone_health(ngx_mail_plus_zone_t *zone,
         }
     }
 
-    link = ngx_slab_calloc_locked(zone->shpool,
-                                  sizeof(ngx_mail_plus_health_link_t));
-    if (link == NULL) {
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return NULL;
+    /* health comes first: throttling entries make room for it */
+
+    for ( ;; ) {
+        link = ngx_slab_calloc_locked(zone->shpool,
+                                      sizeof(ngx_mail_plus_health_link_t));
+        if (link) {
+            break;
+        }
+
+        if (ngx_mail_plus_throttle_expire(zone, 64, 1) == NGX_DECLINED) {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+
+            ngx_log_error(NGX_LOG_EMERG, ngx_cycle->log, 0,
+                          "mail router zone \"%V\" is too small for "
+                          "the health of %s", &zone->mpcf->shm_zone->shm.name,
+                          name);
+            return NULL;
+        }
     }
 
     ngx_memcpy(link->health.name, name, sizeof(name));

@@ -476,7 +476,10 @@ sub nginx_t {
 #
 # Options: addr => '127.0.0.2' (listen address, default 127.0.0.1);
 # any_password => 1 (Dovecot accepts any password: only the router
-# checks them).
+# checks them); login_processes => N (N imap-login and pop3-login
+# processes kept running, each for many connections, so that a greeting
+# never waits for a new process: for frequent health checks with a short
+# timeout on a busy machine).
 
 sub dovecot {
     my ($self, $name, %opts) = @_;
@@ -507,6 +510,11 @@ sub dovecot {
         $passwd .= "$u:{PLAIN}$d{users}{$u}::::::\n";
     }
     $self->write_file("$dir/passwd", $passwd);
+
+    my $login = $opts{login_processes}
+        ? "  service_count = 0\n"
+            . "  process_min_avail = $opts{login_processes}\n"
+        : '';
 
     $self->write_file("$dir/dovecot.conf", <<"EOF");
 base_dir = $dir/run
@@ -540,7 +548,7 @@ userdb {
 }
 
 service imap-login {
-  inet_listener imap {
+${login}  inet_listener imap {
     address = $addr
     port = $d{imap}
   }
@@ -550,7 +558,7 @@ service imap-login {
 }
 
 service pop3-login {
-  inet_listener pop3 {
+${login}  inet_listener pop3 {
     address = $addr
     port = $d{pop3}
   }
@@ -601,6 +609,28 @@ EOF
         or die "dovecot $name: no lmtp listener\n";
 
     return \%d;
+}
+
+# stop_dovecot($dovecot): stops one Dovecot instance started by dovecot()
+# (TERM to its master by PID, KILL after a bounded wait) and waits, at
+# most $timeout seconds, until its IMAP and POP3 ports refuse connections.
+# Returns true when they do.  dovecot() with the same name and options
+# starts it again on the same ports, with the same mailboxes.
+
+sub stop_dovecot {
+    my ($self, $d, $timeout) = @_;
+
+    my $pid = delete $d->{pid} or return 1;
+
+    $self->{daemons} = [ grep { $_ != $pid } @{$self->{daemons}} ];
+    $self->_stop_pid($pid, 'TERM', 10);
+
+    for my $p (qw/ imap pop3 /) {
+        wait_for(sub { !$self->can_connect("$d->{addr}:$d->{$p}") },
+            $timeout) or return 0;
+    }
+
+    return 1;
 }
 
 # maildir($dovecot, $user, $folder): creates (if needed) and returns the
