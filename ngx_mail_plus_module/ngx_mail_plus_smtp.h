@@ -93,6 +93,28 @@ typedef struct {
 } ngx_mail_plus_smtp_data_t;
 
 
+typedef struct {
+    ngx_str_t                   spool;
+    ngx_str_t                   thread_pool;
+    struct ngx_mail_plus_queue_s  *queue;   /* NULL: no server uses it */
+} ngx_mail_plus_smtp_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  enable;
+    ngx_array_t                *local_domains;  /* ngx_str_t, lower case */
+    ngx_array_t                *trusted;        /* ngx_cidr_t */
+    off_t                       max_message_size;
+    ngx_uint_t                  max_recipients;
+    size_t                      max_line_length;
+    ngx_uint_t                  max_errors;
+    ngx_msec_t                  command_timeout;
+    ngx_msec_t                  data_timeout;
+    ngx_msec_t                  send_timeout;
+    ngx_flag_t                  auth_plaintext;
+} ngx_mail_plus_smtp_srv_conf_t;
+
+
 /* the parser: no allocations, no nginx runtime calls */
 
 ngx_int_t ngx_mail_plus_smtp_read_line(ngx_buf_t *b, size_t max,
@@ -136,6 +158,7 @@ struct ngx_mail_plus_queue_msg_s {
     u_char                         *name;
     ngx_fd_t                        fd;
     off_t                           offset;    /* written so far */
+    off_t                           body;      /* of the "body" value */
     ngx_err_t                       err;
 
     ngx_mail_plus_queue_handler_pt  handler;   /* after commit */
@@ -167,6 +190,8 @@ ngx_mail_plus_queue_msg_t *ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
     ngx_mail_plus_queue_envelope_t *env, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_write(ngx_mail_plus_queue_msg_t *m,
     u_char *data, size_t len);
+ngx_int_t ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m,
+    ngx_uint_t body);
 ngx_int_t ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m);
 ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
@@ -175,6 +200,14 @@ ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
 ngx_int_t ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
     ngx_log_t *log);
 ngx_mail_plus_queue_t *ngx_mail_plus_queue_get(ngx_cycle_t *cycle);
+
+
+/* the session */
+
+void ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+void ngx_mail_plus_smtp_init_protocol(ngx_event_t *rev);
+void ngx_mail_plus_smtp_auth_state(ngx_event_t *rev);
 
 
 extern ngx_module_t  ngx_mail_plus_smtp_module;
