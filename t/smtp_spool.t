@@ -1,0 +1,165 @@
+#!/usr/bin/perl
+
+# The spool: a message answered with 250 survives kill -9 of the worker
+# and a restart; kill -9 during DATA leaves nothing visible, and the
+# temporary file is removed at the next start; a spool that cannot be
+# written (permissions, full disk) gives 452 4.3.1 and no entry.
+
+use warnings;
+use strict;
+
+use Test::More;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use MailPlus::Test qw/ wait_for /;
+
+###############################################################################
+
+my $t = MailPlus::Test->new();
+
+my $dir = $t->testdir();
+
+# a small tmpfs for the full disk case, if this machine lets us mount one
+
+mkdir "$dir/full";
+my $tmpfs = $> == 0
+    && system("mount -t tmpfs -o size=1m tmpfs $dir/full 2>/dev/null") == 0;
+
+END {
+    system("umount $dir/full 2>/dev/null") if $tmpfs;
+}
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+%%LOAD_MODULES%%
+
+worker_processes 1;
+
+events {
+}
+
+mail {
+    auth_http 127.0.0.1:9/auth;
+
+    queue_spool %%TESTDIR%%/spool;
+
+    server {
+        listen 127.0.0.1:%%PORT_smtp%%;
+        protocol smtp;
+        server_name mx.test;
+
+        smtp_store_and_forward on;
+        smtp_local_domains example.com;
+    }
+}
+EOF
+
+$t->run();
+
+my $port = $t->port('smtp');
+
+sub begin {
+    my $c = MailPlus::Test::Client->new($port) or return;
+    $c->getline();
+    $c->smtp('EHLO c.example');
+    $c->smtp('MAIL FROM:<a@remote.example>');
+    $c->smtp('RCPT TO:<rcpt@example.com>');
+    return $c;
+}
+
+###############################################################################
+
+# kill -9 right after 250: the message is there after a restart
+
+my $c = begin();
+$c->smtp('DATA');
+$c->send("Subject: durable\r\n\r\nkept\r\n.\r\n", raw => 1);
+my ($id) = $c->smtp_reply() =~ /queued as ([0-9A-F]{22})/;
+ok($id, 'queued');
+
+my @w = $t->workers();
+is(scalar @w, 1, 'one worker');
+kill 'KILL', @w;
+ok(wait_for(sub { !-e "/proc/$w[0]" || _zombie($w[0]) }), 'worker killed');
+
+ok(-f "$dir/spool/incoming/$id", 'message in the spool after kill -9');
+
+# kill -9 during DATA: nothing in incoming/
+
+ok(wait_for(sub { $t->workers() }), 'worker respawned');
+
+$c = begin();
+$c->smtp('DATA');
+$c->send("Subject: partial\r\n\r\n" . ("x" x 100 . "\r\n") x 500, raw => 1);
+ok(wait_for(sub { my @f = $t->spool('spool', 'tmp'); @f == 1 }),
+    'temporary file while DATA is read');
+kill 'KILL', $t->workers();
+ok($c->at_eof(), 'connection gone with the worker');
+is_deeply([ $t->spool('spool') ], [ $id ], 'no partial message visible');
+
+# a restart reads the spool back and removes stale temporary files
+
+$t->restart();
+
+is_deeply([ $t->spool('spool') ], [ $id ], 'message still there after restart');
+is_deeply([ $t->spool('spool', 'tmp') ], [], 'stale temporary file removed');
+like($t->read_file('error.log'),
+    qr/queue spool "\Q$dir\E\/spool": 1 messages incoming, 0 active, 1 stale temporary files removed/,
+    'spool scanned at start');
+
+# a spool that cannot be written: 452, nothing left behind
+
+chmod 0555, "$dir/spool/tmp";
+$c = begin();
+like($c->smtp('DATA'), qr/^452 4\.3\.1 /, 'unwritable spool: 452 at DATA');
+like($c->smtp('RCPT TO:<rcpt@example.com>'), qr/^503 /, 'transaction reset');
+chmod 0700, "$dir/spool/tmp";
+$c->smtp('QUIT');
+
+SKIP: {
+    skip 'cannot mount a tmpfs here', 5 unless $tmpfs;
+
+    $t->stop();
+
+    $t->write_file('nginx.conf',
+        $t->read_file('nginx.conf') =~ s!/spool;!/full/spool;!r);
+
+    $t->run();
+
+    $c = begin();
+    $c->smtp('DATA');
+    my $line = ("y" x 998) . "\r\n";
+    $c->send("Subject: too big for the disk\r\n\r\n", raw => 1);
+    $c->send($line x 1500, raw => 1) or last;
+    $c->send(".\r\n", raw => 1);
+    like($c->smtp_reply(30), qr/^452 4\.3\.1 /, 'full disk: 452');
+    is_deeply([ $t->spool('full/spool') ], [], 'full disk: nothing queued');
+    is_deeply([ $t->spool('full/spool', 'tmp') ], [],
+        'full disk: temporary file removed');
+
+    $c->smtp('MAIL FROM:<a@remote.example>');
+    $c->smtp('RCPT TO:<rcpt@example.com>');
+    $c->smtp('DATA');
+    $c->send("Subject: small\r\n\r\nfits\r\n.\r\n", raw => 1);
+    like($c->smtp_reply(), qr/^250 2\.0\.0 Ok: queued as/,
+        'full disk: a small message fits again');
+    is(scalar(my @a = $t->spool('full/spool')), 1, 'full disk: one message');
+    $c->smtp('QUIT');
+}
+
+# the alerts of the killed workers are expected
+
+$t->stop();
+
+my ($alerts, $san) = $t->log_problems();
+is(join("\n", grep { !/exited on signal 9|Permission denied|No space left|not committed/ } @$alerts), '', 'no other alerts');
+is(join("\n", @$san), '', 'no sanitizer reports');
+
+done_testing();
+
+sub _zombie {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 1;
+    my $s = <$fh>;
+    return $s =~ /\)\s+Z/;
+}
