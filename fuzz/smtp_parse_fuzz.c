@@ -11,6 +11,11 @@
  * after DATA or BDAT the bytes go through the content reader in pieces of
  * varying size into a small output buffer.  The stored content is checked:
  * every CR is followed by LF and every LF follows a CR.
+ *
+ * The DATA reader also meets two oracles on the whole input: it ends
+ * exactly after the first CRLF "." CRLF (counting the CRLF of the DATA
+ * command), and what it stored, dot-stuffed and sent again, reads back the
+ * same.
  */
 
 
@@ -20,6 +25,7 @@
 #include "ngx_mail_plus_smtp.h"
 
 #include <assert.h>
+#include <stdlib.h>
 
 
 #define FUZZ_LINE_MAX  64
@@ -93,6 +99,118 @@ fuzz_content(ngx_mail_plus_smtp_data_t *d, u_char *p, u_char *last,
 }
 
 
+static size_t
+fuzz_read_all(u_char *p, u_char *last, u_char *stored, size_t max,
+    ngx_uint_t *done, size_t *consumed)
+{
+    u_char                     *start, *o, *chunk;
+    ngx_int_t                   rc;
+    ngx_mail_plus_smtp_data_t   d;
+
+    ngx_mail_plus_smtp_data_init(&d, 0);
+
+    start = p;
+    o = stored;
+    *done = 0;
+
+    while (p < last) {
+        chunk = p + 1 + (*p % 13);
+
+        if (chunk > last) {
+            chunk = last;
+        }
+
+        rc = ngx_mail_plus_smtp_read_data(&d, &p, chunk, &o, stored + max);
+
+        assert(rc != NGX_MAIL_PLUS_SMTP_OUT_FULL);
+
+        if (rc == NGX_OK) {
+            *done = 1;
+            break;
+        }
+    }
+
+    *consumed = p - start;
+
+    assert((off_t) (o - stored) == d.size);
+
+    return o - stored;
+}
+
+
+static void
+fuzz_data_oracle(u_char *data, size_t size)
+{
+    u_char      *in, *out, *again, *stuffed, *p, *q, *last;
+    size_t       i, n, expect, consumed, len, len2;
+    ngx_uint_t   done, found, bol;
+
+    /* the end: the first CRLF "." CRLF, the DATA line's CRLF included */
+
+    in = malloc(size + 2);
+    in[0] = CR;
+    in[1] = LF;
+    ngx_memcpy(in + 2, data, size);
+
+    found = 0;
+    expect = size;
+
+    for (i = 0; i + 5 <= size + 2; i++) {
+        if (ngx_memcmp(in + i, "\r\n.\r\n", 5) == 0) {
+            found = 1;
+            expect = i + 5 - 2;
+            break;
+        }
+    }
+
+    free(in);
+
+    n = 3 * size + 8;
+    out = malloc(n);
+
+    len = fuzz_read_all(data, data + size, out, n, &done, &consumed);
+
+    assert(done == found);
+    assert(consumed == expect);
+
+    if (!done) {
+        free(out);
+        return;
+    }
+
+    /* the round trip of a whole message */
+
+    stuffed = malloc(2 * len + 8);
+    q = stuffed;
+    bol = 1;
+
+    for (p = out, last = out + len; p < last; p++) {
+        if (bol && *p == '.') {
+            *q++ = '.';
+        }
+
+        *q++ = *p;
+        bol = (*p == LF);
+    }
+
+    q = ngx_cpymem(q, ".\r\n", 3);
+
+    again = malloc(3 * (q - stuffed) + 8);
+
+    len2 = fuzz_read_all(stuffed, q, again, 3 * (q - stuffed) + 8, &done,
+                         &consumed);
+
+    assert(done);
+    assert(consumed == (size_t) (q - stuffed));
+    assert(len2 == len);
+    assert(ngx_memcmp(again, out, len) == 0);
+
+    free(again);
+    free(stuffed);
+    free(out);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -104,6 +222,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_mail_plus_smtp_path_t   path;
     u_char                      buf[FUZZ_LINE_MAX + 2];
     u_char                     *p, *end;
+
+    fuzz_data_oracle((u_char *) data, size);
 
     p = (u_char *) data;
     end = p + size;

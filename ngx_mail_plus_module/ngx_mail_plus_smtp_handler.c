@@ -87,6 +87,8 @@ typedef struct {
 } ngx_mail_plus_smtp_ctx_t;
 
 
+static void ngx_mail_plus_smtp_start(ngx_mail_session_t *s,
+    ngx_connection_t *c);
 static void ngx_mail_plus_smtp_cleanup(void *data);
 static void ngx_mail_plus_smtp_write_handler(ngx_event_t *wev);
 static void ngx_mail_plus_smtp_run(ngx_mail_session_t *s,
@@ -197,12 +199,7 @@ ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx->out->last = ngx_sprintf(ctx->out->last, "220 %V ESMTP ready" CRLF,
                                  &cscf->server_name);
 
-    c->log->action = "in smtp store-and-forward state";
-
-    c->read->handler = ngx_mail_plus_smtp_auth_state;
-    c->write->handler = ngx_mail_plus_smtp_write_handler;
-
-    ngx_mail_plus_smtp_run(s, c);
+    ngx_mail_plus_smtp_start(s, c);
 }
 
 
@@ -233,6 +230,13 @@ ngx_mail_plus_smtp_init_protocol(ngx_event_t *rev)
     s->buffer->last = s->buffer->start;
     s->login.len = 0;
 
+    ngx_mail_plus_smtp_start(s, c);
+}
+
+
+static void
+ngx_mail_plus_smtp_start(ngx_mail_session_t *s, ngx_connection_t *c)
+{
     c->log->action = "in smtp store-and-forward state";
 
     c->read->handler = ngx_mail_plus_smtp_auth_state;

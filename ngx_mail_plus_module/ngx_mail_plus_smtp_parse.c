@@ -663,12 +663,26 @@ ngx_mail_plus_smtp_read_data(ngx_mail_plus_smtp_data_t *d, u_char **pos,
 
         case sw_dot_cr:
 
-            if (ch == LF && d->real) {
+            if (ch == LF) {
                 p++;
+
+                if (d->real) {
+                    d->state = sw_line_start;
+                    rc = NGX_OK;
+                    goto done;
+                }
+
+                /* a line "." after a bare line ending is kept */
+
+                *o++ = '.';
+                *o++ = CR;
+                *o++ = LF;
                 d->state = sw_line_start;
-                rc = NGX_OK;
-                goto done;
+                d->real = 1;
+                break;
             }
+
+            /* ".\r" and a bare CR: the line "." is kept */
 
             d->bare = 1;
             *o++ = '.';
@@ -676,14 +690,8 @@ ngx_mail_plus_smtp_read_data(ngx_mail_plus_smtp_data_t *d, u_char **pos,
             *o++ = LF;
             d->real = 0;
             d->state = sw_line_start;
-
-            if (ch == LF) {
-                p++;
-            }
-
             break;
         }
-
     }
 
     rc = NGX_AGAIN;

@@ -137,11 +137,23 @@ $r = $c->smtp_reply();
 like($r, qr/^250 2\.0\.0 Ok: queued as [0-9A-F]{22}\r\n$/, 'second queued');
 my ($id2) = $r =~ /queued as (\S+)/;
 
+# a "." line after a bare LF does not end the message; CRLF . CRLF does
+
+$c->smtp('MAIL FROM:<>');
+$c->smtp('RCPT TO:<alice@example.com>');
+$c->smtp('DATA');
+$c->send("Subject: bare\r\n\r\na\n.\r\n.\r\n", raw => 1);
+$r = $c->smtp_reply();
+like($r, qr/^250 2\.0\.0 Ok: queued as/, 'bare LF before a dot line');
+my ($idb) = $r =~ /queued as (\S+)/;
+
 like($c->smtp('QUIT'), qr/^221 /, 'QUIT');
 ok($c->at_eof(), 'closed after QUIT');
 
+like(content_of($idb), qr/\r\n\r\na\r\n\.\r\n$/, 'the dot line is kept');
+
 isnt($id1, $id2, 'distinct queue IDs');
-is_deeply([ $t->spool('spool') ], [ sort $id1, $id2 ], 'both in the spool');
+is_deeply([ $t->spool('spool') ], [ sort $id1, $id2, $idb ], 'all in the spool');
 
 my $m1 = message_of($id1);
 like($m1, qr/^MAILPLUS-QUEUE 1\r\nid $id1\r\n/, 'envelope header');
@@ -380,7 +392,7 @@ $c->smtp('QUIT');
 
 # nothing more was queued by the refused messages; no temporary files left
 
-is(scalar(my @a = $t->spool('spool')), 6, 'six messages queued');
+is(scalar(my @a = $t->spool('spool')), 7, 'seven messages queued');
 is_deeply([ $t->spool('spool', 'tmp') ], [], 'no temporary files left');
 
 ###############################################################################
@@ -426,6 +438,6 @@ EOF`;
     $smtp->quit if $smtp;
 }
 
-is(scalar(my @b = $t->spool('spool')), 10, 'ten messages queued');
+is(scalar(my @b = $t->spool('spool')), 11, 'eleven messages queued');
 
 $t->finish();
