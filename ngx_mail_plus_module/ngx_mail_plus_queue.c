@@ -37,6 +37,7 @@ struct ngx_mail_plus_queue_s {
     ngx_mail_plus_queue_msg_t **pending_last;
     ngx_mail_plus_queue_msg_t  *batch;        /* in the thread */
     ngx_err_t                   dir_err;
+    ngx_event_t                 done;         /* a batch done in place */
 
     ngx_uint_t                  counter;
 
@@ -57,6 +58,7 @@ static void ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q);
 static void ngx_mail_plus_queue_sync(ngx_mail_plus_queue_t *q,
     ngx_mail_plus_queue_msg_t *batch);
 static void ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q);
+static void ngx_mail_plus_queue_done_handler(ngx_event_t *ev);
 #if (NGX_THREADS)
 static void ngx_mail_plus_queue_thread(void *data, ngx_log_t *log);
 static void ngx_mail_plus_queue_thread_done(ngx_event_t *ev);
@@ -88,6 +90,10 @@ ngx_mail_plus_queue_create(ngx_conf_t *cf, ngx_str_t *path,
     ngx_sprintf(q->incoming, "%V/incoming%Z", &q->path);
 
     q->pending_last = &q->pending;
+
+    q->done.handler = ngx_mail_plus_queue_done_handler;
+    q->done.data = q;
+    q->done.log = cf->cycle->log;
 
 #if (NGX_THREADS)
 
@@ -588,8 +594,15 @@ sync:
 
 #endif
 
+    /*
+     * the handlers run from the event loop, never from within the session
+     * that committed
+     */
+
     ngx_mail_plus_queue_sync(q, q->batch);
-    ngx_mail_plus_queue_done(q);
+
+    q->done.log = ngx_cycle->log;
+    ngx_post_event(&q->done, &ngx_posted_events);
 }
 
 
@@ -660,9 +673,36 @@ ngx_mail_plus_queue_sync(ngx_mail_plus_queue_t *q,
 
 
 static void
+ngx_mail_plus_queue_done_handler(ngx_event_t *ev)
+{
+    ngx_mail_plus_queue_done(ev->data);
+}
+
+
+static void
 ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q)
 {
     ngx_mail_plus_queue_msg_t  *m, *next;
+
+#if (NGX_DEBUG)
+    {
+    ngx_uint_t  n, failed;
+
+    n = 0;
+    failed = 0;
+
+    for (m = q->batch; m; m = m->next) {
+        n++;
+
+        if (m->err) {
+            failed++;
+        }
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "queue batch: %ui messages, %ui failed", n, failed);
+    }
+#endif
 
     if (q->dir_err) {
         ngx_log_error(NGX_LOG_CRIT, ngx_cycle->log, q->dir_err,

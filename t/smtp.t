@@ -78,6 +78,7 @@ mail {
         smtp_local_domains example.com;
         smtp_trusted_networks 127.0.0.0/8;
         smtp_command_timeout 2s;
+        smtp_data_timeout 1s;
     }
 }
 EOF
@@ -306,6 +307,19 @@ like($c->smtp('AUTH PLAIN ' . encode_base64("\0alice\0secretA", '')),
 
 like($c->getline(5), qr/^421 4\.4\.2 /, 'timeout');
 ok($c->at_eof(), 'closed after timeout');
+
+# the data timeout: the partial message goes away
+
+$c = client(port => $t->port('trusted'));
+$c->getline();
+$c->smtp('EHLO c.example');
+$c->smtp('MAIL FROM:<a@b.example>');
+$c->smtp('RCPT TO:<alice@example.com>');
+$c->smtp('DATA');
+$c->send("Subject: cut\r\n\r\npartial", raw => 1);
+like($c->getline(5), qr/^421 4\.4\.2 /, 'data timeout');
+ok($c->at_eof(), 'closed after data timeout');
+is_deeply([ $t->spool('spool', 'tmp') ], [], 'partial message removed');
 
 ###############################################################################
 
