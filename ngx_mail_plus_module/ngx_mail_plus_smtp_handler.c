@@ -923,7 +923,7 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_str_t                      *rcpt;
     ngx_mail_plus_smtp_path_t       path;
     ngx_mail_plus_smtp_srv_conf_t  *sscf;
-    u_char                          text[NGX_MAIL_PLUS_SMTP_MAX_PATH + 64];
+    u_char                          text[NGX_MAIL_PLUS_SMTP_MAX_PATH + 96];
 
     if (!ctx->in_tx) {
         ngx_mail_plus_smtp_error(s, ctx, "503 5.5.1 Error: need MAIL command");

@@ -261,8 +261,11 @@ ngx_mail_plus_smtp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_mail_plus_smtp_srv_conf_t *prev = parent;
     ngx_mail_plus_smtp_srv_conf_t *conf = child;
 
+    ngx_flag_t                       explicit;
     ngx_mail_core_srv_conf_t        *cscf;
     ngx_mail_plus_smtp_main_conf_t  *smcf;
+
+    explicit = (conf->enable != NGX_CONF_UNSET);
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->local_domains, prev->local_domains, NULL);
@@ -304,6 +307,13 @@ ngx_mail_plus_smtp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (cscf->protocol->type != NGX_MAIL_SMTP_PROTOCOL) {
+
+        /* set in "mail": it applies to the smtp servers only */
+
+        if (!explicit) {
+            return NGX_CONF_OK;
+        }
+
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"smtp_store_and_forward\" needs \"protocol smtp\" "
                       "in the server in %s:%ui",
