@@ -259,6 +259,18 @@ ngx_mail_plus_smtp_auth_state(ngx_event_t *rev)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
 
+    if (c->close) {
+        cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+        ctx->out->last = ngx_sprintf(ctx->out->last,
+                                     "421 4.3.2 %V Service shutting down"
+                                     CRLF, &cscf->server_name);
+        ctx->quit = 1;
+
+        ngx_mail_plus_smtp_run(s, c);
+        return;
+    }
+
     if (rev->timedout) {
         rev->timedout = 0;
 
@@ -435,11 +447,6 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
 
     switch (ctx->state) {
 
-    case ngx_mail_plus_st_auth_check:
-    case ngx_mail_plus_st_commit:
-        timeout = 0;
-        break;
-
     case ngx_mail_plus_st_auth_delay:
         return;
 
@@ -452,12 +459,16 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
         timeout = sscf->command_timeout;
     }
 
-    if (timeout) {
-        ngx_add_timer(c->read, timeout);
+    /*
+     * a password check or a commit in a thread keeps its timer too: a
+     * worker that shuts down gracefully waits for it
+     */
 
-    } else if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
+    ngx_add_timer(c->read, timeout);
+
+    /* waiting for a command: a worker that shuts down may close it */
+
+    c->idle = (ctx->state == ngx_mail_plus_st_command);
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_mail_close_connection(c);

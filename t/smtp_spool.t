@@ -69,18 +69,47 @@ sub begin {
 
 ###############################################################################
 
-# kill -9 right after 250: the message is there after a restart
+# a reload while a message is being received: the old worker's temporary
+# file is left alone, and the message is committed by the old worker
+
+my $idle = MailPlus::Test::Client->new($port);
+$idle->getline();
+$idle->smtp('EHLO idle.example');
 
 my $c = begin();
+$c->smtp('DATA');
+$c->send("Subject: across a reload\r\n\r\nfirst half\r\n", raw => 1);
+ok(wait_for(sub { my @f = $t->spool('spool', 'tmp'); @f == 1 }),
+    'temporary file before the reload');
+ok($t->reload(), 'reload');
+is(scalar(my @tmp = $t->spool('spool', 'tmp')), 1,
+    'temporary file of a running worker kept');
+$c->send("second half\r\n.\r\n", raw => 1);
+my ($rid) = $c->smtp_reply() =~ /queued as ([0-9A-F]{22})/;
+ok($rid, 'queued by the old worker');
+$c->smtp('QUIT');
+ok(-f "$dir/spool/incoming/$rid", 'in the spool after the reload');
+like($idle->getline(), qr/^421 4\.3\.2 mx\.test Service shutting down/,
+    'an idle session is closed by the old worker');
+ok($idle->at_eof(), 'idle session closed');
+unlink "$dir/spool/incoming/$rid";
+
+###############################################################################
+
+# kill -9 right after 250: the message is there after a restart
+
+$c = begin();
 $c->smtp('DATA');
 $c->send("Subject: durable\r\n\r\nkept\r\n.\r\n", raw => 1);
 my ($id) = $c->smtp_reply() =~ /queued as ([0-9A-F]{22})/;
 ok($id, 'queued');
 
+ok(wait_for(sub { my @x = $t->workers(); @x == 1 }), 'one worker');
 my @w = $t->workers();
-is(scalar @w, 1, 'one worker');
 kill 'KILL', @w;
 ok(wait_for(sub { !-e "/proc/$w[0]" || _zombie($w[0]) }), 'worker killed');
+
+# the old worker of the reload may still be there
 
 ok(-f "$dir/spool/incoming/$id", 'message in the spool after kill -9');
 
