@@ -29,6 +29,7 @@
 #define NGX_MAIL_PLUS_SMTP_READ_SIZE    16384
 #define NGX_MAIL_PLUS_SMTP_MAX_HELO     255
 #define NGX_MAIL_PLUS_SMTP_LOOPS        32
+#define NGX_MAIL_PLUS_SMTP_JUNK         100    /* NOOP, RSET, VRFY, HELP */
 
 
 typedef enum {
@@ -49,6 +50,7 @@ typedef struct {
     ngx_mail_plus_smtp_state_e   state;
     ngx_buf_t                   *out;
     ngx_uint_t                   errors;
+    ngx_uint_t                   junk;        /* since the last message */
     ngx_uint_t                   skip;        /* of the line reader */
 
     u_char                       helo[NGX_MAIL_PLUS_SMTP_MAX_HELO];
@@ -99,6 +101,9 @@ static ngx_int_t ngx_mail_plus_smtp_flush(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
 static void ngx_mail_plus_smtp_command(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *line);
+static void ngx_mail_plus_smtp_dispatch(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_uint_t cmd,
+    ngx_str_t *arg);
 static void ngx_mail_plus_smtp_helo(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg,
     ngx_uint_t esmtp);
@@ -138,6 +143,8 @@ static void ngx_mail_plus_smtp_reply(ngx_mail_plus_smtp_ctx_t *ctx,
     char *text);
 static void ngx_mail_plus_smtp_error(ngx_mail_session_t *s,
     ngx_mail_plus_smtp_ctx_t *ctx, char *text);
+static void ngx_mail_plus_smtp_count_error(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx);
 static u_char *ngx_mail_plus_smtp_date(u_char *p);
 
 
@@ -617,12 +624,8 @@ static void
 ngx_mail_plus_smtp_command(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *line)
 {
-    ngx_str_t                  arg;
-    ngx_uint_t                 cmd;
-    ngx_mail_core_srv_conf_t  *cscf;
-#if (NGX_MAIL_SSL)
-    ngx_mail_ssl_conf_t       *sslcf;
-#endif
+    ngx_str_t   arg;
+    ngx_uint_t  cmd;
 
     cmd = ngx_mail_plus_smtp_parse_command(line, &arg);
 
@@ -630,8 +633,6 @@ ngx_mail_plus_smtp_command(ngx_mail_session_t *s, ngx_connection_t *c,
                    "smtp command %ui \"%V\"", cmd, line);
 
 #if (NGX_MAIL_SSL)
-
-    sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
 
     if (ngx_mail_starttls_only(s, c)) {
 
@@ -654,32 +655,66 @@ ngx_mail_plus_smtp_command(ngx_mail_session_t *s, ngx_connection_t *c,
 
 #endif
 
+    ngx_mail_plus_smtp_dispatch(s, c, ctx, cmd, &arg);
+
+    switch (cmd) {
+
+    case NGX_MAIL_PLUS_SMTP_RSET:
+    case NGX_MAIL_PLUS_SMTP_NOOP:
+    case NGX_MAIL_PLUS_SMTP_VRFY:
+    case NGX_MAIL_PLUS_SMTP_HELP:
+
+        /* many of them only keep a connection busy: they count as errors */
+
+        if (++ctx->junk > NGX_MAIL_PLUS_SMTP_JUNK) {
+            ngx_mail_plus_smtp_count_error(s, ctx);
+        }
+
+        break;
+
+    default:
+        break;
+    }
+}
+
+
+static void
+ngx_mail_plus_smtp_dispatch(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_uint_t cmd, ngx_str_t *arg)
+{
+    ngx_mail_core_srv_conf_t  *cscf;
+#if (NGX_MAIL_SSL)
+    ngx_mail_ssl_conf_t       *sslcf;
+
+    sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
+#endif
+
     switch (cmd) {
 
     case NGX_MAIL_PLUS_SMTP_HELO:
     case NGX_MAIL_PLUS_SMTP_EHLO:
-        ngx_mail_plus_smtp_helo(s, c, ctx, &arg,
+        ngx_mail_plus_smtp_helo(s, c, ctx, arg,
                                 cmd == NGX_MAIL_PLUS_SMTP_EHLO);
         return;
 
     case NGX_MAIL_PLUS_SMTP_MAIL:
-        ngx_mail_plus_smtp_mail(s, c, ctx, &arg);
+        ngx_mail_plus_smtp_mail(s, c, ctx, arg);
         return;
 
     case NGX_MAIL_PLUS_SMTP_RCPT:
-        ngx_mail_plus_smtp_rcpt(s, c, ctx, &arg);
+        ngx_mail_plus_smtp_rcpt(s, c, ctx, arg);
         return;
 
     case NGX_MAIL_PLUS_SMTP_DATA:
-        ngx_mail_plus_smtp_data(s, c, ctx, &arg);
+        ngx_mail_plus_smtp_data(s, c, ctx, arg);
         return;
 
     case NGX_MAIL_PLUS_SMTP_BDAT:
-        ngx_mail_plus_smtp_bdat(s, c, ctx, &arg);
+        ngx_mail_plus_smtp_bdat(s, c, ctx, arg);
         return;
 
     case NGX_MAIL_PLUS_SMTP_AUTH:
-        ngx_mail_plus_smtp_auth(s, c, ctx, &arg);
+        ngx_mail_plus_smtp_auth(s, c, ctx, arg);
         return;
 
     case NGX_MAIL_PLUS_SMTP_RSET:
@@ -700,7 +735,7 @@ ngx_mail_plus_smtp_command(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
 
     case NGX_MAIL_PLUS_SMTP_VRFY:
-        if (arg.len == 0) {
+        if (arg->len == 0) {
             ngx_mail_plus_smtp_error(s, ctx, "501 5.5.4 Syntax: VRFY address");
             return;
         }
@@ -738,7 +773,7 @@ ngx_mail_plus_smtp_command(ngx_mail_session_t *s, ngx_connection_t *c,
             return;
         }
 
-        if (arg.len) {
+        if (arg->len) {
             ngx_mail_plus_smtp_error(s, ctx, "501 5.5.4 Syntax: STARTTLS");
             return;
         }
@@ -774,8 +809,8 @@ ngx_mail_plus_smtp_helo(ngx_mail_session_t *s, ngx_connection_t *c,
 {
     u_char                         *p, *last;
     ngx_buf_t                      *out;
-    ngx_mail_plus_main_conf_t      *mpcf;
     ngx_mail_core_srv_conf_t       *cscf;
+    ngx_mail_plus_main_conf_t      *mpcf;
     ngx_mail_plus_smtp_srv_conf_t  *sscf;
 #if (NGX_MAIL_SSL)
     ngx_mail_ssl_conf_t            *sslcf;
@@ -1541,6 +1576,7 @@ ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m)
         ctx->out->last = ngx_sprintf(ctx->out->last,
                                      "250 2.0.0 Ok: queued as %s" CRLF,
                                      m->id);
+        ctx->junk = 0;
     }
 
     ngx_mail_plus_smtp_reset(ctx);
@@ -1916,10 +1952,21 @@ static void
 ngx_mail_plus_smtp_error(ngx_mail_session_t *s, ngx_mail_plus_smtp_ctx_t *ctx,
     char *text)
 {
+    ngx_mail_plus_smtp_reply(ctx, text);
+    ngx_mail_plus_smtp_count_error(s, ctx);
+}
+
+
+static void
+ngx_mail_plus_smtp_count_error(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
     ngx_mail_core_srv_conf_t       *cscf;
     ngx_mail_plus_smtp_srv_conf_t  *sscf;
 
-    ngx_mail_plus_smtp_reply(ctx, text);
+    if (ctx->quit) {
+        return;
+    }
 
     sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
 

@@ -24,6 +24,8 @@
  */
 
 
+static void ngx_mail_plus_smtp_header_name(ngx_mail_plus_smtp_data_t *d,
+    u_char ch);
 static ngx_int_t ngx_mail_plus_smtp_caseeq(u_char *p, size_t len,
     char *s);
 

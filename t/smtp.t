@@ -277,6 +277,17 @@ like($c->smtp('BAR'), qr/^500 5\.5\.2 /, 'eighth error');
 like($c->getline(), qr/^421 4\.7\.0 mx\.test Error: too many errors/, 'too many errors');
 ok($c->at_eof(), 'closed after too many errors');
 
+# junk commands: after 100, each one counts as an error
+
+$c = client();
+$c->getline();
+$c->send("NOOP\r\n" x 107, raw => 1);
+is(scalar(grep { /^250 2\.0\.0 Ok/ } map { $c->smtp_reply() } 1 .. 107), 107,
+    '107 NOOPs answered');
+like($c->smtp('NOOP'), qr/^250 /, 'the 108th NOOP');
+like($c->getline(), qr/^421 4\.7\.0 /, 'too many junk commands');
+ok($c->at_eof(), 'closed after junk commands');
+
 ###############################################################################
 
 # relay rules
