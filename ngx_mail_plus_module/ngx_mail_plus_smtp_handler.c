@@ -51,6 +51,8 @@ typedef struct {
     ngx_buf_t                   *out;
     ngx_uint_t                   errors;
     ngx_uint_t                   junk;        /* since the last message */
+    ngx_uint_t                   queued;      /* messages */
+    ngx_connection_t            *connection;
     ngx_uint_t                   skip;        /* of the line reader */
 
     u_char                       helo[NGX_MAIL_PLUS_SMTP_MAX_HELO];
@@ -185,6 +187,8 @@ ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     cln->handler = ngx_mail_plus_smtp_cleanup;
     cln->data = ctx;
 
+    ctx->connection = c;
+
     size = ngx_max(sscf->max_line_length + 2, NGX_MAIL_PLUS_SMTP_READ_SIZE);
 
     s->buffer = ngx_create_temp_buf(c->pool, size);
@@ -308,6 +312,13 @@ static void
 ngx_mail_plus_smtp_cleanup(void *data)
 {
     ngx_mail_plus_smtp_ctx_t *ctx = data;
+
+    /* one line a session */
+
+    ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
+                  "smtp session done: %ui messages queued, %ui errors%s",
+                  ctx->queued, ctx->errors,
+                  ctx->connection->timedout ? ", timed out" : "");
 
     if (ctx->check) {
         ngx_mail_plus_check_free(ctx->check);
@@ -1577,6 +1588,7 @@ ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m)
                                      "250 2.0.0 Ok: queued as %s" CRLF,
                                      m->id);
         ctx->junk = 0;
+        ctx->queued++;
     }
 
     ngx_mail_plus_smtp_reset(ctx);

@@ -175,6 +175,9 @@ like(message_of($id2), qr/\r\nrcpt alice\@example\.com\r\nrcpt Postmaster\r\n/,
 like($t->read_file('error.log'),
     qr/queued $id1: from=<sender\@remote\.example>, nrcpt=1, size=\d+, client=127\.0\.0\.1/,
     'log line of the message');
+like($t->read_file('error.log'),
+    qr/smtp session done: 3 messages queued, 0 errors while/,
+    'log line of the session');
 
 ###############################################################################
 

@@ -136,6 +136,29 @@ like($t->read_file('error.log'),
     qr/queue spool "\Q$dir\E\/spool": 1 messages incoming, 0 active, 1 stale temporary files removed/,
     'spool scanned at start');
 
+# memory stays bounded: a 30 MB message over the 10 MB limit, a 4 MB
+# command line
+
+my ($worker) = $t->workers();
+my $rss0 = rss($worker);
+
+$c = begin();
+$c->smtp('DATA');
+my $chunk = ("w" x 1022 . "\r\n") x 64;
+for (1 .. 480) {
+    $c->send($chunk, raw => 1) or last;
+}
+$c->send(".\r\n", raw => 1);
+like($c->smtp_reply(30), qr/^552 5\.3\.4 /, '30 MB message refused');
+$c->send("NOOP " . ("x" x 4_000_000) . "\r\n", raw => 1);
+like($c->smtp_reply(30), qr/^500 5\.5\.6 /, '4 MB line refused');
+like($c->smtp('NOOP'), qr/^250 /, 'session goes on');
+$c->smtp('QUIT');
+
+my $grown = rss($worker) - $rss0;
+cmp_ok($grown, '<', 4096, "worker memory grew by $grown kB only");
+is_deeply([ $t->spool('spool', 'tmp') ], [], 'refused message removed');
+
 # a spool that cannot be written: 452, nothing left behind
 
 chmod 0555, "$dir/spool/tmp";
@@ -185,6 +208,14 @@ is(join("\n", grep { !/exited on signal 9|Permission denied|No space left|not co
 is(join("\n", @$san), '', 'no sanitizer reports');
 
 done_testing();
+
+sub rss {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/status" or return 0;
+    local $/;
+    my ($kb) = <$fh> =~ /^VmRSS:\s+(\d+)/m;
+    return $kb || 0;
+}
 
 sub _zombie {
     my ($pid) = @_;
