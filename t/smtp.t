@@ -225,6 +225,17 @@ like($c->smtp_reply(), qr/^550 5\.1\.1 /, 'subdomain of .sub.example is local');
 is($c->smtp_reply(), "250 2.0.0 Ok\r\n", 'pipelined RSET');
 
 like(message_of($id3), qr/\r\nbody 8BITMIME\r\n/, 'BODY=8BITMIME kept');
+like(message_of($id1), qr/\r\nbody 7BIT    \r\n/, '7BIT without BODY=');
+
+# 8-bit data without BODY=8BITMIME: accepted, bits kept, marked 8BITMIME
+
+$c->smtp('MAIL FROM:<e@remote.example>');
+$c->smtp('RCPT TO:<alice@example.com>');
+$c->smtp('DATA');
+$c->send("Subject: 8bit\r\n\r\ncaf\xc3\xa9 \xff\r\n.\r\n", raw => 1);
+($r) = $c->smtp_reply() =~ /queued as (\S+)/;
+like(message_of($r), qr/\r\nbody 8BITMIME\r\n/, '8-bit data marked 8BITMIME');
+like(content_of($r), qr/\r\ncaf\xc3\xa9 \xff\r\n$/, '8-bit data kept');
 like(content_of($id3), qr/with ESMTP id $id3;\r\n/, 'ESMTP, no "for" with two recipients');
 
 # BDAT
@@ -420,7 +431,7 @@ $c->smtp('QUIT');
 
 # nothing more was queued by the refused messages; no temporary files left
 
-is(scalar(my @a = $t->spool('spool')), 7, 'seven messages queued');
+is(scalar(my @a = $t->spool('spool')), 8, 'eight messages queued');
 is_deeply([ $t->spool('spool', 'tmp') ], [], 'no temporary files left');
 
 ###############################################################################
@@ -466,6 +477,6 @@ EOF`;
     $smtp->quit if $smtp;
 }
 
-is(scalar(my @b = $t->spool('spool')), 11, 'eleven messages queued');
+is(scalar(my @b = $t->spool('spool')), 12, 'twelve messages queued');
 
 $t->finish();
