@@ -139,7 +139,8 @@ like($t->read_file('error.log'),
 # memory stays bounded: a 30 MB message over the 10 MB limit, a 4 MB
 # command line
 
-my ($worker) = $t->workers();
+my $worker;
+wait_for(sub { ($worker) = $t->workers(); $worker });
 my $rss0 = rss($worker);
 
 $c = begin();
