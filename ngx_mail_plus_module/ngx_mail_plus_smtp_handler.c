@@ -1713,6 +1713,7 @@ static void
 ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *line)
 {
+    u_char     *p;
     ngx_int_t   rc;
     ngx_str_t  *a;
 
@@ -1768,6 +1769,17 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
         ngx_mail_plus_smtp_error(s, ctx, "501 5.5.2 Error: invalid "
                                  "authentication data");
         return;
+    }
+
+    /* the login goes to the envelope and the log: no control characters */
+
+    for (p = s->login.data; p < s->login.data + s->login.len; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            ctx->state = ngx_mail_plus_st_command;
+            ngx_mail_plus_smtp_error(s, ctx, "501 5.5.2 Error: invalid "
+                                     "authentication data");
+            return;
+        }
     }
 
     ngx_mail_plus_smtp_auth_start(s, c, ctx);

@@ -360,6 +360,8 @@ like($c->smtp('AUTH PLAIN ' . encode_base64("\0nobody\0x", '')),
     qr/^535 5\.7\.8 /, 'AUTH PLAIN, unknown user');
 like($c->smtp('AUTH PLAIN ' . encode_base64("\0x\@backend.example\0x", '')),
     qr/^535 5\.7\.8 /, 'AUTH for an auth backend pool is refused');
+like($c->smtp('AUTH PLAIN ' . encode_base64("\0alice\r\nrcpt x\0secretA", '')),
+    qr/^501 5\.5\.2 /, 'control characters in the login');
 like($c->smtp('AUTH CRAM-MD5'), qr/^504 5\.5\.4 /, 'unknown mechanism');
 like($c->smtp('AUTH PLAIN'), qr/^334 \r\n/, 'AUTH PLAIN without initial response');
 like($c->smtp('*'), qr/^501 5\.7\.0 /, 'AUTH cancelled');
