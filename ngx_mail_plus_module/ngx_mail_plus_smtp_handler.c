@@ -1894,8 +1894,8 @@ static void
 ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx)
 {
-    ngx_mail_plus_route_t      *route;
-    ngx_mail_plus_main_conf_t  *mpcf;
+    time_t                  delay;
+    ngx_mail_plus_route_t  *route;
 
     route = &ctx->check->route;
 
@@ -1940,14 +1940,16 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
                   "client login \"%V\" failed: %V", &s->login,
                   route->reason.len ? &route->reason : &ctx->auth_reply);
 
+    /* the router's delay: it grows with the failures it counted */
+
+    delay = (route->status == NGX_MAIL_PLUS_DENY) ? route->delay : 0;
+
     ngx_mail_plus_check_free(ctx->check);
     ctx->check = NULL;
 
     s->login.len = 0;
 
-    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
-
-    if (mpcf->auth_delay == 0) {
+    if (delay == 0) {
         ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->auth_reply.data);
         return;
     }
@@ -1960,7 +1962,7 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
         ngx_del_timer(c->read);
     }
 
-    ngx_add_timer(c->read, mpcf->auth_delay * 1000);
+    ngx_add_timer(c->read, (ngx_msec_t) delay * 1000);
 }
 
 
