@@ -265,6 +265,8 @@ ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c)
         return;
     }
 
+    ngx_str_null(&s->passwd);
+
     /* the client is not read while the router and the backend work */
 
     c->read->handler = ngx_mail_plus_proxy_block;
@@ -314,6 +316,10 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
             ngx_mail_session_internal_server_error(s);
             return;
         }
+
+        /* the client's buffer goes away after login; the log keeps this */
+
+        s->login = ctx->user;
 
         if (ctx->conf->user_sessions) {
 

@@ -76,6 +76,8 @@ ngx_mail_plus_relay_start(ngx_mail_session_t *s)
     ngx_pfree(c->pool, ctx->line->start);
     ctx->line = NULL;
 
+    s->tag.len = 0;
+
     ngx_pfree(c->pool, s->buffer->start);
     s->buffer->start = NULL;
     s->buffer->pos = NULL;
