@@ -131,7 +131,10 @@ ngx_mail_plus_relay_preload(ngx_mail_plus_proxy_ctx_t *ctx,
     b->end = b->start + size;
     b->pos = b->start;
     b->last = ngx_cpymem(b->start, data, len);
-    b->last = ngx_cpymem(b->last, more, more_len);
+
+    if (more_len) {
+        b->last = ngx_cpymem(b->last, more, more_len);
+    }
 
     return NGX_OK;
 }

@@ -482,7 +482,10 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
 
     /* a PROXY protocol header may still wait to go out */
 
-    p = ngx_cpymem(p, ctx->send.data, ctx->send.len);
+    if (ctx->send.len) {
+        p = ngx_cpymem(p, ctx->send.data, ctx->send.len);
+    }
+
     ctx->send.data = p - ctx->send.len;
 
     if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
@@ -657,7 +660,10 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(p, ctx->send.data, ctx->send.len);
+    if (ctx->send.len) {
+        p = ngx_cpymem(p, ctx->send.data, ctx->send.len);
+    }
+
     ctx->send.data = p - ctx->send.len;
 
     ctx->replies = 2;
