@@ -478,7 +478,8 @@ sub nginx_t {
 # any_password => 1 (Dovecot accepts any password: only the router
 # checks them); haproxy => 1 (extra imap and pop3 listeners on ports
 # port('a_imap_pp') and port('a_pop3_pp') that take a PROXY protocol
-# header from loopback: imap_pp and pop3_pp in the hash).
+# header from loopback: imap_pp and pop3_pp in the hash); extra => text
+# appended to dovecot.conf.
 
 sub dovecot {
     my ($self, $name, %opts) = @_;
@@ -583,6 +584,7 @@ service lmtp {
 protocol lmtp {
   postmaster_address = postmaster\@example.com
 }
+@{[ $opts{extra} || '' ]}
 EOF
 
     for my $u (keys %{$d{users}}) {
