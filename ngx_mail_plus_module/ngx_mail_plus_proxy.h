@@ -54,8 +54,14 @@ typedef struct {
 typedef struct {
     ngx_buf_t                   buf;
     off_t                       bytes;
+#if (NGX_LINUX)
+    ngx_fd_t                    fds[2];       /* splice(2) pipe, if open */
+    size_t                      piped;        /* bytes in it */
+    size_t                      size;         /* of the pipe */
+#endif
     unsigned                    eof:1;
     unsigned                    shut:1;
+    unsigned                    spliced:1;    /* fds are open */
 } ngx_mail_plus_pipe_t;
 
 
@@ -86,6 +92,7 @@ typedef struct {
     ngx_msec_t                  start;
     ngx_uint_t                  end;          /* NGX_MAIL_PLUS_END_* */
 
+    unsigned                    splice:1;     /* no TLS: splice(2) */
     unsigned                    user_limited:1;
     unsigned                    client_limited:1;
     unsigned                    logged_in:1;
@@ -125,6 +132,7 @@ void ngx_mail_plus_upstream_close(ngx_mail_plus_proxy_ctx_t *ctx);
 /* ngx_mail_plus_relay.c */
 
 void ngx_mail_plus_relay_start(ngx_mail_session_t *s);
+void ngx_mail_plus_relay_close(ngx_mail_plus_proxy_ctx_t *ctx);
 
 /* ngx_mail_plus_limit.c: concurrent sessions per key, per worker */
 

@@ -565,6 +565,7 @@ ngx_mail_plus_proxy_cleanup(void *data)
     }
 
     ngx_mail_plus_upstream_close(ctx);
+    ngx_mail_plus_relay_close(ctx);
 
     if (ctx->user_limited) {
         ngx_mail_plus_limit_release(&ctx->user_key);

@@ -12,12 +12,22 @@
 
 
 /*
+ * bytes a splice pipe is asked to hold: fewer, larger moves when much
+ * flows; the default pipe size (64k) if the system refuses
+ */
+
+#define NGX_MAIL_PLUS_PIPE_SIZE  (1024 * 1024)
+
+
+/*
  * The relay after login: bytes both ways, each direction on its own, so
  * that a full buffer one way never stops the other.  A direction reads
  * while its buffer has room and writes whatever it holds as soon as the
  * peer takes it (TCP_NODELAY on both sides: nothing waits for a delayed
  * ACK).  A buffer's memory is taken when data comes and given back when
- * it has all gone out, so an idle session holds none.  End of stream from
+ * it has all gone out, so an idle session holds none.  On Linux, without
+ * TLS, the bytes go through a pipe with splice(2) instead, never copied to
+ * user space; the pipe too is closed when it is empty.  End of stream from
  * the client is passed on as a half-close; the session ends when the
  * backend's stream has ended and all of it reached the client.
  */
@@ -26,6 +36,15 @@
 static void ngx_mail_plus_relay_handler(ngx_event_t *ev);
 static ngx_int_t ngx_mail_plus_relay_pipe(ngx_mail_plus_proxy_ctx_t *ctx,
     ngx_mail_plus_pipe_t *p, ngx_connection_t *src, ngx_connection_t *dst);
+static ngx_int_t ngx_mail_plus_relay_copy(ngx_mail_plus_proxy_ctx_t *ctx,
+    ngx_mail_plus_pipe_t *p, ngx_connection_t *src, ngx_connection_t *dst);
+#if (NGX_LINUX)
+static ngx_int_t ngx_mail_plus_relay_splice(ngx_mail_plus_pipe_t *p,
+    ngx_connection_t *src, ngx_connection_t *dst);
+static void ngx_mail_plus_relay_unpipe(ngx_mail_plus_pipe_t *p);
+#endif
+static void ngx_mail_plus_relay_shutdown(ngx_mail_plus_pipe_t *p,
+    ngx_connection_t *dst);
 static ngx_int_t ngx_mail_plus_relay_preload(ngx_mail_plus_proxy_ctx_t *ctx,
     ngx_mail_plus_pipe_t *p, u_char *data, size_t len, u_char *more,
     size_t more_len);
@@ -91,6 +110,12 @@ ngx_mail_plus_relay_start(ngx_mail_session_t *s)
         ngx_mail_close_connection(c);
         return;
     }
+
+#if (NGX_LINUX && NGX_MAIL_SSL)
+    ctx->splice = (c->ssl == NULL);
+#elif (NGX_LINUX)
+    ctx->splice = 1;
+#endif
 
     c->read->handler = ngx_mail_plus_relay_handler;
     c->write->handler = ngx_mail_plus_relay_handler;
@@ -176,7 +201,12 @@ ngx_mail_plus_relay_handler(ngx_event_t *ev)
         return;
     }
 
-    if (ctx->down.eof && ctx->down.buf.pos == ctx->down.buf.last) {
+    if (ctx->down.eof && ctx->down.buf.pos == ctx->down.buf.last
+#if (NGX_LINUX)
+        && ctx->down.piped == 0
+#endif
+       )
+    {
         ngx_mail_plus_proxy_finalize(s, ctx->up.eof
                                         ? NGX_MAIL_PLUS_END_CLIENT
                                         : NGX_MAIL_PLUS_END_BACKEND);
@@ -200,6 +230,24 @@ ngx_mail_plus_relay_handler(ngx_event_t *ev)
 
 static ngx_int_t
 ngx_mail_plus_relay_pipe(ngx_mail_plus_proxy_ctx_t *ctx,
+    ngx_mail_plus_pipe_t *p, ngx_connection_t *src, ngx_connection_t *dst)
+{
+#if (NGX_LINUX)
+
+    /* what went into the buffer (the login's reply) goes out first */
+
+    if (ctx->splice && p->buf.start == NULL) {
+        return ngx_mail_plus_relay_splice(p, src, dst);
+    }
+
+#endif
+
+    return ngx_mail_plus_relay_copy(ctx, p, src, dst);
+}
+
+
+static ngx_int_t
+ngx_mail_plus_relay_copy(ngx_mail_plus_proxy_ctx_t *ctx,
     ngx_mail_plus_pipe_t *p, ngx_connection_t *src, ngx_connection_t *dst)
 {
     size_t       size;
@@ -283,14 +331,154 @@ ngx_mail_plus_relay_pipe(ngx_mail_plus_proxy_ctx_t *ctx,
         b->last = NULL;
     }
 
-    if (p->eof && b->pos == b->last && !p->shut) {
-        p->shut = 1;
+    if (p->eof && b->pos == b->last) {
+        ngx_mail_plus_relay_shutdown(p, dst);
+    }
 
-        if (ngx_shutdown_socket(dst->fd, NGX_WRITE_SHUTDOWN) == -1) {
-            ngx_connection_error(dst, ngx_socket_errno,
-                                 ngx_shutdown_socket_n " failed");
+    return NGX_OK;
+}
+
+
+#if (NGX_LINUX)
+
+/*
+ * The pipe may refuse more (EAGAIN) before NGX_MAIL_PLUS_PIPE_SIZE bytes
+ * when the socket filled its pages partly: EAGAIN on reading means "the
+ * socket is drained" only when the pipe was empty.  Otherwise the reading
+ * goes on when the destination takes the pipe's bytes.
+ */
+
+static ngx_int_t
+ngx_mail_plus_relay_splice(ngx_mail_plus_pipe_t *p, ngx_connection_t *src,
+    ngx_connection_t *dst)
+{
+    ssize_t    n;
+    ngx_err_t  err;
+
+    for ( ;; ) {
+
+        if (p->piped && dst->write->ready) {
+
+            n = splice(p->fds[0], NULL, dst->fd, NULL, p->piped,
+                       SPLICE_F_MOVE|SPLICE_F_NONBLOCK);
+
+            if (n > 0) {
+                p->piped -= n;
+                p->bytes += n;
+                continue;
+            }
+
+            err = ngx_errno;
+
+            if (n == 0 || err != NGX_EAGAIN) {
+                ngx_connection_error(dst, err, "splice() to socket failed");
+                return NGX_ERROR;
+            }
+
+            dst->write->ready = 0;
+        }
+
+        if (p->eof || !src->read->ready
+            || (p->spliced && p->piped >= p->size))
+        {
+            break;
+        }
+
+        if (!p->spliced) {
+            if (pipe2(p->fds, O_NONBLOCK|O_CLOEXEC) == -1) {
+                ngx_connection_error(src, ngx_errno, "pipe2() failed");
+                return NGX_ERROR;
+            }
+
+            p->spliced = 1;
+            p->size = 65536;
+
+            n = fcntl(p->fds[1], F_SETPIPE_SZ, NGX_MAIL_PLUS_PIPE_SIZE);
+
+            if (n > 0) {
+                p->size = n;
+            }
+        }
+
+        n = splice(src->fd, NULL, p->fds[1], NULL,
+                   p->size - p->piped,
+                   SPLICE_F_MOVE|SPLICE_F_NONBLOCK);
+
+        if (n > 0) {
+            p->piped += n;
+            continue;
+        }
+
+        if (n == 0) {
+            p->eof = 1;
+            continue;
+        }
+
+        err = ngx_errno;
+
+        if (err != NGX_EAGAIN) {
+            ngx_connection_error(src, err, "splice() from socket failed");
+            return NGX_ERROR;
+        }
+
+        if (p->piped == 0) {
+            src->read->ready = 0;
+        }
+
+        break;
+    }
+
+    if (p->piped == 0) {
+        ngx_mail_plus_relay_unpipe(p);
+
+        if (p->eof) {
+            ngx_mail_plus_relay_shutdown(p, dst);
         }
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_mail_plus_relay_unpipe(ngx_mail_plus_pipe_t *p)
+{
+    if (!p->spliced) {
+        return;
+    }
+
+    p->spliced = 0;
+
+    (void) close(p->fds[0]);
+    (void) close(p->fds[1]);
+}
+
+#endif
+
+
+static void
+ngx_mail_plus_relay_shutdown(ngx_mail_plus_pipe_t *p, ngx_connection_t *dst)
+{
+    if (p->shut) {
+        return;
+    }
+
+    p->shut = 1;
+
+    if (ngx_shutdown_socket(dst->fd, NGX_WRITE_SHUTDOWN) == -1) {
+        ngx_connection_error(dst, ngx_socket_errno,
+                             ngx_shutdown_socket_n " failed");
+    }
+}
+
+
+/* the pipes, when the session goes */
+
+void
+ngx_mail_plus_relay_close(ngx_mail_plus_proxy_ctx_t *ctx)
+{
+#if (NGX_LINUX)
+    ngx_mail_plus_relay_unpipe(&ctx->up);
+    ngx_mail_plus_relay_unpipe(&ctx->down);
+#endif
 }
