@@ -44,9 +44,8 @@ typedef struct {
 #define NGX_MAIL_PLUS_END_BACKEND     1   /* the backend closed */
 #define NGX_MAIL_PLUS_END_TIMEOUT     2
 #define NGX_MAIL_PLUS_END_ERROR       3
-#define NGX_MAIL_PLUS_END_UNAVAILABLE 4   /* no backend answered */
-#define NGX_MAIL_PLUS_END_LIMIT       5
-#define NGX_MAIL_PLUS_END_QUIT        6   /* QUIT or LOGOUT before login */
+#define NGX_MAIL_PLUS_END_LIMIT       4
+#define NGX_MAIL_PLUS_END_QUIT        5   /* QUIT or LOGOUT before login */
 
 
 /* one direction of the relay; the buffer's memory only while it has data */

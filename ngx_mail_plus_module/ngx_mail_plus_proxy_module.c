@@ -148,7 +148,6 @@ static ngx_str_t  ngx_mail_plus_proxy_ends[] = {
     ngx_string("backend closed"),
     ngx_string("timed out"),
     ngx_string("error"),
-    ngx_string("backend unavailable"),
     ngx_string("session limit"),
     ngx_string("quit before login")
 };
