@@ -19,7 +19,8 @@ my $t = MailPlus::Test->new();
 
 # t/pop3_proxy.t runs this file again with the module handling the session
 
-my $router_proxy = $main::ROUTER_PROXY ? 'router_proxy  on;' : '';
+my $router_proxy = do { no warnings 'once'; $main::ROUTER_PROXY }
+    ? 'router_proxy  on;' : '';
 
 my $d = $t->dovecot('a', users => { alice => 'secret' });
 
