@@ -26,12 +26,10 @@ static ngx_int_t ngx_mail_plus_imap_authenticate(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_plus_imap_capability(ngx_mail_session_t *s,
     ngx_connection_t *c);
-static ngx_int_t ngx_mail_plus_imap_starttls(ngx_mail_session_t *s,
-    ngx_connection_t *c);
 static ngx_uint_t ngx_mail_plus_imap_is_id(ngx_mail_session_t *s);
 
 
-static u_char  imap_greeting[] = "* OK IMAP4 ready" CRLF;
+static ngx_str_t  imap_greeting = ngx_string("* OK IMAP4 ready" CRLF);
 static u_char  imap_star[] = "* ";
 static u_char  imap_ok[] = "OK completed" CRLF;
 static u_char  imap_next[] = "+ OK" CRLF;
@@ -43,42 +41,16 @@ static u_char  imap_id[] = "* ID NIL" CRLF;
 static u_char  imap_invalid_command[] = "BAD invalid command" CRLF;
 static u_char  imap_unsupported[] =
     "NO authentication mechanism not supported" CRLF;
-static u_char  imap_limit[] = "* BYE [UNAVAILABLE] Too many sessions." CRLF;
+static ngx_str_t  imap_limit =
+    ngx_string("* BYE [UNAVAILABLE] Too many sessions." CRLF);
 
 
 void
 ngx_mail_plus_imap_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 {
-    ngx_int_t                  rc;
-    ngx_mail_core_srv_conf_t  *cscf;
-
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
-
-    rc = ngx_mail_plus_proxy_init_session(s, c, NGX_MAIL_PLUS_IMAP);
-
-    if (rc == NGX_ERROR) {
-        ngx_mail_session_internal_server_error(s);
-        return;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_str_set(&s->out, imap_limit);
-        s->quit = 1;
-
-    } else {
-        ngx_str_set(&s->out, imap_greeting);
-    }
-
-    c->read->handler = ngx_mail_plus_imap_init_protocol;
-
-    ngx_add_timer(c->read, cscf->timeout);
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_mail_close_connection(c);
-        return;
-    }
-
-    ngx_mail_send(c->write);
+    ngx_mail_plus_proxy_init_session(s, c, NGX_MAIL_PLUS_IMAP,
+                                     &imap_greeting, &imap_limit,
+                                     ngx_mail_plus_imap_init_protocol);
 }
 
 
@@ -92,30 +64,12 @@ ngx_mail_plus_imap_init_protocol(ngx_event_t *rev)
     c = rev->data;
     s = c->data;
 
-    c->log->action = "in auth state";
+    iscf = ngx_mail_get_module_srv_conf(s, ngx_mail_imap_module);
 
-    if (rev->timedout) {
-        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
-        c->timedout = 1;
-        ngx_mail_close_connection(c);
+    if (ngx_mail_plus_proxy_init_protocol(rev, iscf->client_buffer_size)
+        != NGX_OK)
+    {
         return;
-    }
-
-    if (s->buffer == NULL) {
-        if (ngx_array_init(&s->args, c->pool, 2, sizeof(ngx_str_t))
-            == NGX_ERROR)
-        {
-            ngx_mail_session_internal_server_error(s);
-            return;
-        }
-
-        iscf = ngx_mail_get_module_srv_conf(s, ngx_mail_imap_module);
-
-        s->buffer = ngx_create_temp_buf(c->pool, iscf->client_buffer_size);
-        if (s->buffer == NULL) {
-            ngx_mail_session_internal_server_error(s);
-            return;
-        }
     }
 
     s->mail_state = ngx_imap_start;
@@ -137,42 +91,15 @@ ngx_mail_plus_imap_auth_state(ngx_event_t *rev)
     c = rev->data;
     s = c->data;
 
-    if (rev->timedout) {
-        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
-        c->timedout = 1;
-        ngx_mail_close_connection(c);
-        return;
-    }
-
-    if (s->out.len) {
-        s->blocked = 1;
-
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-            ngx_mail_close_connection(c);
-        }
-
-        return;
-    }
-
-    s->blocked = 0;
-
     if (s->state == 0) {
         s->cmd_start = NULL;
     }
 
     quit = s->quit;
 
-    rc = ngx_mail_read_command(s, c);
+    rc = ngx_mail_plus_proxy_read_command(rev);
 
-    if (rc == NGX_AGAIN) {
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-            ngx_mail_session_internal_server_error(s);
-        }
-
-        return;
-    }
-
-    if (rc == NGX_ERROR) {
+    if (rc == NGX_AGAIN || rc == NGX_ERROR) {
         return;
     }
 
@@ -221,7 +148,7 @@ ngx_mail_plus_imap_auth_state(ngx_event_t *rev)
                 break;
 
             case NGX_IMAP_STARTTLS:
-                rc = ngx_mail_plus_imap_starttls(s, c);
+                rc = ngx_mail_plus_proxy_starttls(s, c);
                 break;
 
             default:
@@ -438,28 +365,6 @@ ngx_mail_plus_imap_capability(ngx_mail_session_t *s, ngx_connection_t *c)
     s->text = iscf->capability;
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_mail_plus_imap_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-#if (NGX_MAIL_SSL)
-    ngx_mail_ssl_conf_t  *sslcf;
-
-    if (c->ssl == NULL) {
-        sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
-        if (sslcf->starttls) {
-            s->buffer->pos = s->buffer->start;
-            s->buffer->last = s->buffer->start;
-            c->read->handler = ngx_mail_starttls_handler;
-            return NGX_OK;
-        }
-    }
-
-#endif
-
-    return NGX_MAIL_PARSE_INVALID_COMMAND;
 }
 
 

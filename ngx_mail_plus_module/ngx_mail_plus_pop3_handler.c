@@ -26,13 +26,11 @@ static ngx_int_t ngx_mail_plus_pop3_pass(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_plus_pop3_capa(ngx_mail_session_t *s,
     ngx_connection_t *c);
-static ngx_int_t ngx_mail_plus_pop3_stls(ngx_mail_session_t *s,
-    ngx_connection_t *c);
 static ngx_int_t ngx_mail_plus_pop3_auth(ngx_mail_session_t *s,
     ngx_connection_t *c);
 
 
-static u_char  pop3_greeting[] = "+OK POP3 ready" CRLF;
+static ngx_str_t  pop3_greeting = ngx_string("+OK POP3 ready" CRLF);
 static u_char  pop3_ok[] = "+OK" CRLF;
 static u_char  pop3_next[] = "+ " CRLF;
 static u_char  pop3_username[] = "+ VXNlcm5hbWU6" CRLF;
@@ -40,42 +38,16 @@ static u_char  pop3_password[] = "+ UGFzc3dvcmQ6" CRLF;
 static u_char  pop3_invalid_command[] = "-ERR invalid command" CRLF;
 static u_char  pop3_unsupported[] =
     "-ERR authentication method not supported" CRLF;
-static u_char  pop3_limit[] = "-ERR [SYS/TEMP] Too many sessions." CRLF;
+static ngx_str_t  pop3_limit =
+    ngx_string("-ERR [SYS/TEMP] Too many sessions." CRLF);
 
 
 void
 ngx_mail_plus_pop3_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 {
-    ngx_int_t                  rc;
-    ngx_mail_core_srv_conf_t  *cscf;
-
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
-
-    rc = ngx_mail_plus_proxy_init_session(s, c, NGX_MAIL_PLUS_POP3);
-
-    if (rc == NGX_ERROR) {
-        ngx_mail_session_internal_server_error(s);
-        return;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_str_set(&s->out, pop3_limit);
-        s->quit = 1;
-
-    } else {
-        ngx_str_set(&s->out, pop3_greeting);
-    }
-
-    c->read->handler = ngx_mail_plus_pop3_init_protocol;
-
-    ngx_add_timer(c->read, cscf->timeout);
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_mail_close_connection(c);
-        return;
-    }
-
-    ngx_mail_send(c->write);
+    ngx_mail_plus_proxy_init_session(s, c, NGX_MAIL_PLUS_POP3,
+                                     &pop3_greeting, &pop3_limit,
+                                     ngx_mail_plus_pop3_init_protocol);
 }
 
 
@@ -88,30 +60,10 @@ ngx_mail_plus_pop3_init_protocol(ngx_event_t *rev)
     c = rev->data;
     s = c->data;
 
-    c->log->action = "in auth state";
+    /* USER, PASS and AUTH lines */
 
-    if (rev->timedout) {
-        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
-        c->timedout = 1;
-        ngx_mail_close_connection(c);
+    if (ngx_mail_plus_proxy_init_protocol(rev, 512) != NGX_OK) {
         return;
-    }
-
-    if (s->buffer == NULL) {
-        if (ngx_array_init(&s->args, c->pool, 2, sizeof(ngx_str_t))
-            == NGX_ERROR)
-        {
-            ngx_mail_session_internal_server_error(s);
-            return;
-        }
-
-        /* USER, PASS and AUTH lines */
-
-        s->buffer = ngx_create_temp_buf(c->pool, 512);
-        if (s->buffer == NULL) {
-            ngx_mail_session_internal_server_error(s);
-            return;
-        }
     }
 
     s->mail_state = ngx_pop3_start;
@@ -131,36 +83,9 @@ ngx_mail_plus_pop3_auth_state(ngx_event_t *rev)
     c = rev->data;
     s = c->data;
 
-    if (rev->timedout) {
-        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
-        c->timedout = 1;
-        ngx_mail_close_connection(c);
-        return;
-    }
+    rc = ngx_mail_plus_proxy_read_command(rev);
 
-    if (s->out.len) {
-        s->blocked = 1;
-
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-            ngx_mail_close_connection(c);
-        }
-
-        return;
-    }
-
-    s->blocked = 0;
-
-    rc = ngx_mail_read_command(s, c);
-
-    if (rc == NGX_AGAIN) {
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-            ngx_mail_session_internal_server_error(s);
-        }
-
-        return;
-    }
-
-    if (rc == NGX_ERROR) {
+    if (rc == NGX_AGAIN || rc == NGX_ERROR) {
         return;
     }
 
@@ -208,7 +133,7 @@ ngx_mail_plus_pop3_auth_state(ngx_event_t *rev)
                 break;
 
             case NGX_POP3_STLS:
-                rc = ngx_mail_plus_pop3_stls(s, c);
+                rc = ngx_mail_plus_proxy_starttls(s, c);
                 break;
 
             default:
@@ -365,28 +290,6 @@ ngx_mail_plus_pop3_capa(ngx_mail_session_t *s, ngx_connection_t *c)
     s->out = pscf->capability;
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_mail_plus_pop3_stls(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-#if (NGX_MAIL_SSL)
-    ngx_mail_ssl_conf_t  *sslcf;
-
-    if (c->ssl == NULL) {
-        sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
-        if (sslcf->starttls) {
-            s->buffer->pos = s->buffer->start;
-            s->buffer->last = s->buffer->start;
-            c->read->handler = ngx_mail_starttls_handler;
-            return NGX_OK;
-        }
-    }
-
-#endif
-
-    return NGX_MAIL_PARSE_INVALID_COMMAND;
 }
 
 

@@ -105,8 +105,13 @@ extern ngx_module_t  ngx_mail_plus_proxy_module;
 
 /* ngx_mail_plus_proxy_module.c: the session around the dialogues */
 
-ngx_int_t ngx_mail_plus_proxy_init_session(ngx_mail_session_t *s,
-    ngx_connection_t *c, ngx_uint_t protocol);
+void ngx_mail_plus_proxy_init_session(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_uint_t protocol, ngx_str_t *greeting,
+    ngx_str_t *refusal, ngx_event_handler_pt init_protocol);
+ngx_int_t ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev, size_t size);
+ngx_int_t ngx_mail_plus_proxy_read_command(ngx_event_t *rev);
+ngx_int_t ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s,
+    ngx_connection_t *c);
 void ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_mail_plus_proxy_reply(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_uint_t tagged);

@@ -19,6 +19,8 @@
  */
 
 
+static ngx_int_t ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_uint_t protocol);
 static void ngx_mail_plus_proxy_checked(ngx_mail_plus_check_t *check);
 static void ngx_mail_plus_proxy_answer(ngx_mail_session_t *s);
 static void ngx_mail_plus_proxy_delayed(ngx_event_t *ev);
@@ -160,12 +162,50 @@ static ngx_str_t  ngx_mail_plus_proxy_names[] = {
 
 
 /*
- * called by the protocols' init_session: the session's context, its
- * cleanup and the per-client session limit
+ * the protocols' init_session: the session's context, its cleanup, the
+ * per-client session limit, then the greeting (or the refusal)
  */
 
-ngx_int_t
+void
 ngx_mail_plus_proxy_init_session(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_uint_t protocol, ngx_str_t *greeting, ngx_str_t *refusal,
+    ngx_event_handler_pt init_protocol)
+{
+    ngx_int_t                  rc;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    rc = ngx_mail_plus_proxy_create_ctx(s, c, protocol);
+
+    if (rc == NGX_ERROR) {
+        ngx_mail_session_internal_server_error(s);
+        return;
+    }
+
+    if (rc == NGX_DECLINED) {
+        s->out = *refusal;
+        s->quit = 1;
+
+    } else {
+        s->out = *greeting;
+    }
+
+    c->read->handler = init_protocol;
+
+    ngx_add_timer(c->read, cscf->timeout);
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    ngx_mail_send(c->write);
+}
+
+
+static ngx_int_t
+ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_uint_t protocol)
 {
     ngx_pool_cleanup_t          *cln;
@@ -226,6 +266,122 @@ ngx_mail_plus_proxy_init_session(ngx_mail_session_t *s, ngx_connection_t *c,
     default:
         return NGX_ERROR;
     }
+}
+
+
+
+/*
+ * the protocols' init_protocol, also after STARTTLS: the command buffer;
+ * NGX_ERROR when the session has gone
+ */
+
+ngx_int_t
+ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev, size_t size)
+{
+    ngx_connection_t    *c;
+    ngx_mail_session_t  *s;
+
+    c = rev->data;
+    s = c->data;
+
+    c->log->action = "in auth state";
+
+    if (rev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
+        c->timedout = 1;
+        ngx_mail_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    if (s->buffer == NULL) {
+        if (ngx_array_init(&s->args, c->pool, 2, sizeof(ngx_str_t))
+            == NGX_ERROR)
+        {
+            ngx_mail_session_internal_server_error(s);
+            return NGX_ERROR;
+        }
+
+        s->buffer = ngx_create_temp_buf(c->pool, size);
+        if (s->buffer == NULL) {
+            ngx_mail_session_internal_server_error(s);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * the start of the protocols' auth_state: NGX_AGAIN or NGX_ERROR when
+ * there is nothing to do now, else what ngx_mail_read_command() returned
+ */
+
+ngx_int_t
+ngx_mail_plus_proxy_read_command(ngx_event_t *rev)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_mail_session_t  *s;
+
+    c = rev->data;
+    s = c->data;
+
+    if (rev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
+        c->timedout = 1;
+        ngx_mail_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    if (s->out.len) {
+
+        /* the reply before is still being sent */
+
+        s->blocked = 1;
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_mail_close_connection(c);
+            return NGX_ERROR;
+        }
+
+        return NGX_AGAIN;
+    }
+
+    s->blocked = 0;
+
+    rc = ngx_mail_read_command(s, c);
+
+    if (rc == NGX_AGAIN) {
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_mail_session_internal_server_error(s);
+            return NGX_ERROR;
+        }
+    }
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+#if (NGX_MAIL_SSL)
+    ngx_mail_ssl_conf_t  *sslcf;
+
+    if (c->ssl == NULL) {
+        sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
+        if (sslcf->starttls) {
+            s->buffer->pos = s->buffer->start;
+            s->buffer->last = s->buffer->start;
+            c->read->handler = ngx_mail_starttls_handler;
+            return NGX_OK;
+        }
+    }
+
+#endif
+
+    return NGX_MAIL_PARSE_INVALID_COMMAND;
 }
 
 
