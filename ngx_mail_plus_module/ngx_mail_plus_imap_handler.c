@@ -342,27 +342,9 @@ ngx_mail_plus_imap_capability(ngx_mail_session_t *s, ngx_connection_t *c)
 
     iscf = ngx_mail_get_module_srv_conf(s, ngx_mail_imap_module);
 
-#if (NGX_MAIL_SSL)
-
-    if (c->ssl == NULL) {
-        ngx_mail_ssl_conf_t  *sslcf;
-
-        sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
-
-        if (sslcf->starttls == NGX_MAIL_STARTTLS_ON) {
-            s->text = iscf->starttls_capability;
-            return NGX_OK;
-        }
-
-        if (sslcf->starttls == NGX_MAIL_STARTTLS_ONLY) {
-            s->text = iscf->starttls_only_capability;
-            return NGX_OK;
-        }
-    }
-
-#endif
-
-    s->text = iscf->capability;
+    s->text = *ngx_mail_plus_proxy_capability(s, c, &iscf->capability,
+                                             &iscf->starttls_capability,
+                                             &iscf->starttls_only_capability);
 
     return NGX_OK;
 }

@@ -267,27 +267,9 @@ ngx_mail_plus_pop3_capa(ngx_mail_session_t *s, ngx_connection_t *c)
 
     pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
 
-#if (NGX_MAIL_SSL)
-
-    if (c->ssl == NULL) {
-        ngx_mail_ssl_conf_t  *sslcf;
-
-        sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
-
-        if (sslcf->starttls == NGX_MAIL_STARTTLS_ON) {
-            s->out = pscf->starttls_capability;
-            return NGX_OK;
-        }
-
-        if (sslcf->starttls == NGX_MAIL_STARTTLS_ONLY) {
-            s->out = pscf->starttls_only_capability;
-            return NGX_OK;
-        }
-    }
-
-#endif
-
-    s->out = pscf->capability;
+    s->out = *ngx_mail_plus_proxy_capability(s, c, &pscf->capability,
+                                             &pscf->starttls_capability,
+                                             &pscf->starttls_only_capability);
 
     return NGX_OK;
 }

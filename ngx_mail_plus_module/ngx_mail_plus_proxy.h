@@ -110,6 +110,9 @@ void ngx_mail_plus_proxy_init_session(ngx_mail_session_t *s,
     ngx_str_t *refusal, ngx_event_handler_pt init_protocol);
 ngx_int_t ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev, size_t size);
 ngx_int_t ngx_mail_plus_proxy_read_command(ngx_event_t *rev);
+ngx_str_t *ngx_mail_plus_proxy_capability(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_str_t *plain, ngx_str_t *starttls,
+    ngx_str_t *starttls_only);
 ngx_int_t ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s,
     ngx_connection_t *c);
 void ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c);

@@ -363,6 +363,32 @@ ngx_mail_plus_proxy_read_command(ngx_event_t *rev)
 }
 
 
+/* which of a protocol's capability lists the client gets now */
+
+ngx_str_t *
+ngx_mail_plus_proxy_capability(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_str_t *plain, ngx_str_t *starttls, ngx_str_t *starttls_only)
+{
+#if (NGX_MAIL_SSL)
+    ngx_mail_ssl_conf_t  *sslcf;
+
+    if (c->ssl == NULL) {
+        sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
+
+        if (sslcf->starttls == NGX_MAIL_STARTTLS_ON) {
+            return starttls;
+        }
+
+        if (sslcf->starttls == NGX_MAIL_STARTTLS_ONLY) {
+            return starttls_only;
+        }
+    }
+#endif
+
+    return plain;
+}
+
+
 ngx_int_t
 ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
 {
