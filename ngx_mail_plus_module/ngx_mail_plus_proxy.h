@@ -75,6 +75,7 @@ typedef struct {
     ngx_peer_connection_t       peer;
     ngx_buf_t                  *line;         /* backend lines, login only */
     ngx_str_t                   send;         /* to the backend, login only */
+    ngx_str_t                   next;         /* commands after the reply */
     ngx_uint_t                  state;        /* of the backend login */
     ngx_uint_t                  replies;      /* backend replies expected */
     ngx_str_t                   reply;        /* to the client after login */

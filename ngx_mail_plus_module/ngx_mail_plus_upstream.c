@@ -23,14 +23,14 @@
  *       ("AUTHENTICATE PLAIN" with an initial response when the greeting
  *       offers SASL-IR, else "LOGIN" with LITERAL+ or quoted strings) go
  *       out in one write.
- * POP3: "XCLIENT" (forward native), "USER" and "PASS" in one write.
+ * POP3: "XCLIENT" (forward native), "USER" and "PASS", each after the
+ *       reply to the one before (no pipelining without PIPELINING).
  * PROXY protocol (forward proxy): a v1 header before anything else.
  */
 
 
 #define NGX_MAIL_PLUS_UP_GREETING   0
 #define NGX_MAIL_PLUS_UP_LOGIN      1
-#define NGX_MAIL_PLUS_UP_REFUSED    2
 
 #define NGX_MAIL_PLUS_UP_LINE       4096
 
@@ -46,6 +46,8 @@ static ngx_int_t ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
 static ngx_int_t ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx);
 static ngx_int_t ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx);
+static void ngx_mail_plus_upstream_next_command(
     ngx_mail_plus_proxy_ctx_t *ctx);
 static ngx_int_t ngx_mail_plus_upstream_client_addr(ngx_mail_session_t *s,
     ngx_str_t *addr, ngx_uint_t *port, ngx_str_t *local,
@@ -344,6 +346,22 @@ ngx_mail_plus_upstream_read_line(ngx_connection_t *pc, ngx_buf_t *b,
         }
 
         b->last += n;
+
+#if (NGX_LINUX && defined TCP_QUICKACK)
+        {
+        int  on = 1;
+
+        /*
+         * replies to pipelined commands (IMAP ID, then LOGIN) come in
+         * separate writes; the backend's Nagle holds the second until
+         * this side ACKs the first, which a delayed ACK would put off
+         * by tens of milliseconds
+         */
+
+        (void) setsockopt(pc->fd, IPPROTO_TCP, TCP_QUICKACK, &on,
+                          sizeof(int));
+        }
+#endif
     }
 }
 
@@ -585,19 +603,22 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
         return NGX_DECLINED;
     }
 
-    /* replies to XCLIENT (if sent), USER, PASS */
+    /*
+     * one reply per command, the next command after it (POP3 pipelining
+     * needs the server's PIPELINING): XCLIENT (if sent; a refusal is
+     * logged by the backend and passed over), USER, PASS
+     */
 
-    if (--ctx->replies) {
+    ctx->replies--;
 
-        if (!ok && ctx->replies == 1) {
-            /* USER refused: PASS will be refused too */
-            ctx->state = NGX_MAIL_PLUS_UP_REFUSED;
-        }
-
+    if (ctx->replies == 2 || (ctx->replies == 1 && ok)) {
+        ngx_mail_plus_upstream_next_command(ctx);
         return NGX_AGAIN;
     }
 
-    if (ok && ctx->state == NGX_MAIL_PLUS_UP_LOGIN) {
+    /* the reply to PASS, or USER refused */
+
+    if (ok) {
         ctx->reply.data = ngx_pnalloc(s->connection->pool, line->len);
         if (ctx->reply.data == NULL) {
             return NGX_ERROR;
@@ -675,9 +696,35 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
 
     p = ngx_sprintf(p, "USER %V" CRLF "PASS %V" CRLF, login, passwd);
 
-    ctx->send.len = p - ctx->send.data;
+    /* the first command now, with a PROXY protocol header still waiting */
+
+    ctx->next.data = ctx->send.data + ctx->send.len;
+    ctx->next.len = p - ctx->next.data;
+
+    ngx_mail_plus_upstream_next_command(ctx);
 
     return NGX_OK;
+}
+
+
+static void
+ngx_mail_plus_upstream_next_command(ngx_mail_plus_proxy_ctx_t *ctx)
+{
+    u_char  *lf;
+    size_t   len;
+
+    lf = ngx_strlchr(ctx->next.data, ctx->next.data + ctx->next.len, LF);
+    len = lf + 1 - ctx->next.data;
+
+    if (ctx->send.len == 0) {
+        ctx->send.data = ctx->next.data;
+    }
+
+    /* send and next are one buffer: what is queued only grows */
+
+    ctx->send.len += len;
+    ctx->next.data += len;
+    ctx->next.len -= len;
 }
 
 
