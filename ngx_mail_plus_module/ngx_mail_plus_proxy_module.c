@@ -804,8 +804,11 @@ ngx_mail_plus_proxy_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_mail_plus_proxy_conf_t *prev = parent;
     ngx_mail_plus_proxy_conf_t *conf = child;
 
+    ngx_uint_t                  inherited;
     ngx_mail_core_srv_conf_t   *cscf;
     ngx_mail_plus_main_conf_t  *mpcf;
+
+    inherited = (conf->enable == NGX_CONF_UNSET);
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
@@ -855,6 +858,14 @@ ngx_mail_plus_proxy_merge_conf(ngx_conf_t *cf, void *parent, void *child)
         break;
 
     default:
+
+        /* "router_proxy on" in mail{} leaves SMTP servers alone */
+
+        if (inherited) {
+            conf->enable = 0;
+            return NGX_CONF_OK;
+        }
+
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"router_proxy\" is for pop3 and imap servers, "
                       "not for the server in %s:%ui",

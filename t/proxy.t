@@ -302,6 +302,49 @@ like($log, qr/mail session: imap client=127\.0\.0\.1 user="fo3" .* end="timed ou
 like($log, qr/mail session: imap client=127\.0\.0\.1 user="-" backend=- .*end="session limit"/,
     'session log line: limit');
 
+# configuration: in mail{} SMTP servers are left alone; in an SMTP
+# server's own block, an error
+
+for my $case ([ 'inherited', "router_proxy on;\n", '' ],
+    [ 'explicit', '', "router_proxy on;\n" ])
+{
+    my ($name, $main, $srv) = @$case;
+
+    $t->write_file('users-a', "x:{PLAIN}y\n");
+    $t->write_file_expand("smtp-$name.conf", <<"EOF");
+%%LOAD_MODULES%%
+
+events {
+}
+
+mail {
+    router_users  %%TESTDIR%%/users-a;
+
+    router_pool a {
+        server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3};
+    }
+
+    router_default_pool  a;
+
+    auth_http  unix:%%TESTDIR%%/auth.sock:/auth;
+    $main
+    server {
+        listen    127.0.0.1:%%PORT_smtp_t%%;
+        protocol  smtp;
+        $srv
+    }
+}
+EOF
+}
+
+my ($rc, $out) = $t->nginx_t('smtp-inherited.conf');
+is($rc, 0, 'router_proxy in mail{} with an smtp server') or diag($out);
+
+($rc, $out) = $t->nginx_t('smtp-explicit.conf');
+isnt($rc, 0, 'router_proxy in an smtp server');
+like($out, qr/"router_proxy" is for pop3 and imap servers/,
+    'router_proxy in an smtp server: message');
+
 $t->finish();
 
 ###############################################################################
