@@ -57,10 +57,12 @@ typedef struct {
     ngx_fd_t                    fds[2];       /* splice(2) pipe, if open */
     size_t                      piped;        /* bytes in it */
     size_t                      size;         /* of the pipe */
+    size_t                      burst;        /* spliced since idle */
 #endif
     unsigned                    eof:1;
     unsigned                    shut:1;
     unsigned                    spliced:1;    /* fds are open */
+    unsigned                    bulk:1;       /* splice this burst */
 } ngx_mail_plus_pipe_t;
 
 

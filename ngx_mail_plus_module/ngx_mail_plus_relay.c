@@ -26,8 +26,10 @@
  * peer takes it (TCP_NODELAY on both sides: nothing waits for a delayed
  * ACK).  A buffer's memory is taken when data comes and given back when
  * it has all gone out, so an idle session holds none.  On Linux, without
- * TLS, the bytes go through a pipe with splice(2) instead, never copied to
- * user space; the pipe too is closed when it is empty.  End of stream from
+ * TLS, a burst that fills the buffer goes on through a pipe with splice(2),
+ * never copied to user space, and so do the bursts after it until one is
+ * smaller than the buffer: then the pipe is closed.  Small replies are
+ * cheaper to copy than to splice.  End of stream from
  * the client is passed on as a half-close; the session ends when the
  * backend's stream has ended and all of it reached the client.
  */
@@ -39,8 +41,8 @@ static ngx_int_t ngx_mail_plus_relay_pipe(ngx_mail_plus_proxy_ctx_t *ctx,
 static ngx_int_t ngx_mail_plus_relay_copy(ngx_mail_plus_proxy_ctx_t *ctx,
     ngx_mail_plus_pipe_t *p, ngx_connection_t *src, ngx_connection_t *dst);
 #if (NGX_LINUX)
-static ngx_int_t ngx_mail_plus_relay_splice(ngx_mail_plus_pipe_t *p,
-    ngx_connection_t *src, ngx_connection_t *dst);
+static ngx_int_t ngx_mail_plus_relay_splice(ngx_mail_plus_proxy_ctx_t *ctx,
+    ngx_mail_plus_pipe_t *p, ngx_connection_t *src, ngx_connection_t *dst);
 static void ngx_mail_plus_relay_unpipe(ngx_mail_plus_pipe_t *p);
 #endif
 static void ngx_mail_plus_relay_shutdown(ngx_mail_plus_pipe_t *p,
@@ -234,15 +236,27 @@ ngx_mail_plus_relay_pipe(ngx_mail_plus_proxy_ctx_t *ctx,
 {
 #if (NGX_LINUX)
 
-    /* what went into the buffer (the login's reply) goes out first */
-
-    if (ctx->splice && p->buf.start == NULL) {
-        return ngx_mail_plus_relay_splice(p, src, dst);
+    if (p->bulk && p->buf.start == NULL) {
+        return ngx_mail_plus_relay_splice(ctx, p, src, dst);
     }
 
-#endif
+    if (ngx_mail_plus_relay_copy(ctx, p, src, dst) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* a bulk transfer goes on through the pipe once the buffer is out */
+
+    if (p->bulk && p->buf.start == NULL) {
+        return ngx_mail_plus_relay_splice(ctx, p, src, dst);
+    }
+
+    return NGX_OK;
+
+#else
 
     return ngx_mail_plus_relay_copy(ctx, p, src, dst);
+
+#endif
 }
 
 
@@ -285,6 +299,10 @@ ngx_mail_plus_relay_copy(ngx_mail_plus_proxy_ctx_t *ctx,
             break;
         }
 
+        if (p->bulk && b->pos == b->last) {
+            break;
+        }
+
         if (b->start == NULL) {
             size = ctx->conf->buffer_size;
 
@@ -316,6 +334,13 @@ ngx_mail_plus_relay_copy(ngx_mail_plus_proxy_ctx_t *ctx,
             p->eof = 1;
             continue;
         }
+
+#if (NGX_LINUX)
+        if (ctx->splice && b->last + n == b->end) {
+            /* the buffer filled up: more is coming, splice it */
+            p->bulk = 1;
+        }
+#endif
 
         b->last += n;
     }
@@ -349,8 +374,8 @@ ngx_mail_plus_relay_copy(ngx_mail_plus_proxy_ctx_t *ctx,
  */
 
 static ngx_int_t
-ngx_mail_plus_relay_splice(ngx_mail_plus_pipe_t *p, ngx_connection_t *src,
-    ngx_connection_t *dst)
+ngx_mail_plus_relay_splice(ngx_mail_plus_proxy_ctx_t *ctx,
+    ngx_mail_plus_pipe_t *p, ngx_connection_t *src, ngx_connection_t *dst)
 {
     ssize_t    n;
     ngx_err_t  err;
@@ -406,6 +431,7 @@ ngx_mail_plus_relay_splice(ngx_mail_plus_pipe_t *p, ngx_connection_t *src,
 
         if (n > 0) {
             p->piped += n;
+            p->burst += n;
             continue;
         }
 
@@ -429,7 +455,18 @@ ngx_mail_plus_relay_splice(ngx_mail_plus_pipe_t *p, ngx_connection_t *src,
     }
 
     if (p->piped == 0) {
-        ngx_mail_plus_relay_unpipe(p);
+
+        /*
+         * the burst is over; after a small one the transfer has ended and
+         * replies are copied again, without a pipe
+         */
+
+        if (p->burst < ctx->conf->buffer_size || p->eof) {
+            p->bulk = 0;
+            ngx_mail_plus_relay_unpipe(p);
+        }
+
+        p->burst = 0;
 
         if (p->eof) {
             ngx_mail_plus_relay_shutdown(p, dst);
