@@ -61,6 +61,7 @@ static void ngx_mail_plus_upstream_fail(ngx_mail_session_t *s,
 void
 ngx_mail_plus_upstream_connect(ngx_mail_session_t *s)
 {
+    ngx_int_t                   rc;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
@@ -69,7 +70,14 @@ ngx_mail_plus_upstream_connect(ngx_mail_session_t *s)
 
     for ( ;; ) {
 
-        if (ngx_mail_plus_upstream_try(s) == NGX_OK) {
+        rc = ngx_mail_plus_upstream_try(s);
+
+        if (rc == NGX_OK) {
+            return;
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_mail_plus_proxy_finalize(s, NGX_MAIL_PLUS_END_ERROR);
             return;
         }
 

@@ -12,6 +12,7 @@ use strict;
 use Test::More;
 
 use MIME::Base64 qw/ encode_base64 /;
+use POSIX ();
 use Time::HiRes qw/ time sleep /;
 
 use FindBin;
@@ -23,7 +24,10 @@ use MailPlus::Test;
 my $t = MailPlus::Test->new();
 
 my @fo = map { "fo$_" } 1 .. 12;
-my %users = map { $_ => 'secret' } @fo, qw/ dead1 nat1 pp1 lim1 idle1 /;
+my @sl = map { "sl$_" } 1 .. 4;
+my @bd = map { "bd$_" } 1 .. 4;
+my %users = map { $_ => 'secret' } @fo, @sl, @bd,
+    qw/ dead1 nat1 pp1 lim1 idle1 /;
 
 my $d = $t->dovecot('a', users => \%users, haproxy => 1);
 
@@ -32,9 +36,34 @@ my $d = $t->dovecot('a', users => \%users, haproxy => 1);
 my $closed = $t->port('closed', '127.0.0.5');
 my $closed2 = $t->port('closed2', '127.0.0.6');
 
+# a server that accepts and never greets (the kernel's backlog), and one
+# that greets wrongly
+
+my $silent = $t->port('silent', '127.0.0.7');
+my $silent_sock = IO::Socket::INET->new(LocalAddr => "127.0.0.7:$silent",
+    Listen => 64, ReuseAddr => 1) or die "listen: $!\n";
+
+my $bad = $t->port('bad', '127.0.0.8');
+my $bad_sock = IO::Socket::INET->new(LocalAddr => "127.0.0.8:$bad",
+    Listen => 64, ReuseAddr => 1) or die "listen: $!\n";
+
+my $badpid = fork();
+die "fork: $!\n" unless defined $badpid;
+
+if ($badpid == 0) {
+    while (my $c = $bad_sock->accept()) {
+        print $c "-ERR go away\r\n";
+        close $c;
+    }
+    POSIX::_exit(0);
+}
+
+push @{$t->{daemons}}, $badpid;
+close $bad_sock;
+
 $t->write_file('users', join('', map {
     my $pool = /^fo/ ? 'fo' : /^dead/ ? 'dead' : /^nat/ ? 'nat'
-        : /^pp/ ? 'pp' : 'a';
+        : /^pp/ ? 'pp' : /^sl/ ? 'sl' : /^bd/ ? 'bd' : 'a';
     "$_:{PLAIN}secret:$pool\n"
 } sort keys %users));
 
@@ -61,6 +90,16 @@ mail {
         server 127.0.0.6 imap=$closed2 pop3=$closed2;
     }
 
+    router_pool sl {
+        server 127.0.0.7 imap=$silent pop3=$silent;
+        server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3};
+    }
+
+    router_pool bd {
+        server 127.0.0.8 imap=$bad pop3=$bad;
+        server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3};
+    }
+
     router_pool nat {
         server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3};
         forward native;
@@ -76,8 +115,9 @@ mail {
 
     auth_http  unix:%%TESTDIR%%/auth.sock:/auth;
 
-    router_proxy                on;
-    router_proxy_user_sessions  2;
+    router_proxy                  on;
+    router_proxy_user_sessions    2;
+    router_proxy_connect_timeout  1s;
 
     server {
         listen     127.0.0.1:%%PORT_imap%%;
@@ -119,6 +159,8 @@ EOF
 
 $t->run(log_level => 'info');
 
+my $log;
+
 sub imap {
     my ($user, %opts) = @_;
 
@@ -154,6 +196,19 @@ is(scalar @ok, scalar @fo, 'pop3 failover: every user logs in');
 
 like($t->read_file('error.log'), qr/backend 127\.0\.0\.5:$closed (refused|closed or failed)/,
     'closed server was tried and skipped');
+
+# a server that does not greet in time, one that greets wrongly: skipped
+
+@ok = grep { my $s = imap($_); $s && $s->imap('a2', 'LOGOUT') } @sl, @bd;
+is(scalar @ok, @sl + @bd, 'imap: silent and wrong servers skipped');
+
+@ok = grep { my $s = pop3($_); $s && $s->pop3('QUIT') } @sl, @bd;
+is(scalar @ok, @sl + @bd, 'pop3: silent and wrong servers skipped');
+
+$log = $t->read_file('error.log');
+like($log, qr/backend 127\.0\.0\.7:$silent timed out/, 'silent server timed out');
+like($log, qr/backend 127\.0\.0\.8:$bad sent unexpected "-ERR go away"/,
+    'wrong greeting');
 
 # all servers closed: the temporary error, the session goes on
 
@@ -289,7 +344,7 @@ cmp_ok(time() - $start, '>=', 1.5, 'short timeout: not before its time');
 
 # one log line per session (written as the connection goes)
 
-my $log = '';
+$log = '';
 MailPlus::Test::wait_for(sub {
     $log = $t->read_file('error.log');
     return $log =~ /user="fo3" .* end="timed out"/;
