@@ -104,7 +104,8 @@ sub command {
 my $s = IO::Socket::INET->new("127.0.0.1:" . $t->port('imap'));
 $s->autoflush(1);
 like(getline($s), qr/^\* OK/, 'imap greeting');
-like(command($s, 'c1 CAPABILITY', qr/^c1 /), qr/STARTTLS/, 'imap starttls offered');
+like(command($s, 'c1 CAPABILITY', qr/^c1 /), qr/STARTTLS/,
+    'imap starttls offered');
 like(command($s, 's1 STARTTLS', qr/^s1 /), qr/^s1 OK/m, 'imap starttls');
 
 ok(IO::Socket::SSL->start_SSL($s, SSL_verify_mode => SSL_VERIFY_NONE),
