@@ -45,8 +45,8 @@ static ngx_int_t ngx_mail_plus_relay_splice(ngx_mail_plus_proxy_ctx_t *ctx,
     ngx_mail_plus_pipe_t *p, ngx_connection_t *src, ngx_connection_t *dst);
 static void ngx_mail_plus_relay_unpipe(ngx_mail_plus_pipe_t *p);
 #endif
-static void ngx_mail_plus_relay_shutdown(ngx_mail_plus_pipe_t *p,
-    ngx_connection_t *dst);
+static void ngx_mail_plus_relay_shutdown(ngx_mail_plus_proxy_ctx_t *ctx,
+    ngx_mail_plus_pipe_t *p, ngx_connection_t *dst);
 static ngx_int_t ngx_mail_plus_relay_preload(ngx_mail_plus_proxy_ctx_t *ctx,
     ngx_mail_plus_pipe_t *p, u_char *data, size_t len, u_char *more,
     size_t more_len);
@@ -357,7 +357,7 @@ ngx_mail_plus_relay_copy(ngx_mail_plus_proxy_ctx_t *ctx,
     }
 
     if (p->eof && b->pos == b->last) {
-        ngx_mail_plus_relay_shutdown(p, dst);
+        ngx_mail_plus_relay_shutdown(ctx, p, dst);
     }
 
     return NGX_OK;
@@ -469,7 +469,7 @@ ngx_mail_plus_relay_splice(ngx_mail_plus_proxy_ctx_t *ctx,
         p->burst = 0;
 
         if (p->eof) {
-            ngx_mail_plus_relay_shutdown(p, dst);
+            ngx_mail_plus_relay_shutdown(ctx, p, dst);
         }
     }
 
@@ -493,10 +493,16 @@ ngx_mail_plus_relay_unpipe(ngx_mail_plus_pipe_t *p)
 #endif
 
 
+/* the client's end of stream, passed on to the backend */
+
 static void
-ngx_mail_plus_relay_shutdown(ngx_mail_plus_pipe_t *p, ngx_connection_t *dst)
+ngx_mail_plus_relay_shutdown(ngx_mail_plus_proxy_ctx_t *ctx,
+    ngx_mail_plus_pipe_t *p, ngx_connection_t *dst)
 {
-    if (p->shut) {
+    if (p->shut || p == &ctx->down) {
+
+        /* the backend's end of stream ends the session: no half-close */
+
         return;
     }
 
