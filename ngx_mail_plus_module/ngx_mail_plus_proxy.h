@@ -100,6 +100,7 @@ typedef struct {
     unsigned                    logged_in:1;
     unsigned                    sasl_ir:1;
     unsigned                    literal_plus:1;
+    unsigned                    quickack:1;   /* ID and LOGIN pipelined */
 } ngx_mail_plus_proxy_ctx_t;
 
 

@@ -38,7 +38,7 @@
 static ngx_int_t ngx_mail_plus_upstream_try(ngx_mail_session_t *s);
 static void ngx_mail_plus_upstream_handler(ngx_event_t *ev);
 static ngx_int_t ngx_mail_plus_upstream_read_line(ngx_connection_t *pc,
-    ngx_buf_t *b, ngx_str_t *line);
+    ngx_buf_t *b, ngx_str_t *line, ngx_uint_t quickack);
 static ngx_int_t ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line);
 static ngx_int_t ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
@@ -171,6 +171,7 @@ ngx_mail_plus_upstream_try(ngx_mail_session_t *s)
     ctx->send.len = 0;
     ctx->sasl_ir = 0;
     ctx->literal_plus = 0;
+    ctx->quickack = 0;
 
     if (route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY) {
         p = ngx_pnalloc(c->pool, NGX_PROXY_PROTOCOL_MAX_HEADER);
@@ -240,7 +241,8 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
             ctx->send.len -= n;
         }
 
-        rc = ngx_mail_plus_upstream_read_line(pc, ctx->line, &line);
+        rc = ngx_mail_plus_upstream_read_line(pc, ctx->line, &line,
+                                              ctx->quickack);
 
         if (rc == NGX_AGAIN) {
             break;
@@ -310,10 +312,13 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
 
 static ngx_int_t
 ngx_mail_plus_upstream_read_line(ngx_connection_t *pc, ngx_buf_t *b,
-    ngx_str_t *line)
+    ngx_str_t *line, ngx_uint_t quickack)
 {
     u_char   *lf;
     ssize_t   n;
+#if (NGX_LINUX && defined TCP_QUICKACK)
+    int       on;
+#endif
 
     for ( ;; ) {
 
@@ -356,8 +361,6 @@ ngx_mail_plus_upstream_read_line(ngx_connection_t *pc, ngx_buf_t *b,
         b->last += n;
 
 #if (NGX_LINUX && defined TCP_QUICKACK)
-        {
-        int  on = 1;
 
         /*
          * replies to pipelined commands (IMAP ID, then LOGIN) come in
@@ -366,9 +369,12 @@ ngx_mail_plus_upstream_read_line(ngx_connection_t *pc, ngx_buf_t *b,
          * by tens of milliseconds
          */
 
-        (void) setsockopt(pc->fd, IPPROTO_TCP, TCP_QUICKACK, &on,
-                          sizeof(int));
+        if (quickack) {
+            on = 1;
+            (void) setsockopt(pc->fd, IPPROTO_TCP, TCP_QUICKACK, &on,
+                              sizeof(int));
         }
+
 #endif
     }
 }
@@ -515,6 +521,8 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
     ctx->send.data = p - ctx->send.len;
 
     if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
+        ctx->quickack = 1;
+
         p = ngx_sprintf(p, "I ID (\"x-originating-ip\" \"%V\" "
                         "\"x-originating-port\" \"%ui\" "
                         "\"x-connected-ip\" \"%V\" "
