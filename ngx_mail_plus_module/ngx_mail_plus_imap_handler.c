@@ -22,8 +22,6 @@
 
 static ngx_int_t ngx_mail_plus_imap_login(ngx_mail_session_t *s,
     ngx_connection_t *c);
-static ngx_int_t ngx_mail_plus_imap_authenticate(ngx_mail_session_t *s,
-    ngx_connection_t *c);
 static ngx_int_t ngx_mail_plus_imap_capability(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_uint_t ngx_mail_plus_imap_is_id(ngx_mail_session_t *s);
@@ -33,14 +31,15 @@ static ngx_str_t  imap_greeting = ngx_string("* OK IMAP4 ready" CRLF);
 static u_char  imap_star[] = "* ";
 static u_char  imap_ok[] = "OK completed" CRLF;
 static u_char  imap_next[] = "+ OK" CRLF;
-static u_char  imap_plain_next[] = "+ " CRLF;
-static u_char  imap_username[] = "+ VXNlcm5hbWU6" CRLF;
-static u_char  imap_password[] = "+ UGFzc3dvcmQ6" CRLF;
 static u_char  imap_bye[] = "* BYE" CRLF;
 static u_char  imap_id[] = "* ID NIL" CRLF;
 static u_char  imap_invalid_command[] = "BAD invalid command" CRLF;
-static u_char  imap_unsupported[] =
-    "NO authentication mechanism not supported" CRLF;
+static ngx_mail_plus_sasl_t  imap_sasl = {
+    ngx_imap_auth_login_username,
+    ngx_imap_auth_login_password,
+    ngx_imap_auth_plain,
+    ngx_string("NO authentication mechanism not supported" CRLF)
+};
 static ngx_str_t  imap_limit =
     ngx_string("* BYE [UNAVAILABLE] Too many sessions." CRLF);
 
@@ -131,7 +130,7 @@ ngx_mail_plus_imap_auth_state(ngx_event_t *rev)
                 break;
 
             case NGX_IMAP_AUTHENTICATE:
-                rc = ngx_mail_plus_imap_authenticate(s, c);
+                rc = ngx_mail_plus_proxy_sasl_start(s, c, &imap_sasl);
                 tag = (rc != NGX_OK || s->mail_state == ngx_imap_start);
                 break;
 
@@ -159,24 +158,12 @@ ngx_mail_plus_imap_auth_state(ngx_event_t *rev)
             break;
 
         case ngx_imap_auth_login_username:
-            rc = ngx_mail_auth_login_username(s, c, 0);
-
             tag = 0;
-            ngx_str_set(&s->out, imap_password);
-            s->mail_state = ngx_imap_auth_login_password;
 
-            break;
-
-        case ngx_imap_auth_login_password:
-            rc = ngx_mail_auth_login_password(s, c);
-            break;
-
-        case ngx_imap_auth_plain:
-            rc = ngx_mail_auth_plain(s, c, 0);
-            break;
+            /* fall through */
 
         default:
-            rc = NGX_MAIL_PARSE_INVALID_COMMAND;
+            rc = ngx_mail_plus_proxy_sasl_step(s, c, &imap_sasl);
             break;
         }
 
@@ -283,55 +270,6 @@ ngx_mail_plus_imap_login(ngx_mail_session_t *s, ngx_connection_t *c)
     s->passwd = arg[1];
 
     return NGX_DONE;
-}
-
-
-static ngx_int_t
-ngx_mail_plus_imap_authenticate(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-    ngx_int_t  rc;
-
-#if (NGX_MAIL_SSL)
-    if (ngx_mail_starttls_only(s, c)) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
-#endif
-
-    rc = ngx_mail_auth_parse(s, c);
-
-    switch (rc) {
-
-    case NGX_MAIL_AUTH_LOGIN:
-
-        ngx_str_set(&s->out, imap_username);
-        s->mail_state = ngx_imap_auth_login_username;
-
-        return NGX_OK;
-
-    case NGX_MAIL_AUTH_LOGIN_USERNAME:
-
-        ngx_str_set(&s->out, imap_password);
-        s->mail_state = ngx_imap_auth_login_password;
-
-        return ngx_mail_auth_login_username(s, c, 1);
-
-    case NGX_MAIL_AUTH_PLAIN:
-
-        ngx_str_set(&s->out, imap_plain_next);
-        s->mail_state = ngx_imap_auth_plain;
-
-        return NGX_OK;
-
-    case NGX_MAIL_AUTH_CRAM_MD5:
-    case NGX_MAIL_AUTH_EXTERNAL:
-
-        ngx_str_set(&s->out, imap_unsupported);
-        s->state = 0;
-
-        return NGX_OK;
-    }
-
-    return rc;
 }
 
 

@@ -32,12 +32,13 @@ static ngx_int_t ngx_mail_plus_pop3_auth(ngx_mail_session_t *s,
 
 static ngx_str_t  pop3_greeting = ngx_string("+OK POP3 ready" CRLF);
 static u_char  pop3_ok[] = "+OK" CRLF;
-static u_char  pop3_next[] = "+ " CRLF;
-static u_char  pop3_username[] = "+ VXNlcm5hbWU6" CRLF;
-static u_char  pop3_password[] = "+ UGFzc3dvcmQ6" CRLF;
 static u_char  pop3_invalid_command[] = "-ERR invalid command" CRLF;
-static u_char  pop3_unsupported[] =
-    "-ERR authentication method not supported" CRLF;
+static ngx_mail_plus_sasl_t  pop3_sasl = {
+    ngx_pop3_auth_login_username,
+    ngx_pop3_auth_login_password,
+    ngx_pop3_auth_plain,
+    ngx_string("-ERR authentication method not supported" CRLF)
+};
 static ngx_str_t  pop3_limit =
     ngx_string("-ERR [SYS/TEMP] Too many sessions." CRLF);
 
@@ -118,7 +119,7 @@ ngx_mail_plus_pop3_auth_state(ngx_event_t *rev)
                 break;
 
             case NGX_POP3_APOP:
-                ngx_str_set(&s->out, pop3_unsupported);
+                s->out = pop3_sasl.unsupported;
                 break;
 
             case NGX_POP3_AUTH:
@@ -143,23 +144,8 @@ ngx_mail_plus_pop3_auth_state(ngx_event_t *rev)
 
             break;
 
-        case ngx_pop3_auth_login_username:
-            rc = ngx_mail_auth_login_username(s, c, 0);
-
-            ngx_str_set(&s->out, pop3_password);
-            s->mail_state = ngx_pop3_auth_login_password;
-            break;
-
-        case ngx_pop3_auth_login_password:
-            rc = ngx_mail_auth_login_password(s, c);
-            break;
-
-        case ngx_pop3_auth_plain:
-            rc = ngx_mail_auth_plain(s, c, 0);
-            break;
-
         default:
-            rc = NGX_MAIL_PARSE_INVALID_COMMAND;
+            rc = ngx_mail_plus_proxy_sasl_step(s, c, &pop3_sasl);
             break;
         }
     }
@@ -278,57 +264,23 @@ ngx_mail_plus_pop3_capa(ngx_mail_session_t *s, ngx_connection_t *c)
 static ngx_int_t
 ngx_mail_plus_pop3_auth(ngx_mail_session_t *s, ngx_connection_t *c)
 {
-    ngx_int_t                  rc;
     ngx_mail_pop3_srv_conf_t  *pscf;
 
+    if (s->args.nelts == 0) {
+
 #if (NGX_MAIL_SSL)
-    if (ngx_mail_starttls_only(s, c)) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
+        if (ngx_mail_starttls_only(s, c)) {
+            return NGX_MAIL_PARSE_INVALID_COMMAND;
+        }
 #endif
 
-    pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
+        pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
 
-    if (s->args.nelts == 0) {
         s->out = pscf->auth_capability;
         s->state = 0;
 
         return NGX_OK;
     }
 
-    rc = ngx_mail_auth_parse(s, c);
-
-    switch (rc) {
-
-    case NGX_MAIL_AUTH_LOGIN:
-
-        ngx_str_set(&s->out, pop3_username);
-        s->mail_state = ngx_pop3_auth_login_username;
-
-        return NGX_OK;
-
-    case NGX_MAIL_AUTH_LOGIN_USERNAME:
-
-        ngx_str_set(&s->out, pop3_password);
-        s->mail_state = ngx_pop3_auth_login_password;
-
-        return ngx_mail_auth_login_username(s, c, 1);
-
-    case NGX_MAIL_AUTH_PLAIN:
-
-        ngx_str_set(&s->out, pop3_next);
-        s->mail_state = ngx_pop3_auth_plain;
-
-        return NGX_OK;
-
-    case NGX_MAIL_AUTH_CRAM_MD5:
-    case NGX_MAIL_AUTH_EXTERNAL:
-
-        ngx_str_set(&s->out, pop3_unsupported);
-        s->state = 0;
-
-        return NGX_OK;
-    }
-
-    return rc;
+    return ngx_mail_plus_proxy_sasl_start(s, c, &pop3_sasl);
 }

@@ -104,6 +104,16 @@ typedef struct {
 } ngx_mail_plus_proxy_ctx_t;
 
 
+/* a protocol's SASL exchange: its states and its refusal */
+
+typedef struct {
+    ngx_uint_t                  login_username;   /* s->mail_state values */
+    ngx_uint_t                  login_password;
+    ngx_uint_t                  plain;
+    ngx_str_t                   unsupported;
+} ngx_mail_plus_sasl_t;
+
+
 extern ngx_module_t  ngx_mail_plus_proxy_module;
 
 
@@ -119,6 +129,10 @@ ngx_str_t *ngx_mail_plus_proxy_capability(ngx_mail_session_t *s,
     ngx_str_t *starttls_only);
 ngx_int_t ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s,
     ngx_connection_t *c);
+ngx_int_t ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_sasl_t *sasl);
+ngx_int_t ngx_mail_plus_proxy_sasl_step(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_sasl_t *sasl);
 void ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_mail_plus_proxy_reply(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_uint_t tagged);

@@ -155,6 +155,11 @@ static ngx_str_t  ngx_mail_plus_proxy_ends[] = {
 };
 
 
+static u_char  ngx_mail_plus_sasl_next[] = "+ " CRLF;
+static u_char  ngx_mail_plus_sasl_username[] = "+ VXNlcm5hbWU6" CRLF;
+static u_char  ngx_mail_plus_sasl_password[] = "+ UGFzc3dvcmQ6" CRLF;
+
+
 static ngx_str_t  ngx_mail_plus_proxy_names[] = {
     ngx_string("imap"),
     ngx_string("pop3")
@@ -267,7 +272,6 @@ ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s, ngx_connection_t *c,
         return NGX_ERROR;
     }
 }
-
 
 
 /*
@@ -406,6 +410,83 @@ ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
     }
 
 #endif
+
+    return NGX_MAIL_PARSE_INVALID_COMMAND;
+}
+
+
+/*
+ * AUTH (POP3) and AUTHENTICATE (IMAP) with the stock SASL helpers: PLAIN
+ * and LOGIN, with or without an initial response; CRAM-MD5 and EXTERNAL
+ * need what the router does not keep.  NGX_DONE: credentials complete.
+ */
+
+ngx_int_t
+ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_sasl_t *sasl)
+{
+    ngx_int_t  rc;
+
+#if (NGX_MAIL_SSL)
+    if (ngx_mail_starttls_only(s, c)) {
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+#endif
+
+    rc = ngx_mail_auth_parse(s, c);
+
+    switch (rc) {
+
+    case NGX_MAIL_AUTH_LOGIN:
+        ngx_str_set(&s->out, ngx_mail_plus_sasl_username);
+        s->mail_state = sasl->login_username;
+        return NGX_OK;
+
+    case NGX_MAIL_AUTH_LOGIN_USERNAME:
+        ngx_str_set(&s->out, ngx_mail_plus_sasl_password);
+        s->mail_state = sasl->login_password;
+        return ngx_mail_auth_login_username(s, c, 1);
+
+    case NGX_MAIL_AUTH_PLAIN:
+        ngx_str_set(&s->out, ngx_mail_plus_sasl_next);
+        s->mail_state = sasl->plain;
+        return NGX_OK;
+
+    case NGX_MAIL_AUTH_CRAM_MD5:
+    case NGX_MAIL_AUTH_EXTERNAL:
+        s->out = sasl->unsupported;
+        s->state = 0;
+        return NGX_OK;
+    }
+
+    return rc;
+}
+
+
+/* a line of the SASL exchange */
+
+ngx_int_t
+ngx_mail_plus_proxy_sasl_step(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_sasl_t *sasl)
+{
+    ngx_int_t  rc;
+
+    if (s->mail_state == sasl->login_username) {
+        rc = ngx_mail_auth_login_username(s, c, 0);
+
+        ngx_str_set(&s->out, ngx_mail_plus_sasl_password);
+        s->mail_state = sasl->login_password;
+
+        return rc;
+    }
+
+    if (s->mail_state == sasl->login_password) {
+        return ngx_mail_auth_login_password(s, c);
+    }
+
+    if (s->mail_state == sasl->plain) {
+        return ngx_mail_auth_plain(s, c, 0);
+    }
 
     return NGX_MAIL_PARSE_INVALID_COMMAND;
 }

@@ -24,7 +24,7 @@ use MailPlus::Test;
 my $t = MailPlus::Test->new();
 
 my @fo = map { "fo$_" } 1 .. 12;
-my @sl = map { "sl$_" } 1 .. 4;
+my @sl = map { "sl$_" } 1 .. 2;
 my @bd = map { "bd$_" } 1 .. 4;
 my %users = map { $_ => 'secret' } @fo, @sl, @bd,
     qw/ dead1 nat1 pp1 lim1 idle1 /;
@@ -37,7 +37,7 @@ my $closed = $t->port('closed', '127.0.0.5');
 my $closed2 = $t->port('closed2', '127.0.0.6');
 
 # a server that accepts and never greets (the kernel's backlog), and one
-# that greets wrongly
+# that greets wrongly; their weight puts nearly every user on them first
 
 my $silent = $t->port('silent', '127.0.0.7');
 my $silent_sock = IO::Socket::INET->new(LocalAddr => "127.0.0.7:$silent",
@@ -91,12 +91,12 @@ mail {
     }
 
     router_pool sl {
-        server 127.0.0.7 imap=$silent pop3=$silent;
+        server 127.0.0.7 imap=$silent pop3=$silent weight=100;
         server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3};
     }
 
     router_pool bd {
-        server 127.0.0.8 imap=$bad pop3=$bad;
+        server 127.0.0.8 imap=$bad pop3=$bad weight=100;
         server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3};
     }
 
