@@ -198,7 +198,7 @@ typedef struct {
     ngx_mail_plus_server_t     *server;
     in_port_t                   port;
     ngx_uint_t                  protocol;
-    ngx_uint_t                  tries;     /* servers tried before this */
+    uint64_t                    tried[NGX_MAIL_PLUS_MAX_SERVERS / 64];
     ngx_str_t                   key;       /* of the ring: login, lower case */
     ngx_str_t                   login;     /* as the backend knows it */
     ngx_str_t                   reason;    /* for the log */
@@ -224,6 +224,8 @@ typedef struct {
     ngx_rbtree_node_t           sentinel;
     ngx_queue_t                 queue;     /* the same, most recent first */
     ngx_queue_t                 health;    /* ngx_mail_plus_health_link_t */
+    ngx_rbtree_t                limits;    /* session counts */
+    ngx_rbtree_node_t           limits_sentinel;
     ngx_mail_plus_stats_t       stats;
     time_t                      warned;    /* zone full, last logged */
 } ngx_mail_plus_shctx_t;
@@ -288,7 +290,7 @@ ngx_int_t ngx_mail_plus_pool_init_ring(ngx_conf_t *cf,
     ngx_mail_plus_pool_t *pool, ngx_uint_t points);
 ngx_mail_plus_server_t *ngx_mail_plus_pool_get_server(
     ngx_mail_plus_pool_t *pool, ngx_str_t *key, ngx_uint_t protocol,
-    ngx_uint_t skip);
+    uint64_t *tried);
 ngx_uint_t ngx_mail_plus_server_usable(ngx_mail_plus_server_t *server,
     ngx_uint_t protocol);
 

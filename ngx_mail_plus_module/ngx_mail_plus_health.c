@@ -356,7 +356,10 @@ ngx_mail_plus_health_report(ngx_mail_plus_server_t *server,
     }
 
     mpcf = ngx_mail_plus_get_main_conf((ngx_cycle_t *) ngx_cycle);
-    if (mpcf == NULL || mpcf->shm_zone == NULL) {
+
+    /* without active checks nothing would bring the server back */
+
+    if (mpcf == NULL || mpcf->shm_zone == NULL || !mpcf->check) {
         return;
     }
 

@@ -502,14 +502,19 @@ ngx_mail_plus_point_cmp(const void *one, const void *two)
 /*
  * The servers of a pool in the order a key meets them: from the key's
  * point around the ring, each primary server once, then the backup servers
- * in the order of the configuration.  Only servers that serve the protocol
- * and are up count; "skip" of them are passed over, so that a session can
- * fail over from the first to the next.
+ * in the order of the configuration.  The first that serves the protocol,
+ * is up, and is not among those "tried" (a bitmap of server indexes, or
+ * NULL) is the answer, so that a session can fail over from one server to
+ * the next.
  */
+
+#define ngx_mail_plus_bit(map, n)                                            \
+    ((map)[(n) / 64] & ((uint64_t) 1 << ((n) % 64)))
+
 
 ngx_mail_plus_server_t *
 ngx_mail_plus_pool_get_server(ngx_mail_plus_pool_t *pool, ngx_str_t *key,
-    ngx_uint_t protocol, ngx_uint_t skip)
+    ngx_uint_t protocol, uint64_t *tried)
 {
     uint32_t                 hash;
     uint64_t                 seen[NGX_MAIL_PLUS_MAX_SERVERS / 64];
@@ -543,18 +548,16 @@ ngx_mail_plus_pool_get_server(ngx_mail_plus_pool_t *pool, ngx_str_t *key,
         server = point[(lo + i) % pool->npoints].server;
         n = server->index;
 
-        if (seen[n / 64] & ((uint64_t) 1 << (n % 64))) {
+        if (ngx_mail_plus_bit(seen, n)) {
             continue;
         }
 
         seen[n / 64] |= (uint64_t) 1 << (n % 64);
         seen_all++;
 
-        if (!ngx_mail_plus_server_usable(server, protocol)) {
-            continue;
-        }
-
-        if (skip-- == 0) {
+        if ((tried == NULL || !ngx_mail_plus_bit(tried, n))
+            && ngx_mail_plus_server_usable(server, protocol))
+        {
             return server;
         }
     }
@@ -563,13 +566,10 @@ ngx_mail_plus_pool_get_server(ngx_mail_plus_pool_t *pool, ngx_str_t *key,
 
     for (i = 0; i < pool->servers.nelts; i++) {
 
-        if (!servers[i].backup
-            || !ngx_mail_plus_server_usable(&servers[i], protocol))
+        if (servers[i].backup
+            && (tried == NULL || !ngx_mail_plus_bit(tried, i))
+            && ngx_mail_plus_server_usable(&servers[i], protocol))
         {
-            continue;
-        }
-
-        if (skip-- == 0) {
             return &servers[i];
         }
     }

@@ -339,7 +339,7 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
 
         route->key = key;
         route->server = ngx_mail_plus_pool_get_server(route->pool, &key,
-                                                      auth->protocol, 0);
+                                                      auth->protocol, NULL);
     }
 
     if (route->server == NULL
@@ -360,28 +360,25 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
 
 /*
  * after a failed connection to route->server: the next server of the pool
- * in the order of the ring, NGX_DECLINED if there is none (a user fixed to
- * one server has none)
+ * in the order of the ring that has not been tried, NGX_DECLINED if there
+ * is none (a user fixed to one server has none)
  */
 
 ngx_int_t
 ngx_mail_plus_router_next(ngx_mail_plus_route_t *route)
 {
+    ngx_uint_t               n;
     ngx_mail_plus_server_t  *server;
 
     if (route->key.len == 0) {
         return NGX_DECLINED;
     }
 
-    /*
-     * the servers before this one may have come up or gone down since, so
-     * the walk starts over and passes over one more
-     */
-
-    route->tries++;
+    n = route->server->index;
+    route->tried[n / 64] |= (uint64_t) 1 << (n % 64);
 
     server = ngx_mail_plus_pool_get_server(route->pool, &route->key,
-                                           route->protocol, route->tries);
+                                           route->protocol, route->tried);
     if (server == NULL) {
         return NGX_DECLINED;
     }

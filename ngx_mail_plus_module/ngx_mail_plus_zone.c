@@ -141,6 +141,8 @@ ngx_mail_plus_zone_init(ngx_shm_zone_t *shm_zone, void *data)
                             ngx_str_rbtree_insert_value);
             ngx_queue_init(&zone->sh->queue);
             ngx_queue_init(&zone->sh->health);
+            ngx_rbtree_init(&zone->sh->limits, &zone->sh->limits_sentinel,
+                            ngx_str_rbtree_insert_value);
 
             len = sizeof(" in mail router zone \"\"") + shm_zone->shm.name.len;
 

@@ -20,6 +20,11 @@ use MailPlus::Test;
 
 my $t = MailPlus::Test->new();
 
+# t/imap_proxy.t runs this file again with the module handling the session
+
+my $router_proxy = do { no warnings 'once'; $main::ROUTER_PROXY }
+    ? 'router_proxy  on;' : '';
+
 my $d = $t->dovecot('a', users => { alice => 'secret', bob => 'secret' });
 
 $t->write_file('users', <<'EOF');
@@ -48,6 +53,7 @@ mail {
     server {
         listen     127.0.0.1:%%PORT_imap%%;
         protocol   imap;
+        $router_proxy
         imap_auth  login plain;
     }
 }

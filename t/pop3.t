@@ -17,6 +17,11 @@ use MailPlus::Test;
 
 my $t = MailPlus::Test->new();
 
+# t/pop3_proxy.t runs this file again with the module handling the session
+
+my $router_proxy = do { no warnings 'once'; $main::ROUTER_PROXY }
+    ? 'router_proxy  on;' : '';
+
 my $d = $t->dovecot('a', users => { alice => 'secret' });
 
 $t->write_file('users', <<'EOF');
@@ -45,6 +50,7 @@ mail {
     server {
         listen    127.0.0.1:%%PORT_pop3%%;
         protocol  pop3;
+        $router_proxy
     }
 }
 

@@ -479,7 +479,10 @@ sub nginx_t {
 # checks them); login_processes => N (N imap-login and pop3-login
 # processes kept running, each for many connections, so that a greeting
 # never waits for a new process: for frequent health checks with a short
-# timeout on a busy machine).
+# timeout on a busy machine); haproxy => 1 (extra imap and pop3 listeners on ports
+# port('a_imap_pp') and port('a_pop3_pp') that take a PROXY protocol
+# header from loopback: imap_pp and pop3_pp in the hash); extra => text
+# appended to dovecot.conf.
 
 sub dovecot {
     my ($self, $name, %opts) = @_;
@@ -505,6 +508,18 @@ sub dovecot {
         : "driver = passwd-file\n  args = scheme=PLAIN username_format=%u "
             . "$dir/passwd";
 
+    my ($pp_imap, $pp_pop3, $pp_trusted) = ('', '', '');
+
+    if ($opts{haproxy}) {
+        $d{imap_pp} = $self->port("${name}_imap_pp", $addr);
+        $d{pop3_pp} = $self->port("${name}_pop3_pp", $addr);
+        $pp_trusted = "haproxy_trusted_networks = 127.0.0.0/8\n";
+        $pp_imap = "  inet_listener imap_pp {\n    address = $addr\n"
+            . "    port = $d{imap_pp}\n    haproxy = yes\n  }\n";
+        $pp_pop3 = "  inet_listener pop3_pp {\n    address = $addr\n"
+            . "    port = $d{pop3_pp}\n    haproxy = yes\n  }\n";
+    }
+
     my $passwd = '';
     for my $u (sort keys %{$d{users}}) {
         $passwd .= "$u:{PLAIN}$d{users}{$u}::::::\n";
@@ -529,7 +544,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 login_trusted_networks = 127.0.0.0/8
-default_internal_user = dovecot
+${pp_trusted}default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
@@ -555,7 +570,7 @@ ${login}  inet_listener imap {
   inet_listener imaps {
     port = 0
   }
-}
+$pp_imap}
 
 service pop3-login {
 ${login}  inet_listener pop3 {
@@ -565,7 +580,7 @@ ${login}  inet_listener pop3 {
   inet_listener pop3s {
     port = 0
   }
-}
+$pp_pop3}
 
 service lmtp {
   inet_listener lmtp {
@@ -577,6 +592,7 @@ service lmtp {
 protocol lmtp {
   postmaster_address = postmaster\@example.com
 }
+@{[ $opts{extra} || '' ]}
 EOF
 
     for my $u (keys %{$d{users}}) {
@@ -800,7 +816,8 @@ $SIG{PIPE} = 'IGNORE';
 ###############################################################################
 
 # A line client: raw TCP (or unix) socket with bounded reads.  trace => sub
-# gets every line sent ("C: ") and received ("S: ").
+# gets every line sent ("C: ") and received ("S: "); local => '127.0.0.2'
+# binds the client's end to that address.
 
 package MailPlus::Test::Client;
 
@@ -821,7 +838,8 @@ sub new {
         $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $1);
     } else {
         $s = IO::Socket::INET->new(PeerAddr => $addr, Proto => 'tcp',
-            Timeout => $opts{timeout} || 10);
+            Timeout => $opts{timeout} || 10,
+            $opts{local} ? (LocalAddr => $opts{local}) : ());
     }
 
     if (!$s) {
