@@ -336,6 +336,7 @@ void ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check);
 ngx_int_t ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone,
     ngx_uint_t n, ngx_uint_t force);
 
+char *ngx_mail_plus_conf_networks(ngx_conf_t *cf, ngx_array_t **networks);
 ngx_mail_plus_main_conf_t *ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle);
 
 

@@ -381,6 +381,15 @@ ngx_mail_plus_trusted(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_mail_plus_main_conf_t *mpcf = conf;
 
+    return ngx_mail_plus_conf_networks(cf, &mpcf->trusted);
+}
+
+
+/* the networks of a directive's arguments, added to a list of ngx_cidr_t */
+
+char *
+ngx_mail_plus_conf_networks(ngx_conf_t *cf, ngx_array_t **networks)
+{
     ngx_int_t    rc;
     ngx_str_t   *value;
     ngx_uint_t   i;
@@ -388,16 +397,17 @@ ngx_mail_plus_trusted(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (mpcf->trusted == NULL) {
-        mpcf->trusted = ngx_array_create(cf->pool, 4, sizeof(ngx_cidr_t));
-        if (mpcf->trusted == NULL) {
+    if (*networks == NULL || *networks == NGX_CONF_UNSET_PTR) {
+        *networks = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                     sizeof(ngx_cidr_t));
+        if (*networks == NULL) {
             return NGX_CONF_ERROR;
         }
     }
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        cidr = ngx_array_push(mpcf->trusted);
+        cidr = ngx_array_push(*networks);
         if (cidr == NULL) {
             return NGX_CONF_ERROR;
         }

@@ -386,46 +386,11 @@ ngx_mail_plus_smtp_trusted_networks(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_mail_plus_smtp_srv_conf_t *sscf = conf;
 
-    ngx_int_t    rc;
-    ngx_str_t   *value;
-    ngx_uint_t   i;
-    ngx_cidr_t  *cidr;
-
     if (sscf->trusted != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
     }
 
-    sscf->trusted = ngx_array_create(cf->pool, cf->args->nelts - 1,
-                                     sizeof(ngx_cidr_t));
-    if (sscf->trusted == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        cidr = ngx_array_push(sscf->trusted);
-        if (cidr == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        rc = ngx_ptocidr(&value[i], cidr);
-
-        if (rc == NGX_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid network \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        if (rc == NGX_DONE) {
-            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                               "low address bits of %V are meaningless",
-                               &value[i]);
-        }
-    }
-
-    return NGX_CONF_OK;
+    return ngx_mail_plus_conf_networks(cf, &sscf->trusted);
 }
 
 
