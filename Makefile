@@ -66,3 +66,28 @@ check-asan: deps asan
 
 clean:
 	rm -rf build build-asan
+
+# libFuzzer target for the SMTP parser (clang, libclang-rt-14-dev); runs
+# FUZZ_TIME seconds with the corpus in build-fuzz/corpus.
+
+FUZZ_TIME ?= 600
+FUZZ_CC ?= clang
+FUZZ_INCS := -I $(NGX_SRC)/src/core -I $(NGX_SRC)/src/event \
+	-I $(NGX_SRC)/src/event/modules -I $(NGX_SRC)/src/os/unix \
+	-I $(NGX_SRC)/src/mail -I $(BUILD) -I ngx_mail_plus_module
+
+.PHONY: fuzz fuzz-build
+
+fuzz-build: $(BUILD)/Makefile
+	@command -v $(FUZZ_CC) >/dev/null || { apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	        --no-install-recommends clang libclang-rt-14-dev; }
+	mkdir -p build-fuzz/corpus
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_INCS) \
+	    -o build-fuzz/smtp_parse_fuzz fuzz/smtp_parse_fuzz.c \
+	    ngx_mail_plus_module/ngx_mail_plus_smtp_parse.c
+
+fuzz: fuzz-build
+	cp -n fuzz/corpus/* build-fuzz/corpus/ 2>/dev/null || true
+	build-fuzz/smtp_parse_fuzz -max_total_time=$(FUZZ_TIME) \
+	    -max_len=4096 build-fuzz/corpus

@@ -674,6 +674,32 @@ sub dovecot_log {
 
 ###############################################################################
 
+# SMTP store-and-forward helpers
+
+# spool($dir): the queue IDs in a subdirectory of a spool ('incoming' by
+# default), sorted.
+
+sub spool {
+    my ($self, $spool, $sub) = @_;
+
+    my $d = $self->path($spool) . '/' . ($sub || 'incoming');
+    opendir my $dh, $d or return ();
+    my @ids = sort grep { !/^\./ } readdir $dh;
+    closedir $dh;
+
+    return @ids;
+}
+
+# workers(): the PIDs of nginx's worker processes.
+
+sub workers {
+    my ($self) = @_;
+    my $pid = $self->{nginx} or return ();
+    return grep { _cmdline($_) =~ /worker process/ } $self->children($pid);
+}
+
+###############################################################################
+
 # error log checks, as nginx-tests does them: no alerts, no sanitizer
 # reports.  finish() stops nginx first so shutdown problems show too.
 
@@ -893,6 +919,20 @@ sub at_eof {
 
     my $line = $self->getline(defined $timeout ? $timeout : 5);
     return !defined $line;
+}
+
+# SMTP: sends a command (unless undef), returns the whole reply (every
+# line up to the one with a space after the code).
+
+sub smtp {
+    my ($self, $cmd, $timeout) = @_;
+    $self->send($cmd) if defined $cmd;
+    return $self->smtp_reply($timeout);
+}
+
+sub smtp_reply {
+    my ($self, $timeout) = @_;
+    return scalar $self->read_until(qr/^\d{3}(?: |\r?\n)/, $timeout);
 }
 
 sub disconnect {

@@ -1,0 +1,828 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus_smtp.h"
+
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
+
+
+/*
+ * The spool: the only code that touches spool files (docs/spool.md).
+ *
+ *   <spool>/tmp/<ID>       a message being received
+ *   <spool>/incoming/<ID>  a message accepted, waiting for delivery
+ *   <spool>/active/<ID>    a message claimed by a delivery
+ *
+ * A message is written to tmp/ as it arrives; at the end it is committed:
+ * fsync() of the file, rename() into incoming/, fsync() of incoming/.
+ * Commits run in a thread pool and are batched: while one batch is in the
+ * thread, new commits wait for the next one, and a batch costs a single
+ * fsync() of the directory however many messages it holds.
+ */
+
+
+struct ngx_mail_plus_queue_s {
+    ngx_str_t                   path;
+    u_char                     *incoming;     /* NUL-terminated */
+
+    ngx_mail_plus_queue_msg_t  *pending;      /* for the next batch */
+    ngx_mail_plus_queue_msg_t **pending_last;
+    ngx_mail_plus_queue_msg_t  *batch;        /* in the thread */
+    ngx_err_t                   dir_err;
+    ngx_event_t                 done;         /* a batch done in place */
+
+    ngx_uint_t                  counter;
+
+#if (NGX_THREADS)
+    ngx_thread_pool_t          *thread_pool;
+    ngx_thread_task_t          *task;
+#endif
+};
+
+
+static ngx_int_t ngx_mail_plus_queue_mkdir(ngx_cycle_t *cycle, u_char *path);
+static ngx_int_t ngx_mail_plus_queue_clean_tmp(ngx_cycle_t *cycle,
+    ngx_mail_plus_queue_t *q, ngx_uint_t *removed);
+static ngx_uint_t ngx_mail_plus_queue_count(u_char *dir);
+static ngx_int_t ngx_mail_plus_queue_open_dir(u_char *path, ngx_dir_t *dir);
+static ngx_int_t ngx_mail_plus_queue_valid_id(u_char *name, size_t len);
+static void ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q);
+static void ngx_mail_plus_queue_sync(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_msg_t *batch);
+static void ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q);
+static void ngx_mail_plus_queue_done_handler(ngx_event_t *ev);
+#if (NGX_THREADS)
+static void ngx_mail_plus_queue_thread(void *data, ngx_log_t *log);
+static void ngx_mail_plus_queue_thread_done(ngx_event_t *ev);
+#endif
+
+
+ngx_mail_plus_queue_t *
+ngx_mail_plus_queue_create(ngx_conf_t *cf, ngx_str_t *path,
+    ngx_str_t *thread_pool)
+{
+    ngx_mail_plus_queue_t  *q;
+
+    q = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_queue_t));
+    if (q == NULL) {
+        return NULL;
+    }
+
+    q->path = *path;
+
+    if (ngx_conf_full_name(cf->cycle, &q->path, 0) != NGX_OK) {
+        return NULL;
+    }
+
+    q->incoming = ngx_pnalloc(cf->pool, q->path.len + sizeof("/incoming"));
+    if (q->incoming == NULL) {
+        return NULL;
+    }
+
+    ngx_sprintf(q->incoming, "%V/incoming%Z", &q->path);
+
+    q->pending_last = &q->pending;
+
+    q->done.handler = ngx_mail_plus_queue_done_handler;
+    q->done.data = q;
+    q->done.log = cf->cycle->log;
+
+#if (NGX_THREADS)
+
+    q->thread_pool = ngx_thread_pool_add(cf, thread_pool->len ? thread_pool
+                                                              : NULL);
+    if (q->thread_pool == NULL) {
+        return NULL;
+    }
+
+#endif
+
+    return q;
+}
+
+
+/*
+ * at start and at each reload, in the master: the directories are made,
+ * temporary files of processes that no longer run are removed, and the
+ * messages found are counted
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_init(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q)
+{
+    u_char      path[NGX_MAX_PATH];
+    ngx_uint_t   i, removed, incoming, active;
+
+    static char  *dirs[] = { "", "/tmp", "/incoming", "/active", NULL };
+
+    if (q->path.len + sizeof("/incoming") > NGX_MAX_PATH) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "queue spool path \"%V\" is too long", &q->path);
+        return NGX_ERROR;
+    }
+
+    for (i = 0; dirs[i]; i++) {
+        (void) ngx_sprintf(path, "%V%s%Z", &q->path, dirs[i]);
+
+        if (ngx_mail_plus_queue_mkdir(cycle, path) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_mail_plus_queue_clean_tmp(cycle, q, &removed) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    incoming = ngx_mail_plus_queue_count(q->incoming);
+
+    (void) ngx_sprintf(path, "%V/active%Z", &q->path);
+    active = ngx_mail_plus_queue_count(path);
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "queue spool \"%V\": %ui messages incoming, %ui active, "
+                  "%ui stale temporary files removed",
+                  &q->path, incoming, active, removed);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_queue_mkdir(ngx_cycle_t *cycle, u_char *path)
+{
+    ngx_file_info_t   fi;
+    ngx_core_conf_t  *ccf;
+
+    if (ngx_create_dir(path, 0700) == NGX_FILE_ERROR) {
+        if (ngx_errno != NGX_EEXIST) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                          ngx_create_dir_n " \"%s\" failed", path);
+            return NGX_ERROR;
+        }
+    }
+
+    if (geteuid() != 0) {
+        return NGX_OK;
+    }
+
+    /* the workers write the spool */
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (ngx_file_info(path, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      ngx_file_info_n " \"%s\" failed", path);
+        return NGX_ERROR;
+    }
+
+    if (fi.st_uid != ccf->user && chown((char *) path, ccf->user, -1) == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "chown(\"%s\", %d) failed", path, ccf->user);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_queue_clean_tmp(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q,
+    ngx_uint_t *removed)
+{
+    u_char      *name, path[NGX_MAX_PATH];
+    size_t       len;
+    ngx_int_t    pid;
+    ngx_dir_t    dir;
+
+    *removed = 0;
+
+    (void) ngx_sprintf(path, "%V/tmp%Z", &q->path);
+
+    if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      ngx_open_dir_n " \"%s\" failed", path);
+        return NGX_ERROR;
+    }
+
+    for ( ;; ) {
+        ngx_set_errno(0);
+
+        if (ngx_read_dir(&dir) == NGX_ERROR) {
+            break;
+        }
+
+        name = ngx_de_name(&dir);
+        len = ngx_de_namelen(&dir);
+
+        if (name[0] == '.') {
+            continue;
+        }
+
+        /* a file of a running process (a reload) is left alone */
+
+        if (ngx_mail_plus_queue_valid_id(name, len)) {
+            pid = ngx_hextoi(name + 13, 6);
+
+            if (pid > 0 && (kill(pid, 0) == 0 || ngx_errno == NGX_EPERM)) {
+                continue;
+            }
+        }
+
+        if (q->path.len + len + sizeof("/tmp/") > NGX_MAX_PATH) {
+            continue;
+        }
+
+        (void) ngx_sprintf(path, "%V/tmp/%*s%Z", &q->path, len, name);
+
+        if (ngx_delete_file(path) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, ngx_errno,
+                          ngx_delete_file_n " \"%s\" failed", path);
+            continue;
+        }
+
+        (*removed)++;
+    }
+
+    (void) ngx_close_dir(&dir);
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_mail_plus_queue_count(u_char *path)
+{
+    ngx_dir_t   dir;
+    ngx_uint_t  n;
+
+    if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
+        return 0;
+    }
+
+    n = 0;
+
+    while (ngx_read_dir(&dir) == NGX_OK) {
+        if (ngx_mail_plus_queue_valid_id(ngx_de_name(&dir),
+                                         ngx_de_namelen(&dir)))
+        {
+            n++;
+        }
+    }
+
+    (void) ngx_close_dir(&dir);
+
+    return n;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_queue_open_dir(u_char *path, ngx_dir_t *dir)
+{
+    ngx_str_t  name;
+
+    name.data = path;
+    name.len = ngx_strlen(path);
+
+    return ngx_open_dir(&name, dir);
+}
+
+
+/* an ID: 22 upper case hex digits */
+
+static ngx_int_t
+ngx_mail_plus_queue_valid_id(u_char *name, size_t len)
+{
+    size_t  i;
+
+    if (len != NGX_MAIL_PLUS_QUEUE_ID_LEN) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!((name[i] >= '0' && name[i] <= '9')
+              || (name[i] >= 'A' && name[i] <= 'F')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * a new message: its ID (seconds, microseconds, pid, counter: sortable by
+ * arrival and unique across workers and restarts), its temporary file and
+ * its envelope
+ */
+
+ngx_mail_plus_queue_msg_t *
+ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_envelope_t *env, ngx_log_t *log)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_str_t                  *rcpt;
+    ngx_uint_t                  i;
+    ngx_pool_t                 *pool;
+    struct timeval              tv;
+    ngx_mail_plus_queue_msg_t  *m;
+
+    pool = ngx_create_pool(1024, log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    m = ngx_pcalloc(pool, sizeof(ngx_mail_plus_queue_msg_t));
+    if (m == NULL) {
+        goto failed;
+    }
+
+    m->pool = pool;
+    m->queue = q;
+    m->log = log;
+    m->fd = NGX_INVALID_FILE;
+
+    ngx_gettimeofday(&tv);
+
+    (void) ngx_sprintf(m->id, "%08XL%05XL%06XL%03XL%Z",
+                       (uint64_t) tv.tv_sec & 0xffffffff,
+                       (uint64_t) tv.tv_usec & 0xfffff,
+                       (uint64_t) ngx_pid & 0xffffff,
+                       (uint64_t) (q->counter++ & 0xfff));
+
+    m->temp = ngx_pnalloc(pool, q->path.len + sizeof("/tmp/")
+                                + NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    m->name = ngx_pnalloc(pool, q->path.len + sizeof("/incoming/")
+                                + NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    if (m->temp == NULL || m->name == NULL) {
+        goto failed;
+    }
+
+    (void) ngx_sprintf(m->temp, "%V/tmp/%s%Z", &q->path, m->id);
+    (void) ngx_sprintf(m->name, "%V/incoming/%s%Z", &q->path, m->id);
+
+    m->fd = ngx_open_file(m->temp, NGX_FILE_WRONLY,
+                          NGX_FILE_CREATE_OR_OPEN|O_EXCL, 0600);
+
+    if (m->fd == NGX_INVALID_FILE) {
+        m->err = ngx_errno;
+        ngx_log_error(NGX_LOG_CRIT, log, m->err,
+                      ngx_open_file_n " \"%s\" failed", m->temp);
+        goto failed;
+    }
+
+    /* the envelope */
+
+    len = sizeof("MAILPLUS-QUEUE 1" CRLF) - 1
+          + sizeof("id " CRLF) - 1 + NGX_MAIL_PLUS_QUEUE_ID_LEN
+          + sizeof("arrival " CRLF) - 1 + NGX_TIME_T_LEN
+          + sizeof("client " CRLF) - 1 + env->client.len
+          + sizeof("helo " CRLF) - 1 + env->helo.len
+          + sizeof("login " CRLF) - 1 + env->login.len
+          + sizeof("body 8BITMIME" CRLF) - 1 + 1
+          + sizeof("smtputf8 yes" CRLF) - 1
+          + sizeof("sender " CRLF) - 1 + env->sender.len
+          + sizeof("end" CRLF) - 1;
+
+    rcpt = env->recipients->elts;
+
+    for (i = 0; i < env->recipients->nelts; i++) {
+        len += sizeof("rcpt " CRLF) - 1 + rcpt[i].len;
+    }
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        goto failed;
+    }
+
+    len = ngx_sprintf(p, "MAILPLUS-QUEUE 1" CRLF "id %s" CRLF
+                      "arrival %T" CRLF "client %V" CRLF "helo %V" CRLF
+                      "login %V" CRLF "body ",
+                      m->id, tv.tv_sec, &env->client, &env->helo,
+                      &env->login)
+          - p;
+
+    /* fixed width: the value may be corrected when the content is read */
+
+    m->body = len;
+
+    len = ngx_sprintf(p + len, "%s" CRLF "smtputf8 %s" CRLF "sender %V" CRLF,
+                      env->body == NGX_MAIL_PLUS_BODY_8BITMIME
+                      ? "8BITMIME" : "7BIT    ",
+                      env->smtputf8 ? "yes" : "no", &env->sender)
+          - p;
+
+    for (i = 0; i < env->recipients->nelts; i++) {
+        len = ngx_sprintf(p + len, "rcpt %V" CRLF, &rcpt[i]) - p;
+    }
+
+    len = ngx_cpymem(p + len, "end" CRLF, 5) - p;
+
+    if (ngx_mail_plus_queue_write(m, p, len) != NGX_OK) {
+        goto failed;
+    }
+
+    return m;
+
+failed:
+
+    if (m && m->fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(m->fd);
+        (void) ngx_delete_file(m->temp);
+    }
+
+    ngx_destroy_pool(pool);
+
+    return NULL;
+}
+
+
+/*
+ * plain write() in the event loop, as nginx writes its temporary files:
+ * it lands in the page cache; only fsync() waits for the disk
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_write(ngx_mail_plus_queue_msg_t *m, u_char *data,
+    size_t len)
+{
+    ssize_t  n;
+
+    while (len) {
+        n = write(m->fd, data, len);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+
+            m->err = ngx_errno;
+
+            ngx_log_error(NGX_LOG_CRIT, m->log, m->err,
+                          "write() to \"%s\" failed", m->temp);
+            return NGX_ERROR;
+        }
+
+        data += n;
+        len -= n;
+        m->offset += n;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the body type found in the content: 8-bit data without BODY=8BITMIME */
+
+ngx_int_t
+ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m, ngx_uint_t body)
+{
+    char  *value;
+
+    value = (body == NGX_MAIL_PLUS_BODY_8BITMIME) ? "8BITMIME" : "7BIT    ";
+
+    if (pwrite(m->fd, value, 8, m->body) != 8) {
+        m->err = ngx_errno;
+        ngx_log_error(NGX_LOG_CRIT, m->log, m->err,
+                      "pwrite() to \"%s\" failed", m->temp);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * NGX_AGAIN: m->handler is called when the message is in incoming/ or
+ * failed (m->err); the queue frees the message after the handler
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m)
+{
+    ngx_mail_plus_queue_t  *q;
+
+    q = m->queue;
+
+    m->pending = 1;
+    m->next = NULL;
+
+    *q->pending_last = m;
+    q->pending_last = &m->next;
+
+    if (q->batch == NULL) {
+        ngx_mail_plus_queue_start(q);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* a message that is not to be committed; one being committed still is */
+
+void
+ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m)
+{
+    if (m->pending) {
+        m->cancelled = 1;
+        return;
+    }
+
+    if (m->fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(m->fd);
+
+        if (ngx_delete_file(m->temp) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_CRIT, m->log, ngx_errno,
+                          ngx_delete_file_n " \"%s\" failed", m->temp);
+        }
+    }
+
+    ngx_destroy_pool(m->pool);
+}
+
+
+static void
+ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q)
+{
+#if (NGX_THREADS)
+    ngx_thread_task_t  *task;
+#endif
+
+    q->batch = q->pending;
+    q->pending = NULL;
+    q->pending_last = &q->pending;
+
+    if (q->batch == NULL) {
+        return;
+    }
+
+#if (NGX_THREADS)
+
+    task = q->task;
+
+    if (task == NULL) {
+        task = ngx_thread_task_alloc(ngx_cycle->pool, 0);
+        if (task == NULL) {
+            goto sync;
+        }
+
+        task->ctx = q;
+        task->handler = ngx_mail_plus_queue_thread;
+        task->event.data = q;
+        task->event.handler = ngx_mail_plus_queue_thread_done;
+
+        q->task = task;
+    }
+
+    if (ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "queue thread pool is busy, committing in place");
+
+sync:
+
+#endif
+
+    /*
+     * the handlers run from the event loop, never from within the session
+     * that committed
+     */
+
+    ngx_mail_plus_queue_sync(q, q->batch);
+
+    q->done.log = ngx_cycle->log;
+    ngx_post_event(&q->done, &ngx_posted_events);
+}
+
+
+/* in the thread: no pool, no log */
+
+static void
+ngx_mail_plus_queue_sync(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_msg_t *batch)
+{
+    ngx_fd_t                    fd;
+    ngx_uint_t                  renamed;
+    ngx_mail_plus_queue_msg_t  *m;
+
+    for (m = batch; m; m = m->next) {
+
+        if (m->err == 0 && fsync(m->fd) == -1) {
+            m->err = ngx_errno;
+        }
+
+        if (close(m->fd) == -1 && m->err == 0) {
+            m->err = ngx_errno;
+        }
+
+        m->fd = NGX_INVALID_FILE;
+    }
+
+    renamed = 0;
+
+    for (m = batch; m; m = m->next) {
+
+        if (m->err == 0 && rename((char *) m->temp, (char *) m->name) == -1) {
+            m->err = ngx_errno;
+        }
+
+        if (m->err) {
+            (void) unlink((char *) m->temp);
+            continue;
+        }
+
+        renamed++;
+    }
+
+    q->dir_err = 0;
+
+    if (renamed == 0) {
+        return;
+    }
+
+    fd = open((char *) q->incoming, O_RDONLY|O_DIRECTORY);
+
+    if (fd == -1 || fsync(fd) == -1) {
+        q->dir_err = ngx_errno;
+
+        /* not durable: taken back, so that 452 tells the truth */
+
+        for (m = batch; m; m = m->next) {
+            if (m->err == 0) {
+                m->err = q->dir_err;
+                (void) unlink((char *) m->name);
+            }
+        }
+    }
+
+    if (fd != -1) {
+        (void) close(fd);
+    }
+}
+
+
+static void
+ngx_mail_plus_queue_done_handler(ngx_event_t *ev)
+{
+    ngx_mail_plus_queue_done(ev->data);
+}
+
+
+static void
+ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q)
+{
+    ngx_mail_plus_queue_msg_t  *m, *next;
+
+#if (NGX_DEBUG)
+    {
+    ngx_uint_t  n, failed;
+
+    n = 0;
+    failed = 0;
+
+    for (m = q->batch; m; m = m->next) {
+        n++;
+
+        if (m->err) {
+            failed++;
+        }
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "queue batch: %ui messages, %ui failed", n, failed);
+    }
+#endif
+
+    if (q->dir_err) {
+        ngx_log_error(NGX_LOG_CRIT, ngx_cycle->log, q->dir_err,
+                      "fsync() of \"%s\" failed", q->incoming);
+    }
+
+    for (m = q->batch; m; m = next) {
+        next = m->next;
+
+        m->pending = 0;
+
+        if (m->err) {
+            ngx_log_error(NGX_LOG_CRIT, m->log, m->err,
+                          "queue: message %s not committed", m->id);
+        }
+
+        if (!m->cancelled) {
+            m->handler(m);
+        }
+
+        ngx_destroy_pool(m->pool);
+    }
+
+    q->batch = NULL;
+
+    if (q->pending) {
+        ngx_mail_plus_queue_start(q);
+    }
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_mail_plus_queue_thread(void *data, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_t *q = data;
+
+    ngx_mail_plus_queue_sync(q, q->batch);
+}
+
+
+static void
+ngx_mail_plus_queue_thread_done(ngx_event_t *ev)
+{
+    ngx_mail_plus_queue_done(ev->data);
+}
+
+#endif
+
+
+/* for the delivery: every message in incoming/, in no particular order */
+
+ngx_int_t
+ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
+    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id, void *data),
+    void *data, ngx_log_t *log)
+{
+    ngx_int_t  rc;
+    ngx_str_t  id;
+    ngx_dir_t  dir;
+
+    if (ngx_mail_plus_queue_open_dir(q->incoming, &dir) == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                      ngx_open_dir_n " \"%s\" failed", q->incoming);
+        return NGX_ERROR;
+    }
+
+    rc = NGX_OK;
+
+    while (ngx_read_dir(&dir) == NGX_OK) {
+        id.data = ngx_de_name(&dir);
+        id.len = ngx_de_namelen(&dir);
+
+        if (!ngx_mail_plus_queue_valid_id(id.data, id.len)) {
+            continue;
+        }
+
+        rc = handler(q, &id, data);
+
+        if (rc != NGX_OK) {
+            break;
+        }
+    }
+
+    (void) ngx_close_dir(&dir);
+
+    return rc;
+}
+
+
+/*
+ * a message moves from incoming/ to active/ by rename: only one process
+ * gets it; NGX_DECLINED if another one was first
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
+    ngx_log_t *log)
+{
+    u_char  from[NGX_MAX_PATH], to[NGX_MAX_PATH];
+
+    if (!ngx_mail_plus_queue_valid_id(id->data, id->len)
+        || q->path.len + sizeof("/incoming/") + id->len > NGX_MAX_PATH)
+    {
+        return NGX_DECLINED;
+    }
+
+    (void) ngx_sprintf(from, "%V/incoming/%V%Z", &q->path, id);
+    (void) ngx_sprintf(to, "%V/active/%V%Z", &q->path, id);
+
+    if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
+        if (ngx_errno == NGX_ENOENT) {
+            return NGX_DECLINED;
+        }
+
+        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                      ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}

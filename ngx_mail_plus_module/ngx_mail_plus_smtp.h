@@ -1,0 +1,216 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#ifndef _NGX_MAIL_PLUS_SMTP_H_INCLUDED_
+#define _NGX_MAIL_PLUS_SMTP_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+
+
+/*
+ * SMTP store-and-forward: the parser (ngx_mail_plus_smtp_parse.c, pure
+ * functions over byte ranges, linked alone into the fuzz target), the
+ * session (ngx_mail_plus_smtp_handler.c), the directives
+ * (ngx_mail_plus_smtp_module.c) and the spool (ngx_mail_plus_queue.c).
+ */
+
+
+/* commands */
+
+#define NGX_MAIL_PLUS_SMTP_UNKNOWN     0
+#define NGX_MAIL_PLUS_SMTP_HELO        1
+#define NGX_MAIL_PLUS_SMTP_EHLO        2
+#define NGX_MAIL_PLUS_SMTP_MAIL        3
+#define NGX_MAIL_PLUS_SMTP_RCPT        4
+#define NGX_MAIL_PLUS_SMTP_DATA        5
+#define NGX_MAIL_PLUS_SMTP_BDAT        6
+#define NGX_MAIL_PLUS_SMTP_RSET        7
+#define NGX_MAIL_PLUS_SMTP_NOOP        8
+#define NGX_MAIL_PLUS_SMTP_QUIT        9
+#define NGX_MAIL_PLUS_SMTP_VRFY        10
+#define NGX_MAIL_PLUS_SMTP_EXPN        11
+#define NGX_MAIL_PLUS_SMTP_HELP        12
+#define NGX_MAIL_PLUS_SMTP_STARTTLS    13
+#define NGX_MAIL_PLUS_SMTP_AUTH        14
+#define NGX_MAIL_PLUS_SMTP_NOTIMPL     15   /* TURN, ETRN, ... */
+
+
+/* BODY= of MAIL */
+
+#define NGX_MAIL_PLUS_BODY_NONE        0
+#define NGX_MAIL_PLUS_BODY_7BIT        1
+#define NGX_MAIL_PLUS_BODY_8BITMIME    2
+
+
+/* longest path (RFC 5321 4.5.3.1.3) */
+
+#define NGX_MAIL_PLUS_SMTP_MAX_PATH    256
+
+
+/* results of the parser beyond NGX_OK, NGX_AGAIN, NGX_ERROR */
+
+#define NGX_MAIL_PLUS_SMTP_TOO_LONG    NGX_DECLINED
+#define NGX_MAIL_PLUS_SMTP_BAD_PARAM   NGX_DECLINED
+#define NGX_MAIL_PLUS_SMTP_OUT_FULL    NGX_BUSY
+#define NGX_MAIL_PLUS_SMTP_HEADERS     NGX_DONE
+
+
+/* a MAIL FROM or RCPT TO argument */
+
+typedef struct {
+    ngx_str_t                   addr;       /* inside <>, may be empty */
+    ngx_str_t                   domain;     /* after the last @ */
+    off_t                       size;       /* SIZE=, -1 if none */
+    ngx_uint_t                  body;       /* NGX_MAIL_PLUS_BODY_* */
+    ngx_str_t                   param;      /* the unsupported one */
+    unsigned                    smtputf8:1;
+    unsigned                    utf8:1;     /* non-ASCII in the address */
+} ngx_mail_plus_smtp_path_t;
+
+
+/* the state of the DATA or BDAT reader */
+
+typedef struct {
+    ngx_uint_t                  state;
+    off_t                       size;       /* octets stored */
+    u_char                      name[12];   /* of a header field */
+    size_t                      name_len;
+
+    unsigned                    bdat:1;     /* no dots, no terminator */
+    unsigned                    real:1;     /* line began after CRLF */
+    unsigned                    headers:1;  /* in the header section */
+    unsigned                    collect:1;  /* collecting a field name */
+    unsigned                    has_date:1;
+    unsigned                    has_message_id:1;
+    unsigned                    eight_bit:1;
+    unsigned                    bare:1;     /* a bare CR or LF was seen */
+} ngx_mail_plus_smtp_data_t;
+
+
+typedef struct {
+    ngx_str_t                   spool;
+    ngx_str_t                   thread_pool;
+    struct ngx_mail_plus_queue_s  *queue;   /* NULL: no server uses it */
+} ngx_mail_plus_smtp_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  enable;
+    ngx_array_t                *local_domains;  /* ngx_str_t, lower case */
+    ngx_array_t                *trusted;        /* ngx_cidr_t */
+    off_t                       max_message_size;
+    ngx_uint_t                  max_recipients;
+    size_t                      max_line_length;
+    ngx_uint_t                  max_errors;
+    ngx_msec_t                  command_timeout;
+    ngx_msec_t                  data_timeout;
+    ngx_msec_t                  send_timeout;
+    ngx_flag_t                  auth_plaintext;
+} ngx_mail_plus_smtp_srv_conf_t;
+
+
+/* the parser: no allocations, no nginx runtime calls */
+
+ngx_int_t ngx_mail_plus_smtp_read_line(ngx_buf_t *b, size_t max,
+    ngx_str_t *line, ngx_uint_t *skip);
+ngx_uint_t ngx_mail_plus_smtp_parse_command(ngx_str_t *line,
+    ngx_str_t *arg);
+ngx_int_t ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
+    ngx_mail_plus_smtp_path_t *path);
+ngx_int_t ngx_mail_plus_smtp_parse_bdat(ngx_str_t *arg, off_t *size,
+    ngx_uint_t *last);
+ngx_int_t ngx_mail_plus_smtp_parse_auth(ngx_str_t *arg, ngx_str_t *mech,
+    ngx_str_t *initial);
+void ngx_mail_plus_smtp_data_init(ngx_mail_plus_smtp_data_t *d,
+    ngx_uint_t bdat);
+ngx_int_t ngx_mail_plus_smtp_read_data(ngx_mail_plus_smtp_data_t *d,
+    u_char **pos, u_char *last, u_char **out, u_char *end);
+u_char *ngx_mail_plus_smtp_data_finish(ngx_mail_plus_smtp_data_t *d,
+    u_char *out);
+
+
+/* the spool */
+
+typedef struct ngx_mail_plus_queue_s      ngx_mail_plus_queue_t;
+typedef struct ngx_mail_plus_queue_msg_s  ngx_mail_plus_queue_msg_t;
+
+typedef void (*ngx_mail_plus_queue_handler_pt)(ngx_mail_plus_queue_msg_t *m);
+
+
+#define NGX_MAIL_PLUS_QUEUE_ID_LEN  22
+
+
+/* a message on its way into the queue */
+
+struct ngx_mail_plus_queue_msg_s {
+    ngx_pool_t                     *pool;      /* the message's own */
+    ngx_mail_plus_queue_t          *queue;
+    ngx_log_t                      *log;
+
+    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
+    u_char                         *temp;      /* NUL-terminated paths */
+    u_char                         *name;
+    ngx_fd_t                        fd;
+    off_t                           offset;    /* written so far */
+    off_t                           body;      /* of the "body" value */
+    ngx_err_t                       err;
+
+    ngx_mail_plus_queue_handler_pt  handler;   /* after commit */
+    void                           *data;
+
+    ngx_mail_plus_queue_msg_t      *next;      /* in a batch */
+
+    unsigned                        pending:1;
+    unsigned                        cancelled:1;
+};
+
+
+typedef struct {
+    ngx_str_t                       sender;
+    ngx_array_t                    *recipients;  /* ngx_str_t */
+    ngx_str_t                       client;
+    ngx_str_t                       helo;
+    ngx_str_t                       login;
+    ngx_uint_t                      body;
+    unsigned                        smtputf8:1;
+} ngx_mail_plus_queue_envelope_t;
+
+
+ngx_mail_plus_queue_t *ngx_mail_plus_queue_create(ngx_conf_t *cf,
+    ngx_str_t *path, ngx_str_t *thread_pool);
+ngx_int_t ngx_mail_plus_queue_init(ngx_cycle_t *cycle,
+    ngx_mail_plus_queue_t *q);
+ngx_mail_plus_queue_msg_t *ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_envelope_t *env, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_write(ngx_mail_plus_queue_msg_t *m,
+    u_char *data, size_t len);
+ngx_int_t ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m,
+    ngx_uint_t body);
+ngx_int_t ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m);
+void ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m);
+ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
+    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id,
+    void *data), void *data, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
+    ngx_log_t *log);
+ngx_mail_plus_queue_t *ngx_mail_plus_queue_get(ngx_cycle_t *cycle);
+
+
+/* the session */
+
+void ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+void ngx_mail_plus_smtp_init_protocol(ngx_event_t *rev);
+void ngx_mail_plus_smtp_auth_state(ngx_event_t *rev);
+
+
+extern ngx_module_t  ngx_mail_plus_smtp_module;
+
+
+#endif /* _NGX_MAIL_PLUS_SMTP_H_INCLUDED_ */

@@ -1,0 +1,2028 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_smtp.h"
+
+
+/*
+ * The SMTP store-and-forward session: the whole dialogue ends in nginx;
+ * each message is streamed to a temporary file of the spool and committed
+ * (in a thread) before "250 2.0.0 Ok: queued as ID".
+ *
+ * Input is processed as long as it lasts, so that a pipelined client gets
+ * all its replies in one write; the session waits without reading while a
+ * password is checked or a message committed.
+ */
+
+
+#define NGX_MAIL_PLUS_SMTP_OUT_SIZE     4096
+#define NGX_MAIL_PLUS_SMTP_OUT_SPARE    1024   /* the longest reply */
+#define NGX_MAIL_PLUS_SMTP_WRITE_SIZE   32768  /* content to the file */
+#define NGX_MAIL_PLUS_SMTP_READ_SIZE    16384
+#define NGX_MAIL_PLUS_SMTP_MAX_HELO     255
+#define NGX_MAIL_PLUS_SMTP_LOOPS        32
+#define NGX_MAIL_PLUS_SMTP_JUNK         100    /* NOOP, RSET, VRFY, HELP */
+
+
+typedef enum {
+    ngx_mail_plus_st_command = 0,
+    ngx_mail_plus_st_auth_plain,
+    ngx_mail_plus_st_auth_login_username,
+    ngx_mail_plus_st_auth_login_password,
+    ngx_mail_plus_st_auth_check,
+    ngx_mail_plus_st_auth_delay,
+    ngx_mail_plus_st_data,
+    ngx_mail_plus_st_bdat,
+    ngx_mail_plus_st_commit,
+    ngx_mail_plus_st_starttls
+} ngx_mail_plus_smtp_state_e;
+
+
+typedef struct {
+    ngx_mail_plus_smtp_state_e   state;
+    ngx_buf_t                   *out;
+    ngx_uint_t                   errors;
+    ngx_uint_t                   junk;        /* since the last message */
+    ngx_uint_t                   queued;      /* messages */
+    ngx_connection_t            *connection;
+    ngx_uint_t                   skip;        /* of the line reader */
+
+    u_char                       helo[NGX_MAIL_PLUS_SMTP_MAX_HELO];
+    size_t                       helo_len;
+    ngx_str_t                    login;
+
+    ngx_mail_plus_check_t       *check;
+    ngx_str_t                    auth_reply;  /* after the delay */
+
+    /* the transaction */
+
+    ngx_pool_t                  *tx;
+    ngx_str_t                    from;
+    ngx_array_t                 *rcpts;       /* ngx_str_t */
+    ngx_uint_t                   body;
+    ngx_uint_t                   rcpt_tries;
+    ngx_mail_plus_queue_msg_t   *msg;
+    ngx_mail_plus_smtp_data_t    data;
+    u_char                      *wbuf;
+    u_char                      *wpos;
+    u_char                      *wend;
+    off_t                        bdat_left;
+    ngx_str_t                    bdat_reply;  /* of a discarded chunk */
+
+    unsigned                     esmtp:1;
+    unsigned                     authenticated:1;
+    unsigned                     trusted:1;
+    unsigned                     in_tx:1;
+    unsigned                     smtputf8:1;
+    unsigned                     bdat_used:1;
+    unsigned                     bdat_last:1;
+    unsigned                     discard:1;
+    unsigned                     oversize:1;
+    unsigned                     spool_error:1;
+    unsigned                     quit:1;
+} ngx_mail_plus_smtp_ctx_t;
+
+
+static void ngx_mail_plus_smtp_start(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static void ngx_mail_plus_smtp_cleanup(void *data);
+static void ngx_mail_plus_smtp_write_handler(ngx_event_t *wev);
+static void ngx_mail_plus_smtp_run(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_plus_smtp_process(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static ngx_int_t ngx_mail_plus_smtp_flush(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_command(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *line);
+static void ngx_mail_plus_smtp_dispatch(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_uint_t cmd,
+    ngx_str_t *arg);
+static void ngx_mail_plus_smtp_helo(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg,
+    ngx_uint_t esmtp);
+static void ngx_mail_plus_smtp_mail(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg);
+static void ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg);
+static ngx_int_t ngx_mail_plus_smtp_local(ngx_mail_plus_smtp_srv_conf_t *sscf,
+    ngx_str_t *domain);
+static ngx_int_t ngx_mail_plus_smtp_user(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *addr);
+static void ngx_mail_plus_smtp_data(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg);
+static void ngx_mail_plus_smtp_bdat(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg);
+static ngx_int_t ngx_mail_plus_smtp_open(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static ngx_int_t ngx_mail_plus_smtp_content(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_write_out(ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_add_fields(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_end(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m);
+static void ngx_mail_plus_smtp_reset(ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_auth(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg);
+static void ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *line);
+static void ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_auth_checked(ngx_mail_plus_check_t *check);
+static void ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_reply(ngx_mail_plus_smtp_ctx_t *ctx,
+    char *text);
+static void ngx_mail_plus_smtp_error(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx, char *text);
+static void ngx_mail_plus_smtp_count_error(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx);
+static u_char *ngx_mail_plus_smtp_date(u_char *p);
+
+
+static char  *ngx_mail_plus_smtp_week[] = { "Sun", "Mon", "Tue", "Wed",
+                                            "Thu", "Fri", "Sat" };
+
+static char  *ngx_mail_plus_smtp_months[] = { "Jan", "Feb", "Mar", "Apr",
+                                              "May", "Jun", "Jul", "Aug",
+                                              "Sep", "Oct", "Nov", "Dec" };
+
+
+void
+ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    size_t                          size;
+    ngx_pool_cleanup_t             *cln;
+    ngx_mail_plus_smtp_ctx_t       *ctx;
+    ngx_mail_core_srv_conf_t       *cscf;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    ctx = ngx_pcalloc(c->pool, sizeof(ngx_mail_plus_smtp_ctx_t));
+    if (ctx == NULL) {
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    ngx_mail_set_ctx(s, ctx, ngx_mail_plus_smtp_module);
+
+    cln = ngx_pool_cleanup_add(c->pool, 0);
+    if (cln == NULL) {
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    cln->handler = ngx_mail_plus_smtp_cleanup;
+    cln->data = ctx;
+
+    ctx->connection = c;
+
+    size = ngx_max(sscf->max_line_length + 2, NGX_MAIL_PLUS_SMTP_READ_SIZE);
+
+    s->buffer = ngx_create_temp_buf(c->pool, size);
+    ctx->out = ngx_create_temp_buf(c->pool, NGX_MAIL_PLUS_SMTP_OUT_SIZE);
+
+    if (s->buffer == NULL || ctx->out == NULL
+        || ngx_array_init(&s->args, c->pool, 2, sizeof(ngx_str_t)) != NGX_OK)
+    {
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    if (sscf->trusted != NULL
+        && ngx_cidr_match(c->sockaddr, sscf->trusted) == NGX_OK)
+    {
+        ctx->trusted = 1;
+    }
+
+    ctx->out->last = ngx_sprintf(ctx->out->last, "220 %V ESMTP ready" CRLF,
+                                 &cscf->server_name);
+
+    ngx_mail_plus_smtp_start(s, c);
+}
+
+
+/* after STARTTLS: everything known before it is forgotten (RFC 3207 4.2) */
+
+void
+ngx_mail_plus_smtp_init_protocol(ngx_event_t *rev)
+{
+    ngx_connection_t          *c;
+    ngx_mail_session_t        *s;
+    ngx_mail_plus_smtp_ctx_t  *ctx;
+
+    c = rev->data;
+    s = c->data;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
+
+    ngx_mail_plus_smtp_reset(ctx);
+
+    ctx->state = ngx_mail_plus_st_command;
+    ctx->helo_len = 0;
+    ctx->esmtp = 0;
+    ctx->authenticated = 0;
+    ctx->login.len = 0;
+    ctx->skip = 0;
+
+    s->buffer->pos = s->buffer->start;
+    s->buffer->last = s->buffer->start;
+    s->login.len = 0;
+
+    ngx_mail_plus_smtp_start(s, c);
+}
+
+
+static void
+ngx_mail_plus_smtp_start(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    c->log->action = "in smtp store-and-forward state";
+
+    c->read->handler = ngx_mail_plus_smtp_auth_state;
+    c->write->handler = ngx_mail_plus_smtp_write_handler;
+
+    ngx_mail_plus_smtp_run(s, c);
+}
+
+
+void
+ngx_mail_plus_smtp_auth_state(ngx_event_t *rev)
+{
+    ngx_connection_t          *c;
+    ngx_mail_session_t        *s;
+    ngx_mail_plus_smtp_ctx_t  *ctx;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    c = rev->data;
+    s = c->data;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
+
+    if (c->close) {
+        cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+        ctx->out->last = ngx_sprintf(ctx->out->last,
+                                     "421 4.3.2 %V Service shutting down"
+                                     CRLF, &cscf->server_name);
+        ctx->quit = 1;
+
+        ngx_mail_plus_smtp_run(s, c);
+        return;
+    }
+
+    if (rev->timedout) {
+        rev->timedout = 0;
+
+        if (ctx->state == ngx_mail_plus_st_auth_delay) {
+            ctx->state = ngx_mail_plus_st_command;
+            ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->auth_reply.data);
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                          "client timed out");
+            c->timedout = 1;
+
+            cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+            ctx->out->last = ngx_sprintf(ctx->out->last,
+                                         "421 4.4.2 %V Error: timeout "
+                                         "exceeded" CRLF,
+                                         &cscf->server_name);
+            ctx->quit = 1;
+        }
+    }
+
+    ngx_mail_plus_smtp_run(s, c);
+}
+
+
+static void
+ngx_mail_plus_smtp_cleanup(void *data)
+{
+    ngx_mail_plus_smtp_ctx_t *ctx = data;
+
+    /* one line a session */
+
+    ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
+                  "smtp session done: %ui messages queued, %ui errors%s",
+                  ctx->queued, ctx->errors,
+                  ctx->connection->timedout ? ", timed out" : "");
+
+    if (ctx->check) {
+        ngx_mail_plus_check_free(ctx->check);
+        ctx->check = NULL;
+    }
+
+    ngx_mail_plus_smtp_reset(ctx);
+}
+
+
+static void
+ngx_mail_plus_smtp_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t          *c;
+    ngx_mail_session_t        *s;
+    ngx_mail_plus_smtp_ctx_t  *ctx;
+
+    c = wev->data;
+    s = c->data;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client timed out");
+        c->timedout = 1;
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    if (ctx->out->pos == ctx->out->last) {
+        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+            ngx_mail_close_connection(c);
+        }
+
+        return;
+    }
+
+    ngx_mail_plus_smtp_run(s, c);
+}
+
+
+/*
+ * the heart of the session: process what was read, read more, send the
+ * replies; at most a few rounds, then the event is posted again
+ */
+
+static void
+ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    size_t                          n;
+    ssize_t                         size;
+    ngx_int_t                       rc;
+    ngx_buf_t                      *b;
+    ngx_uint_t                      i;
+    ngx_msec_t                      timeout;
+    ngx_mail_plus_smtp_ctx_t       *ctx;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    b = s->buffer;
+
+    for (i = 0; i < NGX_MAIL_PLUS_SMTP_LOOPS; i++) {
+
+        rc = ngx_mail_plus_smtp_process(s, c, ctx);
+
+        if (rc == NGX_BUSY) {
+
+            /* the replies fill the output buffer */
+
+            rc = ngx_mail_plus_smtp_flush(s, c, ctx);
+
+            if (rc == NGX_OK) {
+                continue;
+            }
+
+            return;
+        }
+
+        if (rc == NGX_DONE) {
+            break;
+        }
+
+        /* more input is needed */
+
+        if (b->pos == b->last) {
+            b->pos = b->start;
+            b->last = b->start;
+
+        } else if (b->pos != b->start) {
+            n = b->last - b->pos;
+            ngx_memmove(b->start, b->pos, n);
+            b->pos = b->start;
+            b->last = b->start + n;
+        }
+
+        if (b->last == b->end) {
+            /* cannot happen: the line reader discards long lines */
+            b->pos = b->start;
+            b->last = b->start;
+        }
+
+        size = c->recv(c, b->last, b->end - b->last);
+
+        if (size == NGX_AGAIN) {
+            break;
+        }
+
+        if (size == NGX_ERROR || size == 0) {
+            ngx_mail_close_connection(c);
+            return;
+        }
+
+        b->last += size;
+    }
+
+    if (i == NGX_MAIL_PLUS_SMTP_LOOPS) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+
+    rc = ngx_mail_plus_smtp_flush(s, c, ctx);
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (ctx->state == ngx_mail_plus_st_starttls) {
+        c->read->handler = ngx_mail_starttls_handler;
+
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        ngx_add_timer(c->read, sscf->command_timeout);
+
+        if (c->read->ready) {
+            ngx_post_event(c->read, &ngx_posted_events);
+        }
+
+        return;
+    }
+
+    switch (ctx->state) {
+
+    case ngx_mail_plus_st_auth_delay:
+        return;
+
+    case ngx_mail_plus_st_data:
+    case ngx_mail_plus_st_bdat:
+        timeout = sscf->data_timeout;
+        break;
+
+    default:
+        timeout = sscf->command_timeout;
+    }
+
+    /*
+     * a password check or a commit in a thread keeps its timer too: a
+     * worker that shuts down gracefully waits for it
+     */
+
+    ngx_add_timer(c->read, timeout);
+
+    /* waiting for a command: a worker that shuts down may close it */
+
+    c->idle = (ctx->state == ngx_mail_plus_st_command);
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_mail_close_connection(c);
+    }
+}
+
+
+/*
+ * NGX_AGAIN: input is needed; NGX_BUSY: the replies are to be sent first;
+ * NGX_DONE: the session waits (a thread, QUIT, STARTTLS)
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_process(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_int_t                       rc;
+    ngx_str_t                       line;
+    ngx_buf_t                      *b;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    b = s->buffer;
+
+    for ( ;; ) {
+
+        if (ctx->quit) {
+            return NGX_DONE;
+        }
+
+        switch (ctx->state) {
+        case ngx_mail_plus_st_auth_check:
+        case ngx_mail_plus_st_auth_delay:
+        case ngx_mail_plus_st_commit:
+        case ngx_mail_plus_st_starttls:
+            return NGX_DONE;
+        default:
+            break;
+        }
+
+        if ((size_t) (ctx->out->end - ctx->out->last)
+            < NGX_MAIL_PLUS_SMTP_OUT_SPARE)
+        {
+            return NGX_BUSY;
+        }
+
+        if (ctx->state == ngx_mail_plus_st_data
+            || ctx->state == ngx_mail_plus_st_bdat)
+        {
+            rc = ngx_mail_plus_smtp_content(s, c, ctx);
+
+            if (rc == NGX_AGAIN) {
+                return NGX_AGAIN;
+            }
+
+            continue;
+        }
+
+        if (b->pos == b->last) {
+            return NGX_AGAIN;
+        }
+
+        rc = ngx_mail_plus_smtp_read_line(b, sscf->max_line_length, &line,
+                                          &ctx->skip);
+
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        if (rc == NGX_MAIL_PLUS_SMTP_TOO_LONG) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "client sent too long command line");
+
+            if (ctx->state != ngx_mail_plus_st_command) {
+                ctx->state = ngx_mail_plus_st_command;
+            }
+
+            ngx_mail_plus_smtp_error(s, ctx,
+                                     "500 5.5.6 Error: line too long");
+            continue;
+        }
+
+        if (ctx->state == ngx_mail_plus_st_command) {
+            ngx_mail_plus_smtp_command(s, c, ctx, &line);
+
+        } else {
+            ngx_mail_plus_smtp_auth_line(s, c, ctx, &line);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_mail_plus_smtp_flush(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ssize_t                         n;
+    ngx_buf_t                      *out;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    out = ctx->out;
+
+    while (out->pos < out->last) {
+
+        n = c->send(c, out->pos, out->last - out->pos);
+
+        if (n == NGX_ERROR) {
+            ngx_mail_close_connection(c);
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_AGAIN) {
+            sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+            ngx_add_timer(c->write, sscf->send_timeout);
+
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_mail_close_connection(c);
+                return NGX_ERROR;
+            }
+
+            return NGX_AGAIN;
+        }
+
+        out->pos += n;
+    }
+
+    out->pos = out->start;
+    out->last = out->start;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (ctx->quit) {
+        ngx_mail_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_mail_plus_smtp_command(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *line)
+{
+    ngx_str_t   arg;
+    ngx_uint_t  cmd;
+
+    cmd = ngx_mail_plus_smtp_parse_command(line, &arg);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp command %ui \"%V\"", cmd, line);
+
+#if (NGX_MAIL_SSL)
+
+    if (ngx_mail_starttls_only(s, c)) {
+
+        switch (cmd) {
+        case NGX_MAIL_PLUS_SMTP_HELO:
+        case NGX_MAIL_PLUS_SMTP_EHLO:
+        case NGX_MAIL_PLUS_SMTP_QUIT:
+        case NGX_MAIL_PLUS_SMTP_NOOP:
+        case NGX_MAIL_PLUS_SMTP_RSET:
+        case NGX_MAIL_PLUS_SMTP_STARTTLS:
+        case NGX_MAIL_PLUS_SMTP_UNKNOWN:
+            break;
+
+        default:
+            ngx_mail_plus_smtp_error(s, ctx, "530 5.7.0 Must issue a "
+                                     "STARTTLS command first");
+            return;
+        }
+    }
+
+#endif
+
+    ngx_mail_plus_smtp_dispatch(s, c, ctx, cmd, &arg);
+
+    switch (cmd) {
+
+    case NGX_MAIL_PLUS_SMTP_RSET:
+    case NGX_MAIL_PLUS_SMTP_NOOP:
+    case NGX_MAIL_PLUS_SMTP_VRFY:
+    case NGX_MAIL_PLUS_SMTP_HELP:
+
+        /* many of them only keep a connection busy: they count as errors */
+
+        if (++ctx->junk > NGX_MAIL_PLUS_SMTP_JUNK) {
+            ngx_mail_plus_smtp_count_error(s, ctx);
+        }
+
+        break;
+
+    default:
+        break;
+    }
+}
+
+
+static void
+ngx_mail_plus_smtp_dispatch(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_uint_t cmd, ngx_str_t *arg)
+{
+    ngx_mail_core_srv_conf_t  *cscf;
+#if (NGX_MAIL_SSL)
+    ngx_mail_ssl_conf_t       *sslcf;
+
+    sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
+#endif
+
+    switch (cmd) {
+
+    case NGX_MAIL_PLUS_SMTP_HELO:
+    case NGX_MAIL_PLUS_SMTP_EHLO:
+        ngx_mail_plus_smtp_helo(s, c, ctx, arg,
+                                cmd == NGX_MAIL_PLUS_SMTP_EHLO);
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_MAIL:
+        ngx_mail_plus_smtp_mail(s, c, ctx, arg);
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_RCPT:
+        ngx_mail_plus_smtp_rcpt(s, c, ctx, arg);
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_DATA:
+        ngx_mail_plus_smtp_data(s, c, ctx, arg);
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_BDAT:
+        ngx_mail_plus_smtp_bdat(s, c, ctx, arg);
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_AUTH:
+        ngx_mail_plus_smtp_auth(s, c, ctx, arg);
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_RSET:
+        ngx_mail_plus_smtp_reset(ctx);
+        ngx_mail_plus_smtp_reply(ctx, "250 2.0.0 Ok");
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_NOOP:
+        ngx_mail_plus_smtp_reply(ctx, "250 2.0.0 Ok");
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_QUIT:
+        cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+        ctx->out->last = ngx_sprintf(ctx->out->last,
+                                     "221 2.0.0 %V closing connection" CRLF,
+                                     &cscf->server_name);
+        ctx->quit = 1;
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_VRFY:
+        if (arg->len == 0) {
+            ngx_mail_plus_smtp_error(s, ctx, "501 5.5.4 Syntax: VRFY address");
+            return;
+        }
+
+        ngx_mail_plus_smtp_reply(ctx, "252 2.0.0 Cannot VRFY user, but will "
+                                 "accept message and attempt delivery");
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_EXPN:
+    case NGX_MAIL_PLUS_SMTP_NOTIMPL:
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "502 5.5.1 Error: command not implemented");
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_HELP:
+        ngx_mail_plus_smtp_reply(ctx, "214 2.0.0 Commands: HELO EHLO MAIL "
+                                 "RCPT DATA BDAT RSET NOOP VRFY HELP QUIT "
+                                 "STARTTLS AUTH");
+        return;
+
+    case NGX_MAIL_PLUS_SMTP_STARTTLS:
+
+#if (NGX_MAIL_SSL)
+
+        if (c->ssl) {
+            ngx_mail_plus_smtp_error(s, ctx,
+                                     "503 5.5.1 Error: TLS already active");
+            return;
+        }
+
+        if (sslcf->starttls == NGX_MAIL_STARTTLS_OFF) {
+            ngx_mail_plus_smtp_error(s, ctx,
+                                     "502 5.5.1 Error: command not "
+                                     "implemented");
+            return;
+        }
+
+        if (arg->len) {
+            ngx_mail_plus_smtp_error(s, ctx, "501 5.5.4 Syntax: STARTTLS");
+            return;
+        }
+
+        ngx_mail_plus_smtp_reply(ctx, "220 2.0.0 Ready to start TLS");
+
+        /* whatever the client sent after STARTTLS is not trusted */
+
+        s->buffer->pos = s->buffer->start;
+        s->buffer->last = s->buffer->start;
+
+        ngx_mail_plus_smtp_reset(ctx);
+        ctx->state = ngx_mail_plus_st_starttls;
+        return;
+
+#else
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "502 5.5.1 Error: command not implemented");
+        return;
+#endif
+
+    default:
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "500 5.5.2 Error: command not recognized");
+        return;
+    }
+}
+
+
+static void
+ngx_mail_plus_smtp_helo(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg, ngx_uint_t esmtp)
+{
+    u_char                         *p, *last;
+    ngx_buf_t                      *out;
+    ngx_mail_core_srv_conf_t       *cscf;
+    ngx_mail_plus_main_conf_t      *mpcf;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+#if (NGX_MAIL_SSL)
+    ngx_mail_ssl_conf_t            *sslcf;
+#endif
+
+    if (arg->len == 0 || arg->len > NGX_MAIL_PLUS_SMTP_MAX_HELO) {
+        ngx_mail_plus_smtp_error(s, ctx, esmtp
+                                 ? "501 5.5.4 Syntax: EHLO hostname"
+                                 : "501 5.5.4 Syntax: HELO hostname");
+        return;
+    }
+
+    last = arg->data + arg->len;
+
+    for (p = arg->data; p < last; p++) {
+        if (*p <= 0x20 || *p >= 0x7f) {
+            ngx_mail_plus_smtp_error(s, ctx,
+                                     "501 5.5.4 Error: invalid hostname");
+            return;
+        }
+    }
+
+    /* HELO and EHLO reset the transaction (RFC 5321 4.1.4) */
+
+    ngx_mail_plus_smtp_reset(ctx);
+
+    ngx_memcpy(ctx->helo, arg->data, arg->len);
+    ctx->helo_len = arg->len;
+    ctx->esmtp = esmtp;
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    out = ctx->out;
+
+    out->last = ngx_sprintf(out->last, "250%c%V Hello %*s [%V], "
+                            "pleased to meet you" CRLF,
+                            esmtp ? '-' : ' ', &cscf->server_name,
+                            arg->len, arg->data, &c->addr_text);
+
+    if (!esmtp) {
+        return;
+    }
+
+    out->last = ngx_sprintf(out->last,
+                            "250-SIZE %O" CRLF
+                            "250-8BITMIME" CRLF
+                            "250-PIPELINING" CRLF
+                            "250-ENHANCEDSTATUSCODES" CRLF
+                            "250-CHUNKING" CRLF,
+                            sscf->max_message_size);
+
+#if (NGX_MAIL_SSL)
+
+    sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
+
+    if (c->ssl == NULL && sslcf->starttls != NGX_MAIL_STARTTLS_OFF) {
+        out->last = ngx_cpymem(out->last, "250-STARTTLS" CRLF,
+                               sizeof("250-STARTTLS" CRLF) - 1);
+    }
+
+#endif
+
+    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
+
+    if (mpcf->pools.nelts && !ctx->authenticated
+        && (c->ssl || sscf->auth_plaintext))
+    {
+        out->last = ngx_cpymem(out->last, "250-AUTH PLAIN LOGIN" CRLF,
+                               sizeof("250-AUTH PLAIN LOGIN" CRLF) - 1);
+    }
+
+    out->last = ngx_cpymem(out->last, "250-HELP" CRLF "250 SMTPUTF8" CRLF,
+                           sizeof("250-HELP" CRLF "250 SMTPUTF8" CRLF) - 1);
+}
+
+
+static void
+ngx_mail_plus_smtp_mail(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg)
+{
+    ngx_int_t                       rc;
+    ngx_mail_plus_smtp_path_t       path;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    if (ctx->helo_len == 0) {
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "503 5.5.1 Error: send HELO/EHLO first");
+        return;
+    }
+
+    if (ctx->in_tx) {
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "503 5.5.1 Error: nested MAIL command");
+        return;
+    }
+
+    rc = ngx_mail_plus_smtp_parse_path(arg, 0, &path);
+
+    if (rc == NGX_ERROR) {
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "501 5.5.4 Syntax: MAIL FROM:<address>");
+        return;
+    }
+
+    if (rc == NGX_MAIL_PLUS_SMTP_BAD_PARAM || (path.body && !ctx->esmtp)) {
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "555 5.5.4 Error: unsupported parameter");
+        return;
+    }
+
+    if (path.utf8 && !path.smtputf8) {
+        ngx_mail_plus_smtp_error(s, ctx, "553 5.6.7 Error: non-ASCII address "
+                                 "without SMTPUTF8");
+        return;
+    }
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    if (path.size > sscf->max_message_size) {
+        ngx_mail_plus_smtp_error(s, ctx, "552 5.3.4 Error: message size "
+                                 "exceeds fixed limit");
+        return;
+    }
+
+    ctx->tx = ngx_create_pool(1024, c->log);
+    if (ctx->tx == NULL) {
+        ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
+        return;
+    }
+
+    ctx->rcpts = ngx_array_create(ctx->tx, 4, sizeof(ngx_str_t));
+
+    ctx->from.data = ngx_pstrdup(ctx->tx, &path.addr);
+
+    if (ctx->rcpts == NULL || (ctx->from.data == NULL && path.addr.len)) {
+        ngx_mail_plus_smtp_reset(ctx);
+        ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
+        return;
+    }
+
+    ctx->from.len = path.addr.len;
+    ctx->body = path.body;
+    ctx->smtputf8 = path.smtputf8;
+    ctx->in_tx = 1;
+
+    ngx_mail_plus_smtp_reply(ctx, "250 2.1.0 Ok");
+}
+
+
+static void
+ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg)
+{
+    ngx_int_t                       rc;
+    ngx_str_t                      *rcpt;
+    ngx_mail_plus_smtp_path_t       path;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+    u_char                          text[NGX_MAIL_PLUS_SMTP_MAX_PATH + 96];
+
+    if (!ctx->in_tx) {
+        ngx_mail_plus_smtp_error(s, ctx, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+
+    ctx->rcpt_tries++;
+
+    rc = ngx_mail_plus_smtp_parse_path(arg, 1, &path);
+
+    if (rc == NGX_ERROR) {
+        ngx_mail_plus_smtp_error(s, ctx, "501 5.5.4 Syntax: RCPT TO:<address>");
+        return;
+    }
+
+    if (rc == NGX_MAIL_PLUS_SMTP_BAD_PARAM) {
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "555 5.5.4 Error: unsupported parameter");
+        return;
+    }
+
+    if (path.utf8 && !ctx->smtputf8) {
+        ngx_mail_plus_smtp_error(s, ctx, "553 5.6.7 Error: non-ASCII address "
+                                 "without SMTPUTF8");
+        return;
+    }
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    if (ctx->rcpts->nelts >= sscf->max_recipients) {
+        ngx_mail_plus_smtp_reply(ctx, "452 4.5.3 Error: too many recipients");
+        return;
+    }
+
+    if (path.domain.len == 0 || ngx_mail_plus_smtp_local(sscf, &path.domain)) {
+
+        /* a local recipient must exist; <Postmaster> always does */
+
+        if (path.domain.len
+            && ngx_mail_plus_smtp_user(s, c, ctx, &path.addr) != NGX_OK)
+        {
+            (void) ngx_sprintf(text, "550 5.1.1 <%V>: Recipient address "
+                               "rejected: User unknown%Z", &path.addr);
+            ngx_mail_plus_smtp_error(s, ctx, (char *) text);
+            return;
+        }
+
+    } else if (!ctx->authenticated && !ctx->trusted) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "relay denied to \"%V\"", &path.addr);
+
+        (void) ngx_sprintf(text, "550 5.7.1 <%V>: Relay access denied%Z",
+                           &path.addr);
+        ngx_mail_plus_smtp_error(s, ctx, (char *) text);
+        return;
+    }
+
+    rcpt = ngx_array_push(ctx->rcpts);
+    if (rcpt == NULL) {
+        ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
+        return;
+    }
+
+    rcpt->data = ngx_pstrdup(ctx->tx, &path.addr);
+    if (rcpt->data == NULL) {
+        ctx->rcpts->nelts--;
+        ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
+        return;
+    }
+
+    rcpt->len = path.addr.len;
+
+    ngx_mail_plus_smtp_reply(ctx, "250 2.1.5 Ok");
+}
+
+
+/* "example.com" is that domain only, ".example.com" its subdomains */
+
+static ngx_int_t
+ngx_mail_plus_smtp_local(ngx_mail_plus_smtp_srv_conf_t *sscf,
+    ngx_str_t *domain)
+{
+    ngx_str_t   *d;
+    ngx_uint_t   i;
+
+    if (sscf->local_domains == NULL) {
+        return 0;
+    }
+
+    d = sscf->local_domains->elts;
+
+    for (i = 0; i < sscf->local_domains->nelts; i++) {
+
+        if (d[i].data[0] == '.') {
+            if (domain->len > d[i].len
+                && ngx_strncasecmp(domain->data + domain->len - d[i].len,
+                                   d[i].data, d[i].len)
+                   == 0)
+            {
+                return 1;
+            }
+
+            continue;
+        }
+
+        if (domain->len == d[i].len
+            && ngx_strncasecmp(domain->data, d[i].data, d[i].len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * a local recipient is asked of the router: the address, then its local
+ * part; it exists if the users file has it, or if its pool lets the
+ * backend check passwords (any local part goes), or if there is no
+ * router at all
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *addr)
+{
+    u_char                     *at;
+    ngx_uint_t                  i;
+    ngx_mail_plus_auth_t        auth;
+    ngx_mail_plus_route_t       route;
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
+
+    if (mpcf->pools.nelts == 0) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+
+    auth.protocol = NGX_MAIL_PLUS_LMTP;
+    auth.login = *addr;
+    auth.client = c->addr_text;
+
+    for (i = 0; i < 2; i++) {
+
+        if (ngx_mail_plus_router_route(mpcf, &auth, &route, ctx->tx, c->log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (route.user
+            || (route.pool && route.pool->auth == NGX_MAIL_PLUS_AUTH_BACKEND))
+        {
+            return NGX_OK;
+        }
+
+        at = ngx_strlchr(addr->data, addr->data + addr->len, '@');
+        if (at == NULL) {
+            break;
+        }
+
+        auth.login.len = at - addr->data;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_mail_plus_smtp_data(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg)
+{
+    if (!ctx->in_tx) {
+        ngx_mail_plus_smtp_error(s, ctx, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+
+    if (ctx->rcpts->nelts == 0) {
+        ngx_mail_plus_smtp_error(s, ctx, ctx->rcpt_tries
+                                 ? "554 5.5.1 Error: no valid recipients"
+                                 : "503 5.5.1 Error: need RCPT command");
+        return;
+    }
+
+    if (ctx->bdat_used) {
+        ngx_mail_plus_smtp_error(s, ctx,
+                                 "503 5.5.1 Error: DATA after BDAT");
+        return;
+    }
+
+    if (arg->len) {
+        ngx_mail_plus_smtp_error(s, ctx, "501 5.5.4 Syntax: DATA");
+        return;
+    }
+
+    if (ngx_mail_plus_smtp_open(s, c, ctx) != NGX_OK) {
+        ngx_mail_plus_smtp_reset(ctx);
+        ngx_mail_plus_smtp_reply(ctx,
+                                 "452 4.3.1 Insufficient system storage");
+        return;
+    }
+
+    ngx_mail_plus_smtp_data_init(&ctx->data, 0);
+
+    ctx->state = ngx_mail_plus_st_data;
+
+    c->log->action = "reading message data";
+
+    ngx_mail_plus_smtp_reply(ctx, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+
+static void
+ngx_mail_plus_smtp_bdat(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg)
+{
+    off_t       size;
+    ngx_uint_t  last;
+
+    if (ngx_mail_plus_smtp_parse_bdat(arg, &size, &last) != NGX_OK) {
+
+        /* the chunk cannot be skipped: its size is unknown */
+
+        ngx_mail_plus_smtp_reply(ctx, "501 5.5.4 Syntax: BDAT size [LAST]");
+        ctx->quit = 1;
+        return;
+    }
+
+    ctx->bdat_left = size;
+    ctx->bdat_last = last;
+    ctx->discard = 1;
+    ctx->state = ngx_mail_plus_st_bdat;
+
+    c->log->action = "reading message data";
+
+    /* a chunk is read even when it is refused (RFC 3030 2) */
+
+    if (!ctx->in_tx) {
+        ngx_str_set(&ctx->bdat_reply, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+
+    if (ctx->rcpts->nelts == 0) {
+        ngx_str_set(&ctx->bdat_reply, "503 5.5.1 Error: need RCPT command");
+        return;
+    }
+
+    if (ctx->msg == NULL) {
+
+        if (ctx->bdat_used) {
+            /* an earlier chunk failed */
+            ngx_str_set(&ctx->bdat_reply,
+                        "452 4.3.1 Insufficient system storage");
+            return;
+        }
+
+        ctx->bdat_used = 1;
+
+        if (ngx_mail_plus_smtp_open(s, c, ctx) != NGX_OK) {
+            ngx_str_set(&ctx->bdat_reply,
+                        "452 4.3.1 Insufficient system storage");
+            return;
+        }
+
+        ngx_mail_plus_smtp_data_init(&ctx->data, 1);
+    }
+
+    ctx->discard = 0;
+}
+
+
+/* the temporary file of the spool, with the Received field */
+
+static ngx_int_t
+ngx_mail_plus_smtp_open(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    u_char                          *p;
+    ngx_str_t                       *rcpt;
+    ngx_mail_core_srv_conf_t        *cscf;
+    ngx_mail_plus_queue_envelope_t   env;
+    ngx_mail_plus_smtp_main_conf_t  *smcf;
+
+    smcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_smtp_module);
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    ctx->wbuf = ngx_pnalloc(ctx->tx, NGX_MAIL_PLUS_SMTP_WRITE_SIZE);
+    if (ctx->wbuf == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->wpos = ctx->wbuf;
+    ctx->wend = ctx->wbuf + NGX_MAIL_PLUS_SMTP_WRITE_SIZE;
+
+    env.sender = ctx->from;
+    env.recipients = ctx->rcpts;
+    env.client = c->addr_text;
+    env.helo.data = ctx->helo;
+    env.helo.len = ctx->helo_len;
+    env.login = ctx->login;
+    env.body = ctx->body;
+    env.smtputf8 = ctx->smtputf8;
+
+    ctx->msg = ngx_mail_plus_queue_open(smcf->queue, &env, c->log);
+    if (ctx->msg == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->oversize = 0;
+    ctx->spool_error = 0;
+
+    /* RFC 5321 4.4, with the protocol names of RFC 3848 */
+
+    p = ngx_sprintf(ctx->wpos, "Received: from %*s ([%s%V])" CRLF
+                    "\tby %V (nginx mail_plus) with %s%s%s id %s",
+                    ctx->helo_len, ctx->helo,
+                    c->sockaddr->sa_family == AF_INET6 ? "IPv6:" : "",
+                    &c->addr_text, &cscf->server_name,
+                    ctx->smtputf8 ? "UTF8SMTP" : (ctx->esmtp ? "ESMTP"
+                                                             : "SMTP"),
+                    c->ssl ? "S" : "", ctx->authenticated ? "A" : "",
+                    ctx->msg->id);
+
+    if (ctx->rcpts->nelts == 1) {
+        rcpt = ctx->rcpts->elts;
+        p = ngx_sprintf(p, CRLF "\tfor <%V>", rcpt);
+    }
+
+    p = ngx_cpymem(p, ";" CRLF "\t", 4);
+    p = ngx_mail_plus_smtp_date(p);
+    *p++ = CR; *p++ = LF;
+
+    ctx->wpos = p;
+
+    return NGX_OK;
+}
+
+
+/* content of DATA or of a BDAT chunk; NGX_AGAIN when input is needed */
+
+static ngx_int_t
+ngx_mail_plus_smtp_content(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    u_char                         *last, *pos;
+    ngx_int_t                       rc;
+    ngx_buf_t                      *b;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    b = s->buffer;
+
+    if (ctx->state == ngx_mail_plus_st_bdat) {
+
+        if (ctx->bdat_left == 0) {
+            goto chunk;
+        }
+
+        if (b->pos == b->last) {
+            return NGX_AGAIN;
+        }
+
+        last = b->pos + ngx_min(ctx->bdat_left, b->last - b->pos);
+
+        if (ctx->discard) {
+            ctx->bdat_left -= last - b->pos;
+            b->pos = last;
+            return NGX_OK;
+        }
+
+    } else {
+
+        if (b->pos == b->last) {
+            return NGX_AGAIN;
+        }
+
+        last = b->last;
+    }
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    pos = b->pos;
+
+    rc = ngx_mail_plus_smtp_read_data(&ctx->data, &b->pos, last, &ctx->wpos,
+                                      ctx->wend);
+
+    if (ctx->state == ngx_mail_plus_st_bdat) {
+        ctx->bdat_left -= b->pos - pos;
+    }
+
+    if (ctx->data.size > sscf->max_message_size) {
+        ctx->oversize = 1;
+    }
+
+    switch (rc) {
+
+    case NGX_MAIL_PLUS_SMTP_OUT_FULL:
+        ngx_mail_plus_smtp_write_out(ctx);
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_SMTP_HEADERS:
+        ngx_mail_plus_smtp_add_fields(s, ctx);
+        return NGX_OK;
+
+    case NGX_OK:
+        if (ctx->data.headers) {
+            ngx_mail_plus_smtp_add_fields(s, ctx);
+        }
+
+        ngx_mail_plus_smtp_end(s, c, ctx);
+        return NGX_OK;
+    }
+
+    /* NGX_AGAIN */
+
+    if (ctx->state == ngx_mail_plus_st_data || ctx->bdat_left) {
+        return NGX_AGAIN;
+    }
+
+chunk:
+
+    /* the end of a BDAT chunk */
+
+    if (ctx->discard) {
+        ctx->discard = 0;
+        ctx->state = ngx_mail_plus_st_command;
+        ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->bdat_reply.data);
+
+        if (ctx->bdat_reply.data[0] == '4') {
+            ngx_mail_plus_smtp_reset(ctx);
+        }
+
+        return NGX_OK;
+    }
+
+    if (ctx->oversize) {
+        ngx_mail_plus_smtp_reset(ctx);
+        ctx->state = ngx_mail_plus_st_command;
+        ngx_mail_plus_smtp_reply(ctx, "552 5.3.4 Error: message size exceeds "
+                                 "fixed limit");
+        return NGX_OK;
+    }
+
+    if (ctx->bdat_last) {
+
+        if (ctx->wend - ctx->wpos < 8) {
+            ngx_mail_plus_smtp_write_out(ctx);
+        }
+
+        ctx->wpos = ngx_mail_plus_smtp_data_finish(&ctx->data, ctx->wpos);
+
+        if (ctx->data.headers) {
+            ngx_mail_plus_smtp_add_fields(s, ctx);
+        }
+
+        ngx_mail_plus_smtp_end(s, c, ctx);
+        return NGX_OK;
+    }
+
+    ctx->state = ngx_mail_plus_st_command;
+
+    ctx->out->last = ngx_sprintf(ctx->out->last,
+                                 "250 2.0.0 Ok: %O octets received" CRLF,
+                                 ctx->data.size);
+    return NGX_OK;
+}
+
+
+static void
+ngx_mail_plus_smtp_write_out(ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    if (ctx->msg && !ctx->oversize && !ctx->spool_error
+        && ngx_mail_plus_queue_write(ctx->msg, ctx->wbuf,
+                                     ctx->wpos - ctx->wbuf)
+           != NGX_OK)
+    {
+        ctx->spool_error = 1;
+    }
+
+    ctx->wpos = ctx->wbuf;
+}
+
+
+/* an authenticated submission gets Message-ID and Date (RFC 6409 8) */
+
+static void
+ngx_mail_plus_smtp_add_fields(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    ctx->data.headers = 0;
+
+    if (!ctx->authenticated
+        || (ctx->data.has_message_id && ctx->data.has_date))
+    {
+        return;
+    }
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    if ((size_t) (ctx->wend - ctx->wpos) < 128 + cscf->server_name.len) {
+        ngx_mail_plus_smtp_write_out(ctx);
+    }
+
+    if (!ctx->data.has_message_id) {
+        ctx->wpos = ngx_sprintf(ctx->wpos, "Message-ID: <%s@%V>" CRLF,
+                                ctx->msg->id, &cscf->server_name);
+    }
+
+    if (!ctx->data.has_date) {
+        ctx->wpos = ngx_cpymem(ctx->wpos, "Date: ", 6);
+        ctx->wpos = ngx_mail_plus_smtp_date(ctx->wpos);
+        *ctx->wpos++ = CR; *ctx->wpos++ = LF;
+    }
+}
+
+
+/* the whole message is read: it is committed, or refused */
+
+static void
+ngx_mail_plus_smtp_end(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_mail_plus_queue_msg_t  *m;
+
+    c->log->action = "in smtp store-and-forward state";
+
+    ctx->state = ngx_mail_plus_st_command;
+
+    ngx_mail_plus_smtp_write_out(ctx);
+
+    if (ctx->oversize) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "message of %O octets refused, too large",
+                      ctx->data.size);
+        ngx_mail_plus_smtp_reset(ctx);
+        ngx_mail_plus_smtp_reply(ctx, "552 5.3.4 Error: message size exceeds "
+                                 "fixed limit");
+        return;
+    }
+
+    m = ctx->msg;
+
+    if (!ctx->spool_error && ctx->data.eight_bit
+        && ctx->body != NGX_MAIL_PLUS_BODY_8BITMIME)
+    {
+        /* RFC 6152 3: 8-bit data needs BODY=8BITMIME; it is kept as such */
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "8-bit data without BODY=8BITMIME, stored as 8BITMIME");
+
+        if (ngx_mail_plus_queue_set_body(m, NGX_MAIL_PLUS_BODY_8BITMIME)
+            != NGX_OK)
+        {
+            ctx->spool_error = 1;
+        }
+    }
+
+    if (ctx->spool_error) {
+        ngx_mail_plus_smtp_reset(ctx);
+        ngx_mail_plus_smtp_reply(ctx,
+                                 "452 4.3.1 Insufficient system storage");
+        return;
+    }
+
+    m->handler = ngx_mail_plus_smtp_committed;
+    m->data = s;
+
+    ctx->state = ngx_mail_plus_st_commit;
+
+    (void) ngx_mail_plus_queue_commit(m);
+}
+
+
+static void
+ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m)
+{
+    ngx_mail_session_t        *s;
+    ngx_connection_t          *c;
+    ngx_mail_plus_smtp_ctx_t  *ctx;
+
+    s = m->data;
+    c = s->connection;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
+
+    ctx->msg = NULL;
+    ctx->state = ngx_mail_plus_st_command;
+
+    if (m->err) {
+        ngx_mail_plus_smtp_reply(ctx,
+                                 "452 4.3.1 Insufficient system storage");
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "queued %s: from=<%V>, nrcpt=%ui, size=%O, "
+                      "client=%V, login=\"%V\"",
+                      m->id, &ctx->from, ctx->rcpts->nelts,
+                      ctx->data.size, &c->addr_text, &ctx->login);
+
+        ctx->out->last = ngx_sprintf(ctx->out->last,
+                                     "250 2.0.0 Ok: queued as %s" CRLF,
+                                     m->id);
+        ctx->junk = 0;
+        ctx->queued++;
+    }
+
+    ngx_mail_plus_smtp_reset(ctx);
+
+    ngx_mail_plus_smtp_run(s, c);
+}
+
+
+/* the end of a transaction: what it took is freed */
+
+static void
+ngx_mail_plus_smtp_reset(ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    if (ctx->msg) {
+        ngx_mail_plus_queue_abort(ctx->msg);
+        ctx->msg = NULL;
+    }
+
+    if (ctx->tx) {
+        ngx_destroy_pool(ctx->tx);
+        ctx->tx = NULL;
+    }
+
+    ctx->from.len = 0;
+    ctx->rcpts = NULL;
+    ctx->body = NGX_MAIL_PLUS_BODY_NONE;
+    ctx->rcpt_tries = 0;
+    ctx->in_tx = 0;
+    ctx->smtputf8 = 0;
+    ctx->bdat_used = 0;
+    ctx->oversize = 0;
+    ctx->spool_error = 0;
+    ctx->wbuf = NULL;
+    ctx->wpos = NULL;
+    ctx->wend = NULL;
+}
+
+
+static void
+ngx_mail_plus_smtp_auth(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg)
+{
+    ngx_str_t                       mech, initial;
+    ngx_mail_plus_main_conf_t      *mpcf;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    if (!ctx->esmtp) {
+        ngx_mail_plus_smtp_error(s, ctx, "503 5.5.1 Error: send EHLO first");
+        return;
+    }
+
+    if (mpcf->pools.nelts == 0) {
+        ngx_mail_plus_smtp_error(s, ctx, "503 5.5.1 Error: authentication "
+                                 "not enabled");
+        return;
+    }
+
+    if (ctx->authenticated) {
+        ngx_mail_plus_smtp_error(s, ctx, "503 5.5.1 Error: already "
+                                 "authenticated");
+        return;
+    }
+
+    if (ctx->in_tx) {
+        ngx_mail_plus_smtp_error(s, ctx, "503 5.5.1 Error: MAIL transaction "
+                                 "in progress");
+        return;
+    }
+
+    if (c->ssl == NULL && !sscf->auth_plaintext) {
+        ngx_mail_plus_smtp_error(s, ctx, "538 5.7.11 Encryption required for "
+                                 "requested authentication mechanism");
+        return;
+    }
+
+    if (ngx_mail_plus_smtp_parse_auth(arg, &mech, &initial) != NGX_OK) {
+        ngx_mail_plus_smtp_error(s, ctx, "501 5.5.4 Syntax: AUTH mechanism");
+        return;
+    }
+
+    s->args.nelts = 0;
+    s->login.len = 0;
+    s->passwd.len = 0;
+
+    if (mech.len == 5 && ngx_strncasecmp(mech.data, (u_char *) "PLAIN", 5) == 0)
+    {
+        if (initial.len == 0) {
+            ctx->state = ngx_mail_plus_st_auth_plain;
+            ngx_mail_plus_smtp_reply(ctx, "334 ");
+            return;
+        }
+
+        ctx->state = ngx_mail_plus_st_auth_plain;
+        ngx_mail_plus_smtp_auth_line(s, c, ctx, &initial);
+        return;
+    }
+
+    if (mech.len == 5 && ngx_strncasecmp(mech.data, (u_char *) "LOGIN", 5) == 0)
+    {
+        if (initial.len == 0) {
+            ctx->state = ngx_mail_plus_st_auth_login_username;
+            ngx_mail_plus_smtp_reply(ctx, "334 VXNlcm5hbWU6");
+            return;
+        }
+
+        ctx->state = ngx_mail_plus_st_auth_login_username;
+        ngx_mail_plus_smtp_auth_line(s, c, ctx, &initial);
+        return;
+    }
+
+    ngx_mail_plus_smtp_error(s, ctx, "504 5.5.4 Error: unrecognized "
+                             "authentication type");
+}
+
+
+/* a SASL response line */
+
+static void
+ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *line)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+    ngx_str_t  *a;
+
+    if (line->len == 1 && line->data[0] == '*') {
+        ctx->state = ngx_mail_plus_st_command;
+        ngx_mail_plus_smtp_error(s, ctx, "501 5.7.0 Authentication aborted");
+        return;
+    }
+
+    s->args.nelts = 0;
+
+    a = ngx_array_push(&s->args);
+    if (a == NULL) {
+        ctx->state = ngx_mail_plus_st_command;
+        ngx_mail_plus_smtp_reply(ctx, "454 4.7.0 Temporary authentication "
+                                 "failure");
+        return;
+    }
+
+    *a = *line;
+
+    switch (ctx->state) {
+
+    case ngx_mail_plus_st_auth_plain:
+        rc = ngx_mail_auth_plain(s, c, 0);
+        break;
+
+    case ngx_mail_plus_st_auth_login_username:
+        rc = ngx_mail_auth_login_username(s, c, 0);
+
+        if (rc == NGX_OK) {
+            ctx->state = ngx_mail_plus_st_auth_login_password;
+            ngx_mail_plus_smtp_reply(ctx, "334 UGFzc3dvcmQ6");
+            return;
+        }
+
+        break;
+
+    default: /* ngx_mail_plus_st_auth_login_password */
+        rc = ngx_mail_auth_login_password(s, c);
+        break;
+    }
+
+    if (rc != NGX_DONE) {
+        ctx->state = ngx_mail_plus_st_command;
+
+        if (rc == NGX_ERROR) {
+            ngx_mail_plus_smtp_reply(ctx, "454 4.7.0 Temporary "
+                                     "authentication failure");
+            return;
+        }
+
+        ngx_mail_plus_smtp_error(s, ctx, "501 5.5.2 Error: invalid "
+                                 "authentication data");
+        return;
+    }
+
+    /* the login goes to the envelope and the log: no control characters */
+
+    for (p = s->login.data; p < s->login.data + s->login.len; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            ctx->state = ngx_mail_plus_st_command;
+            ngx_mail_plus_smtp_error(s, ctx, "501 5.5.2 Error: invalid "
+                                     "authentication data");
+            return;
+        }
+    }
+
+    ngx_mail_plus_smtp_auth_start(s, c, ctx);
+}
+
+
+/*
+ * the router checks the password; the check needs a protocol the user's
+ * pool serves, so the first one with a server is taken
+ */
+
+static void
+ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  i, protocol;
+    ngx_pool_t                 *pool;
+    ngx_mail_plus_auth_t        auth;
+    ngx_mail_plus_route_t       route;
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    static ngx_uint_t  protocols[] = { NGX_MAIL_PLUS_SMTP, NGX_MAIL_PLUS_LMTP,
+                                       NGX_MAIL_PLUS_IMAP, NGX_MAIL_PLUS_POP3 };
+
+    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
+
+    ctx->state = ngx_mail_plus_st_auth_check;
+
+    ctx->check = ngx_mail_plus_check_create(mpcf, c->log);
+    if (ctx->check == NULL) {
+        goto failed;
+    }
+
+    pool = ctx->check->pool;
+
+    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+    auth.login = s->login;
+    auth.client = c->addr_text;
+
+    protocol = NGX_MAIL_PLUS_SMTP;
+
+    for (i = 0; i < sizeof(protocols) / sizeof(ngx_uint_t); i++) {
+        auth.protocol = protocols[i];
+
+        if (ngx_mail_plus_router_route(mpcf, &auth, &route, pool, c->log)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+
+        if (route.status != NGX_MAIL_PLUS_TEMPFAIL) {
+            protocol = protocols[i];
+            break;
+        }
+    }
+
+    if (ngx_mail_plus_check_set(ctx->check, protocol, &s->login, &s->passwd,
+                                &c->addr_text)
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    ctx->check->handler = ngx_mail_plus_smtp_auth_checked;
+    ctx->check->data = s;
+
+    rc = ngx_mail_plus_check_start(ctx->check);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    if (rc == NGX_OK) {
+        ngx_mail_plus_smtp_auth_done(s, c, ctx);
+        return;
+    }
+
+failed:
+
+    if (ctx->check) {
+        ngx_mail_plus_check_free(ctx->check);
+        ctx->check = NULL;
+    }
+
+    ctx->state = ngx_mail_plus_st_command;
+    ngx_mail_plus_smtp_reply(ctx, "454 4.7.0 Temporary authentication "
+                             "failure");
+}
+
+
+static void
+ngx_mail_plus_smtp_auth_checked(ngx_mail_plus_check_t *check)
+{
+    ngx_connection_t          *c;
+    ngx_mail_session_t        *s;
+    ngx_mail_plus_smtp_ctx_t  *ctx;
+
+    s = check->data;
+    c = s->connection;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
+
+    ngx_mail_plus_smtp_auth_done(s, c, ctx);
+
+    ngx_mail_plus_smtp_run(s, c);
+}
+
+
+static void
+ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_mail_plus_route_t      *route;
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    route = &ctx->check->route;
+
+    ctx->state = ngx_mail_plus_st_command;
+
+    if (route->status == NGX_MAIL_PLUS_ALLOW
+        && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER)
+    {
+        ctx->login.data = ngx_pstrdup(c->pool, &s->login);
+
+        if (ctx->login.data) {
+            ctx->login.len = s->login.len;
+            ctx->authenticated = 1;
+
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "client authenticated as \"%V\"", &s->login);
+
+            ngx_mail_plus_smtp_reply(ctx,
+                                     "235 2.7.0 Authentication successful");
+        }
+
+        ngx_mail_plus_check_free(ctx->check);
+        ctx->check = NULL;
+        return;
+    }
+
+    /*
+     * a pool whose backends check passwords cannot be asked here: the
+     * session ends in nginx
+     */
+
+    if (route->status == NGX_MAIL_PLUS_TEMPFAIL) {
+        ngx_str_set(&ctx->auth_reply,
+                    "454 4.7.0 Temporary authentication failure");
+
+    } else {
+        ngx_str_set(&ctx->auth_reply,
+                    "535 5.7.8 Error: authentication failed");
+    }
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "client login \"%V\" failed: %V", &s->login,
+                  route->reason.len ? &route->reason : &ctx->auth_reply);
+
+    ngx_mail_plus_check_free(ctx->check);
+    ctx->check = NULL;
+
+    s->login.len = 0;
+
+    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
+
+    if (mpcf->auth_delay == 0) {
+        ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->auth_reply.data);
+        return;
+    }
+
+    /* failures are answered late, as the auth_http endpoint does */
+
+    ctx->state = ngx_mail_plus_st_auth_delay;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_add_timer(c->read, mpcf->auth_delay * 1000);
+}
+
+
+static void
+ngx_mail_plus_smtp_reply(ngx_mail_plus_smtp_ctx_t *ctx, char *text)
+{
+    ctx->out->last = ngx_sprintf(ctx->out->last, "%s" CRLF, text);
+}
+
+
+/* a reply that counts as a client error; too many of them end the session */
+
+static void
+ngx_mail_plus_smtp_error(ngx_mail_session_t *s, ngx_mail_plus_smtp_ctx_t *ctx,
+    char *text)
+{
+    ngx_mail_plus_smtp_reply(ctx, text);
+    ngx_mail_plus_smtp_count_error(s, ctx);
+}
+
+
+static void
+ngx_mail_plus_smtp_count_error(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_mail_core_srv_conf_t       *cscf;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    if (ctx->quit) {
+        return;
+    }
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    if (++ctx->errors < sscf->max_errors) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                  "client made too many errors");
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    ctx->out->last = ngx_sprintf(ctx->out->last,
+                                 "421 4.7.0 %V Error: too many errors" CRLF,
+                                 &cscf->server_name);
+    ctx->quit = 1;
+}
+
+
+/* "Mon, 30 Nov 2026 10:00:00 +0000" */
+
+static u_char *
+ngx_mail_plus_smtp_date(u_char *p)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(ngx_time(), &tm);
+
+    return ngx_sprintf(p, "%s, %d %s %4d %02d:%02d:%02d +0000",
+                       ngx_mail_plus_smtp_week[tm.ngx_tm_wday],
+                       tm.ngx_tm_mday,
+                       ngx_mail_plus_smtp_months[tm.ngx_tm_mon - 1],
+                       tm.ngx_tm_year, tm.ngx_tm_hour,
+                       tm.ngx_tm_min, tm.ngx_tm_sec);
+}
