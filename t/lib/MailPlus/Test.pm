@@ -709,6 +709,8 @@ sub log_problems {
     my $log = $self->read_file('error.log') . $self->read_file('nginx.stderr');
 
     my @alerts = $log =~ /^.*\[(?:alert|crit)\].*$/mg;
+    @alerts = grep { !/$self->{ignore_alerts}/ } @alerts
+        if $self->{ignore_alerts};
     my @san = $log =~ /^.*(?:Sanitizer|runtime error:).*$/mg;
 
     return (\@alerts, \@san);

@@ -1,0 +1,216 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus_delivery.h"
+
+
+/*
+ * Delivery status notifications (RFC 3464): the recipients of a message
+ * that failed are reported to its envelope sender in a multipart/report
+ * with a message/delivery-status part and the original header section.
+ * The report goes into the same queue with the null sender, so it is
+ * itself never bounced.
+ */
+
+
+#define NGX_MAIL_PLUS_BOUNCE_HEADERS  (64 * 1024)
+
+
+static ngx_int_t ngx_mail_plus_bounce_headers(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_queue_msg_t *m);
+
+
+ngx_int_t
+ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_queue_handler_pt handler, void *data)
+{
+    u_char                          *p, *buf;
+    size_t                           len;
+    ngx_str_t                       *to, host;
+    ngx_uint_t                       i;
+    ngx_array_t                      rcpts;
+    ngx_mail_plus_rcpt_t            *rcpt;
+    ngx_mail_plus_queue_msg_t       *m;
+    ngx_mail_plus_queue_envelope_t   env;
+    u_char                           date[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
+
+    host = ngx_cycle->hostname;
+
+    if (ngx_array_init(&rcpts, msg->pool, 1, sizeof(ngx_str_t)) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    to = ngx_array_push(&rcpts);
+    if (to == NULL) {
+        return NGX_ERROR;
+    }
+
+    *to = msg->sender;
+
+    ngx_memzero(&env, sizeof(ngx_mail_plus_queue_envelope_t));
+
+    env.recipients = &rcpts;
+    ngx_str_set(&env.client, "127.0.0.1");
+    env.helo = host;
+    env.body = msg->body_type;
+    env.smtputf8 = msg->smtputf8;
+
+    m = ngx_mail_plus_queue_open(msg->spool, &env, msg->log);
+    if (m == NULL) {
+        return NGX_ERROR;
+    }
+
+    rcpt = msg->rcpts.elts;
+
+    len = 2048 + 3 * host.len + msg->sender.len;
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED) {
+            len += 256 + 2 * (rcpt[i].addr.len + rcpt[i].reply.len)
+                   + (rcpt[i].dest ? rcpt[i].dest->name.len : 0);
+        }
+    }
+
+    buf = ngx_pnalloc(m->pool, len);
+    if (buf == NULL) {
+        goto failed;
+    }
+
+    (void) ngx_http_time(date, msg->arrival);
+
+    p = ngx_sprintf(buf,
+                    "From: Mail Delivery System <MAILER-DAEMON@%V>" CRLF
+                    "To: <%V>" CRLF
+                    "Subject: Undelivered Mail Returned to Sender" CRLF
+                    "Date: %V" CRLF
+                    "Message-ID: <%s.bounce@%V>" CRLF
+                    "Auto-Submitted: auto-replied" CRLF
+                    "MIME-Version: 1.0" CRLF
+                    "Content-Type: multipart/report; "
+                    "report-type=delivery-status;" CRLF
+                    "\tboundary=\"%s/%V\"" CRLF
+                    CRLF
+                    "This is a MIME-encapsulated message." CRLF
+                    CRLF
+                    "--%s/%V" CRLF
+                    "Content-Type: text/plain; charset=us-ascii" CRLF
+                    CRLF
+                    "This is the mail system at host %V." CRLF
+                    CRLF
+                    "Your message could not be delivered to one or more "
+                    "recipients." CRLF
+                    CRLF,
+                    &host, &msg->sender, &ngx_cached_http_time, m->id, &host,
+                    m->id, &host, m->id, &host, &host);
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED) {
+            p = ngx_sprintf(p, "<%V>: %V" CRLF, &rcpt[i].addr,
+                            &rcpt[i].reply);
+        }
+    }
+
+    p = ngx_sprintf(p, CRLF "--%s/%V" CRLF
+                    "Content-Type: message/delivery-status" CRLF
+                    CRLF
+                    "Reporting-MTA: dns; %V" CRLF
+                    "X-Mail-Plus-Queue-ID: %s" CRLF
+                    "Arrival-Date: %s" CRLF,
+                    m->id, &host, &host, msg->id, date);
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+
+        if (rcpt[i].state != NGX_MAIL_PLUS_RCPT_FAILED) {
+            continue;
+        }
+
+        p = ngx_sprintf(p, CRLF "Final-Recipient: rfc822; %V" CRLF
+                        "Action: failed" CRLF
+                        "Status: %V" CRLF,
+                        &rcpt[i].addr, &rcpt[i].dsn);
+
+        if (rcpt[i].dest) {
+            p = ngx_sprintf(p, "Remote-MTA: dns; %V" CRLF,
+                            &rcpt[i].dest->name);
+        }
+
+        p = ngx_sprintf(p, "Diagnostic-Code: %s; %V" CRLF,
+                        rcpt[i].remote ? "smtp" : "x-mail-plus",
+                        &rcpt[i].reply);
+    }
+
+    p = ngx_sprintf(p, CRLF "--%s/%V" CRLF
+                    "Content-Type: text/rfc822-headers" CRLF
+                    CRLF,
+                    m->id, &host);
+
+    if (ngx_mail_plus_queue_write(m, buf, p - buf) != NGX_OK
+        || ngx_mail_plus_bounce_headers(msg, m) != NGX_OK)
+    {
+        goto failed;
+    }
+
+    p = ngx_sprintf(buf, CRLF "--%s/%V--" CRLF, m->id, &host);
+
+    if (ngx_mail_plus_queue_write(m, buf, p - buf) != NGX_OK) {
+        goto failed;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, msg->log, 0,
+                  "delivery %s: sender non-delivery notification: %s",
+                  msg->id, m->id);
+
+    m->handler = handler;
+    m->data = data;
+
+    return ngx_mail_plus_queue_commit(m);
+
+failed:
+
+    ngx_mail_plus_queue_abort(m);
+
+    return NGX_ERROR;
+}
+
+
+/* the header section of the original message, up to the empty line */
+
+static ngx_int_t
+ngx_mail_plus_bounce_headers(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_queue_msg_t *m)
+{
+    u_char   *buf, *end;
+    off_t     offset;
+    size_t    len;
+    ssize_t   n;
+
+    len = (size_t) ngx_min(msg->size, NGX_MAIL_PLUS_BOUNCE_HEADERS);
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    buf = ngx_pnalloc(m->pool, len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    offset = msg->body;
+
+    n = pread(msg->fd, buf, len, offset);
+    if (n <= 0) {
+        return NGX_ERROR;
+    }
+
+    end = ngx_strlcasestrn(buf, buf + n, (u_char *) CRLF CRLF, 3);
+
+    len = end ? (size_t) (end - buf + 2) : (size_t) n;
+
+    return ngx_mail_plus_queue_write(m, buf, len);
+}
