@@ -476,6 +476,12 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 
         cl->state = ngx_mail_plus_client_st_ehlo;
 
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        ngx_add_timer(c->read, cl->dcf->helo_timeout);
+
         cl->out->last = ngx_sprintf(cl->out->last, "%s %V" CRLF,
                                     cl->dest->protocol == NGX_MAIL_PLUS_LMTP
                                     ? "LHLO" : "EHLO",

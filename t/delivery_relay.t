@@ -1,0 +1,196 @@
+#!/usr/bin/perl
+
+# Delivery to relays: per-domain routes and the relay host, seen from a
+# real smtp-sink: several messages share a connection (RSET between), the
+# per-destination concurrency limit holds, a 5xx from the relay bounces to
+# the sender with the null sender, a 4xx defers and retries, and the
+# content arrives dot-stuffed.
+
+use warnings;
+use strict;
+
+use Test::More;
+
+use POSIX qw/ _exit /;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use MailPlus::Test qw/ wait_for /;
+
+###############################################################################
+
+my $sink_bin = '/usr/sbin/smtp-sink';
+plan(skip_all => 'no smtp-sink') unless -x $sink_bin;
+
+my $t = MailPlus::Test->new();
+
+# sink(name, options...): an smtp-sink with a verbose log
+
+sub sink {
+    my ($name, @opts) = @_;
+
+    my $port = $t->port($name);
+    my $log = $t->path("$name.log");
+
+    my $pid = fork();
+    die "fork: $!\n" unless defined $pid;
+
+    if ($pid == 0) {
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        exec($sink_bin, '-v', '-u', 'nobody', @opts, "127.0.0.1:$port", 100)
+            or _exit(127);
+    }
+
+    push @{$t->{daemons}}, $pid;
+    $t->waitforsocket("127.0.0.1:$port") or die "no $name\n";
+
+    return $pid;
+}
+
+sink('slow', '-w', '1');
+sink('hard', '-f', 'RCPT');
+sink('soft', '-r', 'RCPT');
+sink('relay');
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+%%LOAD_MODULES%%
+
+worker_processes 1;
+
+events {
+}
+
+mail {
+    auth_http  127.0.0.1:9/auth;
+
+    queue_spool %%TESTDIR%%/spool;
+
+    queue_delivery on;
+    queue_retry_first 1s;
+    queue_retry_max 1s;
+    queue_scan_interval 300ms;
+    queue_destination_concurrency 2;
+    queue_idle_timeout 5s;
+    queue_helo_name mx.test;
+
+    queue_route slow.example 127.0.0.1:%%PORT_slow%%;
+    queue_route .hard.example 127.0.0.1:%%PORT_hard%%;
+    queue_route soft.example 127.0.0.1:%%PORT_soft%%;
+    queue_relay_host 127.0.0.1:%%PORT_relay%%;
+
+    server {
+        listen 127.0.0.1:%%PORT_smtp%%;
+        protocol smtp;
+        server_name mx.test;
+
+        smtp_store_and_forward on;
+        smtp_local_domains local.invalid;
+        smtp_trusted_networks 127.0.0.0/8;
+    }
+}
+EOF
+
+$t->run();
+
+###############################################################################
+
+sub submit {
+    my ($from, $rcpts, $subject) = @_;
+
+    my $s = MailPlus::Test::Client->new($t->port('smtp')) or return 'connect';
+    $s->smtp_reply();
+    $s->smtp('EHLO client.test');
+    $s->smtp("MAIL FROM:<$from>");
+    $s->smtp("RCPT TO:<$_>") for @$rcpts;
+    $s->smtp('DATA');
+
+    my $r = $s->smtp("Subject: $subject\r\n\r\nbody\r\n..dot\r\n.");
+    $s->smtp('QUIT');
+
+    return $r;
+}
+
+# connections(name): how many, and the most at once, from the sink's log
+
+sub connections {
+    my ($name) = @_;
+
+    my ($now, $max) = (0, 0);
+
+    # the harness's probe of the port is a connection without EHLO
+
+    for (split /\n/, $t->read_file("$name.log")) {
+        if (/: connect \(/) {
+            $now++;
+            $max = $now if $now > $max;
+        }
+        $now-- if /: disconnect$/;
+    }
+
+    return (count($name, qr/: EHLO /), $max);
+}
+
+sub count {
+    my ($name, $re) = @_;
+    my @m = $t->read_file("$name.log") =~ /$re/mg;
+    return scalar @m;
+}
+
+sub spool_all {
+    return map { $t->spool('spool', $_) } qw/ incoming active deferred /;
+}
+
+# concurrency and reuse: 8 messages, the sink waits 1s before each DATA
+
+for my $i (1 .. 8) {
+    like(submit('alice@client.example', ['x@slow.example'], "slow $i"),
+        qr/^250 /, "slow $i queued");
+}
+
+ok(wait_for(sub { count('slow', qr/smtp-sink: \.$/m) == 8 }, 20),
+    '8 messages reached the sink');
+
+my ($n, $max) = connections('slow');
+ok($n <= 2, "over $n connections");
+is($max, 2, 'at most 2 at once');
+ok(count('slow', qr/: RSET$/m) >= 6, 'RSET between messages');
+
+# the relay host, with pipelining
+
+like(submit('alice@client.example', ['y@other.example', 'z@other.example'],
+    'relayed'), qr/^250 /, 'queued for the relay host');
+
+ok(wait_for(sub { count('relay', qr/smtp-sink: \.$/m) == 1 }, 10),
+    'one transaction at the relay host');
+is(count('relay', qr/RCPT TO:<[yz]\@other\.example>/), 2, 'two recipients');
+like($t->read_file('relay.log'), qr/MAIL FROM:<alice\@client\.example> BODY=7BIT/,
+    'MAIL FROM with BODY');
+
+# 5xx: a bounce to the sender, from the null sender, via the relay host
+
+like(submit('bob@client.example', ['x@a.hard.example'], 'hard'), qr/^250 /,
+    'queued for the refusing relay');
+
+ok(wait_for(sub { count('relay', qr/MAIL FROM:<>/) == 1 }, 10),
+    'a bounce from the null sender');
+like($t->read_file('relay.log'), qr/RCPT TO:<bob\@client\.example>/,
+    'to the sender');
+ok(wait_for(sub { !spool_all() }, 10), 'the spool is empty');
+like($t->read_file('error.log'),
+    qr/to=<x\@a\.hard\.example>, relay=127\.0\.0\.1:\d+, delay=\d+, dsn=5\.\d\.\d+, status=bounced/,
+    'the log line of the failure');
+
+# 4xx: deferred and retried, until the queue lifetime (not reached here)
+
+like(submit('bob@client.example', ['x@soft.example'], 'soft'), qr/^250 /,
+    'queued for the deferring relay');
+
+ok(wait_for(sub { count('soft', qr/RCPT TO:<x\@soft\.example>/) >= 2 }, 10),
+    'retried');
+is($t->spool('spool', 'deferred') + $t->spool('spool', 'active'), 1,
+    'still queued');
+
+$t->finish();
+
+###############################################################################
