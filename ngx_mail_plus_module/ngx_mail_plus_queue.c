@@ -29,6 +29,23 @@
  */
 
 
+/*
+ * Creating a file (a new inode) is the costliest step of a message for
+ * the event loop, so each worker keeps a stock of empty temporary files,
+ * made ahead in the thread pool; a message takes one, and the stock is
+ * topped up when it runs low.  Without a file in stock, one is made in
+ * place.
+ */
+
+#define NGX_MAIL_PLUS_QUEUE_STOCK  32
+
+
+typedef struct {
+    u_char                      id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
+    ngx_fd_t                    fd;
+} ngx_mail_plus_queue_file_t;
+
+
 struct ngx_mail_plus_queue_s {
     ngx_str_t                   path;
     u_char                     *incoming;     /* NUL-terminated */
@@ -41,9 +58,17 @@ struct ngx_mail_plus_queue_s {
 
     ngx_uint_t                  counter;
 
+    ngx_mail_plus_queue_file_t  stock[NGX_MAIL_PLUS_QUEUE_STOCK];
+    ngx_uint_t                  nstock;
+
 #if (NGX_THREADS)
+    ngx_mail_plus_queue_file_t  fill[NGX_MAIL_PLUS_QUEUE_STOCK];
+    ngx_uint_t                  nfill;
+    ngx_uint_t                  filling;   /* unsigned  filling:1; */
+
     ngx_thread_pool_t          *thread_pool;
     ngx_thread_task_t          *task;
+    ngx_thread_task_t          *fill_task;
 #endif
 
     ngx_mail_plus_queue_notify_pt  notify;    /* a message committed */
@@ -56,12 +81,16 @@ static ngx_int_t ngx_mail_plus_queue_clean_tmp(ngx_cycle_t *cycle,
 static ngx_uint_t ngx_mail_plus_queue_count(u_char *dir);
 static ngx_int_t ngx_mail_plus_queue_open_dir(u_char *path, ngx_dir_t *dir);
 static ngx_int_t ngx_mail_plus_queue_valid_id(u_char *name, size_t len);
+static void ngx_mail_plus_queue_new_id(ngx_mail_plus_queue_t *q, u_char *id);
 static void ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q);
 static void ngx_mail_plus_queue_sync(ngx_mail_plus_queue_t *q,
     ngx_mail_plus_queue_msg_t *batch);
 static void ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q);
 static void ngx_mail_plus_queue_done_handler(ngx_event_t *ev);
 #if (NGX_THREADS)
+static void ngx_mail_plus_queue_fill(ngx_mail_plus_queue_t *q);
+static void ngx_mail_plus_queue_fill_thread(void *data, ngx_log_t *log);
+static void ngx_mail_plus_queue_fill_done(ngx_event_t *ev);
 static void ngx_mail_plus_queue_thread(void *data, ngx_log_t *log);
 static void ngx_mail_plus_queue_thread_done(ngx_event_t *ev);
 #endif
@@ -355,12 +384,6 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
 
     ngx_gettimeofday(&tv);
 
-    (void) ngx_sprintf(m->id, "%08XL%05XL%06XL%03XL%Z",
-                       (uint64_t) tv.tv_sec & 0xffffffff,
-                       (uint64_t) tv.tv_usec & 0xfffff,
-                       (uint64_t) ngx_pid & 0xffffff,
-                       (uint64_t) (q->counter++ & 0xfff));
-
     m->temp = ngx_pnalloc(pool, q->path.len + sizeof("/tmp/")
                                 + NGX_MAIL_PLUS_QUEUE_ID_LEN);
     m->name = ngx_pnalloc(pool, q->path.len + sizeof("/incoming/")
@@ -369,17 +392,32 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
         goto failed;
     }
 
+    if (q->nstock) {
+        q->nstock--;
+        ngx_memcpy(m->id, q->stock[q->nstock].id, sizeof(m->id));
+        m->fd = q->stock[q->nstock].fd;
+
+    } else {
+        ngx_mail_plus_queue_new_id(q, m->id);
+    }
+
     (void) ngx_sprintf(m->temp, "%V/tmp/%s%Z", &q->path, m->id);
     (void) ngx_sprintf(m->name, "%V/incoming/%s%Z", &q->path, m->id);
 
-    m->fd = ngx_open_file(m->temp, NGX_FILE_WRONLY,
-                          NGX_FILE_CREATE_OR_OPEN|O_EXCL, 0600);
+#if (NGX_THREADS)
+    ngx_mail_plus_queue_fill(q);
+#endif
 
     if (m->fd == NGX_INVALID_FILE) {
-        m->err = ngx_errno;
-        ngx_log_error(NGX_LOG_CRIT, log, m->err,
-                      ngx_open_file_n " \"%s\" failed", m->temp);
-        goto failed;
+        m->fd = ngx_open_file(m->temp, NGX_FILE_WRONLY,
+                              NGX_FILE_CREATE_OR_OPEN|O_EXCL, 0600);
+
+        if (m->fd == NGX_INVALID_FILE) {
+            m->err = ngx_errno;
+            ngx_log_error(NGX_LOG_CRIT, log, m->err,
+                          ngx_open_file_n " \"%s\" failed", m->temp);
+            goto failed;
+        }
     }
 
     /* the envelope */
@@ -445,6 +483,147 @@ failed:
     ngx_destroy_pool(pool);
 
     return NULL;
+}
+
+
+/* seconds, microseconds, pid, counter: sortable, and unique across
+ * the workers and restarts */
+
+static void
+ngx_mail_plus_queue_new_id(ngx_mail_plus_queue_t *q, u_char *id)
+{
+    struct timeval  tv;
+
+    ngx_gettimeofday(&tv);
+
+    (void) ngx_sprintf(id, "%08XL%05XL%06XL%03XL%Z",
+                       (uint64_t) tv.tv_sec & 0xffffffff,
+                       (uint64_t) tv.tv_usec & 0xfffff,
+                       (uint64_t) ngx_pid & 0xffffff,
+                       (uint64_t) (q->counter++ & 0xfff));
+}
+
+
+#if (NGX_THREADS)
+
+/* the stock is topped up when it is half empty */
+
+static void
+ngx_mail_plus_queue_fill(ngx_mail_plus_queue_t *q)
+{
+    ngx_uint_t          i;
+    ngx_thread_task_t  *task;
+
+    if (q->filling || q->nstock >= NGX_MAIL_PLUS_QUEUE_STOCK / 2) {
+        return;
+    }
+
+    task = q->fill_task;
+
+    if (task == NULL) {
+        task = ngx_thread_task_alloc(ngx_cycle->pool, 0);
+        if (task == NULL) {
+            return;
+        }
+
+        task->ctx = q;
+        task->handler = ngx_mail_plus_queue_fill_thread;
+        task->event.data = q;
+        task->event.handler = ngx_mail_plus_queue_fill_done;
+
+        q->fill_task = task;
+    }
+
+    q->nfill = NGX_MAIL_PLUS_QUEUE_STOCK - q->nstock;
+
+    for (i = 0; i < q->nfill; i++) {
+        ngx_mail_plus_queue_new_id(q, q->fill[i].id);
+        q->fill[i].fd = NGX_INVALID_FILE;
+    }
+
+    if (ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
+        q->filling = 1;
+    }
+}
+
+
+/* in the thread: no pool, no log */
+
+static void
+ngx_mail_plus_queue_fill_thread(void *data, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_t *q = data;
+
+    ngx_uint_t  i;
+    u_char      path[NGX_MAX_PATH];
+
+    for (i = 0; i < q->nfill; i++) {
+        (void) ngx_sprintf(path, "%V/tmp/%s%Z", &q->path, q->fill[i].id);
+
+        q->fill[i].fd = open((char *) path, O_WRONLY|O_CREAT|O_EXCL, 0600);
+
+        if (q->fill[i].fd == -1) {
+            q->fill[i].fd = NGX_INVALID_FILE;
+            break;
+        }
+    }
+}
+
+
+static void
+ngx_mail_plus_queue_fill_done(ngx_event_t *ev)
+{
+    ngx_mail_plus_queue_t *q = ev->data;
+
+    ngx_uint_t  i;
+
+    q->filling = 0;
+
+    for (i = 0; i < q->nfill; i++) {
+        if (q->fill[i].fd != NGX_INVALID_FILE
+            && q->nstock < NGX_MAIL_PLUS_QUEUE_STOCK)
+        {
+            q->stock[q->nstock++] = q->fill[i];
+            q->fill[i].fd = NGX_INVALID_FILE;
+        }
+    }
+
+    q->nfill = 0;
+}
+
+#endif
+
+
+/* at the exit of a worker: the files in stock are removed */
+
+void
+ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q)
+{
+    ngx_uint_t  i;
+    u_char      path[NGX_MAX_PATH];
+
+    /* the thread pool is gone already: a fill is done, if it was started */
+
+#if (NGX_THREADS)
+
+    for (i = 0; i < q->nfill; i++) {
+        if (q->fill[i].fd != NGX_INVALID_FILE) {
+            q->stock[q->nstock++] = q->fill[i];
+        }
+    }
+
+    q->nfill = 0;
+
+#endif
+
+    for (i = 0; i < q->nstock; i++) {
+        (void) ngx_close_file(q->stock[i].fd);
+
+        (void) ngx_sprintf(path, "%V/tmp/%s%Z", &q->path, q->stock[i].id);
+        (void) ngx_delete_file(path);
+    }
+
+    q->nstock = 0;
 }
 
 
@@ -617,6 +796,21 @@ ngx_mail_plus_queue_sync(ngx_mail_plus_queue_t *q,
     ngx_fd_t                    fd;
     ngx_uint_t                  renamed;
     ngx_mail_plus_queue_msg_t  *m;
+
+#if (NGX_LINUX)
+
+    /*
+     * the writeback of every file of the batch is started first, so that
+     * the disk writes of the batch overlap; fsync() then waits for them
+     */
+
+    for (m = batch; m; m = m->next) {
+        if (m->err == 0) {
+            (void) sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        }
+    }
+
+#endif
 
     for (m = batch; m; m = m->next) {
 

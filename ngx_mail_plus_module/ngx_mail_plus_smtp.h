@@ -196,6 +196,7 @@ ngx_int_t ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m,
     ngx_uint_t body);
 ngx_int_t ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m);
+void ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q);
 ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
     ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id,
     void *data), void *data, ngx_log_t *log);

@@ -448,6 +448,7 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
     }
 
     if (ctx->state == ngx_mail_plus_st_starttls) {
+        c->idle = 0;
         c->read->handler = ngx_mail_starttls_handler;
 
         if (c->read->timer_set) {

@@ -30,6 +30,7 @@ static char *ngx_mail_plus_smtp_local_domains(ngx_conf_t *cf,
 static char *ngx_mail_plus_smtp_trusted_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_mail_plus_smtp_init_module(ngx_cycle_t *cycle);
+static void ngx_mail_plus_smtp_exit_process(ngx_cycle_t *cycle);
 
 
 static ngx_conf_num_bounds_t  ngx_mail_plus_smtp_recipients_bounds = {
@@ -159,7 +160,7 @@ ngx_module_t  ngx_mail_plus_smtp_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_mail_plus_smtp_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -440,6 +441,19 @@ ngx_mail_plus_smtp_init_module(ngx_cycle_t *cycle)
     }
 
     return ngx_mail_plus_queue_init(cycle, q);
+}
+
+
+static void
+ngx_mail_plus_smtp_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_mail_plus_queue_t  *q;
+
+    q = ngx_mail_plus_queue_get(cycle);
+
+    if (q) {
+        ngx_mail_plus_queue_exit(q);
+    }
 }
 
 

@@ -98,7 +98,13 @@ for my $id (@ids) {
 }
 is(scalar keys %subjects, $clients * $each, 'each message once');
 
+ok(scalar(grep { -z } glob($t->path('spool/tmp') . '/*')),
+    'a stock of empty temporary files while running');
+
 $t->stop();
+
+is(scalar(my @left = glob($t->path('spool/tmp') . '/*')), 0,
+    'the stock is removed when the worker exits');
 
 my @batches = $t->read_file('error.log') =~ /queue batch: (\d+) messages/g;
 

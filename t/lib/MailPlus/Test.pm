@@ -677,14 +677,15 @@ sub dovecot_log {
 # SMTP store-and-forward helpers
 
 # spool($dir): the queue IDs in a subdirectory of a spool ('incoming' by
-# default), sorted.
+# default), sorted; empty files (a worker's stock of temporary files) are
+# not listed.
 
 sub spool {
     my ($self, $spool, $sub) = @_;
 
     my $d = $self->path($spool) . '/' . ($sub || 'incoming');
     opendir my $dh, $d or return ();
-    my @ids = sort grep { !/^\./ } readdir $dh;
+    my @ids = sort grep { !/^\./ && -s "$d/$_" } readdir $dh;
     closedir $dh;
 
     return @ids;
