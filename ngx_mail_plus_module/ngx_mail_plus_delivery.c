@@ -57,7 +57,8 @@ static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve(
     ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt);
 static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_dest(
     struct sockaddr *sa, socklen_t socklen, in_port_t port,
-    ngx_uint_t protocol, ngx_str_t *auth, ngx_mail_plus_server_t *server);
+    ngx_uint_t protocol, ngx_mail_plus_relay_t *relay,
+    ngx_mail_plus_server_t *server);
 static ngx_uint_t ngx_mail_plus_delivery_is_local(ngx_str_t *domain);
 static void ngx_mail_plus_delivery_submit(ngx_mail_plus_job_t *job);
 static void ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
@@ -67,6 +68,14 @@ static void ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
     ngx_uint_t bounced);
 static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
+
+
+static ngx_conf_enum_t  ngx_mail_plus_delivery_tls[] = {
+    { ngx_string("off"), NGX_MAIL_PLUS_TLS_OFF },
+    { ngx_string("on"), NGX_MAIL_PLUS_TLS_MAY },
+    { ngx_string("required"), NGX_MAIL_PLUS_TLS_REQUIRED },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_mail_plus_delivery_commands[] = {
@@ -162,6 +171,13 @@ static ngx_command_t  ngx_mail_plus_delivery_commands[] = {
       offsetof(ngx_mail_plus_delivery_conf_t, helo_name),
       NULL },
 
+    { ngx_string("queue_backend_starttls"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, tls),
+      &ngx_mail_plus_delivery_tls },
+
     { ngx_string("queue_route"),
       NGX_MAIL_MAIN_CONF|NGX_CONF_2MORE,
       ngx_mail_plus_delivery_route,
@@ -242,6 +258,7 @@ ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf)
     dcf->command_timeout = NGX_CONF_UNSET_MSEC;
     dcf->data_timeout = NGX_CONF_UNSET_MSEC;
     dcf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    dcf->tls = NGX_CONF_UNSET_UINT;
 
     return dcf;
 }
@@ -251,6 +268,10 @@ static char *
 ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_mail_plus_delivery_conf_t *dcf = conf;
+
+#if (NGX_MAIL_SSL)
+    ngx_pool_cleanup_t  *cln;
+#endif
 
     ngx_conf_init_value(dcf->enable, 0);
     ngx_conf_init_value(dcf->retry_first, 300);
@@ -264,6 +285,7 @@ ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(dcf->command_timeout, 300000);
     ngx_conf_init_msec_value(dcf->data_timeout, 600000);
     ngx_conf_init_msec_value(dcf->idle_timeout, 5000);
+    ngx_conf_init_uint_value(dcf->tls, NGX_MAIL_PLUS_TLS_MAY);
 
     if (dcf->helo_name.len == 0) {
         dcf->helo_name = cf->cycle->hostname;
@@ -282,6 +304,34 @@ ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
                       "\"queue_active_limit\" must be positive");
         return NGX_CONF_ERROR;
     }
+
+#if (NGX_MAIL_SSL)
+
+    /* STARTTLS to next hops: opportunistic, no certificate checks */
+
+    dcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (dcf->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    dcf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(dcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(dcf->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = dcf->ssl;
+
+#endif
 
     return NGX_CONF_OK;
 }
@@ -353,6 +403,7 @@ ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     r->addr = u.addrs[0];
     r->name = u.addrs[0].name;
     r->protocol = NGX_MAIL_PLUS_SMTP;
+    r->tls = NGX_MAIL_PLUS_TLS_MAY;
 
     for (i = n + 1; i < cf->args->nelts; i++) {
 
@@ -361,6 +412,22 @@ ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             && cmd->offset == 0)
         {
             r->protocol = NGX_MAIL_PLUS_LMTP;
+            continue;
+        }
+
+        if (value[i].len > 9
+            && ngx_strncmp(value[i].data, "starttls=", 9) == 0)
+        {
+            if (ngx_strcmp(value[i].data + 9, "off") == 0) {
+                r->tls = NGX_MAIL_PLUS_TLS_OFF;
+
+            } else if (ngx_strcmp(value[i].data + 9, "required") == 0) {
+                r->tls = NGX_MAIL_PLUS_TLS_REQUIRED;
+
+            } else if (ngx_strcmp(value[i].data + 9, "on") != 0) {
+                goto invalid;
+            }
+
             continue;
         }
 
@@ -1114,7 +1181,7 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
     }
 
     return ngx_mail_plus_delivery_dest(r->addr.sockaddr, r->addr.socklen, 0,
-                                       r->protocol, &r->auth, NULL);
+                                       r->protocol, r, NULL);
 }
 
 
@@ -1152,7 +1219,7 @@ ngx_mail_plus_delivery_is_local(ngx_str_t *domain)
 
 static ngx_mail_plus_dest_t *
 ngx_mail_plus_delivery_dest(struct sockaddr *sa, socklen_t socklen,
-    in_port_t port, ngx_uint_t protocol, ngx_str_t *auth,
+    in_port_t port, ngx_uint_t protocol, ngx_mail_plus_relay_t *relay,
     ngx_mail_plus_server_t *server)
 {
     u_char                        text[NGX_SOCKADDR_STRLEN];
@@ -1169,6 +1236,7 @@ ngx_mail_plus_delivery_dest(struct sockaddr *sa, socklen_t socklen,
         d = ngx_queue_data(q, ngx_mail_plus_dest_t, queue);
 
         if (d->protocol == protocol
+            && relay == d->relay
             && (port == 0 || ngx_inet_get_port(d->sockaddr) == port)
             && ngx_cmp_sockaddr(d->sockaddr, d->socklen, sa, socklen,
                                 port == 0)
@@ -1207,8 +1275,13 @@ ngx_mail_plus_delivery_dest(struct sockaddr *sa, socklen_t socklen,
     d->protocol = protocol;
     d->server = server;
 
-    if (auth) {
-        d->auth = *auth;
+    if (relay) {
+        d->auth = relay->auth;
+        d->tls = relay->tls;
+        d->relay = relay;
+
+    } else {
+        d->tls = ctx->dcf->tls;
     }
 
     ngx_queue_init(&d->idle);

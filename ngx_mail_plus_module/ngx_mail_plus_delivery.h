@@ -33,6 +33,13 @@
 #define NGX_MAIL_PLUS_RCPT_DONE       4   /* in an earlier attempt */
 
 
+/* STARTTLS to a next hop */
+
+#define NGX_MAIL_PLUS_TLS_OFF         0
+#define NGX_MAIL_PLUS_TLS_MAY         1   /* when offered */
+#define NGX_MAIL_PLUS_TLS_REQUIRED    2
+
+
 /* recipients in one transaction, at most */
 
 #define NGX_MAIL_PLUS_JOB_RCPTS       50
@@ -44,6 +51,7 @@ typedef struct {
     ngx_addr_t                      addr;
     ngx_uint_t                      protocol; /* NGX_MAIL_PLUS_SMTP, _LMTP */
     ngx_str_t                       auth;     /* AUTH PLAIN argument */
+    ngx_uint_t                      tls;      /* NGX_MAIL_PLUS_TLS_* */
 } ngx_mail_plus_relay_t;
 
 
@@ -63,7 +71,10 @@ typedef struct {
     ngx_str_t                       helo_name;
     ngx_array_t                    *routes;   /* ngx_mail_plus_relay_t */
     ngx_mail_plus_relay_t          *relay;    /* the smarthost */
-    ngx_array_t                    *local;    /* ngx_str_t, all servers */
+    ngx_uint_t                      tls;      /* to mailbox backends */
+#if (NGX_MAIL_SSL)
+    ngx_ssl_t                      *ssl;
+#endif
 } ngx_mail_plus_delivery_conf_t;
 
 
@@ -116,6 +127,8 @@ struct ngx_mail_plus_dest_s {
     socklen_t                       socklen;
     ngx_uint_t                      protocol;
     ngx_str_t                       auth;
+    ngx_uint_t                      tls;
+    ngx_mail_plus_relay_t          *relay;    /* NULL: a mailbox backend */
     ngx_mail_plus_server_t         *server;   /* for health, or NULL */
 
     ngx_uint_t                      active;   /* connections */

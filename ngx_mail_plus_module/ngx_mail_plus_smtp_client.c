@@ -33,6 +33,7 @@
 typedef enum {
     ngx_mail_plus_client_st_greeting = 0,
     ngx_mail_plus_client_st_ehlo,
+    ngx_mail_plus_client_st_starttls,
     ngx_mail_plus_client_st_auth,
     ngx_mail_plus_client_st_trans,
     ngx_mail_plus_client_st_body,
@@ -72,6 +73,7 @@ struct ngx_mail_plus_client_s {
     unsigned                        size:1;
     unsigned                        eightbit:1;
     unsigned                        smtputf8:1;
+    unsigned                        starttls:1;
     unsigned                        mail_failed:1;
     unsigned                        bol:1;     /* at the start of a line */
     unsigned                        greeted:1;
@@ -87,6 +89,10 @@ static ngx_int_t ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl,
     u_char *p, u_char *last);
 static ngx_int_t ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl);
+#if (NGX_MAIL_SSL)
+static ngx_int_t ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl);
+static void ngx_mail_plus_client_tls_handshake(ngx_connection_t *c);
+#endif
 static void ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl,
     ngx_uint_t rset);
 static ngx_int_t ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl);
@@ -430,6 +436,11 @@ ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl, u_char *p,
                    && ngx_strncasecmp(k, (u_char *) "SMTPUTF8", 8) == 0)
         {
             cl->smtputf8 = 1;
+
+        } else if (len == 8
+                   && ngx_strncasecmp(k, (u_char *) "STARTTLS", 8) == 0)
+        {
+            cl->starttls = 1;
         }
     }
 
@@ -501,6 +512,22 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 
         return ngx_mail_plus_client_ehlo_done(cl);
 
+#if (NGX_MAIL_SSL)
+
+    case ngx_mail_plus_client_st_starttls:
+
+        if (cl->code != 220) {
+            ngx_mail_plus_delivery_result_all(cl->job, cl->code >= 500
+                                                       ? 451 : cl->code,
+                                              &cl->reply_text);
+            ngx_mail_plus_client_finish(cl, 0);
+            return NGX_DONE;
+        }
+
+        return ngx_mail_plus_client_tls(cl);
+
+#endif
+
     case ngx_mail_plus_client_st_auth:
 
         if (cl->code != 235) {
@@ -566,6 +593,31 @@ ngx_mail_plus_client_connected(ngx_mail_plus_client_t *cl)
 static ngx_int_t
 ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl)
 {
+    ngx_str_t          text;
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+#if (NGX_MAIL_SSL)
+
+    if (c->ssl == NULL && cl->starttls
+        && cl->dest->tls != NGX_MAIL_PLUS_TLS_OFF)
+    {
+        cl->state = ngx_mail_plus_client_st_starttls;
+        cl->out->last = ngx_cpymem(cl->out->last, "STARTTLS" CRLF, 10);
+
+        return ngx_mail_plus_client_send(cl);
+    }
+
+#endif
+
+    if (c->ssl == NULL && cl->dest->tls == NGX_MAIL_PLUS_TLS_REQUIRED) {
+        ngx_str_set(&text, "4.7.4 TLS is required, but was not offered");
+        ngx_mail_plus_delivery_result_all(cl->job, 451, &text);
+        ngx_mail_plus_client_finish(cl, 0);
+        return NGX_DONE;
+    }
+
     if (cl->dest->auth.len) {
         cl->state = ngx_mail_plus_client_st_auth;
 
@@ -579,6 +631,88 @@ ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl)
 
     return ngx_mail_plus_client_commands(cl);
 }
+
+
+#if (NGX_MAIL_SSL)
+
+static ngx_int_t
+ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+    if (ngx_ssl_create_connection(cl->dcf->ssl, c, NGX_SSL_CLIENT)
+        != NGX_OK)
+    {
+        ngx_mail_plus_client_fail(cl, "4.7.5 TLS setup failed");
+        return NGX_DONE;
+    }
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        ngx_add_timer(c->read, cl->dcf->helo_timeout);
+
+        c->ssl->handler = ngx_mail_plus_client_tls_handshake;
+
+        return NGX_DONE;
+    }
+
+    ngx_mail_plus_client_tls_handshake(c);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
+{
+    ngx_mail_plus_client_t  *cl;
+
+    cl = c->data;
+
+    if (!c->ssl->handshaked) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "delivery: TLS handshake with %V failed",
+                      &cl->dest->name);
+        ngx_mail_plus_client_fail(cl, "4.7.5 TLS handshake failed");
+        return;
+    }
+
+    c->read->handler = ngx_mail_plus_client_read_handler;
+    c->write->handler = ngx_mail_plus_client_write_handler;
+
+    /* RFC 3207 4.2: what was learned before TLS is forgotten */
+
+    cl->pipelining = 0;
+    cl->size = 0;
+    cl->eightbit = 0;
+    cl->smtputf8 = 0;
+    cl->starttls = 0;
+    cl->in->pos = cl->in->start;
+    cl->in->last = cl->in->start;
+
+    cl->state = ngx_mail_plus_client_st_ehlo;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_add_timer(c->read, cl->dcf->helo_timeout);
+
+    cl->out->last = ngx_sprintf(cl->out->last, "EHLO %V" CRLF,
+                                &cl->dcf->helo_name);
+
+    (void) ngx_mail_plus_client_send(cl);
+}
+
+#endif
 
 
 static void
@@ -1075,6 +1209,15 @@ ngx_mail_plus_client_close(ngx_mail_plus_client_t *cl, ngx_uint_t quit)
     if (quit) {
         (void) c->send(c, (u_char *) "QUIT" CRLF, 6);
     }
+
+#if (NGX_MAIL_SSL)
+
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+
+#endif
 
     cl->dest->active--;
 
