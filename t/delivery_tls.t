@@ -25,7 +25,12 @@ system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=rx.test "
     . "-keyout $dir/key.pem -out $dir/cert.pem -batch >/dev/null 2>&1") == 0
     or plan(skip_all => 'openssl could not make a certificate');
 
-# the receiver: STARTTLS offered on one port, not on the other
+# the receiver: STARTTLS offered on one port, not on the other; the relay
+# user may AUTH
+
+$rx->write_file('users', "relay:{PLAIN}relaypw\n"
+    . join('', map { "$_:{PLAIN}x\n" }
+        qw/ x@tls.example y@plain.example z@auth.example /));
 
 $rx->write_file_expand('nginx.conf', <<'EOF');
 %%LOAD_MODULES%%
@@ -37,6 +42,15 @@ events {
 
 mail {
     auth_http  127.0.0.1:9/auth;
+
+    router_users  %%TESTDIR%%/users;
+    router_auth_delay 0;
+
+    router_pool a {
+        server 127.0.0.1 imap=1;
+    }
+
+    router_default_pool a;
 
     queue_spool %%TESTDIR%%/spool;
 
@@ -50,7 +64,7 @@ mail {
         starttls on;
 
         smtp_store_and_forward on;
-        smtp_local_domains tls.example plain.example;
+        smtp_local_domains tls.example plain.example auth.example;
     }
 
     server {
@@ -59,7 +73,7 @@ mail {
         server_name rx.test;
 
         smtp_store_and_forward on;
-        smtp_local_domains tls.example plain.example;
+        smtp_local_domains tls.example plain.example auth.example;
     }
 }
 EOF
@@ -87,6 +101,7 @@ mail {
     queue_scan_interval 300ms;
 
     queue_route tls.example 127.0.0.1:$tls;
+    queue_route auth.example 127.0.0.1:$tls auth=relay:relaypw;
     queue_route plain.example 127.0.0.1:$plain starttls=required;
 
     server {
@@ -135,6 +150,17 @@ like($text, qr/^Subject: over tls\r$/m, 'the message');
 ok(wait_for(sub { !$tx->spool('spool') && !$tx->spool('spool', 'active') },
     5), 'gone from the sender\'s spool');
 
+# AUTH PLAIN after STARTTLS
+
+like(submit('z@auth.example', 'with auth'), qr/^250 /, 'queued');
+
+ok(wait_for(sub { $rx->spool('spool') == 2 }, 10), 'received');
+
+my ($id2) = grep { $_ ne $id } $rx->spool('spool');
+like($rx->read_file("spool/incoming/$id2"),
+    qr/^\tby rx\.test \(nginx mail_plus\) with ESMTPSA /m,
+    'over TLS, authenticated');
+
 like(submit('y@plain.example', 'needs tls'), qr/^250 /, 'queued');
 
 ok(wait_for(sub { $tx->spool('spool', 'deferred') == 1 }, 10),
@@ -144,7 +170,7 @@ like($tx->read_file('error.log'),
     qr/to=<y\@plain\.example>.*dsn=4\.7\.4, status=deferred/,
     'logged');
 
-is($rx->spool('spool'), 1, 'nothing sent in plain text');
+is($rx->spool('spool'), 2, 'nothing sent in plain text');
 
 $tx->stop();
 $rx->stop();
