@@ -27,13 +27,13 @@ static ngx_int_t ngx_mail_plus_bounce_headers(ngx_mail_plus_dmsg_t *msg,
 
 
 ngx_int_t
-ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
+ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg, ngx_uint_t delayed,
     ngx_mail_plus_queue_handler_pt handler, void *data)
 {
     u_char                          *p, *buf;
     size_t                           len;
     ngx_str_t                       *to, host;
-    ngx_uint_t                       i;
+    ngx_uint_t                       i, state;
     ngx_array_t                      rcpts;
     ngx_mail_plus_rcpt_t            *rcpt;
     ngx_mail_plus_queue_msg_t       *m;
@@ -41,6 +41,8 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
     u_char                           date[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
 
     host = ngx_cycle->hostname;
+
+    state = delayed ? NGX_MAIL_PLUS_RCPT_DEFERRED : NGX_MAIL_PLUS_RCPT_FAILED;
 
     if (ngx_array_init(&rcpts, msg->pool, 1, sizeof(ngx_str_t)) != NGX_OK) {
         return NGX_ERROR;
@@ -71,7 +73,7 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
     len = 2048 + 3 * host.len + msg->sender.len;
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
-        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED) {
+        if (rcpt[i].state == state) {
             len += 256 + 2 * (rcpt[i].addr.len + rcpt[i].reply.len)
                    + (rcpt[i].dest ? rcpt[i].dest->name.len : 0);
         }
@@ -87,7 +89,7 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
     p = ngx_sprintf(buf,
                     "From: Mail Delivery System <MAILER-DAEMON@%V>" CRLF
                     "To: <%V>" CRLF
-                    "Subject: Undelivered Mail Returned to Sender" CRLF
+                    "Subject: %s" CRLF
                     "Date: %V" CRLF
                     "Message-ID: <%s.bounce@%V>" CRLF
                     "Auto-Submitted: auto-replied" CRLF
@@ -103,14 +105,20 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
                     CRLF
                     "This is the mail system at host %V." CRLF
                     CRLF
-                    "Your message could not be delivered to one or more "
-                    "recipients." CRLF
+                    "%s" CRLF
                     CRLF,
-                    &host, &msg->sender, &ngx_cached_http_time, m->id, &host,
-                    m->id, &host, m->id, &host, &host);
+                    &host, &msg->sender,
+                    delayed ? "Delayed Mail (still being retried)"
+                            : "Undelivered Mail Returned to Sender",
+                    &ngx_cached_http_time, m->id, &host,
+                    m->id, &host, m->id, &host, &host,
+                    delayed ? "Your message could not be delivered yet to "
+                              "one or more recipients; it will be retried."
+                            : "Your message could not be delivered to one "
+                              "or more recipients.");
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
-        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED) {
+        if (rcpt[i].state == state) {
             p = ngx_sprintf(p, "<%V>: %V" CRLF, &rcpt[i].addr,
                             &rcpt[i].reply);
         }
@@ -126,14 +134,15 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
 
-        if (rcpt[i].state != NGX_MAIL_PLUS_RCPT_FAILED) {
+        if (rcpt[i].state != state) {
             continue;
         }
 
         p = ngx_sprintf(p, CRLF "Final-Recipient: rfc822; %V" CRLF
-                        "Action: failed" CRLF
+                        "Action: %s" CRLF
                         "Status: %V" CRLF,
-                        &rcpt[i].addr, &rcpt[i].dsn);
+                        &rcpt[i].addr, delayed ? "delayed" : "failed",
+                        &rcpt[i].dsn);
 
         if (rcpt[i].dest) {
             p = ngx_sprintf(p, "Remote-MTA: dns; %V" CRLF,
@@ -163,8 +172,8 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
     }
 
     ngx_log_error(NGX_LOG_INFO, msg->log, 0,
-                  "delivery %s: sender non-delivery notification: %s",
-                  msg->id, m->id);
+                  "delivery %s: sender %s notification: %s",
+                  msg->id, delayed ? "delay" : "non-delivery", m->id);
 
     m->handler = handler;
     m->data = data;

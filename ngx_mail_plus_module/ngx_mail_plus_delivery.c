@@ -40,6 +40,8 @@ static void *ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf);
 static char *ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_mail_plus_delivery_warning(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_mail_plus_delivery_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle);
 static void ngx_mail_plus_delivery_exit_process(ngx_cycle_t *cycle);
@@ -67,6 +69,7 @@ static void ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg);
 static void ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
     ngx_uint_t bounced);
+static void ngx_mail_plus_delivery_warned(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
 
 
@@ -106,6 +109,13 @@ static ngx_command_t  ngx_mail_plus_delivery_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_MAIL_MAIN_CONF_OFFSET,
       offsetof(ngx_mail_plus_delivery_conf_t, lifetime),
+      NULL },
+
+    { ngx_string("queue_delay_warning"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_mail_plus_delivery_warning,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, delay_warning),
       NULL },
 
     { ngx_string("queue_scan_interval"),
@@ -259,6 +269,7 @@ ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf)
     dcf->data_timeout = NGX_CONF_UNSET_MSEC;
     dcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     dcf->tls = NGX_CONF_UNSET_UINT;
+    dcf->delay_warning = NGX_CONF_UNSET;
 
     return dcf;
 }
@@ -286,6 +297,7 @@ ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(dcf->data_timeout, 600000);
     ngx_conf_init_msec_value(dcf->idle_timeout, 5000);
     ngx_conf_init_uint_value(dcf->tls, NGX_MAIL_PLUS_TLS_MAY);
+    ngx_conf_init_value(dcf->delay_warning, 0);
 
     if (dcf->helo_name.len == 0) {
         dcf->helo_name = cf->cycle->hostname;
@@ -471,6 +483,37 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\"", &value[i]);
     return NGX_CONF_ERROR;
+}
+
+
+/* queue_delay_warning time | off; */
+
+static char *
+ngx_mail_plus_delivery_warning(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_mail_plus_delivery_conf_t *dcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (dcf->delay_warning != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        dcf->delay_warning = 0;
+        return NGX_CONF_OK;
+    }
+
+    dcf->delay_warning = ngx_parse_time(&value[1], 1);
+
+    if (dcf->delay_warning == (time_t) NGX_ERROR || dcf->delay_warning == 0) {
+        return "invalid value";
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -936,6 +979,11 @@ ngx_mail_plus_delivery_state(ngx_mail_plus_dmsg_t *msg)
                 msg->attempts = 0;
             }
 
+            continue;
+        }
+
+        if (eol - p == 8 && ngx_strncmp(p, "warned 1", 8) == 0) {
+            msg->warned = 1;
             continue;
         }
 
@@ -1525,7 +1573,7 @@ ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
 
     if (failed && msg->sender.len) {
 
-        if (ngx_mail_plus_bounce(msg, ngx_mail_plus_delivery_bounced, msg)
+        if (ngx_mail_plus_bounce(msg, 0, ngx_mail_plus_delivery_bounced, msg)
             == NGX_AGAIN)
         {
             return;
@@ -1596,12 +1644,23 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
         return;
     }
 
-    state.data = ngx_pnalloc(msg->pool, len);
+    /* a delay warning, once, to a sender that is not <> */
+
+    if (dcf->delay_warning && !msg->warned && msg->sender.len
+        && ngx_time() - msg->arrival >= dcf->delay_warning
+        && ngx_mail_plus_bounce(msg, 1, ngx_mail_plus_delivery_warned, NULL)
+           == NGX_AGAIN)
+    {
+        msg->warned = 1;
+    }
+
+    state.data = ngx_pnalloc(msg->pool, len + sizeof("warned 1\n"));
     if (state.data == NULL) {
         goto defer;
     }
 
-    p = ngx_sprintf(state.data, "attempts %ui\n", msg->attempts + 1);
+    p = ngx_sprintf(state.data, "attempts %ui\n%s", msg->attempts + 1,
+                    msg->warned ? "warned 1\n" : "");
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
         if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_SENT
@@ -1635,6 +1694,16 @@ defer:
                                      msg->log);
 
     ngx_mail_plus_delivery_free(msg);
+}
+
+
+static void
+ngx_mail_plus_delivery_warned(ngx_mail_plus_queue_msg_t *m)
+{
+    if (m->err) {
+        ngx_log_error(NGX_LOG_ERR, m->log, m->err,
+                      "delivery: delay warning %s not queued", m->id);
+    }
 }
 
 

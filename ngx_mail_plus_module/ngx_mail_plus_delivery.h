@@ -71,6 +71,7 @@ typedef struct {
     ngx_str_t                       helo_name;
     ngx_array_t                    *routes;   /* ngx_mail_plus_relay_t */
     ngx_mail_plus_relay_t          *relay;    /* the smarthost */
+    time_t                          delay_warning;  /* 0: off */
     ngx_uint_t                      tls;      /* to mailbox backends */
 #if (NGX_MAIL_SSL)
     ngx_ssl_t                      *ssl;
@@ -116,6 +117,7 @@ struct ngx_mail_plus_dmsg_s {
     ngx_queue_t                     queue;    /* of the worker */
 
     unsigned                        smtputf8:1;
+    unsigned                        warned:1; /* a delay warning was sent */
 };
 
 
@@ -175,7 +177,7 @@ void ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest);
 /* bounces */
 
 ngx_int_t ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
-    ngx_mail_plus_queue_handler_pt handler, void *data);
+    ngx_uint_t delayed, ngx_mail_plus_queue_handler_pt handler, void *data);
 
 
 extern ngx_module_t  ngx_mail_plus_delivery_module;

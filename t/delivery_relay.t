@@ -69,6 +69,8 @@ mail {
     queue_delivery on;
     queue_retry_first 1s;
     queue_retry_max 1s;
+    queue_delay_warning 1s;
+    queue_lifetime 5s;
     queue_scan_interval 300ms;
     queue_destination_concurrency 2;
     queue_idle_timeout 5s;
@@ -190,6 +192,23 @@ ok(wait_for(sub { count('soft', qr/RCPT TO:<x\@soft\.example>/) >= 2 }, 10),
     'retried');
 is($t->spool('spool', 'deferred') + $t->spool('spool', 'active'), 1,
     'still queued');
+
+# a delay warning once, then the queue lifetime ends: a bounce
+
+ok(wait_for(sub { $t->read_file('error.log') =~ /sender delay notification/ },
+    10), 'a delay warning');
+
+ok(wait_for(sub { count('relay', qr/MAIL FROM:<>/) == 3 }, 15),
+    'the warning and the final bounce reached the sender');
+
+like($t->read_file('error.log'),
+    qr/to=<x\@soft\.example>, relay=\S+, delay=\d+, dsn=5\.4\.7, status=bounced/,
+    'expired');
+
+my @warnings = $t->read_file('error.log') =~ /sender delay notification/g;
+is(scalar @warnings, 1, 'one delay warning');
+
+ok(wait_for(sub { !spool_all() }, 10), 'the spool is empty');
 
 $t->finish();
 
