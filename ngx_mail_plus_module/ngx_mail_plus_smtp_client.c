@@ -44,6 +44,7 @@ typedef enum {
 
 struct ngx_mail_plus_client_s {
     ngx_pool_t                     *pool;
+    ngx_log_t                       log;
     ngx_peer_connection_t           peer;
     ngx_mail_plus_delivery_conf_t  *dcf;
     ngx_mail_plus_dest_t           *dest;
@@ -152,7 +153,12 @@ ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
     cl->peer.socklen = dest->socklen;
     cl->peer.name = &dest->name;
     cl->peer.get = ngx_event_get_peer;
-    cl->peer.log = ngx_cycle->log;
+    cl->log = *ngx_cycle->log;
+    cl->log.action = "delivering mail";
+    cl->log.handler = NULL;
+    cl->log.data = NULL;
+
+    cl->peer.log = &cl->log;
     cl->peer.log_error = NGX_ERROR_ERR;
 
     rc = ngx_event_connect_peer(&cl->peer);
@@ -175,7 +181,6 @@ ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
     c = cl->peer.connection;
     c->data = cl;
     c->pool = pool;
-    c->log->action = "delivering mail";
 
     c->read->handler = ngx_mail_plus_client_read_handler;
     c->write->handler = ngx_mail_plus_client_write_handler;
