@@ -69,6 +69,9 @@ static void ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg);
 static void ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
     ngx_uint_t bounced);
+static void ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg,
+    time_t next, ngx_str_t *state);
+static void ngx_mail_plus_delivery_deferred(void *data);
 static void ngx_mail_plus_delivery_warned(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
 
@@ -752,6 +755,7 @@ static void
 ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id)
 {
     ngx_fd_t                       fd;
+    ngx_str_t                      state;
     ngx_pool_t                    *pool;
     ngx_mail_plus_dmsg_t          *msg;
     ngx_mail_plus_delivery_ctx_t  *ctx;
@@ -793,10 +797,10 @@ ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id)
         ngx_log_error(NGX_LOG_CRIT, msg->log, 0,
                       "queue: message %s is unreadable, deferred", msg->id);
 
-        (void) ngx_mail_plus_queue_defer(ctx->queue, msg->id,
-                                         ngx_time() + ctx->dcf->retry_max,
-                                         msg->log);
-        ngx_mail_plus_delivery_free(msg);
+        ngx_str_null(&state);
+
+        ngx_mail_plus_delivery_defer(msg, ngx_time() + ctx->dcf->retry_max,
+                                     &state);
         return;
     }
 
@@ -1655,30 +1659,25 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
     }
 
     state.data = ngx_pnalloc(msg->pool, len + sizeof("warned 1\n"));
-    if (state.data == NULL) {
-        goto defer;
-    }
 
-    p = ngx_sprintf(state.data, "attempts %ui\n%s", msg->attempts + 1,
-                    msg->warned ? "warned 1\n" : "");
+    if (state.data) {
+        p = ngx_sprintf(state.data, "attempts %ui\n%s", msg->attempts + 1,
+                        msg->warned ? "warned 1\n" : "");
 
-    for (i = 0; i < msg->rcpts.nelts; i++) {
-        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_SENT
-            || rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED
-            || rcpt[i].state == NGX_MAIL_PLUS_RCPT_DONE)
-        {
-            p = ngx_sprintf(p, "done %V\n", &rcpt[i].addr);
+        for (i = 0; i < msg->rcpts.nelts; i++) {
+            if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_SENT
+                || rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED
+                || rcpt[i].state == NGX_MAIL_PLUS_RCPT_DONE)
+            {
+                p = ngx_sprintf(p, "done %V\n", &rcpt[i].addr);
+            }
         }
+
+        state.len = p - state.data;
+
+    } else {
+        state.len = 0;   /* the old state stays: a duplicate, not a loss */
     }
-
-    state.len = p - state.data;
-
-    /* a duplicate if this fails, never a loss */
-
-    (void) ngx_mail_plus_queue_write_state(msg->spool, msg->id, &state,
-                                           msg->log);
-
-defer:
 
     delay = dcf->retry_first;
 
@@ -1690,10 +1689,32 @@ defer:
         delay = dcf->retry_max;
     }
 
-    (void) ngx_mail_plus_queue_defer(msg->spool, msg->id, ngx_time() + delay,
-                                     msg->log);
+    ngx_mail_plus_delivery_defer(msg, ngx_time() + delay, &state);
+}
+
+
+/* the state and the rename to deferred/ go to the thread pool */
+
+static void
+ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg, time_t next,
+    ngx_str_t *state)
+{
+    if (ngx_mail_plus_queue_defer(msg->spool, msg->id, state, next,
+                                  ngx_mail_plus_delivery_deferred, msg,
+                                  msg->pool, msg->log)
+        == NGX_AGAIN)
+    {
+        return;
+    }
 
     ngx_mail_plus_delivery_free(msg);
+}
+
+
+static void
+ngx_mail_plus_delivery_deferred(void *data)
+{
+    ngx_mail_plus_delivery_free(data);
 }
 
 

@@ -1324,83 +1324,187 @@ ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q, u_char *id,
 }
 
 
-/* a new state file: written aside, fsynced, renamed into place */
+/*
+ * a deferral: a new state file (written aside, fsynced, renamed into
+ * place), then the queue file's mtime set to the next attempt and the file
+ * renamed into deferred/; in a thread when there is a thread pool
+ */
+
+typedef struct {
+    ngx_mail_plus_queue_t          *queue;
+    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
+    ngx_str_t                       state;
+    time_t                          next;
+    ngx_err_t                       err;
+    char                           *failed;  /* the call that failed */
+    ngx_mail_plus_queue_defer_pt    handler;
+    void                           *data;
+} ngx_mail_plus_queue_defer_t;
+
+
+static void ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_defer_t *d);
+static void ngx_mail_plus_queue_defer_log(ngx_mail_plus_queue_defer_t *d,
+    ngx_log_t *log);
+#if (NGX_THREADS)
+static void ngx_mail_plus_queue_defer_thread(void *data, ngx_log_t *log);
+static void ngx_mail_plus_queue_defer_done(ngx_event_t *ev);
+#endif
+
+
+/*
+ * NGX_AGAIN: the handler is called from the event loop when it is done;
+ * otherwise it was done in place (NGX_OK) or failed (NGX_ERROR, logged)
+ */
 
 ngx_int_t
-ngx_mail_plus_queue_write_state(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_str_t *state, ngx_log_t *log)
+ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log)
 {
-    u_char    temp[NGX_MAX_PATH], path[NGX_MAX_PATH];
-    ssize_t   n;
-    ngx_fd_t  fd;
+    ngx_mail_plus_queue_defer_t  *d;
+#if (NGX_THREADS)
+    ngx_thread_task_t            *task;
+#endif
 
-    (void) ngx_sprintf(temp, "%V/state/%*s.%P%Z", &q->path,
-                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id, ngx_pid);
-    (void) ngx_sprintf(path, "%V/state/%*s%Z", &q->path,
-                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
+#if (NGX_THREADS)
 
-    fd = ngx_open_file(temp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE, 0600);
-
-    if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_open_file_n " \"%s\" failed", temp);
+    task = ngx_thread_task_alloc(pool, sizeof(ngx_mail_plus_queue_defer_t));
+    if (task == NULL) {
         return NGX_ERROR;
     }
 
-    n = write(fd, state->data, state->len);
+    d = task->ctx;
 
-    if (n != (ssize_t) state->len || fsync(fd) == -1) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      "write() to \"%s\" failed", temp);
-        (void) ngx_close_file(fd);
-        (void) ngx_delete_file(temp);
+#else
+
+    d = ngx_pcalloc(pool, sizeof(ngx_mail_plus_queue_defer_t));
+    if (d == NULL) {
         return NGX_ERROR;
     }
 
-    (void) ngx_close_file(fd);
+#endif
 
-    if (ngx_rename_file(temp, path) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_rename_file_n " \"%s\" to \"%s\" failed",
-                      temp, path);
-        (void) ngx_delete_file(temp);
-        return NGX_ERROR;
+    d->queue = q;
+    ngx_memcpy(d->id, id, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    d->state = *state;
+    d->next = next;
+    d->handler = handler;
+    d->data = data;
+
+#if (NGX_THREADS)
+
+    task->handler = ngx_mail_plus_queue_defer_thread;
+    task->event.data = d;
+    task->event.handler = ngx_mail_plus_queue_defer_done;
+
+    if (ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
+        return NGX_AGAIN;
     }
 
-    return NGX_OK;
+#endif
+
+    ngx_mail_plus_queue_defer_run(d);
+    ngx_mail_plus_queue_defer_log(d, log);
+
+    return d->failed ? NGX_ERROR : NGX_OK;
 }
 
 
-/* a claimed message waits for its next attempt, at the time of its mtime */
+/* no pool, no log: it may run in a thread */
 
-ngx_int_t
-ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id, time_t next,
-    ngx_log_t *log)
+static void
+ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_defer_t *d)
 {
-    u_char          from[NGX_MAX_PATH], to[NGX_MAX_PATH];
-    struct timeval  tv[2];
+    u_char                 temp[NGX_MAX_PATH], path[NGX_MAX_PATH];
+    ssize_t                n;
+    ngx_fd_t               fd;
+    struct timeval         tv[2];
+    ngx_mail_plus_queue_t *q;
 
-    (void) ngx_mail_plus_queue_active_name(q, id, from);
-    (void) ngx_sprintf(to, "%V/deferred/%*s%Z", &q->path,
-                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
+    q = d->queue;
 
-    tv[0].tv_sec = next;
+    if (d->state.len) {
+        (void) ngx_sprintf(temp, "%V/state/%s.%P%Z", &q->path, d->id,
+                           ngx_pid);
+        (void) ngx_sprintf(path, "%V/state/%s%Z", &q->path, d->id);
+
+        fd = open((char *) temp, O_WRONLY|O_CREAT|O_TRUNC, 0600);
+
+        if (fd == -1) {
+            d->err = ngx_errno;
+            d->failed = "open() of a state file";
+            return;
+        }
+
+        n = write(fd, d->state.data, d->state.len);
+
+        if (n != (ssize_t) d->state.len || fsync(fd) == -1) {
+            d->err = ngx_errno;
+            d->failed = "write() of a state file";
+            (void) close(fd);
+            (void) unlink((char *) temp);
+            return;
+        }
+
+        (void) close(fd);
+
+        if (rename((char *) temp, (char *) path) == -1) {
+            d->err = ngx_errno;
+            d->failed = "rename() of a state file";
+            (void) unlink((char *) temp);
+            return;
+        }
+    }
+
+    (void) ngx_mail_plus_queue_active_name(q, d->id, temp);
+    (void) ngx_sprintf(path, "%V/deferred/%s%Z", &q->path, d->id);
+
+    tv[0].tv_sec = d->next;
     tv[0].tv_usec = 0;
     tv[1] = tv[0];
 
-    if (utimes((char *) from, tv) == -1) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      "utimes(\"%s\") failed", from);
+    if (utimes((char *) temp, tv) == -1) {
+        d->err = ngx_errno;
+        d->failed = "utimes() of a queue file";
     }
 
-    if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
-        return NGX_ERROR;
+    if (rename((char *) temp, (char *) path) == -1) {
+        d->err = ngx_errno;
+        d->failed = "rename() of a queue file to deferred/";
     }
-
-    return NGX_OK;
 }
+
+
+static void
+ngx_mail_plus_queue_defer_log(ngx_mail_plus_queue_defer_t *d, ngx_log_t *log)
+{
+    if (d->failed) {
+        ngx_log_error(NGX_LOG_CRIT, log, d->err,
+                      "queue: message %s: %s failed", d->id, d->failed);
+    }
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_mail_plus_queue_defer_thread(void *data, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_defer_run(data);
+}
+
+
+static void
+ngx_mail_plus_queue_defer_done(ngx_event_t *ev)
+{
+    ngx_mail_plus_queue_defer_t  *d = ev->data;
+
+    ngx_mail_plus_queue_defer_log(d, ngx_cycle->log);
+
+    d->handler(d->data);
+}
+
+#endif
 
 
 /* a claimed message not attempted (a worker going away) */
@@ -1415,7 +1519,11 @@ ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
     (void) ngx_sprintf(to, "%V/incoming/%*s%Z", &q->path,
                        (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
 
-    if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
+    /* ENOENT: a deferral finished in a thread as the worker went away */
+
+    if (ngx_rename_file(from, to) == NGX_FILE_ERROR
+        && ngx_errno != NGX_ENOENT)
+    {
         ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
                       ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
         return NGX_ERROR;

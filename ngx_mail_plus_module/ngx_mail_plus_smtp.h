@@ -222,10 +222,11 @@ ngx_fd_t ngx_mail_plus_queue_claim_open(ngx_mail_plus_queue_t *q,
     ngx_uint_t which, ngx_str_t *id, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q,
     u_char *id, ngx_pool_t *pool, ngx_str_t *state);
-ngx_int_t ngx_mail_plus_queue_write_state(ngx_mail_plus_queue_t *q,
-    u_char *id, ngx_str_t *state, ngx_log_t *log);
+typedef void (*ngx_mail_plus_queue_defer_pt)(void *data);
+
 ngx_int_t ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
-    time_t next, ngx_log_t *log);
+    ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
