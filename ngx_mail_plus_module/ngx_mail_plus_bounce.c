@@ -70,7 +70,7 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg, ngx_uint_t delayed,
 
     rcpt = msg->rcpts.elts;
 
-    len = 2048 + 3 * host.len + msg->sender.len;
+    len = 2048 + 10 * host.len + msg->sender.len;
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
         if (rcpt[i].state == state) {
