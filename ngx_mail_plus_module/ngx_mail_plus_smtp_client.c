@@ -1093,10 +1093,36 @@ ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl)
 static void
 ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl, char *reason)
 {
-    ngx_str_t  text;
+    ngx_str_t                       text;
+    ngx_mail_plus_job_t            *job;
+    ngx_mail_plus_dest_t           *dest;
+    ngx_mail_plus_delivery_conf_t  *dcf;
 
     if (cl->job == NULL) {
         ngx_mail_plus_client_close(cl, 0);
+        return;
+    }
+
+    if (cl->state == ngx_mail_plus_client_st_trans && cl->base
+        && cl->reply == 0)
+    {
+        /*
+         * a reused connection that the peer closed meanwhile: the job
+         * takes a new connection, with no result recorded
+         */
+
+        job = cl->job;
+        dest = cl->dest;
+        dcf = cl->dcf;
+
+        cl->job = NULL;
+
+        ngx_log_error(NGX_LOG_INFO, &cl->log, 0,
+                      "delivery: a reused connection to %V failed (%s), "
+                      "trying a new one", &dest->name, reason);
+
+        ngx_mail_plus_client_close(cl, 0);
+        ngx_mail_plus_client_start(dcf, dest, job);
         return;
     }
 

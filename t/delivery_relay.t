@@ -52,6 +52,7 @@ sink('slow', '-w', '1');
 sink('hard', '-f', 'RCPT');
 sink('soft', '-r', 'RCPT');
 sink('relay');
+sink('rset', '-q', 'RSET');
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%LOAD_MODULES%%
@@ -79,6 +80,7 @@ mail {
     queue_route slow.example 127.0.0.1:%%PORT_slow%%;
     queue_route .hard.example 127.0.0.1:%%PORT_hard%%;
     queue_route soft.example 127.0.0.1:%%PORT_soft%%;
+    queue_route rset.example 127.0.0.1:%%PORT_rset%%;
     queue_relay_host 127.0.0.1:%%PORT_relay%%;
 
     server {
@@ -157,6 +159,19 @@ my ($n, $max) = connections('slow');
 ok($n <= 2, "over $n connections");
 is($max, 2, 'at most 2 at once');
 ok(count('slow', qr/: RSET$/m) >= 6, 'RSET between messages');
+
+# a reused connection that fails before any reply: a new connection
+
+like(submit('alice@client.example', ['x@rset.example'], 'rset 1'), qr/^250 /,
+    'queued');
+ok(wait_for(sub { count('rset', qr/smtp-sink: \.$/m) == 1 }, 10),
+    'delivered');
+like(submit('alice@client.example', ['x@rset.example'], 'rset 2'), qr/^250 /,
+    'queued again');
+ok(wait_for(sub { count('rset', qr/smtp-sink: \.$/m) == 2 }, 10),
+    'delivered over a new connection after the reused one failed');
+unlike($t->read_file('error.log'), qr/to=<x\@rset\.example>.*deferred/,
+    'not deferred');
 
 # the relay host, with pipelining
 
