@@ -205,7 +205,9 @@ like(submit('bob@client.example', ['x@soft.example'], 'soft'), qr/^250 /,
 
 ok(wait_for(sub { count('soft', qr/RCPT TO:<x\@soft\.example>/) >= 2 }, 10),
     'retried');
-is($t->spool('spool', 'deferred') + $t->spool('spool', 'active'), 1,
+# (the delay warning may be in the queue too)
+
+ok($t->spool('spool', 'deferred') + $t->spool('spool', 'active') >= 1,
     'still queued');
 
 # a delay warning once, then the queue lifetime ends: a bounce
