@@ -286,6 +286,29 @@ ok(wait_for(sub { !spool_all() }, 5), 'the spool is empty');
 sleep 2;
 is(maildir_count($db, 'bob@example.com'), 13, 'none twice');
 
+# a reload with a full queue: the new workers take it over
+
+kill 'TERM', $db->{pid};
+waitpid($db->{pid}, 0);
+
+for my $i (1 .. 5) {
+    submit(['bob@example.com'], "reloaded $i");
+}
+
+ok(wait_for(sub { $t->spool('spool', 'deferred') == 5 }, 15),
+    'five messages deferred');
+
+ok($t->reload(), 'reloaded');
+
+$db = $t->dovecot('b', addr => '127.0.0.2', users => \%db_users);
+
+ok(wait_for(sub { maildir_count($db, 'bob@example.com') == 18 }, 20),
+    'every queued message delivered after the reload');
+
+ok(wait_for(sub { !spool_all() }, 5), 'the spool is empty');
+sleep 2;
+is(maildir_count($db, 'bob@example.com'), 18, 'none twice');
+
 # kill -9 of the workers during delivery: never lost
 
 my $big = ("x" x 998 . "\r\n") x 2000;
@@ -305,7 +328,7 @@ ok(wait_for(sub {
 
 ok(wait_for(sub { !spool_all() }, 10), 'the spool is empty');
 
-my $count = maildir_count($db, 'bob@example.com') - 13;
+my $count = maildir_count($db, 'bob@example.com') - 18;
 ok($count >= 10 && $count <= 20, "delivered $count times, at least once");
 
 $t->finish();
