@@ -75,6 +75,9 @@ struct ngx_mail_plus_client_s {
     unsigned                        eightbit:1;
     unsigned                        smtputf8:1;
     unsigned                        starttls:1;
+    unsigned                        chunking:1;
+    unsigned                        bdat:1;    /* BDAT, not DATA */
+    unsigned                        sending:1; /* the content */
     unsigned                        mail_failed:1;
     unsigned                        bol:1;     /* at the start of a line */
     unsigned                        greeted:1;
@@ -446,6 +449,11 @@ ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl, u_char *p,
                    && ngx_strncasecmp(k, (u_char *) "STARTTLS", 8) == 0)
         {
             cl->starttls = 1;
+
+        } else if (len == 8
+                   && ngx_strncasecmp(k, (u_char *) "CHUNKING", 8) == 0)
+        {
+            cl->chunking = 1;
         }
     }
 
@@ -700,6 +708,7 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
     cl->eightbit = 0;
     cl->smtputf8 = 0;
     cl->starttls = 0;
+    cl->chunking = 0;
     cl->in->pos = cl->in->start;
     cl->in->last = cl->in->start;
 
@@ -731,6 +740,8 @@ ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl, ngx_uint_t rset)
     cl->accepted = 0;
     cl->offset = 0;
     cl->mail_failed = 0;
+    cl->bdat = 0;
+    cl->sending = 0;
     cl->bol = 1;
 
     if (cl->peer.connection->read->timer_set) {
@@ -741,7 +752,10 @@ ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl, ngx_uint_t rset)
 }
 
 
-/* the commands of a transaction: all at once with PIPELINING */
+/*
+ * the commands of a transaction: all at once with PIPELINING; with
+ * CHUNKING the content follows "BDAT size LAST" at once
+ */
 
 static ngx_int_t
 ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
@@ -794,7 +808,14 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
                 return NGX_DONE;
             }
 
-            p = ngx_cpymem(p, "DATA" CRLF, 6);
+            if (cl->chunking) {
+                p = ngx_sprintf(p, "BDAT %O LAST" CRLF, msg->size);
+                cl->bdat = 1;
+                cl->sending = 1;
+
+            } else {
+                p = ngx_cpymem(p, "DATA" CRLF, 6);
+            }
         }
 
         cl->out->last = p;
@@ -850,6 +871,21 @@ ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl)
             }
         }
 
+    } else if (cl->bdat) {
+
+        /* the reply to BDAT LAST: as to the dot of DATA */
+
+        if (cl->sending) {
+            ngx_mail_plus_client_fail(cl, "4.5.0 BDAT answered before its "
+                                          "content was sent");
+            return NGX_DONE;
+        }
+
+        cl->state = ngx_mail_plus_client_st_dot;
+        cl->reply = 0;
+
+        return ngx_mail_plus_client_dot(cl);
+
     } else {
 
         /* DATA */
@@ -867,6 +903,7 @@ ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl)
         }
 
         cl->state = ngx_mail_plus_client_st_body;
+        cl->sending = 1;
 
         if (c->read->timer_set) {
             ngx_del_timer(c->read);
@@ -892,7 +929,7 @@ ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl)
 {
     ngx_uint_t  i;
 
-    if (cl->dest->protocol != NGX_MAIL_PLUS_LMTP) {
+    if (cl->dest->protocol != NGX_MAIL_PLUS_LMTP || cl->accepted == 0) {
         ngx_mail_plus_client_accepted(cl, cl->code, &cl->reply_text);
         ngx_mail_plus_client_finish(cl, cl->code != 421);
         return NGX_DONE;
@@ -939,9 +976,7 @@ ngx_mail_plus_client_write_handler(ngx_event_t *wev)
         return;
     }
 
-    if (cl->out->pos == cl->out->last
-        && cl->state != ngx_mail_plus_client_st_body)
-    {
+    if (cl->out->pos == cl->out->last && !cl->sending) {
         if (ngx_handle_write_event(wev, 0) != NGX_OK) {
             ngx_mail_plus_client_fail(cl, "4.3.0 internal error");
         }
@@ -970,7 +1005,7 @@ ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl)
 
     for ( ;; ) {
 
-        if (cl->state == ngx_mail_plus_client_st_body
+        if (cl->sending
             && b->end - b->last >= 2 * NGX_MAIL_PLUS_CLIENT_CHUNK + 8)
         {
             if (ngx_mail_plus_client_fill(cl) != NGX_OK) {
@@ -992,9 +1027,8 @@ ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl)
 
         if (n == NGX_AGAIN || n == 0) {
 
-            ngx_add_timer(c->write, cl->state == ngx_mail_plus_client_st_body
-                                    ? cl->dcf->data_timeout
-                                    : cl->dcf->command_timeout);
+            ngx_add_timer(c->write, cl->sending ? cl->dcf->data_timeout
+                                                : cl->dcf->command_timeout);
 
             if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
                 ngx_mail_plus_client_fail(cl, "4.3.0 internal error");
@@ -1049,34 +1083,43 @@ ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl)
 
         cl->offset += n;
 
-        q = cl->out->last;
-        last = cl->chunk + n;
+        if (cl->bdat) {
+            cl->out->last = ngx_cpymem(cl->out->last, cl->chunk, n);
 
-        for (p = cl->chunk; p < last; p++) {
-            if (cl->bol && *p == '.') {
-                *q++ = '.';
+        } else {
+            q = cl->out->last;
+            last = cl->chunk + n;
+
+            for (p = cl->chunk; p < last; p++) {
+                if (cl->bol && *p == '.') {
+                    *q++ = '.';
+                }
+
+                *q++ = *p;
+                cl->bol = (*p == LF);
             }
 
-            *q++ = *p;
-            cl->bol = (*p == LF);
+            cl->out->last = q;
         }
-
-        cl->out->last = q;
 
         if (cl->offset < msg->size) {
             return NGX_OK;
         }
     }
 
-    if (!cl->bol) {
-        *cl->out->last++ = CR;
-        *cl->out->last++ = LF;
+    cl->sending = 0;
+
+    if (!cl->bdat) {
+        if (!cl->bol) {
+            *cl->out->last++ = CR;
+            *cl->out->last++ = LF;
+        }
+
+        cl->out->last = ngx_cpymem(cl->out->last, "." CRLF, 3);
+
+        cl->state = ngx_mail_plus_client_st_dot;
+        cl->reply = 0;
     }
-
-    cl->out->last = ngx_cpymem(cl->out->last, "." CRLF, 3);
-
-    cl->state = ngx_mail_plus_client_st_dot;
-    cl->reply = 0;
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);

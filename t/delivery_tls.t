@@ -146,6 +146,8 @@ my $text = $rx->read_file("spool/incoming/$id");
 like($text, qr/^Received: from \S+ \(\[127\.0\.0\.1\]\)\r\n\tby rx\.test \(nginx mail_plus\) with ESMTPS /m,
     'over TLS');
 like($text, qr/^Subject: over tls\r$/m, 'the message');
+like($rx->read_file('error.log'), qr/smtp command \d+ "BDAT \d+ LAST"/,
+    'with BDAT, which the receiver offers');
 
 ok(wait_for(sub { !$tx->spool('spool') && !$tx->spool('spool', 'active') },
     5), 'gone from the sender\'s spool');
