@@ -33,7 +33,7 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg, ngx_uint_t delayed,
     u_char                          *p, *buf;
     size_t                           len;
     ngx_str_t                       *to, host;
-    ngx_uint_t                       i, state;
+    ngx_uint_t                       i, n, state, mask;
     ngx_array_t                      rcpts;
     ngx_mail_plus_rcpt_t            *rcpt;
     ngx_mail_plus_queue_msg_t       *m;
@@ -43,6 +43,25 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg, ngx_uint_t delayed,
     host = ngx_cycle->hostname;
 
     state = delayed ? NGX_MAIL_PLUS_RCPT_DEFERRED : NGX_MAIL_PLUS_RCPT_FAILED;
+    mask = delayed ? NGX_MAIL_PLUS_NOTIFY_DELAY : NGX_MAIL_PLUS_NOTIFY_FAILURE;
+
+    /* RFC 3461 4.1: only the recipients whose NOTIFY= asks for it */
+
+    rcpt = msg->rcpts.elts;
+    n = 0;
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+        rcpt[i].quiet = (rcpt[i].notify_mask
+                         && !(rcpt[i].notify_mask & mask));
+
+        if (rcpt[i].state == state && !rcpt[i].quiet) {
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return NGX_DECLINED;
+    }
 
     if (ngx_array_init(&rcpts, msg->pool, 1, sizeof(ngx_str_t)) != NGX_OK) {
         return NGX_ERROR;
@@ -68,13 +87,12 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg, ngx_uint_t delayed,
         return NGX_ERROR;
     }
 
-    rcpt = msg->rcpts.elts;
-
-    len = 2048 + 10 * host.len + msg->sender.len;
+    len = msg->envid.len + 2048 + 10 * host.len + msg->sender.len;
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
-        if (rcpt[i].state == state) {
+        if (rcpt[i].state == state && !rcpt[i].quiet) {
             len += 256 + 2 * (rcpt[i].addr.len + rcpt[i].reply.len)
+                   + rcpt[i].orcpt.len
                    + (rcpt[i].dest ? rcpt[i].dest->name.len : 0);
         }
     }
@@ -118,7 +136,7 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg, ngx_uint_t delayed,
                               "or more recipients.");
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
-        if (rcpt[i].state == state) {
+        if (rcpt[i].state == state && !rcpt[i].quiet) {
             p = ngx_sprintf(p, "<%V>: %V" CRLF, &rcpt[i].addr,
                             &rcpt[i].reply);
         }
@@ -128,14 +146,24 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg, ngx_uint_t delayed,
                     "Content-Type: message/delivery-status" CRLF
                     CRLF
                     "Reporting-MTA: dns; %V" CRLF
-                    "X-Mail-Plus-Queue-ID: %s" CRLF
-                    "Arrival-Date: %s" CRLF,
-                    m->id, &host, &host, msg->id, date);
+                    "X-Mail-Plus-Queue-ID: %s" CRLF,
+                    m->id, &host, &host, msg->id);
+
+    if (msg->envid.len) {
+        p = ngx_sprintf(p, "Original-Envelope-Id: %V" CRLF, &msg->envid);
+    }
+
+    p = ngx_sprintf(p, "Arrival-Date: %s" CRLF, date);
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
 
-        if (rcpt[i].state != state) {
+        if (rcpt[i].state != state || rcpt[i].quiet) {
             continue;
+        }
+
+        if (rcpt[i].orcpt.len) {
+            p = ngx_sprintf(p, CRLF "Original-Recipient: %V",
+                            &rcpt[i].orcpt);
         }
 
         p = ngx_sprintf(p, CRLF "Final-Recipient: rfc822; %V" CRLF

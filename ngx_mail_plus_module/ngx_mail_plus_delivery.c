@@ -53,6 +53,8 @@ static void ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q,
     u_char *id);
 static void ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id);
 static ngx_int_t ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg);
+static void ngx_mail_plus_delivery_dsn(ngx_mail_plus_rcpt_t *rcpt,
+    ngx_str_t *v);
 static ngx_int_t ngx_mail_plus_delivery_state(ngx_mail_plus_dmsg_t *msg);
 static void ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg);
 static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve(
@@ -893,6 +895,24 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
 
         switch (v.data - p) {
 
+        case 4:
+            if (ngx_strncmp(p, "ret ", 4) == 0 && v.len <= 4) {
+                msg->ret = v;
+
+            } else if (ngx_strncmp(p, "dsn ", 4) == 0 && msg->rcpts.nelts) {
+                rcpt = msg->rcpts.elts;
+                ngx_mail_plus_delivery_dsn(&rcpt[msg->rcpts.nelts - 1], &v);
+            }
+
+            break;
+
+        case 6:
+            if (ngx_strncmp(p, "envid ", 6) == 0 && v.len <= 100) {
+                msg->envid = v;
+            }
+
+            break;
+
         case 5:
             if (ngx_strncmp(p, "rcpt ", 5) == 0) {
                 rcpt = ngx_array_push(&msg->rcpts);
@@ -942,6 +962,56 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
     }
 
     return NGX_OK;
+}
+
+
+/* "dsn NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.com" of a recipient */
+
+static void
+ngx_mail_plus_delivery_dsn(ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *v)
+{
+    u_char  *p, *last, *end;
+
+    p = v->data;
+    last = p + v->len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, ' ');
+        if (end == NULL) {
+            end = last;
+        }
+
+        if (end - p > 7 && end - p <= 64
+            && ngx_strncasecmp(p, (u_char *) "NOTIFY=", 7) == 0)
+        {
+            rcpt->notify.data = p + 7;
+            rcpt->notify.len = end - p - 7;
+
+            if (ngx_strlcasestrn(p, end, (u_char *) "NEVER", 5 - 1)) {
+                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_NEVER;
+            }
+
+            if (ngx_strlcasestrn(p, end, (u_char *) "SUCCESS", 7 - 1)) {
+                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_SUCCESS;
+            }
+
+            if (ngx_strlcasestrn(p, end, (u_char *) "FAILURE", 7 - 1)) {
+                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_FAILURE;
+            }
+
+            if (ngx_strlcasestrn(p, end, (u_char *) "DELAY", 5 - 1)) {
+                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_DELAY;
+            }
+
+        } else if (end - p > 6 && end - p <= 512
+                   && ngx_strncasecmp(p, (u_char *) "ORCPT=", 6) == 0)
+        {
+            rcpt->orcpt.data = p + 6;
+            rcpt->orcpt.len = end - p - 6;
+        }
+
+        p = end + 1;
+    }
 }
 
 
@@ -1533,6 +1603,7 @@ ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job)
 static void
 ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
 {
+    ngx_int_t              rc;
     ngx_str_t              text;
     ngx_uint_t             i, failed;
     ngx_mail_plus_rcpt_t  *rcpt;
@@ -1577,16 +1648,22 @@ ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
 
     if (failed && msg->sender.len) {
 
-        if (ngx_mail_plus_bounce(msg, 0, ngx_mail_plus_delivery_bounced, msg)
-            == NGX_AGAIN)
-        {
+        rc = ngx_mail_plus_bounce(msg, 0, ngx_mail_plus_delivery_bounced,
+                                  msg);
+
+        if (rc == NGX_AGAIN) {
             return;
         }
 
-        /* no bounce could be queued: the failures are tried again */
+        /* NGX_DECLINED: NOTIFY= asked for no report */
 
-        ngx_mail_plus_delivery_record(msg, 0);
-        return;
+        if (rc == NGX_ERROR) {
+
+            /* no bounce could be queued: the failures are tried again */
+
+            ngx_mail_plus_delivery_record(msg, 0);
+            return;
+        }
     }
 
     ngx_mail_plus_delivery_record(msg, 1);
@@ -1653,7 +1730,7 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
     if (dcf->delay_warning && !msg->warned && msg->sender.len
         && ngx_time() - msg->arrival >= dcf->delay_warning
         && ngx_mail_plus_bounce(msg, 1, ngx_mail_plus_delivery_warned, NULL)
-           == NGX_AGAIN)
+           != NGX_ERROR)
     {
         msg->warned = 1;
     }

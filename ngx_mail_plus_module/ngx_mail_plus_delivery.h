@@ -40,6 +40,14 @@
 #define NGX_MAIL_PLUS_TLS_REQUIRED    2
 
 
+/* NOTIFY= of RFC 3461; none given: FAILURE and DELAY */
+
+#define NGX_MAIL_PLUS_NOTIFY_NEVER    0x01
+#define NGX_MAIL_PLUS_NOTIFY_SUCCESS  0x02
+#define NGX_MAIL_PLUS_NOTIFY_FAILURE  0x04
+#define NGX_MAIL_PLUS_NOTIFY_DELAY    0x08
+
+
 /* recipients in one transaction, at most */
 
 #define NGX_MAIL_PLUS_JOB_RCPTS       50
@@ -92,7 +100,11 @@ typedef struct {
     ngx_str_t                       reply;    /* for the log and bounces */
     ngx_str_t                       dsn;      /* e.g. "5.1.1" */
     ngx_mail_plus_dest_t           *dest;
+    ngx_str_t                       notify;   /* RFC 3461, as received */
+    ngx_str_t                       orcpt;
+    ngx_uint_t                      notify_mask;
     unsigned                        remote:1; /* the reply is the peer's */
+    unsigned                        quiet:1;  /* NOTIFY= wants no report */
 } ngx_mail_plus_rcpt_t;
 
 
@@ -109,6 +121,8 @@ struct ngx_mail_plus_dmsg_s {
     off_t                           size;     /* of the content */
     time_t                          arrival;
     ngx_str_t                       sender;
+    ngx_str_t                       ret;      /* RFC 3461, as received */
+    ngx_str_t                       envid;
     ngx_uint_t                      body_type;
     ngx_uint_t                      attempts; /* before this one */
     ngx_array_t                     rcpts;    /* ngx_mail_plus_rcpt_t */

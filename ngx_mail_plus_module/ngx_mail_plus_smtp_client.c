@@ -76,6 +76,7 @@ struct ngx_mail_plus_client_s {
     unsigned                        smtputf8:1;
     unsigned                        starttls:1;
     unsigned                        chunking:1;
+    unsigned                        dsn:1;
     unsigned                        bdat:1;    /* BDAT, not DATA */
     unsigned                        sending:1; /* the content */
     unsigned                        mail_failed:1;
@@ -454,6 +455,11 @@ ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl, u_char *p,
                    && ngx_strncasecmp(k, (u_char *) "CHUNKING", 8) == 0)
         {
             cl->chunking = 1;
+
+        } else if (len == 3
+                   && ngx_strncasecmp(k, (u_char *) "DSN", 3) == 0)
+        {
+            cl->dsn = 1;
         }
     }
 
@@ -709,6 +715,7 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
     cl->smtputf8 = 0;
     cl->starttls = 0;
     cl->chunking = 0;
+    cl->dsn = 0;
     cl->in->pos = cl->in->start;
     cl->in->last = cl->in->start;
 
@@ -768,7 +775,10 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
     msg = cl->job->msg;
     rcpt = msg->rcpts.elts;
 
-    while (cl->cmd < cl->ncmds && (cl->pipelining || cl->cmd == cl->reply)) {
+    while (cl->cmd < cl->ncmds
+           && (cl->pipelining || cl->cmd == cl->reply)
+           && cl->out->end - cl->out->last >= 2048)
+    {
 
         k = cl->cmd;
         p = cl->out->last;
@@ -793,11 +803,31 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
                 p = ngx_cpymem(p, " SMTPUTF8", 9);
             }
 
+            /* RFC 3461 passed on to a next hop that knows it */
+
+            if (cl->dsn && msg->ret.len) {
+                p = ngx_sprintf(p, " RET=%V", &msg->ret);
+            }
+
+            if (cl->dsn && msg->envid.len) {
+                p = ngx_sprintf(p, " ENVID=%V", &msg->envid);
+            }
+
             *p++ = CR; *p++ = LF;
 
         } else if (k <= cl->base + cl->job->nrcpts) {
             i = cl->job->rcpts[k - cl->base - 1];
-            p = ngx_sprintf(p, "RCPT TO:<%V>" CRLF, &rcpt[i].login);
+            p = ngx_sprintf(p, "RCPT TO:<%V>", &rcpt[i].login);
+
+            if (cl->dsn && rcpt[i].notify.len) {
+                p = ngx_sprintf(p, " NOTIFY=%V", &rcpt[i].notify);
+            }
+
+            if (cl->dsn && rcpt[i].orcpt.len) {
+                p = ngx_sprintf(p, " ORCPT=%V", &rcpt[i].orcpt);
+            }
+
+            *p++ = CR; *p++ = LF;
 
         } else {
 

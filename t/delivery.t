@@ -240,6 +240,22 @@ sleep 1;
 is(maildir_count($db, 'bob@example.com'), 2, 'bob got it once');
 is(maildir_count($da, 'alice@example.com'), 1, 'alice got one bounce');
 
+# RFC 3461 fields of the envelope (docs/spool.md) in the bounce
+
+$t->inject('spool', 'alice@example.com', "envid ENV42\r\n"
+    . "rcpt ghost\@example.com\r\n"
+    . "dsn NOTIFY=FAILURE ORCPT=rfc822;Ghost\@example.com\r\n");
+
+ok(wait_for(sub { maildir_count($da, 'alice@example.com') == 2 }, 10),
+    'a bounce for the injected message');
+
+$bounce = maildir_text($da, 'alice@example.com');
+
+like($bounce, qr/^Original-Envelope-Id: ENV42\r?$/m, 'Original-Envelope-Id');
+like($bounce, qr/^Original-Recipient: rfc822;Ghost\@example\.com\r?\n(?#
+    )Final-Recipient: rfc822; ghost\@example\.com\r?$/m,
+    'Original-Recipient');
+
 # the backend down: deferred, then delivered at a retry
 
 kill 'TERM', $db->{pid};

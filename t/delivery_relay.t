@@ -227,6 +227,35 @@ is(scalar @warnings, 1, 'one delay warning');
 
 ok(wait_for(sub { !spool_all() }, 10), 'the spool is empty');
 
+# RFC 3461 parameters in the envelope (docs/spool.md): passed on to a next
+# hop that offers DSN; NOTIFY=NEVER: no bounce
+
+$t->inject('spool', 'carol@client.example', "ret HDRS\r\nenvid ENV123\r\n"
+    . "rcpt y\@other.example\r\n"
+    . "dsn NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Y\@other.example\r\n");
+
+ok(wait_for(sub { $t->read_file('relay.log') =~ /carol/ }, 10),
+    'injected message relayed');
+like($t->read_file('relay.log'),
+    qr/MAIL FROM:<carol\@client\.example> BODY=7BIT RET=HDRS ENVID=ENV123/,
+    'RET and ENVID passed on');
+like($t->read_file('relay.log'),
+    qr/RCPT TO:<y\@other\.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Y\@other\.example/,
+    'NOTIFY and ORCPT passed on');
+
+my $bounces = count('relay', qr/MAIL FROM:<>/);
+
+$t->inject('spool', 'dave@client.example', "rcpt never\@a.hard.example\r\n"
+    . "dsn NOTIFY=NEVER\r\n");
+
+ok(wait_for(sub {
+    $t->read_file('error.log') =~ /to=<never\@a\.hard\.example>.*status=bounced/
+}, 10), 'failed');
+ok(wait_for(sub { !spool_all() }, 10), 'the spool is empty');
+sleep 1;
+is(count('relay', qr/MAIL FROM:<>/), $bounces, 'no bounce for NOTIFY=NEVER');
+unlike($t->read_file('relay.log'), qr/RCPT TO:<dave/, 'none to dave');
+
 $t->finish();
 
 ###############################################################################

@@ -691,6 +691,38 @@ sub spool {
     return @ids;
 }
 
+# inject($spool, $sender, $lines, $content): puts a queue file made by hand
+# (docs/spool.md) into incoming/, with envelope lines after the sender
+# (rcpt, and others); returns its queue ID.
+
+my $inject_seq = 0;
+
+sub inject {
+    my ($self, $spool, $sender, $lines, $content) = @_;
+
+    my $now = int(time());
+    my $id = sprintf('%08X%05X%06X%03X', $now, $inject_seq, 0xFFFFF0,
+        $inject_seq);
+    $inject_seq++;
+
+    $content = "Subject: injected\r\n\r\nbody\r\n" unless defined $content;
+
+    $self->write_file("$spool/tmp/$id", "MAILPLUS-QUEUE 1\r\nid $id\r\n"
+        . "arrival $now\r\nclient 127.0.0.1\r\nhelo test\r\n"
+        . "login \r\nbody 7BIT    \r\nsmtputf8 no\r\nsender $sender\r\n"
+        . $lines . "end\r\n" . $content);
+
+    # owned like the spool: the workers set its mtime when they defer it
+
+    my ($uid, $gid) = (stat($self->path("$spool/incoming")))[4, 5];
+    chown $uid, $gid, $self->path("$spool/tmp/$id");
+
+    rename($self->path("$spool/tmp/$id"), $self->path("$spool/incoming/$id"))
+        or die "rename: $!\n";
+
+    return $id;
+}
+
 # workers(): the PIDs of nginx's worker processes.
 
 sub workers {
