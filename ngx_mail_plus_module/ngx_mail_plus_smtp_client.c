@@ -87,6 +87,7 @@ struct ngx_mail_plus_client_s {
 
 static void ngx_mail_plus_client_reuse(ngx_mail_plus_client_t *cl,
     ngx_mail_plus_job_t *job);
+static ngx_int_t ngx_mail_plus_client_refused(ngx_mail_plus_client_t *cl);
 static void ngx_mail_plus_client_connected(ngx_mail_plus_client_t *cl);
 static void ngx_mail_plus_client_read_handler(ngx_event_t *rev);
 static void ngx_mail_plus_client_write_handler(ngx_event_t *wev);
@@ -490,11 +491,7 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
         cl->greeted = 1;
 
         if (cl->code != 220) {
-            ngx_mail_plus_delivery_result_all(cl->job, cl->code >= 500
-                                                       ? 451 : cl->code,
-                                              &cl->reply_text);
-            ngx_mail_plus_client_finish(cl, 0);
-            return NGX_DONE;
+            return ngx_mail_plus_client_refused(cl);
         }
 
         if (cl->dest->server) {
@@ -522,11 +519,7 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
     case ngx_mail_plus_client_st_ehlo:
 
         if (cl->code != 250) {
-            ngx_mail_plus_delivery_result_all(cl->job, cl->code >= 500
-                                                       ? 451 : cl->code,
-                                              &cl->reply_text);
-            ngx_mail_plus_client_finish(cl, 0);
-            return NGX_DONE;
+            return ngx_mail_plus_client_refused(cl);
         }
 
         return ngx_mail_plus_client_ehlo_done(cl);
@@ -536,11 +529,7 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
     case ngx_mail_plus_client_st_starttls:
 
         if (cl->code != 220) {
-            ngx_mail_plus_delivery_result_all(cl->job, cl->code >= 500
-                                                       ? 451 : cl->code,
-                                              &cl->reply_text);
-            ngx_mail_plus_client_finish(cl, 0);
-            return NGX_DONE;
+            return ngx_mail_plus_client_refused(cl);
         }
 
         return ngx_mail_plus_client_tls(cl);
@@ -556,9 +545,7 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 
             /* a wrong password is the operator's to fix: deferred */
 
-            ngx_mail_plus_delivery_result_all(cl->job, 451, &cl->reply_text);
-            ngx_mail_plus_client_finish(cl, 0);
-            return NGX_DONE;
+            return ngx_mail_plus_client_refused(cl);
         }
 
         ngx_mail_plus_client_begin(cl, 0);
@@ -586,6 +573,23 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 
         return NGX_DONE;
     }
+}
+
+
+/*
+ * the greeting, EHLO, STARTTLS or AUTH refused: the session is of no use,
+ * the recipients are deferred whatever the code (a setup problem)
+ */
+
+static ngx_int_t
+ngx_mail_plus_client_refused(ngx_mail_plus_client_t *cl)
+{
+    ngx_mail_plus_delivery_result_all(cl->job, cl->code >= 500 ? 451
+                                                               : cl->code,
+                                      &cl->reply_text);
+    ngx_mail_plus_client_finish(cl, 0);
+
+    return NGX_DONE;
 }
 
 

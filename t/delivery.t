@@ -114,22 +114,12 @@ my $n = 0;
 sub submit {
     my ($rcpts, $subject, %opts) = @_;
 
-    my $s = MailPlus::Test::Client->new($t->port('smtp')) or return 'connect';
-    $s->smtp_reply();
-    $s->smtp('EHLO client.test');
-    $s->smtp('AUTH PLAIN '
-        . encode_base64("\0alice\@example.com\0pwA", ''));
-    $s->smtp('MAIL FROM:<alice@example.com>');
-    $s->smtp("RCPT TO:<$_>") for @$rcpts;
-    $s->smtp('DATA');
-
     my $body = $opts{body} || "Hello.\r\n..leading dot\r\n";
 
-    my $r = $s->smtp("From: alice\@example.com\r\nTo: bob\@example.com\r\n"
-        . "Subject: $subject\r\n\r\n$body.");
-    $s->smtp('QUIT');
-
-    return $r;
+    return $t->submit($t->port('smtp'), 'alice@example.com', $rcpts,
+        "From: alice\@example.com\r\nTo: bob\@example.com\r\n"
+        . "Subject: $subject\r\n\r\n$body",
+        auth => encode_base64("\0alice\@example.com\0pwA", ''));
 }
 
 sub maildir_count {

@@ -69,17 +69,8 @@ $t->run();
 sub submit {
     my ($subject) = @_;
 
-    my $s = MailPlus::Test::Client->new($t->port('smtp')) or return 'connect';
-    $s->smtp_reply();
-    $s->smtp('EHLO client.test');
-    $s->smtp('MAIL FROM:<alice@client.example>');
-    $s->smtp('RCPT TO:<bob@example.com>');
-    $s->smtp('DATA');
-
-    my $r = $s->smtp("Subject: $subject\r\n\r\nbody\r\n.");
-    $s->smtp('QUIT');
-
-    return $r;
+    return $t->submit($t->port('smtp'), 'alice@client.example',
+        ['bob@example.com'], "Subject: $subject\r\n\r\nbody\r\n");
 }
 
 sub delivered {

@@ -102,17 +102,8 @@ $t->run();
 sub submit {
     my ($from, $rcpts, $subject) = @_;
 
-    my $s = MailPlus::Test::Client->new($t->port('smtp')) or return 'connect';
-    $s->smtp_reply();
-    $s->smtp('EHLO client.test');
-    $s->smtp("MAIL FROM:<$from>");
-    $s->smtp("RCPT TO:<$_>") for @$rcpts;
-    $s->smtp('DATA');
-
-    my $r = $s->smtp("Subject: $subject\r\n\r\nbody\r\n..dot\r\n.");
-    $s->smtp('QUIT');
-
-    return $r;
+    return $t->submit($t->port('smtp'), $from, $rcpts,
+        "Subject: $subject\r\n\r\nbody\r\n..dot\r\n");
 }
 
 # connections(name): how many, and the most at once, from the sink's log

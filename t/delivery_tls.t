@@ -123,17 +123,8 @@ $tx->run();
 sub submit {
     my ($rcpt, $subject) = @_;
 
-    my $s = MailPlus::Test::Client->new($tx->port('smtp')) or return 'connect';
-    $s->smtp_reply();
-    $s->smtp('EHLO client.test');
-    $s->smtp('MAIL FROM:<alice@client.example>');
-    $s->smtp("RCPT TO:<$rcpt>");
-    $s->smtp('DATA');
-
-    my $r = $s->smtp("Subject: $subject\r\n\r\nbody\r\n.");
-    $s->smtp('QUIT');
-
-    return $r;
+    return $tx->submit($tx->port('smtp'), 'alice@client.example', [$rcpt],
+        "Subject: $subject\r\n\r\nbody\r\n");
 }
 
 like(submit('x@tls.example', 'over tls'), qr/^250 /, 'queued');

@@ -691,6 +691,28 @@ sub spool {
     return @ids;
 }
 
+# submit($port, $from, \@rcpts, $data, auth => base64): one message over
+# SMTP (EHLO, AUTH PLAIN if asked, MAIL, RCPT, DATA, QUIT); $data is sent
+# as is, dot-stuffed by the caller, without the final dot.  Returns the
+# reply to the end of the data.
+
+sub submit {
+    my ($self, $port, $from, $rcpts, $data, %opts) = @_;
+
+    my $s = MailPlus::Test::Client->new($port) or return 'connect';
+    $s->smtp_reply();
+    $s->smtp('EHLO client.test');
+    $s->smtp("AUTH PLAIN $opts{auth}") if $opts{auth};
+    $s->smtp("MAIL FROM:<$from>");
+    $s->smtp("RCPT TO:<$_>") for @$rcpts;
+    $s->smtp('DATA');
+
+    my $r = $s->smtp("$data.");
+    $s->smtp('QUIT');
+
+    return $r;
+}
+
 # inject($spool, $sender, $lines, $content): puts a queue file made by hand
 # (docs/spool.md) into incoming/, with envelope lines after the sender
 # (rcpt, and others); returns its queue ID.
