@@ -295,7 +295,7 @@ ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(dcf->lifetime, 5 * 86400);
     ngx_conf_init_msec_value(dcf->scan_interval, 5000);
     ngx_conf_init_uint_value(dcf->concurrency, 20);
-    ngx_conf_init_uint_value(dcf->active_limit, 10000);
+    ngx_conf_init_uint_value(dcf->active_limit, 1000);
     ngx_conf_init_msec_value(dcf->connect_timeout, 30000);
     ngx_conf_init_msec_value(dcf->helo_timeout, 300000);
     ngx_conf_init_msec_value(dcf->command_timeout, 300000);
