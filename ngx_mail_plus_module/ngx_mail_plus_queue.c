@@ -70,6 +70,8 @@ struct ngx_mail_plus_queue_s {
     ngx_thread_task_t          *task;
     ngx_thread_task_t          *fill_task;
 #endif
+
+    ngx_mail_plus_queue_notify_pt  notify;    /* a message committed */
 };
 
 
@@ -917,6 +919,10 @@ ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q)
             m->handler(m);
         }
 
+        if (m->err == 0 && q->notify) {
+            q->notify(q, m->id);
+        }
+
         ngx_destroy_pool(m->pool);
     }
 
@@ -1015,6 +1021,539 @@ ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
 
         ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
                       ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The delivery's part of the spool (docs/spool.md):
+ *
+ *   <spool>/active/<ID>.<pid>  a message claimed by the worker <pid>
+ *   <spool>/deferred/<ID>      waiting for a retry; its mtime is the time
+ *                              of the next attempt
+ *   <spool>/state/<ID>         recipients done or failed, attempts so far
+ *
+ * A claim is a rename() into active/ with the pid of the claiming worker
+ * in the name: a claim whose process no longer runs is taken back into
+ * incoming/ (at-least-once: a duplicate is possible, a loss is not).
+ */
+
+
+static ngx_int_t ngx_mail_plus_queue_active_name(ngx_mail_plus_queue_t *q,
+    u_char *id, u_char *path);
+
+
+ngx_int_t
+ngx_mail_plus_queue_delivery_init(ngx_cycle_t *cycle,
+    ngx_mail_plus_queue_t *q)
+{
+    u_char      path[NGX_MAX_PATH];
+    ngx_uint_t  n;
+
+    (void) ngx_sprintf(path, "%V/deferred%Z", &q->path);
+
+    if (ngx_mail_plus_queue_mkdir(cycle, path) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf(path, "%V/state%Z", &q->path);
+
+    if (ngx_mail_plus_queue_mkdir(cycle, path) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    n = ngx_mail_plus_queue_reclaim(q, cycle->log);
+
+    (void) ngx_sprintf(path, "%V/deferred%Z", &q->path);
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "queue spool \"%V\": %ui messages deferred, "
+                  "%ui claims of gone processes taken back",
+                  &q->path, ngx_mail_plus_queue_count(path), n);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_mail_plus_queue_set_notify(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_notify_pt notify)
+{
+    q->notify = notify;
+}
+
+
+/* claims in active/ of processes that no longer run go back to incoming/ */
+
+ngx_uint_t
+ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
+{
+    u_char      *name, *dot, from[NGX_MAX_PATH], to[NGX_MAX_PATH];
+    size_t       len;
+    ngx_int_t    pid;
+    ngx_dir_t    dir;
+    ngx_uint_t   n;
+
+    n = 0;
+
+    (void) ngx_sprintf(from, "%V/active%Z", &q->path);
+
+    if (ngx_mail_plus_queue_open_dir(from, &dir) == NGX_ERROR) {
+        return 0;
+    }
+
+    while (ngx_read_dir(&dir) == NGX_OK) {
+        name = ngx_de_name(&dir);
+        len = ngx_de_namelen(&dir);
+
+        if (len < NGX_MAIL_PLUS_QUEUE_ID_LEN
+            || !ngx_mail_plus_queue_valid_id(name, NGX_MAIL_PLUS_QUEUE_ID_LEN)
+            || len > NGX_MAIL_PLUS_QUEUE_ID_LEN + 1 + NGX_INT64_LEN)
+        {
+            continue;
+        }
+
+        dot = name + NGX_MAIL_PLUS_QUEUE_ID_LEN;
+
+        if (dot < name + len) {
+            if (*dot != '.') {
+                continue;
+            }
+
+            pid = ngx_atoi(dot + 1, name + len - dot - 1);
+
+            if (pid > 0 && (kill(pid, 0) == 0 || ngx_errno == NGX_EPERM)) {
+                continue;
+            }
+        }
+
+        (void) ngx_sprintf(from, "%V/active/%*s%Z", &q->path, len, name);
+        (void) ngx_sprintf(to, "%V/incoming/%*s%Z", &q->path,
+                           (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, name);
+
+        if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
+            if (ngx_errno != NGX_ENOENT) {
+                ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                              ngx_rename_file_n " \"%s\" to \"%s\" failed",
+                              from, to);
+            }
+
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "queue: message %*s taken back from a gone process",
+                      (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, name);
+        n++;
+    }
+
+    (void) ngx_close_dir(&dir);
+
+    return n;
+}
+
+
+/* incoming/: every message; deferred/: those whose mtime has come */
+
+ngx_int_t
+ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q, ngx_uint_t which,
+    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id,
+    void *data), void *data, ngx_log_t *log)
+{
+    u_char           path[NGX_MAX_PATH];
+    time_t           now;
+    ngx_int_t        rc;
+    ngx_str_t        id;
+    ngx_dir_t        dir;
+    ngx_file_info_t  fi;
+
+    if (which == NGX_MAIL_PLUS_QUEUE_INCOMING) {
+        return ngx_mail_plus_queue_scan(q, handler, data, log);
+    }
+
+    (void) ngx_sprintf(path, "%V/deferred%Z", &q->path);
+
+    if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                      ngx_open_dir_n " \"%s\" failed", path);
+        return NGX_ERROR;
+    }
+
+    now = ngx_time();
+    rc = NGX_OK;
+
+    while (ngx_read_dir(&dir) == NGX_OK) {
+        id.data = ngx_de_name(&dir);
+        id.len = ngx_de_namelen(&dir);
+
+        if (!ngx_mail_plus_queue_valid_id(id.data, id.len)) {
+            continue;
+        }
+
+        (void) ngx_sprintf(path, "%V/deferred/%V%Z", &q->path, &id);
+
+        if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
+            || ngx_file_mtime(&fi) > now)
+        {
+            continue;
+        }
+
+        rc = handler(q, &id, data);
+
+        if (rc != NGX_OK) {
+            break;
+        }
+    }
+
+    (void) ngx_close_dir(&dir);
+
+    return rc;
+}
+
+
+/*
+ * the claim: incoming/<ID> or deferred/<ID> to active/<ID>.<pid>, then the
+ * file is opened for reading; NGX_DECLINED: another worker was first
+ */
+
+ngx_fd_t
+ngx_mail_plus_queue_claim_open(ngx_mail_plus_queue_t *q, ngx_uint_t which,
+    ngx_str_t *id, ngx_log_t *log)
+{
+    u_char    from[NGX_MAX_PATH], to[NGX_MAX_PATH];
+    ngx_fd_t  fd;
+
+    if (!ngx_mail_plus_queue_valid_id(id->data, id->len)) {
+        ngx_set_errno(NGX_ENOENT);
+        return NGX_INVALID_FILE;
+    }
+
+    (void) ngx_sprintf(from, "%V/%s/%V%Z", &q->path,
+                       which == NGX_MAIL_PLUS_QUEUE_INCOMING ? "incoming"
+                                                             : "deferred",
+                       id);
+
+    (void) ngx_mail_plus_queue_active_name(q, id->data, to);
+
+    if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
+        if (ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                          ngx_rename_file_n " \"%s\" to \"%s\" failed",
+                          from, to);
+        }
+
+        return NGX_INVALID_FILE;
+    }
+
+    fd = ngx_open_file(to, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                      ngx_open_file_n " \"%s\" failed", to);
+
+        /* left to the next start, or to a reclaim */
+
+        (void) ngx_rename_file(to, from);
+    }
+
+    return fd;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_queue_active_name(ngx_mail_plus_queue_t *q, u_char *id,
+    u_char *path)
+{
+    (void) ngx_sprintf(path, "%V/active/%*s.%P%Z", &q->path,
+                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id, ngx_pid);
+
+    return NGX_OK;
+}
+
+
+/* the state file: empty when there is none */
+
+ngx_int_t
+ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_pool_t *pool, ngx_str_t *state)
+{
+    u_char           path[NGX_MAX_PATH];
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_file_info_t  fi;
+
+    state->len = 0;
+    state->data = NULL;
+
+    (void) ngx_sprintf(path, "%V/state/%*s%Z", &q->path,
+                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
+
+    fd = ngx_open_file(path, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        return ngx_errno == NGX_ENOENT ? NGX_OK : NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 16 * 1024 * 1024)
+    {
+        (void) ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    state->data = ngx_pnalloc(pool, ngx_file_size(&fi) + 1);
+    if (state->data == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = pread(fd, state->data, ngx_file_size(&fi), 0);
+
+    (void) ngx_close_file(fd);
+
+    if (n < 0) {
+        return NGX_ERROR;
+    }
+
+    state->len = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * a deferral: a new state file (written aside, fsynced, renamed into
+ * place), then the queue file's mtime set to the next attempt and the file
+ * renamed into deferred/; in a thread when there is a thread pool
+ */
+
+typedef struct {
+    ngx_mail_plus_queue_t          *queue;
+    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
+    ngx_str_t                       state;
+    time_t                          next;
+    ngx_err_t                       err;
+    char                           *failed;  /* the call that failed */
+    ngx_mail_plus_queue_defer_pt    handler;
+    void                           *data;
+} ngx_mail_plus_queue_defer_t;
+
+
+static void ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_defer_t *d);
+static void ngx_mail_plus_queue_defer_log(ngx_mail_plus_queue_defer_t *d,
+    ngx_log_t *log);
+#if (NGX_THREADS)
+static void ngx_mail_plus_queue_defer_thread(void *data, ngx_log_t *log);
+static void ngx_mail_plus_queue_defer_done(ngx_event_t *ev);
+#endif
+
+
+/*
+ * NGX_AGAIN: the handler is called from the event loop when it is done;
+ * otherwise it was done in place (NGX_OK) or failed (NGX_ERROR, logged)
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_defer_t  *d;
+#if (NGX_THREADS)
+    ngx_thread_task_t            *task;
+#endif
+
+#if (NGX_THREADS)
+
+    task = ngx_thread_task_alloc(pool, sizeof(ngx_mail_plus_queue_defer_t));
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    d = task->ctx;
+
+#else
+
+    d = ngx_pcalloc(pool, sizeof(ngx_mail_plus_queue_defer_t));
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+#endif
+
+    d->queue = q;
+    ngx_memcpy(d->id, id, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    d->state = *state;
+    d->next = next;
+    d->handler = handler;
+    d->data = data;
+
+#if (NGX_THREADS)
+
+    task->handler = ngx_mail_plus_queue_defer_thread;
+    task->event.data = d;
+    task->event.handler = ngx_mail_plus_queue_defer_done;
+
+    if (ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
+        return NGX_AGAIN;
+    }
+
+#endif
+
+    ngx_mail_plus_queue_defer_run(d);
+    ngx_mail_plus_queue_defer_log(d, log);
+
+    return d->failed ? NGX_ERROR : NGX_OK;
+}
+
+
+/* no pool, no log: it may run in a thread */
+
+static void
+ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_defer_t *d)
+{
+    u_char                 temp[NGX_MAX_PATH], path[NGX_MAX_PATH];
+    ssize_t                n;
+    ngx_fd_t               fd;
+    struct timeval         tv[2];
+    ngx_mail_plus_queue_t *q;
+
+    q = d->queue;
+
+    if (d->state.len) {
+        (void) ngx_sprintf(temp, "%V/state/%s.%P%Z", &q->path, d->id,
+                           ngx_pid);
+        (void) ngx_sprintf(path, "%V/state/%s%Z", &q->path, d->id);
+
+        fd = open((char *) temp, O_WRONLY|O_CREAT|O_TRUNC, 0600);
+
+        if (fd == -1) {
+            d->err = ngx_errno;
+            d->failed = "open() of a state file";
+            return;
+        }
+
+        n = write(fd, d->state.data, d->state.len);
+
+        if (n != (ssize_t) d->state.len || fsync(fd) == -1) {
+            d->err = ngx_errno;
+            d->failed = "write() of a state file";
+            (void) close(fd);
+            (void) unlink((char *) temp);
+            return;
+        }
+
+        (void) close(fd);
+
+        if (rename((char *) temp, (char *) path) == -1) {
+            d->err = ngx_errno;
+            d->failed = "rename() of a state file";
+            (void) unlink((char *) temp);
+            return;
+        }
+    }
+
+    (void) ngx_mail_plus_queue_active_name(q, d->id, temp);
+    (void) ngx_sprintf(path, "%V/deferred/%s%Z", &q->path, d->id);
+
+    tv[0].tv_sec = d->next;
+    tv[0].tv_usec = 0;
+    tv[1] = tv[0];
+
+    if (utimes((char *) temp, tv) == -1) {
+        d->err = ngx_errno;
+        d->failed = "utimes() of a queue file";
+    }
+
+    if (rename((char *) temp, (char *) path) == -1) {
+        d->err = ngx_errno;
+        d->failed = "rename() of a queue file to deferred/";
+    }
+}
+
+
+static void
+ngx_mail_plus_queue_defer_log(ngx_mail_plus_queue_defer_t *d, ngx_log_t *log)
+{
+    if (d->failed) {
+        ngx_log_error(NGX_LOG_CRIT, log, d->err,
+                      "queue: message %s: %s failed", d->id, d->failed);
+    }
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_mail_plus_queue_defer_thread(void *data, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_defer_run(data);
+}
+
+
+static void
+ngx_mail_plus_queue_defer_done(ngx_event_t *ev)
+{
+    ngx_mail_plus_queue_defer_t  *d = ev->data;
+
+    ngx_mail_plus_queue_defer_log(d, ngx_cycle->log);
+
+    d->handler(d->data);
+}
+
+#endif
+
+
+/* a claimed message not attempted (a worker going away) */
+
+ngx_int_t
+ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_log_t *log)
+{
+    u_char  from[NGX_MAX_PATH], to[NGX_MAX_PATH];
+
+    (void) ngx_mail_plus_queue_active_name(q, id, from);
+    (void) ngx_sprintf(to, "%V/incoming/%*s%Z", &q->path,
+                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
+
+    /* ENOENT: a deferral finished in a thread as the worker went away */
+
+    if (ngx_rename_file(from, to) == NGX_FILE_ERROR
+        && ngx_errno != NGX_ENOENT)
+    {
+        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                      ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* every recipient is done: the message and its state go */
+
+ngx_int_t
+ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_log_t *log)
+{
+    u_char  path[NGX_MAX_PATH];
+
+    (void) ngx_sprintf(path, "%V/state/%*s%Z", &q->path,
+                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
+
+    if (ngx_delete_file(path) == NGX_FILE_ERROR && ngx_errno != NGX_ENOENT) {
+        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                      ngx_delete_file_n " \"%s\" failed", path);
+    }
+
+    (void) ngx_mail_plus_queue_active_name(q, id, path);
+
+    if (ngx_delete_file(path) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                      ngx_delete_file_n " \"%s\" failed", path);
         return NGX_ERROR;
     }
 

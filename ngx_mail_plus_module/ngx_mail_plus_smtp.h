@@ -141,6 +141,8 @@ typedef struct ngx_mail_plus_queue_s      ngx_mail_plus_queue_t;
 typedef struct ngx_mail_plus_queue_msg_s  ngx_mail_plus_queue_msg_t;
 
 typedef void (*ngx_mail_plus_queue_handler_pt)(ngx_mail_plus_queue_msg_t *m);
+typedef void (*ngx_mail_plus_queue_notify_pt)(ngx_mail_plus_queue_t *q,
+    u_char *id);
 
 
 #define NGX_MAIL_PLUS_QUEUE_ID_LEN  22
@@ -201,6 +203,34 @@ ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
 ngx_int_t ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
     ngx_log_t *log);
 ngx_mail_plus_queue_t *ngx_mail_plus_queue_get(ngx_cycle_t *cycle);
+
+/* for the delivery (docs/spool.md): deferred/, state/, claims by pid */
+
+#define NGX_MAIL_PLUS_QUEUE_INCOMING  0
+#define NGX_MAIL_PLUS_QUEUE_DEFERRED  1
+
+ngx_int_t ngx_mail_plus_queue_delivery_init(ngx_cycle_t *cycle,
+    ngx_mail_plus_queue_t *q);
+void ngx_mail_plus_queue_set_notify(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_notify_pt notify);
+ngx_uint_t ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q,
+    ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q,
+    ngx_uint_t which, ngx_int_t (*handler)(ngx_mail_plus_queue_t *q,
+    ngx_str_t *id, void *data), void *data, ngx_log_t *log);
+ngx_fd_t ngx_mail_plus_queue_claim_open(ngx_mail_plus_queue_t *q,
+    ngx_uint_t which, ngx_str_t *id, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q,
+    u_char *id, ngx_pool_t *pool, ngx_str_t *state);
+typedef void (*ngx_mail_plus_queue_defer_pt)(void *data);
+
+ngx_int_t ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_log_t *log);
 
 
 /* the session */

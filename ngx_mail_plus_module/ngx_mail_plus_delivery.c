@@ -1,0 +1,1822 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus_delivery.h"
+
+
+/*
+ * The queue runner.  Every worker takes part: it claims due messages by
+ * rename() into active/<ID>.<pid> (new ones at once when it committed them,
+ * the others by a periodic scan of incoming/ and deferred/), splits the
+ * recipients by destination (a local domain's recipient goes to its
+ * mailbox backend as the router decides, over LMTP or SMTP; others to a
+ * per-domain route or the relay host), hands each part to a connection of
+ * that destination, and when every part is done records the result:
+ * removed, or deferred with a new state file and a retry time, with a
+ * bounce for the recipients that failed.
+ */
+
+
+typedef struct {
+    ngx_mail_plus_delivery_conf_t  *dcf;
+    ngx_mail_plus_main_conf_t      *mpcf;
+    ngx_mail_plus_queue_t          *queue;
+    ngx_array_t                     local;     /* ngx_str_t */
+    ngx_queue_t                     dests;     /* ngx_mail_plus_dest_t */
+    ngx_queue_t                     msgs;      /* ngx_mail_plus_dmsg_t */
+    ngx_uint_t                      nmsgs;
+    ngx_event_t                     scan;
+} ngx_mail_plus_delivery_ctx_t;
+
+
+static void *ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf);
+static char *ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_mail_plus_delivery_warning(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_mail_plus_delivery_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle);
+static void ngx_mail_plus_delivery_exit_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_mail_plus_delivery_local_domains(ngx_cycle_t *cycle);
+static void ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev);
+static ngx_int_t ngx_mail_plus_delivery_found(ngx_mail_plus_queue_t *q,
+    ngx_str_t *id, void *data);
+static void ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q,
+    u_char *id);
+static void ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id);
+static ngx_int_t ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg);
+static void ngx_mail_plus_delivery_dsn(ngx_mail_plus_rcpt_t *rcpt,
+    ngx_str_t *v);
+static ngx_int_t ngx_mail_plus_delivery_state(ngx_mail_plus_dmsg_t *msg);
+static void ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg);
+static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve(
+    ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt);
+static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_dest(
+    struct sockaddr *sa, socklen_t socklen, in_port_t port,
+    ngx_uint_t protocol, ngx_mail_plus_relay_t *relay,
+    ngx_mail_plus_server_t *server);
+static ngx_uint_t ngx_mail_plus_delivery_is_local(ngx_str_t *domain);
+static void ngx_mail_plus_delivery_submit(ngx_mail_plus_job_t *job);
+static void ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt, ngx_uint_t code, ngx_str_t *text);
+static void ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg);
+static void ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m);
+static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
+    ngx_uint_t bounced);
+static void ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg,
+    time_t next, ngx_str_t *state);
+static void ngx_mail_plus_delivery_deferred(void *data);
+static void ngx_mail_plus_delivery_warned(ngx_mail_plus_queue_msg_t *m);
+static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
+
+
+static ngx_conf_enum_t  ngx_mail_plus_delivery_tls[] = {
+    { ngx_string("off"), NGX_MAIL_PLUS_TLS_OFF },
+    { ngx_string("on"), NGX_MAIL_PLUS_TLS_MAY },
+    { ngx_string("required"), NGX_MAIL_PLUS_TLS_REQUIRED },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_mail_plus_delivery_commands[] = {
+
+    { ngx_string("queue_delivery"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, enable),
+      NULL },
+
+    { ngx_string("queue_retry_first"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, retry_first),
+      NULL },
+
+    { ngx_string("queue_retry_max"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, retry_max),
+      NULL },
+
+    { ngx_string("queue_lifetime"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, lifetime),
+      NULL },
+
+    { ngx_string("queue_delay_warning"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_mail_plus_delivery_warning,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, delay_warning),
+      NULL },
+
+    { ngx_string("queue_scan_interval"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, scan_interval),
+      NULL },
+
+    { ngx_string("queue_destination_concurrency"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, concurrency),
+      NULL },
+
+    { ngx_string("queue_active_limit"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, active_limit),
+      NULL },
+
+    { ngx_string("queue_connect_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("queue_helo_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, helo_timeout),
+      NULL },
+
+    { ngx_string("queue_command_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, command_timeout),
+      NULL },
+
+    { ngx_string("queue_data_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, data_timeout),
+      NULL },
+
+    { ngx_string("queue_idle_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("queue_helo_name"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, helo_name),
+      NULL },
+
+    { ngx_string("queue_backend_starttls"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, tls),
+      &ngx_mail_plus_delivery_tls },
+
+    { ngx_string("queue_route"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_mail_plus_delivery_route,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("queue_relay_host"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_mail_plus_delivery_route,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      1,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_mail_module_t  ngx_mail_plus_delivery_module_ctx = {
+    NULL,                                  /* protocol */
+
+    ngx_mail_plus_delivery_create_conf,    /* create main configuration */
+    ngx_mail_plus_delivery_init_conf,      /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL                                   /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_mail_plus_delivery_module = {
+    NGX_MODULE_V1,
+    &ngx_mail_plus_delivery_module_ctx,    /* module context */
+    ngx_mail_plus_delivery_commands,       /* module directives */
+    NGX_MAIL_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    ngx_mail_plus_delivery_init_module,    /* init module */
+    ngx_mail_plus_delivery_init_process,   /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_mail_plus_delivery_exit_process,   /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_mail_plus_delivery_ctx_t  *ngx_mail_plus_delivery;
+
+static ngx_str_t  ngx_mail_plus_delivery_none = ngx_string("none");
+
+
+static void *
+ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf)
+{
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    dcf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_delivery_conf_t));
+    if (dcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     dcf->helo_name = { 0, NULL };
+     *     dcf->routes = NULL;
+     *     dcf->relay = NULL;
+     */
+
+    dcf->enable = NGX_CONF_UNSET;
+    dcf->retry_first = NGX_CONF_UNSET;
+    dcf->retry_max = NGX_CONF_UNSET;
+    dcf->lifetime = NGX_CONF_UNSET;
+    dcf->scan_interval = NGX_CONF_UNSET_MSEC;
+    dcf->concurrency = NGX_CONF_UNSET_UINT;
+    dcf->active_limit = NGX_CONF_UNSET_UINT;
+    dcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    dcf->helo_timeout = NGX_CONF_UNSET_MSEC;
+    dcf->command_timeout = NGX_CONF_UNSET_MSEC;
+    dcf->data_timeout = NGX_CONF_UNSET_MSEC;
+    dcf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    dcf->tls = NGX_CONF_UNSET_UINT;
+    dcf->delay_warning = NGX_CONF_UNSET;
+
+    return dcf;
+}
+
+
+static char *
+ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_mail_plus_delivery_conf_t *dcf = conf;
+
+#if (NGX_MAIL_SSL)
+    ngx_pool_cleanup_t  *cln;
+#endif
+
+    ngx_conf_init_value(dcf->enable, 0);
+    ngx_conf_init_value(dcf->retry_first, 300);
+    ngx_conf_init_value(dcf->retry_max, 3600);
+    ngx_conf_init_value(dcf->lifetime, 5 * 86400);
+    ngx_conf_init_msec_value(dcf->scan_interval, 5000);
+    ngx_conf_init_uint_value(dcf->concurrency, 20);
+    ngx_conf_init_uint_value(dcf->active_limit, 1000);
+    ngx_conf_init_msec_value(dcf->connect_timeout, 30000);
+    ngx_conf_init_msec_value(dcf->helo_timeout, 300000);
+    ngx_conf_init_msec_value(dcf->command_timeout, 300000);
+    ngx_conf_init_msec_value(dcf->data_timeout, 600000);
+    ngx_conf_init_msec_value(dcf->idle_timeout, 5000);
+    ngx_conf_init_uint_value(dcf->tls, NGX_MAIL_PLUS_TLS_MAY);
+    ngx_conf_init_value(dcf->delay_warning, 0);
+
+    if (dcf->helo_name.len == 0) {
+        dcf->helo_name = cf->cycle->hostname;
+    }
+
+    if (dcf->retry_first < 1 || dcf->retry_max < dcf->retry_first) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"queue_retry_max\" must not be less than "
+                      "\"queue_retry_first\", which must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (dcf->concurrency == 0 || dcf->active_limit == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"queue_destination_concurrency\" and "
+                      "\"queue_active_limit\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+#if (NGX_MAIL_SSL)
+
+    /* STARTTLS to next hops: opportunistic, no certificate checks */
+
+    dcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (dcf->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    dcf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(dcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(dcf->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = dcf->ssl;
+
+#endif
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * queue_route domain host:port [lmtp] [auth=login:password];
+ * queue_relay_host host:port [auth=login:password];
+ */
+
+static char *
+ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_plus_delivery_conf_t *dcf = conf;
+
+    u_char                 *p;
+    ngx_str_t              *value, plain;
+    ngx_url_t               u;
+    ngx_uint_t              i, n;
+    ngx_mail_plus_relay_t  *r;
+
+    value = cf->args->elts;
+
+    if (cmd->offset) {
+        if (dcf->relay) {
+            return "is duplicate";
+        }
+
+        r = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_relay_t));
+        if (r == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        dcf->relay = r;
+        n = 1;
+
+    } else {
+        if (dcf->routes == NULL) {
+            dcf->routes = ngx_array_create(cf->pool, 4,
+                                           sizeof(ngx_mail_plus_relay_t));
+            if (dcf->routes == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        r = ngx_array_push(dcf->routes);
+        if (r == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(r, sizeof(ngx_mail_plus_relay_t));
+
+        r->domain = value[1];
+        ngx_strlow(r->domain.data, r->domain.data, r->domain.len);
+        n = 2;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[n];
+    u.default_port = 25;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
+                           u.err ? u.err : "no address", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    r->addr = u.addrs[0];
+    r->name = u.addrs[0].name;
+    r->protocol = NGX_MAIL_PLUS_SMTP;
+    r->tls = NGX_MAIL_PLUS_TLS_MAY;
+
+    for (i = n + 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len == 4
+            && ngx_strncmp(value[i].data, "lmtp", 4) == 0
+            && cmd->offset == 0)
+        {
+            r->protocol = NGX_MAIL_PLUS_LMTP;
+            continue;
+        }
+
+        if (value[i].len > 9
+            && ngx_strncmp(value[i].data, "starttls=", 9) == 0)
+        {
+            if (ngx_strcmp(value[i].data + 9, "off") == 0) {
+                r->tls = NGX_MAIL_PLUS_TLS_OFF;
+
+            } else if (ngx_strcmp(value[i].data + 9, "required") == 0) {
+                r->tls = NGX_MAIL_PLUS_TLS_REQUIRED;
+
+            } else if (ngx_strcmp(value[i].data + 9, "on") != 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (value[i].len > 5 && ngx_strncmp(value[i].data, "auth=", 5) == 0) {
+
+            p = ngx_strlchr(value[i].data + 5, value[i].data + value[i].len,
+                            ':');
+            if (p == NULL) {
+                goto invalid;
+            }
+
+            /* AUTH PLAIN: authzid NUL authcid NUL password */
+
+            plain.len = value[i].len - 5 + 1;
+            plain.data = ngx_pnalloc(cf->pool, plain.len);
+            if (plain.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            plain.data[0] = '\0';
+            ngx_memcpy(plain.data + 1, value[i].data + 5, value[i].len - 5);
+            plain.data[1 + (p - value[i].data - 5)] = '\0';
+
+            r->auth.len = ngx_base64_encoded_length(plain.len);
+            r->auth.data = ngx_pnalloc(cf->pool, r->auth.len);
+            if (r->auth.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_encode_base64(&r->auth, &plain);
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* queue_delay_warning time | off; */
+
+static char *
+ngx_mail_plus_delivery_warning(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_mail_plus_delivery_conf_t *dcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (dcf->delay_warning != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        dcf->delay_warning = 0;
+        return NGX_CONF_OK;
+    }
+
+    dcf->delay_warning = ngx_parse_time(&value[1], 1);
+
+    if (dcf->delay_warning == (time_t) NGX_ERROR || dcf->delay_warning == 0) {
+        return "invalid value";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_mail_plus_delivery_conf_t *
+ngx_mail_plus_delivery_get_conf(ngx_cycle_t *cycle)
+{
+    ngx_mail_conf_ctx_t  *ctx;
+
+    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_mail_module);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    return ctx->main_conf[ngx_mail_plus_delivery_module.ctx_index];
+}
+
+
+/* in the master, at start and reload: claims of gone workers come back */
+
+static ngx_int_t
+ngx_mail_plus_delivery_init_module(ngx_cycle_t *cycle)
+{
+    ngx_mail_plus_queue_t          *q;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    dcf = ngx_mail_plus_delivery_get_conf(cycle);
+    q = ngx_mail_plus_queue_get(cycle);
+
+    if (dcf == NULL || q == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_mail_plus_queue_delivery_init(cycle, q);
+}
+
+
+static ngx_int_t
+ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle)
+{
+    ngx_mail_plus_queue_t          *q;
+    ngx_mail_plus_delivery_ctx_t   *ctx;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    dcf = ngx_mail_plus_delivery_get_conf(cycle);
+    q = ngx_mail_plus_queue_get(cycle);
+
+    if (dcf == NULL || q == NULL || !dcf->enable) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_pcalloc(cycle->pool, sizeof(ngx_mail_plus_delivery_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->dcf = dcf;
+    ctx->queue = q;
+    ctx->mpcf = ngx_mail_plus_get_main_conf(cycle);
+
+    ngx_queue_init(&ctx->dests);
+    ngx_queue_init(&ctx->msgs);
+
+    ngx_mail_plus_delivery = ctx;
+
+    if (ngx_mail_plus_delivery_local_domains(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_mail_plus_queue_set_notify(q, ngx_mail_plus_delivery_notify);
+
+    ctx->scan.handler = ngx_mail_plus_delivery_scan_handler;
+    ctx->scan.data = ctx;
+    ctx->scan.log = cycle->log;
+    ctx->scan.cancelable = 1;
+
+    /* the workers start at once, spread over a few milliseconds */
+
+    ngx_add_timer(&ctx->scan, 1 + ngx_random() % 100);
+
+    return NGX_OK;
+}
+
+
+/* the local domains of every store-and-forward server */
+
+static ngx_int_t
+ngx_mail_plus_delivery_local_domains(ngx_cycle_t *cycle)
+{
+    ngx_str_t                       *d, *l;
+    ngx_uint_t                       i, j;
+    ngx_mail_conf_ctx_t             *ctx;
+    ngx_mail_core_srv_conf_t       **cscfp;
+    ngx_mail_core_main_conf_t       *cmcf;
+    ngx_mail_plus_smtp_srv_conf_t   *sscf;
+
+    if (ngx_array_init(&ngx_mail_plus_delivery->local, cycle->pool, 4,
+                       sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_mail_module);
+
+    cmcf = ctx->main_conf[ngx_mail_core_module.ctx_index];
+    cscfp = cmcf->servers.elts;
+
+    for (i = 0; i < cmcf->servers.nelts; i++) {
+        sscf = cscfp[i]->ctx->srv_conf[ngx_mail_plus_smtp_module.ctx_index];
+
+        if (!sscf->enable || sscf->local_domains == NULL) {
+            continue;
+        }
+
+        d = sscf->local_domains->elts;
+
+        for (j = 0; j < sscf->local_domains->nelts; j++) {
+            l = ngx_array_push(&ngx_mail_plus_delivery->local);
+            if (l == NULL) {
+                return NGX_ERROR;
+            }
+
+            *l = d[j];
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* a worker going away gives back what it claimed and did not finish */
+
+static void
+ngx_mail_plus_delivery_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_t                   *q;
+    ngx_mail_plus_dmsg_t          *msg;
+    ngx_mail_plus_delivery_ctx_t  *ctx;
+
+    ctx = ngx_mail_plus_delivery;
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ctx->msgs)) {
+        q = ngx_queue_head(&ctx->msgs);
+        msg = ngx_queue_data(q, ngx_mail_plus_dmsg_t, queue);
+
+        (void) ngx_mail_plus_queue_release(ctx->queue, msg->id, cycle->log);
+
+        ngx_mail_plus_delivery_free(msg);
+    }
+
+    ngx_mail_plus_delivery = NULL;
+}
+
+
+static void
+ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
+{
+    ngx_uint_t                     which;
+    ngx_mail_plus_delivery_ctx_t  *ctx;
+
+    ctx = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    (void) ngx_mail_plus_queue_reclaim(ctx->queue, ev->log);
+
+    which = NGX_MAIL_PLUS_QUEUE_INCOMING;
+
+    (void) ngx_mail_plus_queue_scan_due(ctx->queue, which,
+                                        ngx_mail_plus_delivery_found, &which,
+                                        ev->log);
+
+    which = NGX_MAIL_PLUS_QUEUE_DEFERRED;
+
+    (void) ngx_mail_plus_queue_scan_due(ctx->queue, which,
+                                        ngx_mail_plus_delivery_found, &which,
+                                        ev->log);
+
+    ngx_add_timer(ev, ctx->dcf->scan_interval);
+}
+
+
+static ngx_int_t
+ngx_mail_plus_delivery_found(ngx_mail_plus_queue_t *q, ngx_str_t *id,
+    void *data)
+{
+    ngx_uint_t *which = data;
+
+    if (ngx_mail_plus_delivery->nmsgs >= ngx_mail_plus_delivery->dcf->active_limit)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_mail_plus_delivery_claim(*which, id);
+
+    return NGX_OK;
+}
+
+
+/* a message this worker has just committed: scheduled at once */
+
+static void
+ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
+{
+    ngx_str_t  name;
+
+    if (ngx_mail_plus_delivery == NULL || ngx_exiting || ngx_terminate
+        || ngx_mail_plus_delivery->nmsgs
+           >= ngx_mail_plus_delivery->dcf->active_limit)
+    {
+        return;
+    }
+
+    name.data = id;
+    name.len = NGX_MAIL_PLUS_QUEUE_ID_LEN;
+
+    ngx_mail_plus_delivery_claim(NGX_MAIL_PLUS_QUEUE_INCOMING, &name);
+}
+
+
+static void
+ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id)
+{
+    ngx_fd_t                       fd;
+    ngx_str_t                      state;
+    ngx_pool_t                    *pool;
+    ngx_mail_plus_dmsg_t          *msg;
+    ngx_mail_plus_delivery_ctx_t  *ctx;
+
+    ctx = ngx_mail_plus_delivery;
+
+    fd = ngx_mail_plus_queue_claim_open(ctx->queue, which, id,
+                                        ngx_cycle->log);
+    if (fd == NGX_INVALID_FILE) {
+        return;
+    }
+
+    pool = ngx_create_pool(4096, ngx_cycle->log);
+    if (pool == NULL) {
+        goto failed;
+    }
+
+    msg = ngx_pcalloc(pool, sizeof(ngx_mail_plus_dmsg_t));
+    if (msg == NULL) {
+        ngx_destroy_pool(pool);
+        goto failed;
+    }
+
+    msg->pool = pool;
+    msg->log = ngx_cycle->log;
+    msg->spool = ctx->queue;
+    msg->fd = fd;
+
+    ngx_memcpy(msg->id, id->data, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+
+    ngx_queue_insert_tail(&ctx->msgs, &msg->queue);
+    ctx->nmsgs++;
+
+    if (ngx_mail_plus_delivery_envelope(msg) != NGX_OK
+        || ngx_mail_plus_delivery_state(msg) != NGX_OK)
+    {
+        /* set aside until an operator looks: retried at the longest */
+
+        ngx_log_error(NGX_LOG_CRIT, msg->log, 0,
+                      "queue: message %s is unreadable, deferred", msg->id);
+
+        ngx_str_null(&state);
+
+        ngx_mail_plus_delivery_defer(msg, ngx_time() + ctx->dcf->retry_max,
+                                     &state);
+        return;
+    }
+
+    ngx_mail_plus_delivery_plan(msg);
+
+    return;
+
+failed:
+
+    (void) ngx_close_file(fd);
+    (void) ngx_mail_plus_queue_release(ctx->queue, id->data, ngx_cycle->log);
+}
+
+
+/* the envelope lines of the queue file, up to "end" */
+
+static ngx_int_t
+ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
+{
+    u_char                *p, *last, *eol, *buf;
+    size_t                 size;
+    ssize_t                n;
+    ngx_str_t              v;
+    ngx_file_info_t        fi;
+    ngx_mail_plus_rcpt_t  *rcpt;
+
+    if (ngx_fd_info(msg->fd, &fi) == NGX_FILE_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_array_init(&msg->rcpts, msg->pool, 4,
+                       sizeof(ngx_mail_plus_rcpt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    size = 8192;
+
+    for ( ;; ) {
+        size = (size_t) ngx_min((off_t) size, ngx_file_size(&fi));
+
+        buf = ngx_pnalloc(msg->pool, size);
+        if (buf == NULL) {
+            return NGX_ERROR;
+        }
+
+        n = pread(msg->fd, buf, size, 0);
+        if (n < 0) {
+            return NGX_ERROR;
+        }
+
+        last = buf + n;
+
+        p = ngx_strlcasestrn(buf, last, (u_char *) CRLF "end" CRLF, 6);
+
+        if (p) {
+            break;
+        }
+
+        if ((off_t) size >= ngx_file_size(&fi) || size >= 64 * 1024 * 1024) {
+            return NGX_ERROR;
+        }
+
+        size *= 4;
+    }
+
+    msg->body = p + 7 - buf;
+    msg->size = ngx_file_size(&fi) - msg->body;
+
+    if (ngx_strncmp(buf, "MAILPLUS-QUEUE 1" CRLF, 18) != 0) {
+        return NGX_ERROR;
+    }
+
+    last = p + 2;
+
+    for (p = buf; p < last; p = eol + 2) {
+        eol = ngx_strlchr(p, last, CR);
+        if (eol == NULL) {
+            break;
+        }
+
+        v.data = ngx_strlchr(p, eol, ' ');
+        if (v.data == NULL) {
+            continue;
+        }
+
+        v.data++;
+        v.len = eol - v.data;
+
+        switch (v.data - p) {
+
+        case 4:
+            if (ngx_strncmp(p, "ret ", 4) == 0 && v.len <= 4) {
+                msg->ret = v;
+
+            } else if (ngx_strncmp(p, "dsn ", 4) == 0 && msg->rcpts.nelts) {
+                rcpt = msg->rcpts.elts;
+                ngx_mail_plus_delivery_dsn(&rcpt[msg->rcpts.nelts - 1], &v);
+            }
+
+            break;
+
+        case 6:
+            if (ngx_strncmp(p, "envid ", 6) == 0 && v.len <= 100) {
+                msg->envid = v;
+            }
+
+            break;
+
+        case 5:
+            if (ngx_strncmp(p, "rcpt ", 5) == 0) {
+                rcpt = ngx_array_push(&msg->rcpts);
+                if (rcpt == NULL) {
+                    return NGX_ERROR;
+                }
+
+                ngx_memzero(rcpt, sizeof(ngx_mail_plus_rcpt_t));
+                rcpt->addr = v;
+                rcpt->login = v;
+
+            } else if (ngx_strncmp(p, "body ", 5) == 0) {
+                msg->body_type = (v.len >= 8
+                                  && ngx_strncmp(v.data, "8BITMIME", 8) == 0)
+                                 ? NGX_MAIL_PLUS_BODY_8BITMIME
+                                 : NGX_MAIL_PLUS_BODY_7BIT;
+            }
+
+            break;
+
+        case 7:
+            if (ngx_strncmp(p, "sender ", 7) == 0) {
+                msg->sender = v;
+            }
+
+            break;
+
+        case 8:
+            if (ngx_strncmp(p, "arrival ", 8) == 0) {
+                msg->arrival = ngx_atotm(v.data, v.len);
+            }
+
+            break;
+
+        case 9:
+            if (ngx_strncmp(p, "smtputf8 ", 9) == 0) {
+                msg->smtputf8 = (v.len == 3
+                                 && ngx_strncmp(v.data, "yes", 3) == 0);
+            }
+
+            break;
+        }
+    }
+
+    if (msg->rcpts.nelts == 0 || msg->arrival <= 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* "dsn NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.com" of a recipient */
+
+static void
+ngx_mail_plus_delivery_dsn(ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *v)
+{
+    u_char  *p, *last, *end;
+
+    p = v->data;
+    last = p + v->len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, ' ');
+        if (end == NULL) {
+            end = last;
+        }
+
+        if (end - p > 7 && end - p <= 64
+            && ngx_strncasecmp(p, (u_char *) "NOTIFY=", 7) == 0)
+        {
+            rcpt->notify.data = p + 7;
+            rcpt->notify.len = end - p - 7;
+
+            if (ngx_strlcasestrn(p, end, (u_char *) "NEVER", 5 - 1)) {
+                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_NEVER;
+            }
+
+            if (ngx_strlcasestrn(p, end, (u_char *) "SUCCESS", 7 - 1)) {
+                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_SUCCESS;
+            }
+
+            if (ngx_strlcasestrn(p, end, (u_char *) "FAILURE", 7 - 1)) {
+                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_FAILURE;
+            }
+
+            if (ngx_strlcasestrn(p, end, (u_char *) "DELAY", 5 - 1)) {
+                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_DELAY;
+            }
+
+        } else if (end - p > 6 && end - p <= 512
+                   && ngx_strncasecmp(p, (u_char *) "ORCPT=", 6) == 0)
+        {
+            rcpt->orcpt.data = p + 6;
+            rcpt->orcpt.len = end - p - 6;
+        }
+
+        p = end + 1;
+    }
+}
+
+
+/*
+ * the state file of earlier attempts:
+ *
+ *     attempts 3
+ *     done b@example.com
+ */
+
+static ngx_int_t
+ngx_mail_plus_delivery_state(ngx_mail_plus_dmsg_t *msg)
+{
+    u_char                *p, *last, *eol;
+    ngx_str_t              state, v;
+    ngx_uint_t             i;
+    ngx_mail_plus_rcpt_t  *rcpt;
+
+    if (ngx_mail_plus_queue_read_state(msg->spool, msg->id, msg->pool,
+                                       &state)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rcpt = msg->rcpts.elts;
+    last = state.data + state.len;
+
+    for (p = state.data; p < last; p = eol + 1) {
+        eol = ngx_strlchr(p, last, LF);
+        if (eol == NULL) {
+            break;
+        }
+
+        if (eol - p > 9 && ngx_strncmp(p, "attempts ", 9) == 0) {
+            msg->attempts = ngx_atoi(p + 9, eol - p - 9);
+
+            if (msg->attempts == (ngx_uint_t) NGX_ERROR) {
+                msg->attempts = 0;
+            }
+
+            continue;
+        }
+
+        if (eol - p == 8 && ngx_strncmp(p, "warned 1", 8) == 0) {
+            msg->warned = 1;
+            continue;
+        }
+
+        if (eol - p > 5 && ngx_strncmp(p, "done ", 5) == 0) {
+            v.data = p + 5;
+            v.len = eol - v.data;
+
+            for (i = 0; i < msg->rcpts.nelts; i++) {
+                if (rcpt[i].addr.len == v.len
+                    && ngx_strncmp(rcpt[i].addr.data, v.data, v.len) == 0)
+                {
+                    rcpt[i].state = NGX_MAIL_PLUS_RCPT_DONE;
+                }
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* recipients split by destination; each part is a job */
+
+static void
+ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
+{
+    ngx_str_t               text;
+    ngx_uint_t              i, j, njobs;
+    ngx_mail_plus_job_t   **jobs, *job;
+    ngx_mail_plus_dest_t   *dest;
+    ngx_mail_plus_rcpt_t   *rcpt;
+
+    rcpt = msg->rcpts.elts;
+
+    jobs = ngx_pcalloc(msg->pool, msg->rcpts.nelts * sizeof(void *));
+    if (jobs == NULL) {
+        ngx_str_set(&text, "4.3.0 out of memory");
+        goto defer_all;
+    }
+
+    /* the message is held while jobs are made and started */
+
+    msg->jobs = 1;
+    njobs = 0;
+
+    if (ngx_time() - msg->arrival > ngx_mail_plus_delivery->dcf->lifetime) {
+        goto done;
+    }
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+
+        if (rcpt[i].state != NGX_MAIL_PLUS_RCPT_PENDING) {
+            continue;
+        }
+
+        dest = ngx_mail_plus_delivery_resolve(msg, &rcpt[i]);
+
+        if (dest == NULL) {
+            continue;
+        }
+
+        rcpt[i].dest = dest;
+
+        for (j = 0; j < njobs; j++) {
+            if (jobs[j]->dest == dest
+                && jobs[j]->nrcpts < NGX_MAIL_PLUS_JOB_RCPTS)
+            {
+                break;
+            }
+        }
+
+        if (j == njobs) {
+            job = ngx_pcalloc(msg->pool, sizeof(ngx_mail_plus_job_t));
+            if (job == NULL) {
+                ngx_str_set(&text, "4.3.0 out of memory");
+                ngx_mail_plus_delivery_set(msg, &rcpt[i], 451, &text);
+                continue;
+            }
+
+            job->msg = msg;
+            job->dest = dest;
+            jobs[njobs++] = job;
+        }
+
+        jobs[j]->rcpts[jobs[j]->nrcpts++] = i;
+    }
+
+    msg->jobs += njobs;
+
+    for (j = 0; j < njobs; j++) {
+        ngx_mail_plus_delivery_submit(jobs[j]);
+    }
+
+done:
+
+    if (--msg->jobs == 0) {
+        ngx_mail_plus_delivery_finalize(msg);
+    }
+
+    return;
+
+defer_all:
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_PENDING) {
+            ngx_mail_plus_delivery_set(msg, &rcpt[i], 451, &text);
+        }
+    }
+
+    ngx_mail_plus_delivery_finalize(msg);
+}
+
+
+/*
+ * where a recipient goes: a local domain to its mailbox backend (LMTP if
+ * the server has an lmtp port, else SMTP), others by queue_route, then
+ * queue_relay_host; NULL: no destination, the recipient has its result
+ */
+
+static ngx_mail_plus_dest_t *
+ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt)
+{
+    size_t                          len;
+    u_char                         *at;
+    ngx_str_t                       domain, text;
+    ngx_uint_t                      i;
+    ngx_mail_plus_auth_t            auth;
+    ngx_mail_plus_route_t           route;
+    ngx_mail_plus_relay_t          *r;
+    ngx_mail_plus_delivery_ctx_t   *ctx;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    ctx = ngx_mail_plus_delivery;
+    dcf = ctx->dcf;
+
+    at = NULL;
+
+    for (i = rcpt->addr.len; i > 0; i--) {
+        if (rcpt->addr.data[i - 1] == '@') {
+            at = &rcpt->addr.data[i - 1];
+            break;
+        }
+    }
+
+    domain.data = at ? at + 1 : rcpt->addr.data + rcpt->addr.len;
+    domain.len = rcpt->addr.data + rcpt->addr.len - domain.data;
+
+    if (ngx_mail_plus_delivery_is_local(&domain)) {
+
+        if (ctx->mpcf == NULL) {
+            ngx_str_set(&text, "4.3.5 no router for the local domain");
+            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+            return NULL;
+        }
+
+        ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+
+        auth.protocol = NGX_MAIL_PLUS_LMTP;
+        auth.login = rcpt->addr;
+
+        if (ngx_mail_plus_router_route(ctx->mpcf, &auth, &route, msg->pool,
+                                       msg->log)
+            != NGX_OK)
+        {
+            ngx_str_set(&text, "4.3.0 router error");
+            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+            return NULL;
+        }
+
+        if (route.status != NGX_MAIL_PLUS_ALLOW) {
+            auth.protocol = NGX_MAIL_PLUS_SMTP;
+
+            if (ngx_mail_plus_router_route(ctx->mpcf, &auth, &route,
+                                           msg->pool, msg->log)
+                != NGX_OK)
+            {
+                ngx_str_set(&text, "4.3.0 router error");
+                ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+                return NULL;
+            }
+        }
+
+        if (route.status != NGX_MAIL_PLUS_ALLOW || route.server == NULL) {
+            len = sizeof("4.4.3 no mailbox server: ") - 1 + route.reason.len;
+
+            text.data = ngx_pnalloc(msg->pool, len);
+            if (text.data == NULL) {
+                ngx_str_set(&text, "4.4.3 no mailbox server");
+
+            } else {
+                text.len = ngx_sprintf(text.data,
+                                       "4.4.3 no mailbox server: %V",
+                                       &route.reason)
+                           - text.data;
+            }
+
+            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+            return NULL;
+        }
+
+        rcpt->login = route.login;
+
+        return ngx_mail_plus_delivery_dest(route.server->addr.sockaddr,
+                                           route.server->addr.socklen,
+                                           route.port, auth.protocol, NULL,
+                                           route.server);
+    }
+
+    r = dcf->routes ? dcf->routes->elts : NULL;
+
+    for (i = 0; dcf->routes && i < dcf->routes->nelts; i++) {
+
+        if (r[i].domain.data[0] == '.') {
+            if (domain.len > r[i].domain.len
+                && ngx_strncasecmp(domain.data + domain.len - r[i].domain.len,
+                                   r[i].domain.data, r[i].domain.len)
+                   == 0)
+            {
+                break;
+            }
+
+        } else if (domain.len == r[i].domain.len
+                   && ngx_strncasecmp(domain.data, r[i].domain.data,
+                                      domain.len)
+                      == 0)
+        {
+            break;
+        }
+    }
+
+    if (dcf->routes && i < dcf->routes->nelts) {
+        r = &r[i];
+
+    } else {
+        r = dcf->relay;
+    }
+
+    if (r == NULL) {
+        ngx_str_set(&text, "4.4.4 no route to the domain (no relay host)");
+        ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+        return NULL;
+    }
+
+    return ngx_mail_plus_delivery_dest(r->addr.sockaddr, r->addr.socklen, 0,
+                                       r->protocol, r, NULL);
+}
+
+
+static ngx_uint_t
+ngx_mail_plus_delivery_is_local(ngx_str_t *domain)
+{
+    ngx_str_t   *d;
+    ngx_uint_t   i;
+
+    d = ngx_mail_plus_delivery->local.elts;
+
+    for (i = 0; i < ngx_mail_plus_delivery->local.nelts; i++) {
+
+        if (d[i].data[0] != '.') {
+            if (domain->len == d[i].len
+                && ngx_strncasecmp(domain->data, d[i].data, d[i].len) == 0)
+            {
+                return 1;
+            }
+
+        } else if (domain->len > d[i].len
+                   && ngx_strncasecmp(domain->data + domain->len - d[i].len,
+                                      d[i].data, d[i].len)
+                      == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* destinations live as long as the worker: as many as servers and routes */
+
+static ngx_mail_plus_dest_t *
+ngx_mail_plus_delivery_dest(struct sockaddr *sa, socklen_t socklen,
+    in_port_t port, ngx_uint_t protocol, ngx_mail_plus_relay_t *relay,
+    ngx_mail_plus_server_t *server)
+{
+    u_char                        text[NGX_SOCKADDR_STRLEN];
+    ngx_queue_t                  *q;
+    ngx_mail_plus_dest_t         *d;
+    ngx_mail_plus_delivery_ctx_t *ctx;
+
+    ctx = ngx_mail_plus_delivery;
+
+    for (q = ngx_queue_head(&ctx->dests);
+         q != ngx_queue_sentinel(&ctx->dests);
+         q = ngx_queue_next(q))
+    {
+        d = ngx_queue_data(q, ngx_mail_plus_dest_t, queue);
+
+        if (d->protocol == protocol
+            && relay == d->relay
+            && (port == 0 || ngx_inet_get_port(d->sockaddr) == port)
+            && ngx_cmp_sockaddr(d->sockaddr, d->socklen, sa, socklen,
+                                port == 0)
+               == NGX_OK)
+        {
+            return d;
+        }
+    }
+
+    d = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_mail_plus_dest_t));
+    if (d == NULL) {
+        return NULL;
+    }
+
+    d->sockaddr = ngx_pcalloc(ngx_cycle->pool, socklen);
+    if (d->sockaddr == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(d->sockaddr, sa, socklen);
+    d->socklen = socklen;
+
+    if (port) {
+        ngx_inet_set_port(d->sockaddr, port);
+    }
+
+    d->name.len = ngx_sock_ntop(d->sockaddr, d->socklen, text,
+                                NGX_SOCKADDR_STRLEN, 1);
+    d->name.data = ngx_pnalloc(ngx_cycle->pool, d->name.len);
+    if (d->name.data == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(d->name.data, text, d->name.len);
+
+    d->protocol = protocol;
+    d->server = server;
+
+    if (relay) {
+        d->auth = relay->auth;
+        d->tls = relay->tls;
+        d->relay = relay;
+
+    } else {
+        d->tls = ctx->dcf->tls;
+    }
+
+    ngx_queue_init(&d->idle);
+    ngx_queue_init(&d->jobs);
+    ngx_queue_insert_tail(&ctx->dests, &d->queue);
+
+    return d;
+}
+
+
+/* a job takes an idle connection, or a new one, or waits its turn */
+
+static void
+ngx_mail_plus_delivery_submit(ngx_mail_plus_job_t *job)
+{
+    ngx_mail_plus_dest_t  *dest;
+
+    dest = job->dest;
+
+    if (ngx_mail_plus_client_take_idle(dest, job) == NGX_OK) {
+        return;
+    }
+
+    if (dest->active < ngx_mail_plus_delivery->dcf->concurrency) {
+        ngx_mail_plus_client_start(ngx_mail_plus_delivery->dcf, dest, job);
+        return;
+    }
+
+    ngx_queue_insert_tail(&dest->jobs, &job->queue);
+}
+
+
+ngx_mail_plus_job_t *
+ngx_mail_plus_delivery_next_job(ngx_mail_plus_dest_t *dest)
+{
+    ngx_queue_t  *q;
+
+    if (ngx_mail_plus_delivery == NULL || ngx_exiting || ngx_terminate
+        || ngx_queue_empty(&dest->jobs))
+    {
+        return NULL;
+    }
+
+    q = ngx_queue_head(&dest->jobs);
+    ngx_queue_remove(q);
+
+    return ngx_queue_data(q, ngx_mail_plus_job_t, queue);
+}
+
+
+/* the destination does not answer: its waiting jobs are deferred too */
+
+void
+ngx_mail_plus_delivery_dest_failed(ngx_mail_plus_dest_t *dest,
+    ngx_str_t *text)
+{
+    ngx_queue_t          *q;
+    ngx_mail_plus_job_t  *job;
+
+    while (!ngx_queue_empty(&dest->jobs)) {
+        q = ngx_queue_head(&dest->jobs);
+        ngx_queue_remove(q);
+
+        job = ngx_queue_data(q, ngx_mail_plus_job_t, queue);
+
+        ngx_mail_plus_delivery_result_all(job, 451, text);
+        ngx_mail_plus_delivery_job_done(job);
+    }
+}
+
+
+void
+ngx_mail_plus_delivery_result_all(ngx_mail_plus_job_t *job, ngx_uint_t code,
+    ngx_str_t *text)
+{
+    ngx_uint_t             i;
+    ngx_mail_plus_rcpt_t  *rcpt;
+
+    rcpt = job->msg->rcpts.elts;
+
+    for (i = 0; i < job->nrcpts; i++) {
+        if (rcpt[job->rcpts[i]].state == NGX_MAIL_PLUS_RCPT_PENDING) {
+            ngx_mail_plus_delivery_result(job, i, code, text, 0);
+        }
+    }
+}
+
+
+/* the result of the i-th recipient of a job, and its log line */
+
+void
+ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job, ngx_uint_t i,
+    ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote)
+{
+    ngx_mail_plus_rcpt_t  *rcpt;
+
+    rcpt = job->msg->rcpts.elts;
+    rcpt = &rcpt[job->rcpts[i]];
+
+    rcpt->remote = remote;
+
+    ngx_mail_plus_delivery_set(job->msg, rcpt, code, text);
+}
+
+
+static void
+ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt, ngx_uint_t code, ngx_str_t *text)
+{
+    u_char      *p, *last;
+    ngx_str_t    dsn;
+    const char  *status;
+
+    rcpt->code = code;
+
+    rcpt->reply.data = ngx_pnalloc(msg->pool, text->len);
+    if (rcpt->reply.data) {
+        rcpt->reply.len = text->len;
+        ngx_memcpy(rcpt->reply.data, text->data, text->len);
+
+    } else {
+        rcpt->reply.len = 0;
+    }
+
+    /* the enhanced status code (RFC 3463), after the reply code if any */
+
+    p = rcpt->reply.data;
+    last = p + rcpt->reply.len;
+
+    if (rcpt->remote && last - p > 4) {
+        p += 4;
+    }
+
+    dsn.data = p;
+
+    while (p < last && ((*p >= '0' && *p <= '9') || *p == '.')) {
+        p++;
+    }
+
+    dsn.len = p - dsn.data;
+
+    if (dsn.len < 5 || dsn.data[0] != (u_char) ('0' + code / 100)) {
+        if (code / 100 == 2) {
+            ngx_str_set(&dsn, "2.0.0");
+
+        } else if (code / 100 == 5) {
+            ngx_str_set(&dsn, "5.0.0");
+
+        } else {
+            ngx_str_set(&dsn, "4.0.0");
+        }
+    }
+
+    rcpt->dsn = dsn;
+
+    if (code / 100 == 2) {
+        rcpt->state = NGX_MAIL_PLUS_RCPT_SENT;
+        status = "sent";
+
+    } else if (code / 100 == 5) {
+        rcpt->state = NGX_MAIL_PLUS_RCPT_FAILED;
+        status = "bounced";
+
+    } else {
+        rcpt->state = NGX_MAIL_PLUS_RCPT_DEFERRED;
+        status = "deferred";
+    }
+
+    ngx_log_error(NGX_LOG_INFO, msg->log, 0,
+                  "delivery %s: to=<%V>, relay=%V, delay=%T, dsn=%V, "
+                  "status=%s, reply=\"%V\"",
+                  msg->id, &rcpt->addr,
+                  rcpt->dest ? &rcpt->dest->name : &ngx_mail_plus_delivery_none,
+                  ngx_time() - msg->arrival, &rcpt->dsn, status,
+                  &rcpt->reply);
+}
+
+
+void
+ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job)
+{
+    ngx_mail_plus_dmsg_t  *msg;
+
+    msg = job->msg;
+
+    if (--msg->jobs == 0) {
+        ngx_mail_plus_delivery_finalize(msg);
+    }
+}
+
+
+/*
+ * every job of the attempt is done: recipients past the queue lifetime
+ * fail, failures are bounced, then the message is removed or deferred
+ */
+
+static void
+ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
+{
+    ngx_int_t              rc;
+    ngx_str_t              text;
+    ngx_uint_t             i, failed;
+    ngx_mail_plus_rcpt_t  *rcpt;
+
+    rcpt = msg->rcpts.elts;
+    failed = 0;
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+
+        if ((rcpt[i].state == NGX_MAIL_PLUS_RCPT_DEFERRED
+             || rcpt[i].state == NGX_MAIL_PLUS_RCPT_PENDING)
+            && ngx_time() - msg->arrival
+               >= ngx_mail_plus_delivery->dcf->lifetime)
+        {
+            if (rcpt[i].reply.len) {
+                text.len = rcpt[i].reply.len + sizeof("5.4.7 delivery time "
+                                                      "expired, last: ") - 1;
+                text.data = ngx_pnalloc(msg->pool, text.len);
+
+                if (text.data) {
+                    text.len = ngx_sprintf(text.data, "5.4.7 delivery time "
+                                           "expired, last: %V",
+                                           &rcpt[i].reply)
+                               - text.data;
+
+                } else {
+                    ngx_str_set(&text, "5.4.7 delivery time expired");
+                }
+
+            } else {
+                ngx_str_set(&text, "5.4.7 delivery time expired");
+            }
+
+            rcpt[i].remote = 0;
+            ngx_mail_plus_delivery_set(msg, &rcpt[i], 554, &text);
+        }
+
+        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED) {
+            failed++;
+        }
+    }
+
+    if (failed && msg->sender.len) {
+
+        rc = ngx_mail_plus_bounce(msg, 0, ngx_mail_plus_delivery_bounced,
+                                  msg);
+
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
+        /* NGX_DECLINED: NOTIFY= asked for no report */
+
+        if (rc == NGX_ERROR) {
+
+            /* no bounce could be queued: the failures are tried again */
+
+            ngx_mail_plus_delivery_record(msg, 0);
+            return;
+        }
+    }
+
+    ngx_mail_plus_delivery_record(msg, 1);
+}
+
+
+static void
+ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m)
+{
+    ngx_mail_plus_delivery_record(m->data, m->err == 0);
+}
+
+
+/* removed when every recipient is done; else a new state, and deferred */
+
+static void
+ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
+{
+    u_char                         *p;
+    size_t                          len;
+    time_t                          delay;
+    ngx_str_t                       state;
+    ngx_uint_t                      i, left;
+    ngx_mail_plus_rcpt_t           *rcpt;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    dcf = ngx_mail_plus_delivery ? ngx_mail_plus_delivery->dcf : NULL;
+
+    rcpt = msg->rcpts.elts;
+    left = 0;
+    len = sizeof("attempts " "\n") - 1 + NGX_INT_T_LEN;
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+
+        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED && !bounced) {
+            rcpt[i].state = NGX_MAIL_PLUS_RCPT_DEFERRED;
+        }
+
+        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_DEFERRED
+            || rcpt[i].state == NGX_MAIL_PLUS_RCPT_PENDING)
+        {
+            left++;
+
+        } else {
+            len += sizeof("done " "\n") - 1 + rcpt[i].addr.len;
+        }
+    }
+
+    if (left == 0 || dcf == NULL) {
+        if (left == 0) {
+            (void) ngx_mail_plus_queue_remove(msg->spool, msg->id, msg->log);
+
+        } else {
+            (void) ngx_mail_plus_queue_release(msg->spool, msg->id,
+                                               msg->log);
+        }
+
+        ngx_mail_plus_delivery_free(msg);
+        return;
+    }
+
+    /* a delay warning, once, to a sender that is not <> */
+
+    if (dcf->delay_warning && !msg->warned && msg->sender.len
+        && ngx_time() - msg->arrival >= dcf->delay_warning
+        && ngx_mail_plus_bounce(msg, 1, ngx_mail_plus_delivery_warned, NULL)
+           != NGX_ERROR)
+    {
+        msg->warned = 1;
+    }
+
+    state.data = ngx_pnalloc(msg->pool, len + sizeof("warned 1\n"));
+
+    if (state.data) {
+        p = ngx_sprintf(state.data, "attempts %ui\n%s", msg->attempts + 1,
+                        msg->warned ? "warned 1\n" : "");
+
+        for (i = 0; i < msg->rcpts.nelts; i++) {
+            if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_SENT
+                || rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED
+                || rcpt[i].state == NGX_MAIL_PLUS_RCPT_DONE)
+            {
+                p = ngx_sprintf(p, "done %V\n", &rcpt[i].addr);
+            }
+        }
+
+        state.len = p - state.data;
+
+    } else {
+        state.len = 0;   /* the old state stays: a duplicate, not a loss */
+    }
+
+    delay = dcf->retry_first;
+
+    for (i = 0; i < msg->attempts && delay < dcf->retry_max; i++) {
+        delay *= 2;
+    }
+
+    if (delay > dcf->retry_max) {
+        delay = dcf->retry_max;
+    }
+
+    ngx_mail_plus_delivery_defer(msg, ngx_time() + delay, &state);
+}
+
+
+/* the state and the rename to deferred/ go to the thread pool */
+
+static void
+ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg, time_t next,
+    ngx_str_t *state)
+{
+    if (ngx_mail_plus_queue_defer(msg->spool, msg->id, state, next,
+                                  ngx_mail_plus_delivery_deferred, msg,
+                                  msg->pool, msg->log)
+        == NGX_AGAIN)
+    {
+        return;
+    }
+
+    ngx_mail_plus_delivery_free(msg);
+}
+
+
+static void
+ngx_mail_plus_delivery_deferred(void *data)
+{
+    ngx_mail_plus_delivery_free(data);
+}
+
+
+static void
+ngx_mail_plus_delivery_warned(ngx_mail_plus_queue_msg_t *m)
+{
+    if (m->err) {
+        ngx_log_error(NGX_LOG_ERR, m->log, m->err,
+                      "delivery: delay warning %s not queued", m->id);
+    }
+}
+
+
+static void
+ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg)
+{
+    if (msg->fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(msg->fd);
+    }
+
+    ngx_queue_remove(&msg->queue);
+
+    if (ngx_mail_plus_delivery) {
+        ngx_mail_plus_delivery->nmsgs--;
+    }
+
+    ngx_destroy_pool(msg->pool);
+}

@@ -1,0 +1,200 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#ifndef _NGX_MAIL_PLUS_DELIVERY_H_INCLUDED_
+#define _NGX_MAIL_PLUS_DELIVERY_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_smtp.h"
+
+
+/*
+ * The delivery engine: the queue runner (ngx_mail_plus_delivery.c), the
+ * SMTP/LMTP client (ngx_mail_plus_smtp_client.c) and the delivery status
+ * notifications (ngx_mail_plus_bounce.c).
+ */
+
+
+/* the state of a recipient */
+
+#define NGX_MAIL_PLUS_RCPT_PENDING    0
+#define NGX_MAIL_PLUS_RCPT_SENT       1
+#define NGX_MAIL_PLUS_RCPT_DEFERRED   2
+#define NGX_MAIL_PLUS_RCPT_FAILED     3
+#define NGX_MAIL_PLUS_RCPT_DONE       4   /* in an earlier attempt */
+
+
+/* STARTTLS to a next hop */
+
+#define NGX_MAIL_PLUS_TLS_OFF         0
+#define NGX_MAIL_PLUS_TLS_MAY         1   /* when offered */
+#define NGX_MAIL_PLUS_TLS_REQUIRED    2
+
+
+/* NOTIFY= of RFC 3461; none given: FAILURE and DELAY */
+
+#define NGX_MAIL_PLUS_NOTIFY_NEVER    0x01
+#define NGX_MAIL_PLUS_NOTIFY_SUCCESS  0x02
+#define NGX_MAIL_PLUS_NOTIFY_FAILURE  0x04
+#define NGX_MAIL_PLUS_NOTIFY_DELAY    0x08
+
+
+/* recipients in one transaction, at most */
+
+#define NGX_MAIL_PLUS_JOB_RCPTS       50
+
+
+typedef struct {
+    ngx_str_t                       domain;   /* lower case; ".x": subdomains */
+    ngx_str_t                       name;     /* host:port, for the log */
+    ngx_addr_t                      addr;
+    ngx_uint_t                      protocol; /* NGX_MAIL_PLUS_SMTP, _LMTP */
+    ngx_str_t                       auth;     /* AUTH PLAIN argument */
+    ngx_uint_t                      tls;      /* NGX_MAIL_PLUS_TLS_* */
+} ngx_mail_plus_relay_t;
+
+
+typedef struct {
+    ngx_flag_t                      enable;
+    time_t                          retry_first;
+    time_t                          retry_max;
+    time_t                          lifetime;
+    ngx_msec_t                      scan_interval;
+    ngx_uint_t                      concurrency;
+    ngx_uint_t                      active_limit;
+    ngx_msec_t                      connect_timeout;
+    ngx_msec_t                      helo_timeout;
+    ngx_msec_t                      command_timeout;
+    ngx_msec_t                      data_timeout;
+    ngx_msec_t                      idle_timeout;
+    ngx_str_t                       helo_name;
+    ngx_array_t                    *routes;   /* ngx_mail_plus_relay_t */
+    ngx_mail_plus_relay_t          *relay;    /* the smarthost */
+    time_t                          delay_warning;  /* 0: off */
+    ngx_uint_t                      tls;      /* to mailbox backends */
+#if (NGX_MAIL_SSL)
+    ngx_ssl_t                      *ssl;
+#endif
+} ngx_mail_plus_delivery_conf_t;
+
+
+typedef struct ngx_mail_plus_dmsg_s  ngx_mail_plus_dmsg_t;
+typedef struct ngx_mail_plus_dest_s  ngx_mail_plus_dest_t;
+typedef struct ngx_mail_plus_job_s   ngx_mail_plus_job_t;
+
+
+typedef struct {
+    ngx_str_t                       addr;     /* as in the envelope */
+    ngx_str_t                       login;    /* as the next hop knows it */
+    ngx_uint_t                      state;    /* NGX_MAIL_PLUS_RCPT_* */
+    ngx_uint_t                      code;     /* of the reply */
+    ngx_str_t                       reply;    /* for the log and bounces */
+    ngx_str_t                       dsn;      /* e.g. "5.1.1" */
+    ngx_mail_plus_dest_t           *dest;
+    ngx_str_t                       notify;   /* RFC 3461, as received */
+    ngx_str_t                       orcpt;
+    ngx_uint_t                      notify_mask;
+    unsigned                        remote:1; /* the reply is the peer's */
+    unsigned                        quiet:1;  /* NOTIFY= wants no report */
+} ngx_mail_plus_rcpt_t;
+
+
+/* a message claimed by this worker */
+
+struct ngx_mail_plus_dmsg_s {
+    ngx_pool_t                     *pool;
+    ngx_log_t                      *log;
+    ngx_mail_plus_queue_t          *spool;
+
+    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
+    ngx_fd_t                        fd;
+    off_t                           body;     /* where the content starts */
+    off_t                           size;     /* of the content */
+    time_t                          arrival;
+    ngx_str_t                       sender;
+    ngx_str_t                       ret;      /* RFC 3461, as received */
+    ngx_str_t                       envid;
+    ngx_uint_t                      body_type;
+    ngx_uint_t                      attempts; /* before this one */
+    ngx_array_t                     rcpts;    /* ngx_mail_plus_rcpt_t */
+    ngx_uint_t                      jobs;     /* in progress */
+
+    ngx_queue_t                     queue;    /* of the worker */
+
+    unsigned                        smtputf8:1;
+    unsigned                        warned:1; /* a delay warning was sent */
+};
+
+
+/* a destination: a next hop and its connections */
+
+struct ngx_mail_plus_dest_s {
+    ngx_str_t                       name;     /* host:port */
+    struct sockaddr                *sockaddr;
+    socklen_t                       socklen;
+    ngx_uint_t                      protocol;
+    ngx_str_t                       auth;
+    ngx_uint_t                      tls;
+    ngx_mail_plus_relay_t          *relay;    /* NULL: a mailbox backend */
+    ngx_mail_plus_server_t         *server;   /* for health, or NULL */
+
+    ngx_uint_t                      active;   /* connections */
+    ngx_queue_t                     idle;     /* ngx_mail_plus_client_t */
+    ngx_queue_t                     jobs;     /* waiting */
+    ngx_queue_t                     queue;    /* of the worker */
+};
+
+
+/* some recipients of a message for one destination */
+
+struct ngx_mail_plus_job_s {
+    ngx_mail_plus_dmsg_t           *msg;
+    ngx_mail_plus_dest_t           *dest;
+    ngx_uint_t                      rcpts[NGX_MAIL_PLUS_JOB_RCPTS];
+    ngx_uint_t                      nrcpts;
+    ngx_queue_t                     queue;    /* waiting in dest->jobs */
+};
+
+
+typedef struct ngx_mail_plus_client_s  ngx_mail_plus_client_t;
+
+
+/* the queue runner */
+
+ngx_mail_plus_job_t *ngx_mail_plus_delivery_next_job(
+    ngx_mail_plus_dest_t *dest);
+void ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job);
+void ngx_mail_plus_delivery_result_all(ngx_mail_plus_job_t *job,
+    ngx_uint_t code, ngx_str_t *text);
+void ngx_mail_plus_delivery_dest_failed(ngx_mail_plus_dest_t *dest,
+    ngx_str_t *text);
+void ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job, ngx_uint_t i,
+    ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
+
+/* the client */
+
+void ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
+    ngx_mail_plus_dest_t *dest, ngx_mail_plus_job_t *job);
+ngx_int_t ngx_mail_plus_client_take_idle(ngx_mail_plus_dest_t *dest,
+    ngx_mail_plus_job_t *job);
+void ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest);
+
+/* bounces */
+
+ngx_int_t ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
+    ngx_uint_t delayed, ngx_mail_plus_queue_handler_pt handler, void *data);
+
+
+extern ngx_module_t  ngx_mail_plus_delivery_module;
+
+
+#endif /* _NGX_MAIL_PLUS_DELIVERY_H_INCLUDED_ */

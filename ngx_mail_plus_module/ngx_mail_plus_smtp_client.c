@@ -1,0 +1,1334 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus_delivery.h"
+
+
+/*
+ * The SMTP/LMTP client of the delivery: one connection to one destination,
+ * an explicit state machine in nginx's event loop.  It greets with EHLO
+ * (LHLO), authenticates to a relay with AUTH PLAIN, then runs transactions:
+ * [RSET] MAIL FROM (SIZE, BODY, SMTPUTF8), RCPT TO per recipient, DATA,
+ * pipelined when the peer offers PIPELINING; the content is read from the
+ * spool file in chunks and dot-stuffed on the way.  LMTP answers once per
+ * accepted recipient after the content.  Between transactions the
+ * connection waits in the destination's idle list.
+ */
+
+
+#define NGX_MAIL_PLUS_CLIENT_BUF     (64 * 1024)
+#define NGX_MAIL_PLUS_CLIENT_CHUNK   (16 * 1024)
+#define NGX_MAIL_PLUS_CLIENT_IN      4096
+#define NGX_MAIL_PLUS_CLIENT_TEXT    256
+
+
+typedef enum {
+    ngx_mail_plus_client_st_greeting = 0,
+    ngx_mail_plus_client_st_ehlo,
+    ngx_mail_plus_client_st_starttls,
+    ngx_mail_plus_client_st_auth,
+    ngx_mail_plus_client_st_trans,
+    ngx_mail_plus_client_st_body,
+    ngx_mail_plus_client_st_dot,
+    ngx_mail_plus_client_st_idle
+} ngx_mail_plus_client_state_e;
+
+
+struct ngx_mail_plus_client_s {
+    ngx_pool_t                     *pool;
+    ngx_log_t                       log;
+    ngx_peer_connection_t           peer;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+    ngx_mail_plus_dest_t           *dest;
+    ngx_mail_plus_job_t            *job;
+
+    ngx_buf_t                      *in;
+    ngx_buf_t                      *out;
+    u_char                         *chunk;
+
+    ngx_uint_t                      state;
+    ngx_uint_t                      base;      /* 1 with RSET first */
+    ngx_uint_t                      ncmds;
+    ngx_uint_t                      cmd;       /* commands sent */
+    ngx_uint_t                      reply;     /* replies read */
+    ngx_uint_t                      accepted;
+    ngx_uint_t                      ok[NGX_MAIL_PLUS_JOB_RCPTS];
+    off_t                           offset;    /* of the content, sent */
+
+    ngx_uint_t                      code;
+    u_char                          text[NGX_MAIL_PLUS_CLIENT_TEXT];
+    ngx_str_t                       reply_text;
+
+    ngx_queue_t                     queue;     /* in dest->idle */
+
+    unsigned                        multi:1;   /* inside a reply */
+    unsigned                        pipelining:1;
+    unsigned                        size:1;
+    unsigned                        eightbit:1;
+    unsigned                        smtputf8:1;
+    unsigned                        starttls:1;
+    unsigned                        chunking:1;
+    unsigned                        dsn:1;
+    unsigned                        bdat:1;    /* BDAT, not DATA */
+    unsigned                        sending:1; /* the content */
+    unsigned                        mail_failed:1;
+    unsigned                        bol:1;     /* at the start of a line */
+    unsigned                        greeted:1;
+};
+
+
+static void ngx_mail_plus_client_reuse(ngx_mail_plus_client_t *cl,
+    ngx_mail_plus_job_t *job);
+static ngx_int_t ngx_mail_plus_client_refused(ngx_mail_plus_client_t *cl);
+static void ngx_mail_plus_client_connected(ngx_mail_plus_client_t *cl);
+static void ngx_mail_plus_client_read_handler(ngx_event_t *rev);
+static void ngx_mail_plus_client_write_handler(ngx_event_t *wev);
+static ngx_int_t ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl,
+    u_char *p, u_char *last);
+static ngx_int_t ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl);
+static ngx_int_t ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl);
+#if (NGX_MAIL_SSL)
+static ngx_int_t ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl);
+static void ngx_mail_plus_client_tls_handshake(ngx_connection_t *c);
+#endif
+static void ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl,
+    ngx_uint_t rset);
+static ngx_int_t ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl);
+static ngx_int_t ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl);
+static ngx_int_t ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl);
+static ngx_int_t ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl);
+static ngx_int_t ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl);
+static void ngx_mail_plus_client_accepted(ngx_mail_plus_client_t *cl,
+    ngx_uint_t code, ngx_str_t *text);
+static void ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl,
+    char *reason);
+static void ngx_mail_plus_client_finish(ngx_mail_plus_client_t *cl,
+    ngx_uint_t keep);
+static void ngx_mail_plus_client_idle_handler(ngx_event_t *ev);
+static void ngx_mail_plus_client_close(ngx_mail_plus_client_t *cl,
+    ngx_uint_t quit);
+
+
+void
+ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
+    ngx_mail_plus_dest_t *dest, ngx_mail_plus_job_t *job)
+{
+    ngx_int_t                rc;
+    ngx_str_t                text;
+    ngx_pool_t              *pool;
+    ngx_connection_t        *c;
+    ngx_mail_plus_client_t  *cl;
+
+    dest->active++;
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        goto failed;
+    }
+
+    cl = ngx_pcalloc(pool, sizeof(ngx_mail_plus_client_t));
+    if (cl == NULL) {
+        ngx_destroy_pool(pool);
+        goto failed;
+    }
+
+    cl->pool = pool;
+    cl->dcf = dcf;
+    cl->dest = dest;
+    cl->job = job;
+
+    cl->in = ngx_create_temp_buf(pool, NGX_MAIL_PLUS_CLIENT_IN);
+    cl->out = ngx_create_temp_buf(pool, NGX_MAIL_PLUS_CLIENT_BUF);
+    cl->chunk = ngx_pnalloc(pool, NGX_MAIL_PLUS_CLIENT_CHUNK);
+
+    if (cl->in == NULL || cl->out == NULL || cl->chunk == NULL) {
+        ngx_destroy_pool(pool);
+        goto failed;
+    }
+
+    cl->peer.sockaddr = dest->sockaddr;
+    cl->peer.socklen = dest->socklen;
+    cl->peer.name = &dest->name;
+    cl->peer.get = ngx_event_get_peer;
+    cl->log = *ngx_cycle->log;
+    cl->log.action = "delivering mail";
+    cl->log.handler = NULL;
+    cl->log.data = NULL;
+
+    cl->peer.log = &cl->log;
+    cl->peer.log_error = NGX_ERROR_ERR;
+
+    rc = ngx_event_connect_peer(&cl->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        if (cl->peer.connection) {
+            ngx_close_connection(cl->peer.connection);
+        }
+
+        ngx_destroy_pool(pool);
+
+        if (dest->server) {
+            ngx_mail_plus_health_report(dest->server, dest->protocol, 0,
+                                        ngx_cycle->log);
+        }
+
+        goto failed;
+    }
+
+    c = cl->peer.connection;
+    c->data = cl;
+    c->pool = pool;
+
+    c->read->handler = ngx_mail_plus_client_read_handler;
+    c->write->handler = ngx_mail_plus_client_write_handler;
+
+    cl->state = ngx_mail_plus_client_st_greeting;
+
+    /* the connection and the greeting */
+
+    ngx_add_timer(c->read, dcf->connect_timeout);
+
+    if (rc == NGX_OK && c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+
+    return;
+
+failed:
+
+    dest->active--;
+
+    ngx_str_set(&text, "4.4.1 connect to the destination failed");
+
+    ngx_mail_plus_delivery_result_all(job, 451, &text);
+    ngx_mail_plus_delivery_job_done(job);
+    ngx_mail_plus_delivery_dest_failed(dest, &text);
+}
+
+
+/* the most recently used idle connection takes the job */
+
+ngx_int_t
+ngx_mail_plus_client_take_idle(ngx_mail_plus_dest_t *dest,
+    ngx_mail_plus_job_t *job)
+{
+    ngx_mail_plus_client_t  *cl;
+
+    if (ngx_queue_empty(&dest->idle)) {
+        return NGX_DECLINED;
+    }
+
+    cl = ngx_queue_data(ngx_queue_head(&dest->idle), ngx_mail_plus_client_t,
+                        queue);
+
+    ngx_mail_plus_client_reuse(cl, job);
+
+    return NGX_OK;
+}
+
+
+/* a connection takes another transaction, with RSET first */
+
+static void
+ngx_mail_plus_client_reuse(ngx_mail_plus_client_t *cl,
+    ngx_mail_plus_job_t *job)
+{
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+    if (cl->state == ngx_mail_plus_client_st_idle) {
+        ngx_queue_remove(&cl->queue);
+    }
+
+    c->idle = 0;
+    c->read->handler = ngx_mail_plus_client_read_handler;
+    c->write->handler = ngx_mail_plus_client_write_handler;
+    c->read->cancelable = 0;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    cl->job = job;
+
+    ngx_mail_plus_client_begin(cl, 1);
+
+    if (ngx_mail_plus_client_commands(cl) != NGX_OK) {
+        return;
+    }
+}
+
+
+/* the destination goes away or is failing: its idle connections close */
+
+void
+ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest)
+{
+    ngx_queue_t             *q;
+    ngx_mail_plus_client_t  *cl;
+
+    while (!ngx_queue_empty(&dest->idle)) {
+        q = ngx_queue_head(&dest->idle);
+        cl = ngx_queue_data(q, ngx_mail_plus_client_t, queue);
+
+        ngx_mail_plus_client_close(cl, 1);
+    }
+}
+
+
+static void
+ngx_mail_plus_client_read_handler(ngx_event_t *rev)
+{
+    u_char                  *p;
+    ssize_t                  n;
+    ngx_int_t                rc;
+    ngx_connection_t        *c;
+    ngx_mail_plus_client_t  *cl;
+
+    c = rev->data;
+    cl = c->data;
+
+    if (rev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "delivery to %V timed out", &cl->dest->name);
+        ngx_mail_plus_client_fail(cl, "4.4.2 timed out waiting for the "
+                                      "destination");
+        return;
+    }
+
+    for ( ;; ) {
+
+        if (cl->in->last == cl->in->end) {
+
+            /* a line longer than the buffer: the peer is broken */
+
+            if (cl->in->pos == cl->in->start) {
+                ngx_mail_plus_client_fail(cl, "4.5.0 reply line too long");
+                return;
+            }
+
+            cl->in->last = ngx_movemem(cl->in->start, cl->in->pos,
+                                       cl->in->last - cl->in->pos);
+            cl->in->pos = cl->in->start;
+        }
+
+        n = c->recv(c, cl->in->last, cl->in->end - cl->in->last);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            if (cl->state == ngx_mail_plus_client_st_greeting && !cl->greeted
+                && cl->dest->server)
+            {
+                ngx_mail_plus_health_report(cl->dest->server,
+                                            cl->dest->protocol, 0, c->log);
+            }
+
+            ngx_mail_plus_client_fail(cl, cl->greeted
+                                      ? "4.4.2 connection lost"
+                                      : "4.4.1 connect to the destination "
+                                        "failed");
+            return;
+        }
+
+        cl->in->last += n;
+
+        for ( ;; ) {
+            p = ngx_strlchr(cl->in->pos, cl->in->last, LF);
+
+            if (p == NULL) {
+                break;
+            }
+
+            rc = ngx_mail_plus_client_line(cl, cl->in->pos, p);
+
+            cl->in->pos = p + 1;
+
+            if (rc == NGX_AGAIN) {
+                continue;
+            }
+
+            if (rc == NGX_ERROR) {
+                ngx_mail_plus_client_fail(cl, "4.5.0 invalid reply");
+                return;
+            }
+
+            /* a whole reply */
+
+            if (ngx_mail_plus_client_process(cl) != NGX_OK) {
+                return;
+            }
+        }
+
+        if (cl->in->pos == cl->in->last) {
+            cl->in->pos = cl->in->start;
+            cl->in->last = cl->in->start;
+        }
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_mail_plus_client_fail(cl, "4.3.0 internal error");
+    }
+}
+
+
+/*
+ * one line of a reply: NGX_AGAIN more lines follow, NGX_OK the reply is
+ * whole; the first line's text is kept, EHLO keywords are noted
+ */
+
+static ngx_int_t
+ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl, u_char *p,
+    u_char *last)
+{
+    u_char      *k;
+    size_t       len;
+    ngx_uint_t   code;
+
+    if (last > p && last[-1] == CR) {
+        last--;
+    }
+
+    if (last - p < 3
+        || p[0] < '1' || p[0] > '5'
+        || p[1] < '0' || p[1] > '9'
+        || p[2] < '0' || p[2] > '9'
+        || (last - p > 3 && p[3] != ' ' && p[3] != '-'))
+    {
+        return NGX_ERROR;
+    }
+
+    code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+
+    if (!cl->multi) {
+        cl->code = code;
+
+        len = ngx_min((size_t) (last - p), NGX_MAIL_PLUS_CLIENT_TEXT);
+        ngx_memcpy(cl->text, p, len);
+
+        cl->reply_text.data = cl->text;
+        cl->reply_text.len = len;
+    }
+
+    if (cl->state == ngx_mail_plus_client_st_ehlo && code == 250
+        && last - p > 4)
+    {
+        k = p + 4;
+        len = last - k;
+
+        if (len >= 10 && ngx_strncasecmp(k, (u_char *) "PIPELINING", 10)
+                         == 0)
+        {
+            cl->pipelining = 1;
+
+        } else if (len >= 4 && ngx_strncasecmp(k, (u_char *) "SIZE", 4) == 0
+                   && (len == 4 || k[4] == ' '))
+        {
+            cl->size = 1;
+
+        } else if (len >= 8
+                   && ngx_strncasecmp(k, (u_char *) "8BITMIME", 8) == 0)
+        {
+            cl->eightbit = 1;
+
+        } else if (len >= 8
+                   && ngx_strncasecmp(k, (u_char *) "SMTPUTF8", 8) == 0)
+        {
+            cl->smtputf8 = 1;
+
+        } else if (len == 8
+                   && ngx_strncasecmp(k, (u_char *) "STARTTLS", 8) == 0)
+        {
+            cl->starttls = 1;
+
+        } else if (len == 8
+                   && ngx_strncasecmp(k, (u_char *) "CHUNKING", 8) == 0)
+        {
+            cl->chunking = 1;
+
+        } else if (len == 3
+                   && ngx_strncasecmp(k, (u_char *) "DSN", 3) == 0)
+        {
+            cl->dsn = 1;
+        }
+    }
+
+    if (last - p > 3 && p[3] == '-') {
+        cl->multi = 1;
+        return NGX_AGAIN;
+    }
+
+    cl->multi = 0;
+
+    return NGX_OK;
+}
+
+
+/* a whole reply in the current state; not NGX_OK: the client is gone */
+
+static ngx_int_t
+ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
+{
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+    switch (cl->state) {
+
+    case ngx_mail_plus_client_st_greeting:
+
+        cl->greeted = 1;
+
+        if (cl->code != 220) {
+            return ngx_mail_plus_client_refused(cl);
+        }
+
+        if (cl->dest->server) {
+            ngx_mail_plus_health_report(cl->dest->server, cl->dest->protocol,
+                                        1, c->log);
+        }
+
+        ngx_mail_plus_client_connected(cl);
+
+        cl->state = ngx_mail_plus_client_st_ehlo;
+
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        ngx_add_timer(c->read, cl->dcf->helo_timeout);
+
+        cl->out->last = ngx_sprintf(cl->out->last, "%s %V" CRLF,
+                                    cl->dest->protocol == NGX_MAIL_PLUS_LMTP
+                                    ? "LHLO" : "EHLO",
+                                    &cl->dcf->helo_name);
+
+        return ngx_mail_plus_client_send(cl);
+
+    case ngx_mail_plus_client_st_ehlo:
+
+        if (cl->code != 250) {
+            return ngx_mail_plus_client_refused(cl);
+        }
+
+        return ngx_mail_plus_client_ehlo_done(cl);
+
+#if (NGX_MAIL_SSL)
+
+    case ngx_mail_plus_client_st_starttls:
+
+        if (cl->code != 220) {
+            return ngx_mail_plus_client_refused(cl);
+        }
+
+        return ngx_mail_plus_client_tls(cl);
+
+#endif
+
+    case ngx_mail_plus_client_st_auth:
+
+        if (cl->code != 235) {
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "delivery: AUTH to %V failed: \"%V\"",
+                          &cl->dest->name, &cl->reply_text);
+
+            /* a wrong password is the operator's to fix: deferred */
+
+            return ngx_mail_plus_client_refused(cl);
+        }
+
+        ngx_mail_plus_client_begin(cl, 0);
+
+        return ngx_mail_plus_client_commands(cl);
+
+    case ngx_mail_plus_client_st_trans:
+        return ngx_mail_plus_client_trans(cl);
+
+    case ngx_mail_plus_client_st_dot:
+        return ngx_mail_plus_client_dot(cl);
+
+    default: /* body, idle: the peer speaks out of turn */
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "delivery: unexpected reply from %V: \"%V\"",
+                      &cl->dest->name, &cl->reply_text);
+
+        if (cl->state == ngx_mail_plus_client_st_idle) {
+            ngx_mail_plus_client_close(cl, 0);
+
+        } else {
+            ngx_mail_plus_client_fail(cl, "4.5.0 unexpected reply");
+        }
+
+        return NGX_DONE;
+    }
+}
+
+
+/*
+ * the greeting, EHLO, STARTTLS or AUTH refused: the session is of no use,
+ * the recipients are deferred whatever the code (a setup problem)
+ */
+
+static ngx_int_t
+ngx_mail_plus_client_refused(ngx_mail_plus_client_t *cl)
+{
+    ngx_mail_plus_delivery_result_all(cl->job, cl->code >= 500 ? 451
+                                                               : cl->code,
+                                      &cl->reply_text);
+    ngx_mail_plus_client_finish(cl, 0);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_mail_plus_client_connected(ngx_mail_plus_client_t *cl)
+{
+    int                tcp_nodelay;
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+    tcp_nodelay = 1;
+
+    if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY,
+                   (const void *) &tcp_nodelay, sizeof(int))
+        == -1)
+    {
+        ngx_log_error(NGX_LOG_INFO, c->log, ngx_socket_errno,
+                      "setsockopt(TCP_NODELAY) failed");
+    }
+}
+
+
+static ngx_int_t
+ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl)
+{
+    ngx_str_t          text;
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+#if (NGX_MAIL_SSL)
+
+    if (c->ssl == NULL && cl->starttls
+        && cl->dest->tls != NGX_MAIL_PLUS_TLS_OFF)
+    {
+        cl->state = ngx_mail_plus_client_st_starttls;
+        cl->out->last = ngx_cpymem(cl->out->last, "STARTTLS" CRLF, 10);
+
+        return ngx_mail_plus_client_send(cl);
+    }
+
+#endif
+
+    if (c->ssl == NULL && cl->dest->tls == NGX_MAIL_PLUS_TLS_REQUIRED) {
+        ngx_str_set(&text, "4.7.4 TLS is required, but was not offered");
+        ngx_mail_plus_delivery_result_all(cl->job, 451, &text);
+        ngx_mail_plus_client_finish(cl, 0);
+        return NGX_DONE;
+    }
+
+    if (cl->dest->auth.len) {
+        cl->state = ngx_mail_plus_client_st_auth;
+
+        cl->out->last = ngx_sprintf(cl->out->last, "AUTH PLAIN %V" CRLF,
+                                    &cl->dest->auth);
+
+        return ngx_mail_plus_client_send(cl);
+    }
+
+    ngx_mail_plus_client_begin(cl, 0);
+
+    return ngx_mail_plus_client_commands(cl);
+}
+
+
+#if (NGX_MAIL_SSL)
+
+static ngx_int_t
+ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+    if (ngx_ssl_create_connection(cl->dcf->ssl, c, NGX_SSL_CLIENT)
+        != NGX_OK)
+    {
+        ngx_mail_plus_client_fail(cl, "4.7.5 TLS setup failed");
+        return NGX_DONE;
+    }
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        ngx_add_timer(c->read, cl->dcf->helo_timeout);
+
+        c->ssl->handler = ngx_mail_plus_client_tls_handshake;
+
+        return NGX_DONE;
+    }
+
+    ngx_mail_plus_client_tls_handshake(c);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
+{
+    ngx_mail_plus_client_t  *cl;
+
+    cl = c->data;
+
+    if (!c->ssl->handshaked) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "delivery: TLS handshake with %V failed",
+                      &cl->dest->name);
+        ngx_mail_plus_client_fail(cl, "4.7.5 TLS handshake failed");
+        return;
+    }
+
+    c->read->handler = ngx_mail_plus_client_read_handler;
+    c->write->handler = ngx_mail_plus_client_write_handler;
+
+    /* RFC 3207 4.2: what was learned before TLS is forgotten */
+
+    cl->pipelining = 0;
+    cl->size = 0;
+    cl->eightbit = 0;
+    cl->smtputf8 = 0;
+    cl->starttls = 0;
+    cl->chunking = 0;
+    cl->dsn = 0;
+    cl->in->pos = cl->in->start;
+    cl->in->last = cl->in->start;
+
+    cl->state = ngx_mail_plus_client_st_ehlo;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_add_timer(c->read, cl->dcf->helo_timeout);
+
+    cl->out->last = ngx_sprintf(cl->out->last, "EHLO %V" CRLF,
+                                &cl->dcf->helo_name);
+
+    (void) ngx_mail_plus_client_send(cl);
+}
+
+#endif
+
+
+static void
+ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl, ngx_uint_t rset)
+{
+    cl->state = ngx_mail_plus_client_st_trans;
+    cl->base = rset ? 1 : 0;
+    cl->ncmds = cl->base + 1 + cl->job->nrcpts + 1;
+    cl->cmd = 0;
+    cl->reply = 0;
+    cl->accepted = 0;
+    cl->offset = 0;
+    cl->mail_failed = 0;
+    cl->bdat = 0;
+    cl->sending = 0;
+    cl->bol = 1;
+
+    if (cl->peer.connection->read->timer_set) {
+        ngx_del_timer(cl->peer.connection->read);
+    }
+
+    ngx_add_timer(cl->peer.connection->read, cl->dcf->command_timeout);
+}
+
+
+/*
+ * the commands of a transaction: all at once with PIPELINING; with
+ * CHUNKING the content follows "BDAT size LAST" at once
+ */
+
+static ngx_int_t
+ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
+{
+    u_char                *p;
+    ngx_uint_t             k, i;
+    ngx_mail_plus_rcpt_t  *rcpt;
+    ngx_mail_plus_dmsg_t  *msg;
+
+    msg = cl->job->msg;
+    rcpt = msg->rcpts.elts;
+
+    while (cl->cmd < cl->ncmds
+           && (cl->pipelining || cl->cmd == cl->reply)
+           && cl->out->end - cl->out->last >= 2048)
+    {
+
+        k = cl->cmd;
+        p = cl->out->last;
+
+        if (k < cl->base) {
+            p = ngx_cpymem(p, "RSET" CRLF, 6);
+
+        } else if (k == cl->base) {
+            p = ngx_sprintf(p, "MAIL FROM:<%V>", &msg->sender);
+
+            if (cl->size) {
+                p = ngx_sprintf(p, " SIZE=%O", msg->size);
+            }
+
+            if (cl->eightbit) {
+                p = ngx_sprintf(p, " BODY=%s",
+                                msg->body_type == NGX_MAIL_PLUS_BODY_8BITMIME
+                                ? "8BITMIME" : "7BIT");
+            }
+
+            if (cl->smtputf8 && msg->smtputf8) {
+                p = ngx_cpymem(p, " SMTPUTF8", 9);
+            }
+
+            /* RFC 3461 passed on to a next hop that knows it */
+
+            if (cl->dsn && msg->ret.len) {
+                p = ngx_sprintf(p, " RET=%V", &msg->ret);
+            }
+
+            if (cl->dsn && msg->envid.len) {
+                p = ngx_sprintf(p, " ENVID=%V", &msg->envid);
+            }
+
+            *p++ = CR; *p++ = LF;
+
+        } else if (k <= cl->base + cl->job->nrcpts) {
+            i = cl->job->rcpts[k - cl->base - 1];
+            p = ngx_sprintf(p, "RCPT TO:<%V>", &rcpt[i].login);
+
+            if (cl->dsn && rcpt[i].notify.len) {
+                p = ngx_sprintf(p, " NOTIFY=%V", &rcpt[i].notify);
+            }
+
+            if (cl->dsn && rcpt[i].orcpt.len) {
+                p = ngx_sprintf(p, " ORCPT=%V", &rcpt[i].orcpt);
+            }
+
+            *p++ = CR; *p++ = LF;
+
+        } else {
+
+            /* without PIPELINING, no DATA when no recipient was taken */
+
+            if (!cl->pipelining && (cl->accepted == 0 || cl->mail_failed)) {
+                ngx_mail_plus_client_finish(cl, 1);
+                return NGX_DONE;
+            }
+
+            if (cl->chunking) {
+                p = ngx_sprintf(p, "BDAT %O LAST" CRLF, msg->size);
+                cl->bdat = 1;
+                cl->sending = 1;
+
+            } else {
+                p = ngx_cpymem(p, "DATA" CRLF, 6);
+            }
+        }
+
+        cl->out->last = p;
+        cl->cmd++;
+    }
+
+    return ngx_mail_plus_client_send(cl);
+}
+
+
+/* a reply to a command of the transaction */
+
+static ngx_int_t
+ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl)
+{
+    ngx_uint_t         k, i;
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+    k = cl->reply++;
+
+    if (cl->code == 421) {
+        ngx_mail_plus_client_fail(cl, "4.4.2 the destination closes");
+        return NGX_DONE;
+    }
+
+    if (k < cl->base) {
+
+        if (cl->code != 250) {
+            ngx_mail_plus_client_fail(cl, "4.5.0 RSET refused");
+            return NGX_DONE;
+        }
+
+    } else if (k == cl->base) {
+
+        if (cl->code / 100 != 2) {
+            cl->mail_failed = 1;
+            ngx_mail_plus_delivery_result_all(cl->job, cl->code,
+                                              &cl->reply_text);
+        }
+
+    } else if (k <= cl->base + cl->job->nrcpts) {
+
+        i = k - cl->base - 1;
+
+        if (!cl->mail_failed) {
+            if (cl->code / 100 == 2) {
+                cl->ok[cl->accepted++] = i;
+
+            } else {
+                ngx_mail_plus_delivery_result(cl->job, i, cl->code,
+                                              &cl->reply_text, 1);
+            }
+        }
+
+    } else if (cl->bdat) {
+
+        /* the reply to BDAT LAST: as to the dot of DATA */
+
+        if (cl->sending) {
+            ngx_mail_plus_client_fail(cl, "4.5.0 BDAT answered before its "
+                                          "content was sent");
+            return NGX_DONE;
+        }
+
+        cl->state = ngx_mail_plus_client_st_dot;
+        cl->reply = 0;
+
+        return ngx_mail_plus_client_dot(cl);
+
+    } else {
+
+        /* DATA */
+
+        if (cl->code != 354) {
+            ngx_mail_plus_client_accepted(cl, cl->code, &cl->reply_text);
+            ngx_mail_plus_client_finish(cl, 1);
+            return NGX_DONE;
+        }
+
+        if (cl->accepted == 0 || cl->mail_failed) {
+            ngx_mail_plus_client_fail(cl, "4.5.0 DATA accepted without "
+                                          "recipients");
+            return NGX_DONE;
+        }
+
+        cl->state = ngx_mail_plus_client_st_body;
+        cl->sending = 1;
+
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        return ngx_mail_plus_client_send(cl);
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_add_timer(c->read, cl->dcf->command_timeout);
+
+    return ngx_mail_plus_client_commands(cl);
+}
+
+
+/* the reply after the content: one, or one per recipient with LMTP */
+
+static ngx_int_t
+ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl)
+{
+    ngx_uint_t  i;
+
+    if (cl->dest->protocol != NGX_MAIL_PLUS_LMTP || cl->accepted == 0) {
+        ngx_mail_plus_client_accepted(cl, cl->code, &cl->reply_text);
+        ngx_mail_plus_client_finish(cl, cl->code != 421);
+        return NGX_DONE;
+    }
+
+    i = cl->ok[cl->reply++];
+
+    ngx_mail_plus_delivery_result(cl->job, i, cl->code, &cl->reply_text, 1);
+
+    if (cl->reply < cl->accepted) {
+        return NGX_OK;
+    }
+
+    ngx_mail_plus_client_finish(cl, 1);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_mail_plus_client_accepted(ngx_mail_plus_client_t *cl, ngx_uint_t code,
+    ngx_str_t *text)
+{
+    ngx_uint_t  j;
+
+    for (j = 0; j < cl->accepted; j++) {
+        ngx_mail_plus_delivery_result(cl->job, cl->ok[j], code, text, 1);
+    }
+}
+
+
+static void
+ngx_mail_plus_client_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t        *c;
+    ngx_mail_plus_client_t  *cl;
+
+    c = wev->data;
+    cl = c->data;
+
+    if (wev->timedout) {
+        ngx_mail_plus_client_fail(cl, "4.4.2 timed out sending to the "
+                                      "destination");
+        return;
+    }
+
+    if (cl->out->pos == cl->out->last && !cl->sending) {
+        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+            ngx_mail_plus_client_fail(cl, "4.3.0 internal error");
+        }
+
+        return;
+    }
+
+    (void) ngx_mail_plus_client_send(cl);
+}
+
+
+/*
+ * sends what is in the buffer; in the body state the buffer is refilled
+ * from the spool file until the content and its dot have gone
+ */
+
+static ngx_int_t
+ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl)
+{
+    ssize_t            n;
+    ngx_buf_t         *b;
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+    b = cl->out;
+
+    for ( ;; ) {
+
+        if (cl->sending
+            && b->end - b->last >= 2 * NGX_MAIL_PLUS_CLIENT_CHUNK + 8)
+        {
+            if (ngx_mail_plus_client_fill(cl) != NGX_OK) {
+                ngx_mail_plus_client_fail(cl, "4.3.0 spool read error");
+                return NGX_DONE;
+            }
+        }
+
+        if (b->pos == b->last) {
+            break;
+        }
+
+        n = c->send(c, b->pos, b->last - b->pos);
+
+        if (n == NGX_ERROR) {
+            ngx_mail_plus_client_fail(cl, "4.4.2 connection lost");
+            return NGX_DONE;
+        }
+
+        if (n == NGX_AGAIN || n == 0) {
+
+            ngx_add_timer(c->write, cl->sending ? cl->dcf->data_timeout
+                                                : cl->dcf->command_timeout);
+
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_mail_plus_client_fail(cl, "4.3.0 internal error");
+                return NGX_DONE;
+            }
+
+            return NGX_OK;
+        }
+
+        b->pos += n;
+
+        if (b->pos == b->last) {
+            b->pos = b->start;
+            b->last = b->start;
+        }
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a chunk of the content, dot-stuffed; at its end the dot */
+
+static ngx_int_t
+ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl)
+{
+    u_char                *p, *q, *last;
+    size_t                 len;
+    ssize_t                n;
+    ngx_connection_t      *c;
+    ngx_mail_plus_dmsg_t  *msg;
+
+    msg = cl->job->msg;
+    c = cl->peer.connection;
+
+    if (cl->offset < msg->size) {
+
+        len = (size_t) ngx_min(msg->size - cl->offset,
+                               NGX_MAIL_PLUS_CLIENT_CHUNK);
+
+        n = pread(msg->fd, cl->chunk, len, msg->body + cl->offset);
+
+        if (n <= 0) {
+            ngx_log_error(NGX_LOG_CRIT, c->log, ngx_errno,
+                          "pread() of queue file %s failed", msg->id);
+            return NGX_ERROR;
+        }
+
+        cl->offset += n;
+
+        if (cl->bdat) {
+            cl->out->last = ngx_cpymem(cl->out->last, cl->chunk, n);
+
+        } else {
+            q = cl->out->last;
+            last = cl->chunk + n;
+
+            for (p = cl->chunk; p < last; p++) {
+                if (cl->bol && *p == '.') {
+                    *q++ = '.';
+                }
+
+                *q++ = *p;
+                cl->bol = (*p == LF);
+            }
+
+            cl->out->last = q;
+        }
+
+        if (cl->offset < msg->size) {
+            return NGX_OK;
+        }
+    }
+
+    cl->sending = 0;
+
+    if (!cl->bdat) {
+        if (!cl->bol) {
+            *cl->out->last++ = CR;
+            *cl->out->last++ = LF;
+        }
+
+        cl->out->last = ngx_cpymem(cl->out->last, "." CRLF, 3);
+
+        cl->state = ngx_mail_plus_client_st_dot;
+        cl->reply = 0;
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_add_timer(c->read, cl->dcf->data_timeout);
+
+    return NGX_OK;
+}
+
+
+/* the connection failed: what has no result yet is deferred */
+
+static void
+ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl, char *reason)
+{
+    ngx_str_t                       text;
+    ngx_mail_plus_job_t            *job;
+    ngx_mail_plus_dest_t           *dest;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    if (cl->job == NULL) {
+        ngx_mail_plus_client_close(cl, 0);
+        return;
+    }
+
+    if (cl->state == ngx_mail_plus_client_st_trans && cl->base
+        && cl->reply == 0)
+    {
+        /*
+         * a reused connection that the peer closed meanwhile: the job
+         * takes a new connection, with no result recorded
+         */
+
+        job = cl->job;
+        dest = cl->dest;
+        dcf = cl->dcf;
+
+        cl->job = NULL;
+
+        ngx_log_error(NGX_LOG_INFO, &cl->log, 0,
+                      "delivery: a reused connection to %V failed (%s), "
+                      "trying a new one", &dest->name, reason);
+
+        ngx_mail_plus_client_close(cl, 0);
+        ngx_mail_plus_client_start(dcf, dest, job);
+        return;
+    }
+
+    text.data = (u_char *) reason;
+    text.len = ngx_strlen(reason);
+
+    ngx_mail_plus_delivery_result_all(cl->job, 451, &text);
+
+    ngx_mail_plus_client_finish(cl, 0);
+}
+
+
+/*
+ * the transaction is over; the connection takes the destination's next
+ * waiting job, or waits in the idle list, or closes
+ */
+
+static void
+ngx_mail_plus_client_finish(ngx_mail_plus_client_t *cl, ngx_uint_t keep)
+{
+    ngx_str_t                       text;
+    ngx_uint_t                      greeted;
+    ngx_connection_t               *c;
+    ngx_mail_plus_job_t            *job;
+    ngx_mail_plus_dest_t           *dest;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    c = cl->peer.connection;
+    job = cl->job;
+    dest = cl->dest;
+    dcf = cl->dcf;
+    greeted = cl->greeted;
+
+    cl->job = NULL;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (ngx_exiting || ngx_terminate) {
+        keep = 0;
+    }
+
+    if (!keep) {
+        ngx_mail_plus_client_close(cl, greeted);
+        cl = NULL;
+    }
+
+    ngx_mail_plus_delivery_job_done(job);
+
+    if (!greeted) {
+        ngx_str_set(&text, "4.4.1 connect to the destination failed");
+        ngx_mail_plus_delivery_dest_failed(dest, &text);
+        return;
+    }
+
+    job = ngx_mail_plus_delivery_next_job(dest);
+
+    if (cl == NULL) {
+        if (job) {
+            ngx_mail_plus_client_start(dcf, dest, job);
+        }
+
+        return;
+    }
+
+    if (job) {
+        ngx_mail_plus_client_reuse(cl, job);
+        return;
+    }
+
+    cl->state = ngx_mail_plus_client_st_idle;
+
+    ngx_queue_insert_head(&dest->idle, &cl->queue);
+
+    c->idle = 1;
+    c->read->handler = ngx_mail_plus_client_idle_handler;
+    c->write->handler = ngx_mail_plus_client_idle_handler;
+    c->read->cancelable = 1;
+
+    ngx_add_timer(c->read, dcf->idle_timeout);
+}
+
+
+static void
+ngx_mail_plus_client_idle_handler(ngx_event_t *ev)
+{
+    ngx_connection_t        *c;
+    ngx_mail_plus_client_t  *cl;
+
+    c = ev->data;
+    cl = c->data;
+
+    if (!ev->write || ev->timedout || c->close) {
+        ngx_mail_plus_client_close(cl, !c->close && ev->timedout);
+    }
+}
+
+
+static void
+ngx_mail_plus_client_close(ngx_mail_plus_client_t *cl, ngx_uint_t quit)
+{
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+    if (cl->state == ngx_mail_plus_client_st_idle) {
+        ngx_queue_remove(&cl->queue);
+    }
+
+    if (quit) {
+        (void) c->send(c, (u_char *) "QUIT" CRLF, 6);
+    }
+
+#if (NGX_MAIL_SSL)
+
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+
+#endif
+
+    cl->dest->active--;
+
+    ngx_close_connection(c);
+    ngx_destroy_pool(cl->pool);
+}
