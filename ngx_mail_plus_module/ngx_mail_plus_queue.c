@@ -361,7 +361,7 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
 {
     u_char                     *p;
     size_t                      len;
-    ngx_str_t                  *rcpt;
+    ngx_str_t                  *rcpt, *dsn;
     ngx_uint_t                  i;
     ngx_pool_t                 *pool;
     struct timeval              tv;
@@ -434,10 +434,18 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
           + sizeof("end" CRLF) - 1;
 
     rcpt = env->recipients->elts;
+    dsn = env->dsn ? env->dsn->elts : NULL;
 
     for (i = 0; i < env->recipients->nelts; i++) {
         len += sizeof("rcpt " CRLF) - 1 + rcpt[i].len;
+
+        if (dsn) {
+            len += sizeof("dsn " CRLF) - 1 + dsn[i].len;
+        }
     }
+
+    len += sizeof("ret " CRLF) - 1 + env->ret.len
+           + sizeof("envid " CRLF) - 1 + env->envid.len;
 
     p = ngx_pnalloc(pool, len);
     if (p == NULL) {
@@ -461,8 +469,22 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
                       env->smtputf8 ? "yes" : "no", &env->sender)
           - p;
 
+    /* RFC 3461 parameters, where the client gave them */
+
+    if (env->ret.len) {
+        len = ngx_sprintf(p + len, "ret %V" CRLF, &env->ret) - p;
+    }
+
+    if (env->envid.len) {
+        len = ngx_sprintf(p + len, "envid %V" CRLF, &env->envid) - p;
+    }
+
     for (i = 0; i < env->recipients->nelts; i++) {
         len = ngx_sprintf(p + len, "rcpt %V" CRLF, &rcpt[i]) - p;
+
+        if (dsn && dsn[i].len) {
+            len = ngx_sprintf(p + len, "dsn %V" CRLF, &dsn[i]) - p;
+        }
     }
 
     len = ngx_cpymem(p + len, "end" CRLF, 5) - p;

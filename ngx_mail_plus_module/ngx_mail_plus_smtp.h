@@ -69,6 +69,10 @@ typedef struct {
     off_t                       size;       /* SIZE=, -1 if none */
     ngx_uint_t                  body;       /* NGX_MAIL_PLUS_BODY_* */
     ngx_str_t                   param;      /* the unsupported one */
+    ngx_str_t                   ret;        /* RFC 3461: FULL or HDRS */
+    ngx_str_t                   envid;
+    ngx_str_t                   notify;
+    ngx_str_t                   orcpt;
     unsigned                    smtputf8:1;
     unsigned                    utf8:1;     /* non-ASCII in the address */
 } ngx_mail_plus_smtp_path_t;
@@ -180,6 +184,9 @@ typedef struct {
     ngx_str_t                       helo;
     ngx_str_t                       login;
     ngx_uint_t                      body;
+    ngx_str_t                       ret;         /* RFC 3461, or empty */
+    ngx_str_t                       envid;
+    ngx_array_t                    *dsn;         /* ngx_str_t a recipient */
     unsigned                        smtputf8:1;
 } ngx_mail_plus_queue_envelope_t;
 

@@ -67,6 +67,9 @@ typedef struct {
     ngx_pool_t                  *tx;
     ngx_str_t                    from;
     ngx_array_t                 *rcpts;       /* ngx_str_t */
+    ngx_array_t                 *dsn;         /* ngx_str_t, of each rcpt */
+    ngx_str_t                    ret;         /* RFC 3461 */
+    ngx_str_t                    envid;
     ngx_uint_t                   body;
     ngx_uint_t                   rcpt_tries;
     ngx_mail_plus_queue_msg_t   *msg;
@@ -872,6 +875,7 @@ ngx_mail_plus_smtp_helo(ngx_mail_session_t *s, ngx_connection_t *c,
                             "250-8BITMIME" CRLF
                             "250-PIPELINING" CRLF
                             "250-ENHANCEDSTATUSCODES" CRLF
+                            "250-DSN" CRLF
                             "250-CHUNKING" CRLF,
                             sscf->max_message_size);
 
@@ -955,16 +959,24 @@ ngx_mail_plus_smtp_mail(ngx_mail_session_t *s, ngx_connection_t *c,
     }
 
     ctx->rcpts = ngx_array_create(ctx->tx, 4, sizeof(ngx_str_t));
+    ctx->dsn = ngx_array_create(ctx->tx, 4, sizeof(ngx_str_t));
 
     ctx->from.data = ngx_pstrdup(ctx->tx, &path.addr);
+    ctx->ret.data = ngx_pstrdup(ctx->tx, &path.ret);
+    ctx->envid.data = ngx_pstrdup(ctx->tx, &path.envid);
 
-    if (ctx->rcpts == NULL || (ctx->from.data == NULL && path.addr.len)) {
+    if (ctx->rcpts == NULL || ctx->dsn == NULL
+        || (ctx->from.data == NULL && path.addr.len)
+        || ctx->ret.data == NULL || ctx->envid.data == NULL)
+    {
         ngx_mail_plus_smtp_reset(ctx);
         ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
         return;
     }
 
     ctx->from.len = path.addr.len;
+    ctx->ret.len = path.ret.len;
+    ctx->envid.len = path.envid.len;
     ctx->body = path.body;
     ctx->smtputf8 = path.smtputf8;
     ctx->in_tx = 1;
@@ -978,7 +990,7 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg)
 {
     ngx_int_t                       rc;
-    ngx_str_t                      *rcpt;
+    ngx_str_t                      *rcpt, *dsn;
     ngx_mail_plus_smtp_path_t       path;
     ngx_mail_plus_smtp_srv_conf_t  *sscf;
     u_char                          text[NGX_MAIL_PLUS_SMTP_MAX_PATH + 96];
@@ -1053,6 +1065,36 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
     }
 
     rcpt->len = path.addr.len;
+
+    /* RFC 3461: "NOTIFY=... ORCPT=...", as the queue file keeps them */
+
+    dsn = ngx_array_push(ctx->dsn);
+    if (dsn == NULL) {
+        ctx->rcpts->nelts--;
+        ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
+        return;
+    }
+
+    dsn->len = 0;
+    dsn->data = ngx_pnalloc(ctx->tx, sizeof("NOTIFY= ORCPT=") - 1
+                                     + path.notify.len + path.orcpt.len);
+    if (dsn->data == NULL) {
+        ctx->rcpts->nelts--;
+        ctx->dsn->nelts--;
+        ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
+        return;
+    }
+
+    if (path.notify.len) {
+        dsn->len = ngx_sprintf(dsn->data, "NOTIFY=%V", &path.notify)
+                   - dsn->data;
+    }
+
+    if (path.orcpt.len) {
+        dsn->len = ngx_sprintf(dsn->data + dsn->len, "%sORCPT=%V",
+                               dsn->len ? " " : "", &path.orcpt)
+                   - dsn->data;
+    }
 
     ngx_mail_plus_smtp_reply(ctx, "250 2.1.5 Ok");
 }
@@ -1286,6 +1328,9 @@ ngx_mail_plus_smtp_open(ngx_mail_session_t *s, ngx_connection_t *c,
     env.helo.len = ctx->helo_len;
     env.login = ctx->login;
     env.body = ctx->body;
+    env.ret = ctx->ret;
+    env.envid = ctx->envid;
+    env.dsn = ctx->dsn;
     env.smtputf8 = ctx->smtputf8;
 
     ctx->msg = ngx_mail_plus_queue_open(smcf->queue, &env, c->log);

@@ -10,6 +10,7 @@
 #include "ngx_mail_plus_smtp.h"
 
 
+
 /*
  * The SMTP parser: command lines, paths, BDAT and AUTH arguments, and the
  * DATA/BDAT content reader.  Pure functions over byte ranges: they neither
@@ -28,6 +29,10 @@ static void ngx_mail_plus_smtp_header_name(ngx_mail_plus_smtp_data_t *d,
     u_char ch);
 static ngx_int_t ngx_mail_plus_smtp_caseeq(u_char *p, size_t len,
     char *s);
+static ngx_int_t ngx_mail_plus_smtp_notify(u_char *val, size_t vlen);
+static ngx_int_t ngx_mail_plus_smtp_xtext(u_char *val, size_t vlen,
+    ngx_uint_t orcpt);
+static ngx_uint_t ngx_mail_plus_smtp_hex(u_char c);
 
 
 typedef struct {
@@ -156,6 +161,116 @@ ngx_mail_plus_smtp_parse_command(ngx_str_t *line, ngx_str_t *arg)
 
 
 /*
+ * RFC 3461 4.1: "NEVER", or a list of SUCCESS, FAILURE and DELAY
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_notify(u_char *val, size_t vlen)
+{
+    u_char      *p, *last, *word;
+    ngx_uint_t   never, words;
+
+    if (val == NULL || vlen == 0) {
+        return NGX_ERROR;
+    }
+
+    never = 0;
+    words = 0;
+    last = val + vlen;
+
+    for (p = val; p <= last; p++) {
+
+        if (p < last && *p != ',') {
+            continue;
+        }
+
+        word = val;
+        val = p + 1;
+        words++;
+
+        if (ngx_mail_plus_smtp_caseeq(word, p - word, "NEVER")) {
+            never = 1;
+            continue;
+        }
+
+        if (!ngx_mail_plus_smtp_caseeq(word, p - word, "SUCCESS")
+            && !ngx_mail_plus_smtp_caseeq(word, p - word, "FAILURE")
+            && !ngx_mail_plus_smtp_caseeq(word, p - word, "DELAY"))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return (never && words > 1) ? NGX_ERROR : NGX_OK;
+}
+
+
+/*
+ * RFC 3461 4: xtext, printable US-ASCII but "+" and "=", "+XX" for the
+ * rest; an ORCPT value is "addr-type;xtext"
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_xtext(u_char *val, size_t vlen, ngx_uint_t orcpt)
+{
+    u_char  *p, *last;
+
+    if (val == NULL || vlen == 0 || vlen > 500) {
+        return NGX_ERROR;
+    }
+
+    p = val;
+    last = val + vlen;
+
+    if (orcpt) {
+        while (p < last && *p != ';') {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                  || (*p >= '0' && *p <= '9') || *p == '-'))
+            {
+                return NGX_ERROR;
+            }
+
+            p++;
+        }
+
+        if (p == val || p == last) {
+            return NGX_ERROR;
+        }
+
+        p++;
+    }
+
+    for ( /* void */ ; p < last; p++) {
+
+        if (*p == '+') {
+            if (last - p < 3
+                || !ngx_mail_plus_smtp_hex(p[1])
+                || !ngx_mail_plus_smtp_hex(p[2]))
+            {
+                return NGX_ERROR;
+            }
+
+            p += 2;
+            continue;
+        }
+
+        if (*p < '!' || *p > '~' || *p == '=') {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_mail_plus_smtp_hex(u_char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+}
+
+
+/*
  * "FROM:<path> params" or "TO:<path> params"; NGX_OK, NGX_ERROR on a
  * syntax error, NGX_MAIL_PLUS_SMTP_BAD_PARAM on an unknown or invalid
  * parameter (path->param)
@@ -177,6 +292,10 @@ ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
     path->body = NGX_MAIL_PLUS_BODY_NONE;
     path->param.len = 0;
     path->param.data = NULL;
+    ngx_str_null(&path->ret);
+    ngx_str_null(&path->envid);
+    ngx_str_null(&path->notify);
+    ngx_str_null(&path->orcpt);
     path->smtputf8 = 0;
     path->utf8 = 0;
 
@@ -333,10 +452,55 @@ ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
         path->param.len = p - key;
 
         if (rcpt) {
+
+            /* RFC 3461 4 */
+
+            if (ngx_mail_plus_smtp_caseeq(key, klen, "NOTIFY")
+                && path->notify.len == 0
+                && ngx_mail_plus_smtp_notify(val, vlen) == NGX_OK)
+            {
+                path->notify.data = val;
+                path->notify.len = vlen;
+                continue;
+            }
+
+            if (ngx_mail_plus_smtp_caseeq(key, klen, "ORCPT")
+                && path->orcpt.len == 0
+                && ngx_mail_plus_smtp_xtext(val, vlen, 1) == NGX_OK)
+            {
+                path->orcpt.data = val;
+                path->orcpt.len = vlen;
+                continue;
+            }
+
             return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
         }
 
-        if (ngx_mail_plus_smtp_caseeq(key, klen, "SIZE")) {
+        if (ngx_mail_plus_smtp_caseeq(key, klen, "RET")) {
+
+            if (path->ret.len
+                || val == NULL
+                || !(ngx_mail_plus_smtp_caseeq(val, vlen, "FULL")
+                     || ngx_mail_plus_smtp_caseeq(val, vlen, "HDRS")))
+            {
+                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+            }
+
+            path->ret.data = val;
+            path->ret.len = vlen;
+
+        } else if (ngx_mail_plus_smtp_caseeq(key, klen, "ENVID")) {
+
+            if (path->envid.len || vlen > 100
+                || ngx_mail_plus_smtp_xtext(val, vlen, 0) != NGX_OK)
+            {
+                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+            }
+
+            path->envid.data = val;
+            path->envid.len = vlen;
+
+        } else if (ngx_mail_plus_smtp_caseeq(key, klen, "SIZE")) {
 
             if (val == NULL || vlen == 0 || vlen > 18 || path->size != -1) {
                 return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
