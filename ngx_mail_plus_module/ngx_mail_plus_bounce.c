@@ -38,7 +38,8 @@ ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg, ngx_uint_t delayed,
     ngx_mail_plus_rcpt_t            *rcpt;
     ngx_mail_plus_queue_msg_t       *m;
     ngx_mail_plus_queue_envelope_t   env;
-    u_char                           date[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
+    u_char                           date[sizeof("Mon, 28 Sep 1970 "
+                                                 "06:00:00 GMT")];
 
     host = ngx_cycle->hostname;
 

@@ -14,9 +14,10 @@
  * A login check: the router's answer, the throttles of the shared zone
  * and, where the pool checks passwords, the password check.  Crypt hashes
  * cost milliseconds each by design, so they are checked in the router's
- * thread pool and the caller's handler runs when the thread is done.  A check lives in a pool of its own, so
- * that a caller that goes away while a thread works on its check only
- * marks it; the check is freed when the thread is done.
+ * thread pool and the caller's handler runs when the thread is done.  A
+ * check lives in a pool of its own, so that a caller that goes away while
+ * a thread works on its check only marks it; the check is freed when the
+ * thread is done.
  */
 
 

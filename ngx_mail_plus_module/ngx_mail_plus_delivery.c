@@ -721,7 +721,8 @@ ngx_mail_plus_delivery_found(ngx_mail_plus_queue_t *q, ngx_str_t *id,
 {
     ngx_uint_t *which = data;
 
-    if (ngx_mail_plus_delivery->nmsgs >= ngx_mail_plus_delivery->dcf->active_limit)
+    if (ngx_mail_plus_delivery->nmsgs
+        >= ngx_mail_plus_delivery->dcf->active_limit)
     {
         return NGX_DECLINED;
     }
