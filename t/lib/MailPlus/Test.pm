@@ -11,6 +11,7 @@ package MailPlus::Test;
 #   MAIL_PLUS_MODULE   path of the module .so (default build/ in the repo)
 #   MAIL_PLUS_PRELOAD  LD_PRELOAD for nginx (sanitizer runs)
 #   MAIL_PLUS_NGINX    nginx binary (default /usr/sbin/nginx)
+#   MAIL_PLUS_MAIL_MODULE  the stock mail module .so of that binary
 #   MAIL_PLUS_LEAVE    keep the test directory
 #   MAIL_PLUS_VERBOSE  print nginx's error.log at the end
 
@@ -37,7 +38,8 @@ our @EXPORT_OK = qw/ wait_for /;
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 our $NGINX = $ENV{MAIL_PLUS_NGINX} || '/usr/sbin/nginx';
 our $DOVECOT = '/usr/sbin/dovecot';
-our $MAIL_MODULE = '/usr/lib/nginx/modules/ngx_mail_module.so';
+our $MAIL_MODULE = $ENV{MAIL_PLUS_MAIL_MODULE}
+    || '/usr/lib/nginx/modules/ngx_mail_module.so';
 our $MODULE = $ENV{MAIL_PLUS_MODULE}
     || "$ROOT/build/ngx_mail_plus_module.so";
 
