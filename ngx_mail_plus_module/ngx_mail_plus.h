@@ -304,8 +304,7 @@ ngx_int_t ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
     ngx_pool_t *pool, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_router_next(ngx_mail_plus_route_t *route);
-void ngx_mail_plus_router_verified(ngx_mail_plus_main_conf_t *mpcf,
-    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+void ngx_mail_plus_router_verified(ngx_mail_plus_route_t *route,
     ngx_int_t rc, ngx_log_t *log);
 
 /* login checks */

@@ -168,8 +168,7 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
     rc = ngx_mail_plus_password_check(user, &check->auth.password,
                                       check->pool, check->crypt_data);
 
-    ngx_mail_plus_router_verified(check->mpcf, &check->auth, &check->route,
-                                  rc, check->log);
+    ngx_mail_plus_router_verified(&check->route, rc, check->log);
 
     ngx_mail_plus_throttle_after(check);
 
@@ -216,8 +215,7 @@ ngx_mail_plus_check_thread_done(ngx_event_t *ev)
         return;
     }
 
-    ngx_mail_plus_router_verified(check->mpcf, &check->auth, &check->route,
-                                  check->rc, check->log);
+    ngx_mail_plus_router_verified(&check->route, check->rc, check->log);
 
     ngx_mail_plus_throttle_after(check);
 

@@ -447,8 +447,7 @@ ngx_mail_plus_router_expand(ngx_pool_t *pool, ngx_str_t *template,
 
 
 void
-ngx_mail_plus_router_verified(ngx_mail_plus_main_conf_t *mpcf,
-    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route, ngx_int_t rc,
+ngx_mail_plus_router_verified(ngx_mail_plus_route_t *route, ngx_int_t rc,
     ngx_log_t *log)
 {
     route->verify = 0;
