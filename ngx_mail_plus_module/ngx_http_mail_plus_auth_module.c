@@ -202,8 +202,8 @@ static ngx_int_t
 ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx)
 {
-    ngx_str_t         method, user, pass, proto, rcpt, login, password;
-    ngx_uint_t        i, k;
+    ngx_str_t         method, user, pass, proto, rcpt, login, password, salt;
+    ngx_uint_t        i, k, digest;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -212,6 +212,7 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
     ngx_str_null(&pass);
     ngx_str_null(&proto);
     ngx_str_null(&rcpt);
+    ngx_str_null(&salt);
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -260,6 +261,12 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
         {
             rcpt = h[i].value;
 
+        } else if (h[i].key.len == sizeof("Auth-Salt") - 1
+                   && ngx_strncasecmp(h[i].key.data, (u_char *) "Auth-Salt",
+                                      h[i].key.len) == 0)
+        {
+            salt = h[i].value;
+
         } else if (h[i].key.len == sizeof("Client-IP") - 1
                    && ngx_strncasecmp(h[i].key.data, (u_char *) "Client-IP",
                                       h[i].key.len) == 0)
@@ -305,10 +312,24 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
                                        &ctx->client);
     }
 
-    if (!(method.len == 5
-          && ngx_strncasecmp(method.data, (u_char *) "plain", 5) == 0)
-        && !(method.len == 5
-             && ngx_strncasecmp(method.data, (u_char *) "login", 5) == 0))
+    digest = NGX_MAIL_AUTH_PLAIN;
+
+    if (method.len == 4
+        && ngx_strncasecmp(method.data, (u_char *) "apop", 4) == 0)
+    {
+        digest = NGX_MAIL_AUTH_APOP;
+
+    } else if (method.len == 8
+               && ngx_strncasecmp(method.data, (u_char *) "cram-md5", 8)
+                  == 0)
+    {
+        digest = NGX_MAIL_AUTH_CRAM_MD5;
+
+    } else if (!(method.len == 5
+                 && ngx_strncasecmp(method.data, (u_char *) "plain", 5) == 0)
+               && !(method.len == 5
+                    && ngx_strncasecmp(method.data, (u_char *) "login", 5)
+                       == 0))
     {
         ctx->unsupported = 1;
     }
@@ -321,8 +342,20 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    return ngx_mail_plus_check_set(ctx->check, k, &login, &password,
-                                   &ctx->client);
+    if (ngx_mail_plus_check_set(ctx->check, k, &login, &password,
+                                &ctx->client)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* APOP and CRAM-MD5: Auth-Pass is the client's digest of Auth-Salt */
+
+    if (digest != NGX_MAIL_AUTH_PLAIN) {
+        return ngx_mail_plus_check_set_digest(ctx->check, digest, &salt);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -365,7 +398,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
 
     if (ctx->unsupported && route->status == NGX_MAIL_PLUS_ALLOW) {
 
-        /* APOP, CRAM-MD5 and EXTERNAL need what the router does not keep */
+        /* EXTERNAL needs what the router does not keep */
 
         route->status = NGX_MAIL_PLUS_DENY;
         route->delay = ctx->check->mpcf->auth_delay;

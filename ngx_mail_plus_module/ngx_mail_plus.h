@@ -185,6 +185,10 @@ typedef struct {
     ngx_str_t                   login;
     ngx_str_t                   password;
     ngx_str_t                   client;    /* client address, as text */
+    ngx_uint_t                  method;    /* NGX_MAIL_AUTH_PLAIN, _APOP or
+                                              _CRAM_MD5: then "password" is
+                                              the client's digest of salt */
+    ngx_str_t                   salt;      /* "<...>", no CRLF */
     unsigned                    check:1;   /* the password is to be checked */
 } ngx_mail_plus_auth_t;
 
@@ -276,6 +280,8 @@ ngx_mail_plus_user_t *ngx_mail_plus_users_find(ngx_mail_plus_users_t *users,
     ngx_str_t *login);
 ngx_int_t ngx_mail_plus_password_check(ngx_mail_plus_user_t *user,
     ngx_str_t *password, ngx_pool_t *pool, void *crypt_data);
+ngx_int_t ngx_mail_plus_password_digest(ngx_mail_plus_user_t *user,
+    ngx_mail_plus_auth_t *auth, ngx_pool_t *pool);
 size_t ngx_mail_plus_password_crypt_size(void);
 
 /* pools and the hash ring */
@@ -314,6 +320,8 @@ ngx_mail_plus_check_t *ngx_mail_plus_check_create(
 ngx_int_t ngx_mail_plus_check_set(ngx_mail_plus_check_t *check,
     ngx_uint_t protocol, ngx_str_t *login, ngx_str_t *password,
     ngx_str_t *client);
+ngx_int_t ngx_mail_plus_check_set_digest(ngx_mail_plus_check_t *check,
+    ngx_uint_t method, ngx_str_t *salt);
 ngx_int_t ngx_mail_plus_check_start(ngx_mail_plus_check_t *check);
 void ngx_mail_plus_check_free(ngx_mail_plus_check_t *check);
 

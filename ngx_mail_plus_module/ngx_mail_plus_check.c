@@ -21,6 +21,7 @@
  */
 
 
+static ngx_int_t ngx_mail_plus_check_digest(ngx_mail_plus_check_t *check);
 #if (NGX_THREADS)
 static void ngx_mail_plus_check_thread(void *data, ngx_log_t *log);
 static void ngx_mail_plus_check_thread_done(ngx_event_t *ev);
@@ -98,6 +99,33 @@ ngx_mail_plus_check_set(ngx_mail_plus_check_t *check, ngx_uint_t protocol,
 }
 
 
+/* APOP or CRAM-MD5: the password set is the client's digest of "salt" */
+
+ngx_int_t
+ngx_mail_plus_check_set_digest(ngx_mail_plus_check_t *check,
+    ngx_uint_t method, ngx_str_t *salt)
+{
+    ngx_str_t  s;
+
+    s = *salt;
+
+    while (s.len && (s.data[s.len - 1] == CR || s.data[s.len - 1] == LF)) {
+        s.len--;
+    }
+
+    check->auth.method = method;
+
+    check->auth.salt.data = ngx_pstrdup(check->pool, &s);
+    if (check->auth.salt.data == NULL && s.len) {
+        return NGX_ERROR;
+    }
+
+    check->auth.salt.len = s.len;
+
+    return NGX_OK;
+}
+
+
 /*
  * NGX_OK: check->route is the answer; NGX_AGAIN: a thread checks the
  * password and check->handler will be called; NGX_ERROR
@@ -120,6 +148,12 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
     }
 
     ngx_mail_plus_throttle_before(check);
+
+    if (check->auth.method == NGX_MAIL_AUTH_APOP
+        || check->auth.method == NGX_MAIL_AUTH_CRAM_MD5)
+    {
+        return ngx_mail_plus_check_digest(check);
+    }
 
     if (!check->route.verify) {
         ngx_mail_plus_throttle_after(check);
@@ -169,6 +203,46 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
                                       check->pool, check->crypt_data);
 
     ngx_mail_plus_router_verified(&check->route, rc, check->log);
+
+    ngx_mail_plus_throttle_after(check);
+
+    return NGX_OK;
+}
+
+
+/*
+ * a digest is checked in place (one MD5 or HMAC-MD5); a pool whose backend
+ * checks passwords itself cannot take one, the backend would need the
+ * cleartext
+ */
+
+static ngx_int_t
+ngx_mail_plus_check_digest(ngx_mail_plus_check_t *check)
+{
+    ngx_int_t               rc;
+    ngx_mail_plus_route_t  *route;
+
+    route = &check->route;
+
+    if (route->status == NGX_MAIL_PLUS_ALLOW && !route->verify) {
+        route->status = NGX_MAIL_PLUS_DENY;
+        ngx_str_set(&route->reason,
+                    "APOP and CRAM-MD5 need a pool with \"auth router\"");
+    }
+
+    if (route->verify) {
+        rc = ngx_mail_plus_password_digest(route->user, &check->auth,
+                                           check->pool);
+
+        ngx_mail_plus_router_verified(route, rc == NGX_ABORT ? NGX_DECLINED
+                                                             : rc,
+                                      check->log);
+
+        if (rc == NGX_ABORT) {
+            ngx_str_set(&route->reason,
+                        "APOP and CRAM-MD5 need a {PLAIN} password");
+        }
+    }
 
     ngx_mail_plus_throttle_after(check);
 

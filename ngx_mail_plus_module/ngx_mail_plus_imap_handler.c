@@ -38,6 +38,7 @@ static ngx_mail_plus_sasl_t  imap_sasl = {
     ngx_imap_auth_login_username,
     ngx_imap_auth_login_password,
     ngx_imap_auth_plain,
+    ngx_imap_auth_cram_md5,
     ngx_string("NO authentication mechanism not supported" CRLF)
 };
 static ngx_str_t  imap_limit =

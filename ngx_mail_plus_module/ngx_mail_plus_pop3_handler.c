@@ -14,9 +14,9 @@
 /*
  * The POP3 dialogue before login, in a "router_proxy on" server: the
  * stock parser and SASL helpers, the stock pop3_* settings (capabilities,
- * pop3_auth), and the router instead of auth_http.  APOP and CRAM-MD5 need
- * the cleartext password, which the router does not keep: they are
- * refused.
+ * pop3_auth), and the router instead of auth_http.  APOP and CRAM-MD5
+ * (when pop3_auth lists them: the greeting then carries the salt) are
+ * checked by the router against a cleartext password.
  */
 
 
@@ -24,6 +24,10 @@ static ngx_int_t ngx_mail_plus_pop3_user(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_plus_pop3_pass(ngx_mail_session_t *s,
     ngx_connection_t *c);
+static ngx_int_t ngx_mail_plus_pop3_apop(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_plus_pop3_login(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_str_t *login);
 static ngx_int_t ngx_mail_plus_pop3_capa(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_plus_pop3_auth(ngx_mail_session_t *s,
@@ -37,6 +41,7 @@ static ngx_mail_plus_sasl_t  pop3_sasl = {
     ngx_pop3_auth_login_username,
     ngx_pop3_auth_login_password,
     ngx_pop3_auth_plain,
+    ngx_pop3_auth_cram_md5,
     ngx_string("-ERR authentication method not supported" CRLF)
 };
 static ngx_str_t  pop3_limit =
@@ -46,8 +51,42 @@ static ngx_str_t  pop3_limit =
 void
 ngx_mail_plus_pop3_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 {
+    u_char                    *p;
+    ngx_str_t                  greeting;
+    ngx_mail_core_srv_conf_t  *cscf;
+    ngx_mail_pop3_srv_conf_t  *pscf;
+
+    pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
+
+    greeting = pop3_greeting;
+
+    if (pscf->auth_methods
+        & (NGX_MAIL_AUTH_APOP_ENABLED|NGX_MAIL_AUTH_CRAM_MD5_ENABLED))
+    {
+        cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+        if (ngx_mail_salt(s, c, cscf) != NGX_OK) {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+
+        /* "+OK POP3 ready <salt>" */
+
+        greeting.len = pop3_greeting.len - 1 + s->salt.len;
+        greeting.data = ngx_pnalloc(c->pool, greeting.len);
+        if (greeting.data == NULL) {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+
+        p = ngx_cpymem(greeting.data, pop3_greeting.data,
+                       pop3_greeting.len - 2);
+        *p++ = ' ';
+        ngx_memcpy(p, s->salt.data, s->salt.len);
+    }
+
     ngx_mail_plus_proxy_init_session(s, c, NGX_MAIL_PLUS_POP3,
-                                     &pop3_greeting, &pop3_limit,
+                                     &greeting, &pop3_limit,
                                      ngx_mail_plus_pop3_init_protocol);
 }
 
@@ -119,7 +158,7 @@ ngx_mail_plus_pop3_auth_state(ngx_event_t *rev)
                 break;
 
             case NGX_POP3_APOP:
-                s->out = pop3_sasl.unsupported;
+                rc = ngx_mail_plus_pop3_apop(s, c);
                 break;
 
             case NGX_POP3_AUTH:
@@ -213,13 +252,9 @@ ngx_mail_plus_pop3_user(ngx_mail_session_t *s, ngx_connection_t *c)
 
     arg = s->args.elts;
 
-    s->login.len = arg[0].len;
-    s->login.data = ngx_pnalloc(c->pool, s->login.len);
-    if (s->login.data == NULL) {
+    if (ngx_mail_plus_pop3_login(s, c, &arg[0]) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    ngx_memcpy(s->login.data, arg[0].data, s->login.len);
 
     s->mail_state = ngx_pop3_user;
 
@@ -243,6 +278,58 @@ ngx_mail_plus_pop3_pass(ngx_mail_session_t *s, ngx_connection_t *c)
     s->passwd = arg[0];
 
     return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_pop3_apop(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    ngx_str_t                 *arg;
+    ngx_mail_pop3_srv_conf_t  *pscf;
+
+#if (NGX_MAIL_SSL)
+    if (ngx_mail_starttls_only(s, c)) {
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+#endif
+
+    pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
+
+    if (!(pscf->auth_methods & NGX_MAIL_AUTH_APOP_ENABLED)
+        || s->args.nelts != 2)
+    {
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+
+    arg = s->args.elts;
+
+    if (ngx_mail_plus_pop3_login(s, c, &arg[0]) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the digest: the router copies it */
+
+    s->passwd = arg[1];
+    s->auth_method = NGX_MAIL_AUTH_APOP;
+
+    return NGX_DONE;
+}
+
+
+/* the login outlives the command buffer */
+
+static ngx_int_t
+ngx_mail_plus_pop3_login(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_str_t *login)
+{
+    s->login.data = ngx_pstrdup(c->pool, login);
+    if (s->login.data == NULL && login->len) {
+        return NGX_ERROR;
+    }
+
+    s->login.len = login->len;
+
+    return NGX_OK;
 }
 
 

@@ -110,6 +110,7 @@ typedef struct {
     ngx_uint_t                  login_username;   /* s->mail_state values */
     ngx_uint_t                  login_password;
     ngx_uint_t                  plain;
+    ngx_uint_t                  cram_md5;
     ngx_str_t                   unsupported;
 } ngx_mail_plus_sasl_t;
 

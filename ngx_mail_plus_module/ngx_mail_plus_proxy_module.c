@@ -21,6 +21,7 @@
 
 static ngx_int_t ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t protocol);
+static ngx_uint_t ngx_mail_plus_proxy_auth_methods(ngx_mail_session_t *s);
 static void ngx_mail_plus_proxy_checked(ngx_mail_plus_check_t *check);
 static void ngx_mail_plus_proxy_answer(ngx_mail_session_t *s);
 static void ngx_mail_plus_proxy_delayed(ngx_event_t *ev);
@@ -420,15 +421,17 @@ ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
 
 /*
  * AUTH (POP3) and AUTHENTICATE (IMAP) with the stock SASL helpers: PLAIN
- * and LOGIN, with or without an initial response; CRAM-MD5 and EXTERNAL
- * need what the router does not keep.  NGX_DONE: credentials complete.
+ * and LOGIN, with or without an initial response, and CRAM-MD5 when the
+ * server's pop3_auth or imap_auth lists it; EXTERNAL needs what the
+ * router does not keep.  NGX_DONE: credentials complete.
  */
 
 ngx_int_t
 ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_sasl_t *sasl)
 {
-    ngx_int_t  rc;
+    ngx_int_t                  rc;
+    ngx_mail_core_srv_conf_t  *cscf;
 
 #if (NGX_MAIL_SSL)
     if (ngx_mail_starttls_only(s, c)) {
@@ -456,6 +459,28 @@ ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s, ngx_connection_t *c,
         return NGX_OK;
 
     case NGX_MAIL_AUTH_CRAM_MD5:
+
+        if (ngx_mail_plus_proxy_auth_methods(s)
+            & NGX_MAIL_AUTH_CRAM_MD5_ENABLED)
+        {
+            if (s->salt.data == NULL) {
+                cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+                if (ngx_mail_salt(s, c, cscf) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+            }
+
+            if (ngx_mail_auth_cram_md5_salt(s, c, "+ ", 2) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            s->mail_state = sasl->cram_md5;
+            return NGX_OK;
+        }
+
+        /* fall through */
+
     case NGX_MAIL_AUTH_EXTERNAL:
         s->out = sasl->unsupported;
         s->state = 0;
@@ -463,6 +488,26 @@ ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s, ngx_connection_t *c,
     }
 
     return rc;
+}
+
+
+static ngx_uint_t
+ngx_mail_plus_proxy_auth_methods(ngx_mail_session_t *s)
+{
+    ngx_mail_imap_srv_conf_t   *iscf;
+    ngx_mail_pop3_srv_conf_t   *pscf;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+
+    if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
+        iscf = ngx_mail_get_module_srv_conf(s, ngx_mail_imap_module);
+        return iscf->auth_methods;
+    }
+
+    pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
+
+    return pscf->auth_methods;
 }
 
 
@@ -489,6 +534,10 @@ ngx_mail_plus_proxy_sasl_step(ngx_mail_session_t *s, ngx_connection_t *c,
 
     if (s->mail_state == sasl->plain) {
         return ngx_mail_auth_plain(s, c, 0);
+    }
+
+    if (s->mail_state == sasl->cram_md5) {
+        return ngx_mail_auth_cram_md5(s, c);
     }
 
     return NGX_MAIL_PARSE_INVALID_COMMAND;
@@ -529,6 +578,19 @@ ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c)
         ngx_mail_session_internal_server_error(s);
         return;
     }
+
+    /* APOP and CRAM-MD5: the password is the client's digest of the salt */
+
+    if ((s->auth_method == NGX_MAIL_AUTH_APOP
+         || s->auth_method == NGX_MAIL_AUTH_CRAM_MD5)
+        && ngx_mail_plus_check_set_digest(check, s->auth_method, &s->salt)
+           != NGX_OK)
+    {
+        ngx_mail_session_internal_server_error(s);
+        return;
+    }
+
+    s->auth_method = NGX_MAIL_AUTH_PLAIN;
 
     ngx_str_null(&s->passwd);
 

@@ -8,8 +8,11 @@
 #include <ngx_core.h>
 #include <ngx_mail.h>
 #include <ngx_crypt.h>
+#include <ngx_md5.h>
 #include <crypt.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include "ngx_mail_plus.h"
 
 
@@ -678,4 +681,66 @@ ngx_mail_plus_password_check(ngx_mail_plus_user_t *user, ngx_str_t *password,
         return CRYPTO_memcmp(encrypted, user->password.data, len) == 0
                ? NGX_OK : NGX_DECLINED;
     }
+}
+
+
+/*
+ * APOP (RFC 1939) and CRAM-MD5 (RFC 2195): the client sends a digest of the
+ * server's salt keyed with the password, so only a cleartext ("{PLAIN}")
+ * password can be checked.  NGX_OK: auth->password is now the cleartext,
+ * for the backend login; NGX_DECLINED: a wrong digest; NGX_ABORT: no
+ * cleartext password to check it with.
+ */
+
+ngx_int_t
+ngx_mail_plus_password_digest(ngx_mail_plus_user_t *user,
+    ngx_mail_plus_auth_t *auth, ngx_pool_t *pool)
+{
+    u_char        *p;
+    u_char         hash[EVP_MAX_MD_SIZE], hex[2 * EVP_MAX_MD_SIZE];
+    u_char         digest[2 * EVP_MAX_MD_SIZE];
+    ngx_md5_t      md5;
+    unsigned int   len;
+
+    if (user->scheme != NGX_MAIL_PLUS_SCHEME_PLAIN) {
+        return NGX_ABORT;
+    }
+
+    if (auth->method == NGX_MAIL_AUTH_APOP) {
+        ngx_md5_init(&md5);
+        ngx_md5_update(&md5, auth->salt.data, auth->salt.len);
+        ngx_md5_update(&md5, user->password.data, user->password.len);
+        ngx_md5_final(hash, &md5);
+        len = 16;
+
+    } else if (HMAC(EVP_md5(), user->password.data, user->password.len,
+                    auth->salt.data, auth->salt.len, hash, &len)
+               == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    if (auth->password.len != 2 * len) {
+        return NGX_DECLINED;
+    }
+
+    ngx_hex_dump(hex, hash, len);
+    ngx_strlow(digest, auth->password.data, 2 * len);
+
+    if (CRYPTO_memcmp(hex, digest, 2 * len) != 0) {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_pnalloc(pool, user->password.len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, user->password.data, user->password.len);
+    p[user->password.len] = '\0';
+
+    auth->password.data = p;
+    auth->password.len = user->password.len;
+
+    return NGX_OK;
 }
