@@ -54,7 +54,8 @@
 
 #define NGX_MAIL_PLUS_FORWARD_OFF     0
 #define NGX_MAIL_PLUS_FORWARD_NATIVE  1   /* IMAP ID, POP3 XCLIENT */
-#define NGX_MAIL_PLUS_FORWARD_PROXY   2   /* PROXY protocol v2 */
+#define NGX_MAIL_PLUS_FORWARD_PROXY   2   /* PROXY protocol v1 */
+#define NGX_MAIL_PLUS_FORWARD_PROXY2  3   /* PROXY protocol v2 */
 
 
 /* router answers */

@@ -174,10 +174,16 @@ ngx_mail_plus_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
             return NGX_CONF_OK;
         }
 
+        if (ngx_strcmp(value[1].data, "proxy_protocol_v2") == 0) {
+            pool->forward = NGX_MAIL_PLUS_FORWARD_PROXY2;
+            return NGX_CONF_OK;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid value \"%V\" in \"forward\" of router "
-                           "pool, it must be \"off\", \"native\" or "
-                           "\"proxy_protocol\"", &value[1]);
+                           "pool, it must be \"off\", \"native\", "
+                           "\"proxy_protocol\" or \"proxy_protocol_v2\"",
+                           &value[1]);
         return NGX_CONF_ERROR;
     }
 

@@ -25,7 +25,8 @@
  *       out in one write.
  * POP3: "XCLIENT" (forward native), "USER" and "PASS", each after the
  *       reply to the one before (no pipelining without PIPELINING).
- * PROXY protocol (forward proxy): a v1 header before anything else.
+ * PROXY protocol (forward proxy_protocol, proxy_protocol_v2): a v1 or v2
+ * header before anything else.
  */
 
 
@@ -52,6 +53,8 @@ static void ngx_mail_plus_upstream_next_command(
 static ngx_int_t ngx_mail_plus_upstream_client_addr(ngx_mail_session_t *s,
     ngx_str_t *addr, ngx_uint_t *port, ngx_str_t *local,
     ngx_uint_t *local_port);
+static u_char *ngx_mail_plus_upstream_proxy_v2(ngx_connection_t *c,
+    u_char *p);
 static u_char *ngx_mail_plus_upstream_quote(u_char *p, ngx_str_t *s);
 static void ngx_mail_plus_upstream_next(ngx_mail_session_t *s);
 static void ngx_mail_plus_upstream_fail(ngx_mail_session_t *s,
@@ -179,7 +182,9 @@ ngx_mail_plus_upstream_try(ngx_mail_session_t *s)
     ctx->literal_plus = 0;
     ctx->quickack = 0;
 
-    if (route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY) {
+    if (route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY
+        || route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY2)
+    {
         p = ngx_pnalloc(c->pool, NGX_PROXY_PROTOCOL_MAX_HEADER);
         if (p == NULL) {
             return NGX_ERROR;
@@ -187,7 +192,14 @@ ngx_mail_plus_upstream_try(ngx_mail_session_t *s)
 
         ctx->send.data = p;
 
-        p = ngx_proxy_protocol_write(c, p, p + NGX_PROXY_PROTOCOL_MAX_HEADER);
+        if (route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY) {
+            p = ngx_proxy_protocol_write(c, p,
+                                         p + NGX_PROXY_PROTOCOL_MAX_HEADER);
+
+        } else {
+            p = ngx_mail_plus_upstream_proxy_v2(c, p);
+        }
+
         if (p == NULL) {
             return NGX_ERROR;
         }
@@ -777,6 +789,89 @@ ngx_mail_plus_upstream_client_addr(ngx_mail_session_t *s, ngx_str_t *addr,
     *local_port = ngx_inet_get_port(c->local_sockaddr);
 
     return NGX_OK;
+}
+
+
+/*
+ * a PROXY protocol v2 header: the signature, "PROXY" over TCP with the
+ * client's and the local addresses and ports, in network order; at most
+ * 16 + 36 bytes.  Another family (a UNIX socket) is sent as "LOCAL".
+ */
+
+static u_char *
+ngx_mail_plus_upstream_proxy_v2(ngx_connection_t *c, u_char *p)
+{
+    size_t                len;
+    u_char               *src, *dst;
+    in_port_t             sport, dport;
+    struct sockaddr_in   *sin, *lsin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6  *sin6, *lsin6;
+#endif
+
+    static u_char  signature[] = "\r\n\r\n\0\r\nQUIT\n";
+
+    if (ngx_connection_local_sockaddr(c, NULL, 0) != NGX_OK) {
+        return NULL;
+    }
+
+    p = ngx_cpymem(p, signature, sizeof(signature) - 1);
+
+    if (c->sockaddr->sa_family != c->local_sockaddr->sa_family) {
+        goto local;
+    }
+
+    switch (c->sockaddr->sa_family) {
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) c->sockaddr;
+        lsin = (struct sockaddr_in *) c->local_sockaddr;
+
+        *p++ = 0x21;                       /* version 2, PROXY */
+        *p++ = 0x11;                       /* TCP over IPv4 */
+        len = 4;
+        src = (u_char *) &sin->sin_addr;
+        dst = (u_char *) &lsin->sin_addr;
+        sport = sin->sin_port;
+        dport = lsin->sin_port;
+        break;
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) c->sockaddr;
+        lsin6 = (struct sockaddr_in6 *) c->local_sockaddr;
+
+        *p++ = 0x21;
+        *p++ = 0x21;                       /* TCP over IPv6 */
+        len = 16;
+        src = (u_char *) &sin6->sin6_addr;
+        dst = (u_char *) &lsin6->sin6_addr;
+        sport = sin6->sin6_port;
+        dport = lsin6->sin6_port;
+        break;
+#endif
+
+    default:
+        goto local;
+    }
+
+    *p++ = 0;
+    *p++ = (u_char) (2 * len + 4);
+
+    p = ngx_cpymem(p, src, len);
+    p = ngx_cpymem(p, dst, len);
+    p = ngx_cpymem(p, &sport, 2);
+
+    return ngx_cpymem(p, &dport, 2);
+
+local:
+
+    *p++ = 0x20;                           /* version 2, LOCAL */
+    *p++ = 0x00;
+    *p++ = 0;
+    *p++ = 0;
+
+    return p;
 }
 
 

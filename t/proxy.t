@@ -27,7 +27,7 @@ my @fo = map { "fo$_" } 1 .. 12;
 my @sl = map { "sl$_" } 1 .. 2;
 my @bd = map { "bd$_" } 1 .. 4;
 my %users = map { $_ => 'secret' } @fo, @sl, @bd,
-    qw/ dead1 nat1 pp1 lim1 idle1 /;
+    qw/ dead1 nat1 pp1 pq1 lim1 idle1 /;
 
 my $d = $t->dovecot('a', users => \%users, haproxy => 1);
 
@@ -63,7 +63,7 @@ close $bad_sock;
 
 $t->write_file('users', join('', map {
     my $pool = /^fo/ ? 'fo' : /^dead/ ? 'dead' : /^nat/ ? 'nat'
-        : /^pp/ ? 'pp' : /^sl/ ? 'sl' : /^bd/ ? 'bd' : 'a';
+        : /^pp/ ? 'pp' : /^pq/ ? 'pq' : /^sl/ ? 'sl' : /^bd/ ? 'bd' : 'a';
     "$_:{PLAIN}secret:$pool\n"
 } sort keys %users));
 
@@ -108,6 +108,11 @@ mail {
     router_pool pp {
         server 127.0.0.1 imap=$d->{imap_pp} pop3=$d->{pop3_pp};
         forward proxy_protocol;
+    }
+
+    router_pool pq {
+        server 127.0.0.1 imap=$d->{imap_pp} pop3=$d->{pop3_pp};
+        forward proxy_protocol_v2;
     }
 
     router_default_pool  a;
@@ -245,11 +250,19 @@ $s = pop3('pp1', local => '127.0.0.2');
 ok($s, 'pop3 proxy protocol: login');
 $s->pop3('QUIT');
 
+$s = imap('pq1', local => '127.0.0.2');
+ok($s, 'imap proxy protocol v2: login');
+$s->imap('a3', 'LOGOUT');
+
+$s = pop3('pq1', local => '127.0.0.2');
+ok($s, 'pop3 proxy protocol v2: login');
+$s->pop3('QUIT');
+
 my $dlog = '';
 MailPlus::Test::wait_for(sub {
     $dlog = $t->dovecot_log($d);
-    my @n = $dlog =~ /Login: user=<(?:nat1|pp1)>.*rip=127\.0\.0\.2,/g;
-    return @n >= 4;
+    my @n = $dlog =~ /Login: user=<(?:nat1|pp1|pq1)>.*rip=127\.0\.0\.2,/g;
+    return @n >= 6;
 }, 10);
 
 like($dlog, qr/imap-login: Info: Login: user=<nat1>.*rip=127\.0\.0\.2,/,
@@ -260,6 +273,10 @@ like($dlog, qr/imap-login: Info: Login: user=<pp1>.*rip=127\.0\.0\.2,/,
     'dovecot sees the imap client (PROXY protocol)');
 like($dlog, qr/pop3-login: Info: Login: user=<pp1>.*rip=127\.0\.0\.2,/,
     'dovecot sees the pop3 client (PROXY protocol)');
+like($dlog, qr/imap-login: Info: Login: user=<pq1>.*rip=127\.0\.0\.2,/,
+    'dovecot sees the imap client (PROXY protocol v2)');
+like($dlog, qr/pop3-login: Info: Login: user=<pq1>.*rip=127\.0\.0\.2,/,
+    'dovecot sees the pop3 client (PROXY protocol v2)');
 like($dlog, qr/Login: user=<fo1>.*rip=127\.0\.0\.1,/,
     'without forwarding dovecot sees nginx');
 
