@@ -74,7 +74,7 @@ static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
 static void ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg,
     time_t next, ngx_str_t *state);
 static void ngx_mail_plus_delivery_deferred(void *data);
-static void ngx_mail_plus_delivery_warned(ngx_mail_plus_queue_msg_t *m);
+static void ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
 
 
@@ -121,6 +121,13 @@ static ngx_command_t  ngx_mail_plus_delivery_commands[] = {
       ngx_mail_plus_delivery_warning,
       NGX_MAIL_MAIN_CONF_OFFSET,
       offsetof(ngx_mail_plus_delivery_conf_t, delay_warning),
+      NULL },
+
+    { ngx_string("queue_bounce_size_limit"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, bounce_size_limit),
       NULL },
 
     { ngx_string("queue_scan_interval"),
@@ -275,6 +282,7 @@ ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf)
     dcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     dcf->tls = NGX_CONF_UNSET_UINT;
     dcf->delay_warning = NGX_CONF_UNSET;
+    dcf->bounce_size_limit = NGX_CONF_UNSET_SIZE;
 
     return dcf;
 }
@@ -303,6 +311,7 @@ ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(dcf->idle_timeout, 5000);
     ngx_conf_init_uint_value(dcf->tls, NGX_MAIL_PLUS_TLS_MAY);
     ngx_conf_init_value(dcf->delay_warning, 0);
+    ngx_conf_init_size_value(dcf->bounce_size_limit, 1024 * 1024);
 
     if (dcf->helo_name.len == 0) {
         dcf->helo_name = cf->cycle->hostname;
@@ -1598,17 +1607,20 @@ ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job)
 
 /*
  * every job of the attempt is done: recipients past the queue lifetime
- * fail, failures are bounced, then the message is removed or deferred
+ * fail, deliveries with NOTIFY=SUCCESS are reported, failures are
+ * bounced, then the message is removed or deferred
  */
 
 static void
 ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
 {
-    ngx_int_t              rc;
-    ngx_str_t              text;
-    ngx_uint_t             i, failed;
-    ngx_mail_plus_rcpt_t  *rcpt;
+    ngx_int_t                       rc;
+    ngx_str_t                       text;
+    ngx_uint_t                      i, failed;
+    ngx_mail_plus_rcpt_t           *rcpt;
+    ngx_mail_plus_delivery_conf_t  *dcf;
 
+    dcf = ngx_mail_plus_delivery->dcf;
     rcpt = msg->rcpts.elts;
     failed = 0;
 
@@ -1616,8 +1628,7 @@ ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
 
         if ((rcpt[i].state == NGX_MAIL_PLUS_RCPT_DEFERRED
              || rcpt[i].state == NGX_MAIL_PLUS_RCPT_PENDING)
-            && ngx_time() - msg->arrival
-               >= ngx_mail_plus_delivery->dcf->lifetime)
+            && ngx_time() - msg->arrival >= dcf->lifetime)
         {
             if (rcpt[i].reply.len) {
                 text.len = rcpt[i].reply.len + sizeof("5.4.7 delivery time "
@@ -1647,10 +1658,17 @@ ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
         }
     }
 
+    /* a success report is not retried: the recipients are done */
+
+    if (msg->sender.len) {
+        (void) ngx_mail_plus_bounce(dcf, msg, NGX_MAIL_PLUS_DSN_SUCCESS,
+                                    ngx_mail_plus_delivery_reported, NULL);
+    }
+
     if (failed && msg->sender.len) {
 
-        rc = ngx_mail_plus_bounce(msg, 0, ngx_mail_plus_delivery_bounced,
-                                  msg);
+        rc = ngx_mail_plus_bounce(dcf, msg, NGX_MAIL_PLUS_DSN_FAILED,
+                                  ngx_mail_plus_delivery_bounced, msg);
 
         if (rc == NGX_AGAIN) {
             return;
@@ -1730,7 +1748,8 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
 
     if (dcf->delay_warning && !msg->warned && msg->sender.len
         && ngx_time() - msg->arrival >= dcf->delay_warning
-        && ngx_mail_plus_bounce(msg, 1, ngx_mail_plus_delivery_warned, NULL)
+        && ngx_mail_plus_bounce(dcf, msg, NGX_MAIL_PLUS_DSN_DELAYED,
+                                ngx_mail_plus_delivery_reported, NULL)
            != NGX_ERROR)
     {
         msg->warned = 1;
@@ -1796,12 +1815,14 @@ ngx_mail_plus_delivery_deferred(void *data)
 }
 
 
+/* a delay warning or a success report: no one waits for it */
+
 static void
-ngx_mail_plus_delivery_warned(ngx_mail_plus_queue_msg_t *m)
+ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m)
 {
     if (m->err) {
         ngx_log_error(NGX_LOG_ERR, m->log, m->err,
-                      "delivery: delay warning %s not queued", m->id);
+                      "delivery: notification %s not queued", m->id);
     }
 }
 

@@ -48,6 +48,13 @@
 #define NGX_MAIL_PLUS_NOTIFY_DELAY    0x08
 
 
+/* the reports to the sender (RFC 3464) */
+
+#define NGX_MAIL_PLUS_DSN_FAILED      0
+#define NGX_MAIL_PLUS_DSN_DELAYED     1
+#define NGX_MAIL_PLUS_DSN_SUCCESS     2
+
+
 /* recipients in one transaction, at most */
 
 #define NGX_MAIL_PLUS_JOB_RCPTS       50
@@ -80,6 +87,7 @@ typedef struct {
     ngx_array_t                    *routes;   /* ngx_mail_plus_relay_t */
     ngx_mail_plus_relay_t          *relay;    /* the smarthost */
     time_t                          delay_warning;  /* 0: off */
+    size_t                          bounce_size_limit;
     ngx_uint_t                      tls;      /* to mailbox backends */
 #if (NGX_MAIL_SSL)
     ngx_ssl_t                      *ssl;
@@ -104,7 +112,7 @@ typedef struct {
     ngx_str_t                       orcpt;
     ngx_uint_t                      notify_mask;
     unsigned                        remote:1; /* the reply is the peer's */
-    unsigned                        quiet:1;  /* NOTIFY= wants no report */
+    unsigned                        passed:1; /* NOTIFY= to a DSN hop */
 } ngx_mail_plus_rcpt_t;
 
 
@@ -190,8 +198,9 @@ void ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest);
 
 /* bounces */
 
-ngx_int_t ngx_mail_plus_bounce(ngx_mail_plus_dmsg_t *msg,
-    ngx_uint_t delayed, ngx_mail_plus_queue_handler_pt handler, void *data);
+ngx_int_t ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
+    ngx_mail_plus_dmsg_t *msg, ngx_uint_t type,
+    ngx_mail_plus_queue_handler_pt handler, void *data);
 
 
 extern ngx_module_t  ngx_mail_plus_delivery_module;

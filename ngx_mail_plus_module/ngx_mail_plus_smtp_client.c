@@ -823,6 +823,10 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
             i = cl->job->rcpts[k - cl->base - 1];
             p = ngx_sprintf(p, "RCPT TO:<%V>", &rcpt[i].login);
 
+            /* a next hop with DSN reports the delivery itself */
+
+            rcpt[i].passed = cl->dsn;
+
             if (cl->dsn && rcpt[i].notify.len) {
                 p = ngx_sprintf(p, " NOTIFY=%V", &rcpt[i].notify);
             }

@@ -11,48 +11,21 @@ use strict;
 
 use Test::More;
 
-use POSIX qw/ _exit /;
-
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use MailPlus::Test qw/ wait_for /;
 
 ###############################################################################
 
-my $sink_bin = '/usr/sbin/smtp-sink';
-plan(skip_all => 'no smtp-sink') unless -x $sink_bin;
+plan(skip_all => 'no smtp-sink') unless -x $MailPlus::Test::SMTP_SINK;
 
 my $t = MailPlus::Test->new();
 
-# sink(name, options...): an smtp-sink with a verbose log
-
-sub sink {
-    my ($name, @opts) = @_;
-
-    my $port = $t->port($name);
-    my $log = $t->path("$name.log");
-
-    my $pid = fork();
-    die "fork: $!\n" unless defined $pid;
-
-    if ($pid == 0) {
-        open STDOUT, '>>', $log;
-        open STDERR, '>>', $log;
-        exec($sink_bin, '-v', '-u', 'nobody', @opts, "127.0.0.1:$port", 100)
-            or _exit(127);
-    }
-
-    push @{$t->{daemons}}, $pid;
-    $t->waitforsocket("127.0.0.1:$port") or die "no $name\n";
-
-    return $pid;
-}
-
-sink('slow', '-w', '1');
-sink('hard', '-f', 'RCPT');
-sink('soft', '-r', 'RCPT');
-sink('relay');
-sink('rset', '-q', 'RSET');
+$t->smtp_sink('slow', '-w', '1');
+$t->smtp_sink('hard', '-f', 'RCPT');
+$t->smtp_sink('soft', '-r', 'RCPT');
+$t->smtp_sink('relay');
+$t->smtp_sink('rset', '-q', 'RSET');
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%LOAD_MODULES%%

@@ -38,6 +38,7 @@ our @EXPORT_OK = qw/ wait_for /;
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 our $NGINX = $ENV{MAIL_PLUS_NGINX} || '/usr/sbin/nginx';
 our $DOVECOT = '/usr/sbin/dovecot';
+our $SMTP_SINK = '/usr/sbin/smtp-sink';
 our $MAIL_MODULE = $ENV{MAIL_PLUS_MAIL_MODULE}
     || '/usr/lib/nginx/modules/ngx_mail_module.so';
 our $MODULE = $ENV{MAIL_PLUS_MODULE}
@@ -664,6 +665,33 @@ sub stop_dovecot {
     }
 
     return 1;
+}
+
+# smtp_sink($name, @options): Postfix's smtp-sink on 127.0.0.1, port
+# port($name), with its verbose log in $name.log of the test directory
+# (the options are smtp-sink's, e.g. '-N' for no DSN); returns its PID
+# once it accepts connections.  It is stopped with the other daemons.
+
+sub smtp_sink {
+    my ($self, $name, @opts) = @_;
+
+    my $port = $self->port($name);
+    my $log = $self->path("$name.log");
+
+    my $pid = fork();
+    die "fork: $!\n" unless defined $pid;
+
+    if ($pid == 0) {
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        exec($SMTP_SINK, '-v', '-u', 'nobody', @opts, "127.0.0.1:$port",
+            100) or _exit(127);
+    }
+
+    push @{$self->{daemons}}, $pid;
+    $self->waitforsocket("127.0.0.1:$port") or die "no $name\n";
+
+    return $pid;
 }
 
 # maildir($dovecot, $user, $folder): creates (if needed) and returns the
