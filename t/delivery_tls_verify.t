@@ -5,7 +5,9 @@
 # must show a certificate that a CA of "queue_tls_trusted_certificate"
 # signed, for the host name written in its route (or "tls_name=");
 # otherwise its recipients are deferred with 4.7.5 and the reason.
-# "starttls=on" stays opportunistic and never checks.  "nginx -t" fails
+# "starttls=on" stays opportunistic and never checks.  Mailbox backends
+# with "queue_backend_starttls verify" are checked by their "server" name;
+# "queue_tls_verify_depth" bounds the intermediate CAs.  "nginx -t" fails
 # when a check is asked for without trusted certificates.
 #
 # The receiving side is a second nginx with this module's SMTP server and
@@ -35,8 +37,9 @@ sub openssl {
     return system($cmd) == 0;
 }
 
-# ca($name): a self-signed CA; cert($name, $ca, @dns): a server
-# certificate with these DNS names, signed by $ca
+# ca($name): a self-signed CA; sign($name, $ca, $cn, $ext): a key and a
+# certificate signed by $ca with these extensions; cert($name, $ca, @dns):
+# a server certificate with these DNS names
 
 sub ca {
     my ($name) = @_;
@@ -47,35 +50,50 @@ sub ca {
         '-addext keyUsage=critical,keyCertSign,cRLSign');
 }
 
-sub cert {
-    my ($name, $ca, @dns) = @_;
+sub sign {
+    my ($name, $ca, $cn, $ext) = @_;
 
-    my $san = join(',', map { "DNS:$_" } @dns);
-
-    $rx->write_file("$name.ext", "subjectAltName=$san\n"
-        . "extendedKeyUsage=serverAuth\n");
+    $rx->write_file("$name.ext", $ext);
 
     return openssl('req -newkey rsa:2048 -nodes',
-            "-subj /CN=$dns[0] -keyout $dir/$name.key -out $dir/$name.csr")
+            "-subj /CN=$cn -keyout $dir/$name.key -out $dir/$name.csr")
         && openssl("x509 -req -in $dir/$name.csr -days 2",
             "-CA $dir/$ca.pem -CAkey $dir/$ca.key -CAcreateserial",
             "-extfile $dir/$name.ext -out $dir/$name.pem");
 }
 
+sub cert {
+    my ($name, $ca, @dns) = @_;
+
+    return sign($name, $ca, $dns[0],
+        'subjectAltName=' . join(',', map { "DNS:$_" } @dns) . "\n"
+        . "extendedKeyUsage=serverAuth\n");
+}
+
 (ca('ca') && ca('other-ca')
     && cert('good', 'ca', 'localhost', 'rx.test')
     && cert('badca', 'other-ca', 'localhost', 'rx.test')
-    && cert('badname', 'ca', 'elsewhere.test'))
+    && cert('badname', 'ca', 'elsewhere.test')
+    && sign('inter', 'ca', 'inter', "basicConstraints=critical,CA:TRUE\n"
+        . "keyUsage=critical,keyCertSign,cRLSign\n")
+    && cert('leaf', 'inter', 'localhost'))
     or plan(skip_all => 'openssl could not make the certificates');
+
+# a chain through an intermediate CA, as the server sends it
+
+$rx->write_file('chain.pem',
+    $rx->read_file('leaf.pem') . $rx->read_file('inter.pem'));
+$rx->write_file('chain.key', $rx->read_file('leaf.key'));
 
 # the receiver: one STARTTLS server per certificate, and one without
 
 $rx->write_file('users', join('', map { "u\@$_.example:{PLAIN}x\n" }
-    qw/ good named may badca badname ip plain /));
+        qw/ good named may badca badname ip plain chain chain2 /)
+    . "v\@box.test:{PLAIN}x\nw\@badbox.test:{PLAIN}x\n");
 
 my $servers = '';
 
-for my $name (qw/ good badca badname plain /) {
+for my $name (qw/ good badca badname chain plain /) {
     my $tls = $name eq 'plain' ? '' : <<"EOF";
         starttls on;
         ssl_certificate      %%TESTDIR%%/$name.pem;
@@ -89,7 +107,7 @@ EOF
         server_name rx.test;
 $tls
         smtp_store_and_forward on;
-        smtp_local_domains .example;
+        smtp_local_domains .example box.test badbox.test;
     }
 
 EOF
@@ -121,7 +139,7 @@ EOF
 
 $rx->run();
 
-my %p = map { $_ => $rx->port($_) } qw/ good badca badname plain /;
+my %p = map { $_ => $rx->port($_) } qw/ good badca badname chain plain /;
 
 # the sender: which route checks what
 
@@ -134,12 +152,15 @@ my $routes = <<"EOF";
     queue_route badname.example localhost:$p{badname} starttls=required;
     queue_route ip.example 127.0.0.1:$p{good} starttls=required;
     queue_route plain.example localhost:$p{plain} starttls=verify;
+    queue_route chain.example localhost:$p{chain} starttls=verify;
 EOF
 
-sub tx_conf {
-    my ($tls) = @_;
+# tx_conf($t, $tls, $routes): a sender's configuration for instance $t
 
-    return $tx->expand(<<"EOF");
+sub tx_conf {
+    my ($t, $tls, $routes) = @_;
+
+    return $t->expand(<<"EOF");
 %%LOAD_MODULES%%
 
 worker_processes 1;
@@ -149,6 +170,21 @@ events {
 
 mail {
     auth_http  127.0.0.1:9/auth;
+
+    router_users  %%TESTDIR%%/users;
+
+    router_pool box {
+        server localhost smtp=$p{good};
+    }
+
+    router_pool badbox {
+        server localhost smtp=$p{badname};
+    }
+
+    router_rule "\@badbox\\.test\$" pool=badbox;
+    router_default_pool box;
+
+    queue_backend_starttls verify;
 
     queue_spool %%TESTDIR%%/spool;
 
@@ -165,19 +201,21 @@ $routes
         server_name tx.test;
 
         smtp_store_and_forward on;
-        smtp_local_domains local.invalid;
+        smtp_local_domains box.test badbox.test;
         smtp_trusted_networks 127.0.0.0/8;
     }
 }
 EOF
 }
 
+$tx->write_file('users', "v\@box.test:{PLAIN}x\nw\@badbox.test:{PLAIN}x\n");
+
 # nginx -t: no check without trusted certificates
 
 sub nginx_t {
     my ($tls) = @_;
 
-    $tx->write_file('t.conf', tx_conf($tls));
+    $tx->write_file('t.conf', tx_conf($tx, $tls, $routes));
     return $tx->nginx_t('t.conf');
 }
 
@@ -187,8 +225,8 @@ like($out, qr/no "queue_tls_trusted_certificate" for "queue_tls_verify"/,
     'nginx -t: says why');
 
 ($rc, $out) = nginx_t('');
-isnt($rc, 0, 'nginx -t: starttls=verify without trusted certificates');
-like($out, qr/no "queue_tls_trusted_certificate" for "queue_route .*starttls=verify"/,
+isnt($rc, 0, 'nginx -t: verify levels without trusted certificates');
+like($out, qr/no "queue_tls_trusted_certificate" for "queue_backend_starttls verify"/,
     'nginx -t: says which');
 
 ($rc, $out) = nginx_t("    queue_tls_verify on;\n"
@@ -198,12 +236,12 @@ like($out, qr/missing\.pem/, 'nginx -t: names the file');
 
 ($rc, $out) = nginx_t("    queue_tls_verify on;\n"
     . "    queue_tls_trusted_certificate $dir/ca.pem;\n"
-    . "    queue_tls_verify_depth 2;");
+    . "    queue_tls_verify_depth 0;");
 is($rc, 0, 'nginx -t: verification with trusted certificates')
     or diag($out);
 
-$tx->write_file('nginx.conf', tx_conf("    queue_tls_verify on;\n"
-    . "    queue_tls_trusted_certificate $dir/ca.pem;"));
+$tx->write_file('nginx.conf', tx_conf($tx, "    queue_tls_verify on;\n"
+    . "    queue_tls_trusted_certificate $dir/ca.pem;", $routes));
 
 $tx->run();
 
@@ -229,9 +267,10 @@ sub received {
     return %r;
 }
 
-my @sent = qw/ u@good.example u@named.example u@may.example /;
+my @sent = qw/ u@good.example u@named.example u@may.example v@box.test
+    u@chain.example /;
 my @held = qw/ u@badca.example u@badname.example u@ip.example
-    u@plain.example /;
+    u@plain.example w@badbox.test /;
 
 like(submit($_), qr/^250 /, "queued $_") for @sent, @held;
 
@@ -272,13 +311,45 @@ like($log, qr/\[error\].*certificate of 127\.0\.0\.1:$p{badname} does not match 
 like($log, qr/to=<u\@ip\.example>.*dsn=4\.7\.5, status=deferred, reply="4\.7\.5 certificate name mismatch: 127\.0\.0\.1"/,
     'an IP address for a name: deferred');
 
+like($log, qr/to=<v\@box\.test>.*relay=127\.0\.0\.1:$p{good}, .*status=sent/,
+    'mailbox backend verified against its server name');
+like($log, qr/to=<w\@badbox\.test>.*relay=127\.0\.0\.1:$p{badname}, .*dsn=4\.7\.5, status=deferred, reply="4\.7\.5 certificate name mismatch: localhost"/,
+    'mailbox backend with a wrong name: deferred');
+
+like($log, qr/to=<u\@chain\.example>.*status=sent/,
+    'an intermediate CA with queue_tls_verify_depth 1: sent');
+
 like($log, qr/to=<u\@plain\.example>.*dsn=4\.7\.4, status=deferred/,
     'starttls=verify, not offered: deferred');
 
+# the same chain with queue_tls_verify_depth 0
+
+my $tx2 = MailPlus::Test->new();
+
+$tx2->write_file('users', $tx->read_file('users'));
+$tx2->write_file('nginx.conf', tx_conf($tx2,
+    "    queue_tls_trusted_certificate $dir/ca.pem;\n"
+    . "    queue_tls_verify_depth 0;",
+    "    queue_route chain2.example localhost:$p{chain} starttls=verify;\n"));
+
+$tx2->run();
+
+like($tx2->submit($tx2->port('smtp'), 'alice@client.example',
+    ['u@chain2.example'], "Subject: to u\@chain2.example\r\n\r\nbody\r\n"),
+    qr/^250 /, 'queued u@chain2.example');
+
+ok(wait_for(sub { $tx2->spool('spool', 'deferred') == 1 }, 15),
+    'an intermediate CA with queue_tls_verify_depth 0: deferred');
+
+like($tx2->read_file('error.log'),
+    qr/to=<u\@chain2\.example>.*dsn=4\.7\.5, status=deferred, reply="4\.7\.5 certificate verify failed: \((?:20|22):[^)]+\)"/,
+    'the verify error logged');
+
+$tx2->stop();
 $tx->stop();
 $rx->stop();
 
-for my $t ($tx, $rx) {
+for my $t ($tx, $tx2, $rx) {
     my ($alerts, $san) = $t->log_problems();
     is(join("\n", @$alerts), '', 'no alerts');
     is(join("\n", @$san), '', 'no sanitizer reports');
