@@ -784,6 +784,7 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
     (void) ngx_mail_plus_client_send(cl);
 }
 
+
 /*
  * "starttls=verify": the chain up to a trusted certificate and the name;
  * a failure defers the recipients with the reason in their log lines
@@ -793,9 +794,8 @@ static ngx_int_t
 ngx_mail_plus_client_tls_verify(ngx_mail_plus_client_t *cl)
 {
     long               rc;
-    u_char            *p;
+    u_char            *p, reason[NGX_MAIL_PLUS_CLIENT_TEXT];
     ngx_connection_t  *c;
-    u_char             reason[NGX_MAIL_PLUS_CLIENT_TEXT];
 
     c = cl->peer.connection;
 
@@ -835,7 +835,6 @@ failed:
 
     return NGX_ERROR;
 }
-
 
 #endif
 
