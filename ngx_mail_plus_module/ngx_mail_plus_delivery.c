@@ -38,6 +38,10 @@ typedef struct {
 
 static void *ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf);
 static char *ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf);
+#if (NGX_MAIL_SSL)
+static ngx_int_t ngx_mail_plus_delivery_init_ssl(ngx_conf_t *cf,
+    ngx_mail_plus_delivery_conf_t *dcf);
+#endif
 static char *ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_mail_plus_delivery_warning(ngx_conf_t *cf,
@@ -82,6 +86,7 @@ static ngx_conf_enum_t  ngx_mail_plus_delivery_tls[] = {
     { ngx_string("off"), NGX_MAIL_PLUS_TLS_OFF },
     { ngx_string("on"), NGX_MAIL_PLUS_TLS_MAY },
     { ngx_string("required"), NGX_MAIL_PLUS_TLS_REQUIRED },
+    { ngx_string("verify"), NGX_MAIL_PLUS_TLS_VERIFY },
     { ngx_null_string, 0 }
 };
 
@@ -200,6 +205,27 @@ static ngx_command_t  ngx_mail_plus_delivery_commands[] = {
       offsetof(ngx_mail_plus_delivery_conf_t, tls),
       &ngx_mail_plus_delivery_tls },
 
+    { ngx_string("queue_tls_verify"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, tls_verify),
+      NULL },
+
+    { ngx_string("queue_tls_verify_depth"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, tls_verify_depth),
+      NULL },
+
+    { ngx_string("queue_tls_trusted_certificate"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_delivery_conf_t, tls_trusted_certificate),
+      NULL },
+
     { ngx_string("queue_route"),
       NGX_MAIL_MAIN_CONF|NGX_CONF_2MORE,
       ngx_mail_plus_delivery_route,
@@ -264,6 +290,7 @@ ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     dcf->helo_name = { 0, NULL };
+     *     dcf->tls_trusted_certificate = { 0, NULL };
      *     dcf->routes = NULL;
      *     dcf->relay = NULL;
      */
@@ -281,6 +308,8 @@ ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf)
     dcf->data_timeout = NGX_CONF_UNSET_MSEC;
     dcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     dcf->tls = NGX_CONF_UNSET_UINT;
+    dcf->tls_verify = NGX_CONF_UNSET;
+    dcf->tls_verify_depth = NGX_CONF_UNSET_UINT;
     dcf->delay_warning = NGX_CONF_UNSET;
     dcf->bounce_size_limit = NGX_CONF_UNSET_SIZE;
 
@@ -292,10 +321,6 @@ static char *
 ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_mail_plus_delivery_conf_t *dcf = conf;
-
-#if (NGX_MAIL_SSL)
-    ngx_pool_cleanup_t  *cln;
-#endif
 
     ngx_conf_init_value(dcf->enable, 0);
     ngx_conf_init_value(dcf->retry_first, 300);
@@ -310,6 +335,8 @@ ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(dcf->data_timeout, 600000);
     ngx_conf_init_msec_value(dcf->idle_timeout, 5000);
     ngx_conf_init_uint_value(dcf->tls, NGX_MAIL_PLUS_TLS_MAY);
+    ngx_conf_init_value(dcf->tls_verify, 0);
+    ngx_conf_init_uint_value(dcf->tls_verify_depth, 1);
     ngx_conf_init_value(dcf->delay_warning, 0);
     ngx_conf_init_size_value(dcf->bounce_size_limit, 1024 * 1024);
 
@@ -333,29 +360,9 @@ ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
 
 #if (NGX_MAIL_SSL)
 
-    /* STARTTLS to next hops: opportunistic, no certificate checks */
-
-    dcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
-    if (dcf->ssl == NULL) {
+    if (ngx_mail_plus_delivery_init_ssl(cf, dcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
-
-    dcf->ssl->log = cf->log;
-
-    if (ngx_ssl_create(dcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(dcf->ssl);
-        return NGX_CONF_ERROR;
-    }
-
-    cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = dcf->ssl;
 
 #endif
 
@@ -363,9 +370,99 @@ ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
 }
 
 
+#if (NGX_MAIL_SSL)
+
 /*
- * queue_route domain host:port [lmtp] [auth=login:password];
- * queue_relay_host host:port [auth=login:password];
+ * STARTTLS to next hops: one client context; the trusted certificates are
+ * loaded when given, and must be when a destination verifies
+ */
+
+static ngx_int_t
+ngx_mail_plus_delivery_init_ssl(ngx_conf_t *cf,
+    ngx_mail_plus_delivery_conf_t *dcf)
+{
+    char                   *what;
+    ngx_uint_t              i;
+    ngx_pool_cleanup_t     *cln;
+    ngx_mail_plus_relay_t  *r;
+
+    what = NULL;
+
+    if (dcf->tls_verify) {
+        what = "queue_tls_verify";
+
+    } else if (dcf->tls == NGX_MAIL_PLUS_TLS_VERIFY) {
+        what = "queue_backend_starttls verify";
+
+    } else if (dcf->relay && dcf->relay->tls == NGX_MAIL_PLUS_TLS_VERIFY) {
+        what = "queue_relay_host ... starttls=verify";
+
+    } else if (dcf->routes) {
+        r = dcf->routes->elts;
+
+        for (i = 0; i < dcf->routes->nelts; i++) {
+            if (r[i].tls == NGX_MAIL_PLUS_TLS_VERIFY) {
+                what = "queue_route ... starttls=verify";
+                break;
+            }
+        }
+    }
+
+    if (what && dcf->tls_trusted_certificate.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "no \"queue_tls_trusted_certificate\" for \"%s\"",
+                      what);
+        return NGX_ERROR;
+    }
+
+    dcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (dcf->ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    dcf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(dcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(dcf->ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = dcf->ssl;
+
+    /*
+     * the peer's certificate is checked after the handshake (the verify
+     * mode stays SSL_VERIFY_NONE): with "starttls=on" a certificate that
+     * does not verify is still used, as by Postfix's "may" level
+     */
+
+    if (dcf->tls_trusted_certificate.len
+        && ngx_ssl_trusted_certificate(cf, dcf->ssl,
+                                       &dcf->tls_trusted_certificate,
+                                       dcf->tls_verify_depth)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+#endif
+
+
+/*
+ * queue_route domain host:port [lmtp] [starttls=...] [tls_name=name]
+ *     [auth=login:password];
+ * queue_relay_host host:port [starttls=...] [tls_name=name]
+ *     [auth=login:password];
  */
 
 static char *
@@ -431,6 +528,16 @@ ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     r->protocol = NGX_MAIL_PLUS_SMTP;
     r->tls = NGX_MAIL_PLUS_TLS_MAY;
 
+    /* the certificate name and SNI: the host as written, by default */
+
+    r->tls_name.len = u.host.len;
+    r->tls_name.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+    if (r->tls_name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_cpystrn(r->tls_name.data, u.host.data, u.host.len + 1);
+
     for (i = n + 1; i < cf->args->nelts; i++) {
 
         if (value[i].len == 4
@@ -450,10 +557,21 @@ ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             } else if (ngx_strcmp(value[i].data + 9, "required") == 0) {
                 r->tls = NGX_MAIL_PLUS_TLS_REQUIRED;
 
+            } else if (ngx_strcmp(value[i].data + 9, "verify") == 0) {
+                r->tls = NGX_MAIL_PLUS_TLS_VERIFY;
+
             } else if (ngx_strcmp(value[i].data + 9, "on") != 0) {
                 goto invalid;
             }
 
+            continue;
+        }
+
+        if (value[i].len > 9
+            && ngx_strncmp(value[i].data, "tls_name=", 9) == 0)
+        {
+            r->tls_name.len = value[i].len - 9;
+            r->tls_name.data = value[i].data + 9;
             continue;
         }
 
@@ -1410,10 +1528,18 @@ ngx_mail_plus_delivery_dest(struct sockaddr *sa, socklen_t socklen,
     if (relay) {
         d->auth = relay->auth;
         d->tls = relay->tls;
+        d->tls_name = relay->tls_name;
         d->relay = relay;
 
     } else {
         d->tls = ctx->dcf->tls;
+        d->tls_name = server->name;    /* as written, null-terminated */
+    }
+
+    /* with "queue_tls_verify on", TLS that is required is also verified */
+
+    if (d->tls == NGX_MAIL_PLUS_TLS_REQUIRED && ctx->dcf->tls_verify) {
+        d->tls = NGX_MAIL_PLUS_TLS_VERIFY;
     }
 
     ngx_queue_init(&d->idle);

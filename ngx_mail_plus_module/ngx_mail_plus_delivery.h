@@ -38,6 +38,7 @@
 #define NGX_MAIL_PLUS_TLS_OFF         0
 #define NGX_MAIL_PLUS_TLS_MAY         1   /* when offered */
 #define NGX_MAIL_PLUS_TLS_REQUIRED    2
+#define NGX_MAIL_PLUS_TLS_VERIFY      3   /* required, certificate checked */
 
 
 /* NOTIFY= of RFC 3461; none given: FAILURE and DELAY */
@@ -67,6 +68,7 @@ typedef struct {
     ngx_uint_t                      protocol; /* NGX_MAIL_PLUS_SMTP, _LMTP */
     ngx_str_t                       auth;     /* AUTH PLAIN argument */
     ngx_uint_t                      tls;      /* NGX_MAIL_PLUS_TLS_* */
+    ngx_str_t                       tls_name; /* null-terminated */
 } ngx_mail_plus_relay_t;
 
 
@@ -89,6 +91,9 @@ typedef struct {
     time_t                          delay_warning;  /* 0: off */
     size_t                          bounce_size_limit;
     ngx_uint_t                      tls;      /* to mailbox backends */
+    ngx_flag_t                      tls_verify;
+    ngx_uint_t                      tls_verify_depth;
+    ngx_str_t                       tls_trusted_certificate;
 #if (NGX_MAIL_SSL)
     ngx_ssl_t                      *ssl;
 #endif
@@ -151,7 +156,8 @@ struct ngx_mail_plus_dest_s {
     socklen_t                       socklen;
     ngx_uint_t                      protocol;
     ngx_str_t                       auth;
-    ngx_uint_t                      tls;
+    ngx_uint_t                      tls;      /* in effect: _TLS_* */
+    ngx_str_t                       tls_name; /* null-terminated */
     ngx_mail_plus_relay_t          *relay;    /* NULL: a mailbox backend */
     ngx_mail_plus_server_t         *server;   /* for health, or NULL */
 

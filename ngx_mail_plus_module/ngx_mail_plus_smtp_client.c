@@ -97,7 +97,9 @@ static ngx_int_t ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl);
 #if (NGX_MAIL_SSL)
 static ngx_int_t ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl);
+static ngx_int_t ngx_mail_plus_client_tls_name(ngx_mail_plus_client_t *cl);
 static void ngx_mail_plus_client_tls_handshake(ngx_connection_t *c);
+static ngx_int_t ngx_mail_plus_client_tls_verify(ngx_mail_plus_client_t *cl);
 #endif
 static void ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl,
     ngx_uint_t rset);
@@ -634,7 +636,7 @@ ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl)
 
 #endif
 
-    if (c->ssl == NULL && cl->dest->tls == NGX_MAIL_PLUS_TLS_REQUIRED) {
+    if (c->ssl == NULL && cl->dest->tls >= NGX_MAIL_PLUS_TLS_REQUIRED) {
         ngx_str_set(&text, "4.7.4 TLS is required, but was not offered");
         ngx_mail_plus_delivery_result_all(cl->job, 451, &text);
         ngx_mail_plus_client_finish(cl, 0);
@@ -673,6 +675,11 @@ ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl)
         return NGX_DONE;
     }
 
+    if (ngx_mail_plus_client_tls_name(cl) != NGX_OK) {
+        ngx_mail_plus_client_fail(cl, "4.7.5 TLS setup failed");
+        return NGX_DONE;
+    }
+
     rc = ngx_ssl_handshake(c);
 
     if (rc == NGX_AGAIN) {
@@ -693,6 +700,40 @@ ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl)
 }
 
 
+/* SNI: the destination's host name; RFC 6066 allows no IP literals */
+
+static ngx_int_t
+ngx_mail_plus_client_tls_name(ngx_mail_plus_client_t *cl)
+{
+#ifdef SSL_CTRL_SET_TLSEXT_HOSTNAME
+
+    ngx_str_t         *name;
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+    name = &cl->dest->tls_name;
+
+    if (name->len == 0 || name->data[0] == '['
+        || ngx_strlchr(name->data, name->data + name->len, ':')
+        || ngx_inet_addr(name->data, name->len) != INADDR_NONE)
+    {
+        return NGX_OK;
+    }
+
+    if (SSL_set_tlsext_host_name(c->ssl->connection, (char *) name->data)
+        == 0)
+    {
+        ngx_ssl_error(NGX_LOG_ERR, c->log, 0,
+                      "SSL_set_tlsext_host_name(\"%V\") failed", name);
+        return NGX_ERROR;
+    }
+
+#endif
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
 {
@@ -705,6 +746,12 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
                       "delivery: TLS handshake with %V failed",
                       &cl->dest->name);
         ngx_mail_plus_client_fail(cl, "4.7.5 TLS handshake failed");
+        return;
+    }
+
+    if (cl->dest->tls == NGX_MAIL_PLUS_TLS_VERIFY
+        && ngx_mail_plus_client_tls_verify(cl) != NGX_OK)
+    {
         return;
     }
 
@@ -735,6 +782,58 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
                                 &cl->dcf->helo_name);
 
     (void) ngx_mail_plus_client_send(cl);
+}
+
+
+/*
+ * "starttls=verify": the chain up to a trusted certificate and the name;
+ * a failure defers the recipients with the reason in their log lines
+ */
+
+static ngx_int_t
+ngx_mail_plus_client_tls_verify(ngx_mail_plus_client_t *cl)
+{
+    long               rc;
+    u_char            *p, reason[NGX_MAIL_PLUS_CLIENT_TEXT];
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
+
+    rc = SSL_get_verify_result(c->ssl->connection);
+
+    if (rc != X509_V_OK) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "delivery: certificate of %V (\"%V\") does not "
+                      "verify: (%l:%s)", &cl->dest->name,
+                      &cl->dest->tls_name, rc,
+                      X509_verify_cert_error_string(rc));
+
+        p = ngx_snprintf(reason, sizeof(reason) - 1,
+                         "4.7.5 certificate verify failed: (%l:%s)",
+                         rc, X509_verify_cert_error_string(rc));
+        goto failed;
+    }
+
+    if (ngx_ssl_check_host(c, &cl->dest->tls_name) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "delivery: certificate of %V does not match \"%V\"",
+                      &cl->dest->name, &cl->dest->tls_name);
+
+        p = ngx_snprintf(reason, sizeof(reason) - 1,
+                         "4.7.5 certificate name mismatch: %V",
+                         &cl->dest->tls_name);
+        goto failed;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    *p = '\0';
+
+    ngx_mail_plus_client_fail(cl, (char *) reason);
+
+    return NGX_ERROR;
 }
 
 #endif
