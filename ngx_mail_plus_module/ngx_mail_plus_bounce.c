@@ -85,7 +85,7 @@ ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
     u_char                           date[sizeof("Mon, 28 Sep 1970 "
                                                  "06:00:00 GMT")];
 
-    host = ngx_cycle->hostname;
+    host = dcf->helo_name;
     bt = &ngx_mail_plus_bounce_types[type];
 
     /* RFC 3461 4.1: only the recipients whose NOTIFY= asks for it */

@@ -220,7 +220,10 @@ unlike($bounce, qr/Final-Recipient: rfc822; bob/, 'not the delivered one');
 like($bounce, qr/^Action: failed\r?$/m, 'action');
 like($bounce, qr/^Status: 5\.\d\.\d+\r?$/m, 'status');
 like($bounce, qr/^Diagnostic-Code: smtp; 550/m, 'diagnostic code');
-like($bounce, qr/^Reporting-MTA: dns; /m, 'reporting MTA');
+like($bounce, qr/^Reporting-MTA: dns; mx\.test\r?$/m,
+    'reporting MTA: queue_helo_name');
+like($bounce, qr/^From: .*<MAILER-DAEMON\@mx\.test>/m,
+    'from the mailer daemon of queue_helo_name');
 like($bounce, qr/^Arrival-Date: /m, 'arrival date');
 like($bounce, qr/^Subject: half good\r?$/m, 'the original headers');
 
