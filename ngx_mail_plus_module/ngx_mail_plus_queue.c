@@ -976,46 +976,6 @@ ngx_mail_plus_queue_thread_done(ngx_event_t *ev)
 #endif
 
 
-/* for the delivery: every message in incoming/, in no particular order */
-
-ngx_int_t
-ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
-    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id, void *data),
-    void *data, ngx_log_t *log)
-{
-    ngx_int_t  rc;
-    ngx_str_t  id;
-    ngx_dir_t  dir;
-
-    if (ngx_mail_plus_queue_open_dir(q->incoming, &dir) == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_open_dir_n " \"%s\" failed", q->incoming);
-        return NGX_ERROR;
-    }
-
-    rc = NGX_OK;
-
-    while (ngx_read_dir(&dir) == NGX_OK) {
-        id.data = ngx_de_name(&dir);
-        id.len = ngx_de_namelen(&dir);
-
-        if (!ngx_mail_plus_queue_valid_id(id.data, id.len)) {
-            continue;
-        }
-
-        rc = handler(q, &id, data);
-
-        if (rc != NGX_OK) {
-            break;
-        }
-    }
-
-    (void) ngx_close_dir(&dir);
-
-    return rc;
-}
-
-
 /*
  * a message moves from incoming/ to active/ by rename: only one process
  * gets it; NGX_DECLINED if another one was first
@@ -1064,6 +1024,9 @@ ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
  */
 
 
+static ngx_int_t ngx_mail_plus_queue_walk(ngx_mail_plus_queue_t *q,
+    char *sub, time_t due, ngx_mail_plus_queue_scan_pt handler, void *data,
+    ngx_log_t *log);
 static ngx_int_t ngx_mail_plus_queue_active_name(ngx_mail_plus_queue_t *q,
     u_char *id, u_char *path);
 
@@ -1178,25 +1141,42 @@ ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
 }
 
 
-/* incoming/: every message; deferred/: those whose mtime has come */
+/*
+ * incoming/: every message; deferred/: those whose mtime has come; in no
+ * particular order
+ */
 
 ngx_int_t
 ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q, ngx_uint_t which,
-    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    void *data), void *data, ngx_log_t *log)
+    ngx_mail_plus_queue_scan_pt handler, void *data, ngx_log_t *log)
+{
+    if (which == NGX_MAIL_PLUS_QUEUE_INCOMING) {
+        return ngx_mail_plus_queue_walk(q, "incoming", 0, handler, data,
+                                        log);
+    }
+
+    return ngx_mail_plus_queue_walk(q, "deferred", ngx_time(), handler, data,
+                                    log);
+}
+
+
+/*
+ * the handler is called for each queue ID in a directory of the spool
+ * (with "due", only for the files whose mtime is not later) until it
+ * returns something else than NGX_OK
+ */
+
+static ngx_int_t
+ngx_mail_plus_queue_walk(ngx_mail_plus_queue_t *q, char *sub, time_t due,
+    ngx_mail_plus_queue_scan_pt handler, void *data, ngx_log_t *log)
 {
     u_char           path[NGX_MAX_PATH];
-    time_t           now;
     ngx_int_t        rc;
     ngx_str_t        id;
     ngx_dir_t        dir;
     ngx_file_info_t  fi;
 
-    if (which == NGX_MAIL_PLUS_QUEUE_INCOMING) {
-        return ngx_mail_plus_queue_scan(q, handler, data, log);
-    }
-
-    (void) ngx_sprintf(path, "%V/deferred%Z", &q->path);
+    (void) ngx_sprintf(path, "%V/%s%Z", &q->path, sub);
 
     if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
         ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
@@ -1204,7 +1184,6 @@ ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q, ngx_uint_t which,
         return NGX_ERROR;
     }
 
-    now = ngx_time();
     rc = NGX_OK;
 
     while (ngx_read_dir(&dir) == NGX_OK) {
@@ -1215,12 +1194,14 @@ ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q, ngx_uint_t which,
             continue;
         }
 
-        (void) ngx_sprintf(path, "%V/deferred/%V%Z", &q->path, &id);
+        if (due) {
+            (void) ngx_sprintf(path, "%V/%s/%V%Z", &q->path, sub, &id);
 
-        if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
-            || ngx_file_mtime(&fi) > now)
-        {
-            continue;
+            if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
+                || ngx_file_mtime(&fi) > due)
+            {
+                continue;
+            }
         }
 
         rc = handler(q, &id, data);

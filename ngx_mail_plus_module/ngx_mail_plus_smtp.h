@@ -147,6 +147,8 @@ typedef struct ngx_mail_plus_queue_msg_s  ngx_mail_plus_queue_msg_t;
 typedef void (*ngx_mail_plus_queue_handler_pt)(ngx_mail_plus_queue_msg_t *m);
 typedef void (*ngx_mail_plus_queue_notify_pt)(ngx_mail_plus_queue_t *q,
     u_char *id);
+typedef ngx_int_t (*ngx_mail_plus_queue_scan_pt)(ngx_mail_plus_queue_t *q,
+    ngx_str_t *id, void *data);
 
 
 #define NGX_MAIL_PLUS_QUEUE_ID_LEN  22
@@ -204,9 +206,6 @@ ngx_int_t ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m,
 ngx_int_t ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q);
-ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
-    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    void *data), void *data, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
     ngx_log_t *log);
 ngx_mail_plus_queue_t *ngx_mail_plus_queue_get(ngx_cycle_t *cycle);
@@ -223,8 +222,8 @@ void ngx_mail_plus_queue_set_notify(ngx_mail_plus_queue_t *q,
 ngx_uint_t ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q,
     ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q,
-    ngx_uint_t which, ngx_int_t (*handler)(ngx_mail_plus_queue_t *q,
-    ngx_str_t *id, void *data), void *data, ngx_log_t *log);
+    ngx_uint_t which, ngx_mail_plus_queue_scan_pt handler, void *data,
+    ngx_log_t *log);
 ngx_fd_t ngx_mail_plus_queue_claim_open(ngx_mail_plus_queue_t *q,
     ngx_uint_t which, ngx_str_t *id, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q,
