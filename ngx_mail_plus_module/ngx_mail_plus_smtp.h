@@ -233,6 +233,9 @@ typedef void (*ngx_mail_plus_queue_defer_pt)(void *data);
 ngx_int_t ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
     void *data, ngx_pool_t *pool, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
+    char *reason, ngx_mail_plus_queue_defer_pt handler, void *data,
+    ngx_pool_t *pool, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
