@@ -56,7 +56,9 @@ static ngx_int_t ngx_mail_plus_delivery_found(ngx_mail_plus_queue_t *q,
 static void ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q,
     u_char *id);
 static void ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id);
-static ngx_int_t ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg);
+static ngx_int_t ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg,
+    char **reason);
+static ngx_int_t ngx_mail_plus_delivery_address(ngx_str_t *addr);
 static void ngx_mail_plus_delivery_dsn(ngx_mail_plus_rcpt_t *rcpt,
     ngx_str_t *v);
 static ngx_int_t ngx_mail_plus_delivery_state(ngx_mail_plus_dmsg_t *msg);
@@ -77,6 +79,8 @@ static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
     ngx_uint_t bounced);
 static void ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg,
     time_t next, ngx_str_t *state);
+static void ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg,
+    char *reason);
 static void ngx_mail_plus_delivery_deferred(void *data);
 static void ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
@@ -884,7 +888,9 @@ ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
 static void
 ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id)
 {
+    char                          *reason;
     ngx_fd_t                       fd;
+    ngx_int_t                      rc;
     ngx_str_t                      state;
     ngx_pool_t                    *pool;
     ngx_mail_plus_dmsg_t          *msg;
@@ -919,10 +925,19 @@ ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id)
     ngx_queue_insert_tail(&ctx->msgs, &msg->queue);
     ctx->nmsgs++;
 
-    if (ngx_mail_plus_delivery_envelope(msg) != NGX_OK
-        || ngx_mail_plus_delivery_state(msg) != NGX_OK)
-    {
-        /* set aside until an operator looks: retried at the longest */
+    rc = ngx_mail_plus_delivery_envelope(msg, &reason);
+
+    if (rc == NGX_DECLINED) {
+        ngx_mail_plus_delivery_corrupt(msg, reason);
+        return;
+    }
+
+    if (rc != NGX_OK || ngx_mail_plus_delivery_state(msg) != NGX_OK) {
+
+        /*
+         * a read error or no memory: the file may well be sound, so it
+         * is not set aside but retried, at the longest interval
+         */
 
         ngx_log_error(NGX_LOG_CRIT, msg->log, 0,
                       "queue: message %s is unreadable, deferred", msg->id);
@@ -945,10 +960,14 @@ failed:
 }
 
 
-/* the envelope lines of the queue file, up to "end" */
+/*
+ * the envelope lines of the queue file, up to "end"; NGX_DECLINED: the
+ * file is corrupt (*reason says why), NGX_ERROR: it could not be read
+ * (an I/O error, no memory), which is not the file's fault
+ */
 
 static ngx_int_t
-ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
+ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg, char **reason)
 {
     u_char                *p, *last, *eol, *buf;
     size_t                 size;
@@ -958,7 +977,14 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
     ngx_mail_plus_rcpt_t  *rcpt;
 
     if (ngx_fd_info(msg->fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_CRIT, msg->log, ngx_errno,
+                      ngx_fd_info_n " of message %s failed", msg->id);
         return NGX_ERROR;
+    }
+
+    if (ngx_file_size(&fi) == 0) {
+        *reason = "empty file";
+        return NGX_DECLINED;
     }
 
     if (ngx_array_init(&msg->rcpts, msg->pool, 4,
@@ -980,6 +1006,8 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
 
         n = pread(msg->fd, buf, size, 0);
         if (n < 0) {
+            ngx_log_error(NGX_LOG_CRIT, msg->log, ngx_errno,
+                          "pread() of message %s failed", msg->id);
             return NGX_ERROR;
         }
 
@@ -991,8 +1019,14 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
             break;
         }
 
-        if ((off_t) size >= ngx_file_size(&fi) || size >= 64 * 1024 * 1024) {
-            return NGX_ERROR;
+        if ((off_t) size >= ngx_file_size(&fi)) {
+            *reason = "truncated envelope, no \"end\" line";
+            return NGX_DECLINED;
+        }
+
+        if (size >= 64 * 1024 * 1024) {
+            *reason = "no \"end\" line in the first 64 MB";
+            return NGX_DECLINED;
         }
 
         size *= 4;
@@ -1001,8 +1035,20 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
     msg->body = p + 7 - buf;
     msg->size = ngx_file_size(&fi) - msg->body;
 
-    if (ngx_strncmp(buf, "MAILPLUS-QUEUE 1" CRLF, 18) != 0) {
-        return NGX_ERROR;
+    if (p - buf < 18 || ngx_strncmp(buf, "MAILPLUS-QUEUE 1" CRLF, 18) != 0) {
+        *reason = "bad header, no \"MAILPLUS-QUEUE 1\" line";
+        return NGX_DECLINED;
+    }
+
+    /* the "id" line names the file: a file under another name is suspect */
+
+    if (p - buf < 18 + 3 + NGX_MAIL_PLUS_QUEUE_ID_LEN + 2
+        || ngx_strncmp(buf + 18, "id ", 3) != 0
+        || ngx_strncmp(buf + 21, msg->id, NGX_MAIL_PLUS_QUEUE_ID_LEN) != 0
+        || ngx_strncmp(buf + 21 + NGX_MAIL_PLUS_QUEUE_ID_LEN, CRLF, 2) != 0)
+    {
+        *reason = "the \"id\" line does not match the file name";
+        return NGX_DECLINED;
     }
 
     last = p + 2;
@@ -1043,6 +1089,12 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
 
         case 5:
             if (ngx_strncmp(p, "rcpt ", 5) == 0) {
+                if (v.len == 0 || ngx_mail_plus_delivery_address(&v) != NGX_OK)
+                {
+                    *reason = "bad \"rcpt\" line";
+                    return NGX_DECLINED;
+                }
+
                 rcpt = ngx_array_push(&msg->rcpts);
                 if (rcpt == NULL) {
                     return NGX_ERROR;
@@ -1063,6 +1115,11 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
 
         case 7:
             if (ngx_strncmp(p, "sender ", 7) == 0) {
+                if (ngx_mail_plus_delivery_address(&v) != NGX_OK) {
+                    *reason = "bad \"sender\" line";
+                    return NGX_DECLINED;
+                }
+
                 msg->sender = v;
             }
 
@@ -1085,8 +1142,31 @@ ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg)
         }
     }
 
-    if (msg->rcpts.nelts == 0 || msg->arrival <= 0) {
-        return NGX_ERROR;
+    if (msg->rcpts.nelts == 0) {
+        *reason = "no recipients";
+        return NGX_DECLINED;
+    }
+
+    if (msg->arrival <= 0) {
+        *reason = "no valid \"arrival\" line";
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* an address as the SMTP server stores it: no spaces, no control bytes */
+
+static ngx_int_t
+ngx_mail_plus_delivery_address(ngx_str_t *addr)
+{
+    size_t  i;
+
+    for (i = 0; i < addr->len; i++) {
+        if (addr->data[i] <= ' ' || addr->data[i] == 0x7f) {
+            return NGX_DECLINED;
+        }
     }
 
     return NGX_OK;
@@ -1933,6 +2013,31 @@ ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg, time_t next,
     ngx_mail_plus_delivery_free(msg);
 }
 
+
+/*
+ * a file that cannot be parsed goes to corrupt/ (in the thread pool); it
+ * is not bounced: its sender cannot be trusted either
+ */
+
+static void
+ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg, char *reason)
+{
+    ngx_int_t  rc;
+
+    (void) ngx_close_file(msg->fd);
+    msg->fd = NGX_INVALID_FILE;
+
+    rc = ngx_mail_plus_queue_corrupt(msg->spool, msg->id, reason,
+                                     ngx_mail_plus_delivery_deferred, msg,
+                                     msg->pool, msg->log);
+
+    if (rc != NGX_AGAIN) {
+        ngx_mail_plus_delivery_free(msg);
+    }
+}
+
+
+/* a deferral or a move to corrupt/ is done */
 
 static void
 ngx_mail_plus_delivery_deferred(void *data)

@@ -20,6 +20,7 @@
  *   <spool>/tmp/<ID>       a message being received
  *   <spool>/incoming/<ID>  a message accepted, waiting for delivery
  *   <spool>/active/<ID>    a message claimed by a delivery
+ *   <spool>/corrupt/<ID>   a file that cannot be parsed, set aside
  *
  * A message is written to tmp/ as it arrives; at the end it is committed:
  * fsync() of the file, rename() into incoming/, fsync() of incoming/.
@@ -150,11 +151,16 @@ ngx_int_t
 ngx_mail_plus_queue_init(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q)
 {
     u_char      path[NGX_MAX_PATH];
-    ngx_uint_t   i, removed, incoming, active;
+    ngx_uint_t   i, removed, incoming, active, corrupt;
 
-    static char  *dirs[] = { "", "/tmp", "/incoming", "/active", NULL };
+    static char  *dirs[] = { "", "/tmp", "/incoming", "/active", "/corrupt",
+                             NULL };
 
-    if (q->path.len + sizeof("/incoming") > NGX_MAX_PATH) {
+    /* the longest name in it: corrupt/<ID>.<seconds> */
+
+    if (q->path.len + sizeof("/corrupt/.") + NGX_MAIL_PLUS_QUEUE_ID_LEN
+        + NGX_TIME_T_LEN > NGX_MAX_PATH)
+    {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "queue spool path \"%V\" is too long", &q->path);
         return NGX_ERROR;
@@ -177,10 +183,13 @@ ngx_mail_plus_queue_init(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q)
     (void) ngx_sprintf(path, "%V/active%Z", &q->path);
     active = ngx_mail_plus_queue_count(path);
 
+    (void) ngx_sprintf(path, "%V/corrupt%Z", &q->path);
+    corrupt = ngx_mail_plus_queue_count(path);
+
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                   "queue spool \"%V\": %ui messages incoming, %ui active, "
-                  "%ui stale temporary files removed",
-                  &q->path, incoming, active, removed);
+                  "%ui stale temporary files removed, %ui files in corrupt/",
+                  &q->path, incoming, active, removed, corrupt);
 
     return NGX_OK;
 }
@@ -288,6 +297,8 @@ ngx_mail_plus_queue_clean_tmp(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q,
 }
 
 
+/* the names that begin with a queue ID: <ID>, <ID>.<pid>, <ID>.<seconds> */
+
 static ngx_uint_t
 ngx_mail_plus_queue_count(u_char *path)
 {
@@ -301,8 +312,9 @@ ngx_mail_plus_queue_count(u_char *path)
     n = 0;
 
     while (ngx_read_dir(&dir) == NGX_OK) {
-        if (ngx_mail_plus_queue_valid_id(ngx_de_name(&dir),
-                                         ngx_de_namelen(&dir)))
+        if (ngx_de_namelen(&dir) >= NGX_MAIL_PLUS_QUEUE_ID_LEN
+            && ngx_mail_plus_queue_valid_id(ngx_de_name(&dir),
+                                            NGX_MAIL_PLUS_QUEUE_ID_LEN))
         {
             n++;
         }
@@ -976,46 +988,6 @@ ngx_mail_plus_queue_thread_done(ngx_event_t *ev)
 #endif
 
 
-/* for the delivery: every message in incoming/, in no particular order */
-
-ngx_int_t
-ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
-    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id, void *data),
-    void *data, ngx_log_t *log)
-{
-    ngx_int_t  rc;
-    ngx_str_t  id;
-    ngx_dir_t  dir;
-
-    if (ngx_mail_plus_queue_open_dir(q->incoming, &dir) == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_open_dir_n " \"%s\" failed", q->incoming);
-        return NGX_ERROR;
-    }
-
-    rc = NGX_OK;
-
-    while (ngx_read_dir(&dir) == NGX_OK) {
-        id.data = ngx_de_name(&dir);
-        id.len = ngx_de_namelen(&dir);
-
-        if (!ngx_mail_plus_queue_valid_id(id.data, id.len)) {
-            continue;
-        }
-
-        rc = handler(q, &id, data);
-
-        if (rc != NGX_OK) {
-            break;
-        }
-    }
-
-    (void) ngx_close_dir(&dir);
-
-    return rc;
-}
-
-
 /*
  * a message moves from incoming/ to active/ by rename: only one process
  * gets it; NGX_DECLINED if another one was first
@@ -1064,6 +1036,9 @@ ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
  */
 
 
+static ngx_int_t ngx_mail_plus_queue_walk(ngx_mail_plus_queue_t *q,
+    char *sub, time_t due, ngx_mail_plus_queue_scan_pt handler, void *data,
+    ngx_log_t *log);
 static ngx_int_t ngx_mail_plus_queue_active_name(ngx_mail_plus_queue_t *q,
     u_char *id, u_char *path);
 
@@ -1178,25 +1153,42 @@ ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
 }
 
 
-/* incoming/: every message; deferred/: those whose mtime has come */
+/*
+ * incoming/: every message; deferred/: those whose mtime has come; in no
+ * particular order
+ */
 
 ngx_int_t
 ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q, ngx_uint_t which,
-    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    void *data), void *data, ngx_log_t *log)
+    ngx_mail_plus_queue_scan_pt handler, void *data, ngx_log_t *log)
+{
+    if (which == NGX_MAIL_PLUS_QUEUE_INCOMING) {
+        return ngx_mail_plus_queue_walk(q, "incoming", 0, handler, data,
+                                        log);
+    }
+
+    return ngx_mail_plus_queue_walk(q, "deferred", ngx_time(), handler, data,
+                                    log);
+}
+
+
+/*
+ * the handler is called for each queue ID in a directory of the spool
+ * (with "due", only for the files whose mtime is not later) until it
+ * returns something else than NGX_OK
+ */
+
+static ngx_int_t
+ngx_mail_plus_queue_walk(ngx_mail_plus_queue_t *q, char *sub, time_t due,
+    ngx_mail_plus_queue_scan_pt handler, void *data, ngx_log_t *log)
 {
     u_char           path[NGX_MAX_PATH];
-    time_t           now;
     ngx_int_t        rc;
     ngx_str_t        id;
     ngx_dir_t        dir;
     ngx_file_info_t  fi;
 
-    if (which == NGX_MAIL_PLUS_QUEUE_INCOMING) {
-        return ngx_mail_plus_queue_scan(q, handler, data, log);
-    }
-
-    (void) ngx_sprintf(path, "%V/deferred%Z", &q->path);
+    (void) ngx_sprintf(path, "%V/%s%Z", &q->path, sub);
 
     if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
         ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
@@ -1204,7 +1196,6 @@ ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q, ngx_uint_t which,
         return NGX_ERROR;
     }
 
-    now = ngx_time();
     rc = NGX_OK;
 
     while (ngx_read_dir(&dir) == NGX_OK) {
@@ -1215,12 +1206,14 @@ ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q, ngx_uint_t which,
             continue;
         }
 
-        (void) ngx_sprintf(path, "%V/deferred/%V%Z", &q->path, &id);
+        if (due) {
+            (void) ngx_sprintf(path, "%V/%s/%V%Z", &q->path, sub, &id);
 
-        if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
-            || ngx_file_mtime(&fi) > now)
-        {
-            continue;
+            if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
+                || ngx_file_mtime(&fi) > due)
+            {
+                continue;
+            }
         }
 
         rc = handler(q, &id, data);
@@ -1347,29 +1340,47 @@ ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q, u_char *id,
 
 
 /*
- * a deferral: a new state file (written aside, fsynced, renamed into
- * place), then the queue file's mtime set to the next attempt and the file
- * renamed into deferred/; in a thread when there is a thread pool
+ * Moves of a claimed message that must be durable run in the thread pool
+ * when there is one: a deferral (a new state file, written aside, fsynced
+ * and renamed into place, then the queue file's mtime set to the next
+ * attempt and the file renamed into deferred/), and the move of a corrupt
+ * file into corrupt/ (a rename, then an fsync() of corrupt/).
  */
 
-typedef struct {
+typedef struct ngx_mail_plus_queue_op_s  ngx_mail_plus_queue_op_t;
+
+typedef void (*ngx_mail_plus_queue_op_pt)(ngx_mail_plus_queue_op_t *op);
+
+struct ngx_mail_plus_queue_op_s {
     ngx_mail_plus_queue_t          *queue;
     u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
-    ngx_str_t                       state;
+    ngx_mail_plus_queue_op_pt       run;
+    ngx_str_t                       state;    /* a deferral */
     time_t                          next;
+    char                           *reason;   /* a corrupt file */
+    time_t                          aside;    /* corrupt/<ID>.<aside> */
     ngx_err_t                       err;
-    char                           *failed;  /* the call that failed */
+    char                           *failed;   /* the call that failed */
     ngx_mail_plus_queue_defer_pt    handler;
     void                           *data;
-} ngx_mail_plus_queue_defer_t;
+#if (NGX_THREADS)
+    ngx_thread_task_t              *task;
+#endif
+};
 
 
-static void ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_defer_t *d);
-static void ngx_mail_plus_queue_defer_log(ngx_mail_plus_queue_defer_t *d,
+static ngx_mail_plus_queue_op_t *ngx_mail_plus_queue_op_alloc(
+    ngx_mail_plus_queue_t *q, u_char *id, ngx_mail_plus_queue_op_pt run,
+    ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool);
+static ngx_int_t ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op,
+    ngx_log_t *log);
+static void ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_corrupt_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_op_log(ngx_mail_plus_queue_op_t *op,
     ngx_log_t *log);
 #if (NGX_THREADS)
-static void ngx_mail_plus_queue_defer_thread(void *data, ngx_log_t *log);
-static void ngx_mail_plus_queue_defer_done(ngx_event_t *ev);
+static void ngx_mail_plus_queue_op_thread(void *data, ngx_log_t *log);
+static void ngx_mail_plus_queue_op_done(ngx_event_t *ev);
 #endif
 
 
@@ -1383,59 +1394,112 @@ ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
     void *data, ngx_pool_t *pool, ngx_log_t *log)
 {
-    ngx_mail_plus_queue_defer_t  *d;
-#if (NGX_THREADS)
-    ngx_thread_task_t            *task;
-#endif
+    ngx_mail_plus_queue_op_t  *op;
 
-#if (NGX_THREADS)
-
-    task = ngx_thread_task_alloc(pool, sizeof(ngx_mail_plus_queue_defer_t));
-    if (task == NULL) {
+    op = ngx_mail_plus_queue_op_alloc(q, id, ngx_mail_plus_queue_defer_run,
+                                      handler, data, pool);
+    if (op == NULL) {
         return NGX_ERROR;
     }
 
-    d = task->ctx;
+    op->state = *state;
+    op->next = next;
+
+    return ngx_mail_plus_queue_op_post(op, log);
+}
+
+
+/*
+ * a claimed message that cannot be parsed is set aside in corrupt/, never
+ * removed: its envelope cannot be trusted, so it is neither delivered nor
+ * bounced; the reason is logged once, when it is there; the same results
+ * as ngx_mail_plus_queue_defer()
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
+    char *reason, ngx_mail_plus_queue_defer_pt handler, void *data,
+    ngx_pool_t *pool, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_op_t  *op;
+
+    op = ngx_mail_plus_queue_op_alloc(q, id, ngx_mail_plus_queue_corrupt_run,
+                                      handler, data, pool);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    op->reason = reason;
+
+    return ngx_mail_plus_queue_op_post(op, log);
+}
+
+
+static ngx_mail_plus_queue_op_t *
+ngx_mail_plus_queue_op_alloc(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_mail_plus_queue_op_pt run, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool)
+{
+    ngx_mail_plus_queue_op_t  *op;
+#if (NGX_THREADS)
+    ngx_thread_task_t         *task;
+
+    task = ngx_thread_task_alloc(pool, sizeof(ngx_mail_plus_queue_op_t));
+    if (task == NULL) {
+        return NULL;
+    }
+
+    op = task->ctx;
+    op->task = task;
 
 #else
 
-    d = ngx_pcalloc(pool, sizeof(ngx_mail_plus_queue_defer_t));
-    if (d == NULL) {
-        return NGX_ERROR;
+    op = ngx_pcalloc(pool, sizeof(ngx_mail_plus_queue_op_t));
+    if (op == NULL) {
+        return NULL;
     }
 
 #endif
 
-    d->queue = q;
-    ngx_memcpy(d->id, id, NGX_MAIL_PLUS_QUEUE_ID_LEN);
-    d->state = *state;
-    d->next = next;
-    d->handler = handler;
-    d->data = data;
+    op->queue = q;
+    ngx_memcpy(op->id, id, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    op->run = run;
+    op->handler = handler;
+    op->data = data;
 
+    return op;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op, ngx_log_t *log)
+{
 #if (NGX_THREADS)
+    ngx_thread_task_t  *task;
 
-    task->handler = ngx_mail_plus_queue_defer_thread;
-    task->event.data = d;
-    task->event.handler = ngx_mail_plus_queue_defer_done;
+    task = op->task;
 
-    if (ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
+    task->handler = ngx_mail_plus_queue_op_thread;
+    task->event.data = op;
+    task->event.handler = ngx_mail_plus_queue_op_done;
+
+    if (ngx_thread_task_post(op->queue->thread_pool, task) == NGX_OK) {
         return NGX_AGAIN;
     }
 
 #endif
 
-    ngx_mail_plus_queue_defer_run(d);
-    ngx_mail_plus_queue_defer_log(d, log);
+    op->run(op);
+    ngx_mail_plus_queue_op_log(op, log);
 
-    return d->failed ? NGX_ERROR : NGX_OK;
+    return op->failed ? NGX_ERROR : NGX_OK;
 }
 
 
 /* no pool, no log: it may run in a thread */
 
 static void
-ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_defer_t *d)
+ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_op_t *op)
 {
     u_char                 temp[NGX_MAX_PATH], path[NGX_MAX_PATH];
     ssize_t                n;
@@ -1443,26 +1507,26 @@ ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_defer_t *d)
     struct timeval         tv[2];
     ngx_mail_plus_queue_t *q;
 
-    q = d->queue;
+    q = op->queue;
 
-    if (d->state.len) {
-        (void) ngx_sprintf(temp, "%V/state/%s.%P%Z", &q->path, d->id,
+    if (op->state.len) {
+        (void) ngx_sprintf(temp, "%V/state/%s.%P%Z", &q->path, op->id,
                            ngx_pid);
-        (void) ngx_sprintf(path, "%V/state/%s%Z", &q->path, d->id);
+        (void) ngx_sprintf(path, "%V/state/%s%Z", &q->path, op->id);
 
         fd = open((char *) temp, O_WRONLY|O_CREAT|O_TRUNC, 0600);
 
         if (fd == -1) {
-            d->err = ngx_errno;
-            d->failed = "open() of a state file";
+            op->err = ngx_errno;
+            op->failed = "open() of a state file";
             return;
         }
 
-        n = write(fd, d->state.data, d->state.len);
+        n = write(fd, op->state.data, op->state.len);
 
-        if (n != (ssize_t) d->state.len || fsync(fd) == -1) {
-            d->err = ngx_errno;
-            d->failed = "write() of a state file";
+        if (n != (ssize_t) op->state.len || fsync(fd) == -1) {
+            op->err = ngx_errno;
+            op->failed = "write() of a state file";
             (void) close(fd);
             (void) unlink((char *) temp);
             return;
@@ -1471,38 +1535,111 @@ ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_defer_t *d)
         (void) close(fd);
 
         if (rename((char *) temp, (char *) path) == -1) {
-            d->err = ngx_errno;
-            d->failed = "rename() of a state file";
+            op->err = ngx_errno;
+            op->failed = "rename() of a state file";
             (void) unlink((char *) temp);
             return;
         }
     }
 
-    (void) ngx_mail_plus_queue_active_name(q, d->id, temp);
-    (void) ngx_sprintf(path, "%V/deferred/%s%Z", &q->path, d->id);
+    (void) ngx_mail_plus_queue_active_name(q, op->id, temp);
+    (void) ngx_sprintf(path, "%V/deferred/%s%Z", &q->path, op->id);
 
-    tv[0].tv_sec = d->next;
+    tv[0].tv_sec = op->next;
     tv[0].tv_usec = 0;
     tv[1] = tv[0];
 
     if (utimes((char *) temp, tv) == -1) {
-        d->err = ngx_errno;
-        d->failed = "utimes() of a queue file";
+        op->err = ngx_errno;
+        op->failed = "utimes() of a queue file";
     }
 
     if (rename((char *) temp, (char *) path) == -1) {
-        d->err = ngx_errno;
-        d->failed = "rename() of a queue file to deferred/";
+        op->err = ngx_errno;
+        op->failed = "rename() of a queue file to deferred/";
+    }
+}
+
+
+/*
+ * active/<ID>.<pid> to corrupt/<ID>, or to corrupt/<ID>.<seconds> if a
+ * file of that ID is there already (one set aside before, re-queued and
+ * set aside again): nothing in corrupt/ is ever replaced; then corrupt/
+ * is fsynced; no pool, no log: it may run in a thread
+ */
+
+static void
+ngx_mail_plus_queue_corrupt_run(ngx_mail_plus_queue_op_t *op)
+{
+    u_char                 from[NGX_MAX_PATH], to[NGX_MAX_PATH];
+    ngx_fd_t               fd;
+    ngx_file_info_t        fi;
+    ngx_mail_plus_queue_t *q;
+
+    q = op->queue;
+
+    (void) ngx_mail_plus_queue_active_name(q, op->id, from);
+    (void) ngx_sprintf(to, "%V/corrupt/%s%Z", &q->path, op->id);
+
+    /* only the process that claimed an ID moves it: no race here */
+
+    if (stat((char *) to, &fi) == 0) {
+        op->aside = ngx_time();
+        (void) ngx_sprintf(to, "%V/corrupt/%s.%T%Z", &q->path, op->id,
+                           op->aside);
+    }
+
+    if (rename((char *) from, (char *) to) == -1) {
+        op->err = ngx_errno;
+        op->failed = "rename() of a queue file to corrupt/";
+        return;
+    }
+
+    (void) ngx_sprintf(to, "%V/corrupt%Z", &q->path);
+
+    fd = open((char *) to, O_RDONLY|O_DIRECTORY);
+
+    if (fd == -1 || fsync(fd) == -1) {
+        op->err = ngx_errno;
+        op->failed = "fsync() of corrupt/";
+    }
+
+    if (fd != -1) {
+        (void) close(fd);
     }
 }
 
 
 static void
-ngx_mail_plus_queue_defer_log(ngx_mail_plus_queue_defer_t *d, ngx_log_t *log)
+ngx_mail_plus_queue_op_log(ngx_mail_plus_queue_op_t *op, ngx_log_t *log)
 {
-    if (d->failed) {
-        ngx_log_error(NGX_LOG_CRIT, log, d->err,
-                      "queue: message %s: %s failed", d->id, d->failed);
+    if (op->failed && op->reason) {
+        ngx_log_error(NGX_LOG_CRIT, log, op->err,
+                      "queue: message %s is corrupt (%s), %s failed",
+                      op->id, op->reason, op->failed);
+        return;
+    }
+
+    if (op->failed) {
+        ngx_log_error(NGX_LOG_CRIT, log, op->err,
+                      "queue: message %s: %s failed", op->id, op->failed);
+        return;
+    }
+
+    if (op->reason == NULL) {
+        return;
+    }
+
+    if (op->aside) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "queue: message %s is corrupt (%s), moved to "
+                      "corrupt/%s.%T", op->id, op->reason, op->id,
+                      op->aside);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "queue: message %s is corrupt (%s), moved to "
+                      "corrupt/%s", op->id, op->reason, op->id);
     }
 }
 
@@ -1510,20 +1647,22 @@ ngx_mail_plus_queue_defer_log(ngx_mail_plus_queue_defer_t *d, ngx_log_t *log)
 #if (NGX_THREADS)
 
 static void
-ngx_mail_plus_queue_defer_thread(void *data, ngx_log_t *log)
+ngx_mail_plus_queue_op_thread(void *data, ngx_log_t *log)
 {
-    ngx_mail_plus_queue_defer_run(data);
+    ngx_mail_plus_queue_op_t  *op = data;
+
+    op->run(op);
 }
 
 
 static void
-ngx_mail_plus_queue_defer_done(ngx_event_t *ev)
+ngx_mail_plus_queue_op_done(ngx_event_t *ev)
 {
-    ngx_mail_plus_queue_defer_t  *d = ev->data;
+    ngx_mail_plus_queue_op_t  *op = ev->data;
 
-    ngx_mail_plus_queue_defer_log(d, ngx_cycle->log);
+    ngx_mail_plus_queue_op_log(op, ngx_cycle->log);
 
-    d->handler(d->data);
+    op->handler(op->data);
 }
 
 #endif

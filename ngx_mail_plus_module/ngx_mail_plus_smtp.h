@@ -147,6 +147,8 @@ typedef struct ngx_mail_plus_queue_msg_s  ngx_mail_plus_queue_msg_t;
 typedef void (*ngx_mail_plus_queue_handler_pt)(ngx_mail_plus_queue_msg_t *m);
 typedef void (*ngx_mail_plus_queue_notify_pt)(ngx_mail_plus_queue_t *q,
     u_char *id);
+typedef ngx_int_t (*ngx_mail_plus_queue_scan_pt)(ngx_mail_plus_queue_t *q,
+    ngx_str_t *id, void *data);
 
 
 #define NGX_MAIL_PLUS_QUEUE_ID_LEN  22
@@ -204,9 +206,6 @@ ngx_int_t ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m,
 ngx_int_t ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q);
-ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
-    ngx_int_t (*handler)(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    void *data), void *data, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
     ngx_log_t *log);
 ngx_mail_plus_queue_t *ngx_mail_plus_queue_get(ngx_cycle_t *cycle);
@@ -223,8 +222,8 @@ void ngx_mail_plus_queue_set_notify(ngx_mail_plus_queue_t *q,
 ngx_uint_t ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q,
     ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q,
-    ngx_uint_t which, ngx_int_t (*handler)(ngx_mail_plus_queue_t *q,
-    ngx_str_t *id, void *data), void *data, ngx_log_t *log);
+    ngx_uint_t which, ngx_mail_plus_queue_scan_pt handler, void *data,
+    ngx_log_t *log);
 ngx_fd_t ngx_mail_plus_queue_claim_open(ngx_mail_plus_queue_t *q,
     ngx_uint_t which, ngx_str_t *id, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q,
@@ -234,6 +233,9 @@ typedef void (*ngx_mail_plus_queue_defer_pt)(void *data);
 ngx_int_t ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
     void *data, ngx_pool_t *pool, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
+    char *reason, ngx_mail_plus_queue_defer_pt handler, void *data,
+    ngx_pool_t *pool, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,

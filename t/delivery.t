@@ -122,22 +122,8 @@ sub submit {
         auth => encode_base64("\0alice\@example.com\0pwA", ''));
 }
 
-sub maildir_count {
-    my ($d, $user) = @_;
-    my $md = "$d->{dir}/home/$user/Maildir";
-    my @f = (glob("$md/new/*"), glob("$md/cur/*"));
-    return scalar @f;
-}
-
-sub maildir_text {
-    my ($d, $user) = @_;
-    my $md = "$d->{dir}/home/$user/Maildir";
-    my $text = '';
-    for my $f (sort(glob("$md/new/*"), glob("$md/cur/*"))) {
-        $text .= $t->read_file($f) . "\n=====\n";
-    }
-    return $text;
-}
+sub maildir_count { $t->maildir_count(@_) }
+sub maildir_text { $t->maildir_text(@_) }
 
 sub pop3_subject {
     my ($user, $pass, $i) = @_;

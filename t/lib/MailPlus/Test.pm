@@ -720,6 +720,28 @@ sub maildir {
     return $md;
 }
 
+# maildir_count($dovecot, $user): how many messages the user's INBOX has;
+# maildir_text($dovecot, $user): all of them, in the order of their names,
+# each followed by a line "=====".
+
+sub _maildir_files {
+    my ($d, $user) = @_;
+    my $md = "$d->{dir}/home/$user/Maildir";
+    return sort(glob("$md/new/*"), glob("$md/cur/*"));
+}
+
+sub maildir_count {
+    my ($self, $d, $user) = @_;
+    my @f = _maildir_files($d, $user);
+    return scalar @f;
+}
+
+sub maildir_text {
+    my ($self, $d, $user) = @_;
+    return join '', map { $self->read_file($_) . "\n=====\n" }
+        _maildir_files($d, $user);
+}
+
 my $seq = 0;
 
 # seed($dovecot, $user, %opts): drops one message into the user's Maildir
