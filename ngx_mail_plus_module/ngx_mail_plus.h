@@ -221,6 +221,12 @@ typedef struct {
     ngx_atomic_t                denied;
     ngx_atomic_t                locked;
     ngx_atomic_t                tempfail;
+    ngx_atomic_t                queued;    /* accepted by SMTP into the queue */
+    ngx_atomic_t                sent;      /* delivery attempts, a recipient */
+    ngx_atomic_t                deferred;
+    ngx_atomic_t                bounced;
+    ngx_atomic_t                sessions[2];  /* proxied, NGX_MAIL_PLUS_IMAP */
+    ngx_atomic_t                active[2];    /* and _POP3: started, open */
 } ngx_mail_plus_stats_t;
 
 
@@ -329,6 +335,8 @@ void ngx_mail_plus_check_free(ngx_mail_plus_check_t *check);
 /* the shared zone */
 
 char *ngx_mail_plus_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_mail_plus_stats_t *ngx_mail_plus_zone_stats(void);
+ngx_uint_t ngx_mail_plus_zone_throttle_entries(ngx_mail_plus_zone_t *zone);
 
 /* backend health */
 

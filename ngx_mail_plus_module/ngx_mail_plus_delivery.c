@@ -1729,9 +1729,11 @@ static void
 ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
     ngx_mail_plus_rcpt_t *rcpt, ngx_uint_t code, ngx_str_t *text)
 {
-    u_char      *p, *last;
-    ngx_str_t    dsn;
-    const char  *status;
+    u_char                 *p, *last;
+    ngx_str_t               dsn;
+    const char             *status;
+    ngx_atomic_t           *counter;
+    ngx_mail_plus_stats_t  *stats;
 
     rcpt->code = code;
 
@@ -1775,17 +1777,26 @@ ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
 
     rcpt->dsn = dsn;
 
+    stats = ngx_mail_plus_zone_stats();
+
     if (code / 100 == 2) {
         rcpt->state = NGX_MAIL_PLUS_RCPT_SENT;
         status = "sent";
+        counter = stats ? &stats->sent : NULL;
 
     } else if (code / 100 == 5) {
         rcpt->state = NGX_MAIL_PLUS_RCPT_FAILED;
         status = "bounced";
+        counter = stats ? &stats->bounced : NULL;
 
     } else {
         rcpt->state = NGX_MAIL_PLUS_RCPT_DEFERRED;
         status = "deferred";
+        counter = stats ? &stats->deferred : NULL;
+    }
+
+    if (counter) {
+        (void) ngx_atomic_fetch_add(counter, 1);
     }
 
     ngx_log_error(NGX_LOG_INFO, msg->log, 0,

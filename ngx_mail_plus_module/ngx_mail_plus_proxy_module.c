@@ -880,9 +880,10 @@ ngx_mail_plus_proxy_cleanup(void *data)
 {
     ngx_mail_plus_proxy_ctx_t *ctx = data;
 
-    ngx_msec_t           ms;
-    ngx_connection_t    *c;
-    ngx_mail_session_t  *s;
+    ngx_msec_t              ms;
+    ngx_connection_t       *c;
+    ngx_mail_session_t     *s;
+    ngx_mail_plus_stats_t  *stats;
 
     s = ctx->session;
     c = s->connection;
@@ -905,6 +906,13 @@ ngx_mail_plus_proxy_cleanup(void *data)
 
     if (ctx->client_limited) {
         ngx_mail_plus_limit_release(&ctx->client_key);
+    }
+
+    stats = ngx_mail_plus_zone_stats();
+
+    if (ctx->logged_in && stats) {
+        (void) ngx_atomic_fetch_add(&stats->active[ctx->protocol],
+                                    (ngx_atomic_int_t) -1);
     }
 
     if (!ctx->logged_in && ctx->end == NGX_MAIL_PLUS_END_CLIENT && s->quit) {

@@ -57,6 +57,7 @@ ngx_mail_plus_relay_start(ngx_mail_session_t *s)
 {
     ngx_buf_t                  *b;
     ngx_connection_t           *c, *pc;
+    ngx_mail_plus_stats_t      *stats;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
     c = s->connection;
@@ -66,6 +67,15 @@ ngx_mail_plus_relay_start(ngx_mail_session_t *s)
     c->log->action = "proxying";
 
     ctx->logged_in = 1;
+
+    /* the session is open from here: the cleanup counts its end */
+
+    stats = ngx_mail_plus_zone_stats();
+
+    if (stats) {
+        (void) ngx_atomic_fetch_add(&stats->sessions[ctx->protocol], 1);
+        (void) ngx_atomic_fetch_add(&stats->active[ctx->protocol], 1);
+    }
 
     /* the login's reply and what the backend sent after it */
 

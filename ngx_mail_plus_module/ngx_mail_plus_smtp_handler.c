@@ -1609,6 +1609,7 @@ ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m)
 {
     ngx_mail_session_t        *s;
     ngx_connection_t          *c;
+    ngx_mail_plus_stats_t     *stats;
     ngx_mail_plus_smtp_ctx_t  *ctx;
 
     s = m->data;
@@ -1635,6 +1636,12 @@ ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m)
                                      m->id);
         ctx->junk = 0;
         ctx->queued++;
+
+        stats = ngx_mail_plus_zone_stats();
+
+        if (stats) {
+            (void) ngx_atomic_fetch_add(&stats->queued, 1);
+        }
     }
 
     ngx_mail_plus_smtp_reset(ctx);

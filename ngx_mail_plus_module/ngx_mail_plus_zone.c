@@ -241,3 +241,53 @@ ngx_mail_plus_zone_health(ngx_mail_plus_zone_t *zone,
 
     return &link->health;
 }
+
+
+/*
+ * the counters of the zone, for whoever counts an event; NULL without a
+ * zone: counts of one worker are never presented as totals
+ */
+
+ngx_mail_plus_stats_t *
+ngx_mail_plus_zone_stats(void)
+{
+    ngx_mail_plus_zone_t       *zone;
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = ngx_mail_plus_get_main_conf((ngx_cycle_t *) ngx_cycle);
+
+    if (mpcf == NULL || mpcf->shm_zone == NULL) {
+        return NULL;
+    }
+
+    zone = mpcf->shm_zone->data;
+
+    if (zone->sh == NULL) {
+        return NULL;
+    }
+
+    return &zone->sh->stats;
+}
+
+
+ngx_uint_t
+ngx_mail_plus_zone_throttle_entries(ngx_mail_plus_zone_t *zone)
+{
+    ngx_uint_t    n;
+    ngx_queue_t  *q;
+
+    n = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&zone->sh->queue);
+         q != ngx_queue_sentinel(&zone->sh->queue);
+         q = ngx_queue_next(q))
+    {
+        n++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return n;
+}
