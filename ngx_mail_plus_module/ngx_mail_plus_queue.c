@@ -1356,6 +1356,7 @@ struct ngx_mail_plus_queue_op_s {
     u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
     ngx_mail_plus_queue_op_pt       run;
     ngx_str_t                       state;    /* a deferral */
+    ngx_uint_t                     *sizes;    /* a count of the spool */
     time_t                          next;
     char                           *reason;   /* a corrupt file */
     time_t                          aside;    /* corrupt/<ID>.<aside> */
@@ -1376,6 +1377,7 @@ static ngx_int_t ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op,
     ngx_log_t *log);
 static void ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_op_t *op);
 static void ngx_mail_plus_queue_corrupt_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_sizes_run(ngx_mail_plus_queue_op_t *op);
 static void ngx_mail_plus_queue_op_log(ngx_mail_plus_queue_op_t *op,
     ngx_log_t *log);
 #if (NGX_THREADS)
@@ -1435,6 +1437,34 @@ ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
 }
 
 
+/*
+ * the number of files in each of incoming/, active/, deferred/ and
+ * corrupt/, for the status endpoint: reading directories that may hold
+ * many thousands of names blocks, so it is done in the thread pool like
+ * the moves, and "sizes" is filled in before the handler is called; the
+ * same results as ngx_mail_plus_queue_defer(); a directory that is not
+ * there (deferred/ without delivery) counts 0
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_sizes(ngx_mail_plus_queue_t *q, ngx_uint_t *sizes,
+    ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool,
+    ngx_log_t *log)
+{
+    ngx_mail_plus_queue_op_t  *op;
+
+    op = ngx_mail_plus_queue_op_alloc(q, NULL, ngx_mail_plus_queue_sizes_run,
+                                      handler, data, pool);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    op->sizes = sizes;
+
+    return ngx_mail_plus_queue_op_post(op, log);
+}
+
+
 static ngx_mail_plus_queue_op_t *
 ngx_mail_plus_queue_op_alloc(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_mail_plus_queue_op_pt run, ngx_mail_plus_queue_defer_pt handler,
@@ -1462,7 +1492,10 @@ ngx_mail_plus_queue_op_alloc(ngx_mail_plus_queue_t *q, u_char *id,
 #endif
 
     op->queue = q;
-    ngx_memcpy(op->id, id, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+
+    if (id) {
+        ngx_memcpy(op->id, id, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    }
     op->run = run;
     op->handler = handler;
     op->data = data;
@@ -1606,6 +1639,23 @@ ngx_mail_plus_queue_corrupt_run(ngx_mail_plus_queue_op_t *op)
 
     if (fd != -1) {
         (void) close(fd);
+    }
+}
+
+
+/* no pool, no log: it may run in a thread */
+
+static void
+ngx_mail_plus_queue_sizes_run(ngx_mail_plus_queue_op_t *op)
+{
+    u_char      path[NGX_MAX_PATH];
+    ngx_uint_t  i;
+
+    static char  *dirs[] = { "incoming", "active", "deferred", "corrupt" };
+
+    for (i = 0; i < NGX_MAIL_PLUS_QUEUE_NSIZES; i++) {
+        (void) ngx_sprintf(path, "%V/%s%Z", &op->queue->path, dirs[i]);
+        op->sizes[i] = ngx_mail_plus_queue_count(path);
     }
 }
 

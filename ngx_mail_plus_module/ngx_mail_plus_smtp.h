@@ -241,6 +241,15 @@ ngx_int_t ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
 ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_log_t *log);
 
+/* for the status endpoint: the files in incoming/, active/, deferred/ and
+   corrupt/, in this order */
+
+#define NGX_MAIL_PLUS_QUEUE_NSIZES  4
+
+ngx_int_t ngx_mail_plus_queue_sizes(ngx_mail_plus_queue_t *q,
+    ngx_uint_t *sizes, ngx_mail_plus_queue_defer_pt handler, void *data,
+    ngx_pool_t *pool, ngx_log_t *log);
+
 
 /* the session */
 
