@@ -41,7 +41,6 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_request_t             *request;
     ngx_mail_plus_check_t          *check;
     ngx_mail_plus_queue_msg_t      *msg;
     ngx_event_t                     delay;       /* a refusal sent late */
@@ -233,7 +232,6 @@ ngx_http_mail_plus_submit_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
     ctx->login = r->headers_in.user;
 
     rc = ngx_http_mail_plus_submit_args(r, ctx, &error);
@@ -566,10 +564,13 @@ ngx_http_mail_plus_submit_auth_done(ngx_http_request_t *r,
 
     /* a pool whose backends check passwords cannot be asked here */
 
+    if (route->reason.len == 0) {
+        ngx_str_set(&route->reason, "the pool does not check passwords");
+    }
+
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "http submission: login \"%V\" failed: %V", &ctx->login,
-                  route->reason.len ? &route->reason
-                                    : &route->pool->name);
+                  &route->reason);
 
     if (route->status == NGX_MAIL_PLUS_TEMPFAIL) {
         ngx_mail_plus_check_free(ctx->check);
@@ -705,6 +706,10 @@ ngx_http_mail_plus_submit_body(ngx_http_request_t *r)
 
         for (cl = rb->bufs; cl; cl = cl->next) {
             b = cl->buf;
+
+            if (ngx_buf_special(b)) {
+                continue;   /* the last_buf of an empty body */
+            }
 
             if (!ngx_buf_in_memory(b)) {
                 ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,

@@ -6,8 +6,9 @@
 # Dovecot holding bob's mailbox, where bob reads it over POP3 and IMAP
 # through nginx, with Received, Message-ID and Date added and bare LF made
 # CRLF.  Refusals: no or wrong credentials 401 (and the router's throttle
-# counts them), no recipient or a NUL byte 400, too large 413, GET 405.
-# A message answered 202 survives kill -9 of the workers and is delivered.
+# counts them), no recipient, a NUL byte or no message 400, another type
+# 415, too large 413, GET 405.  A message answered 202 survives kill -9 of
+# the workers and a restart, and is delivered.
 
 use warnings;
 use strict;
@@ -274,6 +275,9 @@ is($r->{status}, 400, 'too many recipients: 400');
 $r = alice('/submit?to=bob@example.com', "Subject: nul\r\n\r\na\0b\r\n");
 is($r->{status}, 400, 'a NUL byte: 400');
 like(json($r)->{error}, qr/NUL/, 'and why');
+
+$r = alice('/submit?to=bob@example.com', '');
+is($r->{status}, 400, 'an empty message: 400');
 
 $r = alice('/submit?to=bob@example.com', "x\r\n",
     headers => { 'Content-Type' => 'text/plain' });
