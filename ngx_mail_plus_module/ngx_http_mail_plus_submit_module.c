@@ -1050,8 +1050,15 @@ ngx_http_mail_plus_submit_error(ngx_http_request_t *r, ngx_uint_t status,
         ctx->msg = NULL;
     }
 
-    if (r->request_body == NULL && ngx_http_discard_request_body(r) != NGX_OK)
-    {
+    if (r->request_body == NULL) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+    } else if (r->reading_body) {
+
+        /* the rest is not read: the answer says the connection closes */
+
         r->keepalive = 0;
     }
 

@@ -291,6 +291,7 @@ is($r->{status}, 413, 'over mail_plus_submit_max_size: 413');
 my @chunks = ($big =~ /(.{1,8192})/sg);
 $r = alice('/small?to=bob@example.com', sub { shift @chunks });
 is($r->{status}, 413, 'chunked, over the limit: 413');
+is($r->{headers}{connection}, 'close', 'the rest unread: the connection closes');
 
 $r = alice('/small?to=bob@example.com', "Subject: small\r\n\r\nok\r\n");
 is($r->{status}, 202, 'under the limit: 202');
