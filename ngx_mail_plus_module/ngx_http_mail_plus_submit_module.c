@@ -714,8 +714,8 @@ ngx_http_mail_plus_submit_body(ngx_http_request_t *r)
             if (!ngx_buf_in_memory(b)) {
                 ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                               "http submission: request body in a file");
-                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-                return;
+                rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+                goto failed;
             }
 
             rc = ngx_http_mail_plus_submit_content(r, ctx, b->pos, b->last);
@@ -736,8 +736,7 @@ ngx_http_mail_plus_submit_body(ngx_http_request_t *r)
         rc = ngx_http_read_unbuffered_request_body(r);
 
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            ngx_http_finalize_request(r, rc);
-            return;
+            goto failed;
         }
 
         if (rb->bufs == NULL) {
@@ -760,6 +759,13 @@ ngx_http_mail_plus_submit_body(ngx_http_request_t *r)
     }
 
 failed:
+
+    /* the temporary file goes at once, not with a lingering connection */
+
+    if (ctx->msg) {
+        ngx_mail_plus_queue_abort(ctx->msg);
+        ctx->msg = NULL;
+    }
 
     if (rc == NGX_DECLINED) {
         rc = ngx_http_mail_plus_submit_error(r, ctx->status, ctx->error);
