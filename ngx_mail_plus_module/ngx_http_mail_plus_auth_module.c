@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include <ngx_mail.h>
 #include "ngx_mail_plus.h"
+#include "ngx_http_mail_plus.h"
 
 
 /*
@@ -32,12 +33,10 @@ static ngx_int_t ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx);
 static ngx_int_t ngx_http_mail_plus_auth_unescape(ngx_http_request_t *r,
     ngx_str_t *value, ngx_str_t *result);
-static void ngx_http_mail_plus_auth_checked(ngx_mail_plus_check_t *check);
+static ngx_int_t ngx_http_mail_plus_auth_checked(ngx_http_request_t *r);
 static void ngx_http_mail_plus_auth_cleanup(void *data);
 static ngx_int_t ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx);
-static ngx_int_t ngx_http_mail_plus_auth_header(ngx_http_request_t *r,
-    char *name, ngx_str_t *value);
 static char *ngx_http_mail_plus_auth(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -147,45 +146,19 @@ ngx_http_mail_plus_auth_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_mail_plus_auth_module);
 
-    ctx->check->handler = ngx_http_mail_plus_auth_checked;
-    ctx->check->data = r;
-
-    rc = ngx_mail_plus_check_start(ctx->check);
-
-    if (rc == NGX_AGAIN) {
-        r->main->blocked++;
-        r->main->count++;
-        r->aio = 1;
-        return NGX_DONE;
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_mail_plus_auth_respond(r, ctx);
+    return ngx_http_mail_plus_check(r, ctx->check,
+                                    ngx_http_mail_plus_auth_checked);
 }
 
 
-static void
-ngx_http_mail_plus_auth_checked(ngx_mail_plus_check_t *check)
+static ngx_int_t
+ngx_http_mail_plus_auth_checked(ngx_http_request_t *r)
 {
-    ngx_connection_t               *c;
-    ngx_http_request_t             *r;
     ngx_http_mail_plus_auth_ctx_t  *ctx;
-
-    r = check->data;
-    c = r->connection;
-
-    ngx_http_set_log_request(c->log, r);
-
-    r->main->blocked--;
-    r->aio = 0;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_auth_module);
 
-    ngx_http_finalize_request(r, ngx_http_mail_plus_auth_respond(r, ctx));
-    ngx_http_run_posted_requests(c);
+    return ngx_http_mail_plus_auth_respond(r, ctx);
 }
 
 
@@ -427,22 +400,21 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
 
         ngx_str_set(&status, "OK");
 
-        if (ngx_http_mail_plus_auth_header(r, "Auth-Status", &status)
+        if (ngx_http_mail_plus_header(r, "Auth-Status", &status)
                != NGX_OK
-            || ngx_http_mail_plus_auth_header(r, "Auth-Server",
-                                              &route->server->host)
+            || ngx_http_mail_plus_header(r, "Auth-Server",
+                                         &route->server->host)
                != NGX_OK
-            || ngx_http_mail_plus_auth_header(r, "Auth-Port", &port)
+            || ngx_http_mail_plus_header(r, "Auth-Port", &port)
                != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         if (auth->check
-            && (ngx_http_mail_plus_auth_header(r, "Auth-User", &route->login)
+            && (ngx_http_mail_plus_header(r, "Auth-User", &route->login)
                    != NGX_OK
-                || ngx_http_mail_plus_auth_header(r, "Auth-Pass",
-                                                  &auth->password)
+                || ngx_http_mail_plus_header(r, "Auth-Pass", &auth->password)
                    != NGX_OK))
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -508,12 +480,12 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
         }
     }
 
-    if (ngx_http_mail_plus_auth_header(r, "Auth-Status", &status) != NGX_OK) {
+    if (ngx_http_mail_plus_header(r, "Auth-Status", &status) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (code.len
-        && ngx_http_mail_plus_auth_header(r, "Auth-Error-Code", &code)
+        && ngx_http_mail_plus_header(r, "Auth-Error-Code", &code)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -528,7 +500,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
         wait.data = p;
         wait.len = ngx_sprintf(p, "%T", route->delay) - p;
 
-        if (ngx_http_mail_plus_auth_header(r, "Auth-Wait", &wait) != NGX_OK) {
+        if (ngx_http_mail_plus_header(r, "Auth-Wait", &wait) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
@@ -546,29 +518,6 @@ send:
     }
 
     return ngx_http_send_special(r, NGX_HTTP_LAST);
-}
-
-
-static ngx_int_t
-ngx_http_mail_plus_auth_header(ngx_http_request_t *r, char *name,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value = *value;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-
-    return NGX_OK;
 }
 
 

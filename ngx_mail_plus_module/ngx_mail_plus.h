@@ -329,6 +329,8 @@ ngx_int_t ngx_mail_plus_check_set(ngx_mail_plus_check_t *check,
     ngx_str_t *client);
 ngx_int_t ngx_mail_plus_check_set_digest(ngx_mail_plus_check_t *check,
     ngx_uint_t method, ngx_str_t *salt);
+ngx_int_t ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
+    ngx_str_t *login, ngx_str_t *password, ngx_str_t *client);
 ngx_int_t ngx_mail_plus_check_start(ngx_mail_plus_check_t *check);
 void ngx_mail_plus_check_free(ngx_mail_plus_check_t *check);
 

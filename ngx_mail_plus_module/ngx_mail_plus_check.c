@@ -127,6 +127,49 @@ ngx_mail_plus_check_set_digest(ngx_mail_plus_check_t *check,
 
 
 /*
+ * a submission (SMTP AUTH, HTTP): the router checks the password; the
+ * check needs a protocol the user's pool serves, so the first one with a
+ * server is taken
+ */
+
+ngx_int_t
+ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
+    ngx_str_t *login, ngx_str_t *password, ngx_str_t *client)
+{
+    ngx_uint_t             i, protocol;
+    ngx_mail_plus_auth_t   auth;
+    ngx_mail_plus_route_t  route;
+
+    static ngx_uint_t  protocols[] = { NGX_MAIL_PLUS_SMTP, NGX_MAIL_PLUS_LMTP,
+                                       NGX_MAIL_PLUS_IMAP, NGX_MAIL_PLUS_POP3 };
+
+    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+    auth.login = *login;
+    auth.client = *client;
+
+    protocol = NGX_MAIL_PLUS_SMTP;
+
+    for (i = 0; i < sizeof(protocols) / sizeof(ngx_uint_t); i++) {
+        auth.protocol = protocols[i];
+
+        if (ngx_mail_plus_router_route(check->mpcf, &auth, &route,
+                                       check->pool, check->log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (route.status != NGX_MAIL_PLUS_TEMPFAIL) {
+            protocol = protocols[i];
+            break;
+        }
+    }
+
+    return ngx_mail_plus_check_set(check, protocol, login, password, client);
+}
+
+
+/*
  * NGX_OK: check->route is the answer; NGX_AGAIN: a thread checks the
  * password and check->handler will be called; NGX_ERROR
  */

@@ -251,6 +251,29 @@ ngx_int_t ngx_mail_plus_queue_sizes(ngx_mail_plus_queue_t *q,
     ngx_pool_t *pool, ngx_log_t *log);
 
 
+/* what the SMTP and HTTP submissions share */
+
+#define NGX_MAIL_PLUS_RECEIVED_LEN  256   /* beyond the names */
+#define NGX_MAIL_PLUS_FIELDS_LEN    128   /* beyond the server name */
+
+typedef struct {
+    ngx_str_t                       helo;        /* may be empty */
+    ngx_str_t                       addr;        /* of the client */
+    ngx_str_t                       server_name;
+    char                           *with;        /* "ESMTPSA", "HTTPA" */
+    u_char                         *id;
+    ngx_str_t                      *rcpt;        /* the only one, or NULL */
+    unsigned                        ipv6:1;
+} ngx_mail_plus_received_t;
+
+u_char *ngx_mail_plus_received(u_char *p, ngx_mail_plus_received_t *rv);
+u_char *ngx_mail_plus_submission_fields(u_char *p,
+    ngx_mail_plus_smtp_data_t *d, u_char *id, ngx_str_t *server_name);
+u_char *ngx_mail_plus_date(u_char *p);
+ngx_int_t ngx_mail_plus_dsn_value(ngx_pool_t *pool,
+    ngx_mail_plus_smtp_path_t *path, ngx_str_t *dsn);
+
+
 /* the session */
 
 void ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s,

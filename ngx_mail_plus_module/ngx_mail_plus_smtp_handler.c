@@ -150,15 +150,6 @@ static void ngx_mail_plus_smtp_error(ngx_mail_session_t *s,
     ngx_mail_plus_smtp_ctx_t *ctx, char *text);
 static void ngx_mail_plus_smtp_count_error(ngx_mail_session_t *s,
     ngx_mail_plus_smtp_ctx_t *ctx);
-static u_char *ngx_mail_plus_smtp_date(u_char *p);
-
-
-static char  *ngx_mail_plus_smtp_week[] = { "Sun", "Mon", "Tue", "Wed",
-                                            "Thu", "Fri", "Sat" };
-
-static char  *ngx_mail_plus_smtp_months[] = { "Jan", "Feb", "Mar", "Apr",
-                                              "May", "Jun", "Jul", "Aug",
-                                              "Sep", "Oct", "Nov", "Dec" };
 
 
 void
@@ -1075,25 +1066,11 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
     }
 
-    dsn->len = 0;
-    dsn->data = ngx_pnalloc(ctx->tx, sizeof("NOTIFY= ORCPT=") - 1
-                                     + path.notify.len + path.orcpt.len);
-    if (dsn->data == NULL) {
+    if (ngx_mail_plus_dsn_value(ctx->tx, &path, dsn) != NGX_OK) {
         ctx->rcpts->nelts--;
         ctx->dsn->nelts--;
         ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
         return;
-    }
-
-    if (path.notify.len) {
-        dsn->len = ngx_sprintf(dsn->data, "NOTIFY=%V", &path.notify)
-                   - dsn->data;
-    }
-
-    if (path.orcpt.len) {
-        dsn->len = ngx_sprintf(dsn->data + dsn->len, "%sORCPT=%V",
-                               dsn->len ? " " : "", &path.orcpt)
-                   - dsn->data;
     }
 
     ngx_mail_plus_smtp_reply(ctx, "250 2.1.5 Ok");
@@ -1304,9 +1281,9 @@ static ngx_int_t
 ngx_mail_plus_smtp_open(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx)
 {
-    u_char                          *p;
-    ngx_str_t                       *rcpt;
+    u_char                           with[sizeof("UTF8SMTPSA")];
     ngx_mail_core_srv_conf_t        *cscf;
+    ngx_mail_plus_received_t         rv;
     ngx_mail_plus_queue_envelope_t   env;
     ngx_mail_plus_smtp_main_conf_t  *smcf;
 
@@ -1341,28 +1318,23 @@ ngx_mail_plus_smtp_open(ngx_mail_session_t *s, ngx_connection_t *c,
     ctx->oversize = 0;
     ctx->spool_error = 0;
 
-    /* RFC 5321 4.4, with the protocol names of RFC 3848 */
+    /* the protocol names of RFC 3848 */
 
-    p = ngx_sprintf(ctx->wpos, "Received: from %*s ([%s%V])" CRLF
-                    "\tby %V (nginx mail_plus) with %s%s%s id %s",
-                    ctx->helo_len, ctx->helo,
-                    c->sockaddr->sa_family == AF_INET6 ? "IPv6:" : "",
-                    &c->addr_text, &cscf->server_name,
-                    ctx->smtputf8 ? "UTF8SMTP" : (ctx->esmtp ? "ESMTP"
-                                                             : "SMTP"),
-                    c->ssl ? "S" : "", ctx->authenticated ? "A" : "",
-                    ctx->msg->id);
+    (void) ngx_sprintf(with, "%s%s%s%Z",
+                       ctx->smtputf8 ? "UTF8SMTP" : (ctx->esmtp ? "ESMTP"
+                                                                : "SMTP"),
+                       c->ssl ? "S" : "", ctx->authenticated ? "A" : "");
 
-    if (ctx->rcpts->nelts == 1) {
-        rcpt = ctx->rcpts->elts;
-        p = ngx_sprintf(p, CRLF "\tfor <%V>", rcpt);
-    }
+    rv.helo.data = ctx->helo;
+    rv.helo.len = ctx->helo_len;
+    rv.addr = c->addr_text;
+    rv.ipv6 = (c->sockaddr->sa_family == AF_INET6);
+    rv.server_name = cscf->server_name;
+    rv.with = (char *) with;
+    rv.id = ctx->msg->id;
+    rv.rcpt = (ctx->rcpts->nelts == 1) ? ctx->rcpts->elts : NULL;
 
-    p = ngx_cpymem(p, ";" CRLF "\t", 4);
-    p = ngx_mail_plus_smtp_date(p);
-    *p++ = CR; *p++ = LF;
-
-    ctx->wpos = p;
+    ctx->wpos = ngx_mail_plus_received(ctx->wpos, &rv);
 
     return NGX_OK;
 }
@@ -1530,20 +1502,15 @@ ngx_mail_plus_smtp_add_fields(ngx_mail_session_t *s,
 
     cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
-    if ((size_t) (ctx->wend - ctx->wpos) < 128 + cscf->server_name.len) {
+    if ((size_t) (ctx->wend - ctx->wpos)
+        < NGX_MAIL_PLUS_FIELDS_LEN + cscf->server_name.len)
+    {
         ngx_mail_plus_smtp_write_out(ctx);
     }
 
-    if (!ctx->data.has_message_id) {
-        ctx->wpos = ngx_sprintf(ctx->wpos, "Message-ID: <%s@%V>" CRLF,
-                                ctx->msg->id, &cscf->server_name);
-    }
-
-    if (!ctx->data.has_date) {
-        ctx->wpos = ngx_cpymem(ctx->wpos, "Date: ", 6);
-        ctx->wpos = ngx_mail_plus_smtp_date(ctx->wpos);
-        *ctx->wpos++ = CR; *ctx->wpos++ = LF;
-    }
+    ctx->wpos = ngx_mail_plus_submission_fields(ctx->wpos, &ctx->data,
+                                                ctx->msg->id,
+                                                &cscf->server_name);
 }
 
 
@@ -1839,24 +1806,14 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
 }
 
 
-/*
- * the router checks the password; the check needs a protocol the user's
- * pool serves, so the first one with a server is taken
- */
+/* the router checks the password, as for an HTTP submission */
 
 static void
 ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx)
 {
     ngx_int_t                   rc;
-    ngx_uint_t                  i, protocol;
-    ngx_pool_t                 *pool;
-    ngx_mail_plus_auth_t        auth;
-    ngx_mail_plus_route_t       route;
     ngx_mail_plus_main_conf_t  *mpcf;
-
-    static ngx_uint_t  protocols[] = { NGX_MAIL_PLUS_SMTP, NGX_MAIL_PLUS_LMTP,
-                                       NGX_MAIL_PLUS_IMAP, NGX_MAIL_PLUS_POP3 };
 
     mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
 
@@ -1867,31 +1824,8 @@ ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s, ngx_connection_t *c,
         goto failed;
     }
 
-    pool = ctx->check->pool;
-
-    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
-    auth.login = s->login;
-    auth.client = c->addr_text;
-
-    protocol = NGX_MAIL_PLUS_SMTP;
-
-    for (i = 0; i < sizeof(protocols) / sizeof(ngx_uint_t); i++) {
-        auth.protocol = protocols[i];
-
-        if (ngx_mail_plus_router_route(mpcf, &auth, &route, pool, c->log)
-            != NGX_OK)
-        {
-            goto failed;
-        }
-
-        if (route.status != NGX_MAIL_PLUS_TEMPFAIL) {
-            protocol = protocols[i];
-            break;
-        }
-    }
-
-    if (ngx_mail_plus_check_set(ctx->check, protocol, &s->login, &s->passwd,
-                                &c->addr_text)
+    if (ngx_mail_plus_check_set_submission(ctx->check, &s->login,
+                                           &s->passwd, &c->addr_text)
         != NGX_OK)
     {
         goto failed;
@@ -2062,22 +1996,4 @@ ngx_mail_plus_smtp_count_error(ngx_mail_session_t *s,
                                  "421 4.7.0 %V Error: too many errors" CRLF,
                                  &cscf->server_name);
     ctx->quit = 1;
-}
-
-
-/* "Mon, 30 Nov 2026 10:00:00 +0000" */
-
-static u_char *
-ngx_mail_plus_smtp_date(u_char *p)
-{
-    ngx_tm_t  tm;
-
-    ngx_gmtime(ngx_time(), &tm);
-
-    return ngx_sprintf(p, "%s, %d %s %4d %02d:%02d:%02d +0000",
-                       ngx_mail_plus_smtp_week[tm.ngx_tm_wday],
-                       tm.ngx_tm_mday,
-                       ngx_mail_plus_smtp_months[tm.ngx_tm_mon - 1],
-                       tm.ngx_tm_year, tm.ngx_tm_hour,
-                       tm.ngx_tm_min, tm.ngx_tm_sec);
 }

@@ -214,6 +214,16 @@ ngx_mail_plus_smtp_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (smcf->spool.len == 0) {
         ngx_str_set(&smcf->spool, "mail_spool");
+
+    } else {
+
+        /* set: the queue exists for HTTP submission without SMTP servers */
+
+        smcf->queue = ngx_mail_plus_queue_create(cf, &smcf->spool,
+                                                 &smcf->thread_pool);
+        if (smcf->queue == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
 #if !(NGX_THREADS)

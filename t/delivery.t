@@ -125,37 +125,8 @@ sub submit {
 sub maildir_count { $t->maildir_count(@_) }
 sub maildir_text { $t->maildir_text(@_) }
 
-sub pop3_subject {
-    my ($user, $pass, $i) = @_;
-
-    my $s = MailPlus::Test::Client->new($t->port('pop3')) or return 'connect';
-    $s->getline();
-    $s->pop3("USER $user");
-
-    my $r = $s->pop3("PASS $pass");
-    return $r unless defined $r && $r =~ /^\+OK/;
-
-    $r = $s->pop3("RETR $i", multi => 1);
-    $s->pop3('QUIT');
-
-    return $r;
-}
-
-sub imap_fetch {
-    my ($user, $pass, $i) = @_;
-
-    my $s = MailPlus::Test::Client->new($t->port('imap')) or return 'connect';
-    $s->getline();
-
-    my $r = $s->imap('a1', "LOGIN \"$user\" \"$pass\"");
-    return $r unless $r =~ /^a1 OK/m;
-
-    $s->imap('a2', 'SELECT INBOX');
-    $r = $s->imap('a3', "FETCH $i BODY.PEEK[]");
-    $s->imap('a4', 'LOGOUT');
-
-    return $r;
-}
+sub pop3_subject { $t->pop3_retr($t->port('pop3'), @_) }
+sub imap_fetch { $t->imap_fetch($t->port('imap'), @_) }
 
 sub spool_all {
     return map { $t->spool('spool', $_) } qw/ incoming active deferred /;

@@ -804,6 +804,44 @@ sub spool {
     return @ids;
 }
 
+# pop3_retr($port, $user, $pass, $i): message $i of a mailbox over POP3
+# (USER/PASS, RETR, QUIT), or the reply that failed.
+
+sub pop3_retr {
+    my ($self, $port, $user, $pass, $i) = @_;
+
+    my $s = MailPlus::Test::Client->new($port) or return 'connect';
+    $s->getline();
+    $s->pop3("USER $user");
+
+    my $r = $s->pop3("PASS $pass");
+    return $r unless defined $r && $r =~ /^\+OK/;
+
+    $r = $s->pop3("RETR $i", multi => 1);
+    $s->pop3('QUIT');
+
+    return $r;
+}
+
+# imap_fetch($port, $user, $pass, $i): BODY.PEEK[] of message $i of the
+# INBOX over IMAP, or the reply that failed.
+
+sub imap_fetch {
+    my ($self, $port, $user, $pass, $i) = @_;
+
+    my $s = MailPlus::Test::Client->new($port) or return 'connect';
+    $s->getline();
+
+    my $r = $s->imap('a1', "LOGIN \"$user\" \"$pass\"");
+    return $r unless $r =~ /^a1 OK/m;
+
+    $s->imap('a2', 'SELECT INBOX');
+    $r = $s->imap('a3', "FETCH $i BODY.PEEK[]");
+    $s->imap('a4', 'LOGOUT');
+
+    return $r;
+}
+
 # submit($port, $from, \@rcpts, $data, auth => base64): one message over
 # SMTP (EHLO, AUTH PLAIN if asked, MAIL, RCPT, DATA, QUIT); $data is sent
 # as is, dot-stuffed by the caller, without the final dot.  Returns the
