@@ -12,8 +12,9 @@
 
 
 /*
- * What the HTTP modules (auth_http, submission) share: a login check of
- * the router on behalf of a request, and a header of the answer.
+ * What the HTTP modules (auth_http, submission, status, queue API) share:
+ * a login check of the router on behalf of a request, a header of the
+ * answer, and an answer built in a chain of buffers.
  */
 
 
@@ -108,4 +109,129 @@ ngx_http_mail_plus_header(ngx_http_request_t *r, char *name,
 #endif
 
     return NGX_OK;
+}
+
+
+/* no more than NGX_HTTP_MAIL_PLUS_LINE bytes: no unbounded %V */
+
+void
+ngx_http_mail_plus_printf(ngx_http_mail_plus_out_t *o,
+    const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+
+    p = ngx_http_mail_plus_reserve(o, NGX_HTTP_MAIL_PLUS_LINE);
+    if (p == NULL) {
+        return;
+    }
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(p, p + NGX_HTTP_MAIL_PLUS_LINE, fmt, args);
+    va_end(args);
+
+    o->buf->last = last;
+    o->size += last - p;
+}
+
+
+/*
+ * a quoted string: a JSON string, or a Prometheus label value, where only
+ * backslash, double quote and line feed are escaped
+ */
+
+void
+ngx_http_mail_plus_string(ngx_http_mail_plus_out_t *o,
+    ngx_str_t *s)
+{
+    u_char      *p, *start;
+    size_t       len;
+    ngx_uint_t   i;
+
+    if (o->metrics) {
+        len = s->len;
+
+        for (i = 0; i < s->len; i++) {
+            if (s->data[i] == '\\' || s->data[i] == '"'
+                || s->data[i] == '\n')
+            {
+                len++;
+            }
+        }
+
+    } else {
+        len = s->len + ngx_escape_json(NULL, s->data, s->len);
+    }
+
+    start = ngx_http_mail_plus_reserve(o, len + 2);
+    if (start == NULL) {
+        return;
+    }
+
+    p = start;
+    *p++ = '"';
+
+    if (o->metrics) {
+        for (i = 0; i < s->len; i++) {
+            if (s->data[i] == '\n') {
+                *p++ = '\\';
+                *p++ = 'n';
+                continue;
+            }
+
+            if (s->data[i] == '\\' || s->data[i] == '"') {
+                *p++ = '\\';
+            }
+
+            *p++ = s->data[i];
+        }
+
+    } else {
+        p = (u_char *) ngx_escape_json(p, s->data, s->len);
+    }
+
+    *p++ = '"';
+
+    o->buf->last = p;
+    o->size += p - start;
+}
+
+
+/* room for "size" bytes at o->buf->last, in a new buffer if need be */
+
+u_char *
+ngx_http_mail_plus_reserve(ngx_http_mail_plus_out_t *o,
+    size_t size)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (o->failed) {
+        return NULL;
+    }
+
+    if (o->buf && (size_t) (o->buf->end - o->buf->last) >= size) {
+        return o->buf->last;
+    }
+
+    b = ngx_create_temp_buf(o->request->pool, ngx_max(size, 4096));
+    if (b == NULL) {
+        o->failed = 1;
+        return NULL;
+    }
+
+    cl = ngx_alloc_chain_link(o->request->pool);
+    if (cl == NULL) {
+        o->failed = 1;
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    *o->last = cl;
+    o->last = &cl->next;
+    o->buf = b;
+
+    return b->last;
 }

@@ -11,6 +11,7 @@
 #include <nginx.h>
 #include "ngx_mail_plus.h"
 #include "ngx_mail_plus_smtp.h"
+#include "ngx_http_mail_plus.h"
 
 
 /*
@@ -28,27 +29,11 @@
  */
 
 
-#define NGX_HTTP_MAIL_PLUS_STATUS_LINE  1024
-
-
 typedef struct {
     ngx_uint_t                  sizes[NGX_MAIL_PLUS_QUEUE_NSIZES];
     unsigned                    metrics:1;
     unsigned                    queue:1;     /* sizes are known */
 } ngx_http_mail_plus_status_ctx_t;
-
-
-/* the answer, built in a chain of buffers */
-
-typedef struct {
-    ngx_http_request_t         *request;
-    ngx_chain_t                *out;
-    ngx_chain_t               **last;
-    ngx_buf_t                  *buf;
-    off_t                       size;
-    ngx_uint_t                  metrics;
-    ngx_uint_t                  failed;
-} ngx_http_mail_plus_status_out_t;
 
 
 /* a counter of the zone */
@@ -69,29 +54,23 @@ static void ngx_http_mail_plus_status_counted(void *data);
 static ngx_int_t ngx_http_mail_plus_status_respond(ngx_http_request_t *r,
     ngx_http_mail_plus_status_ctx_t *ctx);
 static void ngx_http_mail_plus_status_json(
-    ngx_http_mail_plus_status_out_t *o, ngx_http_mail_plus_status_ctx_t *ctx,
+    ngx_http_mail_plus_out_t *o, ngx_http_mail_plus_status_ctx_t *ctx,
     ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_zone_t *zone);
 static void ngx_http_mail_plus_status_json_pools(
-    ngx_http_mail_plus_status_out_t *o, ngx_mail_plus_main_conf_t *mpcf);
+    ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf);
 static void ngx_http_mail_plus_status_json_health(
-    ngx_http_mail_plus_status_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
+    ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_server_t *server, ngx_uint_t k);
 static void ngx_http_mail_plus_status_prometheus(
-    ngx_http_mail_plus_status_out_t *o, ngx_http_mail_plus_status_ctx_t *ctx,
+    ngx_http_mail_plus_out_t *o, ngx_http_mail_plus_status_ctx_t *ctx,
     ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_zone_t *zone);
 static void ngx_http_mail_plus_status_prometheus_backends(
-    ngx_http_mail_plus_status_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
+    ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
     ngx_uint_t what);
 static void ngx_http_mail_plus_status_family(
-    ngx_http_mail_plus_status_out_t *o, char *name, char *type, char *help);
+    ngx_http_mail_plus_out_t *o, char *name, char *type, char *help);
 static char *ngx_http_mail_plus_status_state(ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_health_t *health);
-static void ngx_http_mail_plus_status_printf(
-    ngx_http_mail_plus_status_out_t *o, const char *fmt, ...);
-static void ngx_http_mail_plus_status_string(
-    ngx_http_mail_plus_status_out_t *o, ngx_str_t *s);
-static u_char *ngx_http_mail_plus_status_reserve(
-    ngx_http_mail_plus_status_out_t *o, size_t size);
 static char *ngx_http_mail_plus_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -152,11 +131,6 @@ static ngx_str_t  ngx_http_mail_plus_status_protocols[] = {
     ngx_string("pop3"),
     ngx_string("smtp"),
     ngx_string("lmtp")
-};
-
-
-static char  *ngx_http_mail_plus_status_queues[] = {
-    "incoming", "active", "deferred", "corrupt"
 };
 
 
@@ -295,9 +269,9 @@ ngx_http_mail_plus_status_respond(ngx_http_request_t *r,
     ngx_int_t                         rc;
     ngx_mail_plus_zone_t             *zone;
     ngx_mail_plus_main_conf_t        *mpcf;
-    ngx_http_mail_plus_status_out_t   o;
+    ngx_http_mail_plus_out_t          o;
 
-    ngx_memzero(&o, sizeof(ngx_http_mail_plus_status_out_t));
+    ngx_memzero(&o, sizeof(ngx_http_mail_plus_out_t));
 
     o.request = r;
     o.last = &o.out;
@@ -347,7 +321,7 @@ ngx_http_mail_plus_status_respond(ngx_http_request_t *r,
 
 
 static void
-ngx_http_mail_plus_status_json(ngx_http_mail_plus_status_out_t *o,
+ngx_http_mail_plus_status_json(ngx_http_mail_plus_out_t *o,
     ngx_http_mail_plus_status_ctx_t *ctx, ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_zone_t *zone)
 {
@@ -355,124 +329,124 @@ ngx_http_mail_plus_status_json(ngx_http_mail_plus_status_out_t *o,
     ngx_mail_plus_stats_t                *stats;
     ngx_http_mail_plus_status_counter_t  *counter;
 
-    ngx_http_mail_plus_status_printf(o, "{\"nginx_version\":\"%s\","
-                                     "\"pid\":%P,\"time\":%T,\"zone\":",
-                                     NGINX_VERSION, ngx_pid, ngx_time());
+    ngx_http_mail_plus_printf(o, "{\"nginx_version\":\"%s\","
+                              "\"pid\":%P,\"time\":%T,\"zone\":",
+                              NGINX_VERSION, ngx_pid, ngx_time());
 
     if (zone) {
-        ngx_http_mail_plus_status_string(o, &mpcf->shm_zone->shm.name);
+        ngx_http_mail_plus_string(o, &mpcf->shm_zone->shm.name);
 
     } else {
-        ngx_http_mail_plus_status_printf(o, "null");
+        ngx_http_mail_plus_printf(o, "null");
     }
 
-    ngx_http_mail_plus_status_printf(o, ",\"health_checks\":%s,",
-                                     (zone && mpcf->check) ? "true"
-                                                           : "false");
+    ngx_http_mail_plus_printf(o, ",\"health_checks\":%s,",
+                              (zone && mpcf->check) ? "true"
+                                                    : "false");
 
     ngx_http_mail_plus_status_json_pools(o, mpcf);
 
     if (zone == NULL) {
-        ngx_http_mail_plus_status_printf(o, ",\"logins\":null,"
-                                         "\"throttle\":null,"
-                                         "\"sessions\":null,"
-                                         "\"smtp\":null,"
-                                         "\"deliveries\":null");
+        ngx_http_mail_plus_printf(o, ",\"logins\":null,"
+                                  "\"throttle\":null,"
+                                  "\"sessions\":null,"
+                                  "\"smtp\":null,"
+                                  "\"deliveries\":null");
         goto queue;
     }
 
     stats = &zone->sh->stats;
 
-    ngx_http_mail_plus_status_printf(o, ",\"logins\":{");
+    ngx_http_mail_plus_printf(o, ",\"logins\":{");
 
     for (counter = ngx_http_mail_plus_status_logins; counter->key; counter++)
     {
-        ngx_http_mail_plus_status_printf(o, "%s\"%s\":%uA",
+        ngx_http_mail_plus_printf(o, "%s\"%s\":%uA",
                           counter == ngx_http_mail_plus_status_logins ? ""
-                                                                      : ",",
+                                                               : ",",
                           counter->key,
                           ngx_http_mail_plus_status_value(stats, counter));
     }
 
-    ngx_http_mail_plus_status_printf(o, "},\"throttle\":{\"entries\":%ui},"
-                                     "\"sessions\":{",
-                                     ngx_mail_plus_zone_throttle_entries(zone));
+    ngx_http_mail_plus_printf(o, "},\"throttle\":{\"entries\":%ui},"
+                              "\"sessions\":{",
+                              ngx_mail_plus_zone_throttle_entries(zone));
 
     for (i = NGX_MAIL_PLUS_IMAP; i <= NGX_MAIL_PLUS_POP3; i++) {
-        ngx_http_mail_plus_status_printf(o, "%s\"%V\":{\"started\":%uA,"
+        ngx_http_mail_plus_printf(o, "%s\"%V\":{\"started\":%uA,"
                                     "\"active\":%uA}",
                                     i == NGX_MAIL_PLUS_IMAP ? "" : ",",
                                     &ngx_http_mail_plus_status_protocols[i],
                                     stats->sessions[i], stats->active[i]);
     }
 
-    ngx_http_mail_plus_status_printf(o, "},\"smtp\":{\"accepted\":%uA},"
-                                     "\"deliveries\":{", stats->queued);
+    ngx_http_mail_plus_printf(o, "},\"smtp\":{\"accepted\":%uA},"
+                              "\"deliveries\":{", stats->queued);
 
     for (counter = ngx_http_mail_plus_status_deliveries;
          counter->key;
          counter++)
     {
-        ngx_http_mail_plus_status_printf(o, "%s\"%s\":%uA",
+        ngx_http_mail_plus_printf(o, "%s\"%s\":%uA",
                       counter == ngx_http_mail_plus_status_deliveries ? ""
-                                                                      : ",",
+                                                               : ",",
                       counter->key,
                       ngx_http_mail_plus_status_value(stats, counter));
     }
 
-    ngx_http_mail_plus_status_printf(o, "}");
+    ngx_http_mail_plus_printf(o, "}");
 
 queue:
 
     if (!ctx->queue) {
-        ngx_http_mail_plus_status_printf(o, ",\"queue\":null}\n");
+        ngx_http_mail_plus_printf(o, ",\"queue\":null}\n");
         return;
     }
 
-    ngx_http_mail_plus_status_printf(o, ",\"queue\":{");
+    ngx_http_mail_plus_printf(o, ",\"queue\":{");
 
     for (i = 0; i < NGX_MAIL_PLUS_QUEUE_NSIZES; i++) {
-        ngx_http_mail_plus_status_printf(o, "%s\"%s\":%ui", i ? "," : "",
-                                         ngx_http_mail_plus_status_queues[i],
-                                         ctx->sizes[i]);
+        ngx_http_mail_plus_printf(o, "%s\"%s\":%ui", i ? "," : "",
+                                  ngx_mail_plus_queue_dirs[i],
+                                  ctx->sizes[i]);
     }
 
-    ngx_http_mail_plus_status_printf(o, "}}\n");
+    ngx_http_mail_plus_printf(o, "}}\n");
 }
 
 
 static void
-ngx_http_mail_plus_status_json_pools(ngx_http_mail_plus_status_out_t *o,
+ngx_http_mail_plus_status_json_pools(ngx_http_mail_plus_out_t *o,
     ngx_mail_plus_main_conf_t *mpcf)
 {
     ngx_uint_t                i, n, k, first;
     ngx_mail_plus_pool_t    **pools;
     ngx_mail_plus_server_t   *servers;
 
-    ngx_http_mail_plus_status_printf(o, "\"pools\":[");
+    ngx_http_mail_plus_printf(o, "\"pools\":[");
 
     if (mpcf == NULL) {
-        ngx_http_mail_plus_status_printf(o, "]");
+        ngx_http_mail_plus_printf(o, "]");
         return;
     }
 
     pools = mpcf->pools.elts;
 
     for (i = 0; i < mpcf->pools.nelts; i++) {
-        ngx_http_mail_plus_status_printf(o, "%s{\"name\":", i ? "," : "");
-        ngx_http_mail_plus_status_string(o, &pools[i]->name);
-        ngx_http_mail_plus_status_printf(o, ",\"servers\":[");
+        ngx_http_mail_plus_printf(o, "%s{\"name\":", i ? "," : "");
+        ngx_http_mail_plus_string(o, &pools[i]->name);
+        ngx_http_mail_plus_printf(o, ",\"servers\":[");
 
         servers = pools[i]->servers.elts;
 
         for (n = 0; n < pools[i]->servers.nelts; n++) {
-            ngx_http_mail_plus_status_printf(o, "%s{\"name\":", n ? "," : "");
-            ngx_http_mail_plus_status_string(o, &servers[n].name);
-            ngx_http_mail_plus_status_printf(o, ",\"weight\":%ui,"
-                                             "\"backup\":%s,\"protocols\":{",
-                                             servers[n].weight,
-                                             servers[n].backup ? "true"
-                                                               : "false");
+            ngx_http_mail_plus_printf(o, "%s{\"name\":", n ? "," : "");
+            ngx_http_mail_plus_string(o, &servers[n].name);
+            ngx_http_mail_plus_printf(o, ",\"weight\":%ui,"
+                                      "\"backup\":%s,\"protocols\":{",
+                                      servers[n].weight,
+                                      servers[n].backup ? "true"
+                                                        : "false");
             first = 1;
 
             for (k = 0; k < NGX_MAIL_PLUS_NPROTOCOLS; k++) {
@@ -480,7 +454,7 @@ ngx_http_mail_plus_status_json_pools(ngx_http_mail_plus_status_out_t *o,
                     continue;
                 }
 
-                ngx_http_mail_plus_status_printf(o, "%s\"%V\":",
+                ngx_http_mail_plus_printf(o, "%s\"%V\":",
                                    first ? "" : ",",
                                    &ngx_http_mail_plus_status_protocols[k]);
                 ngx_http_mail_plus_status_json_health(o, mpcf, &servers[n],
@@ -488,18 +462,18 @@ ngx_http_mail_plus_status_json_pools(ngx_http_mail_plus_status_out_t *o,
                 first = 0;
             }
 
-            ngx_http_mail_plus_status_printf(o, "}}");
+            ngx_http_mail_plus_printf(o, "}}");
         }
 
-        ngx_http_mail_plus_status_printf(o, "]}");
+        ngx_http_mail_plus_printf(o, "]}");
     }
 
-    ngx_http_mail_plus_status_printf(o, "]");
+    ngx_http_mail_plus_printf(o, "]");
 }
 
 
 static void
-ngx_http_mail_plus_status_json_health(ngx_http_mail_plus_status_out_t *o,
+ngx_http_mail_plus_status_json_health(ngx_http_mail_plus_out_t *o,
     ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_server_t *server,
     ngx_uint_t k)
 {
@@ -518,27 +492,27 @@ ngx_http_mail_plus_status_json_health(ngx_http_mail_plus_status_out_t *o,
                             &server->host, (ngx_uint_t) server->port[k])
                - addr.data;
 
-    ngx_http_mail_plus_status_printf(o, "{\"address\":");
-    ngx_http_mail_plus_status_string(o, &addr);
+    ngx_http_mail_plus_printf(o, "{\"address\":");
+    ngx_http_mail_plus_string(o, &addr);
 
     health = server->health[k];
 
-    ngx_http_mail_plus_status_printf(o, ",\"state\":\"%s\"",
+    ngx_http_mail_plus_printf(o, ",\"state\":\"%s\"",
                               ngx_http_mail_plus_status_state(mpcf, health));
 
     if (health == NULL) {
-        ngx_http_mail_plus_status_printf(o, ",\"fails\":null,"
-                                         "\"passes\":null,"
-                                         "\"last_check\":null}");
+        ngx_http_mail_plus_printf(o, ",\"fails\":null,"
+                                  "\"passes\":null,"
+                                  "\"last_check\":null}");
         return;
     }
 
-    ngx_http_mail_plus_status_printf(o, ",\"fails\":%ui,\"passes\":%ui,"
-                                     "\"last_check\":", health->fails,
-                                     health->passes);
+    ngx_http_mail_plus_printf(o, ",\"fails\":%ui,\"passes\":%ui,"
+                              "\"last_check\":", health->fails,
+                              health->passes);
 
     if (health->checked == 0) {
-        ngx_http_mail_plus_status_printf(o, "null}");
+        ngx_http_mail_plus_printf(o, "null}");
         return;
     }
 
@@ -549,12 +523,12 @@ ngx_http_mail_plus_status_json_health(ngx_http_mail_plus_status_out_t *o,
     ms = (uint64_t) tp->sec * 1000 + tp->msec
          - (ngx_msec_t) (ngx_current_msec - health->checked);
 
-    ngx_http_mail_plus_status_printf(o, "%uL}", ms);
+    ngx_http_mail_plus_printf(o, "%uL}", ms);
 }
 
 
 static void
-ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
+ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_out_t *o,
     ngx_http_mail_plus_status_ctx_t *ctx, ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_zone_t *zone)
 {
@@ -564,8 +538,8 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
 
     ngx_http_mail_plus_status_family(o, "mail_plus_info", "gauge",
                                      "The version of nginx; always 1.");
-    ngx_http_mail_plus_status_printf(o, "mail_plus_info{nginx=\"%s\"} 1\n",
-                                     NGINX_VERSION);
+    ngx_http_mail_plus_printf(o, "mail_plus_info{nginx=\"%s\"} 1\n",
+                              NGINX_VERSION);
 
     if (zone) {
         ngx_http_mail_plus_status_prometheus_backends(o, mpcf, 0);
@@ -580,14 +554,14 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
         {
             ngx_http_mail_plus_status_family(o, counter->name, "counter",
                                              counter->help);
-            ngx_http_mail_plus_status_printf(o, "%s %uA\n", counter->name,
+            ngx_http_mail_plus_printf(o, "%s %uA\n", counter->name,
                               ngx_http_mail_plus_status_value(stats, counter));
         }
 
         ngx_http_mail_plus_status_family(o, "mail_plus_throttle_entries",
                                          "gauge",
                                          "Throttling entries in the zone.");
-        ngx_http_mail_plus_status_printf(o, "mail_plus_throttle_entries %ui\n",
+        ngx_http_mail_plus_printf(o, "mail_plus_throttle_entries %ui\n",
                                      ngx_mail_plus_zone_throttle_entries(zone));
 
         ngx_http_mail_plus_status_family(o, "mail_plus_sessions_total",
@@ -596,7 +570,7 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
                                          "a backend.");
 
         for (i = NGX_MAIL_PLUS_IMAP; i <= NGX_MAIL_PLUS_POP3; i++) {
-            ngx_http_mail_plus_status_printf(o,
+            ngx_http_mail_plus_printf(o,
                                      "mail_plus_sessions_total"
                                      "{protocol=\"%V\"} %uA\n",
                                      &ngx_http_mail_plus_status_protocols[i],
@@ -608,7 +582,7 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
                                          "Proxied sessions open now.");
 
         for (i = NGX_MAIL_PLUS_IMAP; i <= NGX_MAIL_PLUS_POP3; i++) {
-            ngx_http_mail_plus_status_printf(o,
+            ngx_http_mail_plus_printf(o,
                                      "mail_plus_sessions_active"
                                      "{protocol=\"%V\"} %uA\n",
                                      &ngx_http_mail_plus_status_protocols[i],
@@ -619,8 +593,8 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
                                          "counter",
                                          "Messages accepted into the queue "
                                          "by SMTP.");
-        ngx_http_mail_plus_status_printf(o, "mail_plus_queue_accepted_total "
-                                         "%uA\n", stats->queued);
+        ngx_http_mail_plus_printf(o, "mail_plus_queue_accepted_total "
+                                  "%uA\n", stats->queued);
 
         ngx_http_mail_plus_status_family(o, "mail_plus_deliveries_total",
                                          "counter",
@@ -631,7 +605,7 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
              counter->key;
              counter++)
         {
-            ngx_http_mail_plus_status_printf(o, "mail_plus_deliveries_total"
+            ngx_http_mail_plus_printf(o, "mail_plus_deliveries_total"
                               "{status=\"%s\"} %uA\n", counter->key,
                               ngx_http_mail_plus_status_value(stats, counter));
         }
@@ -645,10 +619,10 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
                                      "Files in a directory of the spool.");
 
     for (i = 0; i < NGX_MAIL_PLUS_QUEUE_NSIZES; i++) {
-        ngx_http_mail_plus_status_printf(o, "mail_plus_queue_messages"
-                                         "{queue=\"%s\"} %ui\n",
-                                         ngx_http_mail_plus_status_queues[i],
-                                         ctx->sizes[i]);
+        ngx_http_mail_plus_printf(o, "mail_plus_queue_messages"
+                                  "{queue=\"%s\"} %ui\n",
+                                  ngx_mail_plus_queue_dirs[i],
+                                  ctx->sizes[i]);
     }
 }
 
@@ -657,7 +631,7 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_status_out_t *o,
 
 static void
 ngx_http_mail_plus_status_prometheus_backends(
-    ngx_http_mail_plus_status_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
+    ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
     ngx_uint_t what)
 {
     char                     *state;
@@ -713,11 +687,11 @@ ngx_http_mail_plus_status_prometheus_backends(
                     value = health->passes;
                 }
 
-                ngx_http_mail_plus_status_printf(o, "%s{pool=", names[what]);
-                ngx_http_mail_plus_status_string(o, &pools[i]->name);
-                ngx_http_mail_plus_status_printf(o, ",server=");
-                ngx_http_mail_plus_status_string(o, &servers[n].name);
-                ngx_http_mail_plus_status_printf(o, ",protocol=\"%V\","
+                ngx_http_mail_plus_printf(o, "%s{pool=", names[what]);
+                ngx_http_mail_plus_string(o, &pools[i]->name);
+                ngx_http_mail_plus_printf(o, ",server=");
+                ngx_http_mail_plus_string(o, &servers[n].name);
+                ngx_http_mail_plus_printf(o, ",protocol=\"%V\","
                                  "address=\"%V:%ud\"} %ui\n",
                                  &ngx_http_mail_plus_status_protocols[k],
                                  &servers[n].host,
@@ -729,11 +703,11 @@ ngx_http_mail_plus_status_prometheus_backends(
 
 
 static void
-ngx_http_mail_plus_status_family(ngx_http_mail_plus_status_out_t *o,
+ngx_http_mail_plus_status_family(ngx_http_mail_plus_out_t *o,
     char *name, char *type, char *help)
 {
-    ngx_http_mail_plus_status_printf(o, "# HELP %s %s\n# TYPE %s %s\n",
-                                     name, help, name, type);
+    ngx_http_mail_plus_printf(o, "# HELP %s %s\n# TYPE %s %s\n",
+                              name, help, name, type);
 }
 
 
@@ -755,131 +729,6 @@ ngx_http_mail_plus_status_state(ngx_mail_plus_main_conf_t *mpcf,
     }
 
     return mpcf->check ? "up" : "unknown";
-}
-
-
-/* no more than NGX_HTTP_MAIL_PLUS_STATUS_LINE bytes: no unbounded %V */
-
-static void
-ngx_http_mail_plus_status_printf(ngx_http_mail_plus_status_out_t *o,
-    const char *fmt, ...)
-{
-    u_char   *p, *last;
-    va_list   args;
-
-    p = ngx_http_mail_plus_status_reserve(o, NGX_HTTP_MAIL_PLUS_STATUS_LINE);
-    if (p == NULL) {
-        return;
-    }
-
-    va_start(args, fmt);
-    last = ngx_vslprintf(p, p + NGX_HTTP_MAIL_PLUS_STATUS_LINE, fmt, args);
-    va_end(args);
-
-    o->buf->last = last;
-    o->size += last - p;
-}
-
-
-/*
- * a quoted string: a JSON string, or a Prometheus label value, where only
- * backslash, double quote and line feed are escaped
- */
-
-static void
-ngx_http_mail_plus_status_string(ngx_http_mail_plus_status_out_t *o,
-    ngx_str_t *s)
-{
-    u_char      *p, *start;
-    size_t       len;
-    ngx_uint_t   i;
-
-    if (o->metrics) {
-        len = s->len;
-
-        for (i = 0; i < s->len; i++) {
-            if (s->data[i] == '\\' || s->data[i] == '"'
-                || s->data[i] == '\n')
-            {
-                len++;
-            }
-        }
-
-    } else {
-        len = s->len + ngx_escape_json(NULL, s->data, s->len);
-    }
-
-    start = ngx_http_mail_plus_status_reserve(o, len + 2);
-    if (start == NULL) {
-        return;
-    }
-
-    p = start;
-    *p++ = '"';
-
-    if (o->metrics) {
-        for (i = 0; i < s->len; i++) {
-            if (s->data[i] == '\n') {
-                *p++ = '\\';
-                *p++ = 'n';
-                continue;
-            }
-
-            if (s->data[i] == '\\' || s->data[i] == '"') {
-                *p++ = '\\';
-            }
-
-            *p++ = s->data[i];
-        }
-
-    } else {
-        p = (u_char *) ngx_escape_json(p, s->data, s->len);
-    }
-
-    *p++ = '"';
-
-    o->buf->last = p;
-    o->size += p - start;
-}
-
-
-/* room for "size" bytes at o->buf->last, in a new buffer if need be */
-
-static u_char *
-ngx_http_mail_plus_status_reserve(ngx_http_mail_plus_status_out_t *o,
-    size_t size)
-{
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    if (o->failed) {
-        return NULL;
-    }
-
-    if (o->buf && (size_t) (o->buf->end - o->buf->last) >= size) {
-        return o->buf->last;
-    }
-
-    b = ngx_create_temp_buf(o->request->pool, ngx_max(size, 4096));
-    if (b == NULL) {
-        o->failed = 1;
-        return NULL;
-    }
-
-    cl = ngx_alloc_chain_link(o->request->pool);
-    if (cl == NULL) {
-        o->failed = 1;
-        return NULL;
-    }
-
-    cl->buf = b;
-    cl->next = NULL;
-
-    *o->last = cl;
-    o->last = &cl->next;
-    o->buf = b;
-
-    return b->last;
 }
 
 

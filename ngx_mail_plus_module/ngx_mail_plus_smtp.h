@@ -241,14 +241,75 @@ ngx_int_t ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
 ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_log_t *log);
 
-/* for the status endpoint: the files in incoming/, active/, deferred/ and
-   corrupt/, in this order */
+/*
+ * the directories a message can be in, for the status endpoint and the
+ * queue API: ngx_mail_plus_queue_dirs[] names them, in this order
+ */
 
-#define NGX_MAIL_PLUS_QUEUE_NSIZES  4
+#define NGX_MAIL_PLUS_QUEUE_IN_INCOMING  0
+#define NGX_MAIL_PLUS_QUEUE_IN_ACTIVE    1
+#define NGX_MAIL_PLUS_QUEUE_IN_DEFERRED  2
+#define NGX_MAIL_PLUS_QUEUE_IN_HOLD      3
+#define NGX_MAIL_PLUS_QUEUE_IN_CORRUPT   4
+
+#define NGX_MAIL_PLUS_QUEUE_NSIZES  5
+
+extern char  *ngx_mail_plus_queue_dirs[];
 
 ngx_int_t ngx_mail_plus_queue_sizes(ngx_mail_plus_queue_t *q,
     ngx_uint_t *sizes, ngx_mail_plus_queue_defer_pt handler, void *data,
     ngx_pool_t *pool, ngx_log_t *log);
+
+
+/* for the queue API: a message as a listing shows it */
+
+typedef struct {
+    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
+    ngx_uint_t                      where;       /* NGX_MAIL_PLUS_QUEUE_IN_* */
+    u_char                          sender[NGX_MAIL_PLUS_SMTP_MAX_PATH];
+    size_t                          sender_len;
+    ngx_uint_t                      recipients;
+    off_t                           size;
+    time_t                          arrival;
+    time_t                          mtime;       /* deferred: next attempt */
+    unsigned                        envelope:1;  /* read whole */
+} ngx_mail_plus_queue_entry_t;
+
+
+typedef struct {
+    ngx_mail_plus_queue_entry_t    *entries;     /* room for nalloc */
+    ngx_uint_t                      nalloc;
+    ngx_uint_t                      nentries;
+    ngx_uint_t                      total;       /* beyond nalloc too */
+} ngx_mail_plus_queue_list_t;
+
+
+/* the operations on one message, and what they found */
+
+#define NGX_MAIL_PLUS_QUEUE_SHOW     0
+#define NGX_MAIL_PLUS_QUEUE_HOLD     1
+#define NGX_MAIL_PLUS_QUEUE_UNHOLD   2
+#define NGX_MAIL_PLUS_QUEUE_DELETE   3
+
+typedef struct {
+    ngx_uint_t                      what;        /* NGX_MAIL_PLUS_QUEUE_* */
+    ngx_int_t                       result;
+    ngx_uint_t                      where;       /* where it was */
+    off_t                           size;
+    time_t                          mtime;
+    ngx_str_t                       head;        /* show: the envelope */
+    size_t                          head_size;   /*   room in head.data */
+    ngx_str_t                       state;       /*   the state file */
+    size_t                          state_size;
+} ngx_mail_plus_queue_admin_t;
+
+ngx_int_t ngx_mail_plus_queue_list(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_list_t *list, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_admin(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_mail_plus_queue_admin_t *a, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_is_id(u_char *name, size_t len);
 
 
 /* what the SMTP and HTTP submissions share */

@@ -219,7 +219,7 @@ is_deeply($s->{sessions}, { imap => { started => 0, active => 0 },
     pop3 => { started => 0, active => 0 } }, 'session counters at 0');
 is_deeply($s->{smtp}, { accepted => 0 }, 'nothing accepted');
 is_deeply($s->{queue}, { incoming => 0, active => 0, deferred => 0,
-    corrupt => 0 }, 'the queue is empty');
+    hold => 0, corrupt => 0 }, 'the queue is empty');
 
 # a good and a bad login through the module's own POP3 session
 
@@ -341,6 +341,7 @@ is($v->{'mail_plus_deliveries_total{status="bounced"}'}, 0,
 is($v->{'mail_plus_queue_messages{queue="deferred"}'}, 1, 'deferred gauge');
 is($v->{'mail_plus_queue_messages{queue="incoming"}'}, 0, 'incoming gauge');
 is($v->{'mail_plus_queue_messages{queue="corrupt"}'}, 0, 'corrupt gauge');
+is($v->{'mail_plus_queue_messages{queue="hold"}'}, 0, 'hold gauge');
 is($m->{type}{mail_plus_queue_messages}, 'gauge', 'queue is a gauge');
 is($v->{mail_plus_throttle_entries}, $s->{throttle}{entries},
     'throttle entries');
