@@ -1,0 +1,786 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_smtp.h"
+#include "ngx_http_mail_plus.h"
+
+
+/*
+ * The queue operations of the HTTP JSON API ("mail_plus_queue_api"),
+ * relative to the location:
+ *
+ *   GET    messages                 a listing of the spool
+ *   GET    messages/<ID>            one message: envelope and state
+ *   POST   messages/<ID>/hold       incoming/ or deferred/ to hold/
+ *   POST   messages/<ID>/release    hold/ to incoming/
+ *   DELETE messages/<ID>            the message and its state
+ *
+ * Spool I/O is the queue's (ngx_mail_plus_queue_list(),
+ * ngx_mail_plus_queue_admin()) and runs in its thread pool; the request
+ * waits for it as the status endpoint does.  Only the parsing of what
+ * was read, in memory, is done here.
+ */
+
+
+#define NGX_HTTP_MAIL_PLUS_QUEUE_API_LIST       ((ngx_uint_t) -1)
+
+#define NGX_HTTP_MAIL_PLUS_QUEUE_API_LIMIT      1000
+#define NGX_HTTP_MAIL_PLUS_QUEUE_API_MAX_LIMIT  10000
+
+/* the room for an envelope and for a state file that are shown */
+
+#define NGX_HTTP_MAIL_PLUS_QUEUE_API_HEAD       (1024 * 1024)
+#define NGX_HTTP_MAIL_PLUS_QUEUE_API_STATE      (1024 * 1024)
+
+
+typedef struct {
+    ngx_uint_t                     what;   /* NGX_MAIL_PLUS_QUEUE_*, LIST */
+    u_char                         id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
+    ngx_uint_t                     limit;
+    char                          *error;   /* refused by the route */
+    ngx_mail_plus_queue_list_t     list;
+    ngx_mail_plus_queue_admin_t    admin;
+} ngx_http_mail_plus_queue_api_ctx_t;
+
+
+static ngx_int_t ngx_http_mail_plus_queue_api_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_mail_plus_queue_api_route(ngx_http_request_t *r,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_queue_api_limit(ngx_http_request_t *r,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx);
+static void ngx_http_mail_plus_queue_api_done(void *data);
+static ngx_int_t ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx);
+static void ngx_http_mail_plus_queue_api_list(ngx_http_mail_plus_out_t *o,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx);
+static ngx_uint_t ngx_http_mail_plus_queue_api_admin(
+    ngx_http_mail_plus_out_t *o, ngx_http_mail_plus_queue_api_ctx_t *ctx);
+static void ngx_http_mail_plus_queue_api_show(ngx_http_mail_plus_out_t *o,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx);
+static void ngx_http_mail_plus_queue_api_envelope(
+    ngx_http_mail_plus_out_t *o, ngx_str_t *head, ngx_str_t *state);
+static ngx_uint_t ngx_http_mail_plus_queue_api_done_rcpt(ngx_str_t *state,
+    ngx_str_t *addr);
+static u_char *ngx_http_mail_plus_queue_api_line(u_char *p, u_char *last,
+    ngx_str_t *key, ngx_str_t *value);
+static void ngx_http_mail_plus_queue_api_field(ngx_http_mail_plus_out_t *o,
+    char *name, ngx_str_t *value);
+static void ngx_http_mail_plus_queue_api_time(ngx_http_mail_plus_out_t *o,
+    char *name, time_t t);
+static ngx_int_t ngx_http_mail_plus_queue_api_error(ngx_http_request_t *r,
+    ngx_int_t status, char *error);
+static ngx_int_t ngx_http_mail_plus_queue_api_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_http_mail_plus_out_t *o);
+static char *ngx_http_mail_plus_queue_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_command_t  ngx_http_mail_plus_queue_api_commands[] = {
+
+    { ngx_string("mail_plus_queue_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_mail_plus_queue_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_mail_plus_queue_api_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_mail_plus_queue_api_module = {
+    NGX_MODULE_V1,
+    &ngx_http_mail_plus_queue_api_module_ctx, /* module context */
+    ngx_http_mail_plus_queue_api_commands,    /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static char  *ngx_http_mail_plus_queue_api_actions[] = {
+    "show", "hold", "release", "delete"
+};
+
+
+static ngx_int_t
+ngx_http_mail_plus_queue_api_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                            rc;
+    ngx_mail_plus_queue_t               *q;
+    ngx_mail_plus_queue_admin_t         *a;
+    ngx_http_mail_plus_queue_api_ctx_t  *ctx;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_mail_plus_queue_api_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_mail_plus_queue_api_route(r, ctx);
+    if (rc != NGX_OK) {
+        return ctx->error ? ngx_http_mail_plus_queue_api_error(r, rc,
+                                                               ctx->error)
+                          : rc;
+    }
+
+    q = ngx_mail_plus_queue_get((ngx_cycle_t *) ngx_cycle);
+
+    if (q == NULL) {
+        return ngx_http_mail_plus_queue_api_error(r,
+                                       NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "no queue spool is configured");
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_mail_plus_queue_api_module);
+
+    if (ctx->what == NGX_HTTP_MAIL_PLUS_QUEUE_API_LIST) {
+        ctx->list.nalloc = ctx->limit;
+        ctx->list.entries = ngx_palloc(r->pool, ctx->limit
+                                       * sizeof(ngx_mail_plus_queue_entry_t));
+        if (ctx->list.entries == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = ngx_mail_plus_queue_list(q, &ctx->list,
+                                      ngx_http_mail_plus_queue_api_done, r,
+                                      r->pool, r->connection->log);
+
+    } else {
+        a = &ctx->admin;
+        a->what = ctx->what;
+
+        if (a->what == NGX_MAIL_PLUS_QUEUE_SHOW) {
+            a->head_size = NGX_HTTP_MAIL_PLUS_QUEUE_API_HEAD;
+            a->head.data = ngx_pnalloc(r->pool, a->head_size);
+            a->state_size = NGX_HTTP_MAIL_PLUS_QUEUE_API_STATE;
+            a->state.data = ngx_pnalloc(r->pool, a->state_size);
+
+            if (a->head.data == NULL || a->state.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+
+        rc = ngx_mail_plus_queue_admin(q, ctx->id, a,
+                                       ngx_http_mail_plus_queue_api_done, r,
+                                       r->pool, r->connection->log);
+    }
+
+    if (rc == NGX_AGAIN) {
+        r->main->blocked++;
+        r->main->count++;
+        r->aio = 1;
+        return NGX_DONE;
+    }
+
+    return ngx_http_mail_plus_queue_api_respond(r, ctx);
+}
+
+
+/*
+ * the path after the location's name: "messages", "messages/<ID>",
+ * "messages/<ID>/hold" or "messages/<ID>/release", and the method;
+ * anything else is answered here
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_queue_api_route(ngx_http_request_t *r,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx)
+{
+    u_char                    *p, *last, *slash;
+    ngx_str_t                  id, action, allow;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    p = r->uri.data;
+    last = p + r->uri.len;
+
+    if (r->uri.len < clcf->name.len
+        || ngx_strncmp(p, clcf->name.data, clcf->name.len) != 0)
+    {
+        ctx->error = "not found";
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    p += clcf->name.len;
+
+    if (p < last && *p == '/') {
+        p++;
+    }
+
+    if (last - p < 8 || ngx_strncmp(p, "messages", 8) != 0
+        || (last - p > 8 && p[8] != '/'))
+    {
+        ctx->error = "not found";
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    p += 8;
+
+    if (p < last) {
+        p++;
+    }
+
+    if (p == last) {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            ngx_str_set(&allow, "GET, HEAD");
+            goto not_allowed;
+        }
+
+        ctx->what = NGX_HTTP_MAIL_PLUS_QUEUE_API_LIST;
+
+        return ngx_http_mail_plus_queue_api_limit(r, ctx);
+    }
+
+    slash = ngx_strlchr(p, last, '/');
+
+    id.data = p;
+    id.len = (slash ? slash : last) - p;
+
+    if (!ngx_mail_plus_queue_is_id(id.data, id.len)) {
+        ctx->error = "bad queue ID";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    ngx_memcpy(ctx->id, id.data, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+
+    if (slash == NULL) {
+        if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+            ctx->what = NGX_MAIL_PLUS_QUEUE_SHOW;
+            return NGX_OK;
+        }
+
+        if (r->method & NGX_HTTP_DELETE) {
+            ctx->what = NGX_MAIL_PLUS_QUEUE_DELETE;
+            return NGX_OK;
+        }
+
+        ngx_str_set(&allow, "GET, HEAD, DELETE");
+        goto not_allowed;
+    }
+
+    action.data = slash + 1;
+    action.len = last - action.data;
+
+    if (action.len == 4 && ngx_strncmp(action.data, "hold", 4) == 0) {
+        ctx->what = NGX_MAIL_PLUS_QUEUE_HOLD;
+
+    } else if (action.len == 7
+               && ngx_strncmp(action.data, "release", 7) == 0)
+    {
+        ctx->what = NGX_MAIL_PLUS_QUEUE_UNHOLD;
+
+    } else {
+        ctx->error = "not found";
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    if (r->method & NGX_HTTP_POST) {
+        return NGX_OK;
+    }
+
+    ngx_str_set(&allow, "POST");
+
+not_allowed:
+
+    if (ngx_http_mail_plus_header(r, "Allow", &allow) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->error = "method not allowed";
+    return NGX_HTTP_NOT_ALLOWED;
+}
+
+
+/* "limit=": 1000 messages by default, 10000 at most */
+
+static ngx_int_t
+ngx_http_mail_plus_queue_api_limit(ngx_http_request_t *r,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx)
+{
+    ngx_int_t  n;
+    ngx_str_t  value;
+
+    ctx->limit = NGX_HTTP_MAIL_PLUS_QUEUE_API_LIMIT;
+
+    if (ngx_http_arg(r, (u_char *) "limit", 5, &value) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    n = ngx_atoi(value.data, value.len);
+
+    if (n <= 0) {
+        ctx->error = "bad limit";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    ctx->limit = ngx_min((ngx_uint_t) n,
+                         NGX_HTTP_MAIL_PLUS_QUEUE_API_MAX_LIMIT);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_mail_plus_queue_api_done(void *data)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_connection_t                    *c;
+    ngx_http_mail_plus_queue_api_ctx_t  *ctx;
+
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_queue_api_module);
+
+    ngx_http_finalize_request(r,
+                              ngx_http_mail_plus_queue_api_respond(r, ctx));
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx)
+{
+    ngx_uint_t                 status;
+    ngx_http_mail_plus_out_t   o;
+
+    ngx_memzero(&o, sizeof(ngx_http_mail_plus_out_t));
+
+    o.request = r;
+    o.last = &o.out;
+
+    if (ctx->what == NGX_HTTP_MAIL_PLUS_QUEUE_API_LIST) {
+        ngx_http_mail_plus_queue_api_list(&o, ctx);
+        status = NGX_HTTP_OK;
+
+    } else {
+        status = ngx_http_mail_plus_queue_api_admin(&o, ctx);
+    }
+
+    return ngx_http_mail_plus_queue_api_send(r, status, &o);
+}
+
+
+static void
+ngx_http_mail_plus_queue_api_list(ngx_http_mail_plus_out_t *o,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx)
+{
+    ngx_str_t                     s;
+    ngx_uint_t                    i;
+    ngx_mail_plus_queue_entry_t  *e;
+
+    ngx_http_mail_plus_printf(o, "{\"messages\":[");
+
+    for (i = 0; i < ctx->list.nentries; i++) {
+        e = &ctx->list.entries[i];
+
+        ngx_http_mail_plus_printf(o, "%s{\"id\":\"%s\",\"queue\":\"%s\","
+                                  "\"size\":%O", i ? "," : "", e->id,
+                                  ngx_mail_plus_queue_dirs[e->where],
+                                  e->size);
+
+        if (e->envelope) {
+            s.data = e->sender;
+            s.len = e->sender_len;
+
+            ngx_http_mail_plus_queue_api_field(o, "sender", &s);
+            ngx_http_mail_plus_printf(o, ",\"recipients\":%ui",
+                                      e->recipients);
+            ngx_http_mail_plus_queue_api_time(o, "arrival", e->arrival);
+
+        } else {
+            ngx_http_mail_plus_printf(o, ",\"sender\":null,"
+                                      "\"recipients\":null,"
+                                      "\"arrival\":null");
+        }
+
+        ngx_http_mail_plus_queue_api_time(o, "next_attempt",
+                                e->where == NGX_MAIL_PLUS_QUEUE_IN_DEFERRED
+                                ? e->mtime : 0);
+
+        ngx_http_mail_plus_printf(o, "}");
+    }
+
+    ngx_http_mail_plus_printf(o, "],\"count\":%ui,\"total\":%ui,"
+                              "\"limit\":%ui,\"truncated\":%s}\n",
+                              ctx->list.nentries, ctx->list.total,
+                              ctx->limit,
+                              ctx->list.total > ctx->list.nentries ? "true"
+                                                                   : "false");
+}
+
+
+/* the answer to an operation on one message, and its status code */
+
+static ngx_uint_t
+ngx_http_mail_plus_queue_api_admin(ngx_http_mail_plus_out_t *o,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx)
+{
+    char                         *action, *where;
+    ngx_log_t                    *log;
+    ngx_mail_plus_queue_admin_t  *a;
+
+    a = &ctx->admin;
+    action = ngx_http_mail_plus_queue_api_actions[a->what];
+    where = ngx_mail_plus_queue_dirs[a->where];
+    log = o->request->connection->log;
+
+    switch (a->result) {
+
+    case NGX_OK:
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "queue api: %s of message %s from %s/", action,
+                      ctx->id, where);
+
+        if (a->what == NGX_MAIL_PLUS_QUEUE_SHOW) {
+            ngx_http_mail_plus_queue_api_show(o, ctx);
+            return NGX_HTTP_OK;
+        }
+
+        ngx_http_mail_plus_printf(o, "{\"id\":\"%s\",\"action\":\"%s\","
+                                  "\"from\":\"%s\",\"queue\":", ctx->id,
+                                  action, where);
+
+        if (a->what == NGX_MAIL_PLUS_QUEUE_DELETE) {
+            ngx_http_mail_plus_printf(o, "null}\n");
+
+        } else {
+            ngx_http_mail_plus_printf(o, "\"%s\"}\n",
+                            a->what == NGX_MAIL_PLUS_QUEUE_HOLD ? "hold"
+                                                                : "incoming");
+        }
+
+        return NGX_HTTP_OK;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "queue api: %s of message %s: not found", action,
+                      ctx->id);
+
+        ngx_http_mail_plus_printf(o, "{\"error\":\"no such message\","
+                                  "\"id\":\"%s\"}\n", ctx->id);
+        return NGX_HTTP_NOT_FOUND;
+
+    case NGX_BUSY:
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "queue api: %s of message %s refused, it is in %s/",
+                      action, ctx->id, where);
+
+        ngx_http_mail_plus_printf(o, "{\"error\":\"the message is in %s/\","
+                                  "\"id\":\"%s\",\"queue\":\"%s\"}\n",
+                                  where, ctx->id, where);
+        return NGX_HTTP_CONFLICT;
+
+    default:
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "queue api: %s of message %s failed", action, ctx->id);
+
+        ngx_http_mail_plus_printf(o, "{\"error\":\"the spool failed, see "
+                                  "the error log\",\"id\":\"%s\"}\n",
+                                  ctx->id);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+static void
+ngx_http_mail_plus_queue_api_show(ngx_http_mail_plus_out_t *o,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx)
+{
+    ngx_mail_plus_queue_admin_t  *a;
+
+    a = &ctx->admin;
+
+    ngx_http_mail_plus_printf(o, "{\"id\":\"%s\",\"queue\":\"%s\","
+                              "\"size\":%O", ctx->id,
+                              ngx_mail_plus_queue_dirs[a->where], a->size);
+
+    ngx_http_mail_plus_queue_api_time(o, "next_attempt",
+                                a->where == NGX_MAIL_PLUS_QUEUE_IN_DEFERRED
+                                ? a->mtime : 0);
+
+    ngx_http_mail_plus_printf(o, ",\"envelope\":");
+
+    if (a->head.len == 0) {
+        ngx_http_mail_plus_printf(o, "null}\n");
+        return;
+    }
+
+    ngx_http_mail_plus_queue_api_envelope(o, &a->head, &a->state);
+
+    ngx_http_mail_plus_printf(o, "}\n");
+}
+
+
+/* the envelope lines (docs/spool.md), the recipients with their state */
+
+static void
+ngx_http_mail_plus_queue_api_envelope(ngx_http_mail_plus_out_t *o,
+    ngx_str_t *head, ngx_str_t *state)
+{
+    u_char      *p, *last, *next;
+    ngx_int_t    attempts;
+    ngx_str_t    key, value;
+    ngx_uint_t   n, warned;
+
+    static char  *fields[] = { "arrival", "client", "helo", "login", "body",
+                               "smtputf8", "sender", "ret", "envid", NULL };
+
+    /* the recipients, each with its "dsn" line if one follows */
+
+    ngx_http_mail_plus_printf(o, "{\"recipients\":[");
+
+    n = 0;
+
+    for (p = head->data, last = p + head->len; p < last; p = next) {
+        next = ngx_http_mail_plus_queue_api_line(p, last, &key, &value);
+
+        if (key.len != 4 || ngx_strncmp(key.data, "rcpt", 4) != 0) {
+            continue;
+        }
+
+        ngx_http_mail_plus_printf(o, "%s{\"address\":", n++ ? "," : "");
+        ngx_http_mail_plus_string(o, &value);
+        ngx_http_mail_plus_printf(o, ",\"state\":\"%s\"",
+                      ngx_http_mail_plus_queue_api_done_rcpt(state, &value)
+                      ? "done" : "pending");
+
+        (void) ngx_http_mail_plus_queue_api_line(next, last, &key, &value);
+
+        if (key.len == 3 && ngx_strncmp(key.data, "dsn", 3) == 0) {
+            ngx_http_mail_plus_queue_api_field(o, "dsn", &value);
+        }
+
+        ngx_http_mail_plus_printf(o, "}");
+    }
+
+    ngx_http_mail_plus_printf(o, "]");
+
+    for (p = head->data; p < last; p = next) {
+        next = ngx_http_mail_plus_queue_api_line(p, last, &key, &value);
+
+        for (n = 0; fields[n]; n++) {
+            if (key.len == ngx_strlen(fields[n])
+                && ngx_strncmp(key.data, fields[n], key.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (fields[n] == NULL) {
+            continue;
+        }
+
+        while (value.len && value.data[value.len - 1] == ' ') {
+            value.len--;    /* "body 7BIT    " */
+        }
+
+        ngx_http_mail_plus_queue_api_field(o, fields[n], &value);
+    }
+
+    ngx_http_mail_plus_printf(o, "}");
+
+    /* the state */
+
+    attempts = 0;
+    warned = 0;
+
+    for (p = state->data, last = p + state->len; p < last; p = next) {
+        next = ngx_http_mail_plus_queue_api_line(p, last, &key, &value);
+
+        if (key.len == 8 && ngx_strncmp(key.data, "attempts", 8) == 0) {
+            attempts = ngx_atoi(value.data, value.len);
+
+        } else if (key.len == 6 && ngx_strncmp(key.data, "warned", 6) == 0) {
+            warned = (value.len == 1 && value.data[0] == '1');
+        }
+    }
+
+    ngx_http_mail_plus_printf(o, ",\"attempts\":%i,\"warned\":%s",
+                              attempts > 0 ? attempts : 0,
+                              warned ? "true" : "false");
+}
+
+
+/* a "done <address>" line of the state */
+
+static ngx_uint_t
+ngx_http_mail_plus_queue_api_done_rcpt(ngx_str_t *state, ngx_str_t *addr)
+{
+    u_char     *p, *last, *next;
+    ngx_str_t   key, value;
+
+    for (p = state->data, last = p + state->len; p < last; p = next) {
+        next = ngx_http_mail_plus_queue_api_line(p, last, &key, &value);
+
+        if (key.len == 4 && ngx_strncmp(key.data, "done", 4) == 0
+            && value.len == addr->len
+            && ngx_strncmp(value.data, addr->data, value.len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * "key value" CRLF (or LF) at p: the key, the value; a line without a
+ * line end (the last of a state file cut short) has an empty key
+ */
+
+static u_char *
+ngx_http_mail_plus_queue_api_line(u_char *p, u_char *last, ngx_str_t *key,
+    ngx_str_t *value)
+{
+    u_char  *eol, *end, *sp;
+
+    key->len = 0;
+    value->len = 0;
+
+    eol = ngx_strlchr(p, last, LF);
+
+    if (eol == NULL) {
+        return last;
+    }
+
+    end = (eol > p && eol[-1] == CR) ? eol - 1 : eol;
+
+    sp = ngx_strlchr(p, end, ' ');
+
+    key->data = p;
+    key->len = (sp ? sp : end) - p;
+
+    value->data = sp ? sp + 1 : end;
+    value->len = end - value->data;
+
+    return eol + 1;
+}
+
+
+static void
+ngx_http_mail_plus_queue_api_field(ngx_http_mail_plus_out_t *o, char *name,
+    ngx_str_t *value)
+{
+    ngx_http_mail_plus_printf(o, ",\"%s\":", name);
+    ngx_http_mail_plus_string(o, value);
+}
+
+
+/* a Unix time, null when there is none */
+
+static void
+ngx_http_mail_plus_queue_api_time(ngx_http_mail_plus_out_t *o, char *name,
+    time_t t)
+{
+    if (t) {
+        ngx_http_mail_plus_printf(o, ",\"%s\":%T", name, t);
+
+    } else {
+        ngx_http_mail_plus_printf(o, ",\"%s\":null", name);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_mail_plus_queue_api_error(ngx_http_request_t *r, ngx_int_t status,
+    char *error)
+{
+    ngx_http_mail_plus_out_t  o;
+
+    ngx_memzero(&o, sizeof(ngx_http_mail_plus_out_t));
+
+    o.request = r;
+    o.last = &o.out;
+
+    ngx_http_mail_plus_printf(&o, "{\"error\":\"%s\"}\n", error);
+
+    return ngx_http_mail_plus_queue_api_send(r, status, &o);
+}
+
+
+static ngx_int_t
+ngx_http_mail_plus_queue_api_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_mail_plus_out_t *o)
+{
+    ngx_int_t  rc;
+
+    if (o->failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = o->size;
+
+    o->buf->last_buf = (r == r->main) ? 1 : 0;
+    o->buf->last_in_chain = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, o->out);
+}
+
+
+static char *
+ngx_http_mail_plus_queue_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_http_mail_plus_queue_api_handler;
+
+    return NGX_CONF_OK;
+}
