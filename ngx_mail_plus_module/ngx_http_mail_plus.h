@@ -42,6 +42,11 @@ void ngx_http_mail_plus_printf(ngx_http_mail_plus_out_t *o,
     const char *fmt, ...);
 void ngx_http_mail_plus_string(ngx_http_mail_plus_out_t *o, ngx_str_t *s);
 u_char *ngx_http_mail_plus_reserve(ngx_http_mail_plus_out_t *o, size_t size);
+ngx_int_t ngx_http_mail_plus_send(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, ngx_http_mail_plus_out_t *o);
+ngx_int_t ngx_http_mail_plus_suspend(ngx_http_request_t *r);
+void ngx_http_mail_plus_resume(ngx_http_request_t *r,
+    ngx_http_mail_plus_checked_pt handler);
 
 
 #endif /* _NGX_HTTP_MAIL_PLUS_H_INCLUDED_ */

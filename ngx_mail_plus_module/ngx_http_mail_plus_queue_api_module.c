@@ -57,8 +57,7 @@ static ngx_int_t ngx_http_mail_plus_queue_api_route(ngx_http_request_t *r,
 static ngx_int_t ngx_http_mail_plus_queue_api_limit(ngx_http_request_t *r,
     ngx_http_mail_plus_queue_api_ctx_t *ctx);
 static void ngx_http_mail_plus_queue_api_done(void *data);
-static ngx_int_t ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r,
-    ngx_http_mail_plus_queue_api_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r);
 static void ngx_http_mail_plus_queue_api_list(ngx_http_mail_plus_out_t *o,
     ngx_http_mail_plus_queue_api_ctx_t *ctx);
 static ngx_uint_t ngx_http_mail_plus_queue_api_admin(
@@ -77,8 +76,6 @@ static void ngx_http_mail_plus_queue_api_time(ngx_http_mail_plus_out_t *o,
     char *name, time_t t);
 static ngx_int_t ngx_http_mail_plus_queue_api_error(ngx_http_request_t *r,
     ngx_int_t status, char *error);
-static ngx_int_t ngx_http_mail_plus_queue_api_send(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_http_mail_plus_out_t *o);
 static char *ngx_http_mail_plus_queue_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -200,13 +197,10 @@ ngx_http_mail_plus_queue_api_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_AGAIN) {
-        r->main->blocked++;
-        r->main->count++;
-        r->aio = 1;
-        return NGX_DONE;
+        return ngx_http_mail_plus_suspend(r);
     }
 
-    return ngx_http_mail_plus_queue_api_respond(r, ctx);
+    return ngx_http_mail_plus_queue_api_respond(r);
 }
 
 
@@ -358,32 +352,18 @@ ngx_http_mail_plus_queue_api_limit(ngx_http_request_t *r,
 static void
 ngx_http_mail_plus_queue_api_done(void *data)
 {
-    ngx_http_request_t *r = data;
-
-    ngx_connection_t                    *c;
-    ngx_http_mail_plus_queue_api_ctx_t  *ctx;
-
-    c = r->connection;
-
-    ngx_http_set_log_request(c->log, r);
-
-    r->main->blocked--;
-    r->aio = 0;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_queue_api_module);
-
-    ngx_http_finalize_request(r,
-                              ngx_http_mail_plus_queue_api_respond(r, ctx));
-    ngx_http_run_posted_requests(c);
+    ngx_http_mail_plus_resume(data, ngx_http_mail_plus_queue_api_respond);
 }
 
 
 static ngx_int_t
-ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r,
-    ngx_http_mail_plus_queue_api_ctx_t *ctx)
+ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r)
 {
-    ngx_uint_t                 status;
-    ngx_http_mail_plus_out_t   o;
+    ngx_uint_t                           status;
+    ngx_http_mail_plus_out_t             o;
+    ngx_http_mail_plus_queue_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_queue_api_module);
 
     ngx_memzero(&o, sizeof(ngx_http_mail_plus_out_t));
 
@@ -398,7 +378,7 @@ ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r,
         status = ngx_http_mail_plus_queue_api_admin(&o, ctx);
     }
 
-    return ngx_http_mail_plus_queue_api_send(r, status, &o);
+    return ngx_http_mail_plus_send(r, status, "application/json", &o);
 }
 
 
@@ -737,35 +717,7 @@ ngx_http_mail_plus_queue_api_error(ngx_http_request_t *r, ngx_int_t status,
 
     ngx_http_mail_plus_printf(&o, "{\"error\":\"%s\"}\n", error);
 
-    return ngx_http_mail_plus_queue_api_send(r, status, &o);
-}
-
-
-static ngx_int_t
-ngx_http_mail_plus_queue_api_send(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_mail_plus_out_t *o)
-{
-    ngx_int_t  rc;
-
-    if (o->failed) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = o->size;
-
-    o->buf->last_buf = (r == r->main) ? 1 : 0;
-    o->buf->last_in_chain = 1;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, o->out);
+    return ngx_http_mail_plus_send(r, status, "application/json", &o);
 }
 
 

@@ -14,7 +14,8 @@
 /*
  * What the HTTP modules (auth_http, submission, status, queue API) share:
  * a login check of the router on behalf of a request, a header of the
- * answer, and an answer built in a chain of buffers.
+ * answer, an answer built in a chain of buffers, and the wait of a
+ * request for the queue's thread pool.
  */
 
 
@@ -234,4 +235,71 @@ ngx_http_mail_plus_reserve(ngx_http_mail_plus_out_t *o,
     o->buf = b;
 
     return b->last;
+}
+
+
+/* the answer built in a chain: its status, type and length, then itself */
+
+ngx_int_t
+ngx_http_mail_plus_send(ngx_http_request_t *r, ngx_uint_t status, char *type,
+    ngx_http_mail_plus_out_t *o)
+{
+    ngx_int_t  rc;
+
+    if (o->failed || o->buf == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = o->size;
+
+    o->buf->last_buf = (r == r->main) ? 1 : 0;
+    o->buf->last_in_chain = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, o->out);
+}
+
+
+/*
+ * a request waits for work in the queue's thread pool, as nginx's own
+ * aio reads make it wait; the content handler returns this
+ */
+
+ngx_int_t
+ngx_http_mail_plus_suspend(ngx_http_request_t *r)
+{
+    r->main->blocked++;
+    r->main->count++;
+    r->aio = 1;
+
+    return NGX_DONE;
+}
+
+
+/* the work is done: the handler's result finalizes the request */
+
+void
+ngx_http_mail_plus_resume(ngx_http_request_t *r,
+    ngx_http_mail_plus_checked_pt handler)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    ngx_http_finalize_request(r, handler(r));
+    ngx_http_run_posted_requests(c);
 }

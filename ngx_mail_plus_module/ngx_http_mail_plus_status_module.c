@@ -51,8 +51,7 @@ static ngx_int_t ngx_http_mail_plus_metrics_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mail_plus_status_start(ngx_http_request_t *r,
     ngx_uint_t metrics);
 static void ngx_http_mail_plus_status_counted(void *data);
-static ngx_int_t ngx_http_mail_plus_status_respond(ngx_http_request_t *r,
-    ngx_http_mail_plus_status_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_status_respond(ngx_http_request_t *r);
 static void ngx_http_mail_plus_status_json(
     ngx_http_mail_plus_out_t *o, ngx_http_mail_plus_status_ctx_t *ctx,
     ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_zone_t *zone);
@@ -215,7 +214,7 @@ ngx_http_mail_plus_status_start(ngx_http_request_t *r, ngx_uint_t metrics)
     q = ngx_mail_plus_queue_get((ngx_cycle_t *) ngx_cycle);
 
     if (q == NULL) {
-        return ngx_http_mail_plus_status_respond(r, ctx);
+        return ngx_http_mail_plus_status_respond(r);
     }
 
     rc = ngx_mail_plus_queue_sizes(q, ctx->sizes,
@@ -223,10 +222,7 @@ ngx_http_mail_plus_status_start(ngx_http_request_t *r, ngx_uint_t metrics)
                                    r->pool, r->connection->log);
 
     if (rc == NGX_AGAIN) {
-        r->main->blocked++;
-        r->main->count++;
-        r->aio = 1;
-        return NGX_DONE;
+        return ngx_http_mail_plus_suspend(r);
     }
 
     if (rc != NGX_OK) {
@@ -235,7 +231,7 @@ ngx_http_mail_plus_status_start(ngx_http_request_t *r, ngx_uint_t metrics)
 
     ctx->queue = 1;
 
-    return ngx_http_mail_plus_status_respond(r, ctx);
+    return ngx_http_mail_plus_status_respond(r);
 }
 
 
@@ -244,32 +240,25 @@ ngx_http_mail_plus_status_counted(void *data)
 {
     ngx_http_request_t *r = data;
 
-    ngx_connection_t                 *c;
     ngx_http_mail_plus_status_ctx_t  *ctx;
-
-    c = r->connection;
-
-    ngx_http_set_log_request(c->log, r);
-
-    r->main->blocked--;
-    r->aio = 0;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_status_module);
     ctx->queue = 1;
 
-    ngx_http_finalize_request(r, ngx_http_mail_plus_status_respond(r, ctx));
-    ngx_http_run_posted_requests(c);
+    ngx_http_mail_plus_resume(r, ngx_http_mail_plus_status_respond);
 }
 
 
 static ngx_int_t
-ngx_http_mail_plus_status_respond(ngx_http_request_t *r,
-    ngx_http_mail_plus_status_ctx_t *ctx)
+ngx_http_mail_plus_status_respond(ngx_http_request_t *r)
 {
-    ngx_int_t                         rc;
+    char                             *type;
     ngx_mail_plus_zone_t             *zone;
     ngx_mail_plus_main_conf_t        *mpcf;
     ngx_http_mail_plus_out_t          o;
+    ngx_http_mail_plus_status_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_status_module);
 
     ngx_memzero(&o, sizeof(ngx_http_mail_plus_out_t));
 
@@ -291,32 +280,14 @@ ngx_http_mail_plus_status_respond(ngx_http_request_t *r,
 
     if (ctx->metrics) {
         ngx_http_mail_plus_status_prometheus(&o, ctx, mpcf, zone);
-        ngx_str_set(&r->headers_out.content_type,
-                    "text/plain; version=0.0.4");
+        type = "text/plain; version=0.0.4";
 
     } else {
         ngx_http_mail_plus_status_json(&o, ctx, mpcf, zone);
-        ngx_str_set(&r->headers_out.content_type, "application/json");
+        type = "application/json";
     }
 
-    if (o.failed) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = o.size;
-
-    o.buf->last_buf = (r == r->main) ? 1 : 0;
-    o.buf->last_in_chain = 1;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, o.out);
+    return ngx_http_mail_plus_send(r, NGX_HTTP_OK, type, &o);
 }
 
 
