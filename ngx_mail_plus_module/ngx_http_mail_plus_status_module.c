@@ -533,7 +533,7 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_out_t *o,
                                          "gauge",
                                          "Throttling entries in the zone.");
         ngx_http_mail_plus_printf(o, "mail_plus_throttle_entries %ui\n",
-                                     ngx_mail_plus_zone_throttle_entries(zone));
+                                  ngx_mail_plus_zone_throttle_entries(zone));
 
         ngx_http_mail_plus_status_family(o, "mail_plus_sessions_total",
                                          "counter",

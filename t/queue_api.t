@@ -143,9 +143,9 @@ sub tree {
         opendir my $dh, "$spool/$d" or next;
         for my $n (grep { !/^\./ } readdir $dh) {
             my $id = substr($n, 0, 22);
+            my $where = $d =~ /^(hold|corrupt)$/ ? "$d/$n" : "queued/$id";
             push @f, $d eq 'state' ? "state/$id"
-                : $d eq 'hold' || $d eq 'corrupt' ? "$d/$n:" . -s "$spool/$d/$n"
-                : "queued/$id:" . -s "$spool/$d/$n";
+                : "$where:" . -s "$spool/$d/$n";
         }
         closedir $dh;
     }
