@@ -156,7 +156,7 @@ ngx_int_t
 ngx_mail_plus_queue_init(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q)
 {
     u_char      path[NGX_MAX_PATH];
-    ngx_uint_t   i, removed, incoming, active, corrupt;
+    ngx_uint_t   i, removed, incoming, active, held, corrupt;
 
     static char  *dirs[] = { "", "/tmp", "/incoming", "/active", "/hold",
                              "/corrupt", NULL };
@@ -188,13 +188,17 @@ ngx_mail_plus_queue_init(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q)
     (void) ngx_sprintf(path, "%V/active%Z", &q->path);
     active = ngx_mail_plus_queue_count(path);
 
+    (void) ngx_sprintf(path, "%V/hold%Z", &q->path);
+    held = ngx_mail_plus_queue_count(path);
+
     (void) ngx_sprintf(path, "%V/corrupt%Z", &q->path);
     corrupt = ngx_mail_plus_queue_count(path);
 
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                   "queue spool \"%V\": %ui messages incoming, %ui active, "
-                  "%ui stale temporary files removed, %ui files in corrupt/",
-                  &q->path, incoming, active, removed, corrupt);
+                  "%ui stale temporary files removed, %ui files in corrupt/, "
+                  "%ui messages held", &q->path, incoming, active, removed,
+                  corrupt, held);
 
     return NGX_OK;
 }

@@ -319,6 +319,8 @@ ok(wait_for(sub { subjects() =~ /Subject: four/ }, 15), 'm4 delivered');
 ok(wait_for(sub { !in_dir($m4, 'incoming') && !in_dir($m4, 'deferred') },
     5), 'm4 left the queue');
 ok(in_dir($m1, 'hold'), 'm1 still held');
+like($t->read_file('error.log'), qr/files in corrupt\/, 1 messages held/,
+    'the start line counts hold/');
 unlike(subjects(), qr/Subject: one/, 'm1 not delivered while held');
 
 $r = api('POST', "/messages/$m1/release");
