@@ -53,6 +53,8 @@ static void ngx_mail_plus_upstream_next_command(
 static ngx_int_t ngx_mail_plus_upstream_client_addr(ngx_mail_session_t *s,
     ngx_str_t *addr, ngx_uint_t *port, ngx_str_t *local,
     ngx_uint_t *local_port);
+static u_char *ngx_mail_plus_upstream_reserve(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, size_t len);
 static u_char *ngx_mail_plus_upstream_proxy_v2(ngx_connection_t *c,
     u_char *p);
 static u_char *ngx_mail_plus_upstream_quote(u_char *p, ngx_str_t *s);
@@ -525,18 +527,10 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
            + sizeof("L LOGIN {+} {+}" CRLF CRLF) - 1 + 2 * NGX_INT_T_LEN
            + 2 * (login->len + passwd->len) + 4;
 
-    p = ngx_pnalloc(s->connection->pool, len + ctx->send.len);
+    p = ngx_mail_plus_upstream_reserve(s, ctx, len);
     if (p == NULL) {
         return NGX_ERROR;
     }
-
-    /* a PROXY protocol header may still wait to go out */
-
-    if (ctx->send.len) {
-        p = ngx_cpymem(p, ctx->send.data, ctx->send.len);
-    }
-
-    ctx->send.data = p - ctx->send.len;
 
     if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
         ctx->quickack = 1;
@@ -583,6 +577,32 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
     ctx->send.len = p - ctx->send.data;
 
     return NGX_OK;
+}
+
+
+/*
+ * room for "len" more bytes to the backend after what still waits to go
+ * out (a PROXY protocol header): where to write them
+ */
+
+static u_char *
+ngx_mail_plus_upstream_reserve(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, size_t len)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(s->connection->pool, len + ctx->send.len);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    if (ctx->send.len) {
+        p = ngx_cpymem(p, ctx->send.data, ctx->send.len);
+    }
+
+    ctx->send.data = p - ctx->send.len;
+
+    return p;
 }
 
 
@@ -710,16 +730,10 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
                + NGX_INT_T_LEN;
     }
 
-    p = ngx_pnalloc(s->connection->pool, len + ctx->send.len);
+    p = ngx_mail_plus_upstream_reserve(s, ctx, len);
     if (p == NULL) {
         return NGX_ERROR;
     }
-
-    if (ctx->send.len) {
-        p = ngx_cpymem(p, ctx->send.data, ctx->send.len);
-    }
-
-    ctx->send.data = p - ctx->send.len;
 
     ctx->replies = 2;
 
