@@ -354,6 +354,12 @@ void ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check);
 ngx_int_t ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone,
     ngx_uint_t n, ngx_uint_t force);
 
+/* client text */
+
+ngx_uint_t ngx_mail_plus_text_has_ctl(ngx_str_t *s);
+ngx_int_t ngx_mail_plus_text_log(ngx_pool_t *pool, ngx_str_t *src,
+    ngx_str_t *dst);
+
 char *ngx_mail_plus_conf_networks(ngx_conf_t *cf, ngx_array_t **networks);
 ngx_mail_plus_main_conf_t *ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle);
 

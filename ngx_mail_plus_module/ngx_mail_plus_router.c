@@ -237,6 +237,19 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
         return NGX_OK;
     }
 
+    /*
+     * a control character has no place in a login or a password: it could
+     * end a backend's command, an HTTP header or a log line early
+     */
+
+    if (ngx_mail_plus_text_has_ctl(&auth->login)
+        || (auth->check && ngx_mail_plus_text_has_ctl(&auth->password)))
+    {
+        ngx_str_set(&route->reason,
+                    "control character in the login or the password");
+        return NGX_OK;
+    }
+
     lc.len = auth->login.len;
     lc.data = ngx_pnalloc(pool, lc.len);
     if (lc.data == NULL) {

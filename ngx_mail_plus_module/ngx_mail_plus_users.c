@@ -632,6 +632,15 @@ ngx_mail_plus_password_check(ngx_mail_plus_user_t *user, ngx_str_t *password,
     size_t      len;
     ngx_int_t   rc;
 
+    /*
+     * crypt() and ngx_crypt() read the password as a C string: one with a
+     * NUL would be checked cut at it
+     */
+
+    if (ngx_strlchr(password->data, password->data + password->len, '\0')) {
+        return NGX_DECLINED;
+    }
+
     switch (user->scheme) {
 
     case NGX_MAIL_PLUS_SCHEME_CRYPT:
