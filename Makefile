@@ -66,29 +66,53 @@ check-asan: deps asan
 	    prove -I t/lib t/
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
-# libFuzzer target for the SMTP parser (clang, libclang-rt-14-dev); runs
-# FUZZ_TIME seconds with the corpus in build-fuzz/corpus.
+# libFuzzer targets (clang, libclang-rt-14-dev): every fuzz/NAME_fuzz.c is
+# a target; the module sources it links are named on its " * sources:"
+# line, and fuzz/ngx_fuzz_shim.c stands in for the nginx core functions
+# they call.  "make fuzz" runs each target for FUZZ_TIME seconds (or
+# FUZZ_RUNS executions) on its corpus, seeded from fuzz/corpus/NAME/;
+# FUZZ_TARGETS="a b" picks some.  Crashes, leaks and timeouts fail the run.
 
 FUZZ_TIME ?= 600
+FUZZ_RUNS ?= 0
 FUZZ_CC ?= clang
+FUZZ_TARGETS ?= $(patsubst fuzz/%_fuzz.c,%,$(wildcard fuzz/*_fuzz.c))
 FUZZ_INCS := -I $(NGX_SRC)/src/core -I $(NGX_SRC)/src/event \
 	-I $(NGX_SRC)/src/event/modules -I $(NGX_SRC)/src/os/unix \
-	-I $(NGX_SRC)/src/mail -I $(BUILD) -I ngx_mail_plus_module
+	-I $(NGX_SRC)/src/mail -I $(NGX_SRC)/src/http \
+	-I $(NGX_SRC)/src/http/modules -I $(BUILD) -I ngx_mail_plus_module \
+	-I fuzz
 
 .PHONY: fuzz fuzz-build
 
 fuzz-build: $(BUILD)/Makefile
-	@command -v $(FUZZ_CC) >/dev/null || { apt-get update -q && \
+	@command -v $(FUZZ_CC) >/dev/null \
+	    && [ -n "$$(find /usr/lib/llvm-14 -name 'libclang_rt.fuzzer*' \
+	            2>/dev/null)" ] || { apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 	        --no-install-recommends clang libclang-rt-14-dev; }
-	mkdir -p build-fuzz/corpus
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_INCS) \
-	    -o build-fuzz/smtp_parse_fuzz fuzz/smtp_parse_fuzz.c \
-	    ngx_mail_plus_module/ngx_mail_plus_smtp_parse.c
+	mkdir -p build-fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    srcs=$$(sed -n 's/^ \* sources: //p' fuzz/$${t}_fuzz.c); \
+	    echo "fuzz target $$t: $$srcs"; \
+	    $(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined \
+	        -fno-sanitize-recover=undefined $(FUZZ_INCS) \
+	        -o build-fuzz/$$t fuzz/$${t}_fuzz.c fuzz/ngx_fuzz_shim.c \
+	        $$(for f in $$srcs; do echo ngx_mail_plus_module/$$f; done) \
+	        -lcrypt -lcrypto; \
+	done
 
 fuzz: fuzz-build
-	cp -n fuzz/corpus/* build-fuzz/corpus/ 2>/dev/null || true
-	build-fuzz/smtp_parse_fuzz -max_total_time=$(FUZZ_TIME) \
-	    -max_len=4096 build-fuzz/corpus
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build-fuzz/corpus/$$t; \
+	    cp -rn fuzz/corpus/$$t/. build-fuzz/corpus/$$t/ 2>/dev/null || true; \
+	    echo "fuzzing $$t"; \
+	    build-fuzz/$$t -max_total_time=$(FUZZ_TIME) -runs=$(if \
+	        $(filter 0,$(FUZZ_RUNS)),-1,$(FUZZ_RUNS)) -max_len=4096 \
+	        -timeout=10 -print_final_stats=1 \
+	        -artifact_prefix=build-fuzz/$$t- build-fuzz/corpus/$$t \
+	        2>build-fuzz/$$t.log || { tail -40 build-fuzz/$$t.log; exit 1; }; \
+	    grep -E '^stat::number_of_executed_units|^Done' build-fuzz/$$t.log; \
+	done

@@ -16,6 +16,8 @@
  * exactly after the first CRLF "." CRLF (counting the CRLF of the DATA
  * command), and what it stored, dot-stuffed and sent again, reads back the
  * same.
+ *
+ * sources: ngx_mail_plus_smtp_parse.c
  */
 
 

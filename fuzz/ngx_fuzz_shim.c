@@ -1,0 +1,251 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+/*
+ * The few nginx core functions that the module's parsers call, for the
+ * fuzz targets, which link the module's sources but not nginx: Debian's
+ * nginx-dev ships headers only.  A pool is a list of malloc() blocks freed
+ * by ngx_destroy_pool(), so that AddressSanitizer sees every allocation on
+ * its own and LeakSanitizer finds what a target forgot; logging is
+ * discarded.  Nothing here is used by the module itself.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <stdlib.h>
+
+
+volatile ngx_cycle_t  *ngx_cycle;
+ngx_uint_t             ngx_pagesize = 4096;
+
+
+ngx_pool_t *
+ngx_create_pool(size_t size, ngx_log_t *log)
+{
+    ngx_pool_t  *pool;
+
+    pool = calloc(1, sizeof(ngx_pool_t));
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    pool->log = log;
+
+    return pool;
+}
+
+
+void
+ngx_destroy_pool(ngx_pool_t *pool)
+{
+    ngx_pool_large_t  *l, *next;
+
+    for (l = pool->large; l; l = next) {
+        next = l->next;
+        free(l->alloc);
+        free(l);
+    }
+
+    free(pool);
+}
+
+
+void *
+ngx_palloc(ngx_pool_t *pool, size_t size)
+{
+    ngx_pool_large_t  *l;
+
+    l = malloc(sizeof(ngx_pool_large_t));
+    if (l == NULL) {
+        return NULL;
+    }
+
+    /* a zero-size request still gets a block of its own */
+
+    l->alloc = malloc(size ? size : 1);
+    if (l->alloc == NULL) {
+        free(l);
+        return NULL;
+    }
+
+    l->next = pool->large;
+    pool->large = l;
+
+    return l->alloc;
+}
+
+
+void *
+ngx_pnalloc(ngx_pool_t *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+void *
+ngx_pcalloc(ngx_pool_t *pool, size_t size)
+{
+    void  *p;
+
+    p = ngx_palloc(pool, size);
+    if (p) {
+        ngx_memzero(p, size);
+    }
+
+    return p;
+}
+
+
+ngx_int_t
+ngx_pfree(ngx_pool_t *pool, void *p)
+{
+    return NGX_DECLINED;
+}
+
+
+void
+ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
+    const char *fmt, ...)
+{
+}
+
+
+u_char *
+ngx_pstrdup(ngx_pool_t *pool, ngx_str_t *src)
+{
+    u_char  *dst;
+
+    dst = ngx_pnalloc(pool, src->len);
+    if (dst == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(dst, src->data, src->len);
+
+    return dst;
+}
+
+
+void
+ngx_strlow(u_char *dst, u_char *src, size_t n)
+{
+    while (n) {
+        *dst = ngx_tolower(*src);
+        dst++;
+        src++;
+        n--;
+    }
+}
+
+
+ngx_int_t
+ngx_atoi(u_char *line, size_t n)
+{
+    ngx_int_t  value, cutoff, cutlim;
+
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    cutoff = NGX_MAX_INT_T_VALUE / 10;
+    cutlim = NGX_MAX_INT_T_VALUE % 10;
+
+    for (value = 0; n--; line++) {
+        if (*line < '0' || *line > '9') {
+            return NGX_ERROR;
+        }
+
+        if (value >= cutoff && (value > cutoff || *line - '0' > cutlim)) {
+            return NGX_ERROR;
+        }
+
+        value = value * 10 + (*line - '0');
+    }
+
+    return value;
+}
+
+
+/* RFC 4648 base64, as ngx_decode_base64() takes it: no padding is needed */
+
+static ngx_int_t
+ngx_fuzz_base64_value(u_char ch)
+{
+    if (ch >= 'A' && ch <= 'Z') {
+        return ch - 'A';
+    }
+
+    if (ch >= 'a' && ch <= 'z') {
+        return ch - 'a' + 26;
+    }
+
+    if (ch >= '0' && ch <= '9') {
+        return ch - '0' + 52;
+    }
+
+    if (ch == '+') {
+        return 62;
+    }
+
+    if (ch == '/') {
+        return 63;
+    }
+
+    return -1;
+}
+
+
+ngx_int_t
+ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char     *d;
+    size_t      len, i;
+    ngx_int_t   v[4];
+
+    for (len = 0; len < src->len; len++) {
+        if (src->data[len] == '=') {
+            break;
+        }
+
+        if (ngx_fuzz_base64_value(src->data[len]) < 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (len % 4 == 1) {
+        return NGX_ERROR;
+    }
+
+    d = dst->data;
+
+    for (i = 0; i + 4 <= len; i += 4) {
+        v[0] = ngx_fuzz_base64_value(src->data[i]);
+        v[1] = ngx_fuzz_base64_value(src->data[i + 1]);
+        v[2] = ngx_fuzz_base64_value(src->data[i + 2]);
+        v[3] = ngx_fuzz_base64_value(src->data[i + 3]);
+
+        *d++ = (u_char) (v[0] << 2 | v[1] >> 4);
+        *d++ = (u_char) (v[1] << 4 | v[2] >> 2);
+        *d++ = (u_char) (v[2] << 6 | v[3]);
+    }
+
+    if (len - i > 1) {
+        v[0] = ngx_fuzz_base64_value(src->data[i]);
+        v[1] = ngx_fuzz_base64_value(src->data[i + 1]);
+        *d++ = (u_char) (v[0] << 2 | v[1] >> 4);
+
+        if (len - i > 2) {
+            v[2] = ngx_fuzz_base64_value(src->data[i + 2]);
+            *d++ = (u_char) (v[1] << 4 | v[2] >> 2);
+        }
+    }
+
+    dst->len = d - dst->data;
+
+    return NGX_OK;
+}
