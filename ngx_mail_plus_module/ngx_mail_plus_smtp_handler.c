@@ -1332,14 +1332,6 @@ ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
         goto done;
     }
 
-    if (route.status != NGX_MAIL_PLUS_ALLOW) {
-        ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                      "recipient \"%V\" cannot be verified: %V",
-                      &path->addr, &route.reason);
-        rc = NGX_BUSY;
-        goto done;
-    }
-
     /* the path is kept for the answer: the line it points to may go */
 
     ctx->vpath = *path;

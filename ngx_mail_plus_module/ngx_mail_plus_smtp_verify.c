@@ -91,7 +91,7 @@ static void ngx_mail_plus_verify_cache_set(ngx_str_t *key, ngx_uint_t exists,
 
 /*
  * NGX_OK: the recipient exists, NGX_DECLINED: it does not (both from the
- * zone); NGX_AGAIN: a probe was started (*vp), its handler gets NGX_OK,
+ * zone, even when its server is down now); NGX_AGAIN: a probe was started (*vp), its handler gets NGX_OK,
  * NGX_DECLINED or NGX_ERROR; NGX_ERROR: the backend cannot be asked
  */
 
@@ -111,9 +111,7 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
 
     *vp = NULL;
 
-    if (route->status != NGX_MAIL_PLUS_ALLOW || route->server == NULL
-        || route->login.len == 0)
-    {
+    if (route->login.len == 0) {
         return NGX_ERROR;
     }
 
@@ -131,6 +129,15 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
                            "verify \"%V\": cached %i", &route->login, rc);
             return rc;
         }
+    }
+
+    /* no answer kept: the server is asked, if there is one up */
+
+    if (route->status != NGX_MAIL_PLUS_ALLOW || route->server == NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "recipient \"%V\" cannot be verified: %V",
+                      &route->login, &route->reason);
+        return NGX_ERROR;
     }
 
     pool = ngx_create_pool(1024, log);
