@@ -14,6 +14,8 @@ use strict;
 
 use Test::More;
 
+use IO::Socket::INET;
+
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use MailPlus::Test qw/ wait_for /;
@@ -25,6 +27,11 @@ my $t = MailPlus::Test->new();
 my $d = $t->dovecot('mb', users => { 'bob@backend.example' => 'pwB' });
 
 my $closed = $t->port('closed');
+
+# a server that takes connections and never says a word
+
+my $mute = IO::Socket::INET->new(Listen => 5, ReuseAddr => 1,
+    LocalAddr => '127.0.0.1:' . $t->port('mute')) or die "mute: $!\n";
 
 $t->write_file('users', <<'EOF');
 alice@example.com:{PLAIN}pwA
@@ -53,6 +60,11 @@ mail {
         auth backend;
     }
 
+    router_pool mute {
+        server 127.0.0.1 imap=$d->{imap} lmtp=@{[ $t->port('mute') ]};
+        auth backend;
+    }
+
     router_pool down {
         server 127.0.0.1 imap=$d->{imap} lmtp=$closed;
         auth backend;
@@ -60,6 +72,7 @@ mail {
 
     router_rule "\@backend\\.example\$" pool=bk;
     router_rule "\@down\\.example\$" pool=down;
+    router_rule "\@mute\\.example\$" pool=mute;
     router_default_pool a;
 
     auth_http 127.0.0.1:9/auth;
@@ -77,8 +90,30 @@ mail {
         server_name mx.test;
 
         smtp_store_and_forward on;
-        smtp_local_domains example.com backend.example down.example;
+        smtp_local_domains example.com backend.example down.example
+                           mute.example;
         smtp_max_errors 100;
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_smtp_short%%;
+        protocol smtp;
+        server_name mx.test;
+
+        smtp_store_and_forward on;
+        smtp_local_domains mute.example;
+        smtp_verify_timeout 1s;
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_smtp_cancel%%;
+        protocol smtp;
+        server_name mx.test;
+
+        smtp_store_and_forward on;
+        smtp_local_domains mute.example;
+        smtp_verify_timeout 30s;
+        smtp_command_timeout 1s;
     }
 }
 EOF
@@ -157,6 +192,25 @@ ok(wait_for(sub { $t->maildir_count($d, 'bob@backend.example') == 1 }, 15),
 
 like($t->dovecot_log($d), qr/Logged out \(state=RCPT TO\)/,
     'the LMTP probe asked Dovecot and left after RCPT');
+
+# a server that does not answer: 450 after the timeout; a session that
+# ends while its probe waits takes the probe with it
+
+$c = MailPlus::Test::Client->new($t->port('smtp_short')) or die;
+$c->getline();
+$c->smtp('EHLO client.example');
+$c->smtp('MAIL FROM:<s@remote.example>');
+like(rcpt('x@mute.example'), qr/^450 4\.4\.3 /, 'mute server: 450 in time');
+$c->smtp('QUIT');
+
+$c = MailPlus::Test::Client->new($t->port('smtp_cancel')) or die;
+$c->getline();
+$c->smtp('EHLO client.example');
+$c->smtp('MAIL FROM:<s@remote.example>');
+like(rcpt('y@mute.example'), qr/^421 4\.4\.2 /,
+    'session timed out while its probe waited');
+like($t->read_file('error.log'), qr/verify "y\@mute\.example" cancelled/,
+    'and the probe ended with it');
 
 # cached answers, Dovecot stopped
 
