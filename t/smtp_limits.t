@@ -190,7 +190,8 @@ like(auth('127.0.0.2', 'alice', 'secretA'), qr/^535 /,
 
 ###############################################################################
 
-# memory: 100,000 HELO and EHLO with long names in one session
+# memory: 100,000 HELO and EHLO with long names in one session, a MAIL
+# transaction begun after every tenth
 
 sub rss {
     my ($pid) = $t->workers();
@@ -210,10 +211,13 @@ for my $round (1 .. 100) {
     my $cmds = '';
     for my $i (1 .. 1000) {
         $cmds .= ($i % 10 ? 'HELO ' : 'EHLO ') . "$name\r\n";
+
+        # a transaction begun, then reset by the next HELO
+        $cmds .= "MAIL FROM:<a\@remote.example>\r\n" if $i % 10 == 5;
     }
     $c->send($cmds, raw => 1);
 
-    for my $i (1 .. 1000) {
+    for my $i (1 .. 1100) {
         my $r = $c->smtp_reply();
         $replies++ if $r =~ /^250[ -]/;
     }
@@ -223,7 +227,7 @@ for my $round (1 .. 100) {
 
 my $after = rss();
 
-is($replies, 100000, '100,000 HELO/EHLO answered');
+is($replies, 110000, '100,000 HELO/EHLO and 10,000 MAIL answered');
 cmp_ok($after - $before, '<', 512,
     "worker RSS flat: $before kB after 5,000, $after kB after 100,000");
 
