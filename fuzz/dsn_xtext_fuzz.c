@@ -54,8 +54,10 @@ fuzz_xtext_decode(u_char *p, size_t len, u_char *out)
 
         if (*p == '+') {
             assert(last - p >= 3);
-            assert((p[1] >= '0' && p[1] <= '9') || (p[1] >= 'A' && p[1] <= 'F'));
-            assert((p[2] >= '0' && p[2] <= '9') || (p[2] >= 'A' && p[2] <= 'F'));
+            assert((p[1] >= '0' && p[1] <= '9')
+                   || (p[1] >= 'A' && p[1] <= 'F'));
+            assert((p[2] >= '0' && p[2] <= '9')
+                   || (p[2] >= 'A' && p[2] <= 'F'));
 
             *o++ = (u_char) (fuzz_hex(p[1]) * 16 + fuzz_hex(p[2]));
             p += 3;

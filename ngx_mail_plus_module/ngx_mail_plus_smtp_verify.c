@@ -91,8 +91,9 @@ static void ngx_mail_plus_verify_cache_set(ngx_str_t *key, ngx_uint_t exists,
 
 /*
  * NGX_OK: the recipient exists, NGX_DECLINED: it does not (both from the
- * zone, even when its server is down now); NGX_AGAIN: a probe was started (*vp), its handler gets NGX_OK,
- * NGX_DECLINED or NGX_ERROR; NGX_ERROR: the backend cannot be asked
+ * zone, even when its server is down now); NGX_AGAIN: a probe was started
+ * (*vp), its handler gets NGX_OK, NGX_DECLINED or NGX_ERROR; NGX_ERROR:
+ * the backend cannot be asked
  */
 
 ngx_int_t

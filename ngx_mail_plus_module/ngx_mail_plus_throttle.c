@@ -14,8 +14,9 @@
  * Throttling of logins, shared by all workers through the zone.
  *
  * Failed logins are counted per login name and per client network
- * ("router_client_prefix": an IPv4 address, an IPv6 /64) within "router_fail_window" from the first failure.
- * Each failure makes the next refusal wait longer, from
+ * ("router_client_prefix": an IPv4 address, an IPv6 /64) within
+ * "router_fail_window" from the first failure.  Each failure makes the
+ * next refusal wait longer, from
  * "router_auth_delay" doubling up to "router_auth_max_delay"; once a count
  * reaches its limit, every login of that name or from that address is
  * refused, the right password too, until the window ends.  A successful
