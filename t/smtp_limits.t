@@ -24,6 +24,12 @@ use MailPlus::Test qw/ wait_for /;
 
 my $t = MailPlus::Test->new();
 
+# under AddressSanitizer freed memory waits in a quarantine: none, so that
+# the worker's RSS tells what the session keeps
+
+$ENV{ASAN_OPTIONS} ||= 'detect_leaks=0:abort_on_error=1:quarantine_size_mb=0'
+    if $ENV{MAIL_PLUS_PRELOAD};
+
 my $ipv6 = IO::Socket::IP->new(Listen => 1, LocalHost => '::1',
     LocalPort => 0);
 my $port6 = $t->port('smtp6', '127.0.0.1');
@@ -228,7 +234,9 @@ for my $round (1 .. 100) {
 my $after = rss();
 
 is($replies, 110000, '100,000 HELO/EHLO and 10,000 MAIL answered');
-cmp_ok($after - $before, '<', 512,
+# the sanitizer's allocator keeps caches of its own: a little more room
+
+cmp_ok($after - $before, '<', $ENV{MAIL_PLUS_PRELOAD} ? 2048 : 512,
     "worker RSS flat: $before kB after 5,000, $after kB after 100,000");
 
 # and through a transaction that RCPT, RSET and NOOP repeat
