@@ -31,6 +31,11 @@
 #define NGX_MAIL_PLUS_KEY_LEN      260
 
 
+/* a client's network: its family, then its address masked to the prefix */
+
+#define NGX_MAIL_PLUS_CLIENT_KEY_LEN  17
+
+
 /* servers in one pool, at most */
 
 #define NGX_MAIL_PLUS_MAX_SERVERS  1024
@@ -171,6 +176,8 @@ typedef struct {
     time_t                      auth_max_delay;
     ngx_uint_t                  login_rate;     /* logins a minute */
     ngx_array_t                *trusted;        /* ngx_cidr_t */
+    ngx_uint_t                  prefix4;        /* a client is its network */
+    ngx_uint_t                  prefix6;
 
     ngx_str_t                   thread_pool_name;
 #if (NGX_THREADS)
@@ -239,6 +246,9 @@ typedef struct {
     ngx_rbtree_node_t           limits_sentinel;
     ngx_mail_plus_stats_t       stats;
     time_t                      warned;    /* zone full, last logged */
+    ngx_rbtree_t                verify;    /* recipients' answers */
+    ngx_rbtree_node_t           verify_sentinel;
+    ngx_queue_t                 verify_queue;  /* most recent first */
 } ngx_mail_plus_shctx_t;
 
 
@@ -319,6 +329,9 @@ ngx_int_t ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
 ngx_int_t ngx_mail_plus_router_next(ngx_mail_plus_route_t *route);
 void ngx_mail_plus_router_verified(ngx_mail_plus_route_t *route,
     ngx_int_t rc, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *addr, ngx_mail_plus_route_t *route, ngx_pool_t *pool,
+    ngx_log_t *log);
 
 /* login checks */
 
@@ -339,6 +352,16 @@ void ngx_mail_plus_check_free(ngx_mail_plus_check_t *check);
 char *ngx_mail_plus_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_mail_plus_stats_t *ngx_mail_plus_zone_stats(void);
 ngx_uint_t ngx_mail_plus_zone_throttle_entries(ngx_mail_plus_zone_t *zone);
+char *ngx_mail_plus_client_prefix(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+size_t ngx_mail_plus_client_key(ngx_mail_plus_main_conf_t *mpcf,
+    struct sockaddr *sa, u_char *buf);
+
+/* concurrent sessions per key (ngx_mail_plus_limit.c) */
+
+ngx_int_t ngx_mail_plus_limit_acquire(ngx_str_t *key, ngx_uint_t limit,
+    ngx_log_t *log);
+void ngx_mail_plus_limit_release(ngx_str_t *key);
 
 /* backend health */
 

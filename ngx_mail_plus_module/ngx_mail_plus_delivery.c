@@ -1391,9 +1391,9 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
 {
     size_t                          len;
     u_char                         *at;
+    ngx_int_t                       rc;
     ngx_str_t                       domain, text;
     ngx_uint_t                      i;
-    ngx_mail_plus_auth_t            auth;
     ngx_mail_plus_route_t           route;
     ngx_mail_plus_relay_t          *r;
     ngx_mail_plus_delivery_ctx_t   *ctx;
@@ -1422,31 +1422,24 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
             return NULL;
         }
 
-        ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+        /* the same answer as at RCPT time: the same server, the same address */
 
-        auth.protocol = NGX_MAIL_PLUS_LMTP;
-        auth.login = rcpt->addr;
+        rc = ngx_mail_plus_recipient(ctx->mpcf, &rcpt->addr, &route, msg->pool,
+                                     msg->log);
 
-        if (ngx_mail_plus_router_route(ctx->mpcf, &auth, &route, msg->pool,
-                                       msg->log)
-            != NGX_OK)
-        {
+        if (rc == NGX_ERROR) {
             ngx_str_set(&text, "4.3.0 router error");
             ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
             return NULL;
         }
 
-        if (route.status != NGX_MAIL_PLUS_ALLOW) {
-            auth.protocol = NGX_MAIL_PLUS_SMTP;
-
-            if (ngx_mail_plus_router_route(ctx->mpcf, &auth, &route,
-                                           msg->pool, msg->log)
-                != NGX_OK)
-            {
-                ngx_str_set(&text, "4.3.0 router error");
-                ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
-                return NULL;
-            }
+        if (rc == NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_INFO, msg->log, 0,
+                          "recipient \"%V\" refused: %V",
+                          &rcpt->addr, &route.reason);
+            ngx_str_set(&text, "5.1.1 no such local recipient");
+            ngx_mail_plus_delivery_set(msg, rcpt, 550, &text);
+            return NULL;
         }
 
         if (route.status != NGX_MAIL_PLUS_ALLOW || route.server == NULL) {
@@ -1471,7 +1464,7 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
 
         return ngx_mail_plus_delivery_dest(route.server->addr.sockaddr,
                                            route.server->addr.socklen,
-                                           route.port, auth.protocol, NULL,
+                                           route.port, route.protocol, NULL,
                                            route.server);
     }
 

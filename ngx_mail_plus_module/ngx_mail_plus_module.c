@@ -126,6 +126,13 @@ static ngx_command_t  ngx_mail_plus_commands[] = {
       0,
       NULL },
 
+    { ngx_string("router_client_prefix"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_mail_plus_client_prefix,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("router_thread_pool"),
       NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -215,6 +222,9 @@ ngx_mail_plus_create_main_conf(ngx_conf_t *cf)
     mpcf->auth_max_delay = NGX_CONF_UNSET;
     mpcf->login_rate = NGX_CONF_UNSET_UINT;
 
+    mpcf->prefix4 = NGX_CONF_UNSET_UINT;
+    mpcf->prefix6 = NGX_CONF_UNSET_UINT;
+
     return mpcf;
 }
 
@@ -238,6 +248,9 @@ ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mpcf->fail_window, 600);
     ngx_conf_init_value(mpcf->auth_max_delay, 30);
     ngx_conf_init_uint_value(mpcf->login_rate, 0);
+
+    ngx_conf_init_uint_value(mpcf->prefix4, 32);
+    ngx_conf_init_uint_value(mpcf->prefix6, 64);
 
 #if (NGX_THREADS)
 

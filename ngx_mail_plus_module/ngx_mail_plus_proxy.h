@@ -160,11 +160,6 @@ void ngx_mail_plus_upstream_close(ngx_mail_plus_proxy_ctx_t *ctx);
 void ngx_mail_plus_relay_start(ngx_mail_session_t *s);
 void ngx_mail_plus_relay_close(ngx_mail_plus_proxy_ctx_t *ctx);
 
-/* ngx_mail_plus_limit.c: concurrent sessions per key, per worker */
-
-ngx_int_t ngx_mail_plus_limit_acquire(ngx_str_t *key, ngx_uint_t limit,
-    ngx_log_t *log);
-void ngx_mail_plus_limit_release(ngx_str_t *key);
 
 
 #endif /* _NGX_MAIL_PLUS_PROXY_H_INCLUDED_ */

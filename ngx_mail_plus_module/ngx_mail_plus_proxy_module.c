@@ -247,14 +247,20 @@ ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s, ngx_connection_t *c,
         return NGX_OK;
     }
 
-    ctx->client_key.len = 2 + c->addr_text.len;
-    ctx->client_key.data = ngx_pnalloc(c->pool, ctx->client_key.len);
+    /* the client's network, as "router_client_prefix" sets it */
+
+    ctx->client_key.data = ngx_pnalloc(c->pool,
+                                       2 + NGX_MAIL_PLUS_CLIENT_KEY_LEN);
     if (ctx->client_key.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(ngx_cpymem(ctx->client_key.data, "c:", 2),
-               c->addr_text.data, c->addr_text.len);
+    ngx_memcpy(ctx->client_key.data, "c:", 2);
+
+    ctx->client_key.len = 2 + ngx_mail_plus_client_key(
+                                  ngx_mail_get_module_main_conf(s,
+                                                        ngx_mail_plus_module),
+                                  c->sockaddr, ctx->client_key.data + 2);
 
     switch (ngx_mail_plus_limit_acquire(&ctx->client_key,
                                         pcf->client_sessions, c->log))

@@ -104,6 +104,19 @@ typedef struct {
 } ngx_mail_plus_smtp_main_conf_t;
 
 
+/* the recipient probe (ngx_mail_plus_smtp_verify.c) */
+
+typedef struct ngx_mail_plus_verify_s  ngx_mail_plus_verify_t;
+
+typedef void (*ngx_mail_plus_verify_handler_pt)(void *data, ngx_int_t rc);
+
+typedef struct {
+    ngx_msec_t                  timeout;    /* of each step */
+    time_t                      valid;      /* an answer "exists" is kept */
+    time_t                      invalid;    /* "does not exist" */
+} ngx_mail_plus_verify_conf_t;
+
+
 typedef struct {
     ngx_flag_t                  enable;
     ngx_array_t                *local_domains;  /* ngx_str_t, lower case */
@@ -116,6 +129,9 @@ typedef struct {
     ngx_msec_t                  data_timeout;
     ngx_msec_t                  send_timeout;
     ngx_flag_t                  auth_plaintext;
+    ngx_uint_t                  client_sessions;
+    ngx_flag_t                  verify_recipients;
+    ngx_mail_plus_verify_conf_t  verify;
 } ngx_mail_plus_smtp_srv_conf_t;
 
 
@@ -127,6 +143,7 @@ ngx_uint_t ngx_mail_plus_smtp_parse_command(ngx_str_t *line,
     ngx_str_t *arg);
 ngx_int_t ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
     ngx_mail_plus_smtp_path_t *path);
+ngx_int_t ngx_mail_plus_smtp_local_part(ngx_str_t *addr);
 ngx_int_t ngx_mail_plus_smtp_parse_bdat(ngx_str_t *arg, off_t *size,
     ngx_uint_t *last);
 ngx_int_t ngx_mail_plus_smtp_parse_auth(ngx_str_t *arg, ngx_str_t *mech,
@@ -333,6 +350,17 @@ u_char *ngx_mail_plus_submission_fields(u_char *p,
 u_char *ngx_mail_plus_date(u_char *p);
 ngx_int_t ngx_mail_plus_dsn_value(ngx_pool_t *pool,
     ngx_mail_plus_smtp_path_t *path, ngx_str_t *dsn);
+
+
+/* the recipient probe, for those who know the router's types */
+
+#ifdef _NGX_MAIL_PLUS_H_INCLUDED_
+ngx_int_t ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
+    ngx_mail_plus_route_t *route, ngx_str_t *helo,
+    ngx_mail_plus_verify_handler_pt handler, void *data, ngx_log_t *log,
+    ngx_mail_plus_verify_t **vp);
+#endif
+void ngx_mail_plus_verify_cancel(ngx_mail_plus_verify_t *v);
 
 
 /* the session */

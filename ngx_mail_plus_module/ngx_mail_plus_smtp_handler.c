@@ -39,6 +39,7 @@ typedef enum {
     ngx_mail_plus_st_auth_login_password,
     ngx_mail_plus_st_auth_check,
     ngx_mail_plus_st_auth_delay,
+    ngx_mail_plus_st_rcpt_verify,
     ngx_mail_plus_st_data,
     ngx_mail_plus_st_bdat,
     ngx_mail_plus_st_commit,
@@ -61,6 +62,13 @@ typedef struct {
 
     ngx_mail_plus_check_t       *check;
     ngx_str_t                    auth_reply;  /* after the delay */
+
+    ngx_mail_plus_verify_t      *verify;      /* a recipient probe */
+    ngx_pool_t                  *vpool;       /*   what RCPT waits with */
+    ngx_mail_plus_smtp_path_t    vpath;
+
+    ngx_str_t                    client_key;  /* of the session limit */
+    u_char                       client_buf[2 + NGX_MAIL_PLUS_CLIENT_KEY_LEN];
 
     /* the transaction */
 
@@ -91,6 +99,7 @@ typedef struct {
     unsigned                     oversize:1;
     unsigned                     spool_error:1;
     unsigned                     quit:1;
+    unsigned                     client_limited:1;
 } ngx_mail_plus_smtp_ctx_t;
 
 
@@ -119,7 +128,15 @@ static void ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s,
 static ngx_int_t ngx_mail_plus_smtp_local(ngx_mail_plus_smtp_srv_conf_t *sscf,
     ngx_str_t *domain);
 static ngx_int_t ngx_mail_plus_smtp_user(ngx_mail_session_t *s,
-    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *addr);
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_path_t *path);
+static void ngx_mail_plus_smtp_verified(void *data, ngx_int_t rc);
+static void ngx_mail_plus_smtp_rcpt_refused(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *addr, ngx_int_t rc);
+static void ngx_mail_plus_smtp_rcpt_add(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_mail_plus_smtp_path_t *path);
+static ngx_int_t ngx_mail_plus_smtp_limit(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
 static void ngx_mail_plus_smtp_data(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg);
 static void ngx_mail_plus_smtp_bdat(ngx_mail_session_t *s,
@@ -201,10 +218,81 @@ ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
         ctx->trusted = 1;
     }
 
+    switch (ngx_mail_plus_smtp_limit(s, c, ctx)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_BUSY:
+        ctx->out->last = ngx_sprintf(ctx->out->last,
+                                     "421 4.7.0 %V Error: too many "
+                                     "connections from your network" CRLF,
+                                     &cscf->server_name);
+        ctx->quit = 1;
+        ngx_mail_plus_smtp_start(s, c);
+        return;
+
+    default:
+        ngx_mail_close_connection(c);
+        return;
+    }
+
     ctx->out->last = ngx_sprintf(ctx->out->last, "220 %V ESMTP ready" CRLF,
                                  &cscf->server_name);
 
     ngx_mail_plus_smtp_start(s, c);
+}
+
+
+/*
+ * "smtp_client_sessions": concurrent sessions from one client network
+ * (ngx_mail_plus_limit.c counts them); trusted networks are not counted;
+ * NGX_BUSY: over the limit
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_limit(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_mail_plus_main_conf_t      *mpcf;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    if (sscf->client_sessions == 0 || ctx->trusted) {
+        return NGX_OK;
+    }
+
+    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
+
+    ctx->client_buf[0] = 's';
+    ctx->client_buf[1] = ':';
+
+    ctx->client_key.data = ctx->client_buf;
+    ctx->client_key.len = 2 + ngx_mail_plus_client_key(mpcf, c->sockaddr,
+                                                       ctx->client_buf + 2);
+
+    switch (ngx_mail_plus_limit_acquire(&ctx->client_key,
+                                        sscf->client_sessions, c->log))
+    {
+    case NGX_OK:
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp session of %V counted", &c->addr_text);
+        ctx->client_limited = 1;
+        return NGX_OK;
+
+    case NGX_DONE:
+        return NGX_OK;
+
+    case NGX_BUSY:
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "too many smtp sessions from the network of %V",
+                      &c->addr_text);
+        return NGX_BUSY;
+
+    default:
+        return NGX_ERROR;
+    }
 }
 
 
@@ -317,6 +405,21 @@ ngx_mail_plus_smtp_cleanup(void *data)
     if (ctx->check) {
         ngx_mail_plus_check_free(ctx->check);
         ctx->check = NULL;
+    }
+
+    if (ctx->verify) {
+        ngx_mail_plus_verify_cancel(ctx->verify);
+        ctx->verify = NULL;
+    }
+
+    if (ctx->vpool) {
+        ngx_destroy_pool(ctx->vpool);
+        ctx->vpool = NULL;
+    }
+
+    if (ctx->client_limited) {
+        ngx_mail_plus_limit_release(&ctx->client_key);
+        ctx->client_limited = 0;
     }
 
     ngx_mail_plus_smtp_reset(ctx);
@@ -516,6 +619,7 @@ ngx_mail_plus_smtp_process(ngx_mail_session_t *s, ngx_connection_t *c,
         switch (ctx->state) {
         case ngx_mail_plus_st_auth_check:
         case ngx_mail_plus_st_auth_delay:
+        case ngx_mail_plus_st_rcpt_verify:
         case ngx_mail_plus_st_commit:
         case ngx_mail_plus_st_starttls:
             return NGX_DONE;
@@ -981,7 +1085,6 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg)
 {
     ngx_int_t                       rc;
-    ngx_str_t                      *rcpt, *dsn;
     ngx_mail_plus_smtp_path_t       path;
     ngx_mail_plus_smtp_srv_conf_t  *sscf;
     u_char                          text[NGX_MAIL_PLUS_SMTP_MAX_PATH + 96];
@@ -1023,13 +1126,18 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
 
         /* a local recipient must exist; <Postmaster> always does */
 
-        if (path.domain.len
-            && ngx_mail_plus_smtp_user(s, c, ctx, &path.addr) != NGX_OK)
-        {
-            (void) ngx_sprintf(text, "550 5.1.1 <%V>: Recipient address "
-                               "rejected: User unknown%Z", &path.addr);
-            ngx_mail_plus_smtp_error(s, ctx, (char *) text);
-            return;
+        if (path.domain.len) {
+            rc = ngx_mail_plus_smtp_user(s, c, ctx, &path);
+
+            if (rc == NGX_AGAIN) {
+                /* the mailbox server is asked; the answer goes on */
+                return;
+            }
+
+            if (rc != NGX_OK) {
+                ngx_mail_plus_smtp_rcpt_refused(s, ctx, &path.addr, rc);
+                return;
+            }
         }
 
     } else if (!ctx->authenticated && !ctx->trusted) {
@@ -1042,20 +1150,70 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
     }
 
+    ngx_mail_plus_smtp_rcpt_add(s, ctx, &path);
+}
+
+
+/*
+ * NGX_ABORT: a local part that is refused; NGX_DECLINED: no such user;
+ * NGX_BUSY: the mailbox server cannot tell now; NGX_ERROR
+ */
+
+static void
+ngx_mail_plus_smtp_rcpt_refused(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *addr, ngx_int_t rc)
+{
+    u_char  text[NGX_MAIL_PLUS_SMTP_MAX_PATH + 128];
+
+    switch (rc) {
+
+    case NGX_ABORT:
+        (void) ngx_sprintf(text, "550 5.1.3 <%V>: Recipient address "
+                           "rejected: bad local part%Z", addr);
+        break;
+
+    case NGX_DECLINED:
+        (void) ngx_sprintf(text, "550 5.1.1 <%V>: Recipient address "
+                           "rejected: User unknown%Z", addr);
+        break;
+
+    case NGX_BUSY:
+        (void) ngx_sprintf(text, "450 4.4.3 <%V>: Recipient address "
+                           "rejected: mailbox server unavailable, "
+                           "try again later%Z", addr);
+        break;
+
+    default:
+        ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
+        return;
+    }
+
+    /* each counts as an error: a client cannot make many probes */
+
+    ngx_mail_plus_smtp_error(s, ctx, (char *) text);
+}
+
+
+static void
+ngx_mail_plus_smtp_rcpt_add(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_mail_plus_smtp_path_t *path)
+{
+    ngx_str_t  *rcpt, *dsn;
+
     rcpt = ngx_array_push(ctx->rcpts);
     if (rcpt == NULL) {
         ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
         return;
     }
 
-    rcpt->data = ngx_pstrdup(ctx->tx, &path.addr);
+    rcpt->data = ngx_pstrdup(ctx->tx, &path->addr);
     if (rcpt->data == NULL) {
         ctx->rcpts->nelts--;
         ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
         return;
     }
 
-    rcpt->len = path.addr.len;
+    rcpt->len = path->addr.len;
 
     /* RFC 3461: "NOTIFY=... ORCPT=...", as the queue file keeps them */
 
@@ -1066,7 +1224,7 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
     }
 
-    if (ngx_mail_plus_dsn_value(ctx->tx, &path, dsn) != NGX_OK) {
+    if (ngx_mail_plus_dsn_value(ctx->tx, path, dsn) != NGX_OK) {
         ctx->rcpts->nelts--;
         ctx->dsn->nelts--;
         ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
@@ -1118,21 +1276,33 @@ ngx_mail_plus_smtp_local(ngx_mail_plus_smtp_srv_conf_t *sscf,
 
 
 /*
- * a local recipient is asked of the router: the address, then its local
- * part; it exists if the users file has it, or if its pool lets the
- * backend check passwords (any local part goes), or if there is no
- * router at all
+ * a local recipient is asked of the router (ngx_mail_plus_recipient(), as
+ * the delivery asks it): the address, then its local part.  It exists if
+ * the users file has it, or if there is no router at all; in a pool whose
+ * backends know their users ("auth backend") the mailbox server is asked
+ * (ngx_mail_plus_smtp_verify.c), unless "smtp_verify_recipients" is off.
+ * NGX_OK, NGX_AGAIN (the probe answers), or as for rcpt_refused()
  */
 
 static ngx_int_t
 ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
-    ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *addr)
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_mail_plus_smtp_path_t *path)
 {
-    u_char                     *at;
-    ngx_uint_t                  i;
-    ngx_mail_plus_auth_t        auth;
-    ngx_mail_plus_route_t       route;
-    ngx_mail_plus_main_conf_t  *mpcf;
+    ngx_int_t                       rc;
+    ngx_pool_t                     *pool;
+    ngx_mail_plus_route_t           route;
+    ngx_mail_core_srv_conf_t       *cscf;
+    ngx_mail_plus_main_conf_t      *mpcf;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    /* "a%b@local" must not become mail for b: refused, router or not */
+
+    if (ngx_mail_plus_smtp_local_part(&path->addr) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "recipient \"%V\" refused: \"@\", \"%%\" or \"!\" "
+                      "in the local part", &path->addr);
+        return NGX_ABORT;
+    }
 
     mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
 
@@ -1140,35 +1310,123 @@ ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
         return NGX_OK;
     }
 
-    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+    /* what the router takes lives only as long as this RCPT */
 
-    auth.protocol = NGX_MAIL_PLUS_LMTP;
-    auth.login = *addr;
-    auth.client = c->addr_text;
-
-    for (i = 0; i < 2; i++) {
-
-        if (ngx_mail_plus_router_route(mpcf, &auth, &route, ctx->tx, c->log)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        if (route.user
-            || (route.pool && route.pool->auth == NGX_MAIL_PLUS_AUTH_BACKEND))
-        {
-            return NGX_OK;
-        }
-
-        at = ngx_strlchr(addr->data, addr->data + addr->len, '@');
-        if (at == NULL) {
-            break;
-        }
-
-        auth.login.len = at - addr->data;
+    pool = ngx_create_pool(1024, c->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
     }
 
-    return NGX_DECLINED;
+    rc = ngx_mail_plus_recipient(mpcf, &path->addr, &route, pool, c->log);
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "recipient \"%V\" refused: %V",
+                      &path->addr, &route.reason);
+        goto done;
+    }
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
+    if (rc != NGX_OK || route.user || !sscf->verify_recipients) {
+        goto done;
+    }
+
+    /* the path is kept for the answer: the line it points to may go */
+
+    ctx->vpath = *path;
+    ctx->vpath.addr.data = ngx_pstrdup(pool, &path->addr);
+    ctx->vpath.notify.data = ngx_pstrdup(pool, &path->notify);
+    ctx->vpath.orcpt.data = ngx_pstrdup(pool, &path->orcpt);
+
+    if (ctx->vpath.addr.data == NULL
+        || (ctx->vpath.notify.data == NULL && path->notify.len)
+        || (ctx->vpath.orcpt.data == NULL && path->orcpt.len))
+    {
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    ctx->vpath.domain.len = 0;
+    ctx->vpath.domain.data = NULL;
+    ctx->vpath.param.len = 0;
+    ctx->vpath.param.data = NULL;
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    rc = ngx_mail_plus_verify(&sscf->verify, &route, &cscf->server_name,
+                              ngx_mail_plus_smtp_verified, s, c->log,
+                              &ctx->verify);
+
+    if (rc == NGX_AGAIN) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp rcpt \"%V\" waits for its mailbox server",
+                       &path->addr);
+
+        ctx->vpool = pool;
+        ctx->state = ngx_mail_plus_st_rcpt_verify;
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "recipient \"%V\" refused: unknown to its mailbox "
+                      "server (cached)", &path->addr);
+
+    } else if (rc == NGX_ERROR) {
+        rc = NGX_BUSY;
+    }
+
+done:
+
+    ngx_destroy_pool(pool);
+
+    return rc;
+}
+
+
+/* the mailbox server's answer about a recipient */
+
+static void
+ngx_mail_plus_smtp_verified(void *data, ngx_int_t rc)
+{
+    ngx_mail_session_t *s = data;
+
+    ngx_connection_t          *c;
+    ngx_mail_plus_smtp_ctx_t  *ctx;
+
+    c = s->connection;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
+
+    ctx->verify = NULL;
+    ctx->state = ngx_mail_plus_st_command;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp rcpt \"%V\" verified: %i", &ctx->vpath.addr, rc);
+
+    switch (rc) {
+
+    case NGX_OK:
+        ngx_mail_plus_smtp_rcpt_add(s, ctx, &ctx->vpath);
+        break;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "recipient \"%V\" refused: unknown to its mailbox "
+                      "server", &ctx->vpath.addr);
+        ngx_mail_plus_smtp_rcpt_refused(s, ctx, &ctx->vpath.addr, rc);
+        break;
+
+    default:
+        ngx_mail_plus_smtp_rcpt_refused(s, ctx, &ctx->vpath.addr, NGX_BUSY);
+        break;
+    }
+
+    ngx_destroy_pool(ctx->vpool);
+    ctx->vpool = NULL;
+
+    ngx_mail_plus_smtp_run(s, c);
 }
 
 

@@ -29,6 +29,8 @@ static char *ngx_mail_plus_smtp_local_domains(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_mail_plus_smtp_trusted_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_mail_plus_smtp_verify_cache_valid(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_mail_plus_smtp_init_module(ngx_cycle_t *cycle);
 static void ngx_mail_plus_smtp_exit_process(ngx_cycle_t *cycle);
 
@@ -133,6 +135,34 @@ static ngx_command_t  ngx_mail_plus_smtp_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_MAIL_SRV_CONF_OFFSET,
       offsetof(ngx_mail_plus_smtp_srv_conf_t, auth_plaintext),
+      NULL },
+
+    { ngx_string("smtp_client_sessions"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_plus_smtp_srv_conf_t, client_sessions),
+      NULL },
+
+    { ngx_string("smtp_verify_recipients"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_plus_smtp_srv_conf_t, verify_recipients),
+      NULL },
+
+    { ngx_string("smtp_verify_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_plus_smtp_srv_conf_t, verify.timeout),
+      NULL },
+
+    { ngx_string("smtp_verify_cache_valid"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE2,
+      ngx_mail_plus_smtp_verify_cache_valid,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -261,6 +291,11 @@ ngx_mail_plus_smtp_create_srv_conf(ngx_conf_t *cf)
     sscf->data_timeout = NGX_CONF_UNSET_MSEC;
     sscf->send_timeout = NGX_CONF_UNSET_MSEC;
     sscf->auth_plaintext = NGX_CONF_UNSET;
+    sscf->client_sessions = NGX_CONF_UNSET_UINT;
+    sscf->verify_recipients = NGX_CONF_UNSET;
+    sscf->verify.timeout = NGX_CONF_UNSET_MSEC;
+    sscf->verify.valid = NGX_CONF_UNSET;
+    sscf->verify.invalid = NGX_CONF_UNSET;
 
     return sscf;
 }
@@ -292,6 +327,18 @@ ngx_mail_plus_smtp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->data_timeout, prev->data_timeout, 300000);
     ngx_conf_merge_msec_value(conf->send_timeout, prev->send_timeout, 60000);
     ngx_conf_merge_value(conf->auth_plaintext, prev->auth_plaintext, 0);
+    ngx_conf_merge_uint_value(conf->client_sessions, prev->client_sessions,
+                              50);
+    ngx_conf_merge_value(conf->verify_recipients, prev->verify_recipients, 1);
+    ngx_conf_merge_msec_value(conf->verify.timeout, prev->verify.timeout,
+                              10000);
+
+    if (conf->verify.valid == NGX_CONF_UNSET) {
+        conf->verify.valid = (prev->verify.valid == NGX_CONF_UNSET)
+                             ? 600 : prev->verify.valid;
+        conf->verify.invalid = (prev->verify.invalid == NGX_CONF_UNSET)
+                               ? 60 : prev->verify.invalid;
+    }
 
     if (conf->max_line_length < 512) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -401,6 +448,39 @@ ngx_mail_plus_smtp_trusted_networks(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return ngx_mail_plus_conf_networks(cf, &sscf->trusted);
+}
+
+
+/* smtp_verify_cache_valid 10m 1m: answers "exists" and "does not exist" */
+
+static char *
+ngx_mail_plus_smtp_verify_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_mail_plus_smtp_srv_conf_t *sscf = conf;
+
+    time_t      valid, invalid;
+    ngx_str_t  *value;
+
+    if (sscf->verify.valid != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    valid = ngx_parse_time(&value[1], 1);
+    invalid = ngx_parse_time(&value[2], 1);
+
+    if (valid == (time_t) NGX_ERROR || invalid == (time_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid times \"%V %V\"", &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    sscf->verify.valid = valid;
+    sscf->verify.invalid = invalid;
+
+    return NGX_CONF_OK;
 }
 
 

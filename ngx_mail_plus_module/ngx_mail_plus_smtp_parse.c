@@ -33,6 +33,7 @@ static ngx_int_t ngx_mail_plus_smtp_notify(u_char *val, size_t vlen);
 static ngx_int_t ngx_mail_plus_smtp_xtext(u_char *val, size_t vlen,
     ngx_uint_t orcpt);
 static ngx_uint_t ngx_mail_plus_smtp_hex(u_char c);
+static ngx_int_t ngx_mail_plus_smtp_domain(ngx_str_t *domain);
 
 
 typedef struct {
@@ -271,6 +272,83 @@ ngx_mail_plus_smtp_hex(u_char c)
 
 
 /*
+ * a domain is letters, digits, "-", "." and non-ASCII (SMTPUTF8), or an
+ * address literal "[...]": no quote, backslash or "@" that would let the
+ * session and the delivery find different domains in one address
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_domain(ngx_str_t *domain)
+{
+    u_char  *p, *last;
+
+    p = domain->data;
+    last = p + domain->len;
+
+    if (*p == '[') {
+        if (domain->len < 3 || last[-1] != ']') {
+            return NGX_ERROR;
+        }
+
+        for (p++; p < last - 1; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                  || (*p >= '0' && *p <= '9') || *p == '.' || *p == ':'
+                  || *p == '-'))
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        return NGX_OK;
+    }
+
+    for ( /* void */ ; p < last; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'
+              || *p == '_' || *p >= 0x80))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * the local part of a recipient in a local domain (addr is the path
+ * inside <>, its domain after the last "@"): NGX_DECLINED if it holds an
+ * "@", "%" or "!", quoted or not, or a control byte.  A mailbox server
+ * or the MTA behind it may read "a%b", "b!a" or "a@b" before the domain
+ * as a route to another address or another host; no user has such a
+ * name, so the address is refused before it can be passed on.
+ */
+
+ngx_int_t
+ngx_mail_plus_smtp_local_part(ngx_str_t *addr)
+{
+    u_char  *p, *last;
+
+    last = addr->data + addr->len;
+
+    for (p = last; p > addr->data; p--) {
+        if (p[-1] == '@') {
+            last = p - 1;
+            break;
+        }
+    }
+
+    for (p = addr->data; p < last; p++) {
+        if (*p == '@' || *p == '%' || *p == '!' || *p < 0x20 || *p == 0x7f) {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * "FROM:<path> params" or "TO:<path> params"; NGX_OK, NGX_ERROR on a
  * syntax error, NGX_MAIL_PLUS_SMTP_BAD_PARAM on an unknown or invalid
  * parameter (path->param)
@@ -356,6 +434,16 @@ ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
             if (*p == '\\' && p + 1 < last) {
                 p++;
 
+                /* an escaped byte is a byte of the address too */
+
+                if (*p < 0x20 || *p == 0x7f) {
+                    return NGX_ERROR;
+                }
+
+                if (*p >= 0x80) {
+                    path->utf8 = 1;
+                }
+
             } else if (*p == '"') {
                 quoted = 0;
             }
@@ -399,6 +487,10 @@ ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
 
         path->domain.data = at + 1;
         path->domain.len = p - at - 1;
+
+        if (ngx_mail_plus_smtp_domain(&path->domain) != NGX_OK) {
+            return NGX_ERROR;
+        }
 
     } else if (path->addr.len) {
 

@@ -13,9 +13,10 @@
 /*
  * Throttling of logins, shared by all workers through the zone.
  *
- * Failed logins are counted per login name and per client address (IPv6
- * grouped by /64) within "router_fail_window" from the first failure.
- * Each failure makes the next refusal wait longer, from
+ * Failed logins are counted per login name and per client network
+ * ("router_client_prefix": an IPv4 address, an IPv6 /64) within
+ * "router_fail_window" from the first failure.  Each failure makes the
+ * next refusal wait longer, from
  * "router_auth_delay" doubling up to "router_auth_max_delay"; once a count
  * reaches its limit, every login of that name or from that address is
  * refused, the right password too, until the window ends.  A successful
@@ -264,7 +265,7 @@ ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check)
 
 /*
  * the key of an entry: its type, then the login in lower case or the
- * client address (an IPv6 address to /64); 0 if not throttled
+ * client's network ("router_client_prefix"); 0 if not throttled
  */
 
 static ngx_uint_t
@@ -275,10 +276,6 @@ ngx_mail_plus_throttle_key(ngx_mail_plus_check_t *check, ngx_uint_t type,
     size_t                      len;
     ngx_addr_t                  addr;
     ngx_mail_plus_main_conf_t  *mpcf;
-    struct sockaddr_in         *sin;
-#if (NGX_HAVE_INET6)
-    struct sockaddr_in6        *sin6;
-#endif
 
     mpcf = check->mpcf;
 
@@ -329,22 +326,15 @@ ngx_mail_plus_throttle_key(ngx_mail_plus_check_t *check, ngx_uint_t type,
         return 1;
     }
 
-    switch (addr.sockaddr->sa_family) {
+    /* the client's network, as "router_client_prefix" sets it */
 
-#if (NGX_HAVE_INET6)
-    case AF_INET6:
-        sin6 = (struct sockaddr_in6 *) addr.sockaddr;
-        p = ngx_cpymem(buf + 1, sin6->sin6_addr.s6_addr, 8);
-        break;
-#endif
+    len = ngx_mail_plus_client_key(mpcf, addr.sockaddr, buf + 1);
 
-    default: /* AF_INET */
-        sin = (struct sockaddr_in *) addr.sockaddr;
-        p = ngx_cpymem(buf + 1, &sin->sin_addr.s_addr, 4);
-        break;
+    if (len == 0) {
+        return 0;
     }
 
-    key->len = p - buf;
+    key->len = 1 + len;
 
     return 1;
 }

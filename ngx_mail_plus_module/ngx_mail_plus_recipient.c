@@ -1,0 +1,137 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_smtp.h"
+
+
+/*
+ * A recipient in a local domain, as the router sees it.  The SMTP session
+ * asks at RCPT, the recipient probe asks which server to ask, and the
+ * delivery asks where the message goes: all three ask here, so the server
+ * and the address the mailbox backend is given are those that were
+ * checked at RCPT, byte for byte.
+ *
+ * The address is looked up whole, then by its local part alone; the first
+ * that the users file knows, or that falls in a pool whose backends know
+ * their users ("auth backend"), is the recipient.  Its mailbox server is
+ * the pool's for LMTP if the server has an LMTP port and is up, else for
+ * SMTP.
+ */
+
+
+static ngx_int_t ngx_mail_plus_recipient_route(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *login, ngx_mail_plus_route_t *route, ngx_pool_t *pool,
+    ngx_log_t *log);
+
+
+/*
+ * NGX_OK: route->pool is the recipient's pool, route->login the address
+ * to give its mailbox server; route->status is NGX_MAIL_PLUS_ALLOW with
+ * route->server, route->port and route->protocol, or TEMPFAIL when no
+ * server is up for LMTP or SMTP; route->user is NULL if only the backend
+ * can tell whether the recipient exists.
+ * NGX_DECLINED: no such recipient (route->reason says why);
+ * NGX_ERROR: no memory, or the router failed.
+ */
+
+ngx_int_t
+ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *addr,
+    ngx_mail_plus_route_t *route, ngx_pool_t *pool, ngx_log_t *log)
+{
+    u_char     *at;
+    ngx_str_t   login;
+    ngx_uint_t  i;
+
+    if (ngx_mail_plus_smtp_local_part(addr) != NGX_OK) {
+        ngx_memzero(route, sizeof(ngx_mail_plus_route_t));
+        route->status = NGX_MAIL_PLUS_DENY;
+        ngx_str_set(&route->reason, "\"@\", \"%\", \"!\" or a control "
+                    "character in the local part");
+        return NGX_DECLINED;
+    }
+
+    login = *addr;
+
+    for (i = 0; i < 2; i++) {
+
+        if (ngx_mail_plus_recipient_route(mpcf, &login, route, pool, log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "recipient \"%V\" as \"%V\": status %ui, user %p",
+                       addr, &login, route->status, route->user);
+
+        if (route->pool
+            && (route->user || route->pool->auth == NGX_MAIL_PLUS_AUTH_BACKEND))
+        {
+            return NGX_OK;
+        }
+
+        /* the local part alone, as a login of the users file */
+
+        for (at = addr->data + addr->len; at > addr->data; at--) {
+            if (at[-1] == '@') {
+                break;
+            }
+        }
+
+        if (at == addr->data) {
+            break;
+        }
+
+        login.len = at - 1 - addr->data;
+    }
+
+    if (route->reason.len == 0) {
+        ngx_str_set(&route->reason, "unknown user");
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_recipient_route(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *login, ngx_mail_plus_route_t *route, ngx_pool_t *pool,
+    ngx_log_t *log)
+{
+    ngx_mail_plus_auth_t   auth;
+    ngx_mail_plus_route_t  smtp;
+
+    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+
+    auth.protocol = NGX_MAIL_PLUS_LMTP;
+    auth.login = *login;
+
+    if (ngx_mail_plus_router_route(mpcf, &auth, route, pool, log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (route->status == NGX_MAIL_PLUS_ALLOW || route->pool == NULL) {
+        return NGX_OK;
+    }
+
+    /* no LMTP server up: SMTP, if the pool's server has it */
+
+    auth.protocol = NGX_MAIL_PLUS_SMTP;
+
+    if (ngx_mail_plus_router_route(mpcf, &auth, &smtp, pool, log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (smtp.status == NGX_MAIL_PLUS_ALLOW) {
+        *route = smtp;
+    }
+
+    return NGX_OK;
+}
