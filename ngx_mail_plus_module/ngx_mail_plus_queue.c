@@ -1051,40 +1051,6 @@ ngx_mail_plus_queue_thread_done(ngx_event_t *ev)
 
 
 /*
- * a message moves from incoming/ to active/ by rename: only one process
- * gets it; NGX_DECLINED if another one was first
- */
-
-ngx_int_t
-ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    ngx_log_t *log)
-{
-    u_char  from[NGX_MAX_PATH], to[NGX_MAX_PATH];
-
-    if (!ngx_mail_plus_queue_valid_id(id->data, id->len)
-        || q->path.len + sizeof("/incoming/") + id->len > NGX_MAX_PATH)
-    {
-        return NGX_DECLINED;
-    }
-
-    (void) ngx_sprintf(from, "%V/incoming/%V%Z", &q->path, id);
-    (void) ngx_sprintf(to, "%V/active/%V%Z", &q->path, id);
-
-    if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
-        if (ngx_errno == NGX_ENOENT) {
-            return NGX_DECLINED;
-        }
-
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-/*
  * The delivery's part of the spool (docs/spool.md):
  *
  *   <spool>/active/<ID>.<pid>  a message claimed by the worker <pid>

@@ -204,8 +204,6 @@ ngx_int_t ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m,
 ngx_int_t ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q);
-ngx_int_t ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    ngx_log_t *log);
 ngx_mail_plus_queue_t *ngx_mail_plus_queue_get(ngx_cycle_t *cycle);
 
 /* for the delivery (docs/spool.md): deferred/, state/, claims by pid */
