@@ -1833,11 +1833,11 @@ ngx_mail_plus_queue_scan_run(ngx_mail_plus_queue_op_t *op)
 static void
 ngx_mail_plus_queue_load_run(ngx_mail_plus_queue_op_t *op)
 {
-    u_char                      from[NGX_MAX_PATH], to[NGX_MAX_PATH];
-    ngx_fd_t                    fd;
-    ngx_file_info_t             fi;
-    ngx_mail_plus_queue_t      *q;
-    ngx_mail_plus_queue_load_t *load;
+    u_char                       from[NGX_MAX_PATH], to[NGX_MAX_PATH];
+    ngx_fd_t                     fd;
+    ngx_file_info_t              fi;
+    ngx_mail_plus_queue_t       *q;
+    ngx_mail_plus_queue_load_t  *load;
 
     q = op->queue;
     load = op->load;
@@ -1948,7 +1948,7 @@ ngx_mail_plus_queue_read_envelope(ngx_fd_t fd, off_t size, size_t *len,
             return buf;
         }
 
-        want *= 4;
+        want = ngx_min(want * 4, NGX_MAIL_PLUS_QUEUE_ENVELOPE_MAX);
     }
 }
 
