@@ -20,7 +20,7 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	libmail-imapclient-perl libwww-perl libio-socket-ssl-perl \
 	libnet-ssleay-perl swaks curl openssl util-linux \
-	postfix python3 procps iproute2
+	postfix python3 procps iproute2 strace
 
 .PHONY: all deps demo test asan check-asan clean
 

@@ -36,10 +36,14 @@ typedef struct {
 
 static const char *ngx_mail_plus_bounce_action(ngx_mail_plus_rcpt_t *rcpt,
     ngx_uint_t type);
-static ngx_int_t ngx_mail_plus_bounce_headers(ngx_mail_plus_dmsg_t *msg,
-    ngx_mail_plus_queue_msg_t *m);
-static ngx_int_t ngx_mail_plus_bounce_message(ngx_mail_plus_dmsg_t *msg,
-    ngx_mail_plus_queue_msg_t *m);
+typedef struct {
+    ngx_mail_plus_queue_msg_t       *m;
+    ngx_str_t                        tail;     /* the last boundary */
+} ngx_mail_plus_bounce_copy_t;
+
+
+static void ngx_mail_plus_bounce_copied(void *data);
+static void ngx_mail_plus_bounce_noticed(ngx_mail_plus_queue_msg_t *m);
 
 
 /* by NGX_MAIL_PLUS_DSN_FAILED, _DELAYED, _SUCCESS */
@@ -80,6 +84,7 @@ ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
     ngx_array_t                      rcpts;
     ngx_mail_plus_rcpt_t            *rcpt;
     ngx_mail_plus_queue_msg_t       *m;
+    ngx_mail_plus_bounce_copy_t     *bc;
     ngx_mail_plus_bounce_type_t     *bt;
     ngx_mail_plus_queue_envelope_t   env;
     u_char                           date[sizeof("Mon, 28 Sep 1970 "
@@ -248,19 +253,6 @@ ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
         goto failed;
     }
 
-    rc = full ? ngx_mail_plus_bounce_message(msg, m)
-              : ngx_mail_plus_bounce_headers(msg, m);
-
-    if (rc != NGX_OK) {
-        goto failed;
-    }
-
-    p = ngx_sprintf(buf, CRLF "--%s/%V--" CRLF, m->id, &host);
-
-    if (ngx_mail_plus_queue_write(m, buf, p - buf) != NGX_OK) {
-        goto failed;
-    }
-
     ngx_log_error(NGX_LOG_INFO, msg->log, 0,
                   "delivery %s: sender %s notification: %s",
                   msg->id, bt->log, m->id);
@@ -268,13 +260,70 @@ ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
     m->handler = handler;
     m->data = data;
 
-    return ngx_mail_plus_queue_commit(m);
+    /* the end, after the original: its last boundary */
+
+    len = sizeof(CRLF "--/--" CRLF) - 1 + NGX_MAIL_PLUS_QUEUE_ID_LEN
+          + host.len;
+
+    bc = ngx_palloc(m->pool, sizeof(ngx_mail_plus_bounce_copy_t) + len);
+    if (bc == NULL) {
+        goto failed;
+    }
+
+    bc->m = m;
+    bc->tail.data = (u_char *) (bc + 1);
+    bc->tail.len = ngx_sprintf(bc->tail.data, CRLF "--%s/%V--" CRLF,
+                               m->id, &host)
+                   - bc->tail.data;
+
+    /*
+     * the original, or its header section, is copied in the thread pool;
+     * the file is dup()ed there, so the claimed message need not wait
+     */
+
+    rc = ngx_mail_plus_queue_copy(m, msg->fd, msg->body,
+                                  full ? msg->size
+                                       : ngx_min(msg->size,
+                                                 NGX_MAIL_PLUS_BOUNCE_HEADERS),
+                                  !full, ngx_mail_plus_bounce_copied, bc);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
 
 failed:
 
     ngx_mail_plus_queue_abort(m);
 
     return NGX_ERROR;
+}
+
+
+/* the original is in the report: its end is written, and it is queued */
+
+static void
+ngx_mail_plus_bounce_copied(void *data)
+{
+    ngx_mail_plus_bounce_copy_t *bc = data;
+
+    ngx_mail_plus_queue_msg_t  *m;
+
+    m = bc->m;
+
+    if (m->err == 0) {
+        (void) ngx_mail_plus_queue_write(m, bc->tail.data, bc->tail.len);
+    }
+
+    if (m->err) {
+        ngx_log_error(NGX_LOG_CRIT, m->log, m->err,
+                      "delivery: notification %s not written", m->id);
+
+        m->handler(m);
+        ngx_mail_plus_queue_abort(m);
+        return;
+    }
+
+    (void) ngx_mail_plus_queue_commit(m);
 }
 
 
@@ -328,76 +377,147 @@ ngx_mail_plus_bounce_action(ngx_mail_plus_rcpt_t *rcpt, ngx_uint_t type)
 }
 
 
-/* the header section of the original message, up to the empty line */
+/*
+ * A failure of a message whose sender is <> (a bounce, a delay warning,
+ * a notice): there is no sender to tell.  As Postfix does with its double
+ * bounces, it is logged at "warn" and, with queue_double_bounce_to, a
+ * short notice goes to that address, from <>.  A failure of such a notice
+ * to the postmaster address itself is only logged: nothing loops.
+ */
 
-static ngx_int_t
-ngx_mail_plus_bounce_headers(ngx_mail_plus_dmsg_t *msg,
-    ngx_mail_plus_queue_msg_t *m)
+ngx_int_t
+ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
+    ngx_mail_plus_dmsg_t *msg)
 {
-    u_char   *buf, *end;
-    off_t     offset;
-    size_t    len;
-    ssize_t   n;
+    u_char                          *p, *buf;
+    size_t                           len;
+    ngx_str_t                       *to, host;
+    ngx_uint_t                       i, notice;
+    ngx_array_t                      rcpts;
+    ngx_mail_plus_rcpt_t            *rcpt;
+    ngx_mail_plus_queue_msg_t       *m;
+    ngx_mail_plus_queue_envelope_t   env;
 
-    len = (size_t) ngx_min(msg->size, NGX_MAIL_PLUS_BOUNCE_HEADERS);
+    host = dcf->helo_name;
+    rcpt = msg->rcpts.elts;
+    notice = 0;
 
-    if (len == 0) {
-        return NGX_OK;
+    len = 2048 + 4 * host.len + dcf->double_bounce_to.len;
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+
+        if (rcpt[i].state != NGX_MAIL_PLUS_RCPT_FAILED) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, msg->log, 0,
+                      "delivery %s: undeliverable message from <>, "
+                      "to=<%V>, reply=\"%V\"%s",
+                      msg->id, &rcpt[i].addr, &rcpt[i].reply,
+                      dcf->double_bounce_to.len ? ""
+                                                : ", no double bounce notice");
+
+        len += sizeof("<>: " CRLF) - 1 + rcpt[i].addr.len + rcpt[i].reply.len;
+
+        if (rcpt[i].addr.len != dcf->double_bounce_to.len
+            || ngx_strncasecmp(rcpt[i].addr.data, dcf->double_bounce_to.data,
+                               rcpt[i].addr.len)
+               != 0)
+        {
+            notice = 1;
+        }
+    }
+
+    if (dcf->double_bounce_to.len == 0 || !notice) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_array_init(&rcpts, msg->pool, 1, sizeof(ngx_str_t)) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    to = ngx_array_push(&rcpts);
+    if (to == NULL) {
+        return NGX_ERROR;
+    }
+
+    *to = dcf->double_bounce_to;
+
+    ngx_memzero(&env, sizeof(ngx_mail_plus_queue_envelope_t));
+
+    env.recipients = &rcpts;
+    ngx_str_set(&env.client, "127.0.0.1");
+    env.helo = host;
+    env.body = NGX_MAIL_PLUS_BODY_7BIT;
+
+    m = ngx_mail_plus_queue_open(msg->spool, &env, msg->log);
+    if (m == NULL) {
+        return NGX_ERROR;
     }
 
     buf = ngx_pnalloc(m->pool, len);
     if (buf == NULL) {
-        return NGX_ERROR;
+        goto failed;
     }
 
-    offset = msg->body;
+    p = ngx_sprintf(buf,
+                    "From: Mail Delivery System <MAILER-DAEMON@%V>" CRLF
+                    "To: <%V>" CRLF
+                    "Subject: Undeliverable mail from <> (double bounce)"
+                    CRLF
+                    "Date: %V" CRLF
+                    "Message-ID: <%s.double@%V>" CRLF
+                    "Auto-Submitted: auto-replied" CRLF
+                    "MIME-Version: 1.0" CRLF
+                    "Content-Type: text/plain; charset=us-ascii" CRLF
+                    CRLF
+                    "This is the mail system at host %V." CRLF
+                    CRLF
+                    "A message with the null sender <> (a delivery status "
+                    "notification or" CRLF
+                    "another automatic message) could not be delivered, and "
+                    "there is no" CRLF
+                    "sender to return it to.  It has been removed from the "
+                    "queue." CRLF
+                    CRLF
+                    "Queue ID: %s" CRLF
+                    CRLF,
+                    &host, &dcf->double_bounce_to, &ngx_cached_http_time,
+                    m->id, &host, &host, msg->id);
 
-    n = pread(msg->fd, buf, len, offset);
-    if (n <= 0) {
-        return NGX_ERROR;
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+        if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED) {
+            p = ngx_sprintf(p, "<%V>: %V" CRLF, &rcpt[i].addr,
+                            &rcpt[i].reply);
+        }
     }
 
-    end = ngx_strlcasestrn(buf, buf + n, (u_char *) CRLF CRLF, 3);
+    if (ngx_mail_plus_queue_write(m, buf, p - buf) != NGX_OK) {
+        goto failed;
+    }
 
-    len = end ? (size_t) (end - buf + 2) : (size_t) n;
+    ngx_log_error(NGX_LOG_WARN, msg->log, 0,
+                  "delivery %s: double bounce notice to <%V>: %s",
+                  msg->id, &dcf->double_bounce_to, m->id);
 
-    return ngx_mail_plus_queue_write(m, buf, len);
+    m->handler = ngx_mail_plus_bounce_noticed;
+    m->data = NULL;
+
+    return ngx_mail_plus_queue_commit(m);
+
+failed:
+
+    ngx_mail_plus_queue_abort(m);
+
+    return NGX_ERROR;
 }
 
 
-/* RET=FULL: the whole content, in chunks, as the client sends it */
-
-static ngx_int_t
-ngx_mail_plus_bounce_message(ngx_mail_plus_dmsg_t *msg,
-    ngx_mail_plus_queue_msg_t *m)
+static void
+ngx_mail_plus_bounce_noticed(ngx_mail_plus_queue_msg_t *m)
 {
-    u_char   *buf;
-    off_t     offset, last;
-    size_t    len;
-    ssize_t   n;
-
-    buf = ngx_pnalloc(m->pool, NGX_MAIL_PLUS_BOUNCE_CHUNK);
-    if (buf == NULL) {
-        return NGX_ERROR;
+    if (m->err) {
+        ngx_log_error(NGX_LOG_ERR, m->log, m->err,
+                      "delivery: double bounce notice %s not queued", m->id);
     }
-
-    offset = msg->body;
-    last = msg->body + msg->size;
-
-    while (offset < last) {
-        len = (size_t) ngx_min(last - offset, NGX_MAIL_PLUS_BOUNCE_CHUNK);
-
-        n = pread(msg->fd, buf, len, offset);
-        if (n <= 0) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_mail_plus_queue_write(m, buf, n) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        offset += n;
-    }
-
-    return NGX_OK;
 }

@@ -33,6 +33,8 @@ typedef struct {
     ngx_queue_t                     msgs;      /* ngx_mail_plus_dmsg_t */
     ngx_uint_t                      nmsgs;
     ngx_event_t                     scan;
+    ngx_pool_t                     *scan_pool;  /* a scan in the thread */
+    ngx_mail_plus_queue_due_t       due;
 } ngx_mail_plus_delivery_ctx_t;
 
 
@@ -46,22 +48,18 @@ static char *ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_mail_plus_delivery_warning(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_mail_plus_delivery_double_bounce_to(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_mail_plus_delivery_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle);
 static void ngx_mail_plus_delivery_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_mail_plus_delivery_local_domains(ngx_cycle_t *cycle);
 static void ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev);
-static ngx_int_t ngx_mail_plus_delivery_found(ngx_mail_plus_queue_t *q,
-    ngx_str_t *id, void *data);
+static void ngx_mail_plus_delivery_scanned(void *data);
 static void ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q,
     u_char *id);
-static void ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id);
-static ngx_int_t ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg,
-    char **reason);
-static ngx_int_t ngx_mail_plus_delivery_address(ngx_str_t *addr);
-static void ngx_mail_plus_delivery_dsn(ngx_mail_plus_rcpt_t *rcpt,
-    ngx_str_t *v);
-static ngx_int_t ngx_mail_plus_delivery_state(ngx_mail_plus_dmsg_t *msg);
+static void ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id);
+static void ngx_mail_plus_delivery_loaded(void *data);
 static void ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg);
 static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve(
     ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt);
@@ -82,6 +80,7 @@ static void ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg,
 static void ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg,
     char *reason);
 static void ngx_mail_plus_delivery_deferred(void *data);
+static void ngx_mail_plus_delivery_retry(ngx_event_t *ev);
 static void ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
 
@@ -137,6 +136,13 @@ static ngx_command_t  ngx_mail_plus_delivery_commands[] = {
       ngx_conf_set_size_slot,
       NGX_MAIL_MAIN_CONF_OFFSET,
       offsetof(ngx_mail_plus_delivery_conf_t, bounce_size_limit),
+      NULL },
+
+    { ngx_string("queue_double_bounce_to"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_mail_plus_delivery_double_bounce_to,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("queue_scan_interval"),
@@ -275,6 +281,11 @@ ngx_module_t  ngx_mail_plus_delivery_module = {
 };
 
 
+/* a spool operation the thread pool could not take is tried again */
+
+#define NGX_MAIL_PLUS_DELIVERY_RETRY  1000
+
+
 static ngx_mail_plus_delivery_ctx_t  *ngx_mail_plus_delivery;
 
 static ngx_str_t  ngx_mail_plus_delivery_none = ngx_string("none");
@@ -297,6 +308,7 @@ ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf)
      *     dcf->tls_trusted_certificate = { 0, NULL };
      *     dcf->routes = NULL;
      *     dcf->relay = NULL;
+     *     dcf->double_bounce_to = { 0, NULL };
      */
 
     dcf->enable = NGX_CONF_UNSET;
@@ -653,6 +665,59 @@ ngx_mail_plus_delivery_warning(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/*
+ * queue_double_bounce_to address | off;  an address as an envelope holds
+ * it: no spaces, no control bytes, no angle brackets, an "@"
+ */
+
+static char *
+ngx_mail_plus_delivery_double_bounce_to(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_mail_plus_delivery_conf_t *dcf = conf;
+
+    size_t      i;
+    ngx_str_t  *value;
+
+    if (dcf->double_bounce_to.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        ngx_str_set(&dcf->double_bounce_to, "");
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len == 0 || value[1].len > NGX_MAIL_PLUS_SMTP_MAX_PATH
+        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '@')
+           == NULL)
+    {
+        goto invalid;
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] <= ' ' || value[1].data[i] == 0x7f
+            || value[1].data[i] == '<' || value[1].data[i] == '>')
+        {
+            goto invalid;
+        }
+    }
+
+    dcf->double_bounce_to = value[1];
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid address \"%V\" in \"%V\"", &value[1],
+                       &cmd->name);
+    return NGX_CONF_ERROR;
+}
+
+
 static ngx_mail_plus_delivery_conf_t *
 ngx_mail_plus_delivery_get_conf(ngx_cycle_t *cycle)
 {
@@ -816,10 +881,18 @@ ngx_mail_plus_delivery_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * the periodic scan: the spool's directories are read in the thread
+ * pool, never in the event loop, and the due messages found are claimed
+ * when it is done
+ */
+
 static void
 ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
 {
-    ngx_uint_t                     which;
+    ngx_int_t                      rc;
+    ngx_uint_t                     room;
+    ngx_pool_t                    *pool;
     ngx_mail_plus_delivery_ctx_t  *ctx;
 
     ctx = ev->data;
@@ -828,39 +901,81 @@ ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
         return;
     }
 
-    (void) ngx_mail_plus_queue_reclaim(ctx->queue, ev->log);
+    room = (ctx->nmsgs < ctx->dcf->active_limit)
+           ? ctx->dcf->active_limit - ctx->nmsgs : 0;
 
-    which = NGX_MAIL_PLUS_QUEUE_INCOMING;
+    if (ctx->scan_pool || room == 0) {
+        ngx_add_timer(ev, ctx->dcf->scan_interval);
+        return;
+    }
 
-    (void) ngx_mail_plus_queue_scan_due(ctx->queue, which,
-                                        ngx_mail_plus_delivery_found, &which,
-                                        ev->log);
+    pool = ngx_create_pool(1024, ev->log);
+    if (pool == NULL) {
+        ngx_add_timer(ev, ctx->dcf->scan_interval);
+        return;
+    }
 
-    which = NGX_MAIL_PLUS_QUEUE_DEFERRED;
+    ctx->due.ids = ngx_palloc(pool, room
+                                    * sizeof(ngx_mail_plus_queue_due_id_t));
+    if (ctx->due.ids == NULL) {
+        ngx_destroy_pool(pool);
+        ngx_add_timer(ev, ctx->dcf->scan_interval);
+        return;
+    }
 
-    (void) ngx_mail_plus_queue_scan_due(ctx->queue, which,
-                                        ngx_mail_plus_delivery_found, &which,
-                                        ev->log);
+    ctx->due.nalloc = room;
+    ctx->due.now = ngx_time();
+    ctx->scan_pool = pool;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                   "delivery scan: room for %ui messages", room);
+
+    rc = ngx_mail_plus_queue_scan(ctx->queue, &ctx->due,
+                                  ngx_mail_plus_delivery_scanned, ctx, pool,
+                                  ev->log);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    /* the thread pool is busy: the next scan */
+
+    ctx->scan_pool = NULL;
+    ngx_destroy_pool(pool);
 
     ngx_add_timer(ev, ctx->dcf->scan_interval);
 }
 
 
-static ngx_int_t
-ngx_mail_plus_delivery_found(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    void *data)
+static void
+ngx_mail_plus_delivery_scanned(void *data)
 {
-    ngx_uint_t *which = data;
+    ngx_mail_plus_delivery_ctx_t *ctx = data;
 
-    if (ngx_mail_plus_delivery->nmsgs
-        >= ngx_mail_plus_delivery->dcf->active_limit)
-    {
-        return NGX_DECLINED;
+    ngx_uint_t  i;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
+                   "delivery scan: %ui messages due", ctx->due.nids);
+
+    if (ngx_mail_plus_delivery == ctx) {
+        for (i = 0; i < ctx->due.nids; i++) {
+            if (ctx->nmsgs >= ctx->dcf->active_limit
+                || ngx_exiting || ngx_terminate)
+            {
+                break;
+            }
+
+            ngx_mail_plus_delivery_claim(ctx->due.ids[i].which,
+                                         ctx->due.ids[i].id);
+        }
     }
 
-    ngx_mail_plus_delivery_claim(*which, id);
+    ngx_destroy_pool(ctx->scan_pool);
+    ctx->scan_pool = NULL;
 
-    return NGX_OK;
+    if (!(ngx_exiting || ngx_terminate || ngx_quit)) {
+        ngx_add_timer(&ctx->scan, ctx->dcf->scan_interval);
+    }
 }
 
 
@@ -869,8 +984,6 @@ ngx_mail_plus_delivery_found(ngx_mail_plus_queue_t *q, ngx_str_t *id,
 static void
 ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
 {
-    ngx_str_t  name;
-
     if (ngx_mail_plus_delivery == NULL || ngx_exiting || ngx_terminate
         || ngx_mail_plus_delivery->nmsgs
            >= ngx_mail_plus_delivery->dcf->active_limit)
@@ -878,61 +991,121 @@ ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
         return;
     }
 
-    name.data = id;
-    name.len = NGX_MAIL_PLUS_QUEUE_ID_LEN;
-
-    ngx_mail_plus_delivery_claim(NGX_MAIL_PLUS_QUEUE_INCOMING, &name);
+    ngx_mail_plus_delivery_claim(NGX_MAIL_PLUS_QUEUE_INCOMING, id);
 }
 
 
+/*
+ * the claim, and the reads of the envelope and the state file, go to the
+ * thread pool; when it cannot take them, the message stays where it is,
+ * for the next scan
+ */
+
 static void
-ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id)
+ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id)
 {
-    char                          *reason;
-    ngx_fd_t                       fd;
     ngx_int_t                      rc;
-    ngx_str_t                      state;
     ngx_pool_t                    *pool;
     ngx_mail_plus_dmsg_t          *msg;
     ngx_mail_plus_delivery_ctx_t  *ctx;
 
     ctx = ngx_mail_plus_delivery;
 
-    fd = ngx_mail_plus_queue_claim_open(ctx->queue, which, id,
-                                        ngx_cycle->log);
-    if (fd == NGX_INVALID_FILE) {
-        return;
-    }
-
     pool = ngx_create_pool(4096, ngx_cycle->log);
     if (pool == NULL) {
-        goto failed;
+        return;
     }
 
     msg = ngx_pcalloc(pool, sizeof(ngx_mail_plus_dmsg_t));
     if (msg == NULL) {
         ngx_destroy_pool(pool);
-        goto failed;
+        return;
     }
 
     msg->pool = pool;
     msg->log = ngx_cycle->log;
     msg->spool = ctx->queue;
-    msg->fd = fd;
+    msg->fd = NGX_INVALID_FILE;
 
-    ngx_memcpy(msg->id, id->data, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    msg->retry.data = msg;
+    msg->retry.log = msg->log;
+    msg->retry.cancelable = 1;
+
+    ngx_memcpy(msg->id, id, NGX_MAIL_PLUS_QUEUE_ID_LEN);
 
     ngx_queue_insert_tail(&ctx->msgs, &msg->queue);
     ctx->nmsgs++;
 
-    rc = ngx_mail_plus_delivery_envelope(msg, &reason);
+    msg->load.which = which;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: claim", msg->id);
+
+    rc = ngx_mail_plus_queue_load(ctx->queue, msg->id, &msg->load,
+                                  ngx_mail_plus_delivery_loaded, msg, pool,
+                                  msg->log);
+
+    if (rc != NGX_AGAIN) {
+        ngx_mail_plus_delivery_free(msg);
+    }
+}
+
+
+/* the claim and the reads are done: the records are parsed */
+
+static void
+ngx_mail_plus_delivery_loaded(void *data)
+{
+    ngx_mail_plus_dmsg_t *msg = data;
+
+    char                          *reason;
+    ngx_int_t                      rc;
+    ngx_str_t                      state;
+    ngx_mail_plus_delivery_ctx_t  *ctx;
+
+    ctx = ngx_mail_plus_delivery;
+
+    msg->fd = msg->load.fd;
+
+    if (msg->fd == NGX_INVALID_FILE) {
+
+        /* another worker was first, or a failure, logged */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                       "delivery %s: not claimed", msg->id);
+
+        ngx_mail_plus_delivery_free(msg);
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: claimed, %O bytes", msg->id, msg->load.size);
+
+    if (ctx == NULL) {
+        (void) ngx_mail_plus_queue_release(msg->spool, msg->id, msg->log);
+        ngx_mail_plus_delivery_free(msg);
+        return;
+    }
+
+    if (msg->load.size == 0) {
+        ngx_mail_plus_delivery_corrupt(msg, "empty file");
+        return;
+    }
+
+    rc = NGX_ERROR;
+
+    if (msg->load.head.data) {
+        rc = ngx_mail_plus_spool_envelope(msg, msg->load.head.data,
+                                          msg->load.head.len, msg->load.size,
+                                          &reason);
+    }
 
     if (rc == NGX_DECLINED) {
         ngx_mail_plus_delivery_corrupt(msg, reason);
         return;
     }
 
-    if (rc != NGX_OK || ngx_mail_plus_delivery_state(msg) != NGX_OK) {
+    if (rc != NGX_OK) {
 
         /*
          * a read error or no memory: the file may well be sound, so it
@@ -949,341 +1122,10 @@ ngx_mail_plus_delivery_claim(ngx_uint_t which, ngx_str_t *id)
         return;
     }
 
+    ngx_mail_plus_spool_state(msg, msg->load.state.data,
+                              msg->load.state.len);
+
     ngx_mail_plus_delivery_plan(msg);
-
-    return;
-
-failed:
-
-    (void) ngx_close_file(fd);
-    (void) ngx_mail_plus_queue_release(ctx->queue, id->data, ngx_cycle->log);
-}
-
-
-/*
- * the envelope lines of the queue file, up to "end"; NGX_DECLINED: the
- * file is corrupt (*reason says why), NGX_ERROR: it could not be read
- * (an I/O error, no memory), which is not the file's fault
- */
-
-static ngx_int_t
-ngx_mail_plus_delivery_envelope(ngx_mail_plus_dmsg_t *msg, char **reason)
-{
-    u_char                *p, *last, *eol, *buf;
-    size_t                 size;
-    ssize_t                n;
-    ngx_str_t              v;
-    ngx_file_info_t        fi;
-    ngx_mail_plus_rcpt_t  *rcpt;
-
-    if (ngx_fd_info(msg->fd, &fi) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_CRIT, msg->log, ngx_errno,
-                      ngx_fd_info_n " of message %s failed", msg->id);
-        return NGX_ERROR;
-    }
-
-    if (ngx_file_size(&fi) == 0) {
-        *reason = "empty file";
-        return NGX_DECLINED;
-    }
-
-    if (ngx_array_init(&msg->rcpts, msg->pool, 4,
-                       sizeof(ngx_mail_plus_rcpt_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    size = 8192;
-
-    for ( ;; ) {
-        size = (size_t) ngx_min((off_t) size, ngx_file_size(&fi));
-
-        buf = ngx_pnalloc(msg->pool, size);
-        if (buf == NULL) {
-            return NGX_ERROR;
-        }
-
-        n = pread(msg->fd, buf, size, 0);
-        if (n < 0) {
-            ngx_log_error(NGX_LOG_CRIT, msg->log, ngx_errno,
-                          "pread() of message %s failed", msg->id);
-            return NGX_ERROR;
-        }
-
-        last = buf + n;
-
-        p = ngx_strlcasestrn(buf, last, (u_char *) CRLF "end" CRLF, 6);
-
-        if (p) {
-            break;
-        }
-
-        if ((off_t) size >= ngx_file_size(&fi)) {
-            *reason = "truncated envelope, no \"end\" line";
-            return NGX_DECLINED;
-        }
-
-        if (size >= 64 * 1024 * 1024) {
-            *reason = "no \"end\" line in the first 64 MB";
-            return NGX_DECLINED;
-        }
-
-        size *= 4;
-    }
-
-    msg->body = p + 7 - buf;
-    msg->size = ngx_file_size(&fi) - msg->body;
-
-    if (p - buf < 18 || ngx_strncmp(buf, "MAILPLUS-QUEUE 1" CRLF, 18) != 0) {
-        *reason = "bad header, no \"MAILPLUS-QUEUE 1\" line";
-        return NGX_DECLINED;
-    }
-
-    /* the "id" line names the file: a file under another name is suspect */
-
-    if (p - buf < 18 + 3 + NGX_MAIL_PLUS_QUEUE_ID_LEN + 2
-        || ngx_strncmp(buf + 18, "id ", 3) != 0
-        || ngx_strncmp(buf + 21, msg->id, NGX_MAIL_PLUS_QUEUE_ID_LEN) != 0
-        || ngx_strncmp(buf + 21 + NGX_MAIL_PLUS_QUEUE_ID_LEN, CRLF, 2) != 0)
-    {
-        *reason = "the \"id\" line does not match the file name";
-        return NGX_DECLINED;
-    }
-
-    last = p + 2;
-
-    for (p = buf; p < last; p = eol + 2) {
-        eol = ngx_strlchr(p, last, CR);
-        if (eol == NULL) {
-            break;
-        }
-
-        v.data = ngx_strlchr(p, eol, ' ');
-        if (v.data == NULL) {
-            continue;
-        }
-
-        v.data++;
-        v.len = eol - v.data;
-
-        switch (v.data - p) {
-
-        case 4:
-            if (ngx_strncmp(p, "ret ", 4) == 0 && v.len <= 4) {
-                msg->ret = v;
-
-            } else if (ngx_strncmp(p, "dsn ", 4) == 0 && msg->rcpts.nelts) {
-                rcpt = msg->rcpts.elts;
-                ngx_mail_plus_delivery_dsn(&rcpt[msg->rcpts.nelts - 1], &v);
-            }
-
-            break;
-
-        case 6:
-            if (ngx_strncmp(p, "envid ", 6) == 0 && v.len <= 100) {
-                msg->envid = v;
-            }
-
-            break;
-
-        case 5:
-            if (ngx_strncmp(p, "rcpt ", 5) == 0) {
-                if (v.len == 0 || ngx_mail_plus_delivery_address(&v) != NGX_OK)
-                {
-                    *reason = "bad \"rcpt\" line";
-                    return NGX_DECLINED;
-                }
-
-                rcpt = ngx_array_push(&msg->rcpts);
-                if (rcpt == NULL) {
-                    return NGX_ERROR;
-                }
-
-                ngx_memzero(rcpt, sizeof(ngx_mail_plus_rcpt_t));
-                rcpt->addr = v;
-                rcpt->login = v;
-
-            } else if (ngx_strncmp(p, "body ", 5) == 0) {
-                msg->body_type = (v.len >= 8
-                                  && ngx_strncmp(v.data, "8BITMIME", 8) == 0)
-                                 ? NGX_MAIL_PLUS_BODY_8BITMIME
-                                 : NGX_MAIL_PLUS_BODY_7BIT;
-            }
-
-            break;
-
-        case 7:
-            if (ngx_strncmp(p, "sender ", 7) == 0) {
-                if (ngx_mail_plus_delivery_address(&v) != NGX_OK) {
-                    *reason = "bad \"sender\" line";
-                    return NGX_DECLINED;
-                }
-
-                msg->sender = v;
-            }
-
-            break;
-
-        case 8:
-            if (ngx_strncmp(p, "arrival ", 8) == 0) {
-                msg->arrival = ngx_atotm(v.data, v.len);
-            }
-
-            break;
-
-        case 9:
-            if (ngx_strncmp(p, "smtputf8 ", 9) == 0) {
-                msg->smtputf8 = (v.len == 3
-                                 && ngx_strncmp(v.data, "yes", 3) == 0);
-            }
-
-            break;
-        }
-    }
-
-    if (msg->rcpts.nelts == 0) {
-        *reason = "no recipients";
-        return NGX_DECLINED;
-    }
-
-    if (msg->arrival <= 0) {
-        *reason = "no valid \"arrival\" line";
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
-/* an address as the SMTP server stores it: no spaces, no control bytes */
-
-static ngx_int_t
-ngx_mail_plus_delivery_address(ngx_str_t *addr)
-{
-    size_t  i;
-
-    for (i = 0; i < addr->len; i++) {
-        if (addr->data[i] <= ' ' || addr->data[i] == 0x7f) {
-            return NGX_DECLINED;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/* "dsn NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.com" of a recipient */
-
-static void
-ngx_mail_plus_delivery_dsn(ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *v)
-{
-    u_char  *p, *last, *end;
-
-    p = v->data;
-    last = p + v->len;
-
-    while (p < last) {
-        end = ngx_strlchr(p, last, ' ');
-        if (end == NULL) {
-            end = last;
-        }
-
-        if (end - p > 7 && end - p <= 64
-            && ngx_strncasecmp(p, (u_char *) "NOTIFY=", 7) == 0)
-        {
-            rcpt->notify.data = p + 7;
-            rcpt->notify.len = end - p - 7;
-
-            if (ngx_strlcasestrn(p, end, (u_char *) "NEVER", 5 - 1)) {
-                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_NEVER;
-            }
-
-            if (ngx_strlcasestrn(p, end, (u_char *) "SUCCESS", 7 - 1)) {
-                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_SUCCESS;
-            }
-
-            if (ngx_strlcasestrn(p, end, (u_char *) "FAILURE", 7 - 1)) {
-                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_FAILURE;
-            }
-
-            if (ngx_strlcasestrn(p, end, (u_char *) "DELAY", 5 - 1)) {
-                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_DELAY;
-            }
-
-        } else if (end - p > 6 && end - p <= 512
-                   && ngx_strncasecmp(p, (u_char *) "ORCPT=", 6) == 0)
-        {
-            rcpt->orcpt.data = p + 6;
-            rcpt->orcpt.len = end - p - 6;
-        }
-
-        p = end + 1;
-    }
-}
-
-
-/*
- * the state file of earlier attempts:
- *
- *     attempts 3
- *     done b@example.com
- */
-
-static ngx_int_t
-ngx_mail_plus_delivery_state(ngx_mail_plus_dmsg_t *msg)
-{
-    u_char                *p, *last, *eol;
-    ngx_str_t              state, v;
-    ngx_uint_t             i;
-    ngx_mail_plus_rcpt_t  *rcpt;
-
-    if (ngx_mail_plus_queue_read_state(msg->spool, msg->id, msg->pool,
-                                       &state)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    rcpt = msg->rcpts.elts;
-    last = state.data + state.len;
-
-    for (p = state.data; p < last; p = eol + 1) {
-        eol = ngx_strlchr(p, last, LF);
-        if (eol == NULL) {
-            break;
-        }
-
-        if (eol - p > 9 && ngx_strncmp(p, "attempts ", 9) == 0) {
-            msg->attempts = ngx_atoi(p + 9, eol - p - 9);
-
-            if (msg->attempts == (ngx_uint_t) NGX_ERROR) {
-                msg->attempts = 0;
-            }
-
-            continue;
-        }
-
-        if (eol - p == 8 && ngx_strncmp(p, "warned 1", 8) == 0) {
-            msg->warned = 1;
-            continue;
-        }
-
-        if (eol - p > 5 && ngx_strncmp(p, "done ", 5) == 0) {
-            v.data = p + 5;
-            v.len = eol - v.data;
-
-            for (i = 0; i < msg->rcpts.nelts; i++) {
-                if (rcpt[i].addr.len == v.len
-                    && ngx_strncmp(rcpt[i].addr.data, v.data, v.len) == 0)
-                {
-                    rcpt[i].state = NGX_MAIL_PLUS_RCPT_DONE;
-                }
-            }
-        }
-    }
-
-    return NGX_OK;
 }
 
 
@@ -1875,6 +1717,15 @@ ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
                                     ngx_mail_plus_delivery_reported, NULL);
     }
 
+    /*
+     * a failure of a message from <> (a bounce itself, or a notice): no
+     * one to report to but the postmaster
+     */
+
+    if (failed && msg->sender.len == 0) {
+        (void) ngx_mail_plus_bounce_double(dcf, msg);
+    }
+
     if (failed && msg->sender.len) {
 
         rc = ngx_mail_plus_bounce(dcf, msg, NGX_MAIL_PLUS_DSN_FAILED,
@@ -1913,6 +1764,7 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
 {
     u_char                         *p;
     size_t                          len;
+    ngx_int_t                       rc;
     time_t                          delay;
     ngx_str_t                       state;
     ngx_uint_t                      i, left;
@@ -1920,6 +1772,8 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
     ngx_mail_plus_delivery_conf_t  *dcf;
 
     dcf = ngx_mail_plus_delivery ? ngx_mail_plus_delivery->dcf : NULL;
+
+    msg->bounced = bounced;
 
     rcpt = msg->rcpts.elts;
     left = 0;
@@ -1941,13 +1795,28 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
         }
     }
 
-    if (left == 0 || dcf == NULL) {
-        if (left == 0) {
-            (void) ngx_mail_plus_queue_remove(msg->spool, msg->id, msg->log);
+    if (dcf == NULL) {
+        (void) ngx_mail_plus_queue_release(msg->spool, msg->id, msg->log);
+        ngx_mail_plus_delivery_free(msg);
+        return;
+    }
 
-        } else {
-            (void) ngx_mail_plus_queue_release(msg->spool, msg->id,
-                                               msg->log);
+    if (left == 0) {
+
+        /* the unlinks go to the thread pool */
+
+        rc = ngx_mail_plus_queue_remove(msg->spool, msg->id,
+                                        ngx_mail_plus_delivery_deferred, msg,
+                                        msg->pool, msg->log);
+
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
+        if (rc == NGX_BUSY) {
+            msg->retry.handler = ngx_mail_plus_delivery_retry;
+            ngx_add_timer(&msg->retry, NGX_MAIL_PLUS_DELIVERY_RETRY);
+            return;
         }
 
         ngx_mail_plus_delivery_free(msg);
@@ -2000,17 +1869,28 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
 }
 
 
-/* the state and the rename to deferred/ go to the thread pool */
+/*
+ * the state and the rename to deferred/ go to the thread pool; when it
+ * cannot take them, they are tried again a little later
+ */
 
 static void
 ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg, time_t next,
     ngx_str_t *state)
 {
-    if (ngx_mail_plus_queue_defer(msg->spool, msg->id, state, next,
-                                  ngx_mail_plus_delivery_deferred, msg,
-                                  msg->pool, msg->log)
-        == NGX_AGAIN)
-    {
+    ngx_int_t  rc;
+
+    rc = ngx_mail_plus_queue_defer(msg->spool, msg->id, state, next,
+                                   ngx_mail_plus_delivery_deferred, msg,
+                                   msg->pool, msg->log);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    if (rc == NGX_BUSY) {
+        msg->retry.handler = ngx_mail_plus_delivery_retry;
+        ngx_add_timer(&msg->retry, NGX_MAIL_PLUS_DELIVERY_RETRY);
         return;
     }
 
@@ -2028,20 +1908,64 @@ ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg, char *reason)
 {
     ngx_int_t  rc;
 
-    (void) ngx_close_file(msg->fd);
-    msg->fd = NGX_INVALID_FILE;
+    if (msg->fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(msg->fd);
+        msg->fd = NGX_INVALID_FILE;
+    }
+
+    msg->reason = reason;
 
     rc = ngx_mail_plus_queue_corrupt(msg->spool, msg->id, reason,
                                      ngx_mail_plus_delivery_deferred, msg,
                                      msg->pool, msg->log);
 
-    if (rc != NGX_AGAIN) {
-        ngx_mail_plus_delivery_free(msg);
+    if (rc == NGX_AGAIN) {
+        return;
     }
+
+    if (rc == NGX_BUSY) {
+        msg->retry.handler = ngx_mail_plus_delivery_retry;
+        ngx_add_timer(&msg->retry, NGX_MAIL_PLUS_DELIVERY_RETRY);
+        return;
+    }
+
+    ngx_mail_plus_delivery_free(msg);
 }
 
 
-/* a deferral or a move to corrupt/ is done */
+/*
+ * the thread pool was busy: the record of the attempt (removal or
+ * deferral), or the move to corrupt/, is tried again
+ */
+
+static void
+ngx_mail_plus_delivery_retry(ngx_event_t *ev)
+{
+    ngx_mail_plus_dmsg_t  *msg;
+
+    msg = ev->data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                   "delivery %s: spool operation retried", msg->id);
+
+    if (msg->reason) {
+        ngx_mail_plus_delivery_corrupt(msg, msg->reason);
+        return;
+    }
+
+    if (msg->rcpts.nelts == 0) {
+
+        /* the envelope was not read */
+
+        ngx_mail_plus_delivery_loaded(msg);
+        return;
+    }
+
+    ngx_mail_plus_delivery_record(msg, msg->bounced);
+}
+
+
+/* a removal, a deferral or a move to corrupt/ is done */
 
 static void
 ngx_mail_plus_delivery_deferred(void *data)
@@ -2049,8 +1973,6 @@ ngx_mail_plus_delivery_deferred(void *data)
     ngx_mail_plus_delivery_free(data);
 }
 
-
-/* a delay warning or a success report: no one waits for it */
 
 static void
 ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m)
@@ -2065,6 +1987,10 @@ ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m)
 static void
 ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg)
 {
+    if (msg->retry.timer_set) {
+        ngx_del_timer(&msg->retry);
+    }
+
     if (msg->fd != NGX_INVALID_FILE) {
         (void) ngx_close_file(msg->fd);
     }

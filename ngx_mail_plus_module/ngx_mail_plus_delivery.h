@@ -90,6 +90,7 @@ typedef struct {
     ngx_mail_plus_relay_t          *relay;    /* the smarthost */
     time_t                          delay_warning;  /* 0: off */
     size_t                          bounce_size_limit;
+    ngx_str_t                       double_bounce_to;  /* empty: off */
     ngx_uint_t                      tls;      /* to mailbox backends */
     ngx_flag_t                      tls_verify;
     ngx_uint_t                      tls_verify_depth;
@@ -143,8 +144,13 @@ struct ngx_mail_plus_dmsg_s {
 
     ngx_queue_t                     queue;    /* of the worker */
 
+    ngx_mail_plus_queue_load_t      load;     /* the claim and its reads */
+    ngx_event_t                     retry;    /* the thread pool was busy */
+    char                           *reason;   /* corrupt: why */
+
     unsigned                        smtputf8:1;
     unsigned                        warned:1; /* a delay warning was sent */
+    unsigned                        bounced:1;
 };
 
 
@@ -202,11 +208,20 @@ ngx_int_t ngx_mail_plus_client_take_idle(ngx_mail_plus_dest_t *dest,
     ngx_mail_plus_job_t *job);
 void ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest);
 
+/* the reader of a queue file's records (ngx_mail_plus_spool_record.c) */
+
+ngx_int_t ngx_mail_plus_spool_envelope(ngx_mail_plus_dmsg_t *msg,
+    u_char *buf, size_t len, off_t size, char **reason);
+void ngx_mail_plus_spool_state(ngx_mail_plus_dmsg_t *msg, u_char *data,
+    size_t len);
+
 /* bounces */
 
 ngx_int_t ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
     ngx_mail_plus_dmsg_t *msg, ngx_uint_t type,
     ngx_mail_plus_queue_handler_pt handler, void *data);
+ngx_int_t ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
+    ngx_mail_plus_dmsg_t *msg);
 
 
 extern ngx_module_t  ngx_mail_plus_delivery_module;

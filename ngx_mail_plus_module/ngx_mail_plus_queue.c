@@ -41,6 +41,14 @@
 #define NGX_MAIL_PLUS_QUEUE_STOCK  32
 
 
+/* what is read of a claimed file, at most */
+
+#define NGX_MAIL_PLUS_QUEUE_ENVELOPE_MAX  (64 * 1024 * 1024)
+#define NGX_MAIL_PLUS_QUEUE_STATE_MAX     (16 * 1024 * 1024)
+#define NGX_MAIL_PLUS_QUEUE_HEADERS_MAX   (64 * 1024)
+#define NGX_MAIL_PLUS_QUEUE_COPY_CHUNK    (16 * 1024)
+
+
 typedef struct {
     u_char                      id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
     ngx_fd_t                    fd;
@@ -391,6 +399,7 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
     size_t                      len;
     ngx_str_t                  *rcpt, *dsn;
     ngx_uint_t                  i;
+    ngx_log_t                  *mlog;
     ngx_pool_t                 *pool;
     struct timeval              tv;
     ngx_mail_plus_queue_msg_t  *m;
@@ -401,13 +410,30 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
     }
 
     m = ngx_pcalloc(pool, sizeof(ngx_mail_plus_queue_msg_t));
-    if (m == NULL) {
+    mlog = ngx_palloc(pool, sizeof(ngx_log_t));
+
+    if (m == NULL || mlog == NULL) {
+        m = NULL;
         goto failed;
     }
 
+    /*
+     * the message has a log of its own: a commit may end after the
+     * session that made it is gone, and the session's log (and its
+     * handler, which reads the session) with it; the connection number
+     * stays in the lines
+     */
+
+    *mlog = *log;
+    mlog->handler = NULL;
+    mlog->data = NULL;
+    mlog->action = NULL;
+
+    pool->log = mlog;
+
     m->pool = pool;
     m->queue = q;
-    m->log = log;
+    m->log = mlog;
     m->fd = NGX_INVALID_FILE;
 
     ngx_gettimeofday(&tv);
@@ -785,7 +811,8 @@ static void
 ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q)
 {
 #if (NGX_THREADS)
-    ngx_thread_task_t  *task;
+    ngx_thread_task_t          *task;
+    ngx_mail_plus_queue_msg_t  *m;
 #endif
 
     q->batch = q->pending;
@@ -802,26 +829,47 @@ ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q)
 
     if (task == NULL) {
         task = ngx_thread_task_alloc(ngx_cycle->pool, 0);
-        if (task == NULL) {
-            goto sync;
+
+        if (task) {
+            task->ctx = q;
+            task->handler = ngx_mail_plus_queue_thread;
+            task->event.data = q;
+            task->event.handler = ngx_mail_plus_queue_thread_done;
+
+            q->task = task;
         }
-
-        task->ctx = q;
-        task->handler = ngx_mail_plus_queue_thread;
-        task->event.data = q;
-        task->event.handler = ngx_mail_plus_queue_thread_done;
-
-        q->task = task;
     }
 
-    if (ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
+    if (task && ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                       "queue batch posted to the thread pool");
         return;
     }
 
-    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  "queue thread pool is busy, committing in place");
+    /*
+     * the thread pool cannot take it (its queue is full): the batch is
+     * not committed in the event loop, which an fsync() would stall for
+     * every session of the worker; its messages fail with EAGAIN, a
+     * temporary failure the clients are told to retry
+     */
 
-sync:
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "queue thread pool is busy, messages not committed");
+
+    for (m = q->batch; m; m = m->next) {
+        m->err = NGX_EAGAIN;
+
+        if (m->fd != NGX_INVALID_FILE) {
+            (void) ngx_close_file(m->fd);
+            m->fd = NGX_INVALID_FILE;
+        }
+
+        (void) ngx_delete_file(m->temp);
+    }
+
+#else
+
+    ngx_mail_plus_queue_sync(q, q->batch);
 
 #endif
 
@@ -829,8 +877,6 @@ sync:
      * the handlers run from the event loop, never from within the session
      * that committed
      */
-
-    ngx_mail_plus_queue_sync(q, q->batch);
 
     q->done.log = ngx_cycle->log;
     ngx_post_event(&q->done, &ngx_posted_events);
@@ -960,7 +1006,7 @@ ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q)
 
         m->pending = 0;
 
-        if (m->err) {
+        if (m->err && m->err != NGX_EAGAIN) {
             ngx_log_error(NGX_LOG_CRIT, m->log, m->err,
                           "queue: message %s not committed", m->id);
         }
@@ -1005,40 +1051,6 @@ ngx_mail_plus_queue_thread_done(ngx_event_t *ev)
 
 
 /*
- * a message moves from incoming/ to active/ by rename: only one process
- * gets it; NGX_DECLINED if another one was first
- */
-
-ngx_int_t
-ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    ngx_log_t *log)
-{
-    u_char  from[NGX_MAX_PATH], to[NGX_MAX_PATH];
-
-    if (!ngx_mail_plus_queue_valid_id(id->data, id->len)
-        || q->path.len + sizeof("/incoming/") + id->len > NGX_MAX_PATH)
-    {
-        return NGX_DECLINED;
-    }
-
-    (void) ngx_sprintf(from, "%V/incoming/%V%Z", &q->path, id);
-    (void) ngx_sprintf(to, "%V/active/%V%Z", &q->path, id);
-
-    if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
-        if (ngx_errno == NGX_ENOENT) {
-            return NGX_DECLINED;
-        }
-
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-/*
  * The delivery's part of the spool (docs/spool.md):
  *
  *   <spool>/active/<ID>.<pid>  a message claimed by the worker <pid>
@@ -1052,9 +1064,6 @@ ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
  */
 
 
-static ngx_int_t ngx_mail_plus_queue_walk(ngx_mail_plus_queue_t *q,
-    char *sub, time_t due, ngx_mail_plus_queue_scan_pt handler, void *data,
-    ngx_log_t *log);
 static ngx_int_t ngx_mail_plus_queue_active_name(ngx_mail_plus_queue_t *q,
     u_char *id, u_char *path);
 
@@ -1099,7 +1108,10 @@ ngx_mail_plus_queue_set_notify(ngx_mail_plus_queue_t *q,
 }
 
 
-/* claims in active/ of processes that no longer run go back to incoming/ */
+/*
+ * claims in active/ of processes that no longer run go back to incoming/;
+ * with no log (in a thread), nothing is logged: the count tells
+ */
 
 ngx_uint_t
 ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
@@ -1148,7 +1160,7 @@ ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
                            (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, name);
 
         if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
-            if (ngx_errno != NGX_ENOENT) {
+            if (ngx_errno != NGX_ENOENT && log) {
                 ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
                               ngx_rename_file_n " \"%s\" to \"%s\" failed",
                               from, to);
@@ -1157,9 +1169,12 @@ ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
             continue;
         }
 
-        ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                      "queue: message %*s taken back from a gone process",
-                      (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, name);
+        if (log) {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "queue: message %*s taken back from a gone process",
+                          (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, name);
+        }
+
         n++;
     }
 
@@ -1169,187 +1184,12 @@ ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
 }
 
 
-/*
- * incoming/: every message; deferred/: those whose mtime has come; in no
- * particular order
- */
-
-ngx_int_t
-ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q, ngx_uint_t which,
-    ngx_mail_plus_queue_scan_pt handler, void *data, ngx_log_t *log)
-{
-    if (which == NGX_MAIL_PLUS_QUEUE_INCOMING) {
-        return ngx_mail_plus_queue_walk(q, "incoming", 0, handler, data,
-                                        log);
-    }
-
-    return ngx_mail_plus_queue_walk(q, "deferred", ngx_time(), handler, data,
-                                    log);
-}
-
-
-/*
- * the handler is called for each queue ID in a directory of the spool
- * (with "due", only for the files whose mtime is not later) until it
- * returns something else than NGX_OK
- */
-
-static ngx_int_t
-ngx_mail_plus_queue_walk(ngx_mail_plus_queue_t *q, char *sub, time_t due,
-    ngx_mail_plus_queue_scan_pt handler, void *data, ngx_log_t *log)
-{
-    u_char           path[NGX_MAX_PATH];
-    ngx_int_t        rc;
-    ngx_str_t        id;
-    ngx_dir_t        dir;
-    ngx_file_info_t  fi;
-
-    (void) ngx_sprintf(path, "%V/%s%Z", &q->path, sub);
-
-    if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_open_dir_n " \"%s\" failed", path);
-        return NGX_ERROR;
-    }
-
-    rc = NGX_OK;
-
-    while (ngx_read_dir(&dir) == NGX_OK) {
-        id.data = ngx_de_name(&dir);
-        id.len = ngx_de_namelen(&dir);
-
-        if (!ngx_mail_plus_queue_valid_id(id.data, id.len)) {
-            continue;
-        }
-
-        if (due) {
-            (void) ngx_sprintf(path, "%V/%s/%V%Z", &q->path, sub, &id);
-
-            if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
-                || ngx_file_mtime(&fi) > due)
-            {
-                continue;
-            }
-        }
-
-        rc = handler(q, &id, data);
-
-        if (rc != NGX_OK) {
-            break;
-        }
-    }
-
-    (void) ngx_close_dir(&dir);
-
-    return rc;
-}
-
-
-/*
- * the claim: incoming/<ID> or deferred/<ID> to active/<ID>.<pid>, then the
- * file is opened for reading; NGX_DECLINED: another worker was first
- */
-
-ngx_fd_t
-ngx_mail_plus_queue_claim_open(ngx_mail_plus_queue_t *q, ngx_uint_t which,
-    ngx_str_t *id, ngx_log_t *log)
-{
-    u_char    from[NGX_MAX_PATH], to[NGX_MAX_PATH];
-    ngx_fd_t  fd;
-
-    if (!ngx_mail_plus_queue_valid_id(id->data, id->len)) {
-        ngx_set_errno(NGX_ENOENT);
-        return NGX_INVALID_FILE;
-    }
-
-    (void) ngx_sprintf(from, "%V/%s/%V%Z", &q->path,
-                       which == NGX_MAIL_PLUS_QUEUE_INCOMING ? "incoming"
-                                                             : "deferred",
-                       id);
-
-    (void) ngx_mail_plus_queue_active_name(q, id->data, to);
-
-    if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
-        if (ngx_errno != NGX_ENOENT) {
-            ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                          ngx_rename_file_n " \"%s\" to \"%s\" failed",
-                          from, to);
-        }
-
-        return NGX_INVALID_FILE;
-    }
-
-    fd = ngx_open_file(to, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-
-    if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_open_file_n " \"%s\" failed", to);
-
-        /* left to the next start, or to a reclaim */
-
-        (void) ngx_rename_file(to, from);
-    }
-
-    return fd;
-}
-
-
 static ngx_int_t
 ngx_mail_plus_queue_active_name(ngx_mail_plus_queue_t *q, u_char *id,
     u_char *path)
 {
     (void) ngx_sprintf(path, "%V/active/%*s.%P%Z", &q->path,
                        (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id, ngx_pid);
-
-    return NGX_OK;
-}
-
-
-/* the state file: empty when there is none */
-
-ngx_int_t
-ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_pool_t *pool, ngx_str_t *state)
-{
-    u_char           path[NGX_MAX_PATH];
-    ssize_t          n;
-    ngx_fd_t         fd;
-    ngx_file_info_t  fi;
-
-    state->len = 0;
-    state->data = NULL;
-
-    (void) ngx_sprintf(path, "%V/state/%*s%Z", &q->path,
-                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
-
-    fd = ngx_open_file(path, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-
-    if (fd == NGX_INVALID_FILE) {
-        return ngx_errno == NGX_ENOENT ? NGX_OK : NGX_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > 16 * 1024 * 1024)
-    {
-        (void) ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    state->data = ngx_pnalloc(pool, ngx_file_size(&fi) + 1);
-    if (state->data == NULL) {
-        (void) ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    n = pread(fd, state->data, ngx_file_size(&fi), 0);
-
-    (void) ngx_close_file(fd);
-
-    if (n < 0) {
-        return NGX_ERROR;
-    }
-
-    state->len = n;
 
     return NGX_OK;
 }
@@ -1380,10 +1220,20 @@ struct ngx_mail_plus_queue_op_s {
     time_t                          aside;    /* corrupt/<ID>.<aside> */
     ngx_err_t                       err;
     char                           *failed;   /* the call that failed */
+    ngx_mail_plus_queue_due_t      *due;      /* a scan */
+    ngx_mail_plus_queue_load_t     *load;     /* a claim and its reads */
+    ngx_mail_plus_queue_msg_t      *copy;     /* a bounce: copied into */
+    ngx_fd_t                        fd;       /*   from, a dup() */
+    off_t                           offset;
+    off_t                           size;
+    ngx_uint_t                      headers;  /*   the header section */
+    ngx_pool_t                     *pool;
     ngx_mail_plus_queue_defer_pt    handler;
     void                           *data;
 #if (NGX_THREADS)
     ngx_thread_task_t              *task;
+#else
+    ngx_event_t                     event;
 #endif
 };
 
@@ -1409,18 +1259,28 @@ static void ngx_mail_plus_queue_show(ngx_mail_plus_queue_op_t *op,
     u_char *path);
 static ngx_int_t ngx_mail_plus_queue_sync_dir(ngx_mail_plus_queue_op_t *op,
     char *sub);
+static void ngx_mail_plus_queue_scan_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_load_run(ngx_mail_plus_queue_op_t *op);
+static u_char *ngx_mail_plus_queue_read_envelope(ngx_fd_t fd, off_t size,
+    size_t *len, ngx_err_t *err);
+static u_char *ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q,
+    u_char *id, size_t *len, ngx_err_t *err);
+static void ngx_mail_plus_queue_remove_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_copy_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_load_free(void *data);
 static void ngx_mail_plus_queue_op_finish(ngx_mail_plus_queue_op_t *op);
 static void ngx_mail_plus_queue_op_log(ngx_mail_plus_queue_op_t *op,
     ngx_log_t *log);
 #if (NGX_THREADS)
 static void ngx_mail_plus_queue_op_thread(void *data, ngx_log_t *log);
-static void ngx_mail_plus_queue_op_done(ngx_event_t *ev);
 #endif
+static void ngx_mail_plus_queue_op_done(ngx_event_t *ev);
 
 
 /*
  * NGX_AGAIN: the handler is called from the event loop when it is done;
- * otherwise it was done in place (NGX_OK) or failed (NGX_ERROR, logged)
+ * NGX_BUSY: the thread pool cannot take it now (its queue is full), try
+ * again later; NGX_ERROR: no memory
  */
 
 ngx_int_t
@@ -1524,6 +1384,8 @@ ngx_mail_plus_queue_op_alloc(ngx_mail_plus_queue_t *q, u_char *id,
 #endif
 
     op->queue = q;
+    op->pool = pool;
+    op->fd = NGX_INVALID_FILE;
 
     if (id) {
         ngx_memcpy(op->id, id, NGX_MAIL_PLUS_QUEUE_ID_LEN);
@@ -1552,13 +1414,31 @@ ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op, ngx_log_t *log)
         return NGX_AGAIN;
     }
 
-#endif
+    /*
+     * the thread pool cannot take it: the caller tries again later; the
+     * spool's I/O is never done in the event loop instead
+     */
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "queue thread pool is busy, operation postponed");
+
+    return NGX_BUSY;
+
+#else
+
+    /* no threads: done in place, the handler is called from the loop */
 
     op->run(op);
-    ngx_mail_plus_queue_op_log(op, log);
-    ngx_mail_plus_queue_op_finish(op);
 
-    return op->failed ? NGX_ERROR : NGX_OK;
+    op->event.data = op;
+    op->event.handler = ngx_mail_plus_queue_op_done;
+    op->event.log = log;
+
+    ngx_post_event(&op->event, &ngx_posted_events);
+
+    return NGX_AGAIN;
+
+#endif
 }
 
 
@@ -1749,6 +1629,667 @@ ngx_mail_plus_queue_admin(ngx_mail_plus_queue_t *q, u_char *id,
     a->result = NGX_ERROR;
 
     return ngx_mail_plus_queue_op_post(op, log);
+}
+
+
+/*
+ * the delivery's scan, in the thread pool: claims of gone processes are
+ * taken back, then up to due->nalloc queue IDs are found, those of
+ * incoming/ first, then those of deferred/ whose mtime (the time of the
+ * next attempt) is not later than due->now; the same results as
+ * ngx_mail_plus_queue_defer()
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_due_t *due, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_op_t  *op;
+
+    op = ngx_mail_plus_queue_op_alloc(q, NULL, ngx_mail_plus_queue_scan_run,
+                                      handler, data, pool);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    due->nids = 0;
+    due->reclaimed = 0;
+
+    op->due = due;
+
+    return ngx_mail_plus_queue_op_post(op, log);
+}
+
+
+/*
+ * a claim of incoming/<ID> or deferred/<ID> (load->which), then its
+ * envelope and its state file are read, in the thread pool; the same
+ * results as ngx_mail_plus_queue_defer()
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_load(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_mail_plus_queue_load_t *load, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_op_t  *op;
+
+    if (!ngx_mail_plus_queue_valid_id(id, NGX_MAIL_PLUS_QUEUE_ID_LEN)) {
+        return NGX_ERROR;
+    }
+
+    op = ngx_mail_plus_queue_op_alloc(q, id, ngx_mail_plus_queue_load_run,
+                                      handler, data, pool);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    load->fd = NGX_INVALID_FILE;
+    load->size = 0;
+    ngx_str_null(&load->head);
+    ngx_str_null(&load->state);
+
+    op->load = load;
+
+    return ngx_mail_plus_queue_op_post(op, log);
+}
+
+
+/*
+ * every recipient is done: the state file and the claimed file are
+ * unlinked, in the thread pool; the same results as
+ * ngx_mail_plus_queue_defer()
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool,
+    ngx_log_t *log)
+{
+    ngx_mail_plus_queue_op_t  *op;
+
+    op = ngx_mail_plus_queue_op_alloc(q, id, ngx_mail_plus_queue_remove_run,
+                                      handler, data, pool);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_mail_plus_queue_op_post(op, log);
+}
+
+
+/*
+ * a bounce: "size" bytes of a claimed file from "offset" (with
+ * "headers", only its header section, up to 64 KB) are appended to the
+ * message m, in the thread pool; fd is dup()ed, so that the claimed file
+ * may be closed meanwhile; m->err tells how it went; the same results as
+ * ngx_mail_plus_queue_defer()
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_copy(ngx_mail_plus_queue_msg_t *m, ngx_fd_t fd,
+    off_t offset, off_t size, ngx_uint_t headers,
+    ngx_mail_plus_queue_defer_pt handler, void *data)
+{
+    ngx_int_t                  rc;
+    ngx_mail_plus_queue_op_t  *op;
+
+    op = ngx_mail_plus_queue_op_alloc(m->queue, m->id,
+                                      ngx_mail_plus_queue_copy_run,
+                                      handler, data, m->pool);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    op->fd = dup(fd);
+
+    if (op->fd == NGX_INVALID_FILE) {
+        m->err = ngx_errno;
+        ngx_log_error(NGX_LOG_ALERT, m->log, m->err, "dup() failed");
+        return NGX_ERROR;
+    }
+
+    op->copy = m;
+    op->offset = offset;
+    op->size = size;
+    op->headers = headers;
+
+    rc = ngx_mail_plus_queue_op_post(op, m->log);
+
+    if (rc == NGX_BUSY) {
+        (void) close(op->fd);
+    }
+
+    return rc;
+}
+
+
+/* no pool, no log: it may run in a thread */
+
+static void
+ngx_mail_plus_queue_scan_run(ngx_mail_plus_queue_op_t *op)
+{
+    u_char                     *name, path[NGX_MAX_PATH];
+    size_t                      len;
+    ngx_dir_t                   dir;
+    ngx_uint_t                  i;
+    ngx_file_info_t             fi;
+    ngx_mail_plus_queue_due_t  *due;
+
+    static ngx_uint_t  which[] = { NGX_MAIL_PLUS_QUEUE_INCOMING,
+                                   NGX_MAIL_PLUS_QUEUE_DEFERRED };
+    static char       *dirs[] = { "incoming", "deferred" };
+
+    due = op->due;
+
+    due->reclaimed = ngx_mail_plus_queue_reclaim(op->queue, NULL);
+
+    for (i = 0; i < 2 && due->nids < due->nalloc; i++) {
+
+        (void) ngx_sprintf(path, "%V/%s%Z", &op->queue->path, dirs[i]);
+
+        if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
+            op->err = ngx_errno;
+            op->failed = "opendir() of a spool directory";
+            continue;
+        }
+
+        while (due->nids < due->nalloc && ngx_read_dir(&dir) == NGX_OK) {
+            name = ngx_de_name(&dir);
+            len = ngx_de_namelen(&dir);
+
+            if (!ngx_mail_plus_queue_valid_id(name, len)) {
+                continue;
+            }
+
+            if (which[i] == NGX_MAIL_PLUS_QUEUE_DEFERRED) {
+                (void) ngx_sprintf(path, "%V/deferred/%*s%Z",
+                                   &op->queue->path, len, name);
+
+                if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
+                    || ngx_file_mtime(&fi) > due->now)
+                {
+                    continue;
+                }
+            }
+
+            ngx_memcpy(due->ids[due->nids].id, name, len);
+            due->ids[due->nids].id[len] = '\0';
+            due->ids[due->nids].which = which[i];
+            due->nids++;
+        }
+
+        (void) ngx_close_dir(&dir);
+    }
+}
+
+
+/*
+ * the claim: incoming/<ID> or deferred/<ID> to active/<ID>.<pid>, then
+ * the file is opened and read; no pool, no log: it may run in a thread
+ */
+
+static void
+ngx_mail_plus_queue_load_run(ngx_mail_plus_queue_op_t *op)
+{
+    u_char                       from[NGX_MAX_PATH], to[NGX_MAX_PATH];
+    ngx_fd_t                     fd;
+    ngx_file_info_t              fi;
+    ngx_mail_plus_queue_t       *q;
+    ngx_mail_plus_queue_load_t  *load;
+
+    q = op->queue;
+    load = op->load;
+
+    (void) ngx_sprintf(from, "%V/%s/%s%Z", &q->path,
+                       load->which == NGX_MAIL_PLUS_QUEUE_INCOMING
+                       ? "incoming" : "deferred", op->id);
+
+    (void) ngx_mail_plus_queue_active_name(q, op->id, to);
+
+    if (rename((char *) from, (char *) to) == -1) {
+        if (ngx_errno != NGX_ENOENT) {
+            op->err = ngx_errno;
+            op->failed = "rename() of a queue file to active/";
+        }
+
+        return;
+    }
+
+    fd = open((char *) to, O_RDONLY);
+
+    if (fd == -1) {
+        op->err = ngx_errno;
+        op->failed = "open() of a claimed queue file";
+
+        /* left to the next start, or to a reclaim */
+
+        (void) rename((char *) to, (char *) from);
+        return;
+    }
+
+    load->fd = fd;
+
+    if (fstat(fd, &fi) == -1) {
+        op->err = ngx_errno;
+        op->failed = "fstat() of a claimed queue file";
+        return;
+    }
+
+    load->size = fi.st_size;
+
+    if (load->size == 0) {
+        return;
+    }
+
+    load->head.data = ngx_mail_plus_queue_read_envelope(fd, load->size,
+                                                         &load->head.len,
+                                                         &op->err);
+    if (load->head.data == NULL) {
+        op->failed = "pread() of a claimed queue file";
+        return;
+    }
+
+    load->state.data = ngx_mail_plus_queue_read_state(q, op->id,
+                                                      &load->state.len,
+                                                      &op->err);
+    if (op->err) {
+        free(load->head.data);
+        ngx_str_null(&load->head);
+        op->failed = "read of a state file";
+    }
+}
+
+
+/*
+ * the start of a queue file, up to its "end" line at least: read in
+ * growing pieces, up to 64 MB; malloc()ed, as in a thread
+ */
+
+static u_char *
+ngx_mail_plus_queue_read_envelope(ngx_fd_t fd, off_t size, size_t *len,
+    ngx_err_t *err)
+{
+    u_char   *buf, *nbuf;
+    size_t    want;
+    ssize_t   n;
+
+    want = 8192;
+    buf = NULL;
+
+    for ( ;; ) {
+        want = (size_t) ngx_min((off_t) want, size);
+
+        nbuf = realloc(buf, want);
+        if (nbuf == NULL) {
+            *err = NGX_ENOMEM;
+            free(buf);
+            return NULL;
+        }
+
+        buf = nbuf;
+
+        n = pread(fd, buf, want, 0);
+
+        if (n < 0) {
+            *err = ngx_errno;
+            free(buf);
+            return NULL;
+        }
+
+        *len = n;
+
+        if ((size_t) n < want
+            || (off_t) want >= size
+            || want >= NGX_MAIL_PLUS_QUEUE_ENVELOPE_MAX
+            || ngx_strlcasestrn(buf, buf + n, (u_char *) CRLF "end" CRLF, 6))
+        {
+            return buf;
+        }
+
+        want = ngx_min(want * 4, NGX_MAIL_PLUS_QUEUE_ENVELOPE_MAX);
+    }
+}
+
+
+/* the state file, malloc()ed: NULL with no error when there is none */
+
+static u_char *
+ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q, u_char *id,
+    size_t *len, ngx_err_t *err)
+{
+    u_char           *buf, path[NGX_MAX_PATH];
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    *len = 0;
+
+    (void) ngx_sprintf(path, "%V/state/%s%Z", &q->path, id);
+
+    fd = open((char *) path, O_RDONLY);
+
+    if (fd == -1) {
+        if (ngx_errno != NGX_ENOENT) {
+            *err = ngx_errno;
+        }
+
+        return NULL;
+    }
+
+    if (fstat(fd, &fi) == -1) {
+        *err = ngx_errno;
+        (void) close(fd);
+        return NULL;
+    }
+
+    if (fi.st_size > NGX_MAIL_PLUS_QUEUE_STATE_MAX || fi.st_size == 0) {
+        if (fi.st_size) {
+            *err = EFBIG;
+        }
+
+        (void) close(fd);
+        return NULL;
+    }
+
+    buf = malloc(fi.st_size);
+    if (buf == NULL) {
+        *err = NGX_ENOMEM;
+        (void) close(fd);
+        return NULL;
+    }
+
+    n = pread(fd, buf, fi.st_size, 0);
+
+    if (n < 0) {
+        *err = ngx_errno;
+        (void) close(fd);
+        free(buf);
+        return NULL;
+    }
+
+    (void) close(fd);
+
+    *len = n;
+
+    return buf;
+}
+
+
+/* no pool, no log: it may run in a thread */
+
+static void
+ngx_mail_plus_queue_remove_run(ngx_mail_plus_queue_op_t *op)
+{
+    u_char  path[NGX_MAX_PATH];
+
+    (void) ngx_sprintf(path, "%V/state/%s%Z", &op->queue->path, op->id);
+
+    if (unlink((char *) path) == -1 && ngx_errno != NGX_ENOENT) {
+        op->err = ngx_errno;
+        op->failed = "unlink() of a state file";
+    }
+
+    (void) ngx_mail_plus_queue_active_name(op->queue, op->id, path);
+
+    if (unlink((char *) path) == -1) {
+        op->err = ngx_errno;
+        op->failed = "unlink() of a delivered queue file";
+    }
+}
+
+
+/* no pool, no log: it may run in a thread */
+
+static void
+ngx_mail_plus_queue_copy_run(ngx_mail_plus_queue_op_t *op)
+{
+    u_char                     *buf, *end;
+    off_t                       offset, last;
+    size_t                      len;
+    ssize_t                     n, w;
+    ngx_mail_plus_queue_msg_t  *m;
+
+    m = op->copy;
+
+    len = op->headers ? NGX_MAIL_PLUS_QUEUE_HEADERS_MAX
+                      : NGX_MAIL_PLUS_QUEUE_COPY_CHUNK;
+
+    buf = malloc(len);
+    if (buf == NULL) {
+        m->err = NGX_ENOMEM;
+        goto done;
+    }
+
+    offset = op->offset;
+    last = op->offset + op->size;
+
+    while (offset < last) {
+        len = (size_t) ngx_min(last - offset, (off_t) len);
+
+        n = pread(op->fd, buf, len, offset);
+
+        if (n <= 0) {
+            m->err = n ? ngx_errno : EIO;
+            break;
+        }
+
+        if (op->headers) {
+
+            /* the header section, up to and with its empty line */
+
+            end = ngx_strlcasestrn(buf, buf + n, (u_char *) CRLF CRLF, 3);
+
+            if (end) {
+                n = end + 2 - buf;
+            }
+
+            last = offset + n;
+        }
+
+        for (end = buf; n; end += w, n -= w) {
+            w = write(m->fd, end, n);
+
+            if (w == -1) {
+                if (ngx_errno == NGX_EINTR) {
+                    w = 0;
+                    continue;
+                }
+
+                m->err = ngx_errno;
+                goto done;
+            }
+
+            m->offset += w;
+            offset += w;
+        }
+    }
+
+done:
+
+    free(buf);
+    (void) close(op->fd);
+    op->fd = NGX_INVALID_FILE;
+}
+
+
+/*
+ * the reader of a delivery connection: one read in flight at a time;
+ * malloc()ed, so that it can outlive the connection that made it
+ */
+
+struct ngx_mail_plus_queue_reader_s {
+    ngx_mail_plus_queue_t          *queue;
+    ngx_log_t                      *log;
+    ngx_fd_t                        fd;       /* a dup() */
+    off_t                           offset;
+    size_t                          len;
+    ssize_t                         n;
+    ngx_err_t                       err;
+    u_char                         *buf;
+    ngx_mail_plus_queue_read_pt     handler;
+    void                           *data;
+    unsigned                        busy:1;
+    unsigned                        orphan:1;
+#if (NGX_THREADS)
+    ngx_thread_task_t               task;
+#else
+    ngx_event_t                     event;
+#endif
+};
+
+
+static void ngx_mail_plus_queue_read_run(ngx_mail_plus_queue_reader_t *rd);
+#if (NGX_THREADS)
+static void ngx_mail_plus_queue_read_thread(void *data, ngx_log_t *log);
+#endif
+static void ngx_mail_plus_queue_read_done(ngx_event_t *ev);
+
+
+ngx_mail_plus_queue_reader_t *
+ngx_mail_plus_queue_reader(ngx_mail_plus_queue_t *q, size_t size,
+    ngx_log_t *log)
+{
+    ngx_mail_plus_queue_reader_t  *rd;
+
+    rd = ngx_calloc(sizeof(ngx_mail_plus_queue_reader_t) + size, log);
+    if (rd == NULL) {
+        return NULL;
+    }
+
+    rd->queue = q;
+    rd->log = ngx_cycle->log;
+    rd->fd = NGX_INVALID_FILE;
+    rd->buf = (u_char *) (rd + 1);
+    rd->len = size;
+
+#if (NGX_THREADS)
+    rd->task.ctx = rd;
+    rd->task.handler = ngx_mail_plus_queue_read_thread;
+    rd->task.event.data = rd;
+    rd->task.event.handler = ngx_mail_plus_queue_read_done;
+#else
+    rd->event.data = rd;
+    rd->event.handler = ngx_mail_plus_queue_read_done;
+    rd->event.log = rd->log;
+#endif
+
+    return rd;
+}
+
+
+/*
+ * NGX_AGAIN: the handler is called from the event loop with the bytes
+ * read; NGX_BUSY: the thread pool cannot take it now; NGX_ERROR
+ */
+
+ngx_int_t
+ngx_mail_plus_queue_read(ngx_mail_plus_queue_reader_t *rd, ngx_fd_t fd,
+    off_t offset, size_t len, ngx_mail_plus_queue_read_pt handler,
+    void *data)
+{
+    if (rd->busy || len > rd->len) {
+        return NGX_ERROR;
+    }
+
+    rd->fd = dup(fd);
+
+    if (rd->fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ALERT, rd->log, ngx_errno, "dup() failed");
+        return NGX_ERROR;
+    }
+
+    rd->offset = offset;
+    rd->n = len;
+    rd->err = 0;
+    rd->handler = handler;
+    rd->data = data;
+
+#if (NGX_THREADS)
+
+    if (ngx_thread_task_post(rd->queue->thread_pool, &rd->task) != NGX_OK) {
+        (void) close(rd->fd);
+        rd->fd = NGX_INVALID_FILE;
+
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "queue thread pool is busy, read postponed");
+        return NGX_BUSY;
+    }
+
+    rd->busy = 1;
+
+    return NGX_AGAIN;
+
+#else
+
+    /* no threads: read in place, the handler is called from the loop */
+
+    ngx_mail_plus_queue_read_run(rd);
+
+    rd->busy = 1;
+    ngx_post_event(&rd->event, &ngx_posted_events);
+
+    return NGX_AGAIN;
+
+#endif
+}
+
+
+void
+ngx_mail_plus_queue_reader_free(ngx_mail_plus_queue_reader_t *rd)
+{
+    if (rd->busy) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, rd->log, 0,
+                       "queue reader orphaned while a read is in flight");
+        rd->orphan = 1;
+        return;
+    }
+
+    ngx_free(rd);
+}
+
+
+/* no pool, no log: it may run in a thread */
+
+static void
+ngx_mail_plus_queue_read_run(ngx_mail_plus_queue_reader_t *rd)
+{
+    rd->n = pread(rd->fd, rd->buf, rd->n, rd->offset);
+
+    if (rd->n == -1) {
+        rd->err = ngx_errno;
+    }
+
+    (void) close(rd->fd);
+    rd->fd = NGX_INVALID_FILE;
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_mail_plus_queue_read_thread(void *data, ngx_log_t *log)
+{
+    ngx_mail_plus_queue_read_run(data);
+}
+
+#endif
+
+
+static void
+ngx_mail_plus_queue_read_done(ngx_event_t *ev)
+{
+    ngx_mail_plus_queue_reader_t  *rd = ev->data;
+
+    rd->busy = 0;
+
+    if (rd->orphan) {
+        ngx_free(rd);
+        return;
+    }
+
+    rd->handler(rd->data, rd->buf, rd->n, rd->err);
 }
 
 
@@ -2196,6 +2737,30 @@ ngx_mail_plus_queue_sync_dir(ngx_mail_plus_queue_op_t *op, char *sub)
 static void
 ngx_mail_plus_queue_op_finish(ngx_mail_plus_queue_op_t *op)
 {
+    ngx_pool_cleanup_t  *cln;
+
+    if (op->due && op->due->reclaimed) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "queue: %ui messages taken back from gone processes",
+                      op->due->reclaimed);
+    }
+
+    /* the buffers read in the thread live as long as the caller's pool */
+
+    if (op->load && (op->load->head.data || op->load->state.data)) {
+        cln = ngx_pool_cleanup_add(op->pool, 0);
+
+        if (cln) {
+            cln->handler = ngx_mail_plus_queue_load_free;
+            cln->data = op->load;
+
+        } else {
+            ngx_mail_plus_queue_load_free(op->load);
+            ngx_str_null(&op->load->head);
+            ngx_str_null(&op->load->state);
+        }
+    }
+
     if (op->admin
         && op->admin->what == NGX_MAIL_PLUS_QUEUE_UNHOLD
         && op->admin->result == NGX_OK
@@ -2203,6 +2768,16 @@ ngx_mail_plus_queue_op_finish(ngx_mail_plus_queue_op_t *op)
     {
         op->queue->notify(op->queue, op->id);
     }
+}
+
+
+static void
+ngx_mail_plus_queue_load_free(void *data)
+{
+    ngx_mail_plus_queue_load_t  *load = data;
+
+    free(load->head.data);
+    free(load->state.data);
 }
 
 
@@ -2250,6 +2825,8 @@ ngx_mail_plus_queue_op_thread(void *data, ngx_log_t *log)
     op->run(op);
 }
 
+#endif
+
 
 static void
 ngx_mail_plus_queue_op_done(ngx_event_t *ev)
@@ -2261,8 +2838,6 @@ ngx_mail_plus_queue_op_done(ngx_event_t *ev)
 
     op->handler(op->data);
 }
-
-#endif
 
 
 /* a claimed message not attempted (a worker going away) */
@@ -2284,34 +2859,6 @@ ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
     {
         ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
                       ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-/* every recipient is done: the message and its state go */
-
-ngx_int_t
-ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_log_t *log)
-{
-    u_char  path[NGX_MAX_PATH];
-
-    (void) ngx_sprintf(path, "%V/state/%*s%Z", &q->path,
-                       (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
-
-    if (ngx_delete_file(path) == NGX_FILE_ERROR && ngx_errno != NGX_ENOENT) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_delete_file_n " \"%s\" failed", path);
-    }
-
-    (void) ngx_mail_plus_queue_active_name(q, id, path);
-
-    if (ngx_delete_file(path) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
-                      ngx_delete_file_n " \"%s\" failed", path);
         return NGX_ERROR;
     }
 

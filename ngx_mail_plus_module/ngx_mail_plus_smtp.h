@@ -164,8 +164,6 @@ typedef struct ngx_mail_plus_queue_msg_s  ngx_mail_plus_queue_msg_t;
 typedef void (*ngx_mail_plus_queue_handler_pt)(ngx_mail_plus_queue_msg_t *m);
 typedef void (*ngx_mail_plus_queue_notify_pt)(ngx_mail_plus_queue_t *q,
     u_char *id);
-typedef ngx_int_t (*ngx_mail_plus_queue_scan_pt)(ngx_mail_plus_queue_t *q,
-    ngx_str_t *id, void *data);
 
 
 #define NGX_MAIL_PLUS_QUEUE_ID_LEN  22
@@ -223,8 +221,6 @@ ngx_int_t ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m,
 ngx_int_t ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m);
 void ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q);
-ngx_int_t ngx_mail_plus_queue_claim(ngx_mail_plus_queue_t *q, ngx_str_t *id,
-    ngx_log_t *log);
 ngx_mail_plus_queue_t *ngx_mail_plus_queue_get(ngx_cycle_t *cycle);
 
 /* for the delivery (docs/spool.md): deferred/, state/, claims by pid */
@@ -238,14 +234,73 @@ void ngx_mail_plus_queue_set_notify(ngx_mail_plus_queue_t *q,
     ngx_mail_plus_queue_notify_pt notify);
 ngx_uint_t ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q,
     ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_scan_due(ngx_mail_plus_queue_t *q,
-    ngx_uint_t which, ngx_mail_plus_queue_scan_pt handler, void *data,
-    ngx_log_t *log);
-ngx_fd_t ngx_mail_plus_queue_claim_open(ngx_mail_plus_queue_t *q,
-    ngx_uint_t which, ngx_str_t *id, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q,
-    u_char *id, ngx_pool_t *pool, ngx_str_t *state);
 typedef void (*ngx_mail_plus_queue_defer_pt)(void *data);
+
+
+/* a scan for due messages, in the thread pool */
+
+typedef struct {
+    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
+    ngx_uint_t                      which;  /* NGX_MAIL_PLUS_QUEUE_INCOMING */
+} ngx_mail_plus_queue_due_id_t;
+
+typedef struct {
+    ngx_mail_plus_queue_due_id_t   *ids;        /* room for nalloc */
+    ngx_uint_t                      nalloc;
+    ngx_uint_t                      nids;
+    ngx_uint_t                      reclaimed;  /* claims of gone workers */
+    time_t                          now;
+} ngx_mail_plus_queue_due_t;
+
+ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_due_t *due, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log);
+
+
+/*
+ * a claim and the reads of the envelope and the state file, in the
+ * thread pool; fd is NGX_INVALID_FILE when the message was not claimed
+ * (another worker was first, or a failure, logged); head.data is NULL
+ * when the claimed file could not be read (logged); the buffers live as
+ * long as the pool given
+ */
+
+typedef struct {
+    ngx_uint_t                      which;
+    ngx_fd_t                        fd;
+    off_t                           size;       /* of the file */
+    ngx_str_t                       head;       /* the envelope, at least */
+    ngx_str_t                       state;      /* empty when none */
+} ngx_mail_plus_queue_load_t;
+
+ngx_int_t ngx_mail_plus_queue_load(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_mail_plus_queue_load_t *load, ngx_mail_plus_queue_defer_pt handler,
+    void *data, ngx_pool_t *pool, ngx_log_t *log);
+
+/* a bounce: part of a claimed file copied into a new message */
+
+ngx_int_t ngx_mail_plus_queue_copy(ngx_mail_plus_queue_msg_t *m, ngx_fd_t fd,
+    off_t offset, off_t size, ngx_uint_t headers,
+    ngx_mail_plus_queue_defer_pt handler, void *data);
+
+/*
+ * reads of a claimed file for a delivery connection, in the thread pool;
+ * a reader freed while a read is in flight is freed when it is done, and
+ * its handler is not called
+ */
+
+typedef struct ngx_mail_plus_queue_reader_s  ngx_mail_plus_queue_reader_t;
+
+typedef void (*ngx_mail_plus_queue_read_pt)(void *data, u_char *buf,
+    ssize_t n, ngx_err_t err);
+
+ngx_mail_plus_queue_reader_t *ngx_mail_plus_queue_reader(
+    ngx_mail_plus_queue_t *q, size_t size, ngx_log_t *log);
+ngx_int_t ngx_mail_plus_queue_read(ngx_mail_plus_queue_reader_t *rd,
+    ngx_fd_t fd, off_t offset, size_t len, ngx_mail_plus_queue_read_pt handler,
+    void *data);
+void ngx_mail_plus_queue_reader_free(ngx_mail_plus_queue_reader_t *rd);
+
 
 ngx_int_t ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
@@ -256,6 +311,7 @@ ngx_int_t ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
 ngx_int_t ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
+    ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool,
     ngx_log_t *log);
 
 /*

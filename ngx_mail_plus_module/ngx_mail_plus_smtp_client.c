@@ -52,7 +52,7 @@ struct ngx_mail_plus_client_s {
 
     ngx_buf_t                      *in;
     ngx_buf_t                      *out;
-    u_char                         *chunk;
+    ngx_mail_plus_queue_reader_t   *reader;   /* of the spool file */
 
     ngx_uint_t                      state;
     ngx_uint_t                      base;      /* 1 with RSET first */
@@ -82,6 +82,7 @@ struct ngx_mail_plus_client_s {
     unsigned                        mail_failed:1;
     unsigned                        bol:1;     /* at the start of a line */
     unsigned                        greeted:1;
+    unsigned                        reading:1; /* a read in the thread */
 };
 
 
@@ -108,6 +109,9 @@ static ngx_int_t ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl);
+static void ngx_mail_plus_client_read_done(void *data, u_char *buf,
+    ssize_t n, ngx_err_t err);
+static void ngx_mail_plus_client_fill_end(ngx_mail_plus_client_t *cl);
 static void ngx_mail_plus_client_accepted(ngx_mail_plus_client_t *cl,
     ngx_uint_t code, ngx_str_t *text);
 static void ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl,
@@ -149,9 +153,8 @@ ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
 
     cl->in = ngx_create_temp_buf(pool, NGX_MAIL_PLUS_CLIENT_IN);
     cl->out = ngx_create_temp_buf(pool, NGX_MAIL_PLUS_CLIENT_BUF);
-    cl->chunk = ngx_pnalloc(pool, NGX_MAIL_PLUS_CLIENT_CHUNK);
 
-    if (cl->in == NULL || cl->out == NULL || cl->chunk == NULL) {
+    if (cl->in == NULL || cl->out == NULL) {
         ngx_destroy_pool(pool);
         goto failed;
     }
@@ -1134,6 +1137,7 @@ static ngx_int_t
 ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl)
 {
     ssize_t            n;
+    ngx_int_t          rc;
     ngx_buf_t         *b;
     ngx_connection_t  *c;
 
@@ -1142,10 +1146,21 @@ ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl)
 
     for ( ;; ) {
 
-        if (cl->sending
+        if (cl->sending && !cl->reading
             && b->end - b->last >= 2 * NGX_MAIL_PLUS_CLIENT_CHUNK + 8)
         {
-            if (ngx_mail_plus_client_fill(cl) != NGX_OK) {
+            rc = ngx_mail_plus_client_fill(cl);
+
+            if (rc == NGX_BUSY) {
+
+                /* the transaction is given up, and tried again later */
+
+                ngx_mail_plus_client_fail(cl, "4.3.0 queue thread pool "
+                                              "busy");
+                return NGX_DONE;
+            }
+
+            if (rc == NGX_ERROR) {
                 ngx_mail_plus_client_fail(cl, "4.3.0 spool read error");
                 return NGX_DONE;
             }
@@ -1191,58 +1206,116 @@ ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl)
 }
 
 
-/* a chunk of the content, dot-stuffed; at its end the dot */
+/*
+ * the next chunk of the content is read in the thread pool (NGX_AGAIN);
+ * NGX_BUSY: the pool cannot take it; at the end of the content, the dot
+ */
 
 static ngx_int_t
 ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl)
 {
-    u_char                *p, *q, *last;
     size_t                 len;
-    ssize_t                n;
+    ngx_int_t              rc;
     ngx_connection_t      *c;
     ngx_mail_plus_dmsg_t  *msg;
 
     msg = cl->job->msg;
     c = cl->peer.connection;
 
-    if (cl->offset < msg->size) {
+    if (cl->offset >= msg->size) {
+        ngx_mail_plus_client_fill_end(cl);
+        return NGX_OK;
+    }
 
-        len = (size_t) ngx_min(msg->size - cl->offset,
-                               NGX_MAIL_PLUS_CLIENT_CHUNK);
-
-        n = pread(msg->fd, cl->chunk, len, msg->body + cl->offset);
-
-        if (n <= 0) {
-            ngx_log_error(NGX_LOG_CRIT, c->log, ngx_errno,
-                          "pread() of queue file %s failed", msg->id);
+    if (cl->reader == NULL) {
+        cl->reader = ngx_mail_plus_queue_reader(msg->spool,
+                                                NGX_MAIL_PLUS_CLIENT_CHUNK,
+                                                c->log);
+        if (cl->reader == NULL) {
             return NGX_ERROR;
         }
+    }
 
-        cl->offset += n;
+    len = (size_t) ngx_min(msg->size - cl->offset, NGX_MAIL_PLUS_CLIENT_CHUNK);
 
-        if (cl->bdat) {
-            cl->out->last = ngx_cpymem(cl->out->last, cl->chunk, n);
+    rc = ngx_mail_plus_queue_read(cl->reader, msg->fd, msg->body + cl->offset,
+                                  len, ngx_mail_plus_client_read_done, cl);
 
-        } else {
-            q = cl->out->last;
-            last = cl->chunk + n;
+    if (rc == NGX_AGAIN) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "delivery client: read of %uz bytes at %O posted",
+                       len, cl->offset);
+        cl->reading = 1;
+    }
 
-            for (p = cl->chunk; p < last; p++) {
-                if (cl->bol && *p == '.') {
-                    *q++ = '.';
-                }
+    return rc;
+}
 
-                *q++ = *p;
-                cl->bol = (*p == LF);
+
+/* a chunk read: dot-stuffed into the buffer, and sent */
+
+static void
+ngx_mail_plus_client_read_done(void *data, u_char *buf, ssize_t n,
+    ngx_err_t err)
+{
+    ngx_mail_plus_client_t *cl = data;
+
+    u_char                *p, *q, *last;
+    ngx_connection_t      *c;
+    ngx_mail_plus_dmsg_t  *msg;
+
+    cl->reading = 0;
+
+    msg = cl->job->msg;
+    c = cl->peer.connection;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: read %z bytes", n);
+
+    if (n <= 0) {
+        ngx_log_error(NGX_LOG_CRIT, c->log, err,
+                      "pread() of queue file %s failed", msg->id);
+        ngx_mail_plus_client_fail(cl, "4.3.0 spool read error");
+        return;
+    }
+
+    cl->offset += n;
+
+    if (cl->bdat) {
+        cl->out->last = ngx_cpymem(cl->out->last, buf, n);
+
+    } else {
+        q = cl->out->last;
+        last = buf + n;
+
+        for (p = buf; p < last; p++) {
+            if (cl->bol && *p == '.') {
+                *q++ = '.';
             }
 
-            cl->out->last = q;
+            *q++ = *p;
+            cl->bol = (*p == LF);
         }
 
-        if (cl->offset < msg->size) {
-            return NGX_OK;
-        }
+        cl->out->last = q;
     }
+
+    if (cl->offset >= msg->size) {
+        ngx_mail_plus_client_fill_end(cl);
+    }
+
+    (void) ngx_mail_plus_client_send(cl);
+}
+
+
+/* the content is all in the buffer: the dot, and the wait for replies */
+
+static void
+ngx_mail_plus_client_fill_end(ngx_mail_plus_client_t *cl)
+{
+    ngx_connection_t  *c;
+
+    c = cl->peer.connection;
 
     cl->sending = 0;
 
@@ -1263,8 +1336,6 @@ ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl)
     }
 
     ngx_add_timer(c->read, cl->dcf->data_timeout);
-
-    return NGX_OK;
 }
 
 
@@ -1350,6 +1421,12 @@ ngx_mail_plus_client_finish(ngx_mail_plus_client_t *cl, ngx_uint_t keep)
         keep = 0;
     }
 
+    /* a read in flight belongs to this transaction: no reuse */
+
+    if (cl->reading) {
+        keep = 0;
+    }
+
     if (!keep) {
         ngx_mail_plus_client_close(cl, greeted);
         cl = NULL;
@@ -1431,6 +1508,14 @@ ngx_mail_plus_client_close(ngx_mail_plus_client_t *cl, ngx_uint_t quit)
 #endif
 
     cl->dest->active--;
+
+    if (cl->reader) {
+
+        /* a read in flight frees it when it is done */
+
+        ngx_mail_plus_queue_reader_free(cl->reader);
+        cl->reader = NULL;
+    }
 
     ngx_close_connection(c);
     ngx_destroy_pool(cl->pool);

@@ -1845,7 +1845,16 @@ ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m)
     ctx->msg = NULL;
     ctx->state = ngx_mail_plus_st_command;
 
-    if (m->err) {
+    if (m->err == NGX_EAGAIN) {
+
+        /* the queue's thread pool could not take the commit */
+
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "message not queued, the queue is busy");
+        ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: queue busy, "
+                                 "try again later");
+
+    } else if (m->err) {
         ngx_mail_plus_smtp_reply(ctx,
                                  "452 4.3.1 Insufficient system storage");
 

@@ -348,10 +348,11 @@ SKIP: {
         . sprintf($content, 'was unreadable'));
     chmod 0000, "$spool/incoming/$locked";
 
-    $t->{ignore_alerts} = qr/open\(\) "[^"]*$locked[^"]*" failed/;
+    $t->{ignore_alerts}
+        = qr/message $locked: open\(\) of a claimed queue file failed/;
 
     ok(wait_for(sub { $t->read_file('error.log')
-        =~ /open\(\) "[^"]*$locked[^"]*" failed \(13: /
+        =~ /message $locked: open\(\) of a claimed queue file failed \(13: /
     }, 10), 'a permission error logged');
 
     ok(!grep({ /^$locked/ } names('corrupt')), 'and not set aside');
