@@ -200,6 +200,12 @@ ngx_http_mail_plus_queue_api_handler(ngx_http_request_t *r)
         return ngx_http_mail_plus_suspend(r);
     }
 
+    if (rc == NGX_BUSY) {
+        return ngx_http_mail_plus_queue_api_error(r,
+                                       NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "the queue's thread pool is busy");
+    }
+
     return ngx_http_mail_plus_queue_api_respond(r);
 }
 

@@ -225,6 +225,10 @@ ngx_http_mail_plus_status_start(ngx_http_request_t *r, ngx_uint_t metrics)
         return ngx_http_mail_plus_suspend(r);
     }
 
+    if (rc == NGX_BUSY) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
     if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
