@@ -63,7 +63,7 @@
 
 static ngx_int_t ngx_mail_plus_upstream_try(ngx_mail_session_t *s);
 static void ngx_mail_plus_upstream_handler(ngx_event_t *ev);
-static void ngx_mail_plus_upstream_timeout(ngx_mail_session_t *s,
+static void ngx_mail_plus_upstream_login_error(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx);
 static ngx_int_t ngx_mail_plus_upstream_read_line(ngx_connection_t *pc,
     ngx_buf_t *b, ngx_str_t *line, ngx_uint_t quickack);
@@ -315,7 +315,19 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
 
     if (ev->timedout) {
-        ngx_mail_plus_upstream_timeout(s, ctx);
+
+        if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
+            ngx_log_error(NGX_LOG_WARN, c->log, NGX_ETIMEDOUT,
+                          "backend %V timed out, trying the next",
+                          &ctx->backend);
+            ngx_mail_plus_upstream_next(s);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, c->log, NGX_ETIMEDOUT,
+                      "backend %V did not answer the login of \"%V\" "
+                      "in time", &ctx->backend, &ctx->user);
+        ngx_mail_plus_upstream_login_error(s, ctx);
         return;
     }
 
@@ -346,10 +358,19 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
         }
 
         if (rc == NGX_ERROR) {
+
+            if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
+                ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                              "backend %V closed or failed, trying the next",
+                              &ctx->backend);
+                ngx_mail_plus_upstream_next(s);
+                return;
+            }
+
             ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                          "backend %V closed or failed, trying the next",
-                          &ctx->backend);
-            ngx_mail_plus_upstream_next(s);
+                          "backend %V closed or failed during the login "
+                          "of \"%V\"", &ctx->backend, &ctx->user);
+            ngx_mail_plus_upstream_login_error(s, ctx);
             return;
         }
 
@@ -376,7 +397,14 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
         case NGX_DECLINED:
             ngx_mail_plus_upstream_log_reply(s, ctx, NGX_LOG_WARN,
                                              "sent unexpected", &line);
-            ngx_mail_plus_upstream_next(s);
+
+            if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
+                ngx_mail_plus_upstream_next(s);
+
+            } else {
+                ngx_mail_plus_upstream_login_error(s, ctx);
+            }
+
             return;
 
         case NGX_DONE:
@@ -412,39 +440,28 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
 
 
 /*
- * before the login a silent server is a dead one; after it, a server that
- * greeted and does not answer the login in time is slow, not dead (its
- * refusals may be delayed): with auth backend the client gets a temporary
- * failure; with auth router (the password is right, the server should
- * have taken it) it counts against the server's health, as silence
- * before the login does, and the next server is tried
+ * Before the login a silent, closing or confused server is a dead one.
+ * After its greeting a server is alive, and how it answers a login may
+ * be the client's doing: a wrong password is refused late on purpose
+ * (Dovecot's auth_failure_delay and auth penalty), an oversized one may
+ * get "Input buffer full" and a close.  With auth backend nothing of the
+ * login counts against the server's health: the client gets a temporary
+ * failure, and the next server (which would check the same password) is
+ * not tried.  With auth router the password is known to be right, so a
+ * server that does not take it is failing: it counts, and the next one
+ * is tried.
  */
 
 static void
-ngx_mail_plus_upstream_timeout(ngx_mail_session_t *s,
+ngx_mail_plus_upstream_login_error(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx)
 {
     ngx_str_t  text;
 
-    if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
-        ngx_log_error(NGX_LOG_WARN, s->connection->log, NGX_ETIMEDOUT,
-                      "backend %V timed out, trying the next",
-                      &ctx->backend);
-        ngx_mail_plus_upstream_next(s);
-        return;
-    }
-
     if (ctx->check->route.pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER) {
-        ngx_log_error(NGX_LOG_WARN, s->connection->log, NGX_ETIMEDOUT,
-                      "backend %V did not answer the login of \"%V\" "
-                      "in time, trying the next", &ctx->backend, &ctx->user);
         ngx_mail_plus_upstream_next(s);
         return;
     }
-
-    ngx_log_error(NGX_LOG_WARN, s->connection->log, NGX_ETIMEDOUT,
-                  "backend %V did not answer the login of \"%V\" in time",
-                  &ctx->backend, &ctx->user);
 
     if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
         ngx_str_set(&text,
@@ -1415,10 +1432,7 @@ local:
 }
 
 
-/*
- * a backend's line in a log line, escaped, without its CRLF; at "warn"
- * the server is skipped
- */
+/* a backend's line in a log line: escaped, without its CRLF */
 
 static void
 ngx_mail_plus_upstream_log_reply(ngx_mail_session_t *s,
@@ -1442,8 +1456,7 @@ ngx_mail_plus_upstream_log_reply(ngx_mail_session_t *s,
     reply.data = buf;
 
     ngx_log_error(level, s->connection->log, 0,
-                  "backend %V %s \"%V\"%s", &ctx->backend, text, &reply,
-                  level == NGX_LOG_WARN ? ", trying the next" : "");
+                  "backend %V %s \"%V\"", &ctx->backend, text, &reply);
 }
 
 

@@ -132,6 +132,7 @@ mail {
         listen     127.0.0.1:%%PORT_imap%%;
         protocol   imap;
         imap_auth  login plain;
+        imap_client_buffer  16k;
     }
 
     server {
@@ -298,6 +299,17 @@ my $u = dovecot_logins($d1, 'pop3');
 is_deeply([ sort keys %$u ], [ sort map { "d1$_" } @names ],
     'dovecot d1: pop3 logins by the exact names');
 
+# a password longer than Dovecot's input buffer: Dovecot refuses it or
+# closes the connection; either way the client gets a refusal and the
+# server stays up for everyone else
+
+for my $prefix (qw/ d1 d2 /) {
+    my ($s, $r) = imap_login("${prefix}eq=ual", 'x' x 6000, fresh());
+    like($r, qr/^a1 NO /m, "imap $prefix: oversized password refused");
+    ok(imap_login("${prefix}eq=ual", 'p=w'),
+        "imap $prefix: good login after an oversized password");
+}
+
 # the client's address: Dovecot sees 127.0.0.2, the client's, through ID
 # and XCLIENT (offered in its greeting to a trusted peer); a login that
 # holds " ADDR=6.6.6.6" does not choose it
@@ -362,7 +374,25 @@ cmp_ok(time() - $start, '<', 2.5, 'login timeout: in its time');
 ok(imap_login('slow', 'secret', timeout => 20),
     'login timeout: good login after it');
 
-my $log = $t->read_file('error.log');
+# a login with CR LF, decoded from SASL: refused by the router, and its
+# bytes do not start a log line of their own
+
+$s = MailPlus::Test::Client->new($t->port('imap'));
+$s->getline();
+like($s->imap('c1', 'AUTHENTICATE PLAIN '
+    . encode_base64("\0d1evil\r\nforged line\"\0pw", '')), qr/^c1 NO /m,
+    'login with CR LF refused');
+$s->imap('c2', 'LOGOUT');
+
+my $log = '';
+MailPlus::Test::wait_for(sub {
+    $log = $t->read_file('error.log');
+    return $log =~ /login "d1evil/;
+}, 5);
+
+unlike($log, qr/^forged/m, 'no log line starts with client text');
+like($log, qr/login "d1evil\\x0d\\x0aforged line\\x22" denied/,
+    'denied login escaped');
 unlike($log, qr/server \S+ is down/, 'no backend marked down');
 like($log, qr/did not answer the login of "slow" in time/,
     'login timeout logged');
