@@ -338,7 +338,14 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
             n = pc->send(pc, ctx->send.data, ctx->send.len);
 
             if (n == NGX_ERROR) {
-                ngx_mail_plus_upstream_next(s);
+
+                if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
+                    ngx_mail_plus_upstream_next(s);
+
+                } else {
+                    ngx_mail_plus_upstream_login_error(s, ctx);
+                }
+
                 return;
             }
 
