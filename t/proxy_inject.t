@@ -325,7 +325,8 @@ $s->pop3('QUIT') if $s;
 my $dlog = '';
 MailPlus::Test::wait_for(sub {
     $dlog = $t->dovecot_log($d1);
-    return $dlog =~ /pop3-login: Info: Login: user=<d1x addr/;
+    return $dlog =~ /pop3-login: .* user=<d1x addr.*rip=127\.0\.0\.2,/
+        && $dlog =~ /imap-login: .* user=<d1eq=ual>.*rip=127\.0\.0\.2,/;
 }, 5);
 
 like($dlog, qr/imap-login: Info: Login: user=<d1eq=ual>.*rip=127\.0\.0\.2,/,
