@@ -1037,7 +1037,8 @@ static ngx_int_t
 ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line)
 {
-    ngx_uint_t  ok, forward;
+    u_char      *p;
+    ngx_uint_t   ok, forward;
 
     ok = (line->len >= 3 && ngx_strncmp(line->data, "+OK", 3) == 0);
 
@@ -1064,9 +1065,15 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
                 ctx->xclient = 1;
 
             } else {
-                ngx_str_set(&ctx->next, "CAPA" CRLF);
-                ctx->send = ctx->next;
-                ctx->next.len = 0;
+                p = ngx_mail_plus_upstream_reserve(s, ctx,
+                                                   sizeof("CAPA" CRLF) - 1);
+                if (p == NULL) {
+                    return NGX_ERROR;
+                }
+
+                p = ngx_cpymem(p, "CAPA" CRLF, sizeof("CAPA" CRLF) - 1);
+
+                ctx->send.len = p - ctx->send.data;
                 ctx->replies = 0;
                 ctx->state = NGX_MAIL_PLUS_UP_CAPA;
 
