@@ -61,6 +61,8 @@
 #define NGX_MAIL_PLUS_FORWARD_NATIVE  1   /* IMAP ID, POP3 XCLIENT */
 #define NGX_MAIL_PLUS_FORWARD_PROXY   2   /* PROXY protocol v1 */
 #define NGX_MAIL_PLUS_FORWARD_PROXY2  3   /* PROXY protocol v2 */
+#define NGX_MAIL_PLUS_FORWARD_OFFERED 4   /* IMAP ID, POP3 XCLIENT if offered:
+                                             the default with auth backend */
 
 
 /* router answers */
@@ -382,6 +384,8 @@ ngx_int_t ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone,
 ngx_uint_t ngx_mail_plus_text_has_ctl(ngx_str_t *s);
 ngx_int_t ngx_mail_plus_text_log(ngx_pool_t *pool, ngx_str_t *src,
     ngx_str_t *dst);
+u_char *ngx_mail_plus_text_log_write(u_char *p, u_char *last,
+    ngx_str_t *src);
 
 char *ngx_mail_plus_conf_networks(ngx_conf_t *cf, ngx_array_t **networks);
 ngx_mail_plus_main_conf_t *ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle);

@@ -102,8 +102,16 @@ ngx_mail_plus_pool_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         pool->auth = NGX_MAIL_PLUS_AUTH_ROUTER;
     }
 
+    /*
+     * a backend that checks passwords delays its refusals per client
+     * address: it must see the client's, not nginx's, or one attacker
+     * slows down every login
+     */
+
     if (pool->forward == NGX_CONF_UNSET_UINT) {
-        pool->forward = NGX_MAIL_PLUS_FORWARD_OFF;
+        pool->forward = (pool->auth == NGX_MAIL_PLUS_AUTH_BACKEND)
+                        ? NGX_MAIL_PLUS_FORWARD_OFFERED
+                        : NGX_MAIL_PLUS_FORWARD_OFF;
     }
 
     return NGX_CONF_OK;

@@ -31,6 +31,7 @@
 typedef struct {
     ngx_flag_t                  enable;
     ngx_msec_t                  connect_timeout;
+    ngx_msec_t                  login_timeout;
     ngx_msec_t                  timeout;
     size_t                      buffer_size;
     ngx_uint_t                  user_sessions;
@@ -80,6 +81,7 @@ typedef struct {
     ngx_str_t                   next;         /* commands after the reply */
     ngx_uint_t                  state;        /* of the backend login */
     ngx_uint_t                  replies;      /* backend replies expected */
+    ngx_uint_t                  arg;          /* IMAP: its literal waits */
     ngx_str_t                   reply;        /* to the client after login */
 
     ngx_mail_plus_pipe_t        up;           /* client to backend */
@@ -99,7 +101,10 @@ typedef struct {
     unsigned                    client_limited:1;
     unsigned                    logged_in:1;
     unsigned                    sasl_ir:1;
+    unsigned                    auth_plain:1;
+    unsigned                    login_disabled:1;
     unsigned                    literal_plus:1;
+    unsigned                    xclient:1;    /* POP3: the backend offers it */
     unsigned                    quickack:1;   /* ID and LOGIN pipelined */
 } ngx_mail_plus_proxy_ctx_t;
 

@@ -94,3 +94,42 @@ ngx_mail_plus_text_log(ngx_pool_t *pool, ngx_str_t *src, ngx_str_t *dst)
 
     return NGX_OK;
 }
+
+
+/*
+ * the escaped form written into a buffer of a log line, from "p" up to
+ * "last" at most and never cut inside an escape: the end of what it wrote
+ */
+
+u_char *
+ngx_mail_plus_text_log_write(u_char *p, u_char *last, ngx_str_t *src)
+{
+    u_char  *s, *end;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    end = src->data + src->len;
+
+    for (s = src->data; s < end; s++) {
+
+        if (!ngx_mail_plus_text_escaped(*s)) {
+            if (p == last) {
+                break;
+            }
+
+            *p++ = *s;
+            continue;
+        }
+
+        if (last - p < (ssize_t) (sizeof("\\xNN") - 1)) {
+            break;
+        }
+
+        *p++ = '\\';
+        *p++ = 'x';
+        *p++ = hex[*s >> 4];
+        *p++ = hex[*s & 0xf];
+    }
+
+    return p;
+}

@@ -19,33 +19,71 @@
  * greets wrongly is skipped for the next one on the ring; the client sees
  * an error only when none is left.
  *
- * IMAP: "ID" with the client's address (forward native) and the login
- *       ("AUTHENTICATE PLAIN" with an initial response when the greeting
- *       offers SASL-IR, else "LOGIN" with LITERAL+ or quoted strings) go
- *       out in one write.
- * POP3: "XCLIENT" (forward native), "USER" and "PASS", each after the
- *       reply to the one before (no pipelining without PIPELINING).
+ * What goes to the backend is exactly the login and the password the
+ * router checked, in a form that no byte of them can end early: nothing
+ * with a control character is ever sent (the router refuses them; should
+ * one come here all the same, the login fails temporarily), an IMAP
+ * argument is a quoted string only when it is printable US-ASCII, else a
+ * literal, and an XCLIENT value is xtext.  The client's address comes from
+ * its socket, never from anything it sent.
+ *
+ * IMAP: "ID" with the client's address (forward native, or the default
+ *       with auth backend) and the login go out in one write: either
+ *       "AUTHENTICATE PLAIN" with an initial response (the greeting offers
+ *       SASL-IR and AUTH=PLAIN), or "LOGIN" whose literals are LITERAL+
+ *       when offered, else synchronizing, each sent after the backend's
+ *       "+"; "AUTHENTICATE PLAIN" then the response after "+" when the
+ *       backend offers LOGINDISABLED.
+ * POP3: "XCLIENT" (forward native; with auth backend, when the greeting,
+ *       as Dovecot's to a trusted peer, or else "CAPA" offers it), "USER"
+ *       and "PASS", each after the reply to the one before (no pipelining
+ *       without PIPELINING).
  * PROXY protocol (forward proxy_protocol, proxy_protocol_v2): a v1 or v2
  * header before anything else.
+ *
+ * The connection and the greeting (and CAPA) have the connect timeout;
+ * the login has its own: a backend that greeted and is slow to answer a
+ * login (Dovecot delays refusals after failures) is not a dead server.
  */
 
 
 #define NGX_MAIL_PLUS_UP_GREETING   0
-#define NGX_MAIL_PLUS_UP_LOGIN      1
+#define NGX_MAIL_PLUS_UP_CAPA       1   /* POP3: CAPA sent */
+#define NGX_MAIL_PLUS_UP_LOGIN      2   /* the login commands sent */
+#define NGX_MAIL_PLUS_UP_CONTINUE   3   /* IMAP: a "+" awaited */
 
 #define NGX_MAIL_PLUS_UP_LINE       4096
+
+/* ctx->arg of an IMAP login: which argument or response waits for "+" */
+
+#define NGX_MAIL_PLUS_UP_ARG_LOGIN  0
+#define NGX_MAIL_PLUS_UP_ARG_PASS   1
+#define NGX_MAIL_PLUS_UP_ARG_PLAIN  2
 
 
 static ngx_int_t ngx_mail_plus_upstream_try(ngx_mail_session_t *s);
 static void ngx_mail_plus_upstream_handler(ngx_event_t *ev);
+static void ngx_mail_plus_upstream_login_error(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx);
 static ngx_int_t ngx_mail_plus_upstream_read_line(ngx_connection_t *pc,
     ngx_buf_t *b, ngx_str_t *line, ngx_uint_t quickack);
 static ngx_int_t ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line);
-static ngx_int_t ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
-    ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line);
+static void ngx_mail_plus_upstream_imap_caps(ngx_mail_plus_proxy_ctx_t *ctx,
+    ngx_str_t *line);
 static ngx_int_t ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx);
+static ngx_int_t ngx_mail_plus_upstream_imap_continue(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx);
+static u_char *ngx_mail_plus_upstream_imap_args(
+    ngx_mail_plus_proxy_ctx_t *ctx, u_char *p);
+static size_t ngx_mail_plus_upstream_imap_arg_len(ngx_str_t *v);
+static u_char *ngx_mail_plus_upstream_plain(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, u_char *p);
+static ngx_int_t ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line);
+static ngx_int_t ngx_mail_plus_upstream_pop3_capa(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line);
 static ngx_int_t ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx);
 static void ngx_mail_plus_upstream_next_command(
@@ -57,7 +95,12 @@ static u_char *ngx_mail_plus_upstream_reserve(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, size_t len);
 static u_char *ngx_mail_plus_upstream_proxy_v2(ngx_connection_t *c,
     u_char *p);
+static ngx_uint_t ngx_mail_plus_upstream_quotable(ngx_str_t *v);
 static u_char *ngx_mail_plus_upstream_quote(u_char *p, ngx_str_t *s);
+static u_char *ngx_mail_plus_upstream_xtext(u_char *p, ngx_str_t *v);
+static void ngx_mail_plus_upstream_log_reply(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_uint_t level, char *text,
+    ngx_str_t *line);
 static void ngx_mail_plus_upstream_next(ngx_mail_session_t *s);
 static void ngx_mail_plus_upstream_fail(ngx_mail_session_t *s,
     ngx_str_t *text);
@@ -67,11 +110,39 @@ void
 ngx_mail_plus_upstream_connect(ngx_mail_session_t *s)
 {
     ngx_int_t                   rc;
+    ngx_str_t                   text;
+    ngx_mail_plus_check_t      *check;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+    check = ctx->check;
 
     s->connection->log->action = "connecting to backend";
+
+    /*
+     * the router refuses control characters; this side does not rely on
+     * it: a CR, an LF or a NUL would end a command or a SASL field early
+     */
+
+    if (ngx_mail_plus_text_has_ctl(&check->route.login)
+        || ngx_mail_plus_text_has_ctl(&check->auth.password))
+    {
+        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                      "login \"%V\" with a control character "
+                      "not sent to a backend", &ctx->user);
+
+        if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
+            ngx_str_set(&text,
+                        "NO [UNAVAILABLE] Temporary authentication failure.");
+
+        } else {
+            ngx_str_set(&text,
+                        "-ERR [SYS/TEMP] Temporary authentication failure.");
+        }
+
+        ngx_mail_plus_upstream_fail(s, &text);
+        return;
+    }
 
     for ( ;; ) {
 
@@ -143,7 +214,7 @@ ngx_mail_plus_upstream_try(ngx_mail_session_t *s)
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_WARN, c->log, 0,
                       "backend %V of \"%V\" refused, trying the next",
-                      &ctx->backend, &s->login);
+                      &ctx->backend, &ctx->user);
 
         if (ctx->peer.connection) {
             ngx_close_connection(ctx->peer.connection);
@@ -180,9 +251,18 @@ ngx_mail_plus_upstream_try(ngx_mail_session_t *s)
     ctx->line->last = ctx->line->start;
     ctx->state = NGX_MAIL_PLUS_UP_GREETING;
     ctx->send.len = 0;
+    ctx->replies = 0;
+    ctx->arg = 0;
     ctx->sasl_ir = 0;
+    ctx->auth_plain = 0;
+    ctx->login_disabled = 0;
     ctx->literal_plus = 0;
+    ctx->xclient = 0;
     ctx->quickack = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "mail plus backend %V connecting, forward %ui",
+                   &ctx->backend, route->pool->forward);
 
     if (route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY
         || route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY2)
@@ -235,10 +315,19 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
 
     if (ev->timedout) {
+
+        if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
+            ngx_log_error(NGX_LOG_WARN, c->log, NGX_ETIMEDOUT,
+                          "backend %V timed out, trying the next",
+                          &ctx->backend);
+            ngx_mail_plus_upstream_next(s);
+            return;
+        }
+
         ngx_log_error(NGX_LOG_WARN, c->log, NGX_ETIMEDOUT,
-                      "backend %V timed out, trying the next",
-                      &ctx->backend);
-        ngx_mail_plus_upstream_next(s);
+                      "backend %V did not answer the login of \"%V\" "
+                      "in time", &ctx->backend, &ctx->user);
+        ngx_mail_plus_upstream_login_error(s, ctx);
         return;
     }
 
@@ -249,7 +338,14 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
             n = pc->send(pc, ctx->send.data, ctx->send.len);
 
             if (n == NGX_ERROR) {
-                ngx_mail_plus_upstream_next(s);
+
+                if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
+                    ngx_mail_plus_upstream_next(s);
+
+                } else {
+                    ngx_mail_plus_upstream_login_error(s, ctx);
+                }
+
                 return;
             }
 
@@ -269,10 +365,19 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
         }
 
         if (rc == NGX_ERROR) {
+
+            if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
+                ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                              "backend %V closed or failed, trying the next",
+                              &ctx->backend);
+                ngx_mail_plus_upstream_next(s);
+                return;
+            }
+
             ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                          "backend %V closed or failed, trying the next",
-                          &ctx->backend);
-            ngx_mail_plus_upstream_next(s);
+                          "backend %V closed or failed during the login "
+                          "of \"%V\"", &ctx->backend, &ctx->user);
+            ngx_mail_plus_upstream_login_error(s, ctx);
             return;
         }
 
@@ -297,15 +402,23 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
             return;
 
         case NGX_DECLINED:
-            ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                          "backend %V sent unexpected \"%*s\", "
-                          "trying the next", &ctx->backend,
-                          line.len > 2 ? line.len - 2 : line.len, line.data);
-            ngx_mail_plus_upstream_next(s);
+            ngx_mail_plus_upstream_log_reply(s, ctx, NGX_LOG_WARN,
+                                             "sent unexpected", &line);
+
+            if (ctx->state < NGX_MAIL_PLUS_UP_LOGIN) {
+                ngx_mail_plus_upstream_next(s);
+
+            } else {
+                ngx_mail_plus_upstream_login_error(s, ctx);
+            }
+
             return;
 
         case NGX_DONE:
             /* the backend refused the login: ctx->reply is the answer */
+            ngx_mail_plus_upstream_log_reply(s, ctx, NGX_LOG_INFO,
+                                             "refused the login with",
+                                             &ctx->reply);
             ngx_mail_plus_upstream_fail(s, &ctx->reply);
             return;
 
@@ -322,9 +435,51 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
         return;
     }
 
-    /* each step of the backend's dialogue has its own time */
+    /*
+     * each step of the backend's dialogue has its own time; the login's
+     * may be long: a backend delays the refusal of a wrong password
+     */
 
-    ngx_add_timer(pc->read, ctx->conf->connect_timeout);
+    ngx_add_timer(pc->read, ctx->state >= NGX_MAIL_PLUS_UP_LOGIN
+                            ? ctx->conf->login_timeout
+                            : ctx->conf->connect_timeout);
+}
+
+
+/*
+ * Before the login a silent, closing or confused server is a dead one.
+ * After its greeting a server is alive, and how it answers a login may
+ * be the client's doing: a wrong password is refused late on purpose
+ * (Dovecot's auth_failure_delay and auth penalty), an oversized one may
+ * get "Input buffer full" and a close.  With auth backend nothing of the
+ * login counts against the server's health: the client gets a temporary
+ * failure, and the next server (which would check the same password) is
+ * not tried.  With auth router the password is known to be right, so a
+ * server that does not take it is failing: it counts, and the next one
+ * is tried.
+ */
+
+static void
+ngx_mail_plus_upstream_login_error(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx)
+{
+    ngx_str_t  text;
+
+    if (ctx->check->route.pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER) {
+        ngx_mail_plus_upstream_next(s);
+        return;
+    }
+
+    if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
+        ngx_str_set(&text,
+                    "NO [UNAVAILABLE] Temporary authentication failure.");
+
+    } else {
+        ngx_str_set(&text,
+                    "-ERR [SYS/TEMP] Temporary authentication failure.");
+    }
+
+    ngx_mail_plus_upstream_fail(s, &text);
 }
 
 
@@ -419,22 +574,28 @@ ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
             return NGX_DECLINED;
         }
 
-        ctx->sasl_ir = (ngx_strlcasestrn(line->data, last,
-                                         (u_char *) "SASL-IR", 7 - 1)
-                        != NULL)
-                       && (ngx_strlcasestrn(line->data, last,
-                                            (u_char *) "AUTH=PLAIN", 10 - 1)
-                           != NULL);
-        ctx->literal_plus = (ngx_strlcasestrn(line->data, last,
-                                              (u_char *) "LITERAL+", 8 - 1)
-                             != NULL);
+        ngx_mail_plus_upstream_imap_caps(ctx, line);
 
         if (ngx_mail_plus_upstream_imap_login(s, ctx) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        ctx->state = NGX_MAIL_PLUS_UP_LOGIN;
         s->connection->log->action = "logging in to backend";
+
+        return NGX_AGAIN;
+    }
+
+    /* a literal or a SASL response may go on */
+
+    if (line->data[0] == '+') {
+
+        if (ctx->state != NGX_MAIL_PLUS_UP_CONTINUE) {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_mail_plus_upstream_imap_continue(s, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
 
         return NGX_AGAIN;
     }
@@ -442,16 +603,19 @@ ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
     /* untagged data and the ID reply ("I ...") are not the client's */
 
     if (line->len < 2 || line->data[0] != 'L' || line->data[1] != ' ') {
-        if (line->data[0] == '+') {
-            return NGX_DECLINED;
-        }
-
         return NGX_AGAIN;
     }
 
     p = line->data + 2;
 
     if (last - p >= 2 && ngx_strncasecmp(p, (u_char *) "OK", 2) == 0) {
+
+        if (ctx->state == NGX_MAIL_PLUS_UP_CONTINUE) {
+
+            /* done before all was sent: not a server to trust */
+
+            return NGX_DECLINED;
+        }
 
         /* the client's tag, then the backend's answer without its tag */
 
@@ -489,24 +653,90 @@ ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
 }
 
 
+/* the capabilities of the greeting's "[CAPABILITY ...]", if it has one */
+
+static void
+ngx_mail_plus_upstream_imap_caps(ngx_mail_plus_proxy_ctx_t *ctx,
+    ngx_str_t *line)
+{
+    u_char  *p, *last, *start;
+    size_t   len;
+
+    last = line->data + line->len;
+
+    p = ngx_strlcasestrn(line->data, last, (u_char *) "[CAPABILITY ",
+                         sizeof("[CAPABILITY ") - 2);
+    if (p == NULL) {
+        return;
+    }
+
+    p += sizeof("[CAPABILITY ") - 1;
+
+    while (p < last && *p != ']') {
+
+        start = p;
+
+        while (p < last && *p != ' ' && *p != ']') {
+            p++;
+        }
+
+        len = p - start;
+
+        if (len == sizeof("SASL-IR") - 1
+            && ngx_strncasecmp(start, (u_char *) "SASL-IR", len) == 0)
+        {
+            ctx->sasl_ir = 1;
+
+        } else if (len == sizeof("AUTH=PLAIN") - 1
+                   && ngx_strncasecmp(start, (u_char *) "AUTH=PLAIN", len)
+                      == 0)
+        {
+            ctx->auth_plain = 1;
+
+        } else if (len == sizeof("LITERAL+") - 1
+                   && ngx_strncasecmp(start, (u_char *) "LITERAL+", len)
+                      == 0)
+        {
+            ctx->literal_plus = 1;
+
+        } else if (len == sizeof("LOGINDISABLED") - 1
+                   && ngx_strncasecmp(start, (u_char *) "LOGINDISABLED",
+                                      len)
+                      == 0)
+        {
+            ctx->login_disabled = 1;
+        }
+
+        if (p < last && *p == ' ') {
+            p++;
+        }
+    }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, ctx->session->connection->log, 0,
+                   "mail plus backend sasl-ir:%ud auth=plain:%ud "
+                   "literal+:%ud logindisabled:%ud", ctx->sasl_ir,
+                   ctx->auth_plain, ctx->literal_plus, ctx->login_disabled);
+}
+
+
 static ngx_int_t
 ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx)
 {
     u_char                 *p;
     size_t                  len;
-    ngx_str_t               addr, local, plain, *login, *passwd;
+    ngx_str_t               addr, local;
     ngx_uint_t              port, local_port, forward;
     ngx_mail_plus_check_t  *check;
 
     check = ctx->check;
-    login = &check->route.login;
-    passwd = &check->auth.password;
     forward = check->route.pool->forward;
 
     len = 0;
 
-    if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
+    if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE
+        || forward == NGX_MAIL_PLUS_FORWARD_OFFERED)
+    {
         if (ngx_mail_plus_upstream_client_addr(s, &addr, &port, &local,
                                                &local_port)
             != NGX_OK)
@@ -520,19 +750,25 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
                + addr.len + local.len + 2 * NGX_INT_T_LEN;
     }
 
-    plain.len = 2 + login->len + passwd->len;
+    /* the longest of the ways to log in */
 
     len += sizeof("L AUTHENTICATE PLAIN " CRLF) - 1
-           + ngx_base64_encoded_length(plain.len)
-           + sizeof("L LOGIN {+} {+}" CRLF CRLF) - 1 + 2 * NGX_INT_T_LEN
-           + 2 * (login->len + passwd->len) + 4;
+           + ngx_base64_encoded_length(2 + check->route.login.len
+                                       + check->auth.password.len)
+           + sizeof("L LOGIN  " CRLF) - 1
+           + ngx_mail_plus_upstream_imap_arg_len(&check->route.login)
+           + ngx_mail_plus_upstream_imap_arg_len(&check->auth.password);
 
     p = ngx_mail_plus_upstream_reserve(s, ctx, len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
+    if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE
+        || forward == NGX_MAIL_PLUS_FORWARD_OFFERED)
+    {
+        /* addresses are from sockets, ports are numbers: nothing to quote */
+
         ctx->quickack = 1;
 
         p = ngx_sprintf(p, "I ID (\"x-originating-ip\" \"%V\" "
@@ -542,47 +778,215 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
                         &addr, port, &local, local_port);
     }
 
-    if (ctx->sasl_ir) {
-        plain.data = ngx_pnalloc(s->connection->pool, plain.len);
-        if (plain.data == NULL) {
+    ctx->state = NGX_MAIL_PLUS_UP_LOGIN;
+
+    if (ctx->auth_plain && ctx->sasl_ir) {
+        p = ngx_cpymem(p, "L AUTHENTICATE PLAIN ",
+                       sizeof("L AUTHENTICATE PLAIN ") - 1);
+        p = ngx_mail_plus_upstream_plain(s, ctx, p);
+        if (p == NULL) {
             return NGX_ERROR;
         }
 
-        *plain.data = '\0';
-        ngx_memcpy(plain.data + 1, login->data, login->len);
-        plain.data[1 + login->len] = '\0';
-        ngx_memcpy(plain.data + 2 + login->len, passwd->data, passwd->len);
-
-        p = ngx_cpymem(p, "L AUTHENTICATE PLAIN ",
-                       sizeof("L AUTHENTICATE PLAIN ") - 1);
-
-        local.data = p;
-        ngx_encode_base64(&local, &plain);
-        p += local.len;
-
-        *p++ = CR; *p++ = LF;
-
-    } else if (ctx->literal_plus) {
-        p = ngx_sprintf(p, "L LOGIN {%uz+}" CRLF "%V {%uz+}" CRLF "%V" CRLF,
-                        login->len, login, passwd->len, passwd);
+    } else if (ctx->auth_plain && ctx->login_disabled) {
+        p = ngx_cpymem(p, "L AUTHENTICATE PLAIN" CRLF,
+                       sizeof("L AUTHENTICATE PLAIN" CRLF) - 1);
+        ctx->arg = NGX_MAIL_PLUS_UP_ARG_PLAIN;
+        ctx->state = NGX_MAIL_PLUS_UP_CONTINUE;
 
     } else {
         p = ngx_cpymem(p, "L LOGIN ", sizeof("L LOGIN ") - 1);
-        p = ngx_mail_plus_upstream_quote(p, login);
+        ctx->arg = NGX_MAIL_PLUS_UP_ARG_LOGIN;
+        p = ngx_mail_plus_upstream_imap_args(ctx, p);
+    }
+
+    ctx->send.len = p - ctx->send.data;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "mail plus backend login sent, state:%ui arg:%ui",
+                   ctx->state, ctx->arg);
+
+    return NGX_OK;
+}
+
+
+/* the backend's "+": the literal's bytes or the SASL response, and on */
+
+static ngx_int_t
+ngx_mail_plus_upstream_imap_continue(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx)
+{
+    u_char                 *p;
+    size_t                  len;
+    ngx_str_t              *login, *passwd;
+    ngx_mail_plus_check_t  *check;
+
+    check = ctx->check;
+    login = &check->route.login;
+    passwd = &check->auth.password;
+
+    ctx->state = NGX_MAIL_PLUS_UP_LOGIN;
+
+    if (ctx->arg == NGX_MAIL_PLUS_UP_ARG_PLAIN) {
+        len = ngx_base64_encoded_length(2 + login->len + passwd->len) + 2;
+
+        p = ngx_mail_plus_upstream_reserve(s, ctx, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_mail_plus_upstream_plain(s, ctx, p);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else if (ctx->arg == NGX_MAIL_PLUS_UP_ARG_LOGIN) {
+        len = login->len + 1
+              + ngx_mail_plus_upstream_imap_arg_len(passwd) + 2;
+
+        p = ngx_mail_plus_upstream_reserve(s, ctx, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(p, login->data, login->len);
         *p++ = ' ';
-        p = ngx_mail_plus_upstream_quote(p, passwd);
+
+        ctx->arg = NGX_MAIL_PLUS_UP_ARG_PASS;
+        p = ngx_mail_plus_upstream_imap_args(ctx, p);
+
+    } else {
+        p = ngx_mail_plus_upstream_reserve(s, ctx, passwd->len + 2);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(p, passwd->data, passwd->len);
         *p++ = CR; *p++ = LF;
     }
 
     ctx->send.len = p - ctx->send.data;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "mail plus backend continued, state:%ui arg:%ui",
+                   ctx->state, ctx->arg);
 
     return NGX_OK;
 }
 
 
 /*
+ * the LOGIN arguments from ctx->arg on, each a quoted string when that is
+ * safe, else a literal; it stops after a synchronizing literal's size
+ * (state "continue") or after the CRLF at the end
+ */
+
+static u_char *
+ngx_mail_plus_upstream_imap_args(ngx_mail_plus_proxy_ctx_t *ctx, u_char *p)
+{
+    ngx_str_t  *v;
+
+    for ( ;; ) {
+
+        v = (ctx->arg == NGX_MAIL_PLUS_UP_ARG_LOGIN)
+            ? &ctx->check->route.login : &ctx->check->auth.password;
+
+        if (ngx_mail_plus_upstream_quotable(v)) {
+            p = ngx_mail_plus_upstream_quote(p, v);
+
+        } else if (ctx->literal_plus) {
+            p = ngx_sprintf(p, "{%uz+}" CRLF "%V", v->len, v);
+
+        } else {
+            p = ngx_sprintf(p, "{%uz}" CRLF, v->len);
+            ctx->state = NGX_MAIL_PLUS_UP_CONTINUE;
+            return p;
+        }
+
+        if (ctx->arg == NGX_MAIL_PLUS_UP_ARG_PASS) {
+            *p++ = CR; *p++ = LF;
+            return p;
+        }
+
+        *p++ = ' ';
+        ctx->arg = NGX_MAIL_PLUS_UP_ARG_PASS;
+    }
+}
+
+
+/* the most an argument takes: quoted with every byte escaped, or literal */
+
+static size_t
+ngx_mail_plus_upstream_imap_arg_len(ngx_str_t *v)
+{
+    return ngx_max(2 + 2 * v->len,
+                   sizeof("{+}" CRLF) - 1 + NGX_SIZE_T_LEN + v->len);
+}
+
+
+/* the base64 of "\0login\0password" and CRLF */
+
+static u_char *
+ngx_mail_plus_upstream_plain(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, u_char *p)
+{
+    u_char     *q;
+    ngx_str_t   plain, encoded, *login, *passwd;
+
+    login = &ctx->check->route.login;
+    passwd = &ctx->check->auth.password;
+
+    plain.len = 2 + login->len + passwd->len;
+    plain.data = ngx_pnalloc(s->connection->pool, plain.len);
+    if (plain.data == NULL) {
+        return NULL;
+    }
+
+    q = plain.data;
+    *q++ = '\0';
+    q = ngx_cpymem(q, login->data, login->len);
+    *q++ = '\0';
+    ngx_memcpy(q, passwd->data, passwd->len);
+
+    encoded.data = p;
+    ngx_encode_base64(&encoded, &plain);
+
+    /* the password is not kept in the session's memory longer than needed */
+
+    ngx_explicit_memzero(plain.data, plain.len);
+
+    p += encoded.len;
+    *p++ = CR; *p++ = LF;
+
+    return p;
+}
+
+
+/*
+ * a quoted string holds TEXT-CHARs (RFC 3501): 7-bit, no CR, LF or NUL;
+ * this side takes printable US-ASCII only, anything else goes as a literal
+ */
+
+static ngx_uint_t
+ngx_mail_plus_upstream_quotable(ngx_str_t *v)
+{
+    u_char  *p, *last;
+
+    last = v->data + v->len;
+
+    for (p = v->data; p < last; p++) {
+        if (*p < 0x20 || *p > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
  * room for "len" more bytes to the backend after what still waits to go
- * out (a PROXY protocol header): where to write them
+ * out (a PROXY protocol header, or the last command): where to write them
  */
 
 static u_char *
@@ -633,7 +1037,8 @@ static ngx_int_t
 ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line)
 {
-    ngx_uint_t  ok;
+    u_char      *p;
+    ngx_uint_t   ok, forward;
 
     ok = (line->len >= 3 && ngx_strncmp(line->data, "+OK", 3) == 0);
 
@@ -643,14 +1048,51 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
             return NGX_DECLINED;
         }
 
+        forward = ctx->check->route.pool->forward;
+
+        if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
+            ctx->xclient = 1;
+
+        } else if (forward == NGX_MAIL_PLUS_FORWARD_OFFERED) {
+
+            /* Dovecot tells a trusted peer in its greeting, others in CAPA */
+
+            if (ngx_strlcasestrn(line->data, line->data + line->len,
+                                 (u_char *) "[XCLIENT]",
+                                 sizeof("[XCLIENT]") - 2)
+                != NULL)
+            {
+                ctx->xclient = 1;
+
+            } else {
+                p = ngx_mail_plus_upstream_reserve(s, ctx,
+                                                   sizeof("CAPA" CRLF) - 1);
+                if (p == NULL) {
+                    return NGX_ERROR;
+                }
+
+                p = ngx_cpymem(p, "CAPA" CRLF, sizeof("CAPA" CRLF) - 1);
+
+                ctx->send.len = p - ctx->send.data;
+                ctx->replies = 0;
+                ctx->state = NGX_MAIL_PLUS_UP_CAPA;
+
+                ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                               "mail plus backend capa");
+
+                return NGX_AGAIN;
+            }
+        }
+
         if (ngx_mail_plus_upstream_pop3_login(s, ctx) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        ctx->state = NGX_MAIL_PLUS_UP_LOGIN;
-        s->connection->log->action = "logging in to backend";
-
         return NGX_AGAIN;
+    }
+
+    if (ctx->state == NGX_MAIL_PLUS_UP_CAPA) {
+        return ngx_mail_plus_upstream_pop3_capa(s, ctx, line);
     }
 
     if (line->len && line->data[0] != '+' && line->data[0] != '-') {
@@ -701,24 +1143,80 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
 }
 
 
+/* a line of the answer to CAPA: is "XCLIENT" among the capabilities? */
+
+static ngx_int_t
+ngx_mail_plus_upstream_pop3_capa(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = line->len;
+    p = line->data;
+
+    while (len && (p[len - 1] == CR || p[len - 1] == LF)) {
+        len--;
+    }
+
+    if (ctx->replies++ == 0) {
+
+        if (len >= 3 && ngx_strncmp(p, "+OK", 3) == 0) {
+            return NGX_AGAIN;
+        }
+
+        if (len < 4 || ngx_strncmp(p, "-ERR", 4) != 0) {
+            return NGX_DECLINED;
+        }
+
+        /* no CAPA: no XCLIENT either */
+
+    } else if (len != 1 || p[0] != '.') {
+
+        if (len >= sizeof("XCLIENT") - 1
+            && ngx_strncasecmp(p, (u_char *) "XCLIENT",
+                               sizeof("XCLIENT") - 1) == 0
+            && (len == sizeof("XCLIENT") - 1
+                || p[sizeof("XCLIENT") - 1] == ' '))
+        {
+            ctx->xclient = 1;
+        }
+
+        return NGX_AGAIN;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "mail plus backend capa done, xclient:%ud", ctx->xclient);
+
+    if (ngx_mail_plus_upstream_pop3_login(s, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_AGAIN;
+}
+
+
 static ngx_int_t
 ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx)
 {
     u_char                 *p;
     size_t                  len;
-    ngx_str_t               addr, local, *login, *passwd;
-    ngx_uint_t              port, local_port, forward;
+    ngx_str_t               addr, local, port_text, *login, *passwd;
+    ngx_uint_t              port, local_port;
     ngx_mail_plus_check_t  *check;
+    u_char                  port_buf[NGX_INT_T_LEN];
 
     check = ctx->check;
     login = &check->route.login;
     passwd = &check->auth.password;
-    forward = check->route.pool->forward;
 
     len = sizeof("USER " CRLF "PASS " CRLF) - 1 + login->len + passwd->len;
 
-    if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
+    ngx_str_null(&addr);
+    ngx_str_null(&port_text);
+
+    if (ctx->xclient) {
         if (ngx_mail_plus_upstream_client_addr(s, &addr, &port, &local,
                                                &local_port)
             != NGX_OK)
@@ -726,8 +1224,13 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
             return NGX_ERROR;
         }
 
-        len += sizeof("XCLIENT ADDR= PORT=" CRLF) - 1 + addr.len
-               + NGX_INT_T_LEN;
+        port_text.data = port_buf;
+        port_text.len = ngx_sprintf(port_buf, "%ui", port) - port_buf;
+
+        /* xtext: a byte may take three */
+
+        len += sizeof("XCLIENT ADDR= PORT=" CRLF) - 1
+               + 3 * (addr.len + port_text.len);
     }
 
     p = ngx_mail_plus_upstream_reserve(s, ctx, len);
@@ -737,10 +1240,16 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
 
     ctx->replies = 2;
 
-    if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
-        p = ngx_sprintf(p, "XCLIENT ADDR=%V PORT=%ui" CRLF, &addr, port);
+    if (ctx->xclient) {
+        p = ngx_cpymem(p, "XCLIENT ADDR=", sizeof("XCLIENT ADDR=") - 1);
+        p = ngx_mail_plus_upstream_xtext(p, &addr);
+        p = ngx_cpymem(p, " PORT=", sizeof(" PORT=") - 1);
+        p = ngx_mail_plus_upstream_xtext(p, &port_text);
+        *p++ = CR; *p++ = LF;
         ctx->replies++;
     }
+
+    /* no control character here: checked before the connection */
 
     p = ngx_sprintf(p, "USER %V" CRLF "PASS %V" CRLF, login, passwd);
 
@@ -751,7 +1260,44 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
 
     ngx_mail_plus_upstream_next_command(ctx);
 
+    ctx->state = NGX_MAIL_PLUS_UP_LOGIN;
+    s->connection->log->action = "logging in to backend";
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "mail plus backend login, xclient:%ud", ctx->xclient);
+
     return NGX_OK;
+}
+
+
+/*
+ * an XCLIENT attribute value as xtext (RFC 3461, as Postfix's XCLIENT
+ * takes it): "!" to "~" but "+" and "=" as they are, every other byte
+ * "+XX", so that no value can hold a space and start another attribute
+ */
+
+static u_char *
+ngx_mail_plus_upstream_xtext(u_char *p, ngx_str_t *v)
+{
+    u_char  *c, *last;
+
+    static u_char  hex[] = "0123456789ABCDEF";
+
+    last = v->data + v->len;
+
+    for (c = v->data; c < last; c++) {
+
+        if (*c >= '!' && *c <= '~' && *c != '+' && *c != '=') {
+            *p++ = *c;
+            continue;
+        }
+
+        *p++ = '+';
+        *p++ = hex[*c >> 4];
+        *p++ = hex[*c & 0xf];
+    }
+
+    return p;
 }
 
 
@@ -776,6 +1322,12 @@ ngx_mail_plus_upstream_next_command(ngx_mail_plus_proxy_ctx_t *ctx)
 }
 
 
+/*
+ * the client's and the local address and port, as text made from the
+ * sockets (or from what the realip module set from a trusted peer's PROXY
+ * header): never text a client wrote
+ */
+
 static ngx_int_t
 ngx_mail_plus_upstream_client_addr(ngx_mail_session_t *s, ngx_str_t *addr,
     ngx_uint_t *port, ngx_str_t *local, ngx_uint_t *local_port)
@@ -789,16 +1341,21 @@ ngx_mail_plus_upstream_client_addr(ngx_mail_session_t *s, ngx_str_t *addr,
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(c->pool, NGX_SOCKADDR_STRLEN);
+    p = ngx_pnalloc(c->pool, 2 * NGX_SOCKADDR_STRLEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
+
+    addr->data = p;
+    addr->len = ngx_sock_ntop(c->sockaddr, c->socklen, p,
+                              NGX_SOCKADDR_STRLEN, 0);
+
+    p += NGX_SOCKADDR_STRLEN;
 
     local->data = p;
     local->len = ngx_sock_ntop(c->local_sockaddr, c->local_socklen, p,
                                NGX_SOCKADDR_STRLEN, 0);
 
-    *addr = c->addr_text;
     *port = ngx_inet_get_port(c->sockaddr);
     *local_port = ngx_inet_get_port(c->local_sockaddr);
 
@@ -889,6 +1446,36 @@ local:
 }
 
 
+/* a backend's line in a log line: escaped, without its CRLF */
+
+static void
+ngx_mail_plus_upstream_log_reply(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_uint_t level, char *text,
+    ngx_str_t *line)
+{
+    ngx_str_t  reply;
+    u_char     buf[256];
+
+    reply = *line;
+
+    while (reply.len
+           && (reply.data[reply.len - 1] == CR
+               || reply.data[reply.len - 1] == LF))
+    {
+        reply.len--;
+    }
+
+    reply.len = ngx_mail_plus_text_log_write(buf, buf + sizeof(buf), &reply)
+                - buf;
+    reply.data = buf;
+
+    ngx_log_error(level, s->connection->log, 0,
+                  "backend %V %s \"%V\"", &ctx->backend, text, &reply);
+}
+
+
+/* the next server of the ring: this one failed in use */
+
 static void
 ngx_mail_plus_upstream_next(ngx_mail_session_t *s)
 {
@@ -935,7 +1522,7 @@ ngx_mail_plus_upstream_fail(ngx_mail_session_t *s, ngx_str_t *text)
 
     if (text == NULL) {
         ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
-                      "no backend available for \"%V\"", &s->login);
+                      "no backend available for \"%V\"", &ctx->user);
 
         ngx_str_set(&ctx->backend, "-");
 
