@@ -166,9 +166,13 @@ ngx_mail_plus_sasl_cram_md5(ngx_str_t *response, ngx_str_t *login,
     }
 
     for (p = digest->data; p < digest->data + digest->len; p++) {
+        if (*p >= '0' && *p <= '9') {
+            continue;
+        }
+
         ch = (u_char) (*p | 0x20);
 
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
+        if (ch < 'a' || ch > 'f') {
             return NGX_DECLINED;
         }
     }
