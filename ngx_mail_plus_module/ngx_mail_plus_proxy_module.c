@@ -705,7 +705,10 @@ ngx_mail_plus_proxy_say(ngx_mail_session_t *s, ngx_str_t *untagged,
         p = ngx_cpymem(p, untagged->data, untagged->len);
     }
 
-    p = ngx_cpymem(p, tag.data, tag.len);
+    if (tag.len) {
+        p = ngx_cpymem(p, tag.data, tag.len);
+    }
+
     p = ngx_cpymem(p, text->data, text->len);
     *p++ = CR; *p++ = LF;
 

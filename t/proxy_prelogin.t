@@ -297,8 +297,16 @@ my ($n, $c) = pipeline($pop3{nginx}, "USER $login\r\n", 100000, qr/^\+OK/,
 is($n, 100000, 'pop3: 100k USER answered') or diag("answered $n");
 like($c->pop3('PASS secret'), qr/^-ERR/, 'pop3: the last USER counts');
 
+# AddressSanitizer's quarantine keeps freed memory: RSS means nothing there
+
+my $asan = ($ENV{MAIL_PLUS_PRELOAD} || '') =~ /asan/;
+
 my $grown = rss() - $before;
-cmp_ok($grown, '<', 4096, "pop3: 100k USER, worker grew ${grown} kB");
+
+SKIP: {
+    skip 'RSS under AddressSanitizer', 1 if $asan;
+    cmp_ok($grown, '<', 4096, "pop3: 100k USER, worker grew ${grown} kB");
+}
 
 $before = rss();
 
@@ -308,7 +316,11 @@ my $id = 'ID (' . join(' ', map { "\"field$_\" \"" . 'v' x 30 . '"' } 1 .. 50)
 is($n, 5000, 'imap: 5k ID with 50 fields answered');
 
 $grown = rss() - $before;
-cmp_ok($grown, '<', 4096, "imap: 5k ID, worker grew ${grown} kB");
+
+SKIP: {
+    skip 'RSS under AddressSanitizer', 1 if $asan;
+    cmp_ok($grown, '<', 4096, "imap: 5k ID, worker grew ${grown} kB");
+}
 
 ($n, $c) = pipeline($imap{nginx}, "c CAPABILITY\r\n", 20000, qr/^c OK/,
     100);
