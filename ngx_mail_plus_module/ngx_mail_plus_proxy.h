@@ -20,7 +20,8 @@
 
 /*
  * POP3 and IMAP sessions handled by the module itself: the dialogue before
- * login (ngx_mail_plus_pop3_handler.c, ngx_mail_plus_imap_handler.c), the
+ * login (ngx_mail_plus_pop3_handler.c, ngx_mail_plus_imap_handler.c, their
+ * reader ngx_mail_plus_proxy_parse.c and ngx_mail_plus_sasl.c), the
  * router's answer and the session's life (ngx_mail_plus_proxy_module.c),
  * the backend connection and login (ngx_mail_plus_upstream.c), the relay
  * after login (ngx_mail_plus_relay.c), and the session limits

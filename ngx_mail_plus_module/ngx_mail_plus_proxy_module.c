@@ -14,8 +14,11 @@
 /*
  * "router_proxy on" in a "protocol pop3" or "protocol imap" server: the
  * module takes the session over.  This file holds the directives, swaps
- * the server's protocol handler, asks the router when the client has
- * given its credentials, and ends the session with one log line.
+ * the server's protocol handler, reads the commands before login into a
+ * buffer of router_proxy_command_size for both protocols' dialogues (the
+ * reader, the SASL exchange, the replies out of one reused buffer, the
+ * login kept and escaped), asks the router when the client has given its
+ * credentials, and ends the session with one log line.
  */
 
 
