@@ -135,6 +135,7 @@ ngx_mail_plus_imap_command(ngx_mail_session_t *s, ngx_connection_t *c,
     case NGX_MAIL_PLUS_PARSE_TOO_LONG:
         ngx_str_set(&s->out, "* BYE Command too long." CRLF);
         s->quit = 1;
+        ctx->end = NGX_MAIL_PLUS_END_ERROR;
         return NGX_OK;
 
     case NGX_MAIL_PLUS_PARSE_CLOSE:
@@ -144,6 +145,7 @@ ngx_mail_plus_imap_command(ngx_mail_session_t *s, ngx_connection_t *c,
 
         ngx_str_set(&text, "BAD Literal too large.");
         s->quit = 1;
+        ctx->end = NGX_MAIL_PLUS_END_ERROR;
         return ngx_mail_plus_proxy_say(s, NULL, 1, &text, NULL);
 
     default: /* NGX_MAIL_PLUS_PARSE_INVALID */
@@ -290,8 +292,9 @@ ngx_mail_plus_imap_sasl(ngx_mail_session_t *s, ngx_int_t rc)
 static ngx_int_t
 ngx_mail_plus_imap_error(ngx_mail_session_t *s, char *text)
 {
-    ngx_str_t                  t, bye, *tail;
-    ngx_mail_core_srv_conf_t  *cscf;
+    ngx_str_t                   t, bye, *tail;
+    ngx_mail_core_srv_conf_t   *cscf;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
 
     cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
@@ -304,6 +307,9 @@ ngx_mail_plus_imap_error(ngx_mail_session_t *s, char *text)
     if (s->errors >= cscf->max_errors) {
         ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                       "client sent too many invalid commands");
+
+        ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+        ctx->end = NGX_MAIL_PLUS_END_ERROR;
 
         ngx_str_set(&bye, "* BYE Too many invalid commands." CRLF);
         tail = &bye;

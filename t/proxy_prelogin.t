@@ -400,6 +400,8 @@ like($log, qr/alice\\x0d\\x0aUSER alice\\x0d\\x0aPASS secret/,
 like($log, qr/alice\\x01x/, 'log: pop3 USER escaped');
 unlike($log, qr/^(x1|s9|USER|PASS) /m, 'log: no line starts with client text');
 unlike($log, qr/[\x00-\x08\x0b-\x1f]/, 'log: no control bytes');
+like($log, qr/mail session: pop3 client=\S+ user="-" .*end="error"/,
+    'log: a session ended by its errors');
 
 $t->finish();
 
