@@ -379,6 +379,19 @@ void ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check);
 ngx_int_t ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone,
     ngx_uint_t n, ngx_uint_t force);
 
+/*
+ * SASL responses (ngx_mail_plus_sasl.c), decoded in place: NGX_OK, or
+ * NGX_DECLINED for bad base64 or a bad shape (IMAP BAD, POP3 -ERR, SMTP
+ * 501), or NGX_ABORT for a PLAIN authzid that is not the login
+ */
+
+ngx_int_t ngx_mail_plus_sasl_decode(ngx_str_t *text);
+ngx_int_t ngx_mail_plus_sasl_plain(ngx_str_t *response, ngx_str_t *login,
+    ngx_str_t *password);
+ngx_int_t ngx_mail_plus_sasl_login(ngx_str_t *response, ngx_str_t *value);
+ngx_int_t ngx_mail_plus_sasl_cram_md5(ngx_str_t *response, ngx_str_t *login,
+    ngx_str_t *digest);
+
 /* client text */
 
 ngx_uint_t ngx_mail_plus_text_has_ctl(ngx_str_t *s);

@@ -13,36 +13,31 @@
 
 /*
  * The IMAP dialogue before login, in a "router_proxy on" server: the
- * stock parser (LOGIN with quoted strings and literals, LITERAL+) and
- * SASL helpers, the stock imap_* settings, the router instead of
- * auth_http.  ID, which the stock parser does not know, is answered here
- * (RFC 2971): the client's fields are not kept.
+ * module's reader (tags, quoted strings, literals with a bound, LITERAL+)
+ * and SASL decoding, the stock imap_* settings, the router instead of
+ * auth_http.  ID is answered here (RFC 2971); the client's fields are
+ * read and forgotten.
+ *
+ * A literal over router_proxy_literal_size is refused with BAD before any
+ * "+" is sent; a non-synchronizing one is refused and the session closed,
+ * as its bytes are on their way.  Invalid commands count against
+ * max_errors; at the limit the session says BYE and is closed.
  */
 
 
-static ngx_int_t ngx_mail_plus_imap_login(ngx_mail_session_t *s,
-    ngx_connection_t *c);
-static ngx_int_t ngx_mail_plus_imap_capability(ngx_mail_session_t *s,
-    ngx_connection_t *c);
-static ngx_uint_t ngx_mail_plus_imap_is_id(ngx_mail_session_t *s);
+static ngx_int_t ngx_mail_plus_imap_command(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_proxy_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_mail_plus_imap_sasl(ngx_mail_session_t *s,
+    ngx_int_t rc);
+static ngx_int_t ngx_mail_plus_imap_error(ngx_mail_session_t *s,
+    char *text);
 
 
 static ngx_str_t  imap_greeting = ngx_string("* OK IMAP4 ready" CRLF);
-static u_char  imap_star[] = "* ";
-static u_char  imap_ok[] = "OK completed" CRLF;
-static u_char  imap_next[] = "+ OK" CRLF;
-static u_char  imap_bye[] = "* BYE" CRLF;
-static u_char  imap_id[] = "* ID NIL" CRLF;
-static u_char  imap_invalid_command[] = "BAD invalid command" CRLF;
-static ngx_mail_plus_sasl_t  imap_sasl = {
-    ngx_imap_auth_login_username,
-    ngx_imap_auth_login_password,
-    ngx_imap_auth_plain,
-    ngx_imap_auth_cram_md5,
-    ngx_string("NO authentication mechanism not supported" CRLF)
-};
 static ngx_str_t  imap_limit =
     ngx_string("* BYE [UNAVAILABLE] Too many sessions." CRLF);
+static ngx_str_t  imap_bye = ngx_string("* BYE" CRLF);
+static ngx_str_t  imap_id = ngx_string("* ID NIL" CRLF);
 
 
 void
@@ -57,22 +52,14 @@ ngx_mail_plus_imap_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 void
 ngx_mail_plus_imap_init_protocol(ngx_event_t *rev)
 {
-    ngx_connection_t          *c;
-    ngx_mail_session_t        *s;
-    ngx_mail_imap_srv_conf_t  *iscf;
+    ngx_connection_t  *c;
 
     c = rev->data;
-    s = c->data;
 
-    iscf = ngx_mail_get_module_srv_conf(s, ngx_mail_imap_module);
-
-    if (ngx_mail_plus_proxy_init_protocol(rev, iscf->client_buffer_size)
-        != NGX_OK)
-    {
+    if (ngx_mail_plus_proxy_init_protocol(rev) != NGX_OK) {
         return;
     }
 
-    s->mail_state = ngx_imap_start;
     c->read->handler = ngx_mail_plus_imap_auth_state;
 
     ngx_mail_plus_imap_auth_state(rev);
@@ -82,229 +69,252 @@ ngx_mail_plus_imap_init_protocol(ngx_event_t *rev)
 void
 ngx_mail_plus_imap_auth_state(ngx_event_t *rev)
 {
-    u_char              *p;
-    ngx_int_t            rc;
-    ngx_uint_t           tag, quit;
-    ngx_connection_t    *c;
-    ngx_mail_session_t  *s;
+    ngx_int_t                   rc;
+    ngx_connection_t           *c;
+    ngx_mail_session_t         *s;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
 
     c = rev->data;
     s = c->data;
 
-    if (s->state == 0) {
-        s->cmd_start = NULL;
-    }
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
 
-    quit = s->quit;
+    for ( ;; ) {
 
-    rc = ngx_mail_plus_proxy_read_command(rev);
+        rc = ngx_mail_plus_proxy_read_command(rev);
 
-    if (rc == NGX_AGAIN || rc == NGX_ERROR) {
-        return;
-    }
-
-    tag = 1;
-    s->text.len = 0;
-    ngx_str_set(&s->out, imap_ok);
-
-    if (rc == NGX_MAIL_PARSE_INVALID_COMMAND
-        && s->mail_state == ngx_imap_start
-        && ngx_mail_plus_imap_is_id(s))
-    {
-        /* not an error: the stock parser does not know ID */
-
-        s->errors--;
-        s->quit = quit;
-        ngx_str_set(&s->text, imap_id);
-        rc = NGX_OK;
-
-    } else if (rc == NGX_OK) {
-
-        switch (s->mail_state) {
-
-        case ngx_imap_start:
-
-            switch (s->command) {
-
-            case NGX_IMAP_LOGIN:
-                rc = ngx_mail_plus_imap_login(s, c);
-                break;
-
-            case NGX_IMAP_AUTHENTICATE:
-                rc = ngx_mail_plus_proxy_sasl_start(s, c, &imap_sasl);
-                tag = (rc != NGX_OK || s->mail_state == ngx_imap_start);
-                break;
-
-            case NGX_IMAP_CAPABILITY:
-                rc = ngx_mail_plus_imap_capability(s, c);
-                break;
-
-            case NGX_IMAP_LOGOUT:
-                s->quit = 1;
-                ngx_str_set(&s->text, imap_bye);
-                break;
-
-            case NGX_IMAP_NOOP:
-                break;
-
-            case NGX_IMAP_STARTTLS:
-                rc = ngx_mail_plus_proxy_starttls(s, c);
-                break;
-
-            default:
-                rc = NGX_MAIL_PARSE_INVALID_COMMAND;
-                break;
-            }
-
-            break;
-
-        case ngx_imap_auth_login_username:
-            tag = 0;
-
-            /* fall through */
-
-        default:
-            rc = ngx_mail_plus_proxy_sasl_step(s, c, &imap_sasl);
-            break;
+        if (rc == NGX_AGAIN || rc == NGX_ERROR) {
+            return;
         }
 
-    } else if (rc == NGX_IMAP_NEXT) {
-        tag = 0;
-        ngx_str_set(&s->out, imap_next);
-    }
+        rc = ngx_mail_plus_imap_command(s, c, ctx, rc);
 
-    if (s->buffer->pos < s->buffer->last) {
-        s->blocked = 1;
+        if (rc == NGX_DONE) {
+            s->out.len = 0;
+            ngx_mail_plus_proxy_login(s, c);
+            return;
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+
+        if (ngx_mail_plus_proxy_flush(s, c, ngx_mail_plus_imap_auth_state)
+            != NGX_OK)
+        {
+            return;
+        }
     }
+}
+
+
+/* NGX_OK: s->out is the reply; NGX_DONE: ask the router; NGX_ERROR */
+
+static ngx_int_t
+ngx_mail_plus_imap_command(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_str_t                 *untagged, text;
+    ngx_mail_plus_parse_t     *p;
+    ngx_mail_imap_srv_conf_t  *iscf;
+
+    p = &ctx->parse;
+
+    s->out.len = 0;
 
     switch (rc) {
 
-    case NGX_DONE:
-        s->out.len = 0;
-        ngx_mail_plus_proxy_login(s, c);
-        return;
-
-    case NGX_ERROR:
-        ngx_mail_session_internal_server_error(s);
-        return;
-
-    case NGX_MAIL_PARSE_INVALID_COMMAND:
-        s->state = 0;
-        ngx_str_set(&s->out, imap_invalid_command);
-        s->mail_state = ngx_imap_start;
+    case NGX_OK:
         break;
-    }
 
-    if (tag) {
-        if (s->tag.len == 0) {
-            ngx_str_set(&s->tag, imap_star);
+    case NGX_MAIL_PLUS_PARSE_LITERAL:
+        ngx_str_set(&s->out, "+ OK" CRLF);
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_PARSE_TOO_LONG:
+        ngx_str_set(&s->out, "* BYE Command too long." CRLF);
+        s->quit = 1;
+        ctx->end = NGX_MAIL_PLUS_END_ERROR;
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_PARSE_CLOSE:
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent a non-synchronizing literal "
+                      "over the limit");
+
+        ngx_str_set(&text, "BAD Literal too large.");
+        s->quit = 1;
+        ctx->end = NGX_MAIL_PLUS_END_ERROR;
+        return ngx_mail_plus_proxy_say(s, NULL, 1, &text, NULL);
+
+    default: /* NGX_MAIL_PLUS_PARSE_INVALID */
+        s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+
+        if (p->error == NGX_MAIL_PLUS_PARSE_BIG) {
+            return ngx_mail_plus_imap_error(s, "BAD Literal too large.");
         }
 
-        if (s->tagged_line.len < s->tag.len + s->text.len + s->out.len) {
-            s->tagged_line.len = s->tag.len + s->text.len + s->out.len;
-            s->tagged_line.data = ngx_pnalloc(c->pool, s->tagged_line.len);
-            if (s->tagged_line.data == NULL) {
-                ngx_mail_close_connection(c);
-                return;
-            }
-        }
-
-        p = s->tagged_line.data;
-
-        if (s->text.len) {
-            p = ngx_cpymem(p, s->text.data, s->text.len);
-        }
-
-        p = ngx_cpymem(p, s->tag.data, s->tag.len);
-        ngx_memcpy(p, s->out.data, s->out.len);
-
-        s->out.len = s->text.len + s->tag.len + s->out.len;
-        s->out.data = s->tagged_line.data;
+        return ngx_mail_plus_imap_error(s, "BAD invalid command");
     }
 
-    if (rc != NGX_IMAP_NEXT) {
-        s->args.nelts = 0;
-
-        if (s->state) {
-            /* preserve tag */
-            s->arg_start = s->buffer->pos;
-
-        } else {
-            if (s->buffer->pos == s->buffer->last) {
-                s->buffer->pos = s->buffer->start;
-                s->buffer->last = s->buffer->start;
-            }
-
-            s->tag.len = 0;
-        }
+    if (s->mail_state >= NGX_MAIL_PLUS_STATE_PLAIN) {
+        return ngx_mail_plus_imap_sasl(s, ngx_mail_plus_proxy_sasl_step(s, c));
     }
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_mail_session_internal_server_error(s);
-        return;
-    }
-
-    ngx_mail_send(c->write);
-}
-
-
-static ngx_int_t
-ngx_mail_plus_imap_login(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-    ngx_str_t  *arg;
-
-#if (NGX_MAIL_SSL)
-    if (ngx_mail_starttls_only(s, c)) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
-#endif
-
-    arg = s->args.elts;
-
-    if (s->args.nelts != 2 || arg[0].len == 0) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
-
-    /* the router copies them; the buffer is not reused before that */
-
-    s->login = arg[0];
-    s->passwd = arg[1];
-
-    return NGX_DONE;
-}
-
-
-static ngx_int_t
-ngx_mail_plus_imap_capability(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-    ngx_mail_imap_srv_conf_t  *iscf;
 
     iscf = ngx_mail_get_module_srv_conf(s, ngx_mail_imap_module);
 
-    s->text = *ngx_mail_plus_proxy_capability(s, c, &iscf->capability,
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "mail plus imap: command %ui, %ui arguments",
+                   p->command, p->nargs);
+
+    untagged = NULL;
+    ngx_str_set(&text, "OK completed");
+
+    switch (p->command) {
+
+    case NGX_MAIL_PLUS_CMD_LOGIN:
+
+#if (NGX_MAIL_SSL)
+        if (ngx_mail_starttls_only(s, c)) {
+            break;
+        }
+#endif
+
+        if (p->nargs != 2 || p->args[0].len == 0) {
+            break;
+        }
+
+        if (ngx_mail_plus_proxy_set_login(s, &p->args[0]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* the router copies it; the buffer is not read before that */
+
+        s->passwd = p->args[1];
+        return NGX_DONE;
+
+    case NGX_MAIL_PLUS_CMD_AUTH:
+
+#if (NGX_MAIL_SSL)
+        if (ngx_mail_starttls_only(s, c)) {
+            break;
+        }
+#endif
+
+        return ngx_mail_plus_imap_sasl(s,
+                   ngx_mail_plus_proxy_sasl_start(s, c, iscf->auth_methods));
+
+    case NGX_MAIL_PLUS_CMD_CAPA:
+        if (p->nargs) {
+            break;
+        }
+
+        untagged = ngx_mail_plus_proxy_capability(s, c, &iscf->capability,
                                              &iscf->starttls_capability,
                                              &iscf->starttls_only_capability);
+        return ngx_mail_plus_proxy_say(s, untagged, 1, &text, NULL);
 
-    return NGX_OK;
+    case NGX_MAIL_PLUS_CMD_QUIT:
+        s->quit = 1;
+        return ngx_mail_plus_proxy_say(s, &imap_bye, 1, &text, NULL);
+
+    case NGX_MAIL_PLUS_CMD_NOOP:
+        return ngx_mail_plus_proxy_say(s, NULL, 1, &text, NULL);
+
+    case NGX_MAIL_PLUS_CMD_STARTTLS:
+        if (ngx_mail_plus_proxy_starttls(s, c) == NGX_OK) {
+            return ngx_mail_plus_proxy_say(s, NULL, 1, &text, NULL);
+        }
+
+        break;
+
+    case NGX_MAIL_PLUS_CMD_ID:
+
+        /* a list or NIL; the fields are not kept */
+
+        if (p->nargs != 1) {
+            break;
+        }
+
+        return ngx_mail_plus_proxy_say(s, &imap_id, 1, &text, NULL);
+    }
+
+    return ngx_mail_plus_imap_error(s, "BAD invalid command");
 }
 
 
-/* the line the stock parser refused was a tagged "ID ..." */
-
-static ngx_uint_t
-ngx_mail_plus_imap_is_id(ngx_mail_session_t *s)
+static ngx_int_t
+ngx_mail_plus_imap_sasl(ngx_mail_session_t *s, ngx_int_t rc)
 {
-    u_char  *p;
+    ngx_str_t  text;
 
-    p = s->cmd_start;
+    switch (rc) {
 
-    if (p == NULL || s->tag.len == 0
-        || p < s->buffer->start || p + 3 > s->buffer->pos)
-    {
-        return 0;
+    case NGX_MAIL_PLUS_SASL_NEXT:
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_SASL_DONE:
+        return NGX_DONE;
+
+    case NGX_MAIL_PLUS_SASL_BAD:
+
+        /* RFC 3501: a response that is not base64 gets BAD */
+
+        return ngx_mail_plus_imap_error(s, "BAD Invalid SASL response.");
+
+    case NGX_MAIL_PLUS_SASL_AUTHZID:
+        ngx_str_set(&text, "NO [AUTHORIZATIONFAILED] Authorization "
+                           "identity not allowed.");
+        break;
+
+    case NGX_MAIL_PLUS_SASL_UNSUPPORTED:
+        ngx_str_set(&text, "NO authentication mechanism not supported");
+        break;
+
+    case NGX_MAIL_PLUS_SASL_CANCEL:
+        ngx_str_set(&text, "BAD Authentication cancelled.");
+        break;
+
+    case NGX_MAIL_PLUS_SASL_SYNTAX:
+        return ngx_mail_plus_imap_error(s, "BAD invalid command");
+
+    default:
+        return NGX_ERROR;
     }
 
-    return (p[0] == 'I' || p[0] == 'i')
-           && (p[1] == 'D' || p[1] == 'd')
-           && (p[2] == ' ' || p[2] == CR || p[2] == LF);
+    return ngx_mail_plus_proxy_say(s, NULL, 1, &text, NULL);
+}
+
+
+/* an invalid command: counted, and at max_errors the session ends */
+
+static ngx_int_t
+ngx_mail_plus_imap_error(ngx_mail_session_t *s, char *text)
+{
+    ngx_str_t                   t, bye, *tail;
+    ngx_mail_core_srv_conf_t   *cscf;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    t.data = (u_char *) text;
+    t.len = ngx_strlen(text);
+    tail = NULL;
+
+    s->errors++;
+
+    if (s->errors >= cscf->max_errors) {
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "client sent too many invalid commands");
+
+        ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+        ctx->end = NGX_MAIL_PLUS_END_ERROR;
+
+        ngx_str_set(&bye, "* BYE Too many invalid commands." CRLF);
+        tail = &bye;
+        s->quit = 1;
+    }
+
+    return ngx_mail_plus_proxy_say(s, NULL, 1, &t, tail);
 }

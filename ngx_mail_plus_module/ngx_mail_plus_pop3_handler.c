@@ -13,37 +13,32 @@
 
 /*
  * The POP3 dialogue before login, in a "router_proxy on" server: the
- * stock parser and SASL helpers, the stock pop3_* settings (capabilities,
- * pop3_auth), and the router instead of auth_http.  APOP and CRAM-MD5
- * (when pop3_auth lists them: the greeting then carries the salt) are
- * checked by the router against a cleartext password.
+ * module's reader (ngx_mail_plus_proxy_parse.c) and SASL decoding, the
+ * stock pop3_* settings (capabilities, pop3_auth), and the router instead
+ * of auth_http.  APOP and CRAM-MD5 (when pop3_auth lists them: the
+ * greeting then carries the salt) are checked by the router against a
+ * cleartext password.
+ *
+ * Commands are answered in the order they came, one reply each; a client
+ * that pipelines is read on as soon as a reply is out.  USER keeps its
+ * login in a pool of its own (the next USER replaces it), so that no
+ * number of commands grows the session.  Invalid commands count against
+ * max_errors; at the limit the session is closed.
  */
 
 
-static ngx_int_t ngx_mail_plus_pop3_user(ngx_mail_session_t *s,
-    ngx_connection_t *c);
-static ngx_int_t ngx_mail_plus_pop3_pass(ngx_mail_session_t *s,
-    ngx_connection_t *c);
-static ngx_int_t ngx_mail_plus_pop3_apop(ngx_mail_session_t *s,
-    ngx_connection_t *c);
-static ngx_int_t ngx_mail_plus_pop3_login(ngx_mail_session_t *s,
-    ngx_connection_t *c, ngx_str_t *login);
-static ngx_int_t ngx_mail_plus_pop3_capa(ngx_mail_session_t *s,
-    ngx_connection_t *c);
+static ngx_int_t ngx_mail_plus_pop3_command(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_proxy_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_mail_plus_pop3_auth(ngx_mail_session_t *s,
-    ngx_connection_t *c);
+    ngx_connection_t *c, ngx_mail_plus_proxy_ctx_t *ctx);
+static ngx_int_t ngx_mail_plus_pop3_sasl(ngx_mail_session_t *s,
+    ngx_int_t rc);
+static ngx_int_t ngx_mail_plus_pop3_error(ngx_mail_session_t *s,
+    char *text);
 
 
 static ngx_str_t  pop3_greeting = ngx_string("+OK POP3 ready" CRLF);
 static u_char  pop3_ok[] = "+OK" CRLF;
-static u_char  pop3_invalid_command[] = "-ERR invalid command" CRLF;
-static ngx_mail_plus_sasl_t  pop3_sasl = {
-    ngx_pop3_auth_login_username,
-    ngx_pop3_auth_login_password,
-    ngx_pop3_auth_plain,
-    ngx_pop3_auth_cram_md5,
-    ngx_string("-ERR authentication method not supported" CRLF)
-};
 static ngx_str_t  pop3_limit =
     ngx_string("-ERR [SYS/TEMP] Too many sessions." CRLF);
 
@@ -94,19 +89,14 @@ ngx_mail_plus_pop3_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 void
 ngx_mail_plus_pop3_init_protocol(ngx_event_t *rev)
 {
-    ngx_connection_t    *c;
-    ngx_mail_session_t  *s;
+    ngx_connection_t  *c;
 
     c = rev->data;
-    s = c->data;
 
-    /* USER, PASS and AUTH lines */
-
-    if (ngx_mail_plus_proxy_init_protocol(rev, 512) != NGX_OK) {
+    if (ngx_mail_plus_proxy_init_protocol(rev) != NGX_OK) {
         return;
     }
 
-    s->mail_state = ngx_pop3_start;
     c->read->handler = ngx_mail_plus_pop3_auth_state;
 
     ngx_mail_plus_pop3_auth_state(rev);
@@ -116,258 +106,265 @@ ngx_mail_plus_pop3_init_protocol(ngx_event_t *rev)
 void
 ngx_mail_plus_pop3_auth_state(ngx_event_t *rev)
 {
-    ngx_int_t            rc;
-    ngx_connection_t    *c;
-    ngx_mail_session_t  *s;
+    ngx_int_t                   rc;
+    ngx_connection_t           *c;
+    ngx_mail_session_t         *s;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
 
     c = rev->data;
     s = c->data;
 
-    rc = ngx_mail_plus_proxy_read_command(rev);
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
 
-    if (rc == NGX_AGAIN || rc == NGX_ERROR) {
-        return;
-    }
+    for ( ;; ) {
 
-    ngx_str_set(&s->out, pop3_ok);
+        rc = ngx_mail_plus_proxy_read_command(rev);
 
-    if (rc == NGX_OK) {
-
-        switch (s->mail_state) {
-
-        case ngx_pop3_start:
-        case ngx_pop3_user:
-
-            switch (s->command) {
-
-            case NGX_POP3_USER:
-                rc = ngx_mail_plus_pop3_user(s, c);
-                break;
-
-            case NGX_POP3_PASS:
-                if (s->mail_state != ngx_pop3_user) {
-                    rc = NGX_MAIL_PARSE_INVALID_COMMAND;
-                    break;
-                }
-
-                rc = ngx_mail_plus_pop3_pass(s, c);
-                break;
-
-            case NGX_POP3_CAPA:
-                rc = ngx_mail_plus_pop3_capa(s, c);
-                break;
-
-            case NGX_POP3_APOP:
-                rc = ngx_mail_plus_pop3_apop(s, c);
-                break;
-
-            case NGX_POP3_AUTH:
-                rc = ngx_mail_plus_pop3_auth(s, c);
-                break;
-
-            case NGX_POP3_QUIT:
-                s->quit = 1;
-                break;
-
-            case NGX_POP3_NOOP:
-                break;
-
-            case NGX_POP3_STLS:
-                rc = ngx_mail_plus_proxy_starttls(s, c);
-                break;
-
-            default:
-                rc = NGX_MAIL_PARSE_INVALID_COMMAND;
-                break;
-            }
-
-            break;
-
-        default:
-            rc = ngx_mail_plus_proxy_sasl_step(s, c, &pop3_sasl);
-            break;
-        }
-    }
-
-    if (s->buffer->pos < s->buffer->last) {
-        s->blocked = 1;
-    }
-
-    switch (rc) {
-
-    case NGX_DONE:
-        s->out.len = 0;
-        ngx_mail_plus_proxy_login(s, c);
-        return;
-
-    case NGX_ERROR:
-        ngx_mail_session_internal_server_error(s);
-        return;
-
-    case NGX_MAIL_PARSE_INVALID_COMMAND:
-        s->mail_state = ngx_pop3_start;
-        s->state = 0;
-
-        ngx_str_set(&s->out, pop3_invalid_command);
-
-        /* fall through */
-
-    case NGX_OK:
-
-        s->args.nelts = 0;
-
-        if (s->buffer->pos == s->buffer->last) {
-            s->buffer->pos = s->buffer->start;
-            s->buffer->last = s->buffer->start;
+        if (rc == NGX_AGAIN || rc == NGX_ERROR) {
+            return;
         }
 
-        if (s->state) {
-            s->arg_start = s->buffer->pos;
+        rc = ngx_mail_plus_pop3_command(s, c, ctx, rc);
+
+        if (rc == NGX_DONE) {
+            s->out.len = 0;
+            ngx_mail_plus_proxy_login(s, c);
+            return;
         }
 
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        if (rc == NGX_ERROR) {
             ngx_mail_session_internal_server_error(s);
             return;
         }
 
-        ngx_mail_send(c->write);
+        if (ngx_mail_plus_proxy_flush(s, c, ngx_mail_plus_pop3_auth_state)
+            != NGX_OK)
+        {
+            return;
+        }
     }
 }
 
 
-static ngx_int_t
-ngx_mail_plus_pop3_user(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-    ngx_str_t  *arg;
-
-#if (NGX_MAIL_SSL)
-    if (ngx_mail_starttls_only(s, c)) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
-#endif
-
-    if (s->args.nelts != 1) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
-
-    arg = s->args.elts;
-
-    if (ngx_mail_plus_pop3_login(s, c, &arg[0]) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    s->mail_state = ngx_pop3_user;
-
-    return NGX_OK;
-}
-
+/* NGX_OK: s->out is the reply; NGX_DONE: ask the router; NGX_ERROR */
 
 static ngx_int_t
-ngx_mail_plus_pop3_pass(ngx_mail_session_t *s, ngx_connection_t *c)
+ngx_mail_plus_pop3_command(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_int_t rc)
 {
-    ngx_str_t  *arg;
-
-    if (s->args.nelts != 1) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
-
-    arg = s->args.elts;
-
-    /* the router copies it; the buffer is not reused before that */
-
-    s->passwd = arg[0];
-
-    return NGX_DONE;
-}
-
-
-static ngx_int_t
-ngx_mail_plus_pop3_apop(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-    ngx_str_t                 *arg;
+    ngx_mail_plus_parse_t     *p;
     ngx_mail_pop3_srv_conf_t  *pscf;
 
-#if (NGX_MAIL_SSL)
-    if (ngx_mail_starttls_only(s, c)) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    p = &ctx->parse;
+
+    ngx_str_set(&s->out, pop3_ok);
+
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_MAIL_PLUS_PARSE_TOO_LONG:
+        ngx_str_set(&s->out, "-ERR Command too long." CRLF);
+        s->quit = 1;
+        ctx->end = NGX_MAIL_PLUS_END_ERROR;
+        return NGX_OK;
+
+    default: /* NGX_MAIL_PLUS_PARSE_INVALID */
+        s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+        return ngx_mail_plus_pop3_error(s, "-ERR invalid command");
     }
-#endif
+
+    if (s->mail_state >= NGX_MAIL_PLUS_STATE_PLAIN) {
+        return ngx_mail_plus_pop3_sasl(s, ngx_mail_plus_proxy_sasl_step(s, c));
+    }
 
     pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
 
-    if (!(pscf->auth_methods & NGX_MAIL_AUTH_APOP_ENABLED)
-        || s->args.nelts != 2)
-    {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "mail plus pop3: command %ui, state %ui",
+                   p->command, s->mail_state);
 
-    arg = s->args.elts;
+    switch (p->command) {
 
-    if (ngx_mail_plus_pop3_login(s, c, &arg[0]) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    /* the digest: the router copies it */
-
-    s->passwd = arg[1];
-    s->auth_method = NGX_MAIL_AUTH_APOP;
-
-    return NGX_DONE;
-}
-
-
-/* the login outlives the command buffer */
-
-static ngx_int_t
-ngx_mail_plus_pop3_login(ngx_mail_session_t *s, ngx_connection_t *c,
-    ngx_str_t *login)
-{
-    s->login.data = ngx_pstrdup(c->pool, login);
-    if (s->login.data == NULL && login->len) {
-        return NGX_ERROR;
-    }
-
-    s->login.len = login->len;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_mail_plus_pop3_capa(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-    ngx_mail_pop3_srv_conf_t  *pscf;
-
-    pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
-
-    s->out = *ngx_mail_plus_proxy_capability(s, c, &pscf->capability,
-                                             &pscf->starttls_capability,
-                                             &pscf->starttls_only_capability);
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_mail_plus_pop3_auth(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-    ngx_mail_pop3_srv_conf_t  *pscf;
-
-    if (s->args.nelts == 0) {
+    case NGX_MAIL_PLUS_CMD_USER:
 
 #if (NGX_MAIL_SSL)
         if (ngx_mail_starttls_only(s, c)) {
-            return NGX_MAIL_PARSE_INVALID_COMMAND;
+            break;
         }
 #endif
 
-        pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
+        if (!(pscf->auth_methods & NGX_MAIL_AUTH_PLAIN_ENABLED)
+            || p->nargs != 1)
+        {
+            break;
+        }
 
+        if (ngx_mail_plus_proxy_set_login(s, &p->args[0]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        s->mail_state = NGX_MAIL_PLUS_STATE_USER;
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_CMD_PASS:
+
+        /* the password is all the line has after "PASS " */
+
+        if (s->mail_state != NGX_MAIL_PLUS_STATE_USER || p->rest.len == 0) {
+            break;
+        }
+
+        s->passwd = p->rest;
+        s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+        return NGX_DONE;
+
+    case NGX_MAIL_PLUS_CMD_APOP:
+
+#if (NGX_MAIL_SSL)
+        if (ngx_mail_starttls_only(s, c)) {
+            break;
+        }
+#endif
+
+        if (!(pscf->auth_methods & NGX_MAIL_AUTH_APOP_ENABLED)
+            || p->nargs != 2)
+        {
+            break;
+        }
+
+        if (ngx_mail_plus_proxy_set_login(s, &p->args[0]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* the digest: the router copies it */
+
+        s->passwd = p->args[1];
+        s->auth_method = NGX_MAIL_AUTH_APOP;
+        s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+        return NGX_DONE;
+
+    case NGX_MAIL_PLUS_CMD_CAPA:
+        s->out = *ngx_mail_plus_proxy_capability(s, c, &pscf->capability,
+                                              &pscf->starttls_capability,
+                                              &pscf->starttls_only_capability);
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_CMD_AUTH:
+        return ngx_mail_plus_pop3_auth(s, c, ctx);
+
+    case NGX_MAIL_PLUS_CMD_QUIT:
+        s->quit = 1;
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_CMD_NOOP:
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_CMD_STARTTLS:
+        if (ngx_mail_plus_proxy_starttls(s, c) == NGX_OK) {
+            return NGX_OK;
+        }
+
+        break;
+    }
+
+    s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+
+    return ngx_mail_plus_pop3_error(s, "-ERR invalid command");
+}
+
+
+static ngx_int_t
+ngx_mail_plus_pop3_auth(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_proxy_ctx_t *ctx)
+{
+    ngx_mail_pop3_srv_conf_t  *pscf;
+
+#if (NGX_MAIL_SSL)
+    if (ngx_mail_starttls_only(s, c)) {
+        return ngx_mail_plus_pop3_error(s, "-ERR invalid command");
+    }
+#endif
+
+    pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
+
+    s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+
+    if (ctx->parse.nargs == 0) {
         s->out = pscf->auth_capability;
-        s->state = 0;
-
         return NGX_OK;
     }
 
-    return ngx_mail_plus_proxy_sasl_start(s, c, &pop3_sasl);
+    return ngx_mail_plus_pop3_sasl(s,
+               ngx_mail_plus_proxy_sasl_start(s, c, pscf->auth_methods));
+}
+
+
+static ngx_int_t
+ngx_mail_plus_pop3_sasl(ngx_mail_session_t *s, ngx_int_t rc)
+{
+    switch (rc) {
+
+    case NGX_MAIL_PLUS_SASL_NEXT:
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_SASL_DONE:
+        return NGX_DONE;
+
+    case NGX_MAIL_PLUS_SASL_BAD:
+        return ngx_mail_plus_pop3_error(s, "-ERR Invalid SASL response.");
+
+    case NGX_MAIL_PLUS_SASL_AUTHZID:
+        ngx_str_set(&s->out, "-ERR [AUTH] Authorization identity "
+                             "not allowed." CRLF);
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_SASL_UNSUPPORTED:
+        ngx_str_set(&s->out, "-ERR authentication method not supported"
+                             CRLF);
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_SASL_CANCEL:
+        ngx_str_set(&s->out, "-ERR Authentication cancelled." CRLF);
+        return NGX_OK;
+
+    case NGX_MAIL_PLUS_SASL_SYNTAX:
+        return ngx_mail_plus_pop3_error(s, "-ERR invalid command");
+
+    default:
+        return NGX_ERROR;
+    }
+}
+
+
+/* an invalid command: counted, and at max_errors the session ends */
+
+static ngx_int_t
+ngx_mail_plus_pop3_error(ngx_mail_session_t *s, char *text)
+{
+    ngx_str_t                   t;
+    ngx_mail_core_srv_conf_t   *cscf;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    s->errors++;
+
+    if (s->errors >= cscf->max_errors) {
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "client sent too many invalid commands");
+
+        ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+        ctx->end = NGX_MAIL_PLUS_END_ERROR;
+
+        ngx_str_set(&t, "-ERR Too many invalid commands.");
+        s->quit = 1;
+
+    } else {
+        t.data = (u_char *) text;
+        t.len = ngx_strlen(text);
+    }
+
+    return ngx_mail_plus_proxy_say(s, NULL, 0, &t, NULL);
 }

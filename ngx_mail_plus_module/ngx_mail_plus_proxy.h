@@ -20,7 +20,8 @@
 
 /*
  * POP3 and IMAP sessions handled by the module itself: the dialogue before
- * login (ngx_mail_plus_pop3_handler.c, ngx_mail_plus_imap_handler.c), the
+ * login (ngx_mail_plus_pop3_handler.c, ngx_mail_plus_imap_handler.c, their
+ * reader ngx_mail_plus_proxy_parse.c and ngx_mail_plus_sasl.c), the
  * router's answer and the session's life (ngx_mail_plus_proxy_module.c),
  * the backend connection and login (ngx_mail_plus_upstream.c), the relay
  * after login (ngx_mail_plus_relay.c), and the session limits
@@ -36,7 +37,61 @@ typedef struct {
     size_t                      buffer_size;
     ngx_uint_t                  user_sessions;
     ngx_uint_t                  client_sessions;
+    size_t                      command_size;
+    size_t                      literal_size;
 } ngx_mail_plus_proxy_conf_t;
+
+
+/* the reader of commands before login (ngx_mail_plus_proxy_parse.c) */
+
+#define NGX_MAIL_PLUS_PARSE_ARGS      3
+
+#define NGX_MAIL_PLUS_PARSE_LITERAL   1   /* send "+", then read on */
+#define NGX_MAIL_PLUS_PARSE_INVALID   2   /* a bad line was skipped */
+#define NGX_MAIL_PLUS_PARSE_CLOSE     3   /* {n+} over the bound */
+#define NGX_MAIL_PLUS_PARSE_TOO_LONG  4   /* the buffer is full */
+
+#define NGX_MAIL_PLUS_PARSE_SYNTAX    1   /* p->error */
+#define NGX_MAIL_PLUS_PARSE_BIG       2
+
+#define NGX_MAIL_PLUS_CMD_UNKNOWN     0
+#define NGX_MAIL_PLUS_CMD_CAPA        1   /* CAPA, CAPABILITY */
+#define NGX_MAIL_PLUS_CMD_NOOP        2
+#define NGX_MAIL_PLUS_CMD_QUIT        3   /* QUIT, LOGOUT */
+#define NGX_MAIL_PLUS_CMD_STARTTLS    4   /* STLS, STARTTLS */
+#define NGX_MAIL_PLUS_CMD_AUTH        5   /* AUTH, AUTHENTICATE */
+#define NGX_MAIL_PLUS_CMD_LOGIN       6
+#define NGX_MAIL_PLUS_CMD_ID          7
+#define NGX_MAIL_PLUS_CMD_USER        8
+#define NGX_MAIL_PLUS_CMD_PASS        9
+#define NGX_MAIL_PLUS_CMD_APOP        10
+
+typedef struct {
+    ngx_uint_t                  state;
+    ngx_uint_t                  protocol;     /* NGX_MAIL_PLUS_IMAP, POP3 */
+    size_t                      literal_max;
+
+    /* the command read last */
+    ngx_uint_t                  command;      /* NGX_MAIL_PLUS_CMD_* */
+    ngx_uint_t                  error;        /* NGX_MAIL_PLUS_PARSE_* */
+    u_char                     *start;
+    ngx_str_t                   tag;          /* IMAP, with its space */
+    ngx_str_t                   name;
+    ngx_str_t                   rest;         /* POP3: after the name */
+    ngx_str_t                   args[NGX_MAIL_PLUS_PARSE_ARGS];
+    ngx_uint_t                  nargs;        /* all, kept or not */
+
+    /* within an argument */
+    u_char                     *arg;
+    u_char                     *dst;          /* quoted: unquoted so far */
+    u_char                     *list;
+    size_t                      literal;      /* its bytes still to come */
+    ngx_uint_t                  depth;
+
+    unsigned                    digits:1;
+    unsigned                    plus:1;       /* {n+} */
+    unsigned                    raw:1;        /* a SASL response line */
+} ngx_mail_plus_parse_t;
 
 
 /* how a session ended, for its log line */
@@ -106,18 +161,38 @@ typedef struct {
     unsigned                    literal_plus:1;
     unsigned                    xclient:1;    /* POP3: the backend offers it */
     unsigned                    quickack:1;   /* ID and LOGIN pipelined */
+
+    /* before login */
+    ngx_mail_plus_parse_t       parse;
+    ngx_pool_t                 *login_pool;   /* the login given last */
+    ngx_str_t                   login;        /* as given: to the router */
+    u_char                     *out;          /* replies, reused */
+    size_t                      out_size;
+    ngx_str_t                   challenge;    /* CRAM-MD5, base64 */
+    u_char                     *tag;          /* AUTHENTICATE's, kept */
+    size_t                      tag_size;
 } ngx_mail_plus_proxy_ctx_t;
 
 
-/* a protocol's SASL exchange: its states and its refusal */
+/* s->mail_state before login: what the next line is */
 
-typedef struct {
-    ngx_uint_t                  login_username;   /* s->mail_state values */
-    ngx_uint_t                  login_password;
-    ngx_uint_t                  plain;
-    ngx_uint_t                  cram_md5;
-    ngx_str_t                   unsupported;
-} ngx_mail_plus_sasl_t;
+#define NGX_MAIL_PLUS_STATE_COMMAND      0
+#define NGX_MAIL_PLUS_STATE_USER         1   /* POP3: USER given */
+#define NGX_MAIL_PLUS_STATE_PLAIN        2   /* SASL responses */
+#define NGX_MAIL_PLUS_STATE_LOGIN_USER   3
+#define NGX_MAIL_PLUS_STATE_LOGIN_PASS   4
+#define NGX_MAIL_PLUS_STATE_CRAM_MD5     5
+
+
+/* ngx_mail_plus_proxy_sasl_start() and _step() */
+
+#define NGX_MAIL_PLUS_SASL_NEXT          0   /* a continuation is sent */
+#define NGX_MAIL_PLUS_SASL_DONE          1   /* login and password given */
+#define NGX_MAIL_PLUS_SASL_BAD           2   /* bad base64, bad shape */
+#define NGX_MAIL_PLUS_SASL_AUTHZID       3   /* PLAIN: not the login */
+#define NGX_MAIL_PLUS_SASL_UNSUPPORTED   4
+#define NGX_MAIL_PLUS_SASL_CANCEL        5   /* "*" */
+#define NGX_MAIL_PLUS_SASL_SYNTAX        6
 
 
 extern ngx_module_t  ngx_mail_plus_proxy_module;
@@ -128,17 +203,25 @@ extern ngx_module_t  ngx_mail_plus_proxy_module;
 void ngx_mail_plus_proxy_init_session(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t protocol, ngx_str_t *greeting,
     ngx_str_t *refusal, ngx_event_handler_pt init_protocol);
-ngx_int_t ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev, size_t size);
+ngx_int_t ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev);
 ngx_int_t ngx_mail_plus_proxy_read_command(ngx_event_t *rev);
+ngx_int_t ngx_mail_plus_proxy_parse_command(ngx_mail_session_t *s);
+ngx_int_t ngx_mail_plus_proxy_flush(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_event_handler_pt handler);
 ngx_str_t *ngx_mail_plus_proxy_capability(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_str_t *plain, ngx_str_t *starttls,
     ngx_str_t *starttls_only);
 ngx_int_t ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s,
     ngx_connection_t *c);
+ngx_int_t ngx_mail_plus_proxy_set_login(ngx_mail_session_t *s,
+    ngx_str_t *login);
 ngx_int_t ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s,
-    ngx_connection_t *c, ngx_mail_plus_sasl_t *sasl);
+    ngx_connection_t *c, ngx_uint_t methods);
 ngx_int_t ngx_mail_plus_proxy_sasl_step(ngx_mail_session_t *s,
-    ngx_connection_t *c, ngx_mail_plus_sasl_t *sasl);
+    ngx_connection_t *c);
+u_char *ngx_mail_plus_proxy_out(ngx_mail_session_t *s, size_t len);
+ngx_int_t ngx_mail_plus_proxy_say(ngx_mail_session_t *s, ngx_str_t *untagged,
+    ngx_uint_t tagged, ngx_str_t *text, ngx_str_t *tail);
 void ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_mail_plus_proxy_reply(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_uint_t tagged);
@@ -154,6 +237,13 @@ void ngx_mail_plus_imap_init_session(ngx_mail_session_t *s,
     ngx_connection_t *c);
 void ngx_mail_plus_imap_init_protocol(ngx_event_t *rev);
 void ngx_mail_plus_imap_auth_state(ngx_event_t *rev);
+
+/* ngx_mail_plus_proxy_parse.c: the reader of commands before login */
+
+void ngx_mail_plus_parse_init(ngx_mail_plus_parse_t *p, ngx_uint_t protocol,
+    size_t literal_max);
+ngx_int_t ngx_mail_plus_parse(ngx_mail_plus_parse_t *p, ngx_buf_t *b);
+ngx_uint_t ngx_mail_plus_parse_idle(ngx_mail_plus_parse_t *p);
 
 /* ngx_mail_plus_upstream.c: backend connection and login */
 

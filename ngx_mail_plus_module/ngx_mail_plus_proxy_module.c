@@ -14,14 +14,18 @@
 /*
  * "router_proxy on" in a "protocol pop3" or "protocol imap" server: the
  * module takes the session over.  This file holds the directives, swaps
- * the server's protocol handler, asks the router when the client has
- * given its credentials, and ends the session with one log line.
+ * the server's protocol handler, reads the commands before login into a
+ * buffer of router_proxy_command_size for both protocols' dialogues (the
+ * reader, the SASL exchange, the replies out of one reused buffer, the
+ * login kept and escaped), asks the router when the client has given its
+ * credentials, and ends the session with one log line.
  */
 
 
 static ngx_int_t ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t protocol);
-static ngx_uint_t ngx_mail_plus_proxy_auth_methods(ngx_mail_session_t *s);
+static ngx_int_t ngx_mail_plus_proxy_sasl_response(ngx_mail_session_t *s,
+    ngx_str_t *text);
 static void ngx_mail_plus_proxy_checked(ngx_mail_plus_check_t *check);
 static void ngx_mail_plus_proxy_answer(ngx_mail_session_t *s);
 static void ngx_mail_plus_proxy_delayed(ngx_event_t *ev);
@@ -85,6 +89,20 @@ static ngx_command_t  ngx_mail_plus_proxy_commands[] = {
       offsetof(ngx_mail_plus_proxy_conf_t, client_sessions),
       NULL },
 
+    { ngx_string("router_proxy_command_size"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_plus_proxy_conf_t, command_size),
+      NULL },
+
+    { ngx_string("router_proxy_literal_size"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_plus_proxy_conf_t, literal_size),
+      NULL },
+
       ngx_null_command
 };
 
@@ -129,7 +147,7 @@ static ngx_mail_protocol_t  ngx_mail_plus_pop3_protocol = {
 
     ngx_mail_plus_pop3_init_session,
     ngx_mail_plus_pop3_init_protocol,
-    ngx_mail_pop3_parse_command,
+    ngx_mail_plus_proxy_parse_command,
     ngx_mail_plus_pop3_auth_state,
 
     ngx_string("-ERR internal server error" CRLF),
@@ -146,7 +164,7 @@ static ngx_mail_protocol_t  ngx_mail_plus_imap_protocol = {
 
     ngx_mail_plus_imap_init_session,
     ngx_mail_plus_imap_init_protocol,
-    ngx_mail_imap_parse_command,
+    ngx_mail_plus_proxy_parse_command,
     ngx_mail_plus_imap_auth_state,
 
     ngx_string("* BAD internal server error" CRLF),
@@ -301,15 +319,16 @@ ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s, ngx_connection_t *c,
 
 
 /*
- * the protocols' init_protocol, also after STARTTLS: the command buffer;
- * NGX_ERROR when the session has gone
+ * the protocols' init_protocol, also after STARTTLS: the command buffer
+ * and the reader; NGX_ERROR when the session has gone
  */
 
 ngx_int_t
-ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev, size_t size)
+ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev)
 {
-    ngx_connection_t    *c;
-    ngx_mail_session_t  *s;
+    ngx_connection_t           *c;
+    ngx_mail_session_t         *s;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
 
     c = rev->data;
     s = c->data;
@@ -323,20 +342,24 @@ ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev, size_t size)
         return NGX_ERROR;
     }
 
-    if (s->buffer == NULL) {
-        if (ngx_array_init(&s->args, c->pool, 2, sizeof(ngx_str_t))
-            == NGX_ERROR)
-        {
-            ngx_mail_session_internal_server_error(s);
-            return NGX_ERROR;
-        }
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
 
-        s->buffer = ngx_create_temp_buf(c->pool, size);
+    if (s->buffer == NULL) {
+        s->buffer = ngx_create_temp_buf(c->pool, ctx->conf->command_size);
         if (s->buffer == NULL) {
             ngx_mail_session_internal_server_error(s);
             return NGX_ERROR;
         }
     }
+
+    ngx_mail_plus_parse_init(&ctx->parse, ctx->protocol,
+                             ctx->conf->literal_size);
+
+    s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "mail plus prelogin: buffer %uz, literals up to %uz",
+                   ctx->conf->command_size, ctx->conf->literal_size);
 
     return NGX_OK;
 }
@@ -344,15 +367,22 @@ ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev, size_t size)
 
 /*
  * the start of the protocols' auth_state: NGX_AGAIN or NGX_ERROR when
- * there is nothing to do now, else what ngx_mail_read_command() returned
+ * there is nothing to do now, else what the reader found:
+ * NGX_OK (a command or a SASL response), NGX_MAIL_PLUS_PARSE_LITERAL,
+ * NGX_MAIL_PLUS_PARSE_INVALID, NGX_MAIL_PLUS_PARSE_CLOSE or
+ * NGX_MAIL_PLUS_PARSE_TOO_LONG
  */
 
 ngx_int_t
 ngx_mail_plus_proxy_read_command(ngx_event_t *rev)
 {
-    ngx_int_t            rc;
-    ngx_connection_t    *c;
-    ngx_mail_session_t  *s;
+    size_t                      n;
+    ssize_t                     r;
+    ngx_int_t                   rc;
+    ngx_buf_t                  *b;
+    ngx_connection_t           *c;
+    ngx_mail_session_t         *s;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
 
     c = rev->data;
     s = c->data;
@@ -380,16 +410,130 @@ ngx_mail_plus_proxy_read_command(ngx_event_t *rev)
 
     s->blocked = 0;
 
-    rc = ngx_mail_read_command(s, c);
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+    b = s->buffer;
 
-    if (rc == NGX_AGAIN) {
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-            ngx_mail_session_internal_server_error(s);
+    for ( ;; ) {
+
+        if (ngx_mail_plus_parse_idle(&ctx->parse)) {
+
+            /* between commands: what is left moves to the start */
+
+            n = b->last - b->pos;
+
+            if (b->pos != b->start) {
+                if (n) {
+                    ngx_memmove(b->start, b->pos, n);
+                }
+
+                b->pos = b->start;
+                b->last = b->start + n;
+            }
+        }
+
+        if (b->pos < b->last) {
+            rc = ngx_mail_plus_proxy_parse_command(s);
+
+            if (rc != NGX_AGAIN) {
+                ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                               "mail plus prelogin: read %i, command %ui",
+                               rc, ctx->parse.command);
+                return rc;
+            }
+        }
+
+        if (b->last == b->end) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "client sent too long command");
+            return NGX_MAIL_PLUS_PARSE_TOO_LONG;
+        }
+
+        r = c->recv(c, b->last, b->end - b->last);
+
+        if (r == NGX_ERROR || r == 0) {
+            ngx_mail_close_connection(c);
             return NGX_ERROR;
         }
+
+        if (r == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_mail_session_internal_server_error(s);
+                return NGX_ERROR;
+            }
+
+            return NGX_AGAIN;
+        }
+
+        b->last += r;
+    }
+}
+
+
+/* the protocols' parse_command: the module's reader over s->buffer */
+
+ngx_int_t
+ngx_mail_plus_proxy_parse_command(ngx_mail_session_t *s)
+{
+    ngx_int_t                   rc;
+    ngx_mail_plus_parse_t      *p;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+    p = &ctx->parse;
+
+    if (ngx_mail_plus_parse_idle(p)) {
+        p->raw = (s->mail_state >= NGX_MAIL_PLUS_STATE_PLAIN);
+    }
+
+    rc = ngx_mail_plus_parse(p, s->buffer);
+
+    /* a SASL response keeps the tag of its AUTHENTICATE */
+
+    if (rc != NGX_AGAIN && !p->raw && ctx->protocol == NGX_MAIL_PLUS_IMAP) {
+        s->tag = p->tag;
     }
 
     return rc;
+}
+
+
+/*
+ * after a command: the reply goes out, then the next command is read;
+ * NGX_OK when the caller reads on now, NGX_DONE when an event brings it
+ * back (the reply is being sent, STARTTLS, the session ends)
+ */
+
+ngx_int_t
+ngx_mail_plus_proxy_flush(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_event_handler_pt handler)
+{
+    if (s->out.len == 0 && !s->quit) {
+        return NGX_OK;
+    }
+
+    s->blocked = 0;
+
+    ngx_mail_send(c->write);
+
+    /* a reply with QUIT, or an error, closed the connection */
+
+    if (c->destroyed || s->quit) {
+        return NGX_DONE;
+    }
+
+    if (s->out.len) {
+        s->blocked = 1;
+        return NGX_DONE;
+    }
+
+    if (c->read->handler != handler) {
+
+        /* STARTTLS: the handshake comes next */
+
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -419,17 +563,32 @@ ngx_mail_plus_proxy_capability(ngx_mail_session_t *s, ngx_connection_t *c,
 }
 
 
+/*
+ * STARTTLS: what the client sent after it is dropped (no command
+ * injection into the TLS session), and so is what it said before
+ */
+
 ngx_int_t
 ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
 {
 #if (NGX_MAIL_SSL)
-    ngx_mail_ssl_conf_t  *sslcf;
+    ngx_mail_ssl_conf_t        *sslcf;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
 
     if (c->ssl == NULL) {
         sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
         if (sslcf->starttls) {
+            ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+
             s->buffer->pos = s->buffer->start;
             s->buffer->last = s->buffer->start;
+            s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+            ngx_str_null(&ctx->login);
+            ngx_str_null(&s->login);
+
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "mail plus prelogin: starttls");
+
             c->read->handler = ngx_mail_starttls_handler;
             return NGX_OK;
         }
@@ -442,49 +601,250 @@ ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
 
 
 /*
- * AUTH (POP3) and AUTHENTICATE (IMAP) with the stock SASL helpers: PLAIN
- * and LOGIN, with or without an initial response, and CRAM-MD5 when the
- * server's pop3_auth or imap_auth lists it; EXTERNAL needs what the
- * router does not keep.  NGX_DONE: credentials complete.
+ * a login the client gave: kept as it is for the router (ctx->login), in
+ * a pool of its own that the next login replaces, so that no number of
+ * USER commands grows the session; s->login, which every log line of the
+ * session prints, gets the escaped form
+ */
+
+ngx_int_t
+ngx_mail_plus_proxy_set_login(ngx_mail_session_t *s, ngx_str_t *login)
+{
+    ngx_pool_t                 *pool;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+
+    ngx_str_null(&s->login);
+    ngx_str_null(&ctx->login);
+
+    if (ctx->login_pool) {
+        ngx_destroy_pool(ctx->login_pool);
+        ctx->login_pool = NULL;
+    }
+
+    pool = ngx_create_pool(ngx_max(1024, 2 * NGX_MIN_POOL_SIZE),
+                           s->connection->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->login_pool = pool;
+
+    ctx->login.data = ngx_pstrdup(pool, login);
+    if (ctx->login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->login.len = login->len;
+
+    if (ngx_mail_plus_text_log(pool, &ctx->login, &s->login) != NGX_OK) {
+        ngx_str_null(&ctx->login);
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "mail plus prelogin: login \"%V\"", &s->login);
+
+    return NGX_OK;
+}
+
+
+/* room for a reply: one buffer for the session, grown by doubling */
+
+u_char *
+ngx_mail_plus_proxy_out(ngx_mail_session_t *s, size_t len)
+{
+    size_t                      size;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+
+    if (ctx->out_size >= len) {
+        return ctx->out;
+    }
+
+    size = ngx_max(len, ngx_max(2 * ctx->out_size, 256));
+
+    if (ctx->out) {
+        ngx_pfree(s->connection->pool, ctx->out);
+    }
+
+    ctx->out = ngx_pnalloc(s->connection->pool, size);
+    if (ctx->out == NULL) {
+        ctx->out_size = 0;
+        return NULL;
+    }
+
+    ctx->out_size = size;
+
+    return ctx->out;
+}
+
+
+/*
+ * a reply: untagged lines, the text (IMAP: after the command's tag, when
+ * tagged) and its CRLF, and a line after it
+ */
+
+ngx_int_t
+ngx_mail_plus_proxy_say(ngx_mail_session_t *s, ngx_str_t *untagged,
+    ngx_uint_t tagged, ngx_str_t *text, ngx_str_t *tail)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_str_t                   tag;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+
+    ngx_str_null(&tag);
+
+    if (tagged && ctx->protocol == NGX_MAIL_PLUS_IMAP) {
+        if (s->tag.len) {
+            tag = s->tag;
+
+        } else {
+            ngx_str_set(&tag, "* ");
+        }
+    }
+
+    len = tag.len + text->len + 2;
+
+    if (untagged) {
+        len += untagged->len;
+    }
+
+    if (tail) {
+        len += tail->len;
+    }
+
+    p = ngx_mail_plus_proxy_out(s, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->out.data = p;
+
+    if (untagged) {
+        p = ngx_cpymem(p, untagged->data, untagged->len);
+    }
+
+    if (tag.len) {
+        p = ngx_cpymem(p, tag.data, tag.len);
+    }
+
+    p = ngx_cpymem(p, text->data, text->len);
+    *p++ = CR; *p++ = LF;
+
+    if (tail) {
+        p = ngx_cpymem(p, tail->data, tail->len);
+    }
+
+    s->out.len = p - s->out.data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * AUTH (POP3) and AUTHENTICATE (IMAP): the mechanism in args[0], an
+ * initial response ("=" for an empty one) in args[1]; PLAIN and LOGIN,
+ * and CRAM-MD5 (no initial response) when "methods" has it; EXTERNAL
+ * needs what the router does not keep.  Returns NGX_MAIL_PLUS_SASL_*.
  */
 
 ngx_int_t
 ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s, ngx_connection_t *c,
-    ngx_mail_plus_sasl_t *sasl)
+    ngx_uint_t methods)
 {
-    ngx_int_t                  rc;
-    ngx_mail_core_srv_conf_t  *cscf;
+    u_char                     *p;
+    size_t                      len;
+    ngx_str_t                  *mech, ir, salt;
+    ngx_mail_plus_parse_t      *parse;
+    ngx_mail_core_srv_conf_t   *cscf;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
 
-#if (NGX_MAIL_SSL)
-    if (ngx_mail_starttls_only(s, c)) {
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+    parse = &ctx->parse;
+
+    if (parse->nargs < 1 || parse->nargs > 2) {
+        return NGX_MAIL_PLUS_SASL_SYNTAX;
     }
-#endif
 
-    rc = ngx_mail_auth_parse(s, c);
+    mech = &parse->args[0];
+    ngx_str_null(&ir);
 
-    switch (rc) {
+    if (parse->nargs == 2) {
+        ir = parse->args[1];
 
-    case NGX_MAIL_AUTH_LOGIN:
-        ngx_str_set(&s->out, ngx_mail_plus_sasl_username);
-        s->mail_state = sasl->login_username;
-        return NGX_OK;
+        if (ir.len == 1 && ir.data[0] == '=') {
+            ir.len = 0;
+        }
+    }
 
-    case NGX_MAIL_AUTH_LOGIN_USERNAME:
-        ngx_str_set(&s->out, ngx_mail_plus_sasl_password);
-        s->mail_state = sasl->login_password;
-        return ngx_mail_auth_login_username(s, c, 1);
+    /* the responses come on lines of their own: the tag must outlive them */
 
-    case NGX_MAIL_AUTH_PLAIN:
+    if (ctx->protocol == NGX_MAIL_PLUS_IMAP && s->tag.len) {
+        if (ctx->tag_size < s->tag.len) {
+            len = ngx_max(s->tag.len, 2 * ctx->tag_size);
+
+            p = ngx_pnalloc(c->pool, len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ctx->tag) {
+                ngx_pfree(c->pool, ctx->tag);
+            }
+
+            ctx->tag = p;
+            ctx->tag_size = len;
+        }
+
+        ngx_memcpy(ctx->tag, s->tag.data, s->tag.len);
+        s->tag.data = ctx->tag;
+    }
+
+    if (mech->len == 5 && ngx_strncasecmp(mech->data, (u_char *) "PLAIN", 5)
+                          == 0
+        && (methods & NGX_MAIL_AUTH_PLAIN_ENABLED))
+    {
+        s->mail_state = NGX_MAIL_PLUS_STATE_PLAIN;
+
+        if (parse->nargs == 2) {
+            return ngx_mail_plus_proxy_sasl_response(s, &ir);
+        }
+
         ngx_str_set(&s->out, ngx_mail_plus_sasl_next);
-        s->mail_state = sasl->plain;
-        return NGX_OK;
+        return NGX_MAIL_PLUS_SASL_NEXT;
+    }
 
-    case NGX_MAIL_AUTH_CRAM_MD5:
+    if (mech->len == 5 && ngx_strncasecmp(mech->data, (u_char *) "LOGIN", 5)
+                          == 0
+        && (methods & NGX_MAIL_AUTH_LOGIN_ENABLED))
+    {
+        s->mail_state = NGX_MAIL_PLUS_STATE_LOGIN_USER;
 
-        if (ngx_mail_plus_proxy_auth_methods(s)
-            & NGX_MAIL_AUTH_CRAM_MD5_ENABLED)
-        {
+        if (parse->nargs == 2) {
+            return ngx_mail_plus_proxy_sasl_response(s, &ir);
+        }
+
+        ngx_str_set(&s->out, ngx_mail_plus_sasl_username);
+        return NGX_MAIL_PLUS_SASL_NEXT;
+    }
+
+    if (mech->len == 8
+        && ngx_strncasecmp(mech->data, (u_char *) "CRAM-MD5", 8) == 0
+        && (methods & NGX_MAIL_AUTH_CRAM_MD5_ENABLED))
+    {
+        if (parse->nargs == 2) {
+            return NGX_MAIL_PLUS_SASL_SYNTAX;
+        }
+
+        /* the challenge is the salt, encoded once for the session */
+
+        if (ctx->challenge.data == NULL) {
             if (s->salt.data == NULL) {
                 cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
@@ -493,76 +853,134 @@ ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s, ngx_connection_t *c,
                 }
             }
 
-            if (ngx_mail_auth_cram_md5_salt(s, c, "+ ", 2) != NGX_OK) {
+            salt.data = s->salt.data;
+            salt.len = s->salt.len - 2;
+
+            p = ngx_pnalloc(c->pool,
+                            2 + ngx_base64_encoded_length(salt.len) + 2);
+            if (p == NULL) {
                 return NGX_ERROR;
             }
 
-            s->mail_state = sasl->cram_md5;
-            return NGX_OK;
+            ctx->challenge.data = p;
+
+            *p++ = '+'; *p++ = ' ';
+
+            ir.data = p;
+            ngx_encode_base64(&ir, &salt);
+            p += ir.len;
+
+            *p++ = CR; *p++ = LF;
+
+            ctx->challenge.len = p - ctx->challenge.data;
         }
 
-        /* fall through */
+        s->out = ctx->challenge;
+        s->mail_state = NGX_MAIL_PLUS_STATE_CRAM_MD5;
 
-    case NGX_MAIL_AUTH_EXTERNAL:
-        s->out = sasl->unsupported;
-        s->state = 0;
-        return NGX_OK;
+        return NGX_MAIL_PLUS_SASL_NEXT;
     }
 
-    return rc;
+    return NGX_MAIL_PLUS_SASL_UNSUPPORTED;
 }
 
 
-static ngx_uint_t
-ngx_mail_plus_proxy_auth_methods(ngx_mail_session_t *s)
+/* a SASL response line */
+
+ngx_int_t
+ngx_mail_plus_proxy_sasl_step(ngx_mail_session_t *s, ngx_connection_t *c)
 {
-    ngx_mail_imap_srv_conf_t   *iscf;
-    ngx_mail_pop3_srv_conf_t   *pscf;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
 
-    if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
-        iscf = ngx_mail_get_module_srv_conf(s, ngx_mail_imap_module);
-        return iscf->auth_methods;
+    if (ctx->parse.args[0].len == 1 && ctx->parse.args[0].data[0] == '*') {
+        s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+        return NGX_MAIL_PLUS_SASL_CANCEL;
     }
 
-    pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
-
-    return pscf->auth_methods;
+    return ngx_mail_plus_proxy_sasl_response(s, &ctx->parse.args[0]);
 }
 
 
-/* a line of the SASL exchange */
-
-ngx_int_t
-ngx_mail_plus_proxy_sasl_step(ngx_mail_session_t *s, ngx_connection_t *c,
-    ngx_mail_plus_sasl_t *sasl)
+static ngx_int_t
+ngx_mail_plus_proxy_sasl_response(ngx_mail_session_t *s, ngx_str_t *text)
 {
-    ngx_int_t  rc;
+    ngx_int_t   rc;
+    ngx_str_t   login, passwd, response;
 
-    if (s->mail_state == sasl->login_username) {
-        rc = ngx_mail_auth_login_username(s, c, 0);
+    response = *text;
+
+    switch (s->mail_state) {
+
+    case NGX_MAIL_PLUS_STATE_PLAIN:
+        rc = ngx_mail_plus_sasl_plain(&response, &login, &passwd);
+        break;
+
+    case NGX_MAIL_PLUS_STATE_LOGIN_USER:
+        rc = ngx_mail_plus_sasl_login(&response, &login);
+        break;
+
+    case NGX_MAIL_PLUS_STATE_LOGIN_PASS:
+        rc = ngx_mail_plus_sasl_login(&response, &passwd);
+        break;
+
+    default: /* NGX_MAIL_PLUS_STATE_CRAM_MD5 */
+        rc = ngx_mail_plus_sasl_cram_md5(&response, &login, &passwd);
+        break;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "mail plus prelogin: sasl state %ui: %i",
+                   s->mail_state, rc);
+
+    if (rc != NGX_OK) {
+        s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+
+        return (rc == NGX_ABORT) ? NGX_MAIL_PLUS_SASL_AUTHZID
+                                 : NGX_MAIL_PLUS_SASL_BAD;
+    }
+
+    switch (s->mail_state) {
+
+    case NGX_MAIL_PLUS_STATE_LOGIN_USER:
+        if (ngx_mail_plus_proxy_set_login(s, &login) != NGX_OK) {
+            return NGX_ERROR;
+        }
 
         ngx_str_set(&s->out, ngx_mail_plus_sasl_password);
-        s->mail_state = sasl->login_password;
+        s->mail_state = NGX_MAIL_PLUS_STATE_LOGIN_PASS;
 
-        return rc;
+        return NGX_MAIL_PLUS_SASL_NEXT;
+
+    case NGX_MAIL_PLUS_STATE_LOGIN_PASS:
+
+        /* the login was kept by the step before */
+
+        break;
+
+    case NGX_MAIL_PLUS_STATE_CRAM_MD5:
+        if (ngx_mail_plus_proxy_set_login(s, &login) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        s->auth_method = NGX_MAIL_AUTH_CRAM_MD5;
+        break;
+
+    default: /* NGX_MAIL_PLUS_STATE_PLAIN */
+        if (ngx_mail_plus_proxy_set_login(s, &login) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        break;
     }
 
-    if (s->mail_state == sasl->login_password) {
-        return ngx_mail_auth_login_password(s, c);
-    }
+    /* the router copies the password at once: it may stay in the buffer */
 
-    if (s->mail_state == sasl->plain) {
-        return ngx_mail_auth_plain(s, c, 0);
-    }
+    s->passwd = passwd;
+    s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
 
-    if (s->mail_state == sasl->cram_md5) {
-        return ngx_mail_auth_cram_md5(s, c);
-    }
-
-    return NGX_MAIL_PARSE_INVALID_COMMAND;
+    return NGX_MAIL_PLUS_SASL_DONE;
 }
 
 
@@ -593,7 +1011,9 @@ ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c)
     check->handler = ngx_mail_plus_proxy_checked;
     check->data = s;
 
-    if (ngx_mail_plus_check_set(check, ctx->protocol, &s->login, &s->passwd,
+    /* the login as the client gave it, s->login is its escaped form */
+
+    if (ngx_mail_plus_check_set(check, ctx->protocol, &ctx->login, &s->passwd,
                                 &c->addr_text)
         != NGX_OK)
     {
@@ -818,49 +1238,20 @@ void
 ngx_mail_plus_proxy_reply(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_uint_t tagged)
 {
-    u_char                     *p;
-    size_t                      len;
-    ngx_connection_t           *c;
-    ngx_mail_core_srv_conf_t   *cscf;
-    ngx_mail_plus_proxy_ctx_t  *ctx;
+    ngx_connection_t          *c;
+    ngx_mail_core_srv_conf_t  *cscf;
 
     c = s->connection;
-    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
     cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
     c->log->action = "in auth state";
 
-    len = text->len + 2;
-
-    if (ctx->protocol == NGX_MAIL_PLUS_IMAP && tagged) {
-        len += s->tag.len ? s->tag.len : 2;
-    }
-
-    p = ngx_pnalloc(c->pool, len);
-    if (p == NULL) {
+    if (ngx_mail_plus_proxy_say(s, NULL, tagged, text, NULL) != NGX_OK) {
         ngx_mail_close_connection(c);
         return;
     }
 
-    s->out.data = p;
-
-    if (ctx->protocol == NGX_MAIL_PLUS_IMAP && tagged) {
-        if (s->tag.len) {
-            p = ngx_cpymem(p, s->tag.data, s->tag.len);
-
-        } else {
-            p = ngx_cpymem(p, "* ", 2);
-        }
-    }
-
-    p = ngx_cpymem(p, text->data, text->len);
-    *p++ = CR; *p++ = LF;
-
-    s->out.len = p - s->out.data;
-
-    s->mail_state = 0;
-    s->state = 0;
-    s->args.nelts = 0;
+    s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
     s->tag.len = 0;
 
     if (s->buffer->pos == s->buffer->last) {
@@ -976,6 +1367,16 @@ ngx_mail_plus_proxy_cleanup(void *data)
                   &ngx_mail_plus_proxy_names[ctx->protocol], &c->addr_text,
                   &ctx->user, &ctx->backend, ctx->up.bytes, ctx->down.bytes,
                   ms / 1000, ms % 1000, &ngx_mail_plus_proxy_ends[ctx->end]);
+
+    /* nothing logs the login after this */
+
+    ngx_str_null(&s->login);
+    ngx_str_null(&ctx->login);
+
+    if (ctx->login_pool) {
+        ngx_destroy_pool(ctx->login_pool);
+        ctx->login_pool = NULL;
+    }
 }
 
 
@@ -1038,6 +1439,8 @@ ngx_mail_plus_proxy_create_conf(ngx_conf_t *cf)
     pcf->buffer_size = NGX_CONF_UNSET_SIZE;
     pcf->user_sessions = NGX_CONF_UNSET_UINT;
     pcf->client_sessions = NGX_CONF_UNSET_UINT;
+    pcf->command_size = NGX_CONF_UNSET_SIZE;
+    pcf->literal_size = NGX_CONF_UNSET_SIZE;
 
     return pcf;
 }
@@ -1066,6 +1469,23 @@ ngx_mail_plus_proxy_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->user_sessions, prev->user_sessions, 0);
     ngx_conf_merge_uint_value(conf->client_sessions, prev->client_sessions,
                               0);
+
+    ngx_conf_merge_size_value(conf->command_size, prev->command_size, 8192);
+    ngx_conf_merge_size_value(conf->literal_size, prev->literal_size, 4096);
+
+    if (conf->command_size < 512) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"router_proxy_command_size\" must be at "
+                           "least 512");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->literal_size > 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"router_proxy_literal_size\" must be at "
+                           "most 1m");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->buffer_size < 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

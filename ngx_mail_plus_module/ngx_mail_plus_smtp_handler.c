@@ -2002,7 +2002,7 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
 {
     u_char     *p;
     ngx_int_t   rc;
-    ngx_str_t  *a;
+    ngx_str_t   login;
 
     if (line->len == 1 && line->data[0] == '*') {
         ctx->state = ngx_mail_plus_st_command;
@@ -2010,46 +2010,52 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
     }
 
-    s->args.nelts = 0;
-
-    a = ngx_array_push(&s->args);
-    if (a == NULL) {
-        ctx->state = ngx_mail_plus_st_command;
-        ngx_mail_plus_smtp_reply(ctx, "454 4.7.0 Temporary authentication "
-                                 "failure");
-        return;
-    }
-
-    *a = *line;
+    /* decoded in place, then copied: the line buffer is read again */
 
     switch (ctx->state) {
 
     case ngx_mail_plus_st_auth_plain:
-        rc = ngx_mail_auth_plain(s, c, 0);
+        rc = ngx_mail_plus_sasl_plain(line, &login, &s->passwd);
         break;
 
     case ngx_mail_plus_st_auth_login_username:
-        rc = ngx_mail_auth_login_username(s, c, 0);
-
-        if (rc == NGX_OK) {
-            ctx->state = ngx_mail_plus_st_auth_login_password;
-            ngx_mail_plus_smtp_reply(ctx, "334 UGFzc3dvcmQ6");
-            return;
-        }
-
+        rc = ngx_mail_plus_sasl_login(line, &login);
         break;
 
     default: /* ngx_mail_plus_st_auth_login_password */
-        rc = ngx_mail_auth_login_password(s, c);
+        ngx_str_null(&login);
+        rc = ngx_mail_plus_sasl_login(line, &s->passwd);
         break;
     }
 
-    if (rc != NGX_DONE) {
+    if (rc == NGX_OK && login.data) {
+        s->login.len = login.len;
+        s->login.data = ngx_pstrdup(c->pool, &login);
+
+        if (s->login.data == NULL) {
+            rc = NGX_ERROR;
+        }
+    }
+
+    if (rc == NGX_OK && ctx->state == ngx_mail_plus_st_auth_login_username) {
+        ctx->state = ngx_mail_plus_st_auth_login_password;
+        ngx_mail_plus_smtp_reply(ctx, "334 UGFzc3dvcmQ6");
+        return;
+    }
+
+    if (rc != NGX_OK) {
         ctx->state = ngx_mail_plus_st_command;
+        ngx_str_null(&s->login);
 
         if (rc == NGX_ERROR) {
             ngx_mail_plus_smtp_reply(ctx, "454 4.7.0 Temporary "
                                      "authentication failure");
+            return;
+        }
+
+        if (rc == NGX_ABORT) {
+            ngx_mail_plus_smtp_error(s, ctx, "535 5.7.8 Authorization "
+                                     "identity not allowed");
             return;
         }
 
@@ -2063,6 +2069,7 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
     for (p = s->login.data; p < s->login.data + s->login.len; p++) {
         if (*p < 0x20 || *p == 0x7f) {
             ctx->state = ngx_mail_plus_st_command;
+            ngx_str_null(&s->login);
             ngx_mail_plus_smtp_error(s, ctx, "501 5.5.2 Error: invalid "
                                      "authentication data");
             return;
