@@ -31,8 +31,6 @@ static void ngx_mail_plus_proxy_answer(ngx_mail_session_t *s);
 static void ngx_mail_plus_proxy_delayed(ngx_event_t *ev);
 static void ngx_mail_plus_proxy_block(ngx_event_t *rev);
 static void ngx_mail_plus_proxy_cleanup(void *data);
-static u_char *ngx_mail_plus_proxy_log_error(ngx_log_t *log, u_char *buf,
-    size_t len);
 static void *ngx_mail_plus_proxy_create_conf(ngx_conf_t *cf);
 static char *ngx_mail_plus_proxy_merge_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -173,11 +171,6 @@ static ngx_mail_protocol_t  ngx_mail_plus_imap_protocol = {
 };
 
 
-/* the most of a login a log line of the proxy shows, escaped */
-
-#define NGX_MAIL_PLUS_PROXY_LOG_LOGIN  256
-
-
 static ngx_str_t  ngx_mail_plus_proxy_ends[] = {
     ngx_string("client closed"),
     ngx_string("backend closed"),
@@ -274,8 +267,6 @@ ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_str_set(&ctx->backend, "-");
 
     ngx_mail_set_ctx(s, ctx, ngx_mail_plus_proxy_module);
-
-    c->log->handler = ngx_mail_plus_proxy_log_error;
 
     if (pcf->client_sessions == 0) {
         return NGX_OK;
@@ -1066,11 +1057,10 @@ static void
 ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
 {
     time_t                       delay;
-    ngx_str_t                    text, login;
+    ngx_str_t                    text;
     ngx_connection_t            *c;
     ngx_mail_plus_route_t       *route;
     ngx_mail_plus_proxy_ctx_t   *ctx;
-    u_char                       buf[NGX_MAIL_PLUS_PROXY_LOG_LOGIN];
 
     c = s->connection;
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
@@ -1081,25 +1071,18 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
     case NGX_MAIL_PLUS_ALLOW:
 
         /*
-         * the client's buffer goes away after login; the log keeps this,
-         * ctx->user escaped for log lines
+         * the login's pool goes away after login; the log keeps this, in
+         * the escaped form s->login holds
          */
 
-        text.len = s->login.len;
-        text.data = ngx_pstrdup(c->pool, &s->login);
-        if (text.data == NULL) {
+        ctx->user.len = s->login.len;
+        ctx->user.data = ngx_pstrdup(c->pool, &s->login);
+        if (ctx->user.data == NULL) {
             ngx_mail_session_internal_server_error(s);
             return;
         }
 
-        s->login = text;
-
-        if (ngx_mail_plus_text_log(c->pool, &s->login, &ctx->user)
-            != NGX_OK)
-        {
-            ngx_mail_session_internal_server_error(s);
-            return;
-        }
+        s->login = ctx->user;
 
         if (ctx->conf->user_sessions) {
 
@@ -1152,13 +1135,8 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
 
     case NGX_MAIL_PLUS_DENY:
 
-        login.data = buf;
-        login.len = ngx_mail_plus_text_log_write(buf, buf + sizeof(buf),
-                                                 &s->login)
-                    - buf;
-
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "login \"%V\" denied: %V", &login, &route->reason);
+                      "login \"%V\" denied: %V", &s->login, &route->reason);
 
         /* the router's delay: it grows with the failures it counted */
 
@@ -1181,14 +1159,9 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
 
     default: /* NGX_MAIL_PLUS_TEMPFAIL */
 
-        login.data = buf;
-        login.len = ngx_mail_plus_text_log_write(buf, buf + sizeof(buf),
-                                                 &s->login)
-                    - buf;
-
         ngx_log_error(NGX_LOG_WARN, c->log, 0,
                       "login \"%V\" failed temporarily: %V",
-                      &login, &route->reason);
+                      &s->login, &route->reason);
 
         ngx_mail_plus_check_free(ctx->check);
         ctx->check = NULL;
@@ -1377,48 +1350,6 @@ ngx_mail_plus_proxy_cleanup(void *data)
         ngx_destroy_pool(ctx->login_pool);
         ctx->login_pool = NULL;
     }
-}
-
-
-/*
- * every log line of a session ends as the stock mail log handler ends it
- * (", client: ..., server: ..."), with the login escaped: a client cannot
- * close its quotes, nor end the line and start one of its own
- */
-
-static u_char *
-ngx_mail_plus_proxy_log_error(ngx_log_t *log, u_char *buf, size_t len)
-{
-    u_char              *p, *last;
-    ngx_str_t            login;
-    ngx_mail_session_t  *s;
-    ngx_mail_log_ctx_t  *lctx;
-
-    lctx = log->data;
-    s = lctx->session;
-
-    if (s == NULL || s->login.len == 0) {
-        return ngx_mail_log_error(log, buf, len);
-    }
-
-    login = s->login;
-    s->login.len = 0;
-
-    p = ngx_mail_log_error(log, buf, len);
-
-    s->login = login;
-
-    last = buf + len;
-
-    if (last - p < (ssize_t) sizeof(", login: \"\"") - 1) {
-        return p;
-    }
-
-    p = ngx_cpymem(p, ", login: \"", sizeof(", login: \"") - 1);
-    p = ngx_mail_plus_text_log_write(p, last - 1, &login);
-    *p++ = '"';
-
-    return p;
 }
 
 

@@ -132,7 +132,10 @@ mail {
         listen     127.0.0.1:%%PORT_imap%%;
         protocol   imap;
         imap_auth  login plain;
-        imap_client_buffer  16k;
+
+        # room for a password longer than Dovecot's input buffer
+        router_proxy_command_size  16k;
+        router_proxy_literal_size  8k;
     }
 
     server {
