@@ -15,7 +15,7 @@ package MailPlus::Test;
 #   MAIL_PLUS_LEAVE    keep the test directory
 #   MAIL_PLUS_VERBOSE  print nginx's error.log at the end
 #   MAIL_PLUS_VALGRIND run nginx under valgrind's memcheck (make
-#                      check-valgrind): waits last MAIL_PLUS_TIME_SCALE
+#                      check-valgrind): waits are MAIL_PLUS_TIME_SCALE
 #                      (default 5) times longer, and a test fails on any
 #                      memory error or definite leak in valgrind.PID.log
 
@@ -1009,18 +1009,12 @@ sub valgrind_problems {
 
         next unless @found || $errors || $lost;
 
-        push @out, "$f:\n" . join('', @found)
-            . join('', $text =~ /^(==\d+== (?:ERROR SUMMARY|\s+definitely).*\n)/mg);
+        my @summary = $text =~ /^(==\d+== (?:ERROR SUMMARY|\s+definitely).*\n)/mg;
+
+        push @out, "$f:\n" . join('', @found, @summary);
     }
 
     return join("\n", @out);
-}
-
-sub _done_testing {
-    my $ctx = Test::More->builder->ctx();
-    my $done = $ctx->hub->meta('Test::Builder', {})->{Done_Testing};
-    $ctx->release();
-    return $done;
 }
 
 sub finish {
@@ -1034,7 +1028,6 @@ sub finish {
     Test::More::is(join("\n", @$san), '', 'no sanitizer reports');
 
     if ($VALGRIND) {
-        $self->{valgrind_checked} = 1;
         Test::More::is($self->valgrind_problems(), '',
             'no valgrind errors, no definite leaks');
     }
@@ -1054,8 +1047,8 @@ sub cleanup {
     }
     $self->{daemons} = [];
 
-    # a test that does not call finish() is checked here: a failure after
-    # done_testing() still fails the test file (one test more than planned)
+    # a test that does not call finish() is checked here, and fails on a
+    # problem even after done_testing() (one test more than planned)
 
     if ($VALGRIND) {
         wait_for(sub { !grep { -e "/proc/$_" } map { /\.(\d+)\.log$/ }
@@ -1063,10 +1056,8 @@ sub cleanup {
 
         my $p = $self->valgrind_problems();
 
-        if ($p ne '' || !$self->{valgrind_checked}) {
-            Test::More::is($p, '', 'no valgrind errors, no definite leaks')
-                if $p ne '' || !_done_testing();
-        }
+        Test::More::is($p, '', 'no valgrind errors, no definite leaks')
+            if $p ne '';
     }
 
     if ($ENV{MAIL_PLUS_VERBOSE}) {
