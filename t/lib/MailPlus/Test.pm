@@ -1009,7 +1009,8 @@ sub valgrind_problems {
 
         next unless @found || $errors || $lost;
 
-        my @summary = $text =~ /^(==\d+== (?:ERROR SUMMARY|\s+definitely).*\n)/mg;
+        my @summary = $text
+            =~ /^(==\d+== (?:ERROR SUMMARY|\s+definitely).*\n)/mg;
 
         push @out, "$f:\n" . join('', @found, @summary);
     }
