@@ -6,6 +6,8 @@
 #   make test    set up everything, build and run the test suite
 #   make asan    build with AddressSanitizer/UBSan into build-asan/
 #   make check-asan  run the test suite against the sanitizer build
+#   make check-valgrind  run the test suite with nginx under valgrind's
+#                memcheck (the normal build/; slow: 30-60 minutes)
 
 NGX_SRC ?= /usr/share/nginx/src
 BUILD   ?= build
@@ -20,9 +22,9 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	libmail-imapclient-perl libwww-perl libio-socket-ssl-perl \
 	libnet-ssleay-perl swaks curl openssl util-linux \
-	postfix python3 procps iproute2 strace
+	postfix python3 procps iproute2 strace valgrind
 
-.PHONY: all deps demo test asan check-asan clean
+.PHONY: all deps demo test asan check-asan check-valgrind clean
 
 all: $(MODULE)
 
@@ -63,6 +65,15 @@ asan:
 check-asan: deps asan
 	MAIL_PLUS_MODULE=$(CURDIR)/build-asan/ngx_mail_plus_module.so \
 	MAIL_PLUS_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
+	    prove -I t/lib t/
+
+# every nginx of the suite under memcheck (t/lib/MailPlus/Test.pm): a test
+# fails on any memory error or definite leak in its valgrind.PID.log;
+# t/valgrind.supp holds the few reports of Debian's nginx and libraries.
+
+check-valgrind: deps all
+	MAIL_PLUS_VALGRIND=1 MAIL_PLUS_PRELOAD= \
+	MAIL_PLUS_MODULE=$(CURDIR)/build/ngx_mail_plus_module.so \
 	    prove -I t/lib t/
 
 clean:

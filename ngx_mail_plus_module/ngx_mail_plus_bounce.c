@@ -162,7 +162,7 @@ ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
         goto failed;
     }
 
-    (void) ngx_http_time(date, msg->arrival);
+    *ngx_http_time(date, msg->arrival) = '\0';
 
     p = ngx_sprintf(buf,
                     "From: Mail Delivery System <MAILER-DAEMON@%V>" CRLF

@@ -26,7 +26,10 @@
  * nginx's limit_conn: the counts come right when the zone is recreated.
  *
  * Per-worker nodes outlive any session or configuration pool, so they are
- * allocated with ngx_alloc() and freed with ngx_free().
+ * allocated with ngx_alloc() and freed with ngx_free(); those of sessions
+ * still open when the worker's cycle ends (a fast shutdown does not close
+ * sessions) are freed by a cleanup of the cycle's pool, while the module
+ * is still loaded.
  */
 
 
@@ -41,6 +44,7 @@ static ngx_int_t ngx_mail_plus_limit_acquire_shared(ngx_mail_plus_zone_t *zone,
 static void ngx_mail_plus_limit_release_shared(ngx_mail_plus_zone_t *zone,
     ngx_str_t *key);
 static ngx_mail_plus_zone_t *ngx_mail_plus_limit_zone(void);
+static void ngx_mail_plus_limit_cleanup(void *data);
 
 
 static ngx_rbtree_t             ngx_mail_plus_limit_tree;
@@ -52,6 +56,7 @@ ngx_int_t
 ngx_mail_plus_limit_acquire(ngx_str_t *key, ngx_uint_t limit, ngx_log_t *log)
 {
     uint32_t                     hash;
+    ngx_pool_cleanup_t          *cln;
     ngx_mail_plus_zone_t        *zone;
     ngx_mail_plus_limit_node_t  *node;
 
@@ -62,10 +67,20 @@ ngx_mail_plus_limit_acquire(ngx_str_t *key, ngx_uint_t limit, ngx_log_t *log)
     }
 
     if (!ngx_mail_plus_limit_inited) {
+        cln = ngx_pool_cleanup_add(ngx_cycle->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_mail_plus_limit_cleanup;
+
         ngx_rbtree_init(&ngx_mail_plus_limit_tree,
                         &ngx_mail_plus_limit_sentinel,
                         ngx_str_rbtree_insert_value);
         ngx_mail_plus_limit_inited = 1;
+
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "mail plus limit: per-worker counts");
     }
 
     hash = ngx_crc32_short(key->data, key->len);
@@ -131,6 +146,28 @@ ngx_mail_plus_limit_release(ngx_str_t *key)
         ngx_rbtree_delete(&ngx_mail_plus_limit_tree, &node->sn.node);
         ngx_free(node);
     }
+}
+
+
+static void
+ngx_mail_plus_limit_cleanup(void *data)
+{
+    ngx_rbtree_node_t  *node;
+
+    if (!ngx_mail_plus_limit_inited) {
+        return;
+    }
+
+    while (ngx_mail_plus_limit_tree.root != &ngx_mail_plus_limit_sentinel) {
+        node = ngx_mail_plus_limit_tree.root;
+        ngx_rbtree_delete(&ngx_mail_plus_limit_tree, node);
+
+        /* the tree node starts the allocation */
+
+        ngx_free(node);
+    }
+
+    ngx_mail_plus_limit_inited = 0;
 }
 
 

@@ -14,6 +14,10 @@ package MailPlus::Test;
 #   MAIL_PLUS_MAIL_MODULE  the stock mail module .so of that binary
 #   MAIL_PLUS_LEAVE    keep the test directory
 #   MAIL_PLUS_VERBOSE  print nginx's error.log at the end
+#   MAIL_PLUS_VALGRIND run nginx under valgrind's memcheck (make
+#                      check-valgrind): waits are MAIL_PLUS_TIME_SCALE
+#                      (default 5) times longer, and a test fails on any
+#                      memory error or definite leak in valgrind.PID.log
 
 use warnings;
 use strict;
@@ -44,10 +48,16 @@ our $MAIL_MODULE = $ENV{MAIL_PLUS_MAIL_MODULE}
 our $MODULE = $ENV{MAIL_PLUS_MODULE}
     || "$ROOT/build/ngx_mail_plus_module.so";
 
-# Polling interval and default deadline of every readiness loop.
+# Polling interval and default deadline of every readiness loop.  Under
+# valgrind nginx runs 20-50 times slower: every deadline and client timeout
+# of the harness is multiplied by $SCALE (deadlines only; what a test
+# asserts stays the same).
 
+our $VALGRIND = $ENV{MAIL_PLUS_VALGRIND} ? 1 : 0;
+our $SCALE = $VALGRIND ? ($ENV{MAIL_PLUS_TIME_SCALE} || 5) : 1;
 our $POLL = 0.05;
-our $DEADLINE = 20;
+our $DEADLINE = 20 * $SCALE;
+our $VALGRIND_SUPP = "$ROOT/t/valgrind.supp";
 
 my %instances;
 my %ports_taken;
@@ -66,6 +76,9 @@ sub new {
     for my $bin ($NGINX, $DOVECOT) {
         Test::More::plan(skip_all => "$bin not found") unless -x $bin;
     }
+
+    die "MAIL_PLUS_VALGRIND and MAIL_PLUS_PRELOAD (a sanitizer) exclude "
+        . "each other\n" if $VALGRIND && $ENV{MAIL_PLUS_PRELOAD};
 
     # below t/tmp/ when every directory above it lets others through,
     # else (a checkout in /root, say) below the system's temporary directory
@@ -217,7 +230,7 @@ sub write_file_expand {
 sub wait_for {
     my ($cond, $timeout) = @_;
 
-    my $end = time() + ($timeout || $DEADLINE);
+    my $end = time() + ($timeout ? $timeout * $SCALE : $DEADLINE);
 
     while (1) {
         my $r = $cond->();
@@ -281,6 +294,22 @@ sub _nginx_globals {
         . "error_log $dir/error.log $self->{log_level};");
 }
 
+# the command that runs nginx: under valgrind, memcheck with one log per
+# process in the test directory
+
+sub _valgrind {
+    my ($self) = @_;
+
+    return () unless $VALGRIND;
+
+    return ('valgrind', '--tool=memcheck', '--trace-children=yes',
+        '--leak-check=full', '--show-leak-kinds=definite',
+        '--errors-for-leak-kinds=definite', '--error-exitcode=99',
+        '--num-callers=30', '--keep-debuginfo=yes',
+        "--suppressions=$VALGRIND_SUPP",
+        "--log-file=$self->{dir}/valgrind.%p.log");
+}
+
 sub _exec_env {
     if ($ENV{MAIL_PLUS_PRELOAD}) {
         $ENV{LD_PRELOAD} = $ENV{MAIL_PLUS_PRELOAD};
@@ -304,7 +333,8 @@ sub run {
     my $dir = $self->{dir};
     unlink "$dir/nginx.pid";
 
-    my @cmd = ($NGINX, $self->_nginx_args($conf), $self->_nginx_globals());
+    my @cmd = ($self->_valgrind(), $NGINX, $self->_nginx_args($conf),
+        $self->_nginx_globals());
 
     my $pid = fork();
     die "fork: $!\n" unless defined $pid;
@@ -399,11 +429,23 @@ sub reload {
         return 0 unless grep { !$old{$_} } @now;
 
         for my $p (grep { $old{$_} } @now) {
-            return 0 unless _cmdline($p) =~ /shutting down/;
+            return 0 unless $self->_shutting_down($p);
         }
 
         return 1;
     }, $timeout);
+}
+
+# under valgrind a process title is not seen in /proc: the worker's notice
+# "gracefully shutting down" in error.log tells instead
+
+sub _shutting_down {
+    my ($self, $pid) = @_;
+
+    return _cmdline($pid) =~ /shutting down/ unless $VALGRIND;
+
+    return !-e "/proc/$pid"
+        || $self->read_file('error.log') =~ /\b$pid#\d+: gracefully shutting/;
 }
 
 sub _cmdline {
@@ -447,9 +489,43 @@ sub stop {
     my $pid = $self->{nginx} or return $self;
     $self->{nginx} = undef;
 
+    $self->_valgrind_stop_workers($pid) if $VALGRIND;
     $self->_stop_pid($pid, 'TERM', 10);
 
     return $self;
+}
+
+# Under valgrind a worker's exit (its leak check) takes seconds, and a
+# master told to stop sends SIGKILL to workers still running after about
+# 1.5 s, which loses their reports: the master is stopped (SIGSTOP) while
+# its workers get TERM and exit as they would on the master's TERM, then
+# it gets TERM and SIGCONT (it reaps them and exits; terminating, it
+# starts no new ones).
+
+sub _valgrind_stop_workers {
+    my ($self, $pid) = @_;
+
+    my @kids = $self->children($pid);
+
+    kill 'STOP', $pid;
+    kill 'TERM', @kids;
+
+    wait_for(sub { !grep { _running($_) } @kids }, 10);
+
+    kill 'TERM', $pid;
+    kill 'CONT', $pid;
+}
+
+# a process that exists and is not a zombie
+
+sub _running {
+    my ($pid) = @_;
+
+    open my $fh, '<', "/proc/$pid/stat" or return 0;
+    my $stat = <$fh>;
+    close $fh;
+
+    return defined $stat && $stat !~ /\)\s+Z\s/;
 }
 
 sub restart {
@@ -465,7 +541,8 @@ sub nginx_t {
     my ($self, $conf) = @_;
 
     my $dir = $self->{dir};
-    my @cmd = ($NGINX, '-t', $self->_nginx_args($conf || 'nginx.conf'),
+    my @cmd = ($self->_valgrind(), $NGINX, '-t',
+        $self->_nginx_args($conf || 'nginx.conf'),
         '-g', "pid $dir/nginx-t.pid;");
 
     my $pid = open my $fh, '-|';
@@ -901,6 +978,13 @@ sub inject {
 sub workers {
     my ($self) = @_;
     my $pid = $self->{nginx} or return ();
+
+    # under valgrind every process shows valgrind's command line: the
+    # master's children that are not shutting down are its workers
+
+    return grep { !$self->_shutting_down($_) } $self->children($pid)
+        if $VALGRIND;
+
     return grep { _cmdline($_) =~ /worker process/ } $self->children($pid);
 }
 
@@ -922,6 +1006,52 @@ sub log_problems {
     return (\@alerts, \@san);
 }
 
+# valgrind_problems(): the memory errors and definite leaks reported in
+# the valgrind logs of the processes that have ended since the last call,
+# as text (empty when there are none): for each log with problems, its
+# name, error summary and every error or leak record with its stack.
+
+sub valgrind_problems {
+    my ($self) = @_;
+
+    return '' unless $VALGRIND;
+
+    my @out;
+
+    for my $f (sort glob("$self->{dir}/valgrind.*.log")) {
+        my ($pid) = $f =~ /valgrind\.(\d+)\.log$/;
+        next if $self->{valgrind_seen}{$f} || ($pid && -e "/proc/$pid");
+        $self->{valgrind_seen}{$f} = 1;
+
+        my $text = $self->read_file($f);
+        my @found;
+
+        # records are separated by "==PID== " lines; an error or a leak
+        # record is a message followed by its stack ("at 0x", "by 0x")
+
+        my @records = split /^==\d+==\s*\n/m, $text;
+
+        for my $r (@records) {
+            next unless $r =~ /^==\d+==\s+(?:at|by) 0x/m;
+            next if $r =~ /^==\d+== Warning: noted but unhandled ioctl/m;
+            push @found, $r;
+        }
+
+        my ($errors) = $text =~ /ERROR SUMMARY: (\d+) errors/;
+        my ($lost) = $text =~ /definitely lost: ([\d,]+) bytes/;
+        $lost =~ s/,//g if defined $lost;
+
+        next unless @found || $errors || $lost;
+
+        my @summary = $text
+            =~ /^(==\d+== (?:ERROR SUMMARY|\s+definitely).*\n)/mg;
+
+        push @out, "$f:\n" . join('', @found, @summary);
+    }
+
+    return join("\n", @out);
+}
+
 sub finish {
     my ($self) = @_;
 
@@ -931,6 +1061,11 @@ sub finish {
 
     Test::More::is(join("\n", @$alerts), '', 'no alerts in error.log');
     Test::More::is(join("\n", @$san), '', 'no sanitizer reports');
+
+    if ($VALGRIND) {
+        Test::More::is($self->valgrind_problems(), '',
+            'no valgrind errors, no definite leaks');
+    }
 
     Test::More::done_testing();
 }
@@ -946,6 +1081,19 @@ sub cleanup {
         $self->_stop_pid($pid, 'TERM', 10);
     }
     $self->{daemons} = [];
+
+    # a test that does not call finish() is checked here, and fails on a
+    # problem even after done_testing() (one test more than planned)
+
+    if ($VALGRIND) {
+        wait_for(sub { !grep { -e "/proc/$_" } map { /\.(\d+)\.log$/ }
+            glob("$self->{dir}/valgrind.*.log") });
+
+        my $p = $self->valgrind_problems();
+
+        Test::More::is($p, '', 'no valgrind errors, no definite leaks')
+            if $p ne '';
+    }
 
     if ($ENV{MAIL_PLUS_VERBOSE}) {
         print STDERR $self->read_file('error.log');
@@ -999,7 +1147,7 @@ sub new {
         $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $1);
     } else {
         $s = IO::Socket::INET->new(PeerAddr => $addr, Proto => 'tcp',
-            Timeout => $opts{timeout} || 10,
+            Timeout => ($opts{timeout} || 10) * $MailPlus::Test::SCALE,
             $opts{local} ? (LocalAddr => $opts{local}) : ());
     }
 
@@ -1015,6 +1163,7 @@ sub new {
         s => $s,
         buf => '',
         timeout => $opts{timeout} || 10,
+        scale => $MailPlus::Test::SCALE,
         trace => $opts{trace},
         log => [],
     }, $class;
@@ -1041,7 +1190,8 @@ sub send {
 sub getline {
     my ($self, $timeout) = @_;
 
-    my $end = time() + (defined $timeout ? $timeout : $self->{timeout});
+    my $end = time()
+        + (defined $timeout ? $timeout : $self->{timeout}) * $self->{scale};
     my $sel = IO::Select->new($self->{s});
 
     while ($self->{buf} !~ /\n/) {
@@ -1072,7 +1222,8 @@ sub getline {
 sub read_bytes {
     my ($self, $n, $timeout) = @_;
 
-    my $end = time() + (defined $timeout ? $timeout : $self->{timeout});
+    my $end = time()
+        + (defined $timeout ? $timeout : $self->{timeout}) * $self->{scale};
     my $sel = IO::Select->new($self->{s});
 
     while (length $self->{buf} < $n) {
