@@ -128,6 +128,7 @@ typedef struct {
     ngx_msec_t                  command_timeout;
     ngx_msec_t                  data_timeout;
     ngx_msec_t                  send_timeout;
+    size_t                      data_min_rate;  /* bytes a second */
     ngx_flag_t                  auth_plaintext;
     ngx_uint_t                  client_sessions;
     ngx_flag_t                  verify_recipients;

@@ -67,6 +67,9 @@ typedef struct {
     ngx_pool_t                  *vpool;       /*   what RCPT waits with */
     ngx_mail_plus_smtp_path_t    vpath;
 
+    ngx_msec_t                   since;       /* the last reply sent */
+    off_t                        received;    /* since the 354 or BDAT */
+
     ngx_str_t                    client_key;  /* of the session limit */
     u_char                       client_buf[2 + NGX_MAIL_PLUS_CLIENT_KEY_LEN];
 
@@ -109,6 +112,8 @@ static void ngx_mail_plus_smtp_cleanup(void *data);
 static void ngx_mail_plus_smtp_write_handler(ngx_event_t *wev);
 static void ngx_mail_plus_smtp_run(ngx_mail_session_t *s,
     ngx_connection_t *c);
+static ngx_msec_t ngx_mail_plus_smtp_deadline(ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_srv_conf_t *sscf);
 static ngx_int_t ngx_mail_plus_smtp_process(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
 static ngx_int_t ngx_mail_plus_smtp_flush(ngx_mail_session_t *s,
@@ -199,6 +204,7 @@ ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     cln->data = ctx;
 
     ctx->connection = c;
+    ctx->since = ngx_current_msec;
 
     size = ngx_max(sscf->max_line_length + 2, NGX_MAIL_PLUS_SMTP_READ_SIZE);
 
@@ -532,6 +538,12 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
         }
 
         b->last += size;
+
+        if (ctx->state == ngx_mail_plus_st_data
+            || ctx->state == ngx_mail_plus_st_bdat)
+        {
+            ctx->received += size;
+        }
     }
 
     if (i == NGX_MAIL_PLUS_SMTP_LOOPS) {
@@ -566,9 +578,10 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
     case ngx_mail_plus_st_auth_delay:
         return;
 
+    case ngx_mail_plus_st_command:
     case ngx_mail_plus_st_data:
     case ngx_mail_plus_st_bdat:
-        timeout = sscf->data_timeout;
+        timeout = ngx_mail_plus_smtp_deadline(ctx, sscf);
         break;
 
     default:
@@ -589,6 +602,45 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_mail_close_connection(c);
     }
+}
+
+
+/*
+ * What is left of the time a client has.  A byte does not buy time: a
+ * command must be complete within smtp_command_timeout of the last reply,
+ * and the message data within smtp_data_timeout of the 354 (or of the
+ * reply to the last BDAT), plus a second for every smtp_data_min_rate
+ * bytes received, so that a client trickling a byte every few seconds is
+ * closed however long it keeps it up, and a large message sent at a fair
+ * rate is not.
+ */
+
+static ngx_msec_t
+ngx_mail_plus_smtp_deadline(ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_srv_conf_t *sscf)
+{
+    ngx_msec_t  limit, elapsed;
+
+    if (ctx->state == ngx_mail_plus_st_command) {
+        limit = sscf->command_timeout;
+
+    } else {
+        limit = sscf->data_timeout;
+
+        if (sscf->data_min_rate) {
+            limit += (ngx_msec_t) ngx_min(ctx->received
+                                          / (off_t) sscf->data_min_rate,
+                                          86400) * 1000;
+        }
+    }
+
+    elapsed = ngx_current_msec - ctx->since;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "smtp deadline: %M of %M ms used, %O bytes",
+                   elapsed, limit, ctx->received);
+
+    return elapsed < limit ? limit - elapsed : 1;
 }
 
 
@@ -688,6 +740,11 @@ ngx_mail_plus_smtp_flush(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_srv_conf_t  *sscf;
 
     out = ctx->out;
+
+    if (out->pos < out->last) {
+        ctx->since = ngx_current_msec;
+        ctx->received = 0;
+    }
 
     while (out->pos < out->last) {
 

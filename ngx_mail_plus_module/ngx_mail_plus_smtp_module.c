@@ -123,6 +123,13 @@ static ngx_command_t  ngx_mail_plus_smtp_commands[] = {
       offsetof(ngx_mail_plus_smtp_srv_conf_t, data_timeout),
       NULL },
 
+    { ngx_string("smtp_data_min_rate"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_plus_smtp_srv_conf_t, data_min_rate),
+      NULL },
+
     { ngx_string("smtp_send_timeout"),
       NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -289,6 +296,7 @@ ngx_mail_plus_smtp_create_srv_conf(ngx_conf_t *cf)
     sscf->max_errors = NGX_CONF_UNSET_UINT;
     sscf->command_timeout = NGX_CONF_UNSET_MSEC;
     sscf->data_timeout = NGX_CONF_UNSET_MSEC;
+    sscf->data_min_rate = NGX_CONF_UNSET_SIZE;
     sscf->send_timeout = NGX_CONF_UNSET_MSEC;
     sscf->auth_plaintext = NGX_CONF_UNSET;
     sscf->client_sessions = NGX_CONF_UNSET_UINT;
@@ -325,6 +333,7 @@ ngx_mail_plus_smtp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->command_timeout, prev->command_timeout,
                               300000);
     ngx_conf_merge_msec_value(conf->data_timeout, prev->data_timeout, 300000);
+    ngx_conf_merge_size_value(conf->data_min_rate, prev->data_min_rate, 500);
     ngx_conf_merge_msec_value(conf->send_timeout, prev->send_timeout, 60000);
     ngx_conf_merge_value(conf->auth_plaintext, prev->auth_plaintext, 0);
     ngx_conf_merge_uint_value(conf->client_sessions, prev->client_sessions,
