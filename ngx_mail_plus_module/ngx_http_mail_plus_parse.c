@@ -6,9 +6,8 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include <ngx_http.h>
 #include <ngx_mail.h>
-#include "ngx_http_mail_plus.h"
+#include "ngx_http_mail_plus_parse.h"
 
 
 /*
@@ -59,6 +58,12 @@ ngx_http_mail_plus_unescape(ngx_str_t *src, u_char *dst, size_t *len)
 {
     u_char     *p, *last, *q;
     ngx_int_t   hi, lo;
+
+    *len = 0;
+
+    if (src->len == 0) {
+        return NGX_OK;      /* a header not sent: no data */
+    }
 
     q = dst;
     last = src->data + src->len;
@@ -267,6 +272,11 @@ static ngx_int_t
 ngx_http_mail_plus_auth_rcpt(ngx_str_t *value, ngx_str_t *addr)
 {
     u_char  *p, *last, *start;
+
+    if (value->len == 0) {
+        ngx_str_set(addr, "");
+        return NGX_OK;
+    }
 
     p = value->data;
     last = p + value->len;

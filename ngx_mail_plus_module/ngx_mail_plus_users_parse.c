@@ -216,9 +216,13 @@ ngx_mail_plus_users_parse_password(ngx_pool_t *pool,
 
     case NGX_MAIL_PLUS_SCHEME_CRYPT:
 
-        if (scheme && ngx_strncmp(s.data, scheme->prefix,
-                                  ngx_strlen(scheme->prefix))
-                      != 0)
+        /* the string may be shorter than the prefix: no read past it */
+
+        if (scheme
+            && (s.len < ngx_strlen(scheme->prefix)
+                || ngx_strncmp(s.data, scheme->prefix,
+                               ngx_strlen(scheme->prefix))
+                   != 0))
         {
             *err = "crypt string does not match the password scheme";
             return NGX_ERROR;
