@@ -106,6 +106,12 @@ mail {
         server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3};
     }
 
+    # a rewriting rule that writes CR LF into the backend login: no path
+    # of the endpoint may write it into a header
+
+    router_rule "^(.+)\@rule\.example\$" pool=bk
+        "login=\$1\\r\\nAuth-Server: 127.0.0.2\\r\\nAuth-Port: $e->{pop3}";
+
     router_default_pool  bk;
 
     auth_http  127.0.0.1:%%PORT_http%%/auth;
@@ -208,7 +214,7 @@ sub escaped {
     return $s;
 }
 
-my @cases;
+my $c;
 
 # run($name, $proto, $login, $sub): $sub talks to nginx and returns the
 # final reply; $login is the login it sends, for the log check
@@ -355,6 +361,16 @@ for my $server (qw/ smtp smtp_backend /) {
         });
 }
 
+# the answer's writer refuses a header value with CR LF, whatever its
+# source: the login fails (temporarily), nothing is injected
+
+$c = pop3();
+$c->pop3('USER alice@rule.example');
+like($c->pop3('PASS pwA') // '', qr/^-ERR/, 'rewritten login with CRLF: -ERR');
+like($t->read_file('error.log'), qr/a control character in the value of (?#
+    )the header "Auth-User" refused: "alice\\x0d\\x0aAuth-Server: /,
+    'rewritten login with CRLF: the header refused, logged escaped');
+
 is(evil_reached(), '', 'the internal server saw no connection');
 
 # (stock nginx's own "client login failed" line, at info, shows the login
@@ -366,7 +382,7 @@ unlike($log, qr/mail router: \w+ login "[^"\n]*[\r\0]/,
 
 # sanity: the same servers log in through the endpoint
 
-my $c = pop3();
+$c = pop3();
 $c->pop3('USER alice');
 like($c->pop3('PASS pwA'), qr/^\+OK/, 'pop3: alice logs in (auth backend)');
 
