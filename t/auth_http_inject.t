@@ -390,6 +390,37 @@ $c = imap();
 like($c->imap('a1', 'LOGIN alice pwA'), qr/^a1 OK/m,
     'imap: alice logs in (auth backend)');
 
+# the endpoint asked directly, as a hostile HTTP client would: what nginx
+# never sends is a bad request
+
+sub auth {
+    my (%h) = @_;
+    my $r = $http->get('http://127.0.0.1:' . $t->port('http') . '/auth', {
+        headers => { 'Auth-Method' => 'plain', 'Auth-Protocol' => 'pop3',
+            'Auth-Pass' => 'pwA', 'Client-IP' => '127.0.0.1',
+            'Auth-Login-Attempt' => 1, %h } });
+    return $r;
+}
+
+is(auth('Auth-User' => 'alice%0')->{status}, 400,
+    'direct: a malformed escape, 400');
+is(auth('Auth-User' => 'alice%zz')->{status}, 400,
+    'direct: a bad escape, 400');
+is(auth('Auth-User' => [ 'alice', 'mallory' ])->{status}, 400,
+    'direct: Auth-User twice, 400');
+is(auth('Auth-User' => 'alice', 'Auth-Server' => '1',
+    'Auth-Method' => 'none')->{status}, 400,
+    'direct: Auth-Method none for POP3, 400');
+
+my $r = auth('Auth-User' => "alice%0D%0AAuth-Server:%20127.0.0.2");
+is($r->{status}, 200, 'direct: escaped CR LF in Auth-User, answered');
+like($r->{headers}{'auth-status'}, qr/^\[AUTH\]/, 'direct: refused');
+ok(!exists $r->{headers}{'auth-server'}, 'direct: no Auth-Server');
+
+$r = auth('Auth-User' => 'alice');
+is($r->{headers}{'auth-status'}, 'OK', 'direct: a plain login, OK');
+is($r->{headers}{'auth-server'}, '127.0.0.1', 'direct: to the pool\'s server');
+
 ###############################################################################
 
 # SMTP AUTH for a pool with "auth backend"
