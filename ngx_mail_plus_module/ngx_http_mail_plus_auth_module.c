@@ -262,6 +262,17 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /*
+     * the client's address is nginx's own text; the check's log lines show
+     * it as it is
+     */
+
+    if (ngx_mail_plus_text_has_ctl(&ar->client)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "mail_router_auth: a control character in Client-IP");
+        return NGX_DECLINED;
+    }
+
     /* what the client sent, as log lines may show it */
 
     if (ngx_mail_plus_text_log(r->pool, &ar->login, &ctx->login) != NGX_OK

@@ -411,6 +411,14 @@ is(auth('Auth-User' => [ 'alice', 'mallory' ])->{status}, 400,
 is(auth('Auth-User' => 'alice', 'Auth-Server' => '1',
     'Auth-Method' => 'none')->{status}, 400,
     'direct: Auth-Method none for POP3, 400');
+# (HTTP::Tiny will not send a control character: a raw request)
+
+$c = MailPlus::Test::Client->new($t->port('http'));
+$c->send("GET /auth HTTP/1.0\r\nHost: x\r\nAuth-Method: plain\r\n"
+    . "Auth-User: alice\r\nAuth-Pass: pwA\r\nAuth-Protocol: pop3\r\n"
+    . "Client-IP: 127.0.0.1\x1b[2J\r\n\r\n", raw => 1);
+like($c->getline() // '', qr/^HTTP\/1\.\d 400 /,
+    'direct: a control character in Client-IP, 400');
 
 my $r = auth('Auth-User' => "alice%0D%0AAuth-Server:%20127.0.0.2");
 is($r->{status}, 200, 'direct: escaped CR LF in Auth-User, answered');
