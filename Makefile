@@ -20,6 +20,7 @@ MODULE := $(BUILD)/ngx_mail_plus_module.so
 DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	libpcre2-dev libssl-dev zlib1g-dev libcrypt-dev \
 	dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
+	dovecot-submissiond libauthen-sasl-perl \
 	libmail-imapclient-perl libwww-perl libio-socket-ssl-perl \
 	libnet-ssleay-perl swaks curl openssl util-linux \
 	postfix python3 procps iproute2 strace valgrind

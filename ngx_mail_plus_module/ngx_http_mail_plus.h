@@ -12,6 +12,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_mail_plus.h"
+#include "ngx_http_mail_plus_parse.h"
 
 
 /* what the HTTP modules share (ngx_http_mail_plus_request.c) */

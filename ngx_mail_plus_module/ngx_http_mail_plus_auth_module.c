@@ -17,26 +17,45 @@
  * so that stock "protocol pop3/imap/smtp" servers need no external
  * authentication service.  Crypt password hashes are checked in a thread
  * pool: they cost milliseconds each, by design.
+ *
+ * What the request carries is the client's: the login and the password
+ * are decoded (ngx_http_mail_plus_parse.c) and go to the router, which
+ * refuses a control character in them; log lines get them escaped; every
+ * header of the answer is written by ngx_http_mail_plus_header(), which
+ * refuses a value with a control character.
+ *
+ * SMTP AUTH for a pool with "auth backend": nobody here checks the
+ * password, and stock nginx hands it to the backend only with
+ * "proxy_smtp_auth on".  Such a login is refused unless the location says
+ * "mail_router_auth_smtp_backend on" (then the answer carries Auth-User and
+ * Auth-Pass for the backend's AUTH PLAIN, and the stock server must have
+ * "proxy_smtp_auth on").
  */
 
 
 typedef struct {
-    ngx_mail_plus_check_t      *check;
-    ngx_str_t                   raw_login;   /* as nginx escaped it */
-    ngx_str_t                   client;
-    unsigned                    unsupported:1;
+    ngx_flag_t                          smtp_backend;
+} ngx_http_mail_plus_auth_loc_conf_t;
+
+
+typedef struct {
+    ngx_mail_plus_check_t              *check;
+    ngx_http_mail_plus_auth_request_t   req;
+    ngx_str_t                           login;    /* escaped, for the log */
+    ngx_str_t                           client;   /* escaped, for the log */
 } ngx_http_mail_plus_auth_ctx_t;
 
 
 static ngx_int_t ngx_http_mail_plus_auth_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx);
-static ngx_int_t ngx_http_mail_plus_auth_unescape(ngx_http_request_t *r,
-    ngx_str_t *value, ngx_str_t *result);
 static ngx_int_t ngx_http_mail_plus_auth_checked(ngx_http_request_t *r);
 static void ngx_http_mail_plus_auth_cleanup(void *data);
 static ngx_int_t ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx);
+static void *ngx_http_mail_plus_auth_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_mail_plus_auth_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
 static char *ngx_http_mail_plus_auth(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -48,6 +67,13 @@ static ngx_command_t  ngx_http_mail_plus_auth_commands[] = {
       ngx_http_mail_plus_auth,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("mail_router_auth_smtp_backend"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_auth_loc_conf_t, smtp_backend),
       NULL },
 
       ngx_null_command
@@ -64,8 +90,8 @@ static ngx_http_module_t  ngx_http_mail_plus_auth_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_mail_plus_auth_create_loc_conf,  /* create location conf */
+    ngx_http_mail_plus_auth_merge_loc_conf    /* merge location conf */
 };
 
 
@@ -171,21 +197,23 @@ ngx_http_mail_plus_auth_cleanup(void *data)
 }
 
 
+/* the request's headers, then the check set from them */
+
 static ngx_int_t
 ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx)
 {
-    ngx_str_t         method, user, pass, proto, rcpt, login, password, salt;
-    ngx_uint_t        i, k, digest;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    char                                *err;
+    ngx_str_t                            escaped;
+    ngx_uint_t                           i;
+    ngx_list_part_t                     *part;
+    ngx_table_elt_t                     *h;
+    ngx_mail_plus_check_t               *check;
+    ngx_http_mail_plus_auth_request_t   *ar;
+    ngx_http_mail_plus_auth_loc_conf_t  *alcf;
 
-    ngx_str_null(&method);
-    ngx_str_null(&user);
-    ngx_str_null(&pass);
-    ngx_str_null(&proto);
-    ngx_str_null(&rcpt);
-    ngx_str_null(&salt);
+    ar = &ctx->req;
+    check = ctx->check;
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -202,155 +230,91 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("Auth-Method") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Auth-Method",
-                               h[i].key.len) == 0)
+        if (ngx_http_mail_plus_auth_header(ar, &h[i].key, &h[i].value)
+            != NGX_OK)
         {
-            method = h[i].value;
+            if (ngx_mail_plus_text_log(r->pool, &h[i].key, &escaped)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
 
-        } else if (h[i].key.len == sizeof("Auth-User") - 1
-                   && ngx_strncasecmp(h[i].key.data, (u_char *) "Auth-User",
-                                      h[i].key.len) == 0)
-        {
-            user = h[i].value;
-
-        } else if (h[i].key.len == sizeof("Auth-Pass") - 1
-                   && ngx_strncasecmp(h[i].key.data, (u_char *) "Auth-Pass",
-                                      h[i].key.len) == 0)
-        {
-            pass = h[i].value;
-
-        } else if (h[i].key.len == sizeof("Auth-Protocol") - 1
-                   && ngx_strncasecmp(h[i].key.data,
-                                      (u_char *) "Auth-Protocol",
-                                      h[i].key.len) == 0)
-        {
-            proto = h[i].value;
-
-        } else if (h[i].key.len == sizeof("Auth-SMTP-To") - 1
-                   && ngx_strncasecmp(h[i].key.data,
-                                      (u_char *) "Auth-SMTP-To",
-                                      h[i].key.len) == 0)
-        {
-            rcpt = h[i].value;
-
-        } else if (h[i].key.len == sizeof("Auth-Salt") - 1
-                   && ngx_strncasecmp(h[i].key.data, (u_char *) "Auth-Salt",
-                                      h[i].key.len) == 0)
-        {
-            salt = h[i].value;
-
-        } else if (h[i].key.len == sizeof("Client-IP") - 1
-                   && ngx_strncasecmp(h[i].key.data, (u_char *) "Client-IP",
-                                      h[i].key.len) == 0)
-        {
-            ctx->client = h[i].value;
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "mail_router_auth: repeated header \"%V\"",
+                          &escaped);
+            return NGX_DECLINED;
         }
     }
 
-    for (k = 0; k < 3; k++) {
-        if (proto.len == ngx_http_mail_plus_protocols[k].len
-            && ngx_strncasecmp(proto.data,
-                               ngx_http_mail_plus_protocols[k].data,
-                               proto.len) == 0)
-        {
-            break;
-        }
-    }
+    err = NULL;
 
-    if (k == 3) {
+    switch (ngx_http_mail_plus_auth_request(ar, r->pool, &err)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "mail_router_auth: invalid Auth-Protocol \"%V\"",
-                      &proto);
+                      "mail_router_auth: %s", err);
+        return NGX_DECLINED;
+
+    default:
+        return NGX_ERROR;
+    }
+
+    /*
+     * the client's address is nginx's own text; the check's log lines show
+     * it as it is
+     */
+
+    if (ngx_mail_plus_text_has_ctl(&ar->client)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "mail_router_auth: a control character in Client-IP");
         return NGX_DECLINED;
     }
 
-    /* k is NGX_MAIL_PLUS_IMAP, _POP3 or _SMTP */
+    /* what the client sent, as log lines may show it */
 
-    if (method.len == 4 && ngx_strncasecmp(method.data, (u_char *) "none", 4)
-                           == 0)
-    {
-        /* unauthenticated SMTP: the first recipient's mailbox decides */
-
-        if (rcpt.len >= 2 && rcpt.data[0] == '<'
-            && rcpt.data[rcpt.len - 1] == '>')
-        {
-            rcpt.data++;
-            rcpt.len -= 2;
-        }
-
-        ctx->raw_login = rcpt;
-
-        return ngx_mail_plus_check_set(ctx->check, k, &rcpt, NULL,
-                                       &ctx->client);
-    }
-
-    digest = NGX_MAIL_AUTH_PLAIN;
-
-    if (method.len == 4
-        && ngx_strncasecmp(method.data, (u_char *) "apop", 4) == 0)
-    {
-        digest = NGX_MAIL_AUTH_APOP;
-
-    } else if (method.len == 8
-               && ngx_strncasecmp(method.data, (u_char *) "cram-md5", 8)
-                  == 0)
-    {
-        digest = NGX_MAIL_AUTH_CRAM_MD5;
-
-    } else if (!(method.len == 5
-                 && ngx_strncasecmp(method.data, (u_char *) "plain", 5) == 0)
-               && !(method.len == 5
-                    && ngx_strncasecmp(method.data, (u_char *) "login", 5)
-                       == 0))
-    {
-        ctx->unsupported = 1;
-    }
-
-    ctx->raw_login = user;
-
-    if (ngx_http_mail_plus_auth_unescape(r, &user, &login) != NGX_OK
-        || ngx_http_mail_plus_auth_unescape(r, &pass, &password) != NGX_OK)
+    if (ngx_mail_plus_text_log(r->pool, &ar->login, &ctx->login) != NGX_OK
+        || ngx_mail_plus_text_log(r->pool, &ar->client, &ctx->client)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (ngx_mail_plus_check_set(ctx->check, k, &login, &password,
-                                &ctx->client)
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mail_router_auth: %V login \"%V\" from \"%V\"",
+                   &ngx_http_mail_plus_protocols[ar->proto], &ctx->login,
+                   &ctx->client);
+
+    if (ar->none) {
+        return ngx_mail_plus_check_set(check, ar->proto, &ar->login, NULL,
+                                       &ar->client);
+    }
+
+    if (ngx_mail_plus_check_set(check, ar->proto, &ar->login, &ar->password,
+                                &ar->client)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
+    /*
+     * SMTP AUTH: a pool whose backend checks passwords is refused (and the
+     * refusal counted) unless the operator passes the password on
+     */
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_auth_module);
+
+    if (ar->proto == NGX_MAIL_PLUS_SMTP && !alcf->smtp_backend) {
+        check->router_only = 1;
+    }
+
     /* APOP and CRAM-MD5: Auth-Pass is the client's digest of Auth-Salt */
 
-    if (digest != NGX_MAIL_AUTH_PLAIN) {
-        return ngx_mail_plus_check_set_digest(ctx->check, digest, &salt);
+    if (ar->digest != NGX_MAIL_AUTH_PLAIN) {
+        return ngx_mail_plus_check_set_digest(check, ar->digest, &ar->salt);
     }
-
-    return NGX_OK;
-}
-
-
-/* nginx escapes Auth-User and Auth-Pass */
-
-static ngx_int_t
-ngx_http_mail_plus_auth_unescape(ngx_http_request_t *r, ngx_str_t *value,
-    ngx_str_t *result)
-{
-    u_char  *p, *src;
-
-    p = ngx_pnalloc(r->pool, value->len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    result->data = p;
-    src = value->data;
-
-    ngx_unescape_uri(&p, &src, value->len, 0);
-
-    result->len = p - result->data;
 
     return NGX_OK;
 }
@@ -369,7 +333,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
     auth = &ctx->check->auth;
     route = &ctx->check->route;
 
-    if (ctx->unsupported && route->status == NGX_MAIL_PLUS_ALLOW) {
+    if (ctx->req.unsupported && route->status == NGX_MAIL_PLUS_ALLOW) {
 
         /* EXTERNAL needs what the router does not keep */
 
@@ -387,7 +351,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
 
         ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "mail router: \"%V\" to pool \"%V\" server %V:%d",
-                       &ctx->raw_login, &route->pool->name,
+                       &ctx->login, &route->pool->name,
                        &route->server->host, (int) route->port);
 
         p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
@@ -427,7 +391,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "mail router: %V login \"%V\" from %V denied: %V",
                       &ngx_http_mail_plus_protocols[auth->protocol],
-                      &ctx->raw_login, &ctx->client, &route->reason);
+                      &ctx->login, &ctx->client, &route->reason);
 
         switch (auth->protocol) {
 
@@ -460,7 +424,7 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
                       "mail router: %V login \"%V\" from %V failed "
                       "temporarily: %V",
                       &ngx_http_mail_plus_protocols[auth->protocol],
-                      &ctx->raw_login, &ctx->client, &route->reason);
+                      &ctx->login, &ctx->client, &route->reason);
 
         switch (auth->protocol) {
 
@@ -475,8 +439,15 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
             break;
 
         default: /* NGX_MAIL_PLUS_SMTP */
-            ngx_str_set(&code, "451 4.4.1");
-            ngx_str_set(&status, "Temporary authentication failure");
+
+            if (auth->check) {
+                ngx_str_set(&code, "454 4.7.0");
+                ngx_str_set(&status, "Temporary authentication failure");
+
+            } else {
+                ngx_str_set(&code, "451 4.3.0");
+                ngx_str_set(&status, "Temporary failure, try again later");
+            }
         }
     }
 
@@ -518,6 +489,35 @@ send:
     }
 
     return ngx_http_send_special(r, NGX_HTTP_LAST);
+}
+
+
+static void *
+ngx_http_mail_plus_auth_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_mail_plus_auth_loc_conf_t  *alcf;
+
+    alcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_mail_plus_auth_loc_conf_t));
+    if (alcf == NULL) {
+        return NULL;
+    }
+
+    alcf->smtp_backend = NGX_CONF_UNSET;
+
+    return alcf;
+}
+
+
+static char *
+ngx_http_mail_plus_auth_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_mail_plus_auth_loc_conf_t *prev = parent;
+    ngx_http_mail_plus_auth_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->smtp_backend, prev->smtp_backend, 0);
+
+    return NGX_CONF_OK;
 }
 
 

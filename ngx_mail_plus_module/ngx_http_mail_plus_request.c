@@ -90,11 +90,30 @@ ngx_http_mail_plus_checked(ngx_mail_plus_check_t *check)
 }
 
 
+/*
+ * every header the HTTP modules write goes through here: a value with a
+ * control character (CR, LF and NUL among them) could end the header and
+ * start one the client chose, so it is refused, whatever its source
+ */
+
 ngx_int_t
 ngx_http_mail_plus_header(ngx_http_request_t *r, char *name,
     ngx_str_t *value)
 {
+    ngx_str_t         escaped;
     ngx_table_elt_t  *h;
+
+    if (ngx_mail_plus_text_has_ctl(value)) {
+
+        if (ngx_mail_plus_text_log(r->pool, value, &escaped) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "mail_plus: a control character in the value of the "
+                      "header \"%s\" refused: \"%V\"", name, &escaped);
+        return NGX_ERROR;
+    }
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {

@@ -234,14 +234,24 @@ ngx_http_mail_plus_submit_handler(ngx_http_request_t *r)
 
     ctx->login = r->headers_in.user;
 
-    rc = ngx_http_mail_plus_submit_args(r, ctx, &error);
+    /*
+     * a login or a password with a control character is the router's to
+     * refuse, as a failed login (401, counted): the arguments, where the
+     * login may be the sender, are not read for it
+     */
 
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    if (!ngx_mail_plus_text_has_ctl(&r->headers_in.user)
+        && !ngx_mail_plus_text_has_ctl(&r->headers_in.passwd))
+    {
+        rc = ngx_http_mail_plus_submit_args(r, ctx, &error);
 
-    if (rc != NGX_OK) {
-        return ngx_http_mail_plus_submit_error(r, rc, error);
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc != NGX_OK) {
+            return ngx_http_mail_plus_submit_error(r, rc, error);
+        }
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -269,6 +279,10 @@ ngx_http_mail_plus_submit_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* a pool whose backends check passwords cannot be asked here */
+
+    ctx->check->router_only = 1;
+
     return ngx_http_mail_plus_check(r, ctx->check,
                                     ngx_http_mail_plus_submit_checked);
 }
@@ -284,111 +298,32 @@ static ngx_int_t
 ngx_http_mail_plus_submit_args(ngx_http_request_t *r,
     ngx_http_mail_plus_submit_ctx_t *ctx, char **error)
 {
-    u_char                                *p, *last, *end, *eq, *dst;
-    size_t                                 len;
-    ngx_str_t                              name, value, from, notify,
-                                           params, *rcpt, *dsn, *to;
-    ngx_uint_t                             i, has_from;
+    ngx_int_t                              rc;
+    ngx_str_t                              from, notify, params, *rcpt, *dsn,
+                                           *to;
+    ngx_uint_t                             i;
     ngx_array_t                            tos;
     ngx_mail_plus_smtp_path_t              path;
+    ngx_http_mail_plus_submit_query_t      q;
     ngx_http_mail_plus_submit_loc_conf_t  *slcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_submit_module);
 
-    if (ngx_array_init(&tos, r->pool, 4, sizeof(ngx_str_t)) != NGX_OK) {
+    rc = ngx_http_mail_plus_submit_query(&r->args, r->pool, &q, error);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
-    ngx_str_null(&from);
-    ngx_str_null(&notify);
-    has_from = 0;
-
-    p = r->args.data;
-    last = p + r->args.len;
-
-    for ( /* void */ ; p < last; p = end + 1) {
-
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
-
-        if (end == p) {
-            continue;
-        }
-
-        eq = ngx_strlchr(p, end, '=');
-        if (eq == NULL) {
-            eq = end;
-        }
-
-        name.data = p;
-        name.len = eq - p;
-
-        /* "+" is kept: it is common in addresses; a space is "%20" */
-
-        len = (eq < end) ? end - eq - 1 : 0;
-
-        dst = ngx_pnalloc(r->pool, len + 1);
-        if (dst == NULL) {
-            return NGX_ERROR;
-        }
-
-        value.data = dst;
-
-        if (len) {
-            p = eq + 1;
-            ngx_unescape_uri(&dst, &p, len, 0);
-        }
-
-        value.len = dst - value.data;
-
-        for (i = 0; i < value.len; i++) {
-            if (value.data[i] <= ' ' || value.data[i] == 0x7f) {
-                *error = "a space or a control character in an argument";
-                return NGX_HTTP_BAD_REQUEST;
-            }
-        }
-
-        if (name.len == 2 && ngx_strncmp(name.data, "to", 2) == 0) {
-            to = ngx_array_push(&tos);
-            if (to == NULL) {
-                return NGX_ERROR;
-            }
-
-            *to = value;
-
-        } else if (name.len == 4 && ngx_strncmp(name.data, "from", 4) == 0
-                   && !has_from)
-        {
-            from = value;
-            has_from = 1;
-
-        } else if (name.len == 6 && ngx_strncmp(name.data, "notify", 6) == 0
-                   && notify.data == NULL)
-        {
-            notify = value;
-
-        } else if (name.len == 3 && ngx_strncmp(name.data, "ret", 3) == 0
-                   && ctx->ret.data == NULL)
-        {
-            ctx->ret = value;
-
-        } else if (name.len == 5 && ngx_strncmp(name.data, "envid", 5) == 0
-                   && ctx->envid.data == NULL)
-        {
-            ctx->envid = value;
-
-        } else {
-            *error = "an unknown or repeated argument";
-            return NGX_HTTP_BAD_REQUEST;
-        }
-    }
-
-    if (tos.nelts == 0) {
-        *error = "no recipient: to= is required";
-        return NGX_HTTP_BAD_REQUEST;
-    }
+    tos = q.to;
+    from = q.from;
+    notify = q.notify;
+    ctx->ret = q.ret;
+    ctx->envid = q.envid;
 
     if (tos.nelts > slcf->max_recipients) {
         *error = "too many recipients";
@@ -397,7 +332,7 @@ ngx_http_mail_plus_submit_args(ngx_http_request_t *r,
 
     /* the sender: from=, empty for the null sender, or the login */
 
-    if (!has_from) {
+    if (!q.has_from) {
         from = ctx->login;
     }
 
@@ -529,12 +464,14 @@ ngx_http_mail_plus_submit_auth_done(ngx_http_request_t *r,
 {
     time_t                  delay;
     ngx_int_t               rc;
+    ngx_str_t               login;
     ngx_mail_plus_route_t  *route;
 
     route = &ctx->check->route;
 
     if (route->status == NGX_MAIL_PLUS_ALLOW
-        && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER)
+        && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER
+        && ctx->rcpts)
     {
         ngx_mail_plus_check_free(ctx->check);
         ctx->check = NULL;
@@ -568,8 +505,12 @@ ngx_http_mail_plus_submit_auth_done(ngx_http_request_t *r,
         ngx_str_set(&route->reason, "the pool does not check passwords");
     }
 
+    if (ngx_mail_plus_text_log(r->pool, &ctx->login, &login) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "http submission: login \"%V\" failed: %V", &ctx->login,
+                  "http submission: login \"%V\" failed: %V", &login,
                   &route->reason);
 
     if (route->status == NGX_MAIL_PLUS_TEMPFAIL) {

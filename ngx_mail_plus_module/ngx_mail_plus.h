@@ -271,7 +271,7 @@ typedef void (*ngx_mail_plus_check_handler_pt)(ngx_mail_plus_check_t *check);
 struct ngx_mail_plus_check_s {
     ngx_pool_t                     *pool;      /* the check's own */
     ngx_mail_plus_main_conf_t      *mpcf;
-    ngx_log_t                      *log;
+    ngx_log_t                      *log;       /* the check's own */
 
     ngx_mail_plus_auth_t            auth;
     ngx_mail_plus_route_t           route;
@@ -284,6 +284,8 @@ struct ngx_mail_plus_check_s {
 
     unsigned                        pending:1;
     unsigned                        cancelled:1;
+    unsigned                        router_only:1;  /* a password nobody
+                                                       checks is refused */
 };
 
 
@@ -295,6 +297,8 @@ extern ngx_module_t  ngx_mail_plus_module;
 
 char *ngx_mail_plus_users_load(ngx_conf_t *cf,
     ngx_mail_plus_main_conf_t *mpcf);
+ngx_int_t ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start,
+    u_char *end, ngx_mail_plus_user_t *user, ngx_str_t *target, char **err);
 ngx_mail_plus_user_t *ngx_mail_plus_users_find(ngx_mail_plus_users_t *users,
     ngx_str_t *login);
 ngx_int_t ngx_mail_plus_password_check(ngx_mail_plus_user_t *user,

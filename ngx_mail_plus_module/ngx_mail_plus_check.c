@@ -18,9 +18,18 @@
  * check lives in a pool of its own, so that a caller that goes away while
  * a thread works on its check only marks it; the check is freed when the
  * thread is done.
+ *
+ * The check logs through a log of its own, in its own pool: a copy of the
+ * caller's log (the same files, level and connection number) whose
+ * handler knows only the check, so that nothing it logs, before or after
+ * its caller went away, touches the caller's connection.  When the thread
+ * pool cannot take a crypt check, the answer is a temporary failure: a
+ * password is never checked in the event loop.
  */
 
 
+static u_char *ngx_mail_plus_check_log_error(ngx_log_t *log, u_char *buf,
+    size_t len);
 static ngx_int_t ngx_mail_plus_check_digest(ngx_mail_plus_check_t *check);
 #if (NGX_THREADS)
 static void ngx_mail_plus_check_thread(void *data, ngx_log_t *log);
@@ -45,11 +54,44 @@ ngx_mail_plus_check_create(ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log)
         return NULL;
     }
 
+    check->log = ngx_palloc(pool, sizeof(ngx_log_t));
+    if (check->log == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    *check->log = *log;
+
+    check->log->handler = ngx_mail_plus_check_log_error;
+    check->log->data = check;
+    check->log->action = NULL;
+
+    pool->log = check->log;
+
     check->pool = pool;
     check->mpcf = mpcf;
-    check->log = log;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                   "mail plus check %p created", check);
 
     return check;
+}
+
+
+/* what the check knows of its client: no pointer to the caller's memory */
+
+static u_char *
+ngx_mail_plus_check_log_error(ngx_log_t *log, u_char *buf, size_t len)
+{
+    ngx_mail_plus_check_t  *check;
+
+    check = log->data;
+
+    if (check == NULL || check->auth.client.len == 0) {
+        return buf;
+    }
+
+    return ngx_snprintf(buf, len, ", client: %V", &check->auth.client);
 }
 
 
@@ -190,6 +232,24 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
         return NGX_ERROR;
     }
 
+    if (check->router_only
+        && check->auth.check
+        && check->route.status == NGX_MAIL_PLUS_ALLOW
+        && !check->route.verify
+        && check->auth.method != NGX_MAIL_AUTH_APOP
+        && check->auth.method != NGX_MAIL_AUTH_CRAM_MD5)
+    {
+        /* "auth backend": the caller cannot hand the password on */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                       "mail plus check: the password would go unchecked");
+
+        check->route.status = NGX_MAIL_PLUS_DENY;
+        ngx_str_set(&check->route.reason,
+                    "the pool's backends check passwords (\"auth backend\"), "
+                    "and this login cannot pass the password on to them");
+    }
+
     ngx_mail_plus_throttle_before(check);
 
     if (check->auth.method == NGX_MAIL_AUTH_APOP
@@ -230,13 +290,26 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
             if (ngx_thread_task_post(check->mpcf->thread_pool, task)
                 == NGX_OK)
             {
+                ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                               "mail plus check %p in a thread", check);
+
                 check->pending = 1;
                 return NGX_AGAIN;
             }
 
+            /* never in the event loop: the client may try again */
+
             ngx_log_error(NGX_LOG_WARN, check->log, 0,
                           "router thread pool is busy, "
-                          "checking the password in place");
+                          "the login fails temporarily");
+
+            check->route.status = NGX_MAIL_PLUS_TEMPFAIL;
+            check->route.verify = 0;
+            ngx_str_set(&check->route.reason, "the thread pool is busy");
+
+            ngx_mail_plus_throttle_after(check);
+
+            return NGX_OK;
         }
 
 #endif
@@ -297,6 +370,10 @@ void
 ngx_mail_plus_check_free(ngx_mail_plus_check_t *check)
 {
     if (check->pending) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                       "mail plus check %p cancelled while in a thread",
+                       check);
+
         check->cancelled = 1;
         return;
     }
@@ -326,6 +403,10 @@ ngx_mail_plus_check_thread_done(ngx_event_t *ev)
     ngx_mail_plus_check_t *check = ev->data;
 
     check->pending = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                   "mail plus check %p done in its thread%s", check,
+                   check->cancelled ? ", its caller is gone" : "");
 
     if (check->cancelled) {
         ngx_destroy_pool(check->pool);

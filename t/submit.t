@@ -114,6 +114,10 @@ http {
             mail_plus_submit;
         }
 
+        location = /status {
+            mail_plus_status;
+        }
+
         location = /small {
             mail_plus_submit;
             mail_plus_submit_max_size 64k;
@@ -257,6 +261,37 @@ $r = post('/submit?to=bob@example.com', "Subject: x\r\n\r\nx\r\n",
 is($r->{status}, 401, 'locked out after router_login_fails failures');
 like($t->read_file('error.log'), qr/login "carol\@example\.com" failed: .*/,
     'the failure logged');
+
+# control characters in the Basic credentials: refused as a failed login
+# (401, counted by the router), logged escaped, whatever the arguments
+
+sub denied {
+    my $s = json($http->get("$base/status"));
+    return $s->{logins}{denied};
+}
+
+for my $case (
+    [ "alice\@example.com\r\nX-Injected=1", 'pwA', 'CRLF in the login' ],
+    [ "alice\@example.com\0", 'pwA', 'NUL in the login' ],
+    [ "erin\@example.com", "pwA\0", 'NUL in the password' ],
+    [ "erin\@example.com", "pwA\r\n", 'CRLF in the password' ])
+{
+    my ($user, $pass, $name) = @$case;
+
+    my $before = denied();
+
+    $r = post('/submit?to=bob@example.com', "Subject: x\r\n\r\nx\r\n",
+        user => $user, pass => $pass);
+    is($r->{status}, 401, "$name: 401");
+    is(denied(), $before + 1, "$name: counted as a denied login");
+
+    (my $esc = $user) =~ s/([\x00-\x1f\x7f"\\])/sprintf('\\x%02x', ord $1)/ge;
+    like($t->read_file('error.log'), qr/http submission: login "\Q$esc\E" (?#
+        )failed: control character/, "$name: the login logged escaped");
+}
+
+unlike($t->read_file('error.log'), qr/^X-Injected/m,
+    'no log line starts with what the login carried');
 
 $r = alice('/submit', "Subject: x\r\n\r\nx\r\n");
 is($r->{status}, 400, 'no recipient: 400');

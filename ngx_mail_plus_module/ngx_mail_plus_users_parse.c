@@ -1,0 +1,332 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus.h"
+
+
+/*
+ * A line of the users file, "login:password[:target]", where the password
+ * carries its scheme ("{SHA512-CRYPT}$6$...", "{SSHA}...", "{PLAIN}secret"
+ * or a bare "$6$..." crypt string) and the optional target names a pool or
+ * a server (the loader, ngx_mail_plus_users.c, looks it up).  Blank lines
+ * and lines starting with "#" are skipped.  Nothing here but buffers in
+ * and a user out, so that fuzz/users_file runs exactly this code.
+ */
+
+
+#define NGX_MAIL_PLUS_LOGIN_MAX  255
+
+
+typedef struct {
+    ngx_str_t                   name;      /* "{NAME}" */
+    ngx_uint_t                  scheme;
+    char                       *prefix;    /* a crypt string's "$id$" */
+} ngx_mail_plus_scheme_t;
+
+
+static ngx_int_t ngx_mail_plus_users_parse_password(ngx_pool_t *pool,
+    ngx_mail_plus_user_t *user, ngx_str_t *value, char **err);
+static ngx_int_t ngx_mail_plus_crypt_valid(ngx_str_t *value);
+
+
+static ngx_mail_plus_scheme_t  ngx_mail_plus_schemes[] = {
+    { ngx_string("{PLAIN}"), NGX_MAIL_PLUS_SCHEME_PLAIN, NULL },
+    { ngx_string("{CLEAR}"), NGX_MAIL_PLUS_SCHEME_PLAIN, NULL },
+    { ngx_string("{CLEARTEXT}"), NGX_MAIL_PLUS_SCHEME_PLAIN, NULL },
+    { ngx_string("{SHA}"), NGX_MAIL_PLUS_SCHEME_SHA, NULL },
+    { ngx_string("{SSHA}"), NGX_MAIL_PLUS_SCHEME_SSHA, NULL },
+    { ngx_string("{SHA512-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$6$" },
+    { ngx_string("{SHA256-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$5$" },
+    { ngx_string("{BLF-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$2" },
+    { ngx_string("{MD5-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$1$" },
+    { ngx_string("{CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$" },
+    { ngx_null_string, 0, NULL }
+};
+
+
+/*
+ * one line, without its LF: NGX_OK (the user set, *target its target or
+ * empty), NGX_DECLINED for a blank line or a comment, NGX_ERROR with *err
+ * (or without, when memory ran out)
+ */
+
+ngx_int_t
+ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
+    ngx_mail_plus_user_t *user, ngx_str_t *target, char **err)
+{
+    u_char     *p, *colon, *last;
+    ngx_str_t   login, password;
+
+    if (end > start && end[-1] == CR) {
+        end--;
+    }
+
+    while (start < end && (*start == ' ' || *start == '\t')) {
+        start++;
+    }
+
+    if (start == end || *start == '#') {
+        return NGX_DECLINED;
+    }
+
+    colon = ngx_strlchr(start, end, ':');
+    if (colon == NULL || colon == start) {
+        *err = "no \"login:password\"";
+        return NGX_ERROR;
+    }
+
+    login.data = start;
+    login.len = colon - start;
+
+    if (login.len > NGX_MAIL_PLUS_LOGIN_MAX) {
+        *err = "too long login";
+        return NGX_ERROR;
+    }
+
+    for (p = login.data; p < colon; p++) {
+        if (*p <= ' ' || *p == 0x7f) {
+            *err = "invalid character in login";
+            return NGX_ERROR;
+        }
+    }
+
+    password.data = colon + 1;
+    password.len = end - password.data;
+
+    /* the target, if any, follows the last colon */
+
+    last = NULL;
+
+    for (p = end; p > password.data; p--) {
+        if (p[-1] == ':') {
+            last = p;
+            password.len = p - 1 - password.data;
+            break;
+        }
+    }
+
+    target->len = 0;
+    target->data = NULL;
+
+    if (last) {
+        target->data = last;
+        target->len = end - last;
+    }
+
+    if (ngx_mail_plus_users_parse_password(pool, user, &password, err)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    user->login.len = login.len;
+    user->login.data = ngx_pnalloc(pool, login.len);
+    if (user->login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_strlow(user->login.data, login.data, login.len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_users_parse_password(ngx_pool_t *pool,
+    ngx_mail_plus_user_t *user, ngx_str_t *value, char **err)
+{
+    u_char                  *p, *prefix;
+    size_t                   len;
+    ngx_str_t                s, decoded;
+    ngx_uint_t               i;
+    ngx_mail_plus_scheme_t  *scheme;
+
+    s = *value;
+    scheme = NULL;
+    prefix = NULL;
+
+    if (s.len && s.data[0] == '{') {
+
+        for (i = 0; ngx_mail_plus_schemes[i].name.len; i++) {
+            if (s.len >= ngx_mail_plus_schemes[i].name.len
+                && ngx_strncasecmp(s.data, ngx_mail_plus_schemes[i].name.data,
+                                   ngx_mail_plus_schemes[i].name.len)
+                   == 0)
+            {
+                scheme = &ngx_mail_plus_schemes[i];
+                break;
+            }
+        }
+
+        if (scheme == NULL) {
+            *err = "unknown password scheme";
+            return NGX_ERROR;
+        }
+
+        user->scheme = scheme->scheme;
+
+        if (scheme->scheme != NGX_MAIL_PLUS_SCHEME_SHA
+            && scheme->scheme != NGX_MAIL_PLUS_SCHEME_SSHA)
+        {
+            s.data += scheme->name.len;
+            s.len -= scheme->name.len;
+        }
+
+    } else if (s.len && s.data[0] == '$') {
+        user->scheme = NGX_MAIL_PLUS_SCHEME_CRYPT;
+
+    } else {
+        *err = "password without a scheme";
+        return NGX_ERROR;
+    }
+
+    switch (user->scheme) {
+
+    case NGX_MAIL_PLUS_SCHEME_SHA:
+    case NGX_MAIL_PLUS_SCHEME_SSHA:
+
+        s.data += scheme->name.len;
+        s.len -= scheme->name.len;
+
+        decoded.len = ngx_base64_decoded_length(s.len);
+        decoded.data = ngx_pnalloc(pool, decoded.len + 1);
+        if (decoded.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_decode_base64(&decoded, &s) != NGX_OK
+            || (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA && decoded.len != 20)
+            || (user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA && decoded.len <= 20))
+        {
+            *err = "invalid SHA1 hash";
+            return NGX_ERROR;
+        }
+
+        /* ngx_crypt() takes the hash with its scheme, in upper case */
+
+        prefix = (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA)
+                 ? (u_char *) "{SHA}" : (u_char *) "{SSHA}";
+        break;
+
+    case NGX_MAIL_PLUS_SCHEME_CRYPT:
+
+        /* the string may be shorter than the prefix: no read past it */
+
+        if (scheme
+            && (s.len < ngx_strlen(scheme->prefix)
+                || ngx_strncmp(s.data, scheme->prefix,
+                               ngx_strlen(scheme->prefix))
+                   != 0))
+        {
+            *err = "crypt string does not match the password scheme";
+            return NGX_ERROR;
+        }
+
+        if (ngx_mail_plus_crypt_valid(&s) != NGX_OK) {
+            *err = "invalid crypt string";
+            return NGX_ERROR;
+        }
+
+        break;
+
+    default: /* NGX_MAIL_PLUS_SCHEME_PLAIN */
+        break;
+    }
+
+    /* NUL-terminated, as crypt() and ngx_crypt() want it */
+
+    len = prefix ? ngx_strlen(prefix) : 0;
+
+    p = ngx_pnalloc(pool, len + s.len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    user->password.data = p;
+    user->password.len = len + s.len;
+
+    if (prefix) {
+        p = ngx_cpymem(p, prefix, len);
+    }
+
+    p = ngx_cpymem(p, s.data, s.len);
+    *p = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * "$id$[param$]salt$hash": every part of the crypt alphabet, the hash of
+ * the length its scheme gives (0 where the scheme is not known here)
+ */
+
+static ngx_int_t
+ngx_mail_plus_crypt_valid(ngx_str_t *value)
+{
+    u_char      *p, *last, *field;
+    size_t       need;
+    ngx_uint_t   fields;
+
+    p = value->data;
+    last = p + value->len;
+
+    if (value->len < 4 || p[0] != '$') {
+        return NGX_ERROR;
+    }
+
+    if (ngx_strncmp(p, "$6$", 3) == 0) {
+        need = 86;
+
+    } else if (ngx_strncmp(p, "$5$", 3) == 0) {
+        need = 43;
+
+    } else if (ngx_strncmp(p, "$1$", 3) == 0) {
+        need = 22;
+
+    } else if (p[1] == '2' && value->len == 60) {
+        need = 53;   /* "$2y$NN$" then 22 salt and 31 hash characters */
+
+    } else {
+        need = 0;
+    }
+
+    fields = 0;
+    field = p + 1;
+
+    for (p++; p < last; p++) {
+
+        if (*p == '$') {
+            if (p == field) {
+                return NGX_ERROR;
+            }
+
+            fields++;
+            field = p + 1;
+            continue;
+        }
+
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '.' || *p == '/'
+              || *p == '=' || *p == ',' || *p == '-'))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (fields < 2 || field == last) {
+        return NGX_ERROR;
+    }
+
+    if (need && (size_t) (last - field) != need) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
