@@ -2165,6 +2165,10 @@ ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s, ngx_connection_t *c,
     ctx->check->handler = ngx_mail_plus_smtp_auth_checked;
     ctx->check->data = s;
 
+    /* the session ends in nginx: no backend would check the password */
+
+    ctx->check->router_only = 1;
+
     rc = ngx_mail_plus_check_start(ctx->check);
 
     if (rc == NGX_AGAIN) {

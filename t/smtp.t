@@ -362,6 +362,9 @@ like($c->smtp('AUTH PLAIN ' . encode_base64("\0nobody\0x", '')),
     qr/^535 5\.7\.8 /, 'AUTH PLAIN, unknown user');
 like($c->smtp('AUTH PLAIN ' . encode_base64("\0x\@backend.example\0x", '')),
     qr/^535 5\.7\.8 /, 'AUTH for an auth backend pool is refused');
+like($t->read_file('error.log'),
+    qr/client login "x\@backend\.example" failed: the pool's backends check/,
+    'AUTH for an auth backend pool: refused by the router, as a failure');
 like($c->smtp('AUTH PLAIN ' . encode_base64("\0alice\r\nrcpt x\0secretA", '')),
     qr/^501 5\.5\.2 /, 'control characters in the login');
 like($c->smtp('AUTH CRAM-MD5'), qr/^504 5\.5\.4 /, 'unknown mechanism');
