@@ -111,34 +111,6 @@ ngx_strlcasestrn(u_char *s1, u_char *last, u_char *s2, size_t n)
 }
 
 
-time_t
-ngx_atotm(u_char *line, size_t n)
-{
-    time_t  value, cutoff, cutlim;
-
-    if (n == 0) {
-        return NGX_ERROR;
-    }
-
-    cutoff = NGX_MAX_TIME_T_VALUE / 10;
-    cutlim = NGX_MAX_TIME_T_VALUE % 10;
-
-    for (value = 0; n--; line++) {
-        if (*line < '0' || *line > '9') {
-            return NGX_ERROR;
-        }
-
-        if (value >= cutoff && (value > cutoff || *line - '0' > cutlim)) {
-            return NGX_ERROR;
-        }
-
-        value = value * 10 + (*line - '0');
-    }
-
-    return value;
-}
-
-
 static void
 fuzz_inside(ngx_str_t *s, u_char *buf, size_t len)
 {

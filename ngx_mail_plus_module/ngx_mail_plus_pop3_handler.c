@@ -106,43 +106,8 @@ ngx_mail_plus_pop3_init_protocol(ngx_event_t *rev)
 void
 ngx_mail_plus_pop3_auth_state(ngx_event_t *rev)
 {
-    ngx_int_t                   rc;
-    ngx_connection_t           *c;
-    ngx_mail_session_t         *s;
-    ngx_mail_plus_proxy_ctx_t  *ctx;
-
-    c = rev->data;
-    s = c->data;
-
-    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
-
-    for ( ;; ) {
-
-        rc = ngx_mail_plus_proxy_read_command(rev);
-
-        if (rc == NGX_AGAIN || rc == NGX_ERROR) {
-            return;
-        }
-
-        rc = ngx_mail_plus_pop3_command(s, c, ctx, rc);
-
-        if (rc == NGX_DONE) {
-            s->out.len = 0;
-            ngx_mail_plus_proxy_login(s, c);
-            return;
-        }
-
-        if (rc == NGX_ERROR) {
-            ngx_mail_session_internal_server_error(s);
-            return;
-        }
-
-        if (ngx_mail_plus_proxy_flush(s, c, ngx_mail_plus_pop3_auth_state)
-            != NGX_OK)
-        {
-            return;
-        }
-    }
+    ngx_mail_plus_proxy_dialogue(rev, ngx_mail_plus_pop3_command,
+                                 ngx_mail_plus_pop3_auth_state);
 }
 
 

@@ -198,12 +198,23 @@ typedef struct {
 extern ngx_module_t  ngx_mail_plus_proxy_module;
 
 
+/*
+ * a protocol's answer to one command read before login: NGX_OK, s->out is
+ * the reply; NGX_DONE, ask the router; NGX_ERROR
+ */
+
+typedef ngx_int_t (*ngx_mail_plus_proxy_command_pt)(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_proxy_ctx_t *ctx, ngx_int_t rc);
+
+
 /* ngx_mail_plus_proxy_module.c: the session around the dialogues */
 
 void ngx_mail_plus_proxy_init_session(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t protocol, ngx_str_t *greeting,
     ngx_str_t *refusal, ngx_event_handler_pt init_protocol);
 ngx_int_t ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev);
+void ngx_mail_plus_proxy_dialogue(ngx_event_t *rev,
+    ngx_mail_plus_proxy_command_pt command, ngx_event_handler_pt handler);
 ngx_int_t ngx_mail_plus_proxy_read_command(ngx_event_t *rev);
 ngx_int_t ngx_mail_plus_proxy_parse_command(ngx_mail_session_t *s);
 ngx_int_t ngx_mail_plus_proxy_flush(ngx_mail_session_t *s,

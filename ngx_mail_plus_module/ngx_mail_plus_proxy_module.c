@@ -357,6 +357,53 @@ ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev)
 
 
 /*
+ * the dialogue before login, the same for both protocols: each command
+ * read is answered by the protocol's "command", until one asks the router
+ */
+
+void
+ngx_mail_plus_proxy_dialogue(ngx_event_t *rev,
+    ngx_mail_plus_proxy_command_pt command, ngx_event_handler_pt handler)
+{
+    ngx_int_t                   rc;
+    ngx_connection_t           *c;
+    ngx_mail_session_t         *s;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
+
+    c = rev->data;
+    s = c->data;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+
+    for ( ;; ) {
+
+        rc = ngx_mail_plus_proxy_read_command(rev);
+
+        if (rc == NGX_AGAIN || rc == NGX_ERROR) {
+            return;
+        }
+
+        rc = command(s, c, ctx, rc);
+
+        if (rc == NGX_DONE) {
+            s->out.len = 0;
+            ngx_mail_plus_proxy_login(s, c);
+            return;
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+
+        if (ngx_mail_plus_proxy_flush(s, c, handler) != NGX_OK) {
+            return;
+        }
+    }
+}
+
+
+/*
  * the start of the protocols' auth_state: NGX_AGAIN or NGX_ERROR when
  * there is nothing to do now, else what the reader found:
  * NGX_OK (a command or a SASL response), NGX_MAIL_PLUS_PARSE_LITERAL,
