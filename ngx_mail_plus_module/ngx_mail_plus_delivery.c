@@ -80,6 +80,8 @@ static void ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg,
 static void ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg,
     char *reason);
 static void ngx_mail_plus_delivery_deferred(void *data);
+static void ngx_mail_plus_delivery_recorded(ngx_mail_plus_dmsg_t *msg,
+    ngx_int_t rc);
 static void ngx_mail_plus_delivery_retry(ngx_event_t *ev);
 static void ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
@@ -1809,17 +1811,7 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
                                         ngx_mail_plus_delivery_deferred, msg,
                                         msg->pool, msg->log);
 
-        if (rc == NGX_AGAIN) {
-            return;
-        }
-
-        if (rc == NGX_BUSY) {
-            msg->retry.handler = ngx_mail_plus_delivery_retry;
-            ngx_add_timer(&msg->retry, NGX_MAIL_PLUS_DELIVERY_RETRY);
-            return;
-        }
-
-        ngx_mail_plus_delivery_free(msg);
+        ngx_mail_plus_delivery_recorded(msg, rc);
         return;
     }
 
@@ -1884,17 +1876,7 @@ ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg, time_t next,
                                    ngx_mail_plus_delivery_deferred, msg,
                                    msg->pool, msg->log);
 
-    if (rc == NGX_AGAIN) {
-        return;
-    }
-
-    if (rc == NGX_BUSY) {
-        msg->retry.handler = ngx_mail_plus_delivery_retry;
-        ngx_add_timer(&msg->retry, NGX_MAIL_PLUS_DELIVERY_RETRY);
-        return;
-    }
-
-    ngx_mail_plus_delivery_free(msg);
+    ngx_mail_plus_delivery_recorded(msg, rc);
 }
 
 
@@ -1919,6 +1901,19 @@ ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg, char *reason)
                                      ngx_mail_plus_delivery_deferred, msg,
                                      msg->pool, msg->log);
 
+    ngx_mail_plus_delivery_recorded(msg, rc);
+}
+
+
+/*
+ * what a record of the attempt (removal, deferral, move to corrupt/) was
+ * posted with: NGX_AGAIN, the thread calls back; NGX_BUSY, tried again
+ * later; else the message is done with
+ */
+
+static void
+ngx_mail_plus_delivery_recorded(ngx_mail_plus_dmsg_t *msg, ngx_int_t rc)
+{
     if (rc == NGX_AGAIN) {
         return;
     }
