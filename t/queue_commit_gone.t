@@ -17,6 +17,7 @@ use strict;
 
 use Test::More;
 
+use MIME::Base64 qw/ encode_base64 /;
 use POSIX qw/ _exit /;
 
 use FindBin;
@@ -30,10 +31,20 @@ plan(skip_all => 'workers run as root, permissions do not stop them')
 
 my $t = MailPlus::Test->new();
 
+# the queue shares its one thread with the router: a costly crypt check
+# keeps it busy while the sessions end, so that every commit is still
+# waiting in the thread pool when its session times out
+
+my $slow = crypt('pwS', '$6$rounds=9000000$saltsalt$');
+
+$t->write_file('users', "slow:{SHA512-CRYPT}$slow\nbob:{PLAIN}x\n");
+
 $t->write_file_expand('nginx.conf', <<"EOF");
 %%LOAD_MODULES%%
 
 worker_processes 1;
+
+thread_pool one threads=1;
 
 events {
 }
@@ -41,7 +52,15 @@ events {
 mail {
     auth_http  127.0.0.1:%%PORT_http%%/auth;
 
+    router_users        %%TESTDIR%%/users;
+    router_thread_pool  one;
+
+    router_pool a {
+        server 127.0.0.1 imap=1 lmtp=2;
+    }
+
     queue_spool %%TESTDIR%%/spool;
+    queue_thread_pool one;
 
     server {
         listen 127.0.0.1:%%PORT_smtp%%;
@@ -51,6 +70,7 @@ mail {
         smtp_store_and_forward on;
         smtp_local_domains example.com;
         smtp_command_timeout 150ms;
+        smtp_auth_plaintext on;
         smtp_max_message_size 64m;
     }
 }
@@ -83,6 +103,24 @@ sub burst {
     my ($tag) = @_;
 
     my @kids;
+
+    # the crypt check first: it takes the thread for a few seconds
+
+    my $busy = fork();
+    die "fork: $!\n" unless defined $busy;
+
+    if ($busy == 0) {
+        my $s = MailPlus::Test::Client->new($t->port('smtp')) or _exit(1);
+        $s->smtp_reply();
+        $s->smtp('EHLO busy.test');
+        $s->send('AUTH PLAIN ' . encode_base64("\0slow\0pwS", ''));
+        $s->smtp_reply(30);
+        _exit(0);
+    }
+
+    push @kids, $busy;
+
+    select undef, undef, undef, 0.3;
 
     for my $n (1 .. $clients) {
         my $pid = fork();
