@@ -98,9 +98,16 @@ ok(wait_for(sub { $t->read_file('error.log') =~ /4\.4\.1 connect/ }, 10),
 my ($orphans, $posted, $lost, $offset) = (0, 0, 0, 0);
 
 for my $round (1 .. 6) {
+    my $seen = () = $t->read_file('hop.log') =~ /DATA/g;
+
     my $sink = $t->smtp_sink('hop', '-T', '4096');
 
-    wait_for(sub { () = $t->read_file('hop.log') =~ /DATA/g; }, 10);
+    # this round's transfers have begun
+
+    wait_for(sub {
+        my $n = () = $t->read_file('hop.log') =~ /DATA/g;
+        return $n > $seen;
+    }, 10);
     select undef, undef, undef, 0.2 + 0.1 * $round;
 
     kill 'KILL', $sink;
