@@ -38,7 +38,7 @@ my $d = $t->dovecot('a', users => { 'slow@example.com' => 'pwS',
 
 # about 2 s and 0.5 s of crypt each on this kind of machine
 
-my $slow = crypt('pwS', '$6$rounds=4000000$saltsalt$');
+my $slow = crypt('pwS', '$6$rounds=12000000$saltsalt$');
 my $quick = crypt('pwQ', '$6$rounds=1000000$saltsalt$');
 
 $t->write_file('users', <<"EOF");
