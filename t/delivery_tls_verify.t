@@ -289,6 +289,14 @@ for my $rcpt (@sent) {
 
 ok(!exists $r{$_}, "$_: not sent") for @held;
 
+# the sender logs a delivery once the next hop's reply is in, which may be
+# after the next hop has the message
+
+wait_for(sub {
+    my $l = $tx->read_file('error.log');
+    return !grep { $l !~ /to=<\Q$_\E>.*status=sent/ } @sent;
+}, 15);
+
 my $log = $tx->read_file('error.log');
 
 like($log, qr/to=<u\@good\.example>.*status=sent/,

@@ -25,6 +25,8 @@ use MailPlus::Test qw/ wait_for /;
 my $strace = (grep { -x } map { "$_/strace" } split /:/, $ENV{PATH})[0];
 
 plan(skip_all => 'no strace') unless $strace;
+plan(skip_all => 'under valgrind the threads traced are valgrind\'s')
+    if $MailPlus::Test::VALGRIND;
 plan(skip_all => 'no smtp-sink') unless -x $MailPlus::Test::SMTP_SINK;
 
 my $t = MailPlus::Test->new();
