@@ -14,7 +14,7 @@ BUILD   ?= build
 EXTRA_CFLAGS ?=
 EXTRA_LDFLAGS ?=
 
-SRCS := $(wildcard ngx_mail_plus_module/*.c ngx_mail_plus_module/*.h) config
+SRCS := $(wildcard ngx_mail_plus_module/*/*.c ngx_mail_plus_module/*/*.h) config
 MODULE := $(BUILD)/ngx_mail_plus_module.so
 
 DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
@@ -82,7 +82,7 @@ clean:
 
 # libFuzzer targets (clang, libclang-rt-14-dev): every fuzz/NAME_fuzz.c is
 # a target; the module sources it links are named on its " * sources:"
-# line, and fuzz/ngx_fuzz_shim.c stands in for the nginx core functions
+# line (as paths under ngx_mail_plus_module/), and fuzz/ngx_fuzz_shim.c stands in for the nginx core functions
 # they call.  "make fuzz" runs each target for FUZZ_TIME seconds (or
 # FUZZ_RUNS executions) on its corpus, seeded from fuzz/corpus/NAME/;
 # FUZZ_TARGETS="a b" picks some.  Crashes, leaks and timeouts fail the run.
@@ -94,8 +94,8 @@ FUZZ_TARGETS ?= $(patsubst fuzz/%_fuzz.c,%,$(wildcard fuzz/*_fuzz.c))
 FUZZ_INCS := -I $(NGX_SRC)/src/core -I $(NGX_SRC)/src/event \
 	-I $(NGX_SRC)/src/event/modules -I $(NGX_SRC)/src/os/unix \
 	-I $(NGX_SRC)/src/mail -I $(NGX_SRC)/src/http \
-	-I $(NGX_SRC)/src/http/modules -I $(BUILD) -I ngx_mail_plus_module \
-	-I fuzz
+	-I $(NGX_SRC)/src/http/modules -I $(BUILD) \
+	$(patsubst %,-I %,$(wildcard ngx_mail_plus_module/*/)) -I fuzz
 
 .PHONY: fuzz fuzz-build
 

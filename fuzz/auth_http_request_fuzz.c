@@ -16,7 +16,7 @@
  * the protocol is one of three; an unauthenticated SMTP login lies inside
  * Auth-SMTP-To.  The decoder also meets the round trip on the raw input.
  *
- * sources: ngx_http_mail_plus_parse.c
+ * sources: http/ngx_http_mail_plus_parse.c
  */
 
 

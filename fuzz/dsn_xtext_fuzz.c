@@ -19,7 +19,7 @@
  * decoded, reads back the same; a local part that the check lets through
  * holds no "@", "%", "!" or control byte.
  *
- * sources: ngx_mail_plus_smtp_parse.c
+ * sources: smtp/ngx_mail_plus_smtp_parse.c
  */
 
 

@@ -13,7 +13,7 @@
  * authzid empty or the login; a CRAM-MD5 result is the text before the
  * last space and 32 hexadecimal digits.
  *
- * sources: ngx_mail_plus_sasl.c
+ * sources: router/ngx_mail_plus_sasl.c
  */
 
 

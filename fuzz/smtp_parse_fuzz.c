@@ -17,7 +17,7 @@
  * command), and what it stored, dot-stuffed and sent again, reads back the
  * same.
  *
- * sources: ngx_mail_plus_smtp_parse.c
+ * sources: smtp/ngx_mail_plus_smtp_parse.c
  */
 
 

@@ -15,7 +15,7 @@
  * the buffer, whose addresses hold no space or control byte, with at
  * least one recipient and a content offset inside the file.
  *
- * sources: ngx_mail_plus_spool_record.c
+ * sources: queue/ngx_mail_plus_spool_record.c
  */
 
 

@@ -15,7 +15,7 @@
  * never longer than the query, and lies in memory of its own; an accepted
  * query has at least one recipient.
  *
- * sources: ngx_http_mail_plus_parse.c ngx_mail_plus_smtp_parse.c
+ * sources: http/ngx_http_mail_plus_parse.c smtp/ngx_mail_plus_smtp_parse.c
  */
 
 

@@ -13,7 +13,7 @@
  * case, with no space, control character or colon; a password with a known
  * scheme, NUL-terminated after its length; a target inside the line.
  *
- * sources: ngx_mail_plus_users_parse.c
+ * sources: router/ngx_mail_plus_users_parse.c
  */
 
 

@@ -6,7 +6,7 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include "ngx_mail_plus_proxy.h"
+#include "ngx_mail_plus.h"
 
 
 /*
