@@ -720,20 +720,6 @@ invalid:
 }
 
 
-static ngx_mail_plus_delivery_conf_t *
-ngx_mail_plus_delivery_get_conf(ngx_cycle_t *cycle)
-{
-    ngx_mail_conf_ctx_t  *ctx;
-
-    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
-                                               ngx_mail_module);
-    if (ctx == NULL) {
-        return NULL;
-    }
-
-    return ctx->main_conf[ngx_mail_plus_delivery_module.ctx_index];
-}
-
 
 /* in the master, at start and reload: claims of gone workers come back */
 
@@ -743,7 +729,8 @@ ngx_mail_plus_delivery_init_module(ngx_cycle_t *cycle)
     ngx_mail_plus_queue_t          *q;
     ngx_mail_plus_delivery_conf_t  *dcf;
 
-    dcf = ngx_mail_plus_delivery_get_conf(cycle);
+    dcf = ngx_mail_plus_cycle_get_main_conf(cycle,
+                                            ngx_mail_plus_delivery_module);
     q = ngx_mail_plus_queue_get(cycle);
 
     if (dcf == NULL || q == NULL) {
@@ -767,7 +754,8 @@ ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    dcf = ngx_mail_plus_delivery_get_conf(cycle);
+    dcf = ngx_mail_plus_cycle_get_main_conf(cycle,
+                                            ngx_mail_plus_delivery_module);
     q = ngx_mail_plus_queue_get(cycle);
 
     if (dcf == NULL || q == NULL || !dcf->enable) {
@@ -814,7 +802,6 @@ ngx_mail_plus_delivery_local_domains(ngx_cycle_t *cycle)
 {
     ngx_str_t                       *d, *l;
     ngx_uint_t                       i, j;
-    ngx_mail_conf_ctx_t             *ctx;
     ngx_mail_core_srv_conf_t       **cscfp;
     ngx_mail_core_main_conf_t       *cmcf;
     ngx_mail_plus_smtp_srv_conf_t   *sscf;
@@ -826,10 +813,7 @@ ngx_mail_plus_delivery_local_domains(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
-                                               ngx_mail_module);
-
-    cmcf = ctx->main_conf[ngx_mail_core_module.ctx_index];
+    cmcf = ngx_mail_plus_cycle_get_main_conf(cycle, ngx_mail_core_module);
     cscfp = cmcf->servers.elts;
 
     for (i = 0; i < cmcf->servers.nelts; i++) {

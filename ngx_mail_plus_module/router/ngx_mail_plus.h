@@ -405,7 +405,25 @@ u_char *ngx_mail_plus_text_log_write(u_char *p, u_char *last,
     ngx_str_t *src);
 
 char *ngx_mail_plus_conf_networks(ngx_conf_t *cf, ngx_array_t **networks);
-ngx_mail_plus_main_conf_t *ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle);
+u_char *ngx_mail_plus_date(u_char *p, time_t t);
+
+#define NGX_MAIL_PLUS_DATE_LEN  (sizeof("Mon, 28 Sep 1970 06:00:00 +0000") - 1)
+
+
+/*
+ * the main configuration of one of our mail modules in a cycle, NULL when
+ * the cycle has no mail block
+ */
+
+#define ngx_mail_plus_cycle_get_main_conf(cycle, module)                      \
+    (ngx_get_conf((cycle)->conf_ctx, ngx_mail_module) == NULL ? NULL :        \
+        ((ngx_mail_conf_ctx_t *) ngx_get_conf((cycle)->conf_ctx,              \
+                                              ngx_mail_module))               \
+            ->main_conf[(module).ctx_index])
+
+#define ngx_mail_plus_get_main_conf(cycle)                                    \
+    ((ngx_mail_plus_main_conf_t *)                                            \
+        ngx_mail_plus_cycle_get_main_conf(cycle, ngx_mail_plus_module))
 
 
 #endif /* _NGX_MAIL_PLUS_H_INCLUDED_ */

@@ -458,17 +458,3 @@ ngx_mail_plus_init_process(ngx_cycle_t *cycle)
     return ngx_mail_plus_health_init_process(cycle, mpcf);
 }
 
-
-ngx_mail_plus_main_conf_t *
-ngx_mail_plus_get_main_conf(ngx_cycle_t *cycle)
-{
-    ngx_mail_conf_ctx_t  *ctx;
-
-    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
-                                               ngx_mail_module);
-    if (ctx == NULL) {
-        return NULL;
-    }
-
-    return ctx->main_conf[ngx_mail_plus_module.ctx_index];
-}

@@ -10,6 +10,15 @@
 #include "ngx_mail_plus.h"
 
 
+
+static char  *ngx_mail_plus_week[] = { "Sun", "Mon", "Tue", "Wed", "Thu",
+                                       "Fri", "Sat" };
+
+static char  *ngx_mail_plus_months[] = { "Jan", "Feb", "Mar", "Apr", "May",
+                                         "Jun", "Jul", "Aug", "Sep", "Oct",
+                                         "Nov", "Dec" };
+
+
 /*
  * Client text on its way to a backend command, a header or a log line.
  *
@@ -132,4 +141,21 @@ ngx_mail_plus_text_log_write(u_char *p, u_char *last, ngx_str_t *src)
     }
 
     return p;
+}
+
+
+/* the date-time of RFC 5322 3.3, in UTC: "Mon, 30 Nov 2026 10:00:00 +0000" */
+
+u_char *
+ngx_mail_plus_date(u_char *p, time_t t)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(t, &tm);
+
+    return ngx_sprintf(p, "%s, %d %s %4d %02d:%02d:%02d +0000",
+                       ngx_mail_plus_week[tm.ngx_tm_wday], tm.ngx_tm_mday,
+                       ngx_mail_plus_months[tm.ngx_tm_mon - 1],
+                       tm.ngx_tm_year, tm.ngx_tm_hour, tm.ngx_tm_min,
+                       tm.ngx_tm_sec);
 }

@@ -404,7 +404,6 @@ typedef struct {
 u_char *ngx_mail_plus_received(u_char *p, ngx_mail_plus_received_t *rv);
 u_char *ngx_mail_plus_submission_fields(u_char *p,
     ngx_mail_plus_smtp_data_t *d, u_char *id, ngx_str_t *server_name);
-u_char *ngx_mail_plus_date(u_char *p);
 ngx_int_t ngx_mail_plus_dsn_value(ngx_pool_t *pool,
     ngx_mail_plus_smtp_path_t *path, ngx_str_t *dsn);
 

@@ -524,16 +524,13 @@ ngx_mail_plus_smtp_exit_process(ngx_cycle_t *cycle)
 ngx_mail_plus_queue_t *
 ngx_mail_plus_queue_get(ngx_cycle_t *cycle)
 {
-    ngx_mail_conf_ctx_t             *ctx;
     ngx_mail_plus_smtp_main_conf_t  *smcf;
 
-    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
-                                               ngx_mail_module);
-    if (ctx == NULL) {
+    smcf = ngx_mail_plus_cycle_get_main_conf(cycle,
+                                             ngx_mail_plus_smtp_module);
+    if (smcf == NULL) {
         return NULL;
     }
-
-    smcf = ctx->main_conf[ngx_mail_plus_smtp_module.ctx_index];
 
     return smcf->queue;
 }

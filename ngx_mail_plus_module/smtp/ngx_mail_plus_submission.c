@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
+#include "ngx_mail_plus.h"
 #include "ngx_mail_plus_smtp.h"
 
 
@@ -16,14 +17,6 @@
  * Message-ID and Date fields of an authenticated submission, and the DSN
  * parameters of a recipient as the queue file keeps them.
  */
-
-
-static char  *ngx_mail_plus_week[] = { "Sun", "Mon", "Tue", "Wed", "Thu",
-                                       "Fri", "Sat" };
-
-static char  *ngx_mail_plus_months[] = { "Jan", "Feb", "Mar", "Apr", "May",
-                                         "Jun", "Jul", "Aug", "Sep", "Oct",
-                                         "Nov", "Dec" };
 
 
 /*
@@ -52,7 +45,7 @@ ngx_mail_plus_received(u_char *p, ngx_mail_plus_received_t *rv)
     }
 
     p = ngx_cpymem(p, ";" CRLF "\t", 4);
-    p = ngx_mail_plus_date(p);
+    p = ngx_mail_plus_date(p, ngx_time());
     *p++ = CR; *p++ = LF;
 
     return p;
@@ -75,28 +68,11 @@ ngx_mail_plus_submission_fields(u_char *p, ngx_mail_plus_smtp_data_t *d,
 
     if (!d->has_date) {
         p = ngx_cpymem(p, "Date: ", 6);
-        p = ngx_mail_plus_date(p);
+        p = ngx_mail_plus_date(p, ngx_time());
         *p++ = CR; *p++ = LF;
     }
 
     return p;
-}
-
-
-/* "Mon, 30 Nov 2026 10:00:00 +0000" */
-
-u_char *
-ngx_mail_plus_date(u_char *p)
-{
-    ngx_tm_t  tm;
-
-    ngx_gmtime(ngx_time(), &tm);
-
-    return ngx_sprintf(p, "%s, %d %s %4d %02d:%02d:%02d +0000",
-                       ngx_mail_plus_week[tm.ngx_tm_wday], tm.ngx_tm_mday,
-                       ngx_mail_plus_months[tm.ngx_tm_mon - 1],
-                       tm.ngx_tm_year, tm.ngx_tm_hour, tm.ngx_tm_min,
-                       tm.ngx_tm_sec);
 }
 
 
