@@ -53,6 +53,12 @@ static ngx_int_t ngx_http_mail_plus_auth_checked(ngx_http_request_t *r);
 static void ngx_http_mail_plus_auth_cleanup(void *data);
 static ngx_int_t ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_auth_allow(ngx_http_request_t *r,
+    ngx_http_mail_plus_auth_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_auth_refuse(ngx_http_request_t *r,
+    ngx_http_mail_plus_auth_ctx_t *ctx);
+static void ngx_http_mail_plus_auth_texts(ngx_mail_plus_auth_t *auth,
+    ngx_uint_t result, ngx_str_t *status, ngx_str_t *code);
 static void *ngx_http_mail_plus_auth_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_mail_plus_auth_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -324,13 +330,9 @@ static ngx_int_t
 ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx)
 {
-    u_char                 *p;
     ngx_int_t               rc;
-    ngx_str_t               status, code, wait, port;
-    ngx_mail_plus_auth_t   *auth;
     ngx_mail_plus_route_t  *route;
 
-    auth = &ctx->check->auth;
     route = &ctx->check->route;
 
     if (ctx->req.unsupported && route->status == NGX_MAIL_PLUS_ALLOW) {
@@ -342,141 +344,20 @@ ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
         ngx_str_set(&route->reason, "unsupported authentication method");
     }
 
-    ngx_str_null(&code);
-    ngx_str_null(&wait);
+    if (route->status == NGX_MAIL_PLUS_ALLOW) {
+        rc = ngx_http_mail_plus_auth_allow(r, ctx);
 
-    switch (route->status) {
-
-    case NGX_MAIL_PLUS_ALLOW:
-
-        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "mail router: \"%V\" to pool \"%V\" server %V:%d",
-                       &ctx->login, &route->pool->name,
-                       &route->server->host, (int) route->port);
-
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        port.data = p;
-        port.len = ngx_sprintf(p, "%ui", (ngx_uint_t) route->port) - p;
-
-        ngx_str_set(&status, "OK");
-
-        if (ngx_http_mail_plus_header(r, "Auth-Status", &status)
-               != NGX_OK
-            || ngx_http_mail_plus_header(r, "Auth-Server",
-                                         &route->server->host)
-               != NGX_OK
-            || ngx_http_mail_plus_header(r, "Auth-Port", &port)
-               != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (auth->check
-            && (ngx_http_mail_plus_header(r, "Auth-User", &route->login)
-                   != NGX_OK
-                || ngx_http_mail_plus_header(r, "Auth-Pass", &auth->password)
-                   != NGX_OK))
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        goto send;
-
-    case NGX_MAIL_PLUS_DENY:
-
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "mail router: %V login \"%V\" from %V denied: %V",
-                      &ngx_http_mail_plus_protocols[auth->protocol],
-                      &ctx->login, &ctx->client, &route->reason);
-
-        switch (auth->protocol) {
-
-        case NGX_MAIL_PLUS_IMAP:
-            ngx_str_set(&status,
-                        "[AUTHENTICATIONFAILED] Authentication failed.");
-            break;
-
-        case NGX_MAIL_PLUS_POP3:
-            ngx_str_set(&status, "[AUTH] Authentication failed.");
-            break;
-
-        default: /* NGX_MAIL_PLUS_SMTP */
-
-            if (auth->check) {
-                ngx_str_set(&code, "535 5.7.8");
-                ngx_str_set(&status, "Authentication credentials invalid");
-
-            } else {
-                ngx_str_set(&code, "550 5.1.1");
-                ngx_str_set(&status, "Recipient address rejected");
-            }
-        }
-
-        break;
-
-    default: /* NGX_MAIL_PLUS_TEMPFAIL */
-
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "mail router: %V login \"%V\" from %V failed "
-                      "temporarily: %V",
-                      &ngx_http_mail_plus_protocols[auth->protocol],
-                      &ctx->login, &ctx->client, &route->reason);
-
-        switch (auth->protocol) {
-
-        case NGX_MAIL_PLUS_IMAP:
-            ngx_str_set(&status,
-                        "[UNAVAILABLE] Temporary authentication failure.");
-            break;
-
-        case NGX_MAIL_PLUS_POP3:
-            ngx_str_set(&status,
-                        "[SYS/TEMP] Temporary authentication failure.");
-            break;
-
-        default: /* NGX_MAIL_PLUS_SMTP */
-
-            if (auth->check) {
-                ngx_str_set(&code, "454 4.7.0");
-                ngx_str_set(&status, "Temporary authentication failure");
-
-            } else {
-                ngx_str_set(&code, "451 4.3.0");
-                ngx_str_set(&status, "Temporary failure, try again later");
-            }
-        }
+    } else {
+        rc = ngx_http_mail_plus_auth_refuse(r, ctx);
     }
 
-    if (ngx_http_mail_plus_header(r, "Auth-Status", &status) != NGX_OK) {
+    if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (code.len
-        && ngx_http_mail_plus_header(r, "Auth-Error-Code", &code)
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (route->status == NGX_MAIL_PLUS_DENY) {
-        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        wait.data = p;
-        wait.len = ngx_sprintf(p, "%T", route->delay) - p;
-
-        if (ngx_http_mail_plus_header(r, "Auth-Wait", &wait) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-send:
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http auth: answer sent, route status %i",
+                   route->status);
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = 0;
@@ -489,6 +370,183 @@ send:
     }
 
     return ngx_http_send_special(r, NGX_HTTP_LAST);
+}
+
+
+/* the headers of an allowed login: the backend, and for a check the login */
+
+static ngx_int_t
+ngx_http_mail_plus_auth_allow(ngx_http_request_t *r,
+    ngx_http_mail_plus_auth_ctx_t *ctx)
+{
+    u_char                 *p;
+    ngx_str_t               status, port;
+    ngx_mail_plus_auth_t   *auth;
+    ngx_mail_plus_route_t  *route;
+
+    auth = &ctx->check->auth;
+    route = &ctx->check->route;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mail router: \"%V\" to pool \"%V\" server %V:%d",
+                   &ctx->login, &route->pool->name,
+                   &route->server->host, (int) route->port);
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    port.data = p;
+    port.len = ngx_sprintf(p, "%ui", (ngx_uint_t) route->port) - p;
+
+    ngx_str_set(&status, "OK");
+
+    if (ngx_http_mail_plus_header(r, "Auth-Status", &status) != NGX_OK
+        || ngx_http_mail_plus_header(r, "Auth-Server", &route->server->host)
+           != NGX_OK
+        || ngx_http_mail_plus_header(r, "Auth-Port", &port) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (auth->check
+        && (ngx_http_mail_plus_header(r, "Auth-User", &route->login)
+               != NGX_OK
+            || ngx_http_mail_plus_header(r, "Auth-Pass", &auth->password)
+               != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * the headers of a denied or temporarily failed login, logged: the
+ * status text of its protocol, for SMTP a code, and the wait of a denial
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_auth_refuse(ngx_http_request_t *r,
+    ngx_http_mail_plus_auth_ctx_t *ctx)
+{
+    u_char                 *p;
+    ngx_str_t               status, code, wait;
+    ngx_mail_plus_auth_t   *auth;
+    ngx_mail_plus_route_t  *route;
+
+    auth = &ctx->check->auth;
+    route = &ctx->check->route;
+
+    if (route->status == NGX_MAIL_PLUS_DENY) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "mail router: %V login \"%V\" from %V denied: %V",
+                      &ngx_http_mail_plus_protocols[auth->protocol],
+                      &ctx->login, &ctx->client, &route->reason);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "mail router: %V login \"%V\" from %V failed "
+                      "temporarily: %V",
+                      &ngx_http_mail_plus_protocols[auth->protocol],
+                      &ctx->login, &ctx->client, &route->reason);
+    }
+
+    ngx_http_mail_plus_auth_texts(auth, route->status, &status, &code);
+
+    if (ngx_http_mail_plus_header(r, "Auth-Status", &status) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (code.len
+        && ngx_http_mail_plus_header(r, "Auth-Error-Code", &code)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (route->status == NGX_MAIL_PLUS_DENY) {
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        wait.data = p;
+        wait.len = ngx_sprintf(p, "%T", route->delay) - p;
+
+        if (ngx_http_mail_plus_header(r, "Auth-Wait", &wait) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * the Auth-Status text of a denial or a temporary failure in the client's
+ * protocol, and for SMTP the Auth-Error-Code (empty for the others)
+ */
+
+static void
+ngx_http_mail_plus_auth_texts(ngx_mail_plus_auth_t *auth, ngx_uint_t result,
+    ngx_str_t *status, ngx_str_t *code)
+{
+    ngx_str_null(code);
+
+    if (result == NGX_MAIL_PLUS_DENY) {
+
+        switch (auth->protocol) {
+
+        case NGX_MAIL_PLUS_IMAP:
+            ngx_str_set(status,
+                        "[AUTHENTICATIONFAILED] Authentication failed.");
+            return;
+
+        case NGX_MAIL_PLUS_POP3:
+            ngx_str_set(status, "[AUTH] Authentication failed.");
+            return;
+
+        default: /* NGX_MAIL_PLUS_SMTP */
+
+            if (auth->check) {
+                ngx_str_set(code, "535 5.7.8");
+                ngx_str_set(status, "Authentication credentials invalid");
+
+            } else {
+                ngx_str_set(code, "550 5.1.1");
+                ngx_str_set(status, "Recipient address rejected");
+            }
+        }
+
+        return;
+    }
+
+    /* NGX_MAIL_PLUS_TEMPFAIL */
+
+    switch (auth->protocol) {
+
+    case NGX_MAIL_PLUS_IMAP:
+        ngx_str_set(status, "[UNAVAILABLE] Temporary authentication failure.");
+        return;
+
+    case NGX_MAIL_PLUS_POP3:
+        ngx_str_set(status, "[SYS/TEMP] Temporary authentication failure.");
+        return;
+
+    default: /* NGX_MAIL_PLUS_SMTP */
+
+        if (auth->check) {
+            ngx_str_set(code, "454 4.7.0");
+            ngx_str_set(status, "Temporary authentication failure");
+
+        } else {
+            ngx_str_set(code, "451 4.3.0");
+            ngx_str_set(status, "Temporary failure, try again later");
+        }
+    }
 }
 
 

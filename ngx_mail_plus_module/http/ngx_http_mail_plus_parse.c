@@ -30,6 +30,11 @@ static ngx_int_t ngx_http_mail_plus_auth_set(ngx_str_t *field,
     ngx_str_t *value);
 static ngx_int_t ngx_http_mail_plus_auth_rcpt(ngx_str_t *value,
     ngx_str_t *addr);
+static ngx_int_t ngx_http_mail_plus_submit_value(ngx_str_t *escaped,
+    ngx_pool_t *pool, ngx_str_t *value, char **err);
+static ngx_int_t ngx_http_mail_plus_submit_arg(
+    ngx_http_mail_plus_submit_query_t *q, ngx_str_t *name, ngx_str_t *value,
+    char **err);
 
 
 static ngx_str_t  ngx_http_mail_plus_auth_protocols[] = {
@@ -329,9 +334,8 @@ ngx_http_mail_plus_submit_query(ngx_str_t *args, ngx_pool_t *pool,
     ngx_http_mail_plus_submit_query_t *q, char **err)
 {
     u_char     *p, *last, *end, *eq;
-    size_t      len;
-    ngx_str_t   name, value, escaped, *to;
-    ngx_uint_t  i;
+    ngx_int_t   rc;
+    ngx_str_t   name, value, escaped;
 
     if (ngx_array_init(&q->to, pool, 4, sizeof(ngx_str_t)) != NGX_OK) {
         return NGX_ERROR;
@@ -365,69 +369,103 @@ ngx_http_mail_plus_submit_query(ngx_str_t *args, ngx_pool_t *pool,
         name.data = p;
         name.len = eq - p;
 
-        /* "+" is kept: it is common in addresses; a space is "%20" */
-
         escaped.data = (eq < end) ? eq + 1 : end;
         escaped.len = end - escaped.data;
 
-        value.data = ngx_pnalloc(pool, escaped.len + 1);
-        if (value.data == NULL) {
-            return NGX_ERROR;
+        rc = ngx_http_mail_plus_submit_value(&escaped, pool, &value, err);
+        if (rc != NGX_OK) {
+            return rc;
         }
 
-        if (ngx_http_mail_plus_unescape(&escaped, value.data, &len)
-            != NGX_OK)
-        {
-            *err = "a malformed %-escape in an argument";
-            return NGX_DECLINED;
-        }
-
-        value.len = len;
-
-        for (i = 0; i < value.len; i++) {
-            if (value.data[i] <= ' ' || value.data[i] == 0x7f) {
-                *err = "a space or a control character in an argument";
-                return NGX_DECLINED;
-            }
-        }
-
-        if (name.len == 2 && ngx_strncmp(name.data, "to", 2) == 0) {
-            to = ngx_array_push(&q->to);
-            if (to == NULL) {
-                return NGX_ERROR;
-            }
-
-            *to = value;
-
-        } else if (name.len == 4 && ngx_strncmp(name.data, "from", 4) == 0
-                   && !q->has_from)
-        {
-            q->from = value;
-            q->has_from = 1;
-
-        } else if (name.len == 6 && ngx_strncmp(name.data, "notify", 6) == 0
-                   && q->notify.data == NULL)
-        {
-            q->notify = value;
-
-        } else if (name.len == 3 && ngx_strncmp(name.data, "ret", 3) == 0
-                   && q->ret.data == NULL)
-        {
-            q->ret = value;
-
-        } else if (name.len == 5 && ngx_strncmp(name.data, "envid", 5) == 0
-                   && q->envid.data == NULL)
-        {
-            q->envid = value;
-
-        } else {
-            *err = "an unknown or repeated argument";
-            return NGX_DECLINED;
+        rc = ngx_http_mail_plus_submit_arg(q, &name, &value, err);
+        if (rc != NGX_OK) {
+            return rc;
         }
     }
 
     if (q->to.nelts == 0) {
         *err = "no recipient: to= is required";
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * an argument's value decoded into pool memory: "+" is kept, as it is
+ * common in addresses (a space is "%20"); no space or control character
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_submit_value(ngx_str_t *escaped, ngx_pool_t *pool,
+    ngx_str_t *value, char **err)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    value->data = ngx_pnalloc(pool, escaped->len + 1);
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_mail_plus_unescape(escaped, value->data, &len) != NGX_OK) {
+        *err = "a malformed %-escape in an argument";
+        return NGX_DECLINED;
+    }
+
+    value->len = len;
+
+    for (i = 0; i < value->len; i++) {
+        if (value->data[i] <= ' ' || value->data[i] == 0x7f) {
+            *err = "a space or a control character in an argument";
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* a decoded argument into its field: to= repeated, the others once */
+
+static ngx_int_t
+ngx_http_mail_plus_submit_arg(ngx_http_mail_plus_submit_query_t *q,
+    ngx_str_t *name, ngx_str_t *value, char **err)
+{
+    ngx_str_t  *to;
+
+    if (name->len == 2 && ngx_strncmp(name->data, "to", 2) == 0) {
+        to = ngx_array_push(&q->to);
+        if (to == NULL) {
+            return NGX_ERROR;
+        }
+
+        *to = *value;
+
+    } else if (name->len == 4 && ngx_strncmp(name->data, "from", 4) == 0
+               && !q->has_from)
+    {
+        q->from = *value;
+        q->has_from = 1;
+
+    } else if (name->len == 6 && ngx_strncmp(name->data, "notify", 6) == 0
+               && q->notify.data == NULL)
+    {
+        q->notify = *value;
+
+    } else if (name->len == 3 && ngx_strncmp(name->data, "ret", 3) == 0
+               && q->ret.data == NULL)
+    {
+        q->ret = *value;
+
+    } else if (name->len == 5 && ngx_strncmp(name->data, "envid", 5) == 0
+               && q->envid.data == NULL)
+    {
+        q->envid = *value;
+
+    } else {
+        *err = "an unknown or repeated argument";
         return NGX_DECLINED;
     }
 

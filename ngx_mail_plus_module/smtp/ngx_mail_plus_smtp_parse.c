@@ -34,6 +34,14 @@ static ngx_int_t ngx_mail_plus_smtp_xtext(u_char *val, size_t vlen,
     ngx_uint_t orcpt);
 static ngx_uint_t ngx_mail_plus_smtp_hex(u_char c);
 static ngx_int_t ngx_mail_plus_smtp_domain(ngx_str_t *domain);
+static ngx_int_t ngx_mail_plus_smtp_parse_addr(u_char **pos, u_char *last,
+    ngx_uint_t rcpt, ngx_mail_plus_smtp_path_t *path);
+static u_char *ngx_mail_plus_smtp_scan_addr(u_char *p, u_char *last,
+    u_char **at, ngx_mail_plus_smtp_path_t *path);
+static ngx_int_t ngx_mail_plus_smtp_rcpt_param(ngx_mail_plus_smtp_path_t *path,
+    u_char *key, size_t klen, u_char *val, size_t vlen);
+static ngx_int_t ngx_mail_plus_smtp_mail_param(ngx_mail_plus_smtp_path_t *path,
+    u_char *key, size_t klen, u_char *val, size_t vlen);
 
 
 typedef struct {
@@ -358,9 +366,9 @@ ngx_int_t
 ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
     ngx_mail_plus_smtp_path_t *path)
 {
-    u_char     *p, *last, *start, *at, *key, *val;
+    u_char     *p, *last, *key, *val;
     size_t      klen, vlen, plen;
-    ngx_uint_t  quoted;
+    ngx_int_t   rc;
 
     path->addr.len = 0;
     path->addr.data = NULL;
@@ -402,111 +410,9 @@ ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
 
     p++;
 
-    /* a source route "@a,@b:" is accepted and ignored (RFC 5321 4.1.2) */
-
-    if (p < last && *p == '@') {
-        while (p < last && *p != ':' && *p != '>') {
-            p++;
-        }
-
-        if (p == last || *p != ':') {
-            return NGX_ERROR;
-        }
-
-        p++;
-    }
-
-    start = p;
-    at = NULL;
-    quoted = 0;
-
-    for ( /* void */ ; p < last; p++) {
-
-        if (*p < 0x20 || *p == 0x7f) {
-            return NGX_ERROR;
-        }
-
-        if (*p >= 0x80) {
-            path->utf8 = 1;
-        }
-
-        if (quoted) {
-            if (*p == '\\' && p + 1 < last) {
-                p++;
-
-                /* an escaped byte is a byte of the address too */
-
-                if (*p < 0x20 || *p == 0x7f) {
-                    return NGX_ERROR;
-                }
-
-                if (*p >= 0x80) {
-                    path->utf8 = 1;
-                }
-
-            } else if (*p == '"') {
-                quoted = 0;
-            }
-
-            continue;
-        }
-
-        if (*p == '"') {
-            quoted = 1;
-            continue;
-        }
-
-        if (*p == '>') {
-            break;
-        }
-
-        if (*p == ' ' || *p == '<' || *p == ',' || *p == ';') {
-            return NGX_ERROR;
-        }
-
-        if (*p == '@') {
-            at = p;
-        }
-    }
-
-    if (p == last || quoted) {
+    if (ngx_mail_plus_smtp_parse_addr(&p, last, rcpt, path) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    path->addr.data = start;
-    path->addr.len = p - start;
-
-    if (path->addr.len > NGX_MAIL_PLUS_SMTP_MAX_PATH) {
-        return NGX_ERROR;
-    }
-
-    if (at) {
-        if (at == start || at + 1 == p) {
-            return NGX_ERROR;
-        }
-
-        path->domain.data = at + 1;
-        path->domain.len = p - at - 1;
-
-        if (ngx_mail_plus_smtp_domain(&path->domain) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-    } else if (path->addr.len) {
-
-        /* only <Postmaster> may go without a domain */
-
-        if (!rcpt
-            || !ngx_mail_plus_smtp_caseeq(start, path->addr.len, "POSTMASTER"))
-        {
-            return NGX_ERROR;
-        }
-
-    } else if (rcpt) {
-        return NGX_ERROR;
-    }
-
-    p++;
 
     /* parameters */
 
@@ -544,102 +450,14 @@ ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
         path->param.len = p - key;
 
         if (rcpt) {
-
-            /* RFC 3461 4 */
-
-            if (ngx_mail_plus_smtp_caseeq(key, klen, "NOTIFY")
-                && path->notify.len == 0
-                && ngx_mail_plus_smtp_notify(val, vlen) == NGX_OK)
-            {
-                path->notify.data = val;
-                path->notify.len = vlen;
-                continue;
-            }
-
-            if (ngx_mail_plus_smtp_caseeq(key, klen, "ORCPT")
-                && path->orcpt.len == 0
-                && ngx_mail_plus_smtp_xtext(val, vlen, 1) == NGX_OK)
-            {
-                path->orcpt.data = val;
-                path->orcpt.len = vlen;
-                continue;
-            }
-
-            return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
-        }
-
-        if (ngx_mail_plus_smtp_caseeq(key, klen, "RET")) {
-
-            if (path->ret.len
-                || val == NULL
-                || !(ngx_mail_plus_smtp_caseeq(val, vlen, "FULL")
-                     || ngx_mail_plus_smtp_caseeq(val, vlen, "HDRS")))
-            {
-                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
-            }
-
-            path->ret.data = val;
-            path->ret.len = vlen;
-
-        } else if (ngx_mail_plus_smtp_caseeq(key, klen, "ENVID")) {
-
-            if (path->envid.len || vlen > 100
-                || ngx_mail_plus_smtp_xtext(val, vlen, 0) != NGX_OK)
-            {
-                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
-            }
-
-            path->envid.data = val;
-            path->envid.len = vlen;
-
-        } else if (ngx_mail_plus_smtp_caseeq(key, klen, "SIZE")) {
-
-            if (val == NULL || vlen == 0 || vlen > 18 || path->size != -1) {
-                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
-            }
-
-            path->size = 0;
-
-            for ( /* void */ ; vlen; vlen--, val++) {
-                if (*val < '0' || *val > '9') {
-                    return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
-                }
-
-                path->size = path->size * 10 + (*val - '0');
-            }
-
-        } else if (ngx_mail_plus_smtp_caseeq(key, klen, "BODY")) {
-
-            if (val && ngx_mail_plus_smtp_caseeq(val, vlen, "7BIT")) {
-                path->body = NGX_MAIL_PLUS_BODY_7BIT;
-
-            } else if (val
-                       && ngx_mail_plus_smtp_caseeq(val, vlen, "8BITMIME"))
-            {
-                path->body = NGX_MAIL_PLUS_BODY_8BITMIME;
-
-            } else {
-                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
-            }
-
-        } else if (ngx_mail_plus_smtp_caseeq(key, klen, "SMTPUTF8")) {
-
-            if (val) {
-                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
-            }
-
-            path->smtputf8 = 1;
-
-        } else if (ngx_mail_plus_smtp_caseeq(key, klen, "AUTH")) {
-
-            /* RFC 4954 5: accepted, and not passed on */
-
-            if (val == NULL) {
-                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
-            }
+            rc = ngx_mail_plus_smtp_rcpt_param(path, key, klen, val, vlen);
 
         } else {
-            return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+            rc = ngx_mail_plus_smtp_mail_param(path, key, klen, val, vlen);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
         }
     }
 
@@ -647,6 +465,281 @@ ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
     path->param.data = NULL;
 
     return NGX_OK;
+}
+
+
+/*
+ * the address inside <>, *pos just after the "<": a source route "@a,@b:"
+ * skipped, the address and its domain checked; *pos is left just after
+ * the ">"; NGX_OK or NGX_ERROR
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_parse_addr(u_char **pos, u_char *last, ngx_uint_t rcpt,
+    ngx_mail_plus_smtp_path_t *path)
+{
+    u_char  *p, *start, *at;
+
+    p = *pos;
+
+    /* a source route "@a,@b:" is accepted and ignored (RFC 5321 4.1.2) */
+
+    if (p < last && *p == '@') {
+        while (p < last && *p != ':' && *p != '>') {
+            p++;
+        }
+
+        if (p == last || *p != ':') {
+            return NGX_ERROR;
+        }
+
+        p++;
+    }
+
+    start = p;
+
+    p = ngx_mail_plus_smtp_scan_addr(p, last, &at, path);
+
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    path->addr.data = start;
+    path->addr.len = p - start;
+
+    if (path->addr.len > NGX_MAIL_PLUS_SMTP_MAX_PATH) {
+        return NGX_ERROR;
+    }
+
+    if (at) {
+        if (at == start || at + 1 == p) {
+            return NGX_ERROR;
+        }
+
+        path->domain.data = at + 1;
+        path->domain.len = p - at - 1;
+
+        if (ngx_mail_plus_smtp_domain(&path->domain) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (path->addr.len) {
+
+        /* only <Postmaster> may go without a domain */
+
+        if (!rcpt
+            || !ngx_mail_plus_smtp_caseeq(start, path->addr.len, "POSTMASTER"))
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (rcpt) {
+        return NGX_ERROR;
+    }
+
+    *pos = p + 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * the bytes of an address up to its ">", quoted strings and their escapes
+ * taken whole: the position of the ">", *at the last "@" outside quotes
+ * or NULL, path->utf8 set on a non-ASCII byte; NULL on a byte no address
+ * may hold or on no ">"
+ */
+
+static u_char *
+ngx_mail_plus_smtp_scan_addr(u_char *p, u_char *last, u_char **at,
+    ngx_mail_plus_smtp_path_t *path)
+{
+    ngx_uint_t  quoted;
+
+    *at = NULL;
+    quoted = 0;
+
+    for ( /* void */ ; p < last; p++) {
+
+        if (*p < 0x20 || *p == 0x7f) {
+            return NULL;
+        }
+
+        if (*p >= 0x80) {
+            path->utf8 = 1;
+        }
+
+        if (quoted) {
+            if (*p == '\\' && p + 1 < last) {
+                p++;
+
+                /* an escaped byte is a byte of the address too */
+
+                if (*p < 0x20 || *p == 0x7f) {
+                    return NULL;
+                }
+
+                if (*p >= 0x80) {
+                    path->utf8 = 1;
+                }
+
+            } else if (*p == '"') {
+                quoted = 0;
+            }
+
+            continue;
+        }
+
+        if (*p == '"') {
+            quoted = 1;
+            continue;
+        }
+
+        if (*p == '>') {
+            break;
+        }
+
+        if (*p == ' ' || *p == '<' || *p == ',' || *p == ';') {
+            return NULL;
+        }
+
+        if (*p == '@') {
+            *at = p;
+        }
+    }
+
+    if (p == last || quoted) {
+        return NULL;
+    }
+
+    return p;
+}
+
+
+/* a parameter of RCPT TO: RFC 3461 4 NOTIFY and ORCPT */
+
+static ngx_int_t
+ngx_mail_plus_smtp_rcpt_param(ngx_mail_plus_smtp_path_t *path, u_char *key,
+    size_t klen, u_char *val, size_t vlen)
+{
+    if (ngx_mail_plus_smtp_caseeq(key, klen, "NOTIFY")
+        && path->notify.len == 0
+        && ngx_mail_plus_smtp_notify(val, vlen) == NGX_OK)
+    {
+        path->notify.data = val;
+        path->notify.len = vlen;
+        return NGX_OK;
+    }
+
+    if (ngx_mail_plus_smtp_caseeq(key, klen, "ORCPT")
+        && path->orcpt.len == 0
+        && ngx_mail_plus_smtp_xtext(val, vlen, 1) == NGX_OK)
+    {
+        path->orcpt.data = val;
+        path->orcpt.len = vlen;
+        return NGX_OK;
+    }
+
+    return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+}
+
+
+/*
+ * a parameter of MAIL FROM: RET, ENVID (RFC 3461), SIZE (RFC 1870), BODY
+ * (RFC 6152), SMTPUTF8 (RFC 6531), AUTH (RFC 4954)
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_mail_param(ngx_mail_plus_smtp_path_t *path, u_char *key,
+    size_t klen, u_char *val, size_t vlen)
+{
+    if (ngx_mail_plus_smtp_caseeq(key, klen, "RET")) {
+
+        if (path->ret.len
+            || val == NULL
+            || !(ngx_mail_plus_smtp_caseeq(val, vlen, "FULL")
+                 || ngx_mail_plus_smtp_caseeq(val, vlen, "HDRS")))
+        {
+            return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+        }
+
+        path->ret.data = val;
+        path->ret.len = vlen;
+
+        return NGX_OK;
+    }
+
+    if (ngx_mail_plus_smtp_caseeq(key, klen, "ENVID")) {
+
+        if (path->envid.len || vlen > 100
+            || ngx_mail_plus_smtp_xtext(val, vlen, 0) != NGX_OK)
+        {
+            return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+        }
+
+        path->envid.data = val;
+        path->envid.len = vlen;
+
+        return NGX_OK;
+    }
+
+    if (ngx_mail_plus_smtp_caseeq(key, klen, "SIZE")) {
+
+        if (val == NULL || vlen == 0 || vlen > 18 || path->size != -1) {
+            return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+        }
+
+        path->size = 0;
+
+        for ( /* void */ ; vlen; vlen--, val++) {
+            if (*val < '0' || *val > '9') {
+                return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+            }
+
+            path->size = path->size * 10 + (*val - '0');
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_mail_plus_smtp_caseeq(key, klen, "BODY")) {
+
+        if (val && ngx_mail_plus_smtp_caseeq(val, vlen, "7BIT")) {
+            path->body = NGX_MAIL_PLUS_BODY_7BIT;
+
+        } else if (val && ngx_mail_plus_smtp_caseeq(val, vlen, "8BITMIME")) {
+            path->body = NGX_MAIL_PLUS_BODY_8BITMIME;
+
+        } else {
+            return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_mail_plus_smtp_caseeq(key, klen, "SMTPUTF8")) {
+
+        if (val) {
+            return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+        }
+
+        path->smtputf8 = 1;
+
+        return NGX_OK;
+    }
+
+    if (ngx_mail_plus_smtp_caseeq(key, klen, "AUTH")) {
+
+        /* RFC 4954 5: accepted, and not passed on */
+
+        if (val == NULL) {
+            return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
+        }
+
+        return NGX_OK;
+    }
+
+    return NGX_MAIL_PLUS_SMTP_BAD_PARAM;
 }
 
 
