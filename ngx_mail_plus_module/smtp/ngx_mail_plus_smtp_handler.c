@@ -106,12 +106,35 @@ typedef struct {
 } ngx_mail_plus_smtp_ctx_t;
 
 
+#if (NGX_DEBUG)
+
+/* for the debug log: the states and the verbs by their numbers */
+
+static char  *ngx_mail_plus_smtp_states[] = {
+    "command", "auth plain", "auth login username", "auth login password",
+    "auth check", "auth delay", "rcpt verify", "data", "bdat", "commit",
+    "starttls"
+};
+
+static char  *ngx_mail_plus_smtp_verb_names[] = {
+    "unknown", "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET",
+    "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH",
+    "not implemented"
+};
+
+#endif
+
+
 static void ngx_mail_plus_smtp_start(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static void ngx_mail_plus_smtp_cleanup(void *data);
 static void ngx_mail_plus_smtp_write_handler(ngx_event_t *wev);
 static void ngx_mail_plus_smtp_run(ngx_mail_session_t *s,
     ngx_connection_t *c);
+static ssize_t ngx_mail_plus_smtp_recv(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static void ngx_mail_plus_smtp_wait(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
 static ngx_msec_t ngx_mail_plus_smtp_deadline(ngx_mail_plus_smtp_ctx_t *ctx,
     ngx_mail_plus_smtp_srv_conf_t *sscf);
 static ngx_int_t ngx_mail_plus_smtp_process(ngx_mail_session_t *s,
@@ -166,6 +189,8 @@ static void ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s,
 static void ngx_mail_plus_smtp_auth_checked(ngx_mail_plus_check_t *check);
 static void ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static void ngx_mail_plus_smtp_set_state(ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_state_e state);
 static void ngx_mail_plus_smtp_reply(ngx_mail_plus_smtp_ctx_t *ctx,
     char *text);
 static void ngx_mail_plus_smtp_error(ngx_mail_session_t *s,
@@ -230,6 +255,9 @@ ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
         break;
 
     case NGX_BUSY:
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: session refused with 421, too many");
+
         ctx->out->last = ngx_sprintf(ctx->out->last,
                                      "421 4.7.0 %V Error: too many "
                                      "connections from your network" CRLF,
@@ -242,6 +270,10 @@ ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
         ngx_mail_close_connection(c);
         return;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: session of %V, greeting 220, trusted: %ui",
+                   &c->addr_text, (ngx_uint_t) ctx->trusted);
 
     ctx->out->last = ngx_sprintf(ctx->out->last, "220 %V ESMTP ready" CRLF,
                                  &cscf->server_name);
@@ -283,7 +315,7 @@ ngx_mail_plus_smtp_limit(ngx_mail_session_t *s, ngx_connection_t *c,
     {
     case NGX_OK:
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                       "smtp session of %V counted", &c->addr_text);
+                       "smtp: session of %V counted", &c->addr_text);
         ctx->client_limited = 1;
         return NGX_OK;
 
@@ -316,9 +348,12 @@ ngx_mail_plus_smtp_init_protocol(ngx_event_t *rev)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
 
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: TLS handshake done, session begins again");
+
     ngx_mail_plus_smtp_reset(ctx);
 
-    ctx->state = ngx_mail_plus_st_command;
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
     ctx->helo_len = 0;
     ctx->esmtp = 0;
     ctx->authenticated = 0;
@@ -359,6 +394,9 @@ ngx_mail_plus_smtp_auth_state(ngx_event_t *rev)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
 
     if (c->close) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: worker shutting down, reply 421");
+
         cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
         ctx->out->last = ngx_sprintf(ctx->out->last,
@@ -374,13 +412,20 @@ ngx_mail_plus_smtp_auth_state(ngx_event_t *rev)
         rev->timedout = 0;
 
         if (ctx->state == ngx_mail_plus_st_auth_delay) {
-            ctx->state = ngx_mail_plus_st_command;
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "smtp: auth delay timer fired");
+
+            ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
             ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->auth_reply.data);
 
         } else {
             ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                           "client timed out");
             c->timedout = 1;
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "smtp: read timer fired in state \"%s\", "
+                           "reply 421", ngx_mail_plus_smtp_states[ctx->state]);
 
             cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
@@ -407,6 +452,10 @@ ngx_mail_plus_smtp_cleanup(void *data)
                   "smtp session done: %ui messages queued, %ui errors%s",
                   ctx->queued, ctx->errors,
                   ctx->connection->timedout ? ", timed out" : "");
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "smtp: session closed in state \"%s\"",
+                   ngx_mail_plus_smtp_states[ctx->state]);
 
     if (ctx->check) {
         ngx_mail_plus_check_free(ctx->check);
@@ -447,6 +496,8 @@ ngx_mail_plus_smtp_write_handler(ngx_event_t *wev)
     if (wev->timedout) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "client timed out");
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: send timer fired, closing");
         c->timedout = 1;
         ngx_mail_close_connection(c);
         return;
@@ -472,19 +523,12 @@ ngx_mail_plus_smtp_write_handler(ngx_event_t *wev)
 static void
 ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
 {
-    size_t                          n;
-    ssize_t                         size;
-    ngx_int_t                       rc;
-    ngx_buf_t                      *b;
-    ngx_uint_t                      i;
-    ngx_msec_t                      timeout;
-    ngx_mail_plus_smtp_ctx_t       *ctx;
-    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+    ssize_t                    size;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    ngx_mail_plus_smtp_ctx_t  *ctx;
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
-    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
-
-    b = s->buffer;
 
     for (i = 0; i < NGX_MAIL_PLUS_SMTP_LOOPS; i++) {
 
@@ -509,35 +553,19 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
 
         /* more input is needed */
 
-        if (b->pos == b->last) {
-            b->pos = b->start;
-            b->last = b->start;
-
-        } else if (b->pos != b->start) {
-            n = b->last - b->pos;
-            ngx_memmove(b->start, b->pos, n);
-            b->pos = b->start;
-            b->last = b->start + n;
-        }
-
-        if (b->last == b->end) {
-            /* cannot happen: the line reader discards long lines */
-            b->pos = b->start;
-            b->last = b->start;
-        }
-
-        size = c->recv(c, b->last, b->end - b->last);
+        size = ngx_mail_plus_smtp_recv(s, c);
 
         if (size == NGX_AGAIN) {
             break;
         }
 
         if (size == NGX_ERROR || size == 0) {
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "smtp: client closed the connection in state "
+                           "\"%s\"", ngx_mail_plus_smtp_states[ctx->state]);
             ngx_mail_close_connection(c);
             return;
         }
-
-        b->last += size;
 
         if (ctx->state == ngx_mail_plus_st_data
             || ctx->state == ngx_mail_plus_st_bdat)
@@ -547,6 +575,8 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
     }
 
     if (i == NGX_MAIL_PLUS_SMTP_LOOPS) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: input left, read event posted");
         ngx_post_event(c->read, &ngx_posted_events);
     }
 
@@ -556,7 +586,69 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
         return;
     }
 
+    ngx_mail_plus_smtp_wait(s, c, ctx);
+}
+
+
+/* the input buffer made room for more, and read into */
+
+static ssize_t
+ngx_mail_plus_smtp_recv(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    size_t      n;
+    ssize_t     size;
+    ngx_buf_t  *b;
+
+    b = s->buffer;
+
+    if (b->pos == b->last) {
+        b->pos = b->start;
+        b->last = b->start;
+
+    } else if (b->pos != b->start) {
+        n = b->last - b->pos;
+        ngx_memmove(b->start, b->pos, n);
+        b->pos = b->start;
+        b->last = b->start + n;
+    }
+
+    if (b->last == b->end) {
+        /* cannot happen: the line reader discards long lines */
+        b->pos = b->start;
+        b->last = b->start;
+    }
+
+    size = c->recv(c, b->last, b->end - b->last);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: recv %z", size);
+
+    if (size > 0) {
+        b->last += size;
+    }
+
+    return size;
+}
+
+
+/*
+ * the replies are sent: the session waits for the client with the timer
+ * of its state, or hands the connection to the TLS handshake
+ */
+
+static void
+ngx_mail_plus_smtp_wait(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_msec_t                      timeout;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
+
     if (ctx->state == ngx_mail_plus_st_starttls) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: connection handed to the TLS handshake");
+
         c->idle = 0;
         c->read->handler = ngx_mail_starttls_handler;
 
@@ -592,6 +684,10 @@ ngx_mail_plus_smtp_run(ngx_mail_session_t *s, ngx_connection_t *c)
      * a password check or a commit in a thread keeps its timer too: a
      * worker that shuts down gracefully waits for it
      */
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: waiting in state \"%s\", read timer %M",
+                   ngx_mail_plus_smtp_states[ctx->state], timeout);
 
     ngx_add_timer(c->read, timeout);
 
@@ -637,7 +733,7 @@ ngx_mail_plus_smtp_deadline(ngx_mail_plus_smtp_ctx_t *ctx,
     elapsed = ngx_current_msec - ctx->since;
 
     ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
-                   "smtp deadline: %M of %M ms used, %O bytes",
+                   "smtp: deadline, %M of %M ms used, %O bytes",
                    elapsed, limit, ctx->received);
 
     return elapsed < limit ? limit - elapsed : 1;
@@ -711,9 +807,11 @@ ngx_mail_plus_smtp_process(ngx_mail_session_t *s, ngx_connection_t *c,
         if (rc == NGX_MAIL_PLUS_SMTP_TOO_LONG) {
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "client sent too long command line");
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "smtp: line too long, discarded");
 
             if (ctx->state != ngx_mail_plus_st_command) {
-                ctx->state = ngx_mail_plus_st_command;
+                ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
             }
 
             ngx_mail_plus_smtp_error(s, ctx,
@@ -758,6 +856,11 @@ ngx_mail_plus_smtp_flush(ngx_mail_session_t *s, ngx_connection_t *c,
         if (n == NGX_AGAIN) {
             sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
 
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "smtp: %uz bytes of replies wait, send timer %M",
+                           (size_t) (out->last - out->pos),
+                           sscf->send_timeout);
+
             ngx_add_timer(c->write, sscf->send_timeout);
 
             if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
@@ -779,6 +882,8 @@ ngx_mail_plus_smtp_flush(ngx_mail_session_t *s, ngx_connection_t *c,
     }
 
     if (ctx->quit) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: last reply sent, closing");
         ngx_mail_close_connection(c);
         return NGX_ERROR;
     }
@@ -797,7 +902,8 @@ ngx_mail_plus_smtp_command(ngx_mail_session_t *s, ngx_connection_t *c,
     cmd = ngx_mail_plus_smtp_parse_command(line, &arg);
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "smtp command %ui \"%V\"", cmd, line);
+                   "smtp: command %s read, %uz bytes of argument",
+                   ngx_mail_plus_smtp_verb_names[cmd], arg.len);
 
 #if (NGX_MAIL_SSL)
 
@@ -885,6 +991,9 @@ ngx_mail_plus_smtp_dispatch(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
 
     case NGX_MAIL_PLUS_SMTP_RSET:
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: RSET, transaction open: %ui",
+                       (ngx_uint_t) ctx->in_tx);
         ngx_mail_plus_smtp_reset(ctx);
         ngx_mail_plus_smtp_reply(ctx, "250 2.0.0 Ok");
         return;
@@ -894,6 +1003,8 @@ ngx_mail_plus_smtp_dispatch(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
 
     case NGX_MAIL_PLUS_SMTP_QUIT:
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: QUIT, reply 221");
         cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
         ctx->out->last = ngx_sprintf(ctx->out->last,
                                      "221 2.0.0 %V closing connection" CRLF,
@@ -945,6 +1056,9 @@ ngx_mail_plus_smtp_dispatch(ngx_mail_session_t *s, ngx_connection_t *c,
             return;
         }
 
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: STARTTLS accepted, handshake next");
+
         ngx_mail_plus_smtp_reply(ctx, "220 2.0.0 Ready to start TLS");
 
         /* whatever the client sent after STARTTLS is not trusted */
@@ -953,7 +1067,7 @@ ngx_mail_plus_smtp_dispatch(ngx_mail_session_t *s, ngx_connection_t *c,
         s->buffer->last = s->buffer->start;
 
         ngx_mail_plus_smtp_reset(ctx);
-        ctx->state = ngx_mail_plus_st_starttls;
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_starttls);
         return;
 
 #else
@@ -1007,6 +1121,12 @@ ngx_mail_plus_smtp_helo(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_memcpy(ctx->helo, arg->data, arg->len);
     ctx->helo_len = arg->len;
     ctx->esmtp = esmtp;
+
+    /* the name was checked above: printable ASCII only */
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: %s \"%V\" accepted, reply 250",
+                   esmtp ? "EHLO" : "HELO", arg);
 
     cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
     sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
@@ -1133,6 +1253,10 @@ ngx_mail_plus_smtp_mail(ngx_mail_session_t *s, ngx_connection_t *c,
     ctx->smtputf8 = path.smtputf8;
     ctx->in_tx = 1;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: MAIL FROM:<%V> accepted, size %O, body %ui",
+                   &ctx->from, path.size, ctx->body);
+
     ngx_mail_plus_smtp_reply(ctx, "250 2.1.0 Ok");
 }
 
@@ -1222,6 +1346,9 @@ ngx_mail_plus_smtp_rcpt_refused(ngx_mail_session_t *s,
 {
     u_char  text[NGX_MAIL_PLUS_SMTP_MAX_PATH + 128];
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "smtp: RCPT TO:<%V> refused: %i", addr, rc);
+
     switch (rc) {
 
     case NGX_ABORT:
@@ -1287,6 +1414,10 @@ ngx_mail_plus_smtp_rcpt_add(ngx_mail_session_t *s,
         ngx_mail_plus_smtp_reply(ctx, "451 4.3.0 Error: internal error");
         return;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "smtp: RCPT TO:<%V> accepted, %ui recipients",
+                   rcpt, ctx->rcpts->nelts);
 
     ngx_mail_plus_smtp_reply(ctx, "250 2.1.5 Ok");
 }
@@ -1417,11 +1548,11 @@ ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
 
     if (rc == NGX_AGAIN) {
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                       "smtp rcpt \"%V\" waits for its mailbox server",
+                       "smtp: RCPT TO:<%V> waits for its mailbox server",
                        &path->addr);
 
         ctx->vpool = pool;
-        ctx->state = ngx_mail_plus_st_rcpt_verify;
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_rcpt_verify);
         return NGX_AGAIN;
     }
 
@@ -1457,10 +1588,11 @@ ngx_mail_plus_smtp_verified(void *data, ngx_int_t rc)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
 
     ctx->verify = NULL;
-    ctx->state = ngx_mail_plus_st_command;
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "smtp rcpt \"%V\" verified: %i", &ctx->vpath.addr, rc);
+                   "smtp: RCPT TO:<%V> probe answered %i",
+                   &ctx->vpath.addr, rc);
 
     switch (rc) {
 
@@ -1523,7 +1655,11 @@ ngx_mail_plus_smtp_data(ngx_mail_session_t *s, ngx_connection_t *c,
 
     ngx_mail_plus_smtp_data_init(&ctx->data, 0);
 
-    ctx->state = ngx_mail_plus_st_data;
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: DATA accepted, message %s, %ui recipients",
+                   ctx->msg->id, ctx->rcpts->nelts);
+
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_data);
 
     c->log->action = "reading message data";
 
@@ -1547,10 +1683,20 @@ ngx_mail_plus_smtp_bdat(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
     }
 
+    /*
+     * the line as parsed, in the form t/delivery_tls.t looks for: the
+     * arguments are the parser's, not the client's bytes
+     */
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp command %ui \"BDAT %O%s\": chunk accepted",
+                   (ngx_uint_t) NGX_MAIL_PLUS_SMTP_BDAT, size,
+                   last ? " LAST" : "");
+
     ctx->bdat_left = size;
     ctx->bdat_last = last;
     ctx->discard = 1;
-    ctx->state = ngx_mail_plus_st_bdat;
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_bdat);
 
     c->log->action = "reading message data";
 
@@ -1741,7 +1887,7 @@ chunk:
 
     if (ctx->discard) {
         ctx->discard = 0;
-        ctx->state = ngx_mail_plus_st_command;
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
         ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->bdat_reply.data);
 
         if (ctx->bdat_reply.data[0] == '4') {
@@ -1753,7 +1899,7 @@ chunk:
 
     if (ctx->oversize) {
         ngx_mail_plus_smtp_reset(ctx);
-        ctx->state = ngx_mail_plus_st_command;
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
         ngx_mail_plus_smtp_reply(ctx, "552 5.3.4 Error: message size exceeds "
                                  "fixed limit");
         return NGX_OK;
@@ -1775,7 +1921,7 @@ chunk:
         return NGX_OK;
     }
 
-    ctx->state = ngx_mail_plus_st_command;
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
 
     ctx->out->last = ngx_sprintf(ctx->out->last,
                                  "250 2.0.0 Ok: %O octets received" CRLF,
@@ -1787,6 +1933,12 @@ chunk:
 static void
 ngx_mail_plus_smtp_write_out(ngx_mail_plus_smtp_ctx_t *ctx)
 {
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "smtp: %uz bytes to the spool, %O in all, kept: %ui",
+                   (size_t) (ctx->wpos - ctx->wbuf), ctx->data.size,
+                   (ngx_uint_t) (ctx->msg && !ctx->oversize
+                                 && !ctx->spool_error));
+
     if (ctx->msg && !ctx->oversize && !ctx->spool_error
         && ngx_mail_plus_queue_write(ctx->msg, ctx->wbuf,
                                      ctx->wpos - ctx->wbuf)
@@ -1839,7 +1991,7 @@ ngx_mail_plus_smtp_end(ngx_mail_session_t *s, ngx_connection_t *c,
 
     c->log->action = "in smtp store-and-forward state";
 
-    ctx->state = ngx_mail_plus_st_command;
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
 
     ngx_mail_plus_smtp_write_out(ctx);
 
@@ -1880,7 +2032,11 @@ ngx_mail_plus_smtp_end(ngx_mail_session_t *s, ngx_connection_t *c,
     m->handler = ngx_mail_plus_smtp_committed;
     m->data = s;
 
-    ctx->state = ngx_mail_plus_st_commit;
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: message %s of %O bytes read, commit posted",
+                   m->id, ctx->data.size);
+
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_commit);
 
     (void) ngx_mail_plus_queue_commit(m);
 }
@@ -1900,7 +2056,10 @@ ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
 
     ctx->msg = NULL;
-    ctx->state = ngx_mail_plus_st_command;
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: commit of %s done, error %d", m->id, m->err);
 
     if (m->err == NGX_EAGAIN) {
 
@@ -1921,6 +2080,9 @@ ngx_mail_plus_smtp_committed(ngx_mail_plus_queue_msg_t *m)
                       "client=%V, login=\"%V\"",
                       m->id, &ctx->from, ctx->rcpts->nelts,
                       ctx->data.size, &c->addr_text, &ctx->login);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: message committed as %s, reply 250", m->id);
 
         ctx->out->last = ngx_sprintf(ctx->out->last,
                                      "250 2.0.0 Ok: queued as %s" CRLF,
@@ -2020,15 +2182,19 @@ ngx_mail_plus_smtp_auth(ngx_mail_session_t *s, ngx_connection_t *c,
     s->login.len = 0;
     s->passwd.len = 0;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: AUTH, mechanism of %uz bytes, initial response: %ui",
+                   mech.len, (ngx_uint_t) (initial.len != 0));
+
     if (mech.len == 5 && ngx_strncasecmp(mech.data, (u_char *) "PLAIN", 5) == 0)
     {
         if (initial.len == 0) {
-            ctx->state = ngx_mail_plus_st_auth_plain;
+            ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_plain);
             ngx_mail_plus_smtp_reply(ctx, "334 ");
             return;
         }
 
-        ctx->state = ngx_mail_plus_st_auth_plain;
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_plain);
         ngx_mail_plus_smtp_auth_line(s, c, ctx, &initial);
         return;
     }
@@ -2036,12 +2202,12 @@ ngx_mail_plus_smtp_auth(ngx_mail_session_t *s, ngx_connection_t *c,
     if (mech.len == 5 && ngx_strncasecmp(mech.data, (u_char *) "LOGIN", 5) == 0)
     {
         if (initial.len == 0) {
-            ctx->state = ngx_mail_plus_st_auth_login_username;
+            ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_login_username);
             ngx_mail_plus_smtp_reply(ctx, "334 VXNlcm5hbWU6");
             return;
         }
 
-        ctx->state = ngx_mail_plus_st_auth_login_username;
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_login_username);
         ngx_mail_plus_smtp_auth_line(s, c, ctx, &initial);
         return;
     }
@@ -2062,7 +2228,9 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_str_t   login;
 
     if (line->len == 1 && line->data[0] == '*') {
-        ctx->state = ngx_mail_plus_st_command;
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: AUTH aborted by the client");
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
         ngx_mail_plus_smtp_error(s, ctx, "501 5.7.0 Authentication aborted");
         return;
     }
@@ -2095,13 +2263,16 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
     }
 
     if (rc == NGX_OK && ctx->state == ngx_mail_plus_st_auth_login_username) {
-        ctx->state = ngx_mail_plus_st_auth_login_password;
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_login_password);
         ngx_mail_plus_smtp_reply(ctx, "334 UGFzc3dvcmQ6");
         return;
     }
 
     if (rc != NGX_OK) {
-        ctx->state = ngx_mail_plus_st_command;
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: AUTH response refused: %i", rc);
+
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
         ngx_str_null(&s->login);
 
         if (rc == NGX_ERROR) {
@@ -2125,7 +2296,7 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
 
     for (p = s->login.data; p < s->login.data + s->login.len; p++) {
         if (*p < 0x20 || *p == 0x7f) {
-            ctx->state = ngx_mail_plus_st_command;
+            ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
             ngx_str_null(&s->login);
             ngx_mail_plus_smtp_error(s, ctx, "501 5.5.2 Error: invalid "
                                      "authentication data");
@@ -2148,7 +2319,7 @@ ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s, ngx_connection_t *c,
 
     mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
 
-    ctx->state = ngx_mail_plus_st_auth_check;
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_check);
 
     ctx->check = ngx_mail_plus_check_create(mpcf, c->log);
     if (ctx->check == NULL) {
@@ -2171,6 +2342,9 @@ ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s, ngx_connection_t *c,
 
     rc = ngx_mail_plus_check_start(ctx->check);
 
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: AUTH credentials to the router: %i", rc);
+
     if (rc == NGX_AGAIN) {
         return;
     }
@@ -2187,7 +2361,7 @@ failed:
         ctx->check = NULL;
     }
 
-    ctx->state = ngx_mail_plus_st_command;
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
     ngx_mail_plus_smtp_reply(ctx, "454 4.7.0 Temporary authentication "
                              "failure");
 }
@@ -2220,7 +2394,10 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
 
     route = &ctx->check->route;
 
-    ctx->state = ngx_mail_plus_st_command;
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: AUTH checked, route status %ui", route->status);
+
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
 
     if (route->status == NGX_MAIL_PLUS_ALLOW
         && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER)
@@ -2277,7 +2454,10 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
 
     /* failures are answered late, as the auth_http endpoint does */
 
-    ctx->state = ngx_mail_plus_st_auth_delay;
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: AUTH failed, reply after %T s", delay);
+
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_delay);
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
@@ -2288,8 +2468,26 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
 
 
 static void
+ngx_mail_plus_smtp_set_state(ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_state_e state)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "smtp: state \"%s\" entered, was \"%s\"",
+                   ngx_mail_plus_smtp_states[state],
+                   ngx_mail_plus_smtp_states[ctx->state]);
+
+    ctx->state = state;
+}
+
+
+/* the replies are ours: the code is logged, never the address in them */
+
+static void
 ngx_mail_plus_smtp_reply(ngx_mail_plus_smtp_ctx_t *ctx, char *text)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "smtp: reply %*s", (size_t) 3, text);
+
     ctx->out->last = ngx_sprintf(ctx->out->last, "%s" CRLF, text);
 }
 
