@@ -132,6 +132,9 @@ ngx_http_mail_plus_auth_handler(ngx_http_request_t *r)
     ngx_mail_plus_main_conf_t      *mpcf;
     ngx_http_mail_plus_auth_ctx_t  *ctx;
 
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http auth: request");
+
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
     }
@@ -167,6 +170,9 @@ ngx_http_mail_plus_auth_handler(ngx_http_request_t *r)
     cln->data = ctx->check;
 
     rc = ngx_http_mail_plus_auth_parse(r, ctx);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http auth: request parsed: %i", rc);
 
     if (rc == NGX_DECLINED) {
         return NGX_HTTP_BAD_REQUEST;
@@ -289,7 +295,7 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "mail_router_auth: %V login \"%V\" from \"%V\"",
+                   "http auth: %V login \"%V\" from \"%V\"",
                    &ngx_http_mail_plus_protocols[ar->proto], &ctx->login,
                    &ctx->client);
 

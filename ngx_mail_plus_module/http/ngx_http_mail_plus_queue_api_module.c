@@ -148,6 +148,11 @@ ngx_http_mail_plus_queue_api_handler(ngx_http_request_t *r)
     }
 
     rc = ngx_http_mail_plus_queue_api_route(r, ctx);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http queue api: request routed: %i, operation %ui",
+                   rc, ctx->what);
+
     if (rc != NGX_OK) {
         return ctx->error ? ngx_http_mail_plus_queue_api_error(r, rc,
                                                                ctx->error)
@@ -383,6 +388,10 @@ ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r)
     } else {
         status = ngx_http_mail_plus_queue_api_admin(&o, ctx);
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http queue api: operation %ui completed, answer %ui",
+                   ctx->what, status);
 
     return ngx_http_mail_plus_send(r, status, "application/json", &o);
 }

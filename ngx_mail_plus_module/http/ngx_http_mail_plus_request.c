@@ -54,6 +54,9 @@ ngx_http_mail_plus_check(ngx_http_request_t *r, ngx_mail_plus_check_t *check,
 
     rc = ngx_mail_plus_check_start(check);
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http mail: credentials to the router: %i", rc);
+
     if (rc == NGX_AGAIN) {
         r->main->blocked++;
         r->main->count++;
@@ -81,6 +84,10 @@ ngx_http_mail_plus_checked(ngx_mail_plus_check_t *check)
     c = r->connection;
 
     ngx_http_set_log_request(c->log, r);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "http mail: credentials checked, route status %ui",
+                   check->route.status);
 
     r->main->blocked--;
     r->aio = 0;
@@ -278,6 +285,10 @@ ngx_http_mail_plus_send(ngx_http_request_t *r, ngx_uint_t status, char *type,
     o->buf->last_buf = (r == r->main) ? 1 : 0;
     o->buf->last_in_chain = 1;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http mail: answer %ui, %s, %O bytes",
+                   status, type, o->size);
+
     rc = ngx_http_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
@@ -296,6 +307,9 @@ ngx_http_mail_plus_send(ngx_http_request_t *r, ngx_uint_t status, char *type,
 ngx_int_t
 ngx_http_mail_plus_suspend(ngx_http_request_t *r)
 {
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http mail: request waits for the queue's thread");
+
     r->main->blocked++;
     r->main->count++;
     r->aio = 1;
@@ -315,6 +329,9 @@ ngx_http_mail_plus_resume(ngx_http_request_t *r,
     c = r->connection;
 
     ngx_http_set_log_request(c->log, r);
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "http mail: the queue's work done, request resumed");
 
     r->main->blocked--;
     r->aio = 0;

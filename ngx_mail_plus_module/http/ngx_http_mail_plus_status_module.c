@@ -193,6 +193,9 @@ ngx_http_mail_plus_status_start(ngx_http_request_t *r, ngx_uint_t metrics)
     ngx_mail_plus_queue_t            *q;
     ngx_http_mail_plus_status_ctx_t  *ctx;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http status: request, metrics: %ui", metrics);
+
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
     }
@@ -249,6 +252,9 @@ ngx_http_mail_plus_status_counted(void *data)
     ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_status_module);
     ctx->queue = 1;
 
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http status: the queue's sizes counted");
+
     ngx_http_mail_plus_resume(r, ngx_http_mail_plus_status_respond);
 }
 
@@ -290,6 +296,11 @@ ngx_http_mail_plus_status_respond(ngx_http_request_t *r)
         ngx_http_mail_plus_status_json(&o, ctx, mpcf, zone);
         type = "application/json";
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http status: %s served, with the queue: %ui",
+                   ctx->metrics ? "metrics" : "status",
+                   (ngx_uint_t) ctx->queue);
 
     return ngx_http_mail_plus_send(r, NGX_HTTP_OK, type, &o);
 }

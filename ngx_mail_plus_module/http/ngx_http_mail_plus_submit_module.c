@@ -68,6 +68,12 @@ typedef struct {
 static ngx_int_t ngx_http_mail_plus_submit_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mail_plus_submit_args(ngx_http_request_t *r,
     ngx_http_mail_plus_submit_ctx_t *ctx, char **error);
+static ngx_int_t ngx_http_mail_plus_submit_sender(ngx_http_request_t *r,
+    ngx_http_mail_plus_submit_ctx_t *ctx,
+    ngx_http_mail_plus_submit_query_t *q, char **error);
+static ngx_int_t ngx_http_mail_plus_submit_rcpts(ngx_http_request_t *r,
+    ngx_http_mail_plus_submit_ctx_t *ctx,
+    ngx_http_mail_plus_submit_query_t *q, char **error);
 static ngx_int_t ngx_http_mail_plus_submit_path(ngx_http_request_t *r,
     ngx_uint_t rcpt, ngx_str_t *addr, ngx_str_t *params,
     ngx_mail_plus_smtp_path_t *path);
@@ -178,6 +184,9 @@ ngx_http_mail_plus_submit_handler(ngx_http_request_t *r)
     ngx_mail_plus_main_conf_t             *mpcf;
     ngx_http_mail_plus_submit_ctx_t       *ctx;
     ngx_http_mail_plus_submit_loc_conf_t  *slcf;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http submit: request");
 
     if (!(r->method & NGX_HTTP_POST)) {
         return ngx_http_mail_plus_submit_error(r, NGX_HTTP_NOT_ALLOWED,
@@ -299,11 +308,6 @@ ngx_http_mail_plus_submit_args(ngx_http_request_t *r,
     ngx_http_mail_plus_submit_ctx_t *ctx, char **error)
 {
     ngx_int_t                              rc;
-    ngx_str_t                              from, notify, params, *rcpt, *dsn,
-                                           *to;
-    ngx_uint_t                             i;
-    ngx_array_t                            tos;
-    ngx_mail_plus_smtp_path_t              path;
     ngx_http_mail_plus_submit_query_t      q;
     ngx_http_mail_plus_submit_loc_conf_t  *slcf;
 
@@ -319,22 +323,43 @@ ngx_http_mail_plus_submit_args(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    tos = q.to;
-    from = q.from;
-    notify = q.notify;
     ctx->ret = q.ret;
     ctx->envid = q.envid;
 
-    if (tos.nelts > slcf->max_recipients) {
+    if (q.to.nelts > slcf->max_recipients) {
         *error = "too many recipients";
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    /* the sender: from=, empty for the null sender, or the login */
-
-    if (!q.has_from) {
-        from = ctx->login;
+    rc = ngx_http_mail_plus_submit_sender(r, ctx, &q, error);
+    if (rc != NGX_OK) {
+        return rc;
     }
+
+    rc = ngx_http_mail_plus_submit_rcpts(r, ctx, &q, error);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http submit: query parsed, from <%V>, %ui recipients",
+                   &ctx->from, ctx->rcpts->nelts);
+
+    return NGX_OK;
+}
+
+
+/* the sender: from=, empty for the null sender, or the login; ret=, envid= */
+
+static ngx_int_t
+ngx_http_mail_plus_submit_sender(ngx_http_request_t *r,
+    ngx_http_mail_plus_submit_ctx_t *ctx,
+    ngx_http_mail_plus_submit_query_t *q, char **error)
+{
+    ngx_str_t                  from, params;
+    ngx_mail_plus_smtp_path_t  path;
+
+    from = q->has_from ? q->from : ctx->login;
 
     params.len = 0;
     params.data = ngx_pnalloc(r->pool, sizeof(" RET= ENVID=") - 1
@@ -366,28 +391,42 @@ ngx_http_mail_plus_submit_args(ngx_http_request_t *r,
     ctx->envid = path.envid;
     ctx->smtputf8 = path.utf8;
 
-    /* the recipients, each with notify= */
+    return NGX_OK;
+}
 
-    ctx->rcpts = ngx_array_create(r->pool, tos.nelts, sizeof(ngx_str_t));
-    ctx->dsn = ngx_array_create(r->pool, tos.nelts, sizeof(ngx_str_t));
+
+/* the recipients, each with notify= */
+
+static ngx_int_t
+ngx_http_mail_plus_submit_rcpts(ngx_http_request_t *r,
+    ngx_http_mail_plus_submit_ctx_t *ctx,
+    ngx_http_mail_plus_submit_query_t *q, char **error)
+{
+    ngx_str_t                  params, *rcpt, *dsn, *to;
+    ngx_uint_t                 i;
+    ngx_mail_plus_smtp_path_t  path;
+
+    ctx->rcpts = ngx_array_create(r->pool, q->to.nelts, sizeof(ngx_str_t));
+    ctx->dsn = ngx_array_create(r->pool, q->to.nelts, sizeof(ngx_str_t));
     if (ctx->rcpts == NULL || ctx->dsn == NULL) {
         return NGX_ERROR;
     }
 
     params.len = 0;
-    params.data = ngx_pnalloc(r->pool, sizeof(" NOTIFY=") - 1 + notify.len);
+    params.data = ngx_pnalloc(r->pool, sizeof(" NOTIFY=") - 1
+                                       + q->notify.len);
     if (params.data == NULL) {
         return NGX_ERROR;
     }
 
-    if (notify.len) {
-        params.len = ngx_sprintf(params.data, " NOTIFY=%V", &notify)
+    if (q->notify.len) {
+        params.len = ngx_sprintf(params.data, " NOTIFY=%V", &q->notify)
                      - params.data;
     }
 
-    to = tos.elts;
+    to = q->to.elts;
 
-    for (i = 0; i < tos.nelts; i++) {
+    for (i = 0; i < q->to.nelts; i++) {
 
         if (to[i].len == 0
             || ngx_http_mail_plus_submit_path(r, 1, &to[i], &params, &path)
@@ -469,6 +508,11 @@ ngx_http_mail_plus_submit_auth_done(ngx_http_request_t *r,
 
     route = &ctx->check->route;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http submit: credentials checked, route status %ui, "
+                   "query valid: %ui", route->status,
+                   (ngx_uint_t) (ctx->rcpts != NULL));
+
     if (route->status == NGX_MAIL_PLUS_ALLOW
         && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER
         && ctx->rcpts)
@@ -539,6 +583,9 @@ ngx_http_mail_plus_submit_auth_done(ngx_http_request_t *r,
     ctx->delay.handler = ngx_http_mail_plus_submit_delay_handler;
     ctx->delay.data = r;
     ctx->delay.log = r->connection->log;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http submit: login failed, answer after %T s", delay);
 
     ngx_add_timer(&ctx->delay, (ngx_msec_t) delay * 1000);
 
@@ -659,6 +706,10 @@ ngx_http_mail_plus_submit_body(ngx_http_request_t *r)
                 goto failed;
             }
 
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "http submit: body chunk of %uz bytes",
+                           (size_t) (b->last - b->pos));
+
             rc = ngx_http_mail_plus_submit_content(r, ctx, b->pos, b->last);
 
             b->pos = b->last;
@@ -683,6 +734,8 @@ ngx_http_mail_plus_submit_body(ngx_http_request_t *r)
         if (rb->bufs == NULL) {
 
             if (r->reading_body) {
+                ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "http submit: waiting for more of the body");
                 r->read_event_handler = ngx_http_mail_plus_submit_body;
                 return;
             }
@@ -864,6 +917,10 @@ ngx_http_mail_plus_submit_end(ngx_http_request_t *r,
     m->handler = ngx_http_mail_plus_submit_committed;
     m->data = r;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http submit: message %s of %O bytes read, commit posted",
+                   m->id, ctx->data.size);
+
     (void) ngx_mail_plus_queue_commit(m);
 
     return NGX_DONE;
@@ -889,6 +946,9 @@ ngx_http_mail_plus_submit_committed(ngx_mail_plus_queue_msg_t *m)
     ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_submit_module);
 
     ctx->msg = NULL;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "http submit: commit of %s done, error %d", m->id, m->err);
 
     if (m->err) {
         (void) ngx_http_mail_plus_submit_spool_error(ctx, m->err);
@@ -1074,6 +1134,9 @@ ngx_http_mail_plus_submit_send(ngx_http_request_t *r, ngx_uint_t status,
     *b->last++ = LF;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http submit: answer %ui, %uz bytes", status, len + 1);
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = b->last - b->pos;

@@ -21,6 +21,13 @@
  */
 
 
+/*
+ * the SMTP parser (ngx_mail_plus_smtp_parse.c): for the session, for the
+ * HTTP submission (paths and content), for the router's check of a local
+ * part, and for the fuzz targets
+ */
+
+
 /* commands */
 
 #define NGX_MAIL_PLUS_SMTP_UNKNOWN     0
@@ -104,11 +111,10 @@ typedef struct {
 } ngx_mail_plus_smtp_main_conf_t;
 
 
-/* the recipient probe (ngx_mail_plus_smtp_verify.c) */
-
-typedef struct ngx_mail_plus_verify_s  ngx_mail_plus_verify_t;
-
-typedef void (*ngx_mail_plus_verify_handler_pt)(void *data, ngx_int_t rc);
+/*
+ * the configuration of an SMTP server, for the delivery too (which
+ * domains are local); the recipient probe's is part of it
+ */
 
 typedef struct {
     ngx_msec_t                  timeout;    /* of each step */
@@ -386,7 +392,11 @@ ngx_int_t ngx_mail_plus_queue_admin(ngx_mail_plus_queue_t *q, u_char *id,
 ngx_int_t ngx_mail_plus_queue_is_id(u_char *name, size_t len);
 
 
-/* what the SMTP and HTTP submissions share */
+/*
+ * what the SMTP session and the HTTP submission share
+ * (ngx_mail_plus_submission.c): the Received field, the fields an
+ * authenticated submission gets, the DSN value of a recipient
+ */
 
 #define NGX_MAIL_PLUS_RECEIVED_LEN  256   /* beyond the names */
 #define NGX_MAIL_PLUS_FIELDS_LEN    128   /* beyond the server name */
@@ -408,24 +418,7 @@ ngx_int_t ngx_mail_plus_dsn_value(ngx_pool_t *pool,
     ngx_mail_plus_smtp_path_t *path, ngx_str_t *dsn);
 
 
-/* the recipient probe, for those who know the router's types */
-
-#ifdef _NGX_MAIL_PLUS_H_INCLUDED_
-ngx_int_t ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
-    ngx_mail_plus_route_t *route, ngx_str_t *helo,
-    ngx_mail_plus_verify_handler_pt handler, void *data, ngx_log_t *log,
-    ngx_mail_plus_verify_t **vp);
-#endif
-void ngx_mail_plus_verify_cancel(ngx_mail_plus_verify_t *v);
-
-
-/* the session */
-
-void ngx_mail_plus_smtp_init_session(ngx_mail_session_t *s,
-    ngx_connection_t *c);
-void ngx_mail_plus_smtp_init_protocol(ngx_event_t *rev);
-void ngx_mail_plus_smtp_auth_state(ngx_event_t *rev);
-
+/* the module, whose server configuration the delivery reads */
 
 extern ngx_module_t  ngx_mail_plus_smtp_module;
 

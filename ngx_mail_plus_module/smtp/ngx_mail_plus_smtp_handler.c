@@ -10,6 +10,7 @@
 #include <ngx_mail.h>
 #include "ngx_mail_plus.h"
 #include "ngx_mail_plus_smtp.h"
+#include "ngx_mail_plus_smtp_session.h"
 
 
 /*
@@ -2202,7 +2203,8 @@ ngx_mail_plus_smtp_auth(ngx_mail_session_t *s, ngx_connection_t *c,
     if (mech.len == 5 && ngx_strncasecmp(mech.data, (u_char *) "LOGIN", 5) == 0)
     {
         if (initial.len == 0) {
-            ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_login_username);
+            ngx_mail_plus_smtp_set_state(ctx,
+                                         ngx_mail_plus_st_auth_login_username);
             ngx_mail_plus_smtp_reply(ctx, "334 VXNlcm5hbWU6");
             return;
         }

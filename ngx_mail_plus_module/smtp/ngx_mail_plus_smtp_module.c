@@ -10,6 +10,7 @@
 #include <ngx_mail_smtp_module.h>
 #include "ngx_mail_plus.h"
 #include "ngx_mail_plus_smtp.h"
+#include "ngx_mail_plus_smtp_session.h"
 
 
 /*

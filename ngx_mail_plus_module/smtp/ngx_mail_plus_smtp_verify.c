@@ -11,6 +11,7 @@
 #include <ngx_mail.h>
 #include "ngx_mail_plus.h"
 #include "ngx_mail_plus_smtp.h"
+#include "ngx_mail_plus_smtp_session.h"
 
 
 /*
@@ -127,13 +128,13 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
 
         if (rc != NGX_AGAIN) {
             ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
-                           "smtp verify: \"%V\" cache hit: %i",
+                           "smtp: verify \"%V\" cache hit: %i",
                            &route->login, rc);
             return rc;
         }
 
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
-                       "smtp verify: \"%V\" cache miss", &route->login);
+                       "smtp: verify \"%V\" cache miss", &route->login);
     }
 
     /* no answer kept: the server is asked, if there is one up */
@@ -203,7 +204,7 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
     v->peer.log_error = NGX_ERROR_ERR;
 
     ngx_log_debug3(NGX_LOG_DEBUG_MAIL, log, 0,
-                   "smtp verify: \"%V\" connect to %V port %ud", &v->login,
+                   "smtp: verify \"%V\" connect to %V port %ud", &v->login,
                    &route->server->name, (ngx_uint_t) route->port);
 
     rc = ngx_event_connect_peer(&v->peer);
@@ -234,7 +235,7 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
     v->state = ngx_mail_plus_verify_greeting;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
-                   "smtp verify: connect %i, greeting awaited, timer %M",
+                   "smtp: verify connect %i, greeting awaited, timer %M",
                    rc, v->timeout);
 
     ngx_add_timer(c->read, v->timeout);
@@ -257,7 +258,7 @@ void
 ngx_mail_plus_verify_cancel(ngx_mail_plus_verify_t *v)
 {
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, &v->log, 0,
-                   "smtp verify: \"%V\" cancelled", &v->login);
+                   "smtp: verify \"%V\" cancelled", &v->login);
 
     if (v->peer.connection) {
         ngx_close_connection(v->peer.connection);
@@ -406,7 +407,7 @@ ngx_mail_plus_verify_reply(ngx_mail_plus_verify_t *v, ngx_uint_t *code)
         *code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
 
         ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &v->log, 0,
-                       "smtp verify: state %ui, reply %ui read",
+                       "smtp: verify state %ui, reply %ui read",
                        (ngx_uint_t) v->state, *code);
 
         v->in->pos = lf + 1;
@@ -430,7 +431,7 @@ ngx_mail_plus_verify_next(ngx_mail_plus_verify_t *v, ngx_uint_t code)
     if (v->state == ngx_mail_plus_verify_rcpt) {
 
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, &v->log, 0,
-                       "smtp verify: reply %ui to RCPT", code);
+                       "smtp: verify reply %ui to RCPT", code);
 
         if (code >= 200 && code < 300) {
             return NGX_OK;
@@ -474,7 +475,7 @@ ngx_mail_plus_verify_next(ngx_mail_plus_verify_t *v, ngx_uint_t code)
     out->last = p;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &v->log, 0,
-                   "smtp verify: reply %ui, step %ui sent",
+                   "smtp: verify reply %ui, step %ui sent",
                    code, (ngx_uint_t) v->state);
 
     if (ngx_mail_plus_verify_send(v) != NGX_OK) {
@@ -539,7 +540,7 @@ ngx_mail_plus_verify_done(ngx_mail_plus_verify_t *v, ngx_int_t rc)
     c = v->peer.connection;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &v->log, 0,
-                   "smtp verify: \"%V\" result %i", &v->login, rc);
+                   "smtp: verify \"%V\" result %i", &v->login, rc);
 
     if (rc != NGX_ERROR) {
 
