@@ -74,6 +74,11 @@ typedef struct {
 } ngx_mail_plus_verify_node_t;
 
 
+static ngx_mail_plus_verify_t *ngx_mail_plus_verify_create(
+    ngx_mail_plus_verify_conf_t *vc, ngx_mail_plus_route_t *route,
+    ngx_str_t *helo, ngx_str_t *key, ngx_log_t *log);
+static ngx_int_t ngx_mail_plus_verify_connect(ngx_mail_plus_verify_t *v,
+    ngx_mail_plus_route_t *route, ngx_log_t *log);
 static void ngx_mail_plus_verify_read_handler(ngx_event_t *rev);
 static void ngx_mail_plus_verify_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_mail_plus_verify_reply(ngx_mail_plus_verify_t *v,
@@ -105,9 +110,6 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
 {
     ngx_int_t                rc;
     ngx_str_t                key;
-    ngx_pool_t              *pool;
-    struct sockaddr         *sa;
-    ngx_connection_t        *c;
     ngx_mail_plus_verify_t  *v;
     u_char                   buf[NGX_MAIL_PLUS_VERIFY_KEY_LEN];
 
@@ -146,9 +148,38 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
         return NGX_ERROR;
     }
 
+    v = ngx_mail_plus_verify_create(vc, route, helo, &key, log);
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->handler = handler;
+    v->data = data;
+
+    if (ngx_mail_plus_verify_connect(v, route, log) != NGX_OK) {
+        ngx_destroy_pool(v->pool);
+        return NGX_ERROR;
+    }
+
+    *vp = v;
+
+    return NGX_AGAIN;
+}
+
+
+/* a probe in its own pool, with its buffers; the key kept if it is whole */
+
+static ngx_mail_plus_verify_t *
+ngx_mail_plus_verify_create(ngx_mail_plus_verify_conf_t *vc,
+    ngx_mail_plus_route_t *route, ngx_str_t *helo, ngx_str_t *key,
+    ngx_log_t *log)
+{
+    ngx_pool_t              *pool;
+    ngx_mail_plus_verify_t  *v;
+
     pool = ngx_create_pool(1024, log);
     if (pool == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     v = ngx_pcalloc(pool, sizeof(ngx_mail_plus_verify_t));
@@ -163,12 +194,10 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
     v->valid = vc->valid;
     v->invalid = vc->invalid;
     v->lmtp = (route->protocol == NGX_MAIL_PLUS_LMTP);
-    v->handler = handler;
-    v->data = data;
 
     v->login.data = ngx_pstrdup(pool, &route->login);
     v->helo.data = ngx_pstrdup(pool, helo);
-    v->key.data = ngx_pnalloc(pool, key.len);
+    v->key.data = ngx_pnalloc(pool, key->len);
 
     if (v->login.data == NULL || v->helo.data == NULL || v->key.data == NULL) {
         goto failed;
@@ -177,8 +206,8 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
     v->login.len = route->login.len;
     v->helo.len = helo->len;
     v->key.len = (route->login.len <= NGX_MAIL_PLUS_VERIFY_KEY_LEN)
-                 ? key.len : 0;
-    ngx_memcpy(v->key.data, key.data, key.len);
+                 ? key->len : 0;
+    ngx_memcpy(v->key.data, key->data, key->len);
 
     v->in = ngx_create_temp_buf(pool, NGX_MAIL_PLUS_VERIFY_IN_SIZE);
 
@@ -187,10 +216,33 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
     v->out = ngx_create_temp_buf(pool, ngx_max(route->login.len, helo->len)
                                        + sizeof("MAIL FROM:<>" CRLF) + 16);
 
-    sa = ngx_palloc(pool, route->server->addr.socklen);
-
-    if (v->in == NULL || v->out == NULL || sa == NULL) {
+    if (v->in == NULL || v->out == NULL) {
         goto failed;
+    }
+
+    return v;
+
+failed:
+
+    ngx_destroy_pool(pool);
+
+    return NULL;
+}
+
+
+/* the connection to the mailbox server, which greets first */
+
+static ngx_int_t
+ngx_mail_plus_verify_connect(ngx_mail_plus_verify_t *v,
+    ngx_mail_plus_route_t *route, ngx_log_t *log)
+{
+    ngx_int_t          rc;
+    struct sockaddr   *sa;
+    ngx_connection_t  *c;
+
+    sa = ngx_palloc(v->pool, route->server->addr.socklen);
+    if (sa == NULL) {
+        return NGX_ERROR;
     }
 
     ngx_memcpy(sa, route->server->addr.sockaddr, route->server->addr.socklen);
@@ -218,13 +270,13 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
             ngx_close_connection(v->peer.connection);
         }
 
-        goto failed;
+        return NGX_ERROR;
     }
 
     c = v->peer.connection;
 
     c->data = v;
-    c->pool = pool;
+    c->pool = v->pool;
     c->log = &v->log;
     c->read->log = &v->log;
     c->write->log = &v->log;
@@ -240,15 +292,7 @@ ngx_mail_plus_verify(ngx_mail_plus_verify_conf_t *vc,
 
     ngx_add_timer(c->read, v->timeout);
 
-    *vp = v;
-
-    return NGX_AGAIN;
-
-failed:
-
-    ngx_destroy_pool(pool);
-
-    return NGX_ERROR;
+    return NGX_OK;
 }
 
 
