@@ -201,13 +201,6 @@ ngx_int_t ngx_mail_plus_client_take_idle(ngx_mail_plus_dest_t *dest,
     ngx_mail_plus_job_t *job);
 void ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest);
 
-/* the reader of a queue file's records (ngx_mail_plus_spool_record.c) */
-
-ngx_int_t ngx_mail_plus_spool_envelope(ngx_mail_plus_dmsg_t *msg,
-    u_char *buf, size_t len, off_t size, char **reason);
-void ngx_mail_plus_spool_state(ngx_mail_plus_dmsg_t *msg, u_char *data,
-    size_t len);
-
 /* bounces */
 
 ngx_int_t ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,

@@ -41,8 +41,6 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
 {
     u_char                     *p;
     size_t                      len;
-    ngx_str_t                  *rcpt, *dsn;
-    ngx_uint_t                  i;
     ngx_log_t                  *mlog;
     ngx_pool_t                 *pool;
     struct timeval              tv;
@@ -120,72 +118,14 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
 
     /* the envelope */
 
-    len = sizeof("MAILPLUS-QUEUE 1" CRLF) - 1
-          + sizeof("id " CRLF) - 1 + NGX_MAIL_PLUS_QUEUE_ID_LEN
-          + sizeof("arrival " CRLF) - 1 + NGX_TIME_T_LEN
-          + sizeof("client " CRLF) - 1 + env->client.len
-          + sizeof("helo " CRLF) - 1 + env->helo.len
-          + sizeof("login " CRLF) - 1 + env->login.len
-          + sizeof("body 8BITMIME" CRLF) - 1 + 1
-          + sizeof("smtputf8 yes" CRLF) - 1
-          + sizeof("sender " CRLF) - 1 + env->sender.len
-          + sizeof("end" CRLF) - 1;
-
-    rcpt = env->recipients->elts;
-    dsn = env->dsn ? env->dsn->elts : NULL;
-
-    for (i = 0; i < env->recipients->nelts; i++) {
-        len += sizeof("rcpt " CRLF) - 1 + rcpt[i].len;
-
-        if (dsn) {
-            len += sizeof("dsn " CRLF) - 1 + dsn[i].len;
-        }
-    }
-
-    len += sizeof("ret " CRLF) - 1 + env->ret.len
-           + sizeof("envid " CRLF) - 1 + env->envid.len;
-
-    p = ngx_pnalloc(pool, len);
+    p = ngx_pnalloc(pool, ngx_mail_plus_spool_envelope_size(env));
     if (p == NULL) {
         goto failed;
     }
 
-    len = ngx_sprintf(p, "MAILPLUS-QUEUE 1" CRLF "id %s" CRLF
-                      "arrival %T" CRLF "client %V" CRLF "helo %V" CRLF
-                      "login %V" CRLF "body ",
-                      m->id, tv.tv_sec, &env->client, &env->helo,
-                      &env->login)
+    len = ngx_mail_plus_spool_envelope_write(p, m->id, tv.tv_sec, env,
+                                             &m->body)
           - p;
-
-    /* fixed width: the value may be corrected when the content is read */
-
-    m->body = len;
-
-    len = ngx_sprintf(p + len, "%s" CRLF "smtputf8 %s" CRLF "sender %V" CRLF,
-                      env->body == NGX_MAIL_PLUS_BODY_8BITMIME
-                      ? "8BITMIME" : "7BIT    ",
-                      env->smtputf8 ? "yes" : "no", &env->sender)
-          - p;
-
-    /* RFC 3461 parameters, where the client gave them */
-
-    if (env->ret.len) {
-        len = ngx_sprintf(p + len, "ret %V" CRLF, &env->ret) - p;
-    }
-
-    if (env->envid.len) {
-        len = ngx_sprintf(p + len, "envid %V" CRLF, &env->envid) - p;
-    }
-
-    for (i = 0; i < env->recipients->nelts; i++) {
-        len = ngx_sprintf(p + len, "rcpt %V" CRLF, &rcpt[i]) - p;
-
-        if (dsn && dsn[i].len) {
-            len = ngx_sprintf(p + len, "dsn %V" CRLF, &dsn[i]) - p;
-        }
-    }
-
-    len = ngx_cpymem(p + len, "end" CRLF, 5) - p;
 
     if (ngx_mail_plus_queue_write(m, p, len) != NGX_OK) {
         goto failed;
@@ -371,11 +311,9 @@ ngx_mail_plus_queue_write(ngx_mail_plus_queue_msg_t *m, u_char *data,
 ngx_int_t
 ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m, ngx_uint_t body)
 {
-    char  *value;
-
-    value = (body == NGX_MAIL_PLUS_BODY_8BITMIME) ? "8BITMIME" : "7BIT    ";
-
-    if (pwrite(m->fd, value, 8, m->body) != 8) {
+    if (pwrite(m->fd, ngx_mail_plus_spool_body_value(body), 8, m->body)
+        != 8)
+    {
         m->err = ngx_errno;
         ngx_log_error(NGX_LOG_CRIT, m->log, m->err,
                       "pwrite() to \"%s\" failed", m->temp);

@@ -154,12 +154,14 @@ ngx_mail_plus_queue_list_run(ngx_mail_plus_queue_op_t *op)
 static ngx_int_t
 ngx_mail_plus_queue_entry(u_char *path, ngx_mail_plus_queue_entry_t *e)
 {
-    u_char           *p, *eol, *end, *last, buf[4096];
-    off_t             offset;
-    size_t            len;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_file_info_t   fi;
+    char                          *reason;
+    u_char                        *p, *eol, *end, *last, buf[4096];
+    off_t                          offset;
+    size_t                         len;
+    ssize_t                        n;
+    ngx_fd_t                       fd;
+    ngx_file_info_t                fi;
+    ngx_mail_plus_queue_record_t   r;
 
     fd = ngx_open_file(path, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
 
@@ -174,6 +176,10 @@ ngx_mail_plus_queue_entry(u_char *path, ngx_mail_plus_queue_entry_t *e)
 
     e->size = ngx_file_size(&fi);
     e->mtime = ngx_file_mtime(&fi);
+
+    /* the recipients are only counted */
+
+    ngx_memzero(&r, sizeof(ngx_mail_plus_queue_record_t));
 
     offset = 0;
     len = 0;
@@ -191,21 +197,17 @@ ngx_mail_plus_queue_entry(u_char *path, ngx_mail_plus_queue_entry_t *e)
         for (p = buf; (eol = ngx_strlchr(p, last, LF)) != NULL; p = eol + 1) {
             end = (eol > p && eol[-1] == CR) ? eol - 1 : eol;
 
-            if (end - p == 3 && ngx_strncmp(p, "end", 3) == 0) {
+            if (ngx_mail_plus_spool_line(&r, p, end, &reason) == NGX_DONE) {
                 e->envelope = 1;
                 goto done;
             }
 
-            if (end - p >= 7 && ngx_strncmp(p, "sender ", 7) == 0) {
-                e->sender_len = ngx_min((size_t) (end - p - 7),
-                                        sizeof(e->sender));
-                ngx_memcpy(e->sender, p + 7, e->sender_len);
+            /* the sender is kept, the buffer is reused */
 
-            } else if (end - p > 5 && ngx_strncmp(p, "rcpt ", 5) == 0) {
-                e->recipients++;
-
-            } else if (end - p > 8 && ngx_strncmp(p, "arrival ", 8) == 0) {
-                e->arrival = ngx_atotm(p + 8, end - p - 8);
+            if (r.sender.data) {
+                e->sender_len = ngx_min(r.sender.len, sizeof(e->sender));
+                ngx_memcpy(e->sender, r.sender.data, e->sender_len);
+                r.sender.data = NULL;
             }
         }
 
@@ -219,6 +221,9 @@ ngx_mail_plus_queue_entry(u_char *path, ngx_mail_plus_queue_entry_t *e)
     }
 
 done:
+
+    e->recipients = r.nrcpts;
+    e->arrival = r.arrival;
 
     (void) ngx_close_file(fd);
 

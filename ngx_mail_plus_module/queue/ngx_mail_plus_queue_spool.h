@@ -91,7 +91,7 @@ typedef void (*ngx_mail_plus_queue_op_pt)(ngx_mail_plus_queue_op_t *op);
 struct ngx_mail_plus_queue_op_s {
     ngx_mail_plus_queue_t          *queue;
     u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
-    char                           *name;     /* of the operation, a debug log */
+    char                           *name;     /* for the debug log */
     ngx_mail_plus_queue_op_pt       run;
     ngx_str_t                       state;    /* a deferral */
     ngx_uint_t                     *sizes;    /* a count of the spool */
@@ -133,6 +133,15 @@ ngx_mail_plus_queue_op_t *ngx_mail_plus_queue_op_alloc(
     ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool);
 ngx_int_t ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op,
     ngx_log_t *log);
+
+/* ngx_mail_plus_spool_record.c: the writer, and one line of the reader */
+
+size_t ngx_mail_plus_spool_envelope_size(ngx_mail_plus_queue_envelope_t *env);
+u_char *ngx_mail_plus_spool_envelope_write(u_char *p, u_char *id,
+    time_t arrival, ngx_mail_plus_queue_envelope_t *env, off_t *body);
+char *ngx_mail_plus_spool_body_value(ngx_uint_t body);
+ngx_int_t ngx_mail_plus_spool_line(ngx_mail_plus_queue_record_t *r,
+    u_char *p, u_char *eol, char **reason);
 
 /* ngx_mail_plus_queue_add.c */
 
