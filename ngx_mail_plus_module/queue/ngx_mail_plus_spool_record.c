@@ -394,6 +394,10 @@ ngx_mail_plus_spool_notify(ngx_str_t *value)
     size_t       len;
     ngx_uint_t   mask;
 
+    if (value->len == 0) {
+        return 0;
+    }
+
     mask = 0;
     last = value->data + value->len;
     word = value->data;
