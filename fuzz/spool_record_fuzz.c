@@ -14,7 +14,7 @@
  * with a reason, or hands back an envelope whose every field lies inside
  * the buffer, whose addresses hold no space or control byte, with at
  * least one recipient and a content offset inside the file.  The same
- * bytes read line by line, as a listing does, never fail otherwise.  An
+ * bytes read as the queue API shows a file never fail.  An
  * envelope read is then written again by the writer and read back: the
  * same fields come out.
  *
@@ -204,31 +204,24 @@ fuzz_address(ngx_str_t *s, u_char *buf, size_t len)
 }
 
 
-/* the lines as a listing reads them: never an error but a bad line */
+/* the lines as the queue API shows them: never an error but no memory */
 
 static void
-fuzz_lines(u_char *buf, size_t len)
+fuzz_show(ngx_pool_t *pool, u_char *buf, size_t len)
 {
-    char                          *reason;
-    u_char                        *p, *eol, *last;
-    ngx_int_t                      rc;
+    ngx_array_t                    rcpts;
     ngx_mail_plus_queue_record_t   r;
 
     ngx_memzero(&r, sizeof(ngx_mail_plus_queue_record_t));
+    assert(ngx_array_init(&rcpts, pool, 4,
+                          sizeof(ngx_mail_plus_queue_rcpt_t)) == NGX_OK);
+    r.rcpts = &rcpts;
 
-    last = buf + len;
+    assert(ngx_mail_plus_spool_show(&r, buf, len) == NGX_OK);
 
-    for (p = buf; (eol = ngx_strlchr(p, last, LF)) != NULL; p = eol + 1) {
-        rc = ngx_mail_plus_spool_line(&r, p, eol, &reason);
-
-        assert(rc == NGX_OK || rc == NGX_DONE || rc == NGX_DECLINED);
-
-        fuzz_inside(&r.sender, buf, len);
-
-        if (rc == NGX_DONE) {
-            break;
-        }
-    }
+    fuzz_inside(&r.sender, buf, len);
+    fuzz_inside(&r.client, buf, len);
+    assert(rcpts.nelts <= r.nrcpts);
 }
 
 
@@ -378,7 +371,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                           sizeof(ngx_mail_plus_queue_rcpt_t)) == NGX_OK);
     r.rcpts = &rcpts;
 
-    fuzz_lines(buf, len);
+    fuzz_show(pool, buf, len);
 
     reason = NULL;
 

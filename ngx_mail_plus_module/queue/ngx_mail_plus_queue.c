@@ -36,7 +36,6 @@ char  *ngx_mail_plus_queue_dirs[] = {
 
 static ngx_int_t ngx_mail_plus_queue_clean_tmp(ngx_cycle_t *cycle,
     ngx_mail_plus_queue_t *q, ngx_uint_t *removed);
-static void ngx_mail_plus_queue_op_finish(ngx_mail_plus_queue_op_t *op);
 static void ngx_mail_plus_queue_op_log(ngx_mail_plus_queue_op_t *op,
     ngx_log_t *log);
 #if (NGX_THREADS)
@@ -88,6 +87,12 @@ ngx_mail_plus_queue_create(ngx_conf_t *cf, ngx_str_t *path,
     return q;
 }
 
+
+/*
+ * at start and at each reload, in the master: the directories are made,
+ * temporary files of processes that no longer run are removed, and the
+ * messages found are counted
+ */
 
 ngx_int_t
 ngx_mail_plus_queue_init(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q)
@@ -243,6 +248,8 @@ ngx_mail_plus_queue_clean_tmp(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q,
 }
 
 
+/* the names that begin with a queue ID: <ID>, <ID>.<pid>, <ID>.<seconds> */
+
 ngx_uint_t
 ngx_mail_plus_queue_count(u_char *path)
 {
@@ -281,6 +288,8 @@ ngx_mail_plus_queue_open_dir(u_char *path, ngx_dir_t *dir)
     return ngx_open_dir(&name, dir);
 }
 
+
+/* an ID: 22 upper case hex digits */
 
 ngx_int_t
 ngx_mail_plus_queue_valid_id(u_char *name, size_t len)
@@ -407,43 +416,6 @@ ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op, ngx_log_t *log)
 
 
 static void
-ngx_mail_plus_queue_op_finish(ngx_mail_plus_queue_op_t *op)
-{
-    ngx_pool_cleanup_t  *cln;
-
-    if (op->due && op->due->reclaimed) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "queue: %ui messages taken back from gone processes",
-                      op->due->reclaimed);
-    }
-
-    /* the buffers read in the thread live as long as the caller's pool */
-
-    if (op->load && (op->load->head.data || op->load->state.data)) {
-        cln = ngx_pool_cleanup_add(op->pool, 0);
-
-        if (cln) {
-            cln->handler = ngx_mail_plus_queue_load_free;
-            cln->data = op->load;
-
-        } else {
-            ngx_mail_plus_queue_load_free(op->load);
-            ngx_str_null(&op->load->head);
-            ngx_str_null(&op->load->state);
-        }
-    }
-
-    if (op->admin
-        && op->admin->what == NGX_MAIL_PLUS_QUEUE_UNHOLD
-        && op->admin->result == NGX_OK
-        && op->queue->notify)
-    {
-        op->queue->notify(op->queue, op->id);
-    }
-}
-
-
-static void
 ngx_mail_plus_queue_op_log(ngx_mail_plus_queue_op_t *op, ngx_log_t *log)
 {
     if (op->failed && op->reason) {
@@ -496,7 +468,10 @@ ngx_mail_plus_queue_op_done(ngx_event_t *ev)
     ngx_mail_plus_queue_op_t  *op = ev->data;
 
     ngx_mail_plus_queue_op_log(op, ngx_cycle->log);
-    ngx_mail_plus_queue_op_finish(op);
+
+    if (op->finish) {
+        op->finish(op);
+    }
 
     op->handler(op->data);
 }

@@ -205,6 +205,61 @@ ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_log_t *log);
 
 /*
+ * a queue file's records as read (ngx_mail_plus_spool_record.c, the one
+ * reader of the format): the envelope, then the state file
+ */
+
+typedef struct {
+    ngx_str_t                       addr;
+    ngx_str_t                       dsn;         /* the "dsn" value */
+    ngx_str_t                       notify;      /* RFC 3461, as received */
+    ngx_str_t                       orcpt;
+    ngx_uint_t                      notify_mask; /* NGX_MAIL_PLUS_NOTIFY_* */
+    unsigned                        done:1;      /* in an earlier attempt */
+} ngx_mail_plus_queue_rcpt_t;
+
+
+typedef struct {
+    off_t                           body;        /* the content's start */
+    off_t                           size;        /* of the content */
+    time_t                          arrival;
+    ngx_str_t                       client;
+    ngx_str_t                       helo;
+    ngx_str_t                       login;
+    ngx_str_t                       sender;
+    ngx_str_t                       ret;         /* RFC 3461, as received */
+    ngx_str_t                       envid;
+    ngx_uint_t                      body_type;   /* NGX_MAIL_PLUS_BODY_* */
+    ngx_uint_t                      nrcpts;      /* "rcpt" lines */
+    ngx_array_t                    *rcpts;       /* ngx_mail_plus_queue_rcpt_t,
+                                                    NULL: counted only */
+    ngx_uint_t                      attempts;    /* the state file's */
+    unsigned                        smtputf8:1;
+    unsigned                        smtputf8_line:1;
+    unsigned                        warned:1;
+} ngx_mail_plus_queue_record_t;
+
+ngx_int_t ngx_mail_plus_spool_envelope(ngx_mail_plus_queue_record_t *r,
+    u_char *id, u_char *buf, size_t len, off_t size, char **reason);
+ngx_int_t ngx_mail_plus_spool_show(ngx_mail_plus_queue_record_t *r,
+    u_char *buf, size_t len);
+void ngx_mail_plus_spool_state(ngx_mail_plus_queue_record_t *r,
+    u_char *data, size_t len);
+ngx_uint_t ngx_mail_plus_spool_notify(ngx_str_t *value);
+
+/*
+ * a state file for ngx_mail_plus_queue_defer(): its size (that of its
+ * first lines with addr NULL, plus that of a "done" line for each address
+ * done), then its lines
+ */
+
+size_t ngx_mail_plus_spool_state_size(ngx_str_t *addr);
+u_char *ngx_mail_plus_spool_state_write(u_char *p, ngx_uint_t attempts,
+    ngx_uint_t warned);
+u_char *ngx_mail_plus_spool_state_done(u_char *p, ngx_str_t *addr);
+
+
+/*
  * the directories a message can be in, for the status endpoint and the
  * queue API: ngx_mail_plus_queue_dirs[] names them, in this order
  */
@@ -264,6 +319,7 @@ typedef struct {
     size_t                          head_size;   /*   room in head.data */
     ngx_str_t                       state;       /*   the state file */
     size_t                          state_size;
+    ngx_mail_plus_queue_record_t    record;      /*   both read */
 } ngx_mail_plus_queue_admin_t;
 
 ngx_int_t ngx_mail_plus_queue_list(ngx_mail_plus_queue_t *q,
@@ -273,58 +329,6 @@ ngx_int_t ngx_mail_plus_queue_admin(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_mail_plus_queue_admin_t *a, ngx_mail_plus_queue_defer_pt handler,
     void *data, ngx_pool_t *pool, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_queue_is_id(u_char *name, size_t len);
-
-
-/*
- * a queue file's records as read (ngx_mail_plus_spool_record.c, the one
- * reader of the format): the envelope, then the state file
- */
-
-typedef struct {
-    ngx_str_t                       addr;
-    ngx_str_t                       dsn;         /* the "dsn" value */
-    ngx_str_t                       notify;      /* RFC 3461, as received */
-    ngx_str_t                       orcpt;
-    ngx_uint_t                      notify_mask; /* NGX_MAIL_PLUS_NOTIFY_* */
-    unsigned                        done:1;      /* in an earlier attempt */
-} ngx_mail_plus_queue_rcpt_t;
-
-
-typedef struct {
-    off_t                           body;        /* the content's start */
-    off_t                           size;        /* of the content */
-    time_t                          arrival;
-    ngx_str_t                       client;
-    ngx_str_t                       helo;
-    ngx_str_t                       login;
-    ngx_str_t                       sender;
-    ngx_str_t                       ret;         /* RFC 3461, as received */
-    ngx_str_t                       envid;
-    ngx_uint_t                      body_type;   /* NGX_MAIL_PLUS_BODY_* */
-    ngx_uint_t                      nrcpts;      /* "rcpt" lines */
-    ngx_array_t                    *rcpts;       /* ngx_mail_plus_queue_rcpt_t,
-                                                    NULL: counted only */
-    ngx_uint_t                      attempts;    /* the state file's */
-    unsigned                        smtputf8:1;
-    unsigned                        warned:1;
-} ngx_mail_plus_queue_record_t;
-
-ngx_int_t ngx_mail_plus_spool_envelope(ngx_mail_plus_queue_record_t *r,
-    u_char *id, u_char *buf, size_t len, off_t size, char **reason);
-void ngx_mail_plus_spool_state(ngx_mail_plus_queue_record_t *r,
-    u_char *data, size_t len);
-ngx_uint_t ngx_mail_plus_spool_notify(ngx_str_t *value);
-
-/*
- * a state file for ngx_mail_plus_queue_defer(): its size (that of its
- * first lines with addr NULL, plus that of a "done" line for each address
- * done), then its lines
- */
-
-size_t ngx_mail_plus_spool_state_size(ngx_str_t *addr);
-u_char *ngx_mail_plus_spool_state_write(u_char *p, ngx_uint_t attempts,
-    ngx_uint_t warned);
-u_char *ngx_mail_plus_spool_state_done(u_char *p, ngx_str_t *addr);
 
 
 /* the queue of a cycle (ngx_mail_plus_queue_module.c): NULL, none */

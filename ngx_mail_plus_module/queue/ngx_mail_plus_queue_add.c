@@ -35,6 +35,12 @@ static void ngx_mail_plus_queue_thread_done(ngx_event_t *ev);
 #endif
 
 
+/*
+ * a new message: its ID (seconds, microseconds, pid, counter: sortable by
+ * arrival and unique across workers and restarts), its temporary file and
+ * its envelope
+ */
+
 ngx_mail_plus_queue_msg_t *
 ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
     ngx_mail_plus_queue_envelope_t *env, ngx_log_t *log)
@@ -146,6 +152,9 @@ failed:
 }
 
 
+/* seconds, microseconds, pid, counter: sortable, and unique across
+ * the workers and restarts */
+
 static void
 ngx_mail_plus_queue_new_id(ngx_mail_plus_queue_t *q, u_char *id)
 {
@@ -162,6 +171,8 @@ ngx_mail_plus_queue_new_id(ngx_mail_plus_queue_t *q, u_char *id)
 
 
 #if (NGX_THREADS)
+
+/* the stock is topped up when it is half empty */
 
 static void
 ngx_mail_plus_queue_fill(ngx_mail_plus_queue_t *q)
@@ -201,6 +212,8 @@ ngx_mail_plus_queue_fill(ngx_mail_plus_queue_t *q)
     }
 }
 
+
+/* in the thread: no pool, no log */
 
 static void
 ngx_mail_plus_queue_fill_thread(void *data, ngx_log_t *log)
@@ -247,6 +260,8 @@ ngx_mail_plus_queue_fill_done(ngx_event_t *ev)
 #endif
 
 
+/* at the exit of a worker: the files in stock are removed */
+
 void
 ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q)
 {
@@ -278,6 +293,11 @@ ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q)
 }
 
 
+/*
+ * plain write() in the event loop, as nginx writes its temporary files:
+ * it lands in the page cache; only fsync() waits for the disk
+ */
+
 ngx_int_t
 ngx_mail_plus_queue_write(ngx_mail_plus_queue_msg_t *m, u_char *data,
     size_t len)
@@ -308,6 +328,8 @@ ngx_mail_plus_queue_write(ngx_mail_plus_queue_msg_t *m, u_char *data,
 }
 
 
+/* the body type found in the content: 8-bit data without BODY=8BITMIME */
+
 ngx_int_t
 ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m, ngx_uint_t body)
 {
@@ -323,6 +345,11 @@ ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m, ngx_uint_t body)
     return NGX_OK;
 }
 
+
+/*
+ * NGX_AGAIN: m->handler is called when the message is in incoming/ or
+ * failed (m->err); the queue frees the message after the handler
+ */
 
 ngx_int_t
 ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m)
@@ -344,6 +371,8 @@ ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m)
     return NGX_AGAIN;
 }
 
+
+/* a message that is not to be committed; one being committed still is */
 
 void
 ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m)
@@ -441,6 +470,8 @@ ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q)
     ngx_post_event(&q->done, &ngx_posted_events);
 }
 
+
+/* in the thread: no pool, no log */
 
 static void
 ngx_mail_plus_queue_sync(ngx_mail_plus_queue_t *q,
@@ -607,6 +638,14 @@ ngx_mail_plus_queue_thread_done(ngx_event_t *ev)
 #endif
 
 
+/*
+ * a bounce: "size" bytes of a claimed file from "offset" (with
+ * "headers", only its header section, up to 64 KB) are appended to the
+ * message m, in the thread pool; fd is dup()ed, so that the claimed file
+ * may be closed meanwhile; m->err tells how it went; the same results as
+ * ngx_mail_plus_queue_defer()
+ */
+
 ngx_int_t
 ngx_mail_plus_queue_copy(ngx_mail_plus_queue_msg_t *m, ngx_fd_t fd,
     off_t offset, off_t size, ngx_uint_t headers,
@@ -644,6 +683,8 @@ ngx_mail_plus_queue_copy(ngx_mail_plus_queue_msg_t *m, ngx_fd_t fd,
     return rc;
 }
 
+
+/* no pool, no log: it may run in a thread */
 
 static void
 ngx_mail_plus_queue_copy_run(ngx_mail_plus_queue_op_t *op)

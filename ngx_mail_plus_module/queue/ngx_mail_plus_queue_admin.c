@@ -24,6 +24,7 @@ static void ngx_mail_plus_queue_list_run(ngx_mail_plus_queue_op_t *op);
 static ngx_int_t ngx_mail_plus_queue_entry(u_char *path,
     ngx_mail_plus_queue_entry_t *e);
 static void ngx_mail_plus_queue_admin_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_admin_finish(ngx_mail_plus_queue_op_t *op);
 static ngx_int_t ngx_mail_plus_queue_locate(ngx_mail_plus_queue_t *q,
     u_char *id, ngx_mail_plus_queue_admin_t *a, u_char *path);
 static ngx_int_t ngx_mail_plus_queue_move(ngx_mail_plus_queue_op_t *op,
@@ -34,6 +35,15 @@ static void ngx_mail_plus_queue_show(ngx_mail_plus_queue_op_t *op,
 static ngx_int_t ngx_mail_plus_queue_sync_dir(ngx_mail_plus_queue_op_t *op,
     char *sub);
 
+
+/*
+ * the number of files in each of incoming/, active/, deferred/, hold/ and
+ * corrupt/, for the status endpoint: reading directories that may hold
+ * many thousands of names blocks, so it is done in the thread pool like
+ * the moves, and "sizes" is filled in before the handler is called; the
+ * same results as ngx_mail_plus_queue_defer(); a directory that is not
+ * there (deferred/ without delivery) counts 0
+ */
 
 ngx_int_t
 ngx_mail_plus_queue_sizes(ngx_mail_plus_queue_t *q, ngx_uint_t *sizes,
@@ -54,6 +64,8 @@ ngx_mail_plus_queue_sizes(ngx_mail_plus_queue_t *q, ngx_uint_t *sizes,
 }
 
 
+/* no pool, no log: it may run in a thread */
+
 static void
 ngx_mail_plus_queue_sizes_run(ngx_mail_plus_queue_op_t *op)
 {
@@ -67,6 +79,14 @@ ngx_mail_plus_queue_sizes_run(ngx_mail_plus_queue_op_t *op)
     }
 }
 
+
+/*
+ * a listing for the queue API: the messages of incoming/, active/,
+ * deferred/, hold/ and corrupt/; at most list->nalloc of them are
+ * described (the caller allocates the room: memory stays bounded however
+ * large the spool is), all of them are counted; the same results as
+ * ngx_mail_plus_queue_defer()
+ */
 
 ngx_int_t
 ngx_mail_plus_queue_list(ngx_mail_plus_queue_t *q,
@@ -86,6 +106,8 @@ ngx_mail_plus_queue_list(ngx_mail_plus_queue_t *q,
     return ngx_mail_plus_queue_op_post(op, log);
 }
 
+
+/* no pool, no log: it may run in a thread */
 
 static void
 ngx_mail_plus_queue_list_run(ngx_mail_plus_queue_op_t *op)
@@ -150,6 +172,12 @@ ngx_mail_plus_queue_list_run(ngx_mail_plus_queue_op_t *op)
     }
 }
 
+
+/*
+ * the envelope lines a listing shows, read in pieces and parsed line by
+ * line by the record reader: no more memory than the buffer, however
+ * many recipients there are
+ */
 
 static ngx_int_t
 ngx_mail_plus_queue_entry(u_char *path, ngx_mail_plus_queue_entry_t *e)
@@ -231,6 +259,15 @@ done:
 }
 
 
+/*
+ * one message for the queue API, by its ID (checked by the caller):
+ * shown, moved to hold/ (from incoming/ or deferred/ only), moved from
+ * hold/ back to incoming/, or deleted with its state (from anywhere but
+ * active/); a->result is NGX_OK, NGX_DECLINED (no such message), NGX_BUSY
+ * (it is not where the operation applies; a->where says where it is) or
+ * NGX_ERROR; the same results as ngx_mail_plus_queue_defer()
+ */
+
 ngx_int_t
 ngx_mail_plus_queue_admin(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_mail_plus_queue_admin_t *a, ngx_mail_plus_queue_defer_pt handler,
@@ -249,11 +286,14 @@ ngx_mail_plus_queue_admin(ngx_mail_plus_queue_t *q, u_char *id,
     }
 
     op->admin = a;
+    op->finish = ngx_mail_plus_queue_admin_finish;
     a->result = NGX_ERROR;
 
     return ngx_mail_plus_queue_op_post(op, log);
 }
 
+
+/* no pool, no log: it may run in a thread */
 
 static void
 ngx_mail_plus_queue_admin_run(ngx_mail_plus_queue_op_t *op)
@@ -308,6 +348,52 @@ ngx_mail_plus_queue_admin_run(ngx_mail_plus_queue_op_t *op)
     a->result = rc;
 }
 
+
+/*
+ * a message released from hold/ is scheduled at once, like a new one; a
+ * message shown has its records read, for the caller
+ */
+
+static void
+ngx_mail_plus_queue_admin_finish(ngx_mail_plus_queue_op_t *op)
+{
+    ngx_mail_plus_queue_admin_t   *a;
+    ngx_mail_plus_queue_record_t  *r;
+
+    a = op->admin;
+
+    if (a->result != NGX_OK) {
+        return;
+    }
+
+    if (a->what == NGX_MAIL_PLUS_QUEUE_UNHOLD && op->queue->notify) {
+        op->queue->notify(op->queue, op->id);
+        return;
+    }
+
+    if (a->what != NGX_MAIL_PLUS_QUEUE_SHOW || a->head.len == 0) {
+        return;
+    }
+
+    r = &a->record;
+
+    ngx_memzero(r, sizeof(ngx_mail_plus_queue_record_t));
+
+    r->rcpts = ngx_array_create(op->pool, 4,
+                                sizeof(ngx_mail_plus_queue_rcpt_t));
+
+    if (r->rcpts == NULL
+        || ngx_mail_plus_spool_show(r, a->head.data, a->head.len) != NGX_OK)
+    {
+        a->result = NGX_ERROR;
+        return;
+    }
+
+    ngx_mail_plus_spool_state(r, a->state.data, a->state.len);
+}
+
+
+/* where a message is: a->where, its size, its mtime, its path */
 
 static ngx_int_t
 ngx_mail_plus_queue_locate(ngx_mail_plus_queue_t *q, u_char *id,
@@ -378,6 +464,11 @@ ngx_mail_plus_queue_locate(ngx_mail_plus_queue_t *q, u_char *id,
 }
 
 
+/*
+ * from/<ID> to to/<ID>, and to/ is fsynced; NGX_DECLINED: it is not in
+ * from/; a file already in to/ is never replaced
+ */
+
 static ngx_int_t
 ngx_mail_plus_queue_move(ngx_mail_plus_queue_op_t *op, ngx_uint_t from,
     ngx_uint_t to)
@@ -410,6 +501,8 @@ ngx_mail_plus_queue_move(ngx_mail_plus_queue_op_t *op, ngx_uint_t from,
     return ngx_mail_plus_queue_sync_dir(op, ngx_mail_plus_queue_dirs[to]);
 }
 
+
+/* the file and its state go, from anywhere but active/ */
 
 static ngx_int_t
 ngx_mail_plus_queue_delete(ngx_mail_plus_queue_op_t *op)
@@ -462,6 +555,11 @@ ngx_mail_plus_queue_delete(ngx_mail_plus_queue_op_t *op)
     return NGX_DECLINED;
 }
 
+
+/*
+ * the envelope (up to its "end" line, if it fits in a->head_size) and the
+ * state file (up to a->state_size), into the room the caller gave
+ */
 
 static void
 ngx_mail_plus_queue_show(ngx_mail_plus_queue_op_t *op, u_char *path)

@@ -54,7 +54,10 @@ struct ngx_mail_plus_queue_reader_s {
 
 
 static void ngx_mail_plus_queue_scan_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_scan_finish(ngx_mail_plus_queue_op_t *op);
 static void ngx_mail_plus_queue_load_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_load_finish(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_load_free(void *data);
 static u_char *ngx_mail_plus_queue_read_envelope(ngx_fd_t fd, off_t size,
     size_t *len, ngx_err_t *err);
 static u_char *ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q,
@@ -108,6 +111,11 @@ ngx_mail_plus_queue_set_notify(ngx_mail_plus_queue_t *q,
     q->notify = notify;
 }
 
+
+/*
+ * claims in active/ of processes that no longer run go back to incoming/;
+ * with no log (in a thread), nothing is logged: the count tells
+ */
 
 ngx_uint_t
 ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
@@ -180,6 +188,14 @@ ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
 }
 
 
+/*
+ * the delivery's scan, in the thread pool: claims of gone processes are
+ * taken back, then up to due->nalloc queue IDs are found, those of
+ * incoming/ first, then those of deferred/ whose mtime (the time of the
+ * next attempt) is not later than due->now; the same results as
+ * ngx_mail_plus_queue_defer()
+ */
+
 ngx_int_t
 ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
     ngx_mail_plus_queue_due_t *due, ngx_mail_plus_queue_defer_pt handler,
@@ -197,10 +213,13 @@ ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
     due->reclaimed = 0;
 
     op->due = due;
+    op->finish = ngx_mail_plus_queue_scan_finish;
 
     return ngx_mail_plus_queue_op_post(op, log);
 }
 
+
+/* no pool, no log: it may run in a thread */
 
 static void
 ngx_mail_plus_queue_scan_run(ngx_mail_plus_queue_op_t *op)
@@ -260,6 +279,12 @@ ngx_mail_plus_queue_scan_run(ngx_mail_plus_queue_op_t *op)
 }
 
 
+/*
+ * a claim of incoming/<ID> or deferred/<ID> (load->which), then its
+ * envelope and its state file are read, in the thread pool; the same
+ * results as ngx_mail_plus_queue_defer()
+ */
+
 ngx_int_t
 ngx_mail_plus_queue_load(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_mail_plus_queue_load_t *load, ngx_mail_plus_queue_defer_pt handler,
@@ -283,10 +308,27 @@ ngx_mail_plus_queue_load(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_str_null(&load->state);
 
     op->load = load;
+    op->finish = ngx_mail_plus_queue_load_finish;
 
     return ngx_mail_plus_queue_op_post(op, log);
 }
 
+
+static void
+ngx_mail_plus_queue_scan_finish(ngx_mail_plus_queue_op_t *op)
+{
+    if (op->due->reclaimed) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "queue: %ui messages taken back from gone processes",
+                      op->due->reclaimed);
+    }
+}
+
+
+/*
+ * the claim: incoming/<ID> or deferred/<ID> to active/<ID>.<pid>, then
+ * the file is opened and read; no pool, no log: it may run in a thread
+ */
 
 static void
 ngx_mail_plus_queue_load_run(ngx_mail_plus_queue_op_t *op)
@@ -360,6 +402,11 @@ ngx_mail_plus_queue_load_run(ngx_mail_plus_queue_op_t *op)
 }
 
 
+/*
+ * the start of a queue file, up to its "end" line at least: read in
+ * growing pieces, up to 64 MB; malloc()ed, as in a thread
+ */
+
 static u_char *
 ngx_mail_plus_queue_read_envelope(ngx_fd_t fd, off_t size, size_t *len,
     ngx_err_t *err)
@@ -405,6 +452,8 @@ ngx_mail_plus_queue_read_envelope(ngx_fd_t fd, off_t size, size_t *len,
     }
 }
 
+
+/* the state file, malloc()ed: NULL with no error when there is none */
 
 static u_char *
 ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q, u_char *id,
@@ -468,7 +517,32 @@ ngx_mail_plus_queue_read_state(ngx_mail_plus_queue_t *q, u_char *id,
 }
 
 
-void
+/* the buffers read in the thread live as long as the caller's pool */
+
+static void
+ngx_mail_plus_queue_load_finish(ngx_mail_plus_queue_op_t *op)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (op->load->head.data == NULL && op->load->state.data == NULL) {
+        return;
+    }
+
+    cln = ngx_pool_cleanup_add(op->pool, 0);
+
+    if (cln) {
+        cln->handler = ngx_mail_plus_queue_load_free;
+        cln->data = op->load;
+        return;
+    }
+
+    ngx_mail_plus_queue_load_free(op->load);
+    ngx_str_null(&op->load->head);
+    ngx_str_null(&op->load->state);
+}
+
+
+static void
 ngx_mail_plus_queue_load_free(void *data)
 {
     ngx_mail_plus_queue_load_t  *load = data;
@@ -509,6 +583,11 @@ ngx_mail_plus_queue_reader(ngx_mail_plus_queue_t *q, size_t size,
     return rd;
 }
 
+
+/*
+ * NGX_AGAIN: the handler is called from the event loop with the bytes
+ * read; NGX_BUSY: the thread pool cannot take it now; NGX_ERROR
+ */
 
 ngx_int_t
 ngx_mail_plus_queue_read(ngx_mail_plus_queue_reader_t *rd, ngx_fd_t fd,
@@ -576,6 +655,8 @@ ngx_mail_plus_queue_reader_free(ngx_mail_plus_queue_reader_t *rd)
 }
 
 
+/* no pool, no log: it may run in a thread */
+
 static void
 ngx_mail_plus_queue_read_run(ngx_mail_plus_queue_reader_t *rd)
 {
@@ -617,6 +698,12 @@ ngx_mail_plus_queue_read_done(ngx_event_t *ev)
 }
 
 
+/*
+ * NGX_AGAIN: the handler is called from the event loop when it is done;
+ * NGX_BUSY: the thread pool cannot take it now (its queue is full), try
+ * again later; NGX_ERROR: no memory
+ */
+
 ngx_int_t
 ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
@@ -636,6 +723,8 @@ ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
     return ngx_mail_plus_queue_op_post(op, log);
 }
 
+
+/* no pool, no log: it may run in a thread */
 
 static void
 ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_op_t *op)
@@ -700,6 +789,13 @@ ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_op_t *op)
 }
 
 
+/*
+ * a claimed message that cannot be parsed is set aside in corrupt/, never
+ * removed: its envelope cannot be trusted, so it is neither delivered nor
+ * bounced; the reason is logged once, when it is there; the same results
+ * as ngx_mail_plus_queue_defer()
+ */
+
 ngx_int_t
 ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
     char *reason, ngx_mail_plus_queue_defer_pt handler, void *data,
@@ -718,6 +814,13 @@ ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
     return ngx_mail_plus_queue_op_post(op, log);
 }
 
+
+/*
+ * active/<ID>.<pid> to corrupt/<ID>, or to corrupt/<ID>.<seconds> if a
+ * file of that ID is there already (one set aside before, re-queued and
+ * set aside again): nothing in corrupt/ is ever replaced; then corrupt/
+ * is fsynced; no pool, no log: it may run in a thread
+ */
 
 static void
 ngx_mail_plus_queue_corrupt_run(ngx_mail_plus_queue_op_t *op)
@@ -761,6 +864,12 @@ ngx_mail_plus_queue_corrupt_run(ngx_mail_plus_queue_op_t *op)
 }
 
 
+/*
+ * every recipient is done: the state file and the claimed file are
+ * unlinked, in the thread pool; the same results as
+ * ngx_mail_plus_queue_defer()
+ */
+
 ngx_int_t
 ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
     ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool,
@@ -777,6 +886,8 @@ ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
     return ngx_mail_plus_queue_op_post(op, log);
 }
 
+
+/* no pool, no log: it may run in a thread */
 
 static void
 ngx_mail_plus_queue_remove_run(ngx_mail_plus_queue_op_t *op)
@@ -798,6 +909,8 @@ ngx_mail_plus_queue_remove_run(ngx_mail_plus_queue_op_t *op)
     }
 }
 
+
+/* a claimed message not attempted (a worker going away) */
 
 ngx_int_t
 ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,

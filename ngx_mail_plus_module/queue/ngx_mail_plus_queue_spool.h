@@ -81,7 +81,7 @@ struct ngx_mail_plus_queue_s {
 /*
  * An operation on the spool that may block runs in the thread pool when
  * there is one (in place otherwise): "run" does the I/O with no pool and
- * no log, then the handler is called from the event loop.
+ * no log, then "finish" and the handler are called from the event loop.
  */
 
 typedef struct ngx_mail_plus_queue_op_s  ngx_mail_plus_queue_op_t;
@@ -93,6 +93,7 @@ struct ngx_mail_plus_queue_op_s {
     u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
     char                           *name;     /* for the debug log */
     ngx_mail_plus_queue_op_pt       run;
+    ngx_mail_plus_queue_op_pt       finish;   /* in the event loop, or NULL */
     ngx_str_t                       state;    /* a deferral */
     ngx_uint_t                     *sizes;    /* a count of the spool */
     time_t                          next;
@@ -146,10 +147,6 @@ ngx_int_t ngx_mail_plus_spool_line(ngx_mail_plus_queue_record_t *r,
 /* ngx_mail_plus_queue_add.c */
 
 void ngx_mail_plus_queue_done_handler(ngx_event_t *ev);
-
-/* ngx_mail_plus_queue_claim.c */
-
-void ngx_mail_plus_queue_load_free(void *data);
 
 
 #endif /* _NGX_MAIL_PLUS_QUEUE_SPOOL_H_INCLUDED_ */

@@ -205,6 +205,36 @@ ngx_mail_plus_spool_envelope(ngx_mail_plus_queue_record_t *r, u_char *id,
 
 
 /*
+ * the envelope lines of a file shown as it is, up to its "end" line, with
+ * CRLF or LF line ends: nothing is checked, lines that cannot be read are
+ * skipped; NGX_ERROR: no memory
+ */
+
+ngx_int_t
+ngx_mail_plus_spool_show(ngx_mail_plus_queue_record_t *r, u_char *buf,
+    size_t len)
+{
+    char       *reason;
+    u_char     *p, *eol, *end, *last;
+    ngx_int_t   rc;
+
+    last = buf + len;
+
+    for (p = buf; (eol = ngx_strlchr(p, last, LF)) != NULL; p = eol + 1) {
+        end = (eol > p && eol[-1] == CR) ? eol - 1 : eol;
+
+        rc = ngx_mail_plus_spool_line(r, p, end, &reason);
+
+        if (rc == NGX_DONE || rc == NGX_ERROR) {
+            return (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * one envelope line, without its line end: NGX_DONE at the "end" line,
  * NGX_DECLINED for a bad line (*reason says why; a bad sender is kept in
  * r->sender all the same, for a listing), NGX_ERROR: no memory; lines
@@ -318,6 +348,7 @@ ngx_mail_plus_spool_line(ngx_mail_plus_queue_record_t *r, u_char *p,
     case 9:
         if (ngx_strncmp(p, "smtputf8 ", 9) == 0) {
             r->smtputf8 = (v.len == 3 && ngx_strncmp(v.data, "yes", 3) == 0);
+            r->smtputf8_line = 1;
         }
 
         break;
