@@ -384,6 +384,9 @@ ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op, ngx_log_t *log)
     task->event.handler = ngx_mail_plus_queue_op_done;
 
     if (ngx_thread_task_post(op->queue->thread_pool, task) == NGX_OK) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "queue: %s %s posted to the thread pool",
+                       op->name, op->id);
         return NGX_AGAIN;
     }
 
@@ -402,6 +405,9 @@ ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op, ngx_log_t *log)
     /* no threads: done in place, the handler is called from the loop */
 
     op->run(op);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "queue: %s %s done in place", op->name, op->id);
 
     op->event.data = op;
     op->event.handler = ngx_mail_plus_queue_op_done;
@@ -466,6 +472,11 @@ static void
 ngx_mail_plus_queue_op_done(ngx_event_t *ev)
 {
     ngx_mail_plus_queue_op_t  *op = ev->data;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, op->err,
+                   "queue: %s %s completed%s%s", op->name, op->id,
+                   op->failed ? ", failed: " : "",
+                   op->failed ? op->failed : "");
 
     ngx_mail_plus_queue_op_log(op, ngx_cycle->log);
 

@@ -137,6 +137,10 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
         goto failed;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "queue: message %s opened, fd:%d, %uz bytes of envelope",
+                   m->id, m->fd, len);
+
     return m;
 
 failed:
@@ -208,6 +212,9 @@ ngx_mail_plus_queue_fill(ngx_mail_plus_queue_t *q)
     }
 
     if (ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                       "queue: stock of %ui files posted to the thread pool",
+                       q->nfill);
         q->filling = 1;
     }
 }
@@ -255,6 +262,9 @@ ngx_mail_plus_queue_fill_done(ngx_event_t *ev)
     }
 
     q->nfill = 0;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "queue: stock filled, %ui files in stock", q->nstock);
 }
 
 #endif
@@ -358,6 +368,9 @@ ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m)
 
     q = m->queue;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, m->log, 0,
+                   "queue: message %s to commit, %O bytes", m->id, m->offset);
+
     m->pending = 1;
     m->next = NULL;
 
@@ -378,9 +391,14 @@ void
 ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m)
 {
     if (m->pending) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, m->log, 0,
+                       "queue: message %s cancelled while committed", m->id);
         m->cancelled = 1;
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, m->log, 0,
+                   "queue: message %s aborted", m->id);
 
     if (m->fd != NGX_INVALID_FILE) {
         (void) ngx_close_file(m->fd);
@@ -430,7 +448,7 @@ ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q)
 
     if (task && ngx_thread_task_post(q->thread_pool, task) == NGX_OK) {
         ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
-                       "queue batch posted to the thread pool");
+                       "queue: batch posted to the thread pool");
         return;
     }
 
@@ -580,7 +598,7 @@ ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q)
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
-                   "queue batch: %ui messages, %ui failed", n, failed);
+                   "queue: batch done, %ui messages, %ui failed", n, failed);
     }
 #endif
 
@@ -598,6 +616,11 @@ ngx_mail_plus_queue_done(ngx_mail_plus_queue_t *q)
             ngx_log_error(NGX_LOG_CRIT, m->log, m->err,
                           "queue: message %s not committed", m->id);
         }
+
+        ngx_log_debug3(NGX_LOG_DEBUG_MAIL, m->log, m->err,
+                       "queue: message %s %s%s", m->id,
+                       m->err ? "not committed" : "committed to incoming/",
+                       m->cancelled ? ", cancelled" : "");
 
         if (!m->cancelled) {
             m->handler(m);
@@ -660,6 +683,8 @@ ngx_mail_plus_queue_copy(ngx_mail_plus_queue_msg_t *m, ngx_fd_t fd,
     if (op == NULL) {
         return NGX_ERROR;
     }
+
+    op->name = "copy";
 
     op->fd = dup(fd);
 

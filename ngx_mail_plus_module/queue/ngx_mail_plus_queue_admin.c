@@ -58,6 +58,8 @@ ngx_mail_plus_queue_sizes(ngx_mail_plus_queue_t *q, ngx_uint_t *sizes,
         return NGX_ERROR;
     }
 
+    op->name = "count";
+
     op->sizes = sizes;
 
     return ngx_mail_plus_queue_op_post(op, log);
@@ -100,6 +102,8 @@ ngx_mail_plus_queue_list(ngx_mail_plus_queue_t *q,
     if (op == NULL) {
         return NGX_ERROR;
     }
+
+    op->name = "listing";
 
     op->list = list;
 
@@ -285,6 +289,8 @@ ngx_mail_plus_queue_admin(ngx_mail_plus_queue_t *q, u_char *id,
         return NGX_ERROR;
     }
 
+    op->name = "admin";
+
     op->admin = a;
     op->finish = ngx_mail_plus_queue_admin_finish;
     a->result = NGX_ERROR;
@@ -361,6 +367,10 @@ ngx_mail_plus_queue_admin_finish(ngx_mail_plus_queue_op_t *op)
     ngx_mail_plus_queue_record_t  *r;
 
     a = op->admin;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "queue: admin %ui of message %s: %i, in %s/", a->what,
+                   op->id, a->result, ngx_mail_plus_queue_dirs[a->where]);
 
     if (a->result != NGX_OK) {
         return;

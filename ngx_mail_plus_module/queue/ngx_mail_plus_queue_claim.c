@@ -209,6 +209,8 @@ ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
         return NGX_ERROR;
     }
 
+    op->name = "scan";
+
     due->nids = 0;
     due->reclaimed = 0;
 
@@ -302,6 +304,8 @@ ngx_mail_plus_queue_load(ngx_mail_plus_queue_t *q, u_char *id,
         return NGX_ERROR;
     }
 
+    op->name = "claim";
+
     load->fd = NGX_INVALID_FILE;
     load->size = 0;
     ngx_str_null(&load->head);
@@ -317,6 +321,10 @@ ngx_mail_plus_queue_load(ngx_mail_plus_queue_t *q, u_char *id,
 static void
 ngx_mail_plus_queue_scan_finish(ngx_mail_plus_queue_op_t *op)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "queue: scan found %ui due, %ui claims taken back",
+                   op->due->nids, op->due->reclaimed);
+
     if (op->due->reclaimed) {
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "queue: %ui messages taken back from gone processes",
@@ -524,6 +532,12 @@ ngx_mail_plus_queue_load_finish(ngx_mail_plus_queue_op_t *op)
 {
     ngx_pool_cleanup_t  *cln;
 
+    ngx_log_debug5(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "queue: message %s %s, fd:%d, %O bytes, %uz of state",
+                   op->id, op->load->fd == NGX_INVALID_FILE ? "not claimed"
+                                                            : "claimed",
+                   op->load->fd, op->load->size, op->load->state.len);
+
     if (op->load->head.data == NULL && op->load->state.data == NULL) {
         return;
     }
@@ -622,6 +636,10 @@ ngx_mail_plus_queue_read(ngx_mail_plus_queue_reader_t *rd, ngx_fd_t fd,
         return NGX_BUSY;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, rd->log, 0,
+                   "queue: read of %uz bytes at %O posted to the thread pool",
+                   len, offset);
+
     rd->busy = 1;
 
     return NGX_AGAIN;
@@ -689,6 +707,10 @@ ngx_mail_plus_queue_read_done(ngx_event_t *ev)
 
     rd->busy = 0;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, rd->log, rd->err,
+                   "queue: read done, %z bytes at %O%s", rd->n, rd->offset,
+                   rd->orphan ? ", orphaned" : "");
+
     if (rd->orphan) {
         ngx_free(rd);
         return;
@@ -717,8 +739,14 @@ ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
         return NGX_ERROR;
     }
 
+    op->name = "deferral";
+
     op->state = *state;
     op->next = next;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "queue: message %s to defer until %T, %uz bytes of state",
+                   id, next, state->len);
 
     return ngx_mail_plus_queue_op_post(op, log);
 }
@@ -809,7 +837,12 @@ ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
         return NGX_ERROR;
     }
 
+    op->name = "move to corrupt/";
+
     op->reason = reason;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "queue: message %s to corrupt/: %s", id, reason);
 
     return ngx_mail_plus_queue_op_post(op, log);
 }
@@ -883,6 +916,8 @@ ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
         return NGX_ERROR;
     }
 
+    op->name = "removal";
+
     return ngx_mail_plus_queue_op_post(op, log);
 }
 
@@ -931,6 +966,10 @@ ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
                       ngx_rename_file_n " \"%s\" to \"%s\" failed", from, to);
         return NGX_ERROR;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "queue: message %*s released to incoming/",
+                   (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
 
     return NGX_OK;
 }
