@@ -20,6 +20,8 @@
  */
 
 
+static ngx_int_t ngx_mail_plus_queue_file(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_msg_t *m, ngx_log_t *log);
 static void ngx_mail_plus_queue_new_id(ngx_mail_plus_queue_t *q, u_char *id);
 static void ngx_mail_plus_queue_start(ngx_mail_plus_queue_t *q);
 static void ngx_mail_plus_queue_sync(ngx_mail_plus_queue_t *q,
@@ -86,40 +88,8 @@ ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
 
     ngx_gettimeofday(&tv);
 
-    m->temp = ngx_pnalloc(pool, q->path.len + sizeof("/tmp/")
-                                + NGX_MAIL_PLUS_QUEUE_ID_LEN);
-    m->name = ngx_pnalloc(pool, q->path.len + sizeof("/incoming/")
-                                + NGX_MAIL_PLUS_QUEUE_ID_LEN);
-    if (m->temp == NULL || m->name == NULL) {
+    if (ngx_mail_plus_queue_file(q, m, log) != NGX_OK) {
         goto failed;
-    }
-
-    if (q->nstock) {
-        q->nstock--;
-        ngx_memcpy(m->id, q->stock[q->nstock].id, sizeof(m->id));
-        m->fd = q->stock[q->nstock].fd;
-
-    } else {
-        ngx_mail_plus_queue_new_id(q, m->id);
-    }
-
-    (void) ngx_sprintf(m->temp, "%V/tmp/%s%Z", &q->path, m->id);
-    (void) ngx_sprintf(m->name, "%V/incoming/%s%Z", &q->path, m->id);
-
-#if (NGX_THREADS)
-    ngx_mail_plus_queue_fill(q);
-#endif
-
-    if (m->fd == NGX_INVALID_FILE) {
-        m->fd = ngx_open_file(m->temp, NGX_FILE_WRONLY,
-                              NGX_FILE_CREATE_OR_OPEN|O_EXCL, 0600);
-
-        if (m->fd == NGX_INVALID_FILE) {
-            m->err = ngx_errno;
-            ngx_log_error(NGX_LOG_CRIT, log, m->err,
-                          ngx_open_file_n " \"%s\" failed", m->temp);
-            goto failed;
-        }
     }
 
     /* the envelope */
@@ -153,6 +123,54 @@ failed:
     ngx_destroy_pool(pool);
 
     return NULL;
+}
+
+
+/* the message's ID and temporary file: one from the stock, or a new one */
+
+static ngx_int_t
+ngx_mail_plus_queue_file(ngx_mail_plus_queue_t *q,
+    ngx_mail_plus_queue_msg_t *m, ngx_log_t *log)
+{
+    m->temp = ngx_pnalloc(m->pool, q->path.len + sizeof("/tmp/")
+                                   + NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    m->name = ngx_pnalloc(m->pool, q->path.len + sizeof("/incoming/")
+                                   + NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    if (m->temp == NULL || m->name == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (q->nstock) {
+        q->nstock--;
+        ngx_memcpy(m->id, q->stock[q->nstock].id, sizeof(m->id));
+        m->fd = q->stock[q->nstock].fd;
+
+    } else {
+        ngx_mail_plus_queue_new_id(q, m->id);
+    }
+
+    (void) ngx_sprintf(m->temp, "%V/tmp/%s%Z", &q->path, m->id);
+    (void) ngx_sprintf(m->name, "%V/incoming/%s%Z", &q->path, m->id);
+
+#if (NGX_THREADS)
+    ngx_mail_plus_queue_fill(q);
+#endif
+
+    if (m->fd != NGX_INVALID_FILE) {
+        return NGX_OK;
+    }
+
+    m->fd = ngx_open_file(m->temp, NGX_FILE_WRONLY,
+                          NGX_FILE_CREATE_OR_OPEN|O_EXCL, 0600);
+
+    if (m->fd == NGX_INVALID_FILE) {
+        m->err = ngx_errno;
+        ngx_log_error(NGX_LOG_CRIT, log, m->err,
+                      ngx_open_file_n " \"%s\" failed", m->temp);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
