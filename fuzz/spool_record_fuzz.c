@@ -7,13 +7,16 @@
 /*
  * libFuzzer target for the reader of a queue file's records: the
  * envelope and the state file (a queue file can be corrupt, or written
- * by hand).  The input is a queue file, optionally followed by a line
- * "--state--" and a state file.  The first byte says how much of the
+ * by hand), and for its writer.  The input is a queue file, optionally
+ * followed by a line "--state--" and a state file.  The first byte says how much of the
  * file the reader got (all of it, or a prefix: a read cut short or the
  * 64 MB cap).  Whatever the bytes, the reader either refuses the file
  * with a reason, or hands back an envelope whose every field lies inside
  * the buffer, whose addresses hold no space or control byte, with at
- * least one recipient and a content offset inside the file.
+ * least one recipient and a content offset inside the file.  The same
+ * bytes read as the queue API shows a file never fail.  An
+ * envelope read is then written again by the writer and read back: the
+ * same fields come out.
  *
  * sources: queue/ngx_mail_plus_spool_record.c
  */
@@ -22,9 +25,12 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus_delivery.h"
+#include "ngx_mail_plus_queue.h"
+#include "ngx_mail_plus_queue_spool.h"
 
 #include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 
@@ -111,6 +117,69 @@ ngx_strlcasestrn(u_char *s1, u_char *last, u_char *s2, size_t n)
 }
 
 
+/* the formats the writer uses: %s, %V, %T, %ui */
+
+u_char * ngx_cdecl
+ngx_sprintf(u_char *buf, const char *fmt, ...)
+{
+    va_list     args;
+    ngx_str_t  *v;
+
+    va_start(args, fmt);
+
+    while (*fmt) {
+        if (*fmt != '%') {
+            *buf++ = *fmt++;
+            continue;
+        }
+
+        fmt++;
+
+        switch (*fmt++) {
+
+        case 's':
+            buf += sprintf((char *) buf, "%s", va_arg(args, char *));
+            break;
+
+        case 'V':
+            v = va_arg(args, ngx_str_t *);
+
+            if (v->len) {
+                buf = ngx_cpymem(buf, v->data, v->len);
+            }
+
+            break;
+
+        case 'T':
+            buf += sprintf((char *) buf, "%lld",
+                           (long long) va_arg(args, time_t));
+            break;
+
+        case 'u':
+            fmt++;
+            buf += sprintf((char *) buf, "%lu",
+                           (unsigned long) va_arg(args, ngx_uint_t));
+            break;
+
+        default:
+            assert(0);
+        }
+    }
+
+    va_end(args);
+
+    return buf;
+}
+
+
+static void
+fuzz_equal(ngx_str_t *a, ngx_str_t *b)
+{
+    assert(a->len == b->len);
+    assert(a->len == 0 || ngx_memcmp(a->data, b->data, a->len) == 0);
+}
+
+
 static void
 fuzz_inside(ngx_str_t *s, u_char *buf, size_t len)
 {
@@ -135,18 +204,133 @@ fuzz_address(ngx_str_t *s, u_char *buf, size_t len)
 }
 
 
+/* the lines as the queue API shows them: never an error but no memory */
+
+static void
+fuzz_show(ngx_pool_t *pool, u_char *buf, size_t len)
+{
+    ngx_array_t                    rcpts;
+    ngx_mail_plus_queue_record_t   r;
+
+    ngx_memzero(&r, sizeof(ngx_mail_plus_queue_record_t));
+    assert(ngx_array_init(&rcpts, pool, 4,
+                          sizeof(ngx_mail_plus_queue_rcpt_t)) == NGX_OK);
+    r.rcpts = &rcpts;
+
+    assert(ngx_mail_plus_spool_show(&r, buf, len) == NGX_OK);
+
+    fuzz_inside(&r.sender, buf, len);
+    fuzz_inside(&r.client, buf, len);
+    assert(rcpts.nelts <= r.nrcpts);
+}
+
+
+/* an envelope read, written again and read back: the same fields */
+
+static void
+fuzz_round_trip(ngx_pool_t *pool, ngx_mail_plus_queue_record_t *r)
+{
+    char                          *reason;
+    u_char                        *buf, *last;
+    off_t                          body;
+    size_t                         len;
+    ngx_int_t                      rc;
+    ngx_str_t                     *addr, *dsn;
+    ngx_uint_t                     i;
+    ngx_mail_plus_queue_rcpt_t    *rcpt, *rcpt2;
+    ngx_mail_plus_queue_record_t   r2;
+    ngx_mail_plus_queue_envelope_t env;
+
+    ngx_memzero(&env, sizeof(ngx_mail_plus_queue_envelope_t));
+
+    env.sender = r->sender;
+    env.client = r->client;
+    env.helo = r->helo;
+    env.login = r->login;
+    env.body = r->body_type;
+    env.ret = r->ret;
+    env.envid = r->envid;
+    env.smtputf8 = r->smtputf8;
+
+    env.recipients = ngx_palloc(pool, sizeof(ngx_array_t));
+    env.dsn = ngx_palloc(pool, sizeof(ngx_array_t));
+    assert(env.recipients && env.dsn);
+
+    assert(ngx_array_init(env.recipients, pool, r->rcpts->nelts,
+                          sizeof(ngx_str_t)) == NGX_OK);
+    assert(ngx_array_init(env.dsn, pool, r->rcpts->nelts,
+                          sizeof(ngx_str_t)) == NGX_OK);
+
+    rcpt = r->rcpts->elts;
+
+    for (i = 0; i < r->rcpts->nelts; i++) {
+        addr = ngx_array_push(env.recipients);
+        dsn = ngx_array_push(env.dsn);
+        assert(addr && dsn);
+
+        *addr = rcpt[i].addr;
+        *dsn = rcpt[i].dsn;
+    }
+
+    len = ngx_mail_plus_spool_envelope_size(&env);
+    buf = malloc(len);
+    assert(buf);
+
+    last = ngx_mail_plus_spool_envelope_write(buf, (u_char *) FUZZ_ID,
+                                              r->arrival, &env, &body);
+    assert((size_t) (last - buf) <= len);
+    assert(ngx_memcmp(buf + body, ngx_mail_plus_spool_body_value(env.body),
+                      8) == 0);
+
+    ngx_memzero(&r2, sizeof(ngx_mail_plus_queue_record_t));
+
+    r2.rcpts = ngx_palloc(pool, sizeof(ngx_array_t));
+    assert(r2.rcpts);
+    assert(ngx_array_init(r2.rcpts, pool, 4,
+                          sizeof(ngx_mail_plus_queue_rcpt_t)) == NGX_OK);
+
+    rc = ngx_mail_plus_spool_envelope(&r2, (u_char *) FUZZ_ID, buf,
+                                      last - buf, last - buf, &reason);
+
+    assert(rc == NGX_OK);
+    assert(r2.arrival == r->arrival);
+    assert(r2.body_type == (r->body_type == NGX_MAIL_PLUS_BODY_8BITMIME
+                            ? NGX_MAIL_PLUS_BODY_8BITMIME
+                            : NGX_MAIL_PLUS_BODY_7BIT));
+    assert(r2.smtputf8 == r->smtputf8);
+    assert(r2.nrcpts == r->rcpts->nelts);
+    fuzz_equal(&r2.sender, &r->sender);
+    fuzz_equal(&r2.ret, &r->ret);
+    fuzz_equal(&r2.envid, &r->envid);
+
+    rcpt2 = r2.rcpts->elts;
+
+    /* NOTIFY= and ORCPT= may come from an earlier of two "dsn" lines */
+
+    for (i = 0; i < r->rcpts->nelts; i++) {
+        fuzz_equal(&rcpt2[i].addr, &rcpt[i].addr);
+        fuzz_equal(&rcpt2[i].dsn, &rcpt[i].dsn);
+        assert(rcpt2[i].notify_mask
+               == ngx_mail_plus_spool_notify(&rcpt2[i].notify));
+    }
+
+    free(buf);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char                  *reason;
-    u_char                *buf, *state, *sep;
-    off_t                  fsize;
-    size_t                 len, slen, got;
-    ngx_int_t              rc;
-    ngx_uint_t             i;
-    ngx_pool_t            *pool;
-    ngx_mail_plus_dmsg_t   msg;
-    ngx_mail_plus_rcpt_t  *rcpt;
+    char                          *reason;
+    u_char                        *buf, *state, *sep;
+    off_t                          fsize;
+    size_t                         len, slen, got;
+    ngx_int_t                      rc;
+    ngx_uint_t                     i;
+    ngx_pool_t                    *pool;
+    ngx_array_t                    rcpts;
+    ngx_mail_plus_queue_rcpt_t    *rcpt;
+    ngx_mail_plus_queue_record_t   r;
 
     if (size < 1) {
         return 0;
@@ -182,13 +366,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pool = ngx_create_pool(1024, NULL);
     assert(pool);
 
-    ngx_memzero(&msg, sizeof(ngx_mail_plus_dmsg_t));
-    msg.pool = pool;
-    ngx_memcpy(msg.id, FUZZ_ID, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+    ngx_memzero(&r, sizeof(ngx_mail_plus_queue_record_t));
+    assert(ngx_array_init(&rcpts, pool, 4,
+                          sizeof(ngx_mail_plus_queue_rcpt_t)) == NGX_OK);
+    r.rcpts = &rcpts;
+
+    fuzz_show(pool, buf, len);
 
     reason = NULL;
 
-    rc = ngx_mail_plus_spool_envelope(&msg, buf, len, fsize, &reason);
+    rc = ngx_mail_plus_spool_envelope(&r, (u_char *) FUZZ_ID, buf, len, fsize,
+                                      &reason);
 
     if (rc == NGX_DECLINED) {
         assert(reason != NULL);
@@ -197,27 +385,32 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     assert(rc == NGX_OK);
 
-    assert(msg.rcpts.nelts > 0);
-    assert(msg.arrival > 0);
-    assert(msg.body > 0 && msg.body <= (off_t) len);
-    assert(msg.size == fsize - msg.body);
+    assert(rcpts.nelts > 0 && rcpts.nelts == r.nrcpts);
+    assert(r.arrival > 0);
+    assert(r.body > 0 && r.body <= (off_t) len);
+    assert(r.size == fsize - r.body);
 
-    fuzz_address(&msg.sender, buf, len);
-    fuzz_inside(&msg.ret, buf, len);
-    fuzz_inside(&msg.envid, buf, len);
+    fuzz_address(&r.sender, buf, len);
+    fuzz_inside(&r.ret, buf, len);
+    fuzz_inside(&r.envid, buf, len);
+    fuzz_inside(&r.client, buf, len);
+    fuzz_inside(&r.helo, buf, len);
+    fuzz_inside(&r.login, buf, len);
 
-    ngx_mail_plus_spool_state(&msg, slen ? state : NULL, slen);
+    ngx_mail_plus_spool_state(&r, slen ? state : NULL, slen);
 
-    rcpt = msg.rcpts.elts;
+    rcpt = rcpts.elts;
 
-    for (i = 0; i < msg.rcpts.nelts; i++) {
+    for (i = 0; i < rcpts.nelts; i++) {
         assert(rcpt[i].addr.len > 0);
         fuzz_address(&rcpt[i].addr, buf, len);
+        fuzz_inside(&rcpt[i].dsn, buf, len);
         fuzz_inside(&rcpt[i].notify, buf, len);
         fuzz_inside(&rcpt[i].orcpt, buf, len);
-        assert(rcpt[i].state == NGX_MAIL_PLUS_RCPT_PENDING
-               || rcpt[i].state == NGX_MAIL_PLUS_RCPT_DONE);
+        assert((rcpt[i].notify_mask & ~0x0f) == 0);
     }
+
+    fuzz_round_trip(pool, &r);
 
 done:
 

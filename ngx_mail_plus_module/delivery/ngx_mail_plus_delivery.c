@@ -60,6 +60,8 @@ static void ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q,
     u_char *id);
 static void ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id);
 static void ngx_mail_plus_delivery_loaded(void *data);
+static ngx_int_t ngx_mail_plus_delivery_records(ngx_mail_plus_dmsg_t *msg,
+    char **reason);
 static void ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg);
 static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve(
     ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt);
@@ -1081,9 +1083,7 @@ ngx_mail_plus_delivery_loaded(void *data)
     rc = NGX_ERROR;
 
     if (msg->load.head.data) {
-        rc = ngx_mail_plus_spool_envelope(msg, msg->load.head.data,
-                                          msg->load.head.len, msg->load.size,
-                                          &reason);
+        rc = ngx_mail_plus_delivery_records(msg, &reason);
     }
 
     if (rc == NGX_DECLINED) {
@@ -1108,10 +1108,72 @@ ngx_mail_plus_delivery_loaded(void *data)
         return;
     }
 
-    ngx_mail_plus_spool_state(msg, msg->load.state.data,
-                              msg->load.state.len);
-
     ngx_mail_plus_delivery_plan(msg);
+}
+
+
+/* the queue's records of the claimed file, read into the message */
+
+static ngx_int_t
+ngx_mail_plus_delivery_records(ngx_mail_plus_dmsg_t *msg, char **reason)
+{
+    ngx_int_t                      rc;
+    ngx_uint_t                     i;
+    ngx_mail_plus_rcpt_t          *rcpt;
+    ngx_mail_plus_queue_rcpt_t    *qr;
+    ngx_mail_plus_queue_record_t   r;
+
+    ngx_memzero(&r, sizeof(ngx_mail_plus_queue_record_t));
+
+    r.rcpts = ngx_array_create(msg->pool, 4,
+                               sizeof(ngx_mail_plus_queue_rcpt_t));
+    if (r.rcpts == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_mail_plus_spool_envelope(&r, msg->id, msg->load.head.data,
+                                      msg->load.head.len, msg->load.size,
+                                      reason);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_mail_plus_spool_state(&r, msg->load.state.data, msg->load.state.len);
+
+    if (ngx_array_init(&msg->rcpts, msg->pool, r.rcpts->nelts,
+                       sizeof(ngx_mail_plus_rcpt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    msg->body = r.body;
+    msg->size = r.size;
+    msg->arrival = r.arrival;
+    msg->sender = r.sender;
+    msg->ret = r.ret;
+    msg->envid = r.envid;
+    msg->body_type = r.body_type;
+    msg->smtputf8 = r.smtputf8;
+    msg->attempts = r.attempts;
+    msg->warned = r.warned;
+
+    qr = r.rcpts->elts;
+    rcpt = msg->rcpts.elts;
+    msg->rcpts.nelts = r.rcpts->nelts;
+
+    for (i = 0; i < r.rcpts->nelts; i++, rcpt++) {
+        ngx_memzero(rcpt, sizeof(ngx_mail_plus_rcpt_t));
+        rcpt->addr = qr[i].addr;
+        rcpt->login = qr[i].addr;
+        rcpt->notify = qr[i].notify;
+        rcpt->orcpt = qr[i].orcpt;
+        rcpt->notify_mask = qr[i].notify_mask;
+        rcpt->state = qr[i].done ? NGX_MAIL_PLUS_RCPT_DONE
+                                 : NGX_MAIL_PLUS_RCPT_PENDING;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1763,7 +1825,7 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
 
     rcpt = msg->rcpts.elts;
     left = 0;
-    len = sizeof("attempts " "\n") - 1 + NGX_INT_T_LEN;
+    len = ngx_mail_plus_spool_state_size(NULL);
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
 
@@ -1777,7 +1839,7 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
             left++;
 
         } else {
-            len += sizeof("done " "\n") - 1 + rcpt[i].addr.len;
+            len += ngx_mail_plus_spool_state_size(&rcpt[i].addr);
         }
     }
 
@@ -1810,18 +1872,18 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
         msg->warned = 1;
     }
 
-    state.data = ngx_pnalloc(msg->pool, len + sizeof("warned 1\n"));
+    state.data = ngx_pnalloc(msg->pool, len);
 
     if (state.data) {
-        p = ngx_sprintf(state.data, "attempts %ui\n%s", msg->attempts + 1,
-                        msg->warned ? "warned 1\n" : "");
+        p = ngx_mail_plus_spool_state_write(state.data, msg->attempts + 1,
+                                            msg->warned);
 
         for (i = 0; i < msg->rcpts.nelts; i++) {
             if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_SENT
                 || rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED
                 || rcpt[i].state == NGX_MAIL_PLUS_RCPT_DONE)
             {
-                p = ngx_sprintf(p, "done %V\n", &rcpt[i].addr);
+                p = ngx_mail_plus_spool_state_done(p, &rcpt[i].addr);
             }
         }
 

@@ -14,7 +14,8 @@
 #include <ngx_event_connect.h>
 #include <ngx_mail.h>
 #include "ngx_mail_plus.h"
-#include "ngx_mail_plus_smtp.h"
+#include "ngx_mail_plus_queue.h"
+#include "ngx_mail_plus_smtp.h"     /* the servers' confs, the longest path */
 
 
 /*
@@ -39,14 +40,6 @@
 #define NGX_MAIL_PLUS_TLS_MAY         1   /* when offered */
 #define NGX_MAIL_PLUS_TLS_REQUIRED    2
 #define NGX_MAIL_PLUS_TLS_VERIFY      3   /* required, certificate checked */
-
-
-/* NOTIFY= of RFC 3461; none given: FAILURE and DELAY */
-
-#define NGX_MAIL_PLUS_NOTIFY_NEVER    0x01
-#define NGX_MAIL_PLUS_NOTIFY_SUCCESS  0x02
-#define NGX_MAIL_PLUS_NOTIFY_FAILURE  0x04
-#define NGX_MAIL_PLUS_NOTIFY_DELAY    0x08
 
 
 /* the reports to the sender (RFC 3464) */
@@ -207,13 +200,6 @@ void ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
 ngx_int_t ngx_mail_plus_client_take_idle(ngx_mail_plus_dest_t *dest,
     ngx_mail_plus_job_t *job);
 void ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest);
-
-/* the reader of a queue file's records (ngx_mail_plus_spool_record.c) */
-
-ngx_int_t ngx_mail_plus_spool_envelope(ngx_mail_plus_dmsg_t *msg,
-    u_char *buf, size_t len, off_t size, char **reason);
-void ngx_mail_plus_spool_state(ngx_mail_plus_dmsg_t *msg, u_char *data,
-    size_t len);
 
 /* bounces */
 

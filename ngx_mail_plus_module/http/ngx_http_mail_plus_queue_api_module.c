@@ -9,7 +9,7 @@
 #include <ngx_http.h>
 #include <ngx_mail.h>
 #include "ngx_mail_plus.h"
-#include "ngx_mail_plus_smtp.h"
+#include "ngx_mail_plus_queue.h"
 #include "ngx_http_mail_plus.h"
 
 
@@ -65,11 +65,7 @@ static ngx_uint_t ngx_http_mail_plus_queue_api_admin(
 static void ngx_http_mail_plus_queue_api_show(ngx_http_mail_plus_out_t *o,
     ngx_http_mail_plus_queue_api_ctx_t *ctx);
 static void ngx_http_mail_plus_queue_api_envelope(
-    ngx_http_mail_plus_out_t *o, ngx_str_t *head, ngx_str_t *state);
-static ngx_uint_t ngx_http_mail_plus_queue_api_done_rcpt(ngx_str_t *state,
-    ngx_str_t *addr);
-static u_char *ngx_http_mail_plus_queue_api_line(u_char *p, u_char *last,
-    ngx_str_t *key, ngx_str_t *value);
+    ngx_http_mail_plus_out_t *o, ngx_mail_plus_queue_record_t *r);
 static void ngx_http_mail_plus_queue_api_field(ngx_http_mail_plus_out_t *o,
     char *name, ngx_str_t *value);
 static void ngx_http_mail_plus_queue_api_time(ngx_http_mail_plus_out_t *o,
@@ -542,49 +538,37 @@ ngx_http_mail_plus_queue_api_show(ngx_http_mail_plus_out_t *o,
         return;
     }
 
-    ngx_http_mail_plus_queue_api_envelope(o, &a->head, &a->state);
+    ngx_http_mail_plus_queue_api_envelope(o, &a->record);
 
     ngx_http_mail_plus_printf(o, "}\n");
 }
 
 
-/* the envelope lines (docs/spool.md), the recipients with their state */
+/* the envelope and the state, as the queue read them (docs/spool.md) */
 
 static void
 ngx_http_mail_plus_queue_api_envelope(ngx_http_mail_plus_out_t *o,
-    ngx_str_t *head, ngx_str_t *state)
+    ngx_mail_plus_queue_record_t *r)
 {
-    u_char      *p, *last, *next;
-    ngx_int_t    attempts;
-    ngx_str_t    key, value;
-    ngx_uint_t   n, warned;
+    u_char                      *p, buf[NGX_TIME_T_LEN];
+    ngx_str_t                    value;
+    ngx_uint_t                   i;
+    ngx_mail_plus_queue_rcpt_t  *rcpt;
 
-    static char  *fields[] = { "arrival", "client", "helo", "login", "body",
-                               "smtputf8", "sender", "ret", "envid", NULL };
-
-    /* the recipients, each with its "dsn" line if one follows */
+    /* the recipients, each with its "dsn" line if it has one */
 
     ngx_http_mail_plus_printf(o, "{\"recipients\":[");
 
-    n = 0;
+    rcpt = r->rcpts->elts;
 
-    for (p = head->data, last = p + head->len; p < last; p = next) {
-        next = ngx_http_mail_plus_queue_api_line(p, last, &key, &value);
-
-        if (key.len != 4 || ngx_strncmp(key.data, "rcpt", 4) != 0) {
-            continue;
-        }
-
-        ngx_http_mail_plus_printf(o, "%s{\"address\":", n++ ? "," : "");
-        ngx_http_mail_plus_string(o, &value);
+    for (i = 0; i < r->rcpts->nelts; i++) {
+        ngx_http_mail_plus_printf(o, "%s{\"address\":", i ? "," : "");
+        ngx_http_mail_plus_string(o, &rcpt[i].addr);
         ngx_http_mail_plus_printf(o, ",\"state\":\"%s\"",
-                      ngx_http_mail_plus_queue_api_done_rcpt(state, &value)
-                      ? "done" : "pending");
+                                  rcpt[i].done ? "done" : "pending");
 
-        (void) ngx_http_mail_plus_queue_api_line(next, last, &key, &value);
-
-        if (key.len == 3 && ngx_strncmp(key.data, "dsn", 3) == 0) {
-            ngx_http_mail_plus_queue_api_field(o, "dsn", &value);
+        if (rcpt[i].dsn.data) {
+            ngx_http_mail_plus_queue_api_field(o, "dsn", &rcpt[i].dsn);
         }
 
         ngx_http_mail_plus_printf(o, "}");
@@ -592,106 +576,64 @@ ngx_http_mail_plus_queue_api_envelope(ngx_http_mail_plus_out_t *o,
 
     ngx_http_mail_plus_printf(o, "]");
 
-    for (p = head->data; p < last; p = next) {
-        next = ngx_http_mail_plus_queue_api_line(p, last, &key, &value);
+    /* the fields there are, in the order they are written */
 
-        for (n = 0; fields[n]; n++) {
-            if (key.len == ngx_strlen(fields[n])
-                && ngx_strncmp(key.data, fields[n], key.len) == 0)
-            {
-                break;
-            }
+    if (r->arrival) {
+        p = ngx_sprintf(buf, "%T", r->arrival);
+        value.data = buf;
+        value.len = p - buf;
+
+        ngx_http_mail_plus_queue_api_field(o, "arrival", &value);
+    }
+
+    if (r->client.data) {
+        ngx_http_mail_plus_queue_api_field(o, "client", &r->client);
+    }
+
+    if (r->helo.data) {
+        ngx_http_mail_plus_queue_api_field(o, "helo", &r->helo);
+    }
+
+    if (r->login.data) {
+        ngx_http_mail_plus_queue_api_field(o, "login", &r->login);
+    }
+
+    if (r->body_type != NGX_MAIL_PLUS_BODY_NONE) {
+        ngx_str_set(&value, "7BIT");
+
+        if (r->body_type == NGX_MAIL_PLUS_BODY_8BITMIME) {
+            ngx_str_set(&value, "8BITMIME");
         }
 
-        if (fields[n] == NULL) {
-            continue;
+        ngx_http_mail_plus_queue_api_field(o, "body", &value);
+    }
+
+    if (r->smtputf8_line) {
+        ngx_str_set(&value, "no");
+
+        if (r->smtputf8) {
+            ngx_str_set(&value, "yes");
         }
 
-        while (value.len && value.data[value.len - 1] == ' ') {
-            value.len--;    /* "body 7BIT    " */
-        }
+        ngx_http_mail_plus_queue_api_field(o, "smtputf8", &value);
+    }
 
-        ngx_http_mail_plus_queue_api_field(o, fields[n], &value);
+    if (r->sender.data) {
+        ngx_http_mail_plus_queue_api_field(o, "sender", &r->sender);
+    }
+
+    if (r->ret.data) {
+        ngx_http_mail_plus_queue_api_field(o, "ret", &r->ret);
+    }
+
+    if (r->envid.data) {
+        ngx_http_mail_plus_queue_api_field(o, "envid", &r->envid);
     }
 
     ngx_http_mail_plus_printf(o, "}");
 
-    /* the state */
-
-    attempts = 0;
-    warned = 0;
-
-    for (p = state->data, last = p + state->len; p < last; p = next) {
-        next = ngx_http_mail_plus_queue_api_line(p, last, &key, &value);
-
-        if (key.len == 8 && ngx_strncmp(key.data, "attempts", 8) == 0) {
-            attempts = ngx_atoi(value.data, value.len);
-
-        } else if (key.len == 6 && ngx_strncmp(key.data, "warned", 6) == 0) {
-            warned = (value.len == 1 && value.data[0] == '1');
-        }
-    }
-
-    ngx_http_mail_plus_printf(o, ",\"attempts\":%i,\"warned\":%s",
-                              attempts > 0 ? attempts : 0,
-                              warned ? "true" : "false");
-}
-
-
-/* a "done <address>" line of the state */
-
-static ngx_uint_t
-ngx_http_mail_plus_queue_api_done_rcpt(ngx_str_t *state, ngx_str_t *addr)
-{
-    u_char     *p, *last, *next;
-    ngx_str_t   key, value;
-
-    for (p = state->data, last = p + state->len; p < last; p = next) {
-        next = ngx_http_mail_plus_queue_api_line(p, last, &key, &value);
-
-        if (key.len == 4 && ngx_strncmp(key.data, "done", 4) == 0
-            && value.len == addr->len
-            && ngx_strncmp(value.data, addr->data, value.len) == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
-/*
- * "key value" CRLF (or LF) at p: the key, the value; a line without a
- * line end (the last of a state file cut short) has an empty key
- */
-
-static u_char *
-ngx_http_mail_plus_queue_api_line(u_char *p, u_char *last, ngx_str_t *key,
-    ngx_str_t *value)
-{
-    u_char  *eol, *end, *sp;
-
-    key->len = 0;
-    value->len = 0;
-
-    eol = ngx_strlchr(p, last, LF);
-
-    if (eol == NULL) {
-        return last;
-    }
-
-    end = (eol > p && eol[-1] == CR) ? eol - 1 : eol;
-
-    sp = ngx_strlchr(p, end, ' ');
-
-    key->data = p;
-    key->len = (sp ? sp : end) - p;
-
-    value->data = sp ? sp + 1 : end;
-    value->len = end - value->data;
-
-    return eol + 1;
+    ngx_http_mail_plus_printf(o, ",\"attempts\":%ui,\"warned\":%s",
+                              r->attempts, r->warned ? "true" : "false");
 }
 
 

@@ -10,7 +10,7 @@
 #include <ngx_mail.h>
 #include <nginx.h>
 #include "ngx_mail_plus.h"
-#include "ngx_mail_plus_smtp.h"
+#include "ngx_mail_plus_queue.h"
 #include "ngx_http_mail_plus.h"
 
 

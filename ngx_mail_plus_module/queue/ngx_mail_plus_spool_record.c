@@ -7,47 +7,145 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus_delivery.h"
+#include "ngx_mail_plus_queue.h"
+#include "ngx_mail_plus_queue_spool.h"
 
 
 /*
- * The reader of a queue file's records for the delivery: the envelope
- * (docs/spool.md) and the state file of earlier attempts.  A queue file
- * can be corrupt, so everything here is read as hostile bytes: pure
- * functions over buffers the queue read in its thread pool, with no I/O,
- * checked by the fuzz target spool_record.
+ * The one writer and the one reader of a queue file's records
+ * (docs/spool.md): the envelope at the start of the file, and the state
+ * file of earlier attempts.  A change to the format is made here alone.
+ *
+ * The writers compute the size first, then write: pure functions over
+ * buffers, no I/O.  A queue file can be corrupt, so the readers read
+ * everything as hostile bytes, from buffers the queue read in its thread
+ * pool; they are checked by the fuzz target spool_record.
  */
 
 
 static ngx_int_t ngx_mail_plus_spool_address(ngx_str_t *addr);
-static void ngx_mail_plus_spool_dsn(ngx_mail_plus_rcpt_t *rcpt,
+static void ngx_mail_plus_spool_dsn(ngx_mail_plus_queue_rcpt_t *rcpt,
     ngx_str_t *v);
 
 
+/* the envelope lines of a new message, at most */
+
+size_t
+ngx_mail_plus_spool_envelope_size(ngx_mail_plus_queue_envelope_t *env)
+{
+    size_t       len;
+    ngx_str_t   *rcpt, *dsn;
+    ngx_uint_t   i;
+
+    len = sizeof("MAILPLUS-QUEUE 1" CRLF) - 1
+          + sizeof("id " CRLF) - 1 + NGX_MAIL_PLUS_QUEUE_ID_LEN
+          + sizeof("arrival " CRLF) - 1 + NGX_TIME_T_LEN
+          + sizeof("client " CRLF) - 1 + env->client.len
+          + sizeof("helo " CRLF) - 1 + env->helo.len
+          + sizeof("login " CRLF) - 1 + env->login.len
+          + sizeof("body 8BITMIME" CRLF) - 1 + 1
+          + sizeof("smtputf8 yes" CRLF) - 1
+          + sizeof("sender " CRLF) - 1 + env->sender.len
+          + sizeof("end" CRLF) - 1;
+
+    rcpt = env->recipients->elts;
+    dsn = env->dsn ? env->dsn->elts : NULL;
+
+    for (i = 0; i < env->recipients->nelts; i++) {
+        len += sizeof("rcpt " CRLF) - 1 + rcpt[i].len;
+
+        if (dsn) {
+            len += sizeof("dsn " CRLF) - 1 + dsn[i].len;
+        }
+    }
+
+    len += sizeof("ret " CRLF) - 1 + env->ret.len
+           + sizeof("envid " CRLF) - 1 + env->envid.len;
+
+    return len;
+}
+
+
 /*
- * the envelope lines of a queue file of "size" bytes, from the first
- * "len" bytes read of it, up to "end"; NGX_DECLINED: the file is corrupt
- * (*reason says why), NGX_ERROR: no memory, which is not the file's fault
+ * the envelope lines, into the room ngx_mail_plus_spool_envelope_size()
+ * asked for; *body: where the value of the "body" line is, to be
+ * corrected with ngx_mail_plus_spool_body_value() once the content is read
+ */
+
+u_char *
+ngx_mail_plus_spool_envelope_write(u_char *p, u_char *id, time_t arrival,
+    ngx_mail_plus_queue_envelope_t *env, off_t *body)
+{
+    u_char      *start;
+    ngx_str_t   *rcpt, *dsn;
+    ngx_uint_t   i;
+
+    start = p;
+
+    p = ngx_sprintf(p, "MAILPLUS-QUEUE 1" CRLF "id %s" CRLF
+                    "arrival %T" CRLF "client %V" CRLF "helo %V" CRLF
+                    "login %V" CRLF "body ",
+                    id, arrival, &env->client, &env->helo, &env->login);
+
+    /* fixed width: the value may be corrected when the content is read */
+
+    *body = p - start;
+
+    p = ngx_sprintf(p, "%s" CRLF "smtputf8 %s" CRLF "sender %V" CRLF,
+                    ngx_mail_plus_spool_body_value(env->body),
+                    env->smtputf8 ? "yes" : "no", &env->sender);
+
+    /* RFC 3461 parameters, where the client gave them */
+
+    if (env->ret.len) {
+        p = ngx_sprintf(p, "ret %V" CRLF, &env->ret);
+    }
+
+    if (env->envid.len) {
+        p = ngx_sprintf(p, "envid %V" CRLF, &env->envid);
+    }
+
+    rcpt = env->recipients->elts;
+    dsn = env->dsn ? env->dsn->elts : NULL;
+
+    for (i = 0; i < env->recipients->nelts; i++) {
+        p = ngx_sprintf(p, "rcpt %V" CRLF, &rcpt[i]);
+
+        if (dsn && dsn[i].len) {
+            p = ngx_sprintf(p, "dsn %V" CRLF, &dsn[i]);
+        }
+    }
+
+    return ngx_cpymem(p, "end" CRLF, 5);
+}
+
+
+/* the value of the "body" line: 8 bytes, so that it can be rewritten */
+
+char *
+ngx_mail_plus_spool_body_value(ngx_uint_t body)
+{
+    return (body == NGX_MAIL_PLUS_BODY_8BITMIME) ? "8BITMIME" : "7BIT    ";
+}
+
+
+/*
+ * the envelope of a queue file of "size" bytes, from the first "len"
+ * bytes read of it, up to its "end" line; the recipients go to r->rcpts
+ * (an array the caller made); NGX_DECLINED: the file is corrupt (*reason
+ * says why), NGX_ERROR: no memory, which is not the file's fault
  */
 
 ngx_int_t
-ngx_mail_plus_spool_envelope(ngx_mail_plus_dmsg_t *msg, u_char *buf,
-    size_t len, off_t size, char **reason)
+ngx_mail_plus_spool_envelope(ngx_mail_plus_queue_record_t *r, u_char *id,
+    u_char *buf, size_t len, off_t size, char **reason)
 {
-    u_char                *p, *last, *eol;
-    ngx_str_t              v;
-    ngx_mail_plus_rcpt_t  *rcpt;
+    u_char     *p, *last, *eol;
+    ngx_int_t   rc;
 
     if (size == 0 || len == 0) {
         *reason = "empty file";
         return NGX_DECLINED;
-    }
-
-    if (ngx_array_init(&msg->rcpts, msg->pool, 4,
-                       sizeof(ngx_mail_plus_rcpt_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
     }
 
     p = ngx_strlcasestrn(buf, buf + len, (u_char *) CRLF "end" CRLF, 6);
@@ -58,8 +156,8 @@ ngx_mail_plus_spool_envelope(ngx_mail_plus_dmsg_t *msg, u_char *buf,
         return NGX_DECLINED;
     }
 
-    msg->body = p + 7 - buf;
-    msg->size = size - msg->body;
+    r->body = p + 7 - buf;
+    r->size = size - r->body;
 
     if (p - buf < 18 || ngx_strncmp(buf, "MAILPLUS-QUEUE 1" CRLF, 18) != 0) {
         *reason = "bad header, no \"MAILPLUS-QUEUE 1\" line";
@@ -70,7 +168,7 @@ ngx_mail_plus_spool_envelope(ngx_mail_plus_dmsg_t *msg, u_char *buf,
 
     if (p - buf < 18 + 3 + NGX_MAIL_PLUS_QUEUE_ID_LEN + 2
         || ngx_strncmp(buf + 18, "id ", 3) != 0
-        || ngx_strncmp(buf + 21, msg->id, NGX_MAIL_PLUS_QUEUE_ID_LEN) != 0
+        || ngx_strncmp(buf + 21, id, NGX_MAIL_PLUS_QUEUE_ID_LEN) != 0
         || ngx_strncmp(buf + 21 + NGX_MAIL_PLUS_QUEUE_ID_LEN, CRLF, 2) != 0)
     {
         *reason = "the \"id\" line does not match the file name";
@@ -85,97 +183,175 @@ ngx_mail_plus_spool_envelope(ngx_mail_plus_dmsg_t *msg, u_char *buf,
             break;
         }
 
-        v.data = ngx_strlchr(p, eol, ' ');
-        if (v.data == NULL) {
-            continue;
-        }
+        rc = ngx_mail_plus_spool_line(r, p, eol, reason);
 
-        v.data++;
-        v.len = eol - v.data;
-
-        switch (v.data - p) {
-
-        case 4:
-            if (ngx_strncmp(p, "ret ", 4) == 0 && v.len <= 4) {
-                msg->ret = v;
-
-            } else if (ngx_strncmp(p, "dsn ", 4) == 0 && msg->rcpts.nelts) {
-                rcpt = msg->rcpts.elts;
-                ngx_mail_plus_spool_dsn(&rcpt[msg->rcpts.nelts - 1], &v);
-            }
-
-            break;
-
-        case 6:
-            if (ngx_strncmp(p, "envid ", 6) == 0 && v.len <= 100) {
-                msg->envid = v;
-            }
-
-            break;
-
-        case 5:
-            if (ngx_strncmp(p, "rcpt ", 5) == 0) {
-                if (v.len == 0 || ngx_mail_plus_spool_address(&v) != NGX_OK)
-                {
-                    *reason = "bad \"rcpt\" line";
-                    return NGX_DECLINED;
-                }
-
-                rcpt = ngx_array_push(&msg->rcpts);
-                if (rcpt == NULL) {
-                    return NGX_ERROR;
-                }
-
-                ngx_memzero(rcpt, sizeof(ngx_mail_plus_rcpt_t));
-                rcpt->addr = v;
-                rcpt->login = v;
-
-            } else if (ngx_strncmp(p, "body ", 5) == 0) {
-                msg->body_type = (v.len >= 8
-                                  && ngx_strncmp(v.data, "8BITMIME", 8) == 0)
-                                 ? NGX_MAIL_PLUS_BODY_8BITMIME
-                                 : NGX_MAIL_PLUS_BODY_7BIT;
-            }
-
-            break;
-
-        case 7:
-            if (ngx_strncmp(p, "sender ", 7) == 0) {
-                if (ngx_mail_plus_spool_address(&v) != NGX_OK) {
-                    *reason = "bad \"sender\" line";
-                    return NGX_DECLINED;
-                }
-
-                msg->sender = v;
-            }
-
-            break;
-
-        case 8:
-            if (ngx_strncmp(p, "arrival ", 8) == 0) {
-                msg->arrival = ngx_atotm(v.data, v.len);
-            }
-
-            break;
-
-        case 9:
-            if (ngx_strncmp(p, "smtputf8 ", 9) == 0) {
-                msg->smtputf8 = (v.len == 3
-                                 && ngx_strncmp(v.data, "yes", 3) == 0);
-            }
-
-            break;
+        if (rc == NGX_DECLINED || rc == NGX_ERROR) {
+            return rc;
         }
     }
 
-    if (msg->rcpts.nelts == 0) {
+    if (r->nrcpts == 0) {
         *reason = "no recipients";
         return NGX_DECLINED;
     }
 
-    if (msg->arrival <= 0) {
+    if (r->arrival <= 0) {
         *reason = "no valid \"arrival\" line";
         return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * the envelope lines of a file shown as it is, up to its "end" line, with
+ * CRLF or LF line ends: nothing is checked, lines that cannot be read are
+ * skipped; NGX_ERROR: no memory
+ */
+
+ngx_int_t
+ngx_mail_plus_spool_show(ngx_mail_plus_queue_record_t *r, u_char *buf,
+    size_t len)
+{
+    char       *reason;
+    u_char     *p, *eol, *end, *last;
+    ngx_int_t   rc;
+
+    last = buf + len;
+
+    for (p = buf; (eol = ngx_strlchr(p, last, LF)) != NULL; p = eol + 1) {
+        end = (eol > p && eol[-1] == CR) ? eol - 1 : eol;
+
+        rc = ngx_mail_plus_spool_line(r, p, end, &reason);
+
+        if (rc == NGX_DONE || rc == NGX_ERROR) {
+            return (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * one envelope line, without its line end: NGX_DONE at the "end" line,
+ * NGX_DECLINED for a bad line (*reason says why; a bad sender is kept in
+ * r->sender all the same, for a listing), NGX_ERROR: no memory; lines
+ * unknown are skipped; with r->rcpts NULL, recipients are only counted
+ */
+
+ngx_int_t
+ngx_mail_plus_spool_line(ngx_mail_plus_queue_record_t *r, u_char *p,
+    u_char *eol, char **reason)
+{
+    ngx_str_t                    v;
+    ngx_mail_plus_queue_rcpt_t  *rcpt;
+
+    if (eol - p == 3 && ngx_strncmp(p, "end", 3) == 0) {
+        return NGX_DONE;
+    }
+
+    v.data = ngx_strlchr(p, eol, ' ');
+    if (v.data == NULL) {
+        return NGX_OK;
+    }
+
+    v.data++;
+    v.len = eol - v.data;
+
+    switch (v.data - p) {
+
+    case 4:
+        if (ngx_strncmp(p, "ret ", 4) == 0 && v.len <= 4) {
+            r->ret = v;
+
+        } else if (ngx_strncmp(p, "dsn ", 4) == 0
+                   && r->rcpts && r->rcpts->nelts)
+        {
+            rcpt = r->rcpts->elts;
+            ngx_mail_plus_spool_dsn(&rcpt[r->rcpts->nelts - 1], &v);
+        }
+
+        break;
+
+    case 5:
+        if (ngx_strncmp(p, "rcpt ", 5) == 0) {
+            if (v.len == 0) {
+                *reason = "bad \"rcpt\" line";
+                return NGX_DECLINED;
+            }
+
+            r->nrcpts++;
+
+            if (ngx_mail_plus_spool_address(&v) != NGX_OK) {
+                *reason = "bad \"rcpt\" line";
+                return NGX_DECLINED;
+            }
+
+            if (r->rcpts == NULL) {
+                break;
+            }
+
+            rcpt = ngx_array_push(r->rcpts);
+            if (rcpt == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memzero(rcpt, sizeof(ngx_mail_plus_queue_rcpt_t));
+            rcpt->addr = v;
+
+        } else if (ngx_strncmp(p, "body ", 5) == 0) {
+            r->body_type = (v.len >= 8
+                            && ngx_strncmp(v.data, "8BITMIME", 8) == 0)
+                           ? NGX_MAIL_PLUS_BODY_8BITMIME
+                           : NGX_MAIL_PLUS_BODY_7BIT;
+
+        } else if (ngx_strncmp(p, "helo ", 5) == 0) {
+            r->helo = v;
+        }
+
+        break;
+
+    case 6:
+        if (ngx_strncmp(p, "envid ", 6) == 0 && v.len <= 100) {
+            r->envid = v;
+
+        } else if (ngx_strncmp(p, "login ", 6) == 0) {
+            r->login = v;
+        }
+
+        break;
+
+    case 7:
+        if (ngx_strncmp(p, "sender ", 7) == 0) {
+            r->sender = v;
+
+            if (ngx_mail_plus_spool_address(&v) != NGX_OK) {
+                *reason = "bad \"sender\" line";
+                return NGX_DECLINED;
+            }
+
+        } else if (ngx_strncmp(p, "client ", 7) == 0) {
+            r->client = v;
+        }
+
+        break;
+
+    case 8:
+        if (ngx_strncmp(p, "arrival ", 8) == 0) {
+            r->arrival = ngx_atotm(v.data, v.len);
+        }
+
+        break;
+
+    case 9:
+        if (ngx_strncmp(p, "smtputf8 ", 9) == 0) {
+            r->smtputf8 = (v.len == 3 && ngx_strncmp(v.data, "yes", 3) == 0);
+            r->smtputf8_line = 1;
+        }
+
+        break;
     }
 
     return NGX_OK;
@@ -202,9 +378,11 @@ ngx_mail_plus_spool_address(ngx_str_t *addr)
 /* "dsn NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.com" of a recipient */
 
 static void
-ngx_mail_plus_spool_dsn(ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *v)
+ngx_mail_plus_spool_dsn(ngx_mail_plus_queue_rcpt_t *rcpt, ngx_str_t *v)
 {
     u_char  *p, *last, *end;
+
+    rcpt->dsn = *v;
 
     p = v->data;
     last = p + v->len;
@@ -220,22 +398,7 @@ ngx_mail_plus_spool_dsn(ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *v)
         {
             rcpt->notify.data = p + 7;
             rcpt->notify.len = end - p - 7;
-
-            if (ngx_strlcasestrn(p, end, (u_char *) "NEVER", 5 - 1)) {
-                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_NEVER;
-            }
-
-            if (ngx_strlcasestrn(p, end, (u_char *) "SUCCESS", 7 - 1)) {
-                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_SUCCESS;
-            }
-
-            if (ngx_strlcasestrn(p, end, (u_char *) "FAILURE", 7 - 1)) {
-                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_FAILURE;
-            }
-
-            if (ngx_strlcasestrn(p, end, (u_char *) "DELAY", 5 - 1)) {
-                rcpt->notify_mask |= NGX_MAIL_PLUS_NOTIFY_DELAY;
-            }
+            rcpt->notify_mask = ngx_mail_plus_spool_notify(&rcpt->notify);
 
         } else if (end - p > 6 && end - p <= 512
                    && ngx_strncasecmp(p, (u_char *) "ORCPT=", 6) == 0)
@@ -250,26 +413,113 @@ ngx_mail_plus_spool_dsn(ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *v)
 
 
 /*
+ * a NOTIFY= value (RFC 3461 4.1): "NEVER", or a list of SUCCESS, FAILURE
+ * and DELAY; the NGX_MAIL_PLUS_NOTIFY_* bits of the words known, in any
+ * case; 0 when there are none
+ */
+
+ngx_uint_t
+ngx_mail_plus_spool_notify(ngx_str_t *value)
+{
+    u_char      *p, *last, *word;
+    size_t       len;
+    ngx_uint_t   mask;
+
+    if (value->len == 0) {
+        return 0;
+    }
+
+    mask = 0;
+    last = value->data + value->len;
+    word = value->data;
+
+    for (p = word; p <= last; p++) {
+
+        if (p < last && *p != ',') {
+            continue;
+        }
+
+        len = p - word;
+
+        if (len == 5 && ngx_strncasecmp(word, (u_char *) "NEVER", 5) == 0) {
+            mask |= NGX_MAIL_PLUS_NOTIFY_NEVER;
+
+        } else if (len == 7
+                   && ngx_strncasecmp(word, (u_char *) "SUCCESS", 7) == 0)
+        {
+            mask |= NGX_MAIL_PLUS_NOTIFY_SUCCESS;
+
+        } else if (len == 7
+                   && ngx_strncasecmp(word, (u_char *) "FAILURE", 7) == 0)
+        {
+            mask |= NGX_MAIL_PLUS_NOTIFY_FAILURE;
+
+        } else if (len == 5
+                   && ngx_strncasecmp(word, (u_char *) "DELAY", 5) == 0)
+        {
+            mask |= NGX_MAIL_PLUS_NOTIFY_DELAY;
+        }
+
+        word = p + 1;
+    }
+
+    return mask;
+}
+
+
+/* the room of the state file's first lines, or of a "done" line */
+
+size_t
+ngx_mail_plus_spool_state_size(ngx_str_t *addr)
+{
+    if (addr) {
+        return sizeof("done " "\n") - 1 + addr->len;
+    }
+
+    return sizeof("attempts " "\n") - 1 + NGX_INT_T_LEN
+           + sizeof("warned 1\n") - 1;
+}
+
+
+u_char *
+ngx_mail_plus_spool_state_write(u_char *p, ngx_uint_t attempts,
+    ngx_uint_t warned)
+{
+    return ngx_sprintf(p, "attempts %ui\n%s", attempts,
+                       warned ? "warned 1\n" : "");
+}
+
+
+u_char *
+ngx_mail_plus_spool_state_done(u_char *p, ngx_str_t *addr)
+{
+    return ngx_sprintf(p, "done %V\n", addr);
+}
+
+
+/*
  * the state file of earlier attempts:
  *
  *     attempts 3
+ *     warned 1
  *     done b@example.com
+ *
+ * the recipients of r->rcpts named in "done" lines are marked done
  */
 
 void
-ngx_mail_plus_spool_state(ngx_mail_plus_dmsg_t *msg, u_char *data,
+ngx_mail_plus_spool_state(ngx_mail_plus_queue_record_t *r, u_char *data,
     size_t len)
 {
-    u_char                *p, *last, *eol;
-    ngx_str_t              v;
-    ngx_uint_t             i;
-    ngx_mail_plus_rcpt_t  *rcpt;
+    u_char                      *p, *last, *eol;
+    ngx_str_t                    v;
+    ngx_uint_t                   i;
+    ngx_mail_plus_queue_rcpt_t  *rcpt;
 
     if (data == NULL) {
         return;
     }
 
-    rcpt = msg->rcpts.elts;
     last = data + len;
 
     for (p = data; p < last; p = eol + 1) {
@@ -279,29 +529,31 @@ ngx_mail_plus_spool_state(ngx_mail_plus_dmsg_t *msg, u_char *data,
         }
 
         if (eol - p > 9 && ngx_strncmp(p, "attempts ", 9) == 0) {
-            msg->attempts = ngx_atoi(p + 9, eol - p - 9);
+            r->attempts = ngx_atoi(p + 9, eol - p - 9);
 
-            if (msg->attempts == (ngx_uint_t) NGX_ERROR) {
-                msg->attempts = 0;
+            if (r->attempts == (ngx_uint_t) NGX_ERROR) {
+                r->attempts = 0;
             }
 
             continue;
         }
 
         if (eol - p == 8 && ngx_strncmp(p, "warned 1", 8) == 0) {
-            msg->warned = 1;
+            r->warned = 1;
             continue;
         }
 
-        if (eol - p > 5 && ngx_strncmp(p, "done ", 5) == 0) {
+        if (eol - p > 5 && ngx_strncmp(p, "done ", 5) == 0 && r->rcpts) {
             v.data = p + 5;
             v.len = eol - v.data;
 
-            for (i = 0; i < msg->rcpts.nelts; i++) {
+            rcpt = r->rcpts->elts;
+
+            for (i = 0; i < r->rcpts->nelts; i++) {
                 if (rcpt[i].addr.len == v.len
                     && ngx_strncmp(rcpt[i].addr.data, v.data, v.len) == 0)
                 {
-                    rcpt[i].state = NGX_MAIL_PLUS_RCPT_DONE;
+                    rcpt[i].done = 1;
                 }
             }
         }

@@ -11,13 +11,15 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
+#include "ngx_mail_plus_queue.h"
 
 
 /*
  * SMTP store-and-forward: the parser (ngx_mail_plus_smtp_parse.c, pure
  * functions over byte ranges, linked alone into the fuzz target), the
- * session (ngx_mail_plus_smtp_handler.c), the directives
- * (ngx_mail_plus_smtp_module.c) and the spool (ngx_mail_plus_queue.c).
+ * session (ngx_mail_plus_smtp_handler.c) and the directives
+ * (ngx_mail_plus_smtp_module.c); messages go to the spool
+ * (ngx_mail_plus_queue.h).
  */
 
 
@@ -46,13 +48,6 @@
 #define NGX_MAIL_PLUS_SMTP_STARTTLS    13
 #define NGX_MAIL_PLUS_SMTP_AUTH        14
 #define NGX_MAIL_PLUS_SMTP_NOTIMPL     15   /* TURN, ETRN, ... */
-
-
-/* BODY= of MAIL */
-
-#define NGX_MAIL_PLUS_BODY_NONE        0
-#define NGX_MAIL_PLUS_BODY_7BIT        1
-#define NGX_MAIL_PLUS_BODY_8BITMIME    2
 
 
 /* longest path (RFC 5321 4.5.3.1.3) */
@@ -105,9 +100,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_str_t                   spool;
-    ngx_str_t                   thread_pool;
-    struct ngx_mail_plus_queue_s  *queue;   /* NULL: no server uses it */
+    ngx_mail_plus_queue_t      *queue;      /* NULL: no server uses it */
 } ngx_mail_plus_smtp_main_conf_t;
 
 
@@ -161,235 +154,6 @@ ngx_int_t ngx_mail_plus_smtp_read_data(ngx_mail_plus_smtp_data_t *d,
     u_char **pos, u_char *last, u_char **out, u_char *end);
 u_char *ngx_mail_plus_smtp_data_finish(ngx_mail_plus_smtp_data_t *d,
     u_char *out);
-
-
-/* the spool */
-
-typedef struct ngx_mail_plus_queue_s      ngx_mail_plus_queue_t;
-typedef struct ngx_mail_plus_queue_msg_s  ngx_mail_plus_queue_msg_t;
-
-typedef void (*ngx_mail_plus_queue_handler_pt)(ngx_mail_plus_queue_msg_t *m);
-typedef void (*ngx_mail_plus_queue_notify_pt)(ngx_mail_plus_queue_t *q,
-    u_char *id);
-
-
-#define NGX_MAIL_PLUS_QUEUE_ID_LEN  22
-
-
-/* a message on its way into the queue */
-
-struct ngx_mail_plus_queue_msg_s {
-    ngx_pool_t                     *pool;      /* the message's own */
-    ngx_mail_plus_queue_t          *queue;
-    ngx_log_t                      *log;
-
-    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
-    u_char                         *temp;      /* NUL-terminated paths */
-    u_char                         *name;
-    ngx_fd_t                        fd;
-    off_t                           offset;    /* written so far */
-    off_t                           body;      /* of the "body" value */
-    ngx_err_t                       err;
-
-    ngx_mail_plus_queue_handler_pt  handler;   /* after commit */
-    void                           *data;
-
-    ngx_mail_plus_queue_msg_t      *next;      /* in a batch */
-
-    unsigned                        pending:1;
-    unsigned                        cancelled:1;
-};
-
-
-typedef struct {
-    ngx_str_t                       sender;
-    ngx_array_t                    *recipients;  /* ngx_str_t */
-    ngx_str_t                       client;
-    ngx_str_t                       helo;
-    ngx_str_t                       login;
-    ngx_uint_t                      body;
-    ngx_str_t                       ret;         /* RFC 3461, or empty */
-    ngx_str_t                       envid;
-    ngx_array_t                    *dsn;         /* ngx_str_t a recipient */
-    unsigned                        smtputf8:1;
-} ngx_mail_plus_queue_envelope_t;
-
-
-ngx_mail_plus_queue_t *ngx_mail_plus_queue_create(ngx_conf_t *cf,
-    ngx_str_t *path, ngx_str_t *thread_pool);
-ngx_int_t ngx_mail_plus_queue_init(ngx_cycle_t *cycle,
-    ngx_mail_plus_queue_t *q);
-ngx_mail_plus_queue_msg_t *ngx_mail_plus_queue_open(ngx_mail_plus_queue_t *q,
-    ngx_mail_plus_queue_envelope_t *env, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_write(ngx_mail_plus_queue_msg_t *m,
-    u_char *data, size_t len);
-ngx_int_t ngx_mail_plus_queue_set_body(ngx_mail_plus_queue_msg_t *m,
-    ngx_uint_t body);
-ngx_int_t ngx_mail_plus_queue_commit(ngx_mail_plus_queue_msg_t *m);
-void ngx_mail_plus_queue_abort(ngx_mail_plus_queue_msg_t *m);
-void ngx_mail_plus_queue_exit(ngx_mail_plus_queue_t *q);
-ngx_mail_plus_queue_t *ngx_mail_plus_queue_get(ngx_cycle_t *cycle);
-
-/* for the delivery (docs/spool.md): deferred/, state/, claims by pid */
-
-#define NGX_MAIL_PLUS_QUEUE_INCOMING  0
-#define NGX_MAIL_PLUS_QUEUE_DEFERRED  1
-
-ngx_int_t ngx_mail_plus_queue_delivery_init(ngx_cycle_t *cycle,
-    ngx_mail_plus_queue_t *q);
-void ngx_mail_plus_queue_set_notify(ngx_mail_plus_queue_t *q,
-    ngx_mail_plus_queue_notify_pt notify);
-ngx_uint_t ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q,
-    ngx_log_t *log);
-typedef void (*ngx_mail_plus_queue_defer_pt)(void *data);
-
-
-/* a scan for due messages, in the thread pool */
-
-typedef struct {
-    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
-    ngx_uint_t                      which;  /* NGX_MAIL_PLUS_QUEUE_INCOMING */
-} ngx_mail_plus_queue_due_id_t;
-
-typedef struct {
-    ngx_mail_plus_queue_due_id_t   *ids;        /* room for nalloc */
-    ngx_uint_t                      nalloc;
-    ngx_uint_t                      nids;
-    ngx_uint_t                      reclaimed;  /* claims of gone workers */
-    time_t                          now;
-} ngx_mail_plus_queue_due_t;
-
-ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
-    ngx_mail_plus_queue_due_t *due, ngx_mail_plus_queue_defer_pt handler,
-    void *data, ngx_pool_t *pool, ngx_log_t *log);
-
-
-/*
- * a claim and the reads of the envelope and the state file, in the
- * thread pool; fd is NGX_INVALID_FILE when the message was not claimed
- * (another worker was first, or a failure, logged); head.data is NULL
- * when the claimed file could not be read (logged); the buffers live as
- * long as the pool given
- */
-
-typedef struct {
-    ngx_uint_t                      which;
-    ngx_fd_t                        fd;
-    off_t                           size;       /* of the file */
-    ngx_str_t                       head;       /* the envelope, at least */
-    ngx_str_t                       state;      /* empty when none */
-} ngx_mail_plus_queue_load_t;
-
-ngx_int_t ngx_mail_plus_queue_load(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_mail_plus_queue_load_t *load, ngx_mail_plus_queue_defer_pt handler,
-    void *data, ngx_pool_t *pool, ngx_log_t *log);
-
-/* a bounce: part of a claimed file copied into a new message */
-
-ngx_int_t ngx_mail_plus_queue_copy(ngx_mail_plus_queue_msg_t *m, ngx_fd_t fd,
-    off_t offset, off_t size, ngx_uint_t headers,
-    ngx_mail_plus_queue_defer_pt handler, void *data);
-
-/*
- * reads of a claimed file for a delivery connection, in the thread pool;
- * a reader freed while a read is in flight is freed when it is done, and
- * its handler is not called
- */
-
-typedef struct ngx_mail_plus_queue_reader_s  ngx_mail_plus_queue_reader_t;
-
-typedef void (*ngx_mail_plus_queue_read_pt)(void *data, u_char *buf,
-    ssize_t n, ngx_err_t err);
-
-ngx_mail_plus_queue_reader_t *ngx_mail_plus_queue_reader(
-    ngx_mail_plus_queue_t *q, size_t size, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_read(ngx_mail_plus_queue_reader_t *rd,
-    ngx_fd_t fd, off_t offset, size_t len, ngx_mail_plus_queue_read_pt handler,
-    void *data);
-void ngx_mail_plus_queue_reader_free(ngx_mail_plus_queue_reader_t *rd);
-
-
-ngx_int_t ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
-    void *data, ngx_pool_t *pool, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
-    char *reason, ngx_mail_plus_queue_defer_pt handler, void *data,
-    ngx_pool_t *pool, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_release(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool,
-    ngx_log_t *log);
-
-/*
- * the directories a message can be in, for the status endpoint and the
- * queue API: ngx_mail_plus_queue_dirs[] names them, in this order
- */
-
-#define NGX_MAIL_PLUS_QUEUE_IN_INCOMING  0
-#define NGX_MAIL_PLUS_QUEUE_IN_ACTIVE    1
-#define NGX_MAIL_PLUS_QUEUE_IN_DEFERRED  2
-#define NGX_MAIL_PLUS_QUEUE_IN_HOLD      3
-#define NGX_MAIL_PLUS_QUEUE_IN_CORRUPT   4
-
-#define NGX_MAIL_PLUS_QUEUE_NSIZES  5
-
-extern char  *ngx_mail_plus_queue_dirs[];
-
-ngx_int_t ngx_mail_plus_queue_sizes(ngx_mail_plus_queue_t *q,
-    ngx_uint_t *sizes, ngx_mail_plus_queue_defer_pt handler, void *data,
-    ngx_pool_t *pool, ngx_log_t *log);
-
-
-/* for the queue API: a message as a listing shows it */
-
-typedef struct {
-    u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
-    ngx_uint_t                      where;       /* NGX_MAIL_PLUS_QUEUE_IN_* */
-    u_char                          sender[NGX_MAIL_PLUS_SMTP_MAX_PATH];
-    size_t                          sender_len;
-    ngx_uint_t                      recipients;
-    off_t                           size;
-    time_t                          arrival;
-    time_t                          mtime;       /* deferred: next attempt */
-    unsigned                        envelope:1;  /* read whole */
-} ngx_mail_plus_queue_entry_t;
-
-
-typedef struct {
-    ngx_mail_plus_queue_entry_t    *entries;     /* room for nalloc */
-    ngx_uint_t                      nalloc;
-    ngx_uint_t                      nentries;
-    ngx_uint_t                      total;       /* beyond nalloc too */
-} ngx_mail_plus_queue_list_t;
-
-
-/* the operations on one message, and what they found */
-
-#define NGX_MAIL_PLUS_QUEUE_SHOW     0
-#define NGX_MAIL_PLUS_QUEUE_HOLD     1
-#define NGX_MAIL_PLUS_QUEUE_UNHOLD   2
-#define NGX_MAIL_PLUS_QUEUE_DELETE   3
-
-typedef struct {
-    ngx_uint_t                      what;        /* NGX_MAIL_PLUS_QUEUE_* */
-    ngx_int_t                       result;
-    ngx_uint_t                      where;       /* where it was */
-    off_t                           size;
-    time_t                          mtime;
-    ngx_str_t                       head;        /* show: the envelope */
-    size_t                          head_size;   /*   room in head.data */
-    ngx_str_t                       state;       /*   the state file */
-    size_t                          state_size;
-} ngx_mail_plus_queue_admin_t;
-
-ngx_int_t ngx_mail_plus_queue_list(ngx_mail_plus_queue_t *q,
-    ngx_mail_plus_queue_list_t *list, ngx_mail_plus_queue_defer_pt handler,
-    void *data, ngx_pool_t *pool, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_admin(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_mail_plus_queue_admin_t *a, ngx_mail_plus_queue_defer_pt handler,
-    void *data, ngx_pool_t *pool, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_queue_is_id(u_char *name, size_t len);
 
 
 /*

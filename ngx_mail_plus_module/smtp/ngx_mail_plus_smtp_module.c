@@ -22,7 +22,6 @@
 
 
 static void *ngx_mail_plus_smtp_create_main_conf(ngx_conf_t *cf);
-static char *ngx_mail_plus_smtp_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_mail_plus_smtp_create_srv_conf(ngx_conf_t *cf);
 static char *ngx_mail_plus_smtp_merge_srv_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -32,8 +31,6 @@ static char *ngx_mail_plus_smtp_trusted_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_mail_plus_smtp_verify_cache_valid(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static ngx_int_t ngx_mail_plus_smtp_init_module(ngx_cycle_t *cycle);
-static void ngx_mail_plus_smtp_exit_process(ngx_cycle_t *cycle);
 
 
 static ngx_conf_num_bounds_t  ngx_mail_plus_smtp_recipients_bounds = {
@@ -52,20 +49,6 @@ static ngx_command_t  ngx_mail_plus_smtp_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_MAIL_SRV_CONF_OFFSET,
       offsetof(ngx_mail_plus_smtp_srv_conf_t, enable),
-      NULL },
-
-    { ngx_string("queue_spool"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_smtp_main_conf_t, spool),
-      NULL },
-
-    { ngx_string("queue_thread_pool"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_smtp_main_conf_t, thread_pool),
       NULL },
 
     { ngx_string("smtp_local_domains"),
@@ -181,7 +164,7 @@ static ngx_mail_module_t  ngx_mail_plus_smtp_module_ctx = {
     NULL,                                  /* protocol */
 
     ngx_mail_plus_smtp_create_main_conf,   /* create main configuration */
-    ngx_mail_plus_smtp_init_main_conf,     /* init main configuration */
+    NULL,                                  /* init main configuration */
 
     ngx_mail_plus_smtp_create_srv_conf,    /* create server configuration */
     ngx_mail_plus_smtp_merge_srv_conf      /* merge server configuration */
@@ -194,11 +177,11 @@ ngx_module_t  ngx_mail_plus_smtp_module = {
     ngx_mail_plus_smtp_commands,           /* module directives */
     NGX_MAIL_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    ngx_mail_plus_smtp_init_module,        /* init module */
+    NULL,                                  /* init module */
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_mail_plus_smtp_exit_process,       /* exit process */
+    NULL,                                  /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -236,45 +219,10 @@ ngx_mail_plus_smtp_create_main_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *
-     *     smcf->spool = { 0, NULL };
-     *     smcf->thread_pool = { 0, NULL };
      *     smcf->queue = NULL;
      */
 
     return smcf;
-}
-
-
-static char *
-ngx_mail_plus_smtp_init_main_conf(ngx_conf_t *cf, void *conf)
-{
-    ngx_mail_plus_smtp_main_conf_t *smcf = conf;
-
-    if (smcf->spool.len == 0) {
-        ngx_str_set(&smcf->spool, "mail_spool");
-
-    } else {
-
-        /* set: the queue exists for HTTP submission without SMTP servers */
-
-        smcf->queue = ngx_mail_plus_queue_create(cf, &smcf->spool,
-                                                 &smcf->thread_pool);
-        if (smcf->queue == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-#if !(NGX_THREADS)
-
-    if (smcf->thread_pool.len) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"queue_thread_pool\" needs nginx built with threads");
-        return NGX_CONF_ERROR;
-    }
-
-#endif
-
-    return NGX_CONF_OK;
 }
 
 
@@ -393,12 +341,10 @@ ngx_mail_plus_smtp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 
     smcf = ngx_mail_conf_get_module_main_conf(cf, ngx_mail_plus_smtp_module);
 
+    smcf->queue = ngx_mail_plus_queue_use(cf);
+
     if (smcf->queue == NULL) {
-        smcf->queue = ngx_mail_plus_queue_create(cf, &smcf->spool,
-                                                 &smcf->thread_pool);
-        if (smcf->queue == NULL) {
-            return NGX_CONF_ERROR;
-        }
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -491,47 +437,4 @@ ngx_mail_plus_smtp_verify_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd,
     sscf->verify.invalid = invalid;
 
     return NGX_CONF_OK;
-}
-
-
-static ngx_int_t
-ngx_mail_plus_smtp_init_module(ngx_cycle_t *cycle)
-{
-    ngx_mail_plus_queue_t  *q;
-
-    q = ngx_mail_plus_queue_get(cycle);
-
-    if (q == NULL) {
-        return NGX_OK;
-    }
-
-    return ngx_mail_plus_queue_init(cycle, q);
-}
-
-
-static void
-ngx_mail_plus_smtp_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_mail_plus_queue_t  *q;
-
-    q = ngx_mail_plus_queue_get(cycle);
-
-    if (q) {
-        ngx_mail_plus_queue_exit(q);
-    }
-}
-
-
-ngx_mail_plus_queue_t *
-ngx_mail_plus_queue_get(ngx_cycle_t *cycle)
-{
-    ngx_mail_plus_smtp_main_conf_t  *smcf;
-
-    smcf = ngx_mail_plus_cycle_get_main_conf(cycle,
-                                             ngx_mail_plus_smtp_module);
-    if (smcf == NULL) {
-        return NULL;
-    }
-
-    return smcf->queue;
 }
