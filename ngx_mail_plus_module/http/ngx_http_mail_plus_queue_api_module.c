@@ -652,7 +652,7 @@ static void
 ngx_http_mail_plus_queue_api_time(ngx_http_mail_plus_out_t *o, char *name,
     time_t t)
 {
-    if (t) {
+    if (t > 0) {
         ngx_http_mail_plus_printf(o, ",\"%s\":%T", name, t);
 
     } else {
