@@ -148,7 +148,7 @@ ngx_mail_plus_relay_start(ngx_mail_session_t *s)
     pc->write->handler = ngx_mail_plus_relay_handler;
 
     ngx_log_debug4(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "proxy: relay start with %V, splice %ud, "
+                   "proxy: relay start with %V, splice %ui, "
                    "preloaded down %uz up %uz", &ctx->backend,
                    (ngx_uint_t) ctx->splice,
                    (size_t) (ctx->down.buf.last - ctx->down.buf.pos),
@@ -241,7 +241,7 @@ ngx_mail_plus_relay_handler(ngx_event_t *ev)
     {
         ngx_log_debug4(NGX_LOG_DEBUG_MAIL, c->log, 0,
                        "proxy: relay closed by the %s, up %O down %O, "
-                       "pipes %ud",
+                       "pipes %ui",
                        ctx->up.eof ? "client" : "backend",
                        ctx->up.bytes, ctx->down.bytes,
                        (ngx_uint_t) (ctx->up.spliced + ctx->down.spliced));

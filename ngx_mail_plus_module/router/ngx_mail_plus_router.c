@@ -29,6 +29,8 @@ static ngx_int_t ngx_mail_plus_router_check_template(ngx_str_t *template,
 static ngx_int_t ngx_mail_plus_router_match(ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
     ngx_pool_t *pool, ngx_log_t *log);
+static ngx_int_t ngx_mail_plus_router_server(ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log);
 static ngx_int_t ngx_mail_plus_router_expand(ngx_pool_t *pool,
     ngx_str_t *template, ngx_str_t *subject, int *captures, ngx_int_t n,
     ngx_str_t *result);
@@ -224,7 +226,7 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
     ngx_pool_t *pool, ngx_log_t *log)
 {
     ngx_int_t               rc;
-    ngx_str_t               lc, key;
+    ngx_str_t               lc;
     ngx_mail_plus_user_t   *user;
 
     ngx_memzero(route, sizeof(ngx_mail_plus_route_t));
@@ -310,9 +312,23 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
 
     route->protocol = auth->protocol;
 
-    if (route->server == NULL) {
+    return ngx_mail_plus_router_server(route, pool, log);
+}
 
-        /* the ring is keyed by the login as the backend knows it */
+
+/*
+ * the route's server: the user's, or the one the pool's ring gives for
+ * the login as the backend knows it; ALLOW if it is up for the protocol,
+ * else TEMPFAIL
+ */
+
+static ngx_int_t
+ngx_mail_plus_router_server(ngx_mail_plus_route_t *route, ngx_pool_t *pool,
+    ngx_log_t *log)
+{
+    ngx_str_t  key;
+
+    if (route->server == NULL) {
 
         key.len = route->login.len;
         key.data = ngx_pnalloc(pool, key.len);
@@ -324,7 +340,7 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
 
         route->key = key;
         route->server = ngx_mail_plus_pool_get_server(route->pool, &key,
-                                                      auth->protocol, NULL);
+                                                      route->protocol, NULL);
 
 #if (NGX_DEBUG)
         if (route->server) {
@@ -336,7 +352,7 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
     }
 
     if (route->server == NULL
-        || !ngx_mail_plus_server_usable(route->server, auth->protocol))
+        || !ngx_mail_plus_server_usable(route->server, route->protocol))
     {
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
                        "router: no live server in pool \"%V\"",
@@ -348,7 +364,7 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
         return NGX_OK;
     }
 
-    route->port = route->server->port[auth->protocol];
+    route->port = route->server->port[route->protocol];
     route->status = NGX_MAIL_PLUS_ALLOW;
 
     ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,
