@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <sanitizer/asan_interface.h>
 
-#include "../ngx_mail_plus_module/ngx_mail_plus_proxy_parse.c"
+#include "../ngx_mail_plus_module/proxy/ngx_mail_plus_proxy_parse.c"
 
 
 ngx_int_t

@@ -25,6 +25,10 @@
  */
 
 
+static void ngx_mail_plus_imap_init_session(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static void ngx_mail_plus_imap_init_protocol(ngx_event_t *rev);
+static void ngx_mail_plus_imap_auth_state(ngx_event_t *rev);
 static ngx_int_t ngx_mail_plus_imap_command(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_proxy_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_mail_plus_imap_sasl(ngx_mail_session_t *s,
@@ -40,7 +44,29 @@ static ngx_str_t  imap_bye = ngx_string("* BYE" CRLF);
 static ngx_str_t  imap_id = ngx_string("* ID NIL" CRLF);
 
 
-void
+/*
+ * the protocol a "router_proxy on" server switches to; never registered by
+ * name, so that "protocol imap" keeps meaning the stock one
+ */
+
+ngx_mail_protocol_t  ngx_mail_plus_imap_protocol = {
+    ngx_string("imap"),
+    ngx_string("\x04imap"),
+    { 143, 993, 0, 0 },
+    NGX_MAIL_IMAP_PROTOCOL,
+
+    ngx_mail_plus_imap_init_session,
+    ngx_mail_plus_imap_init_protocol,
+    ngx_mail_plus_proxy_parse_command,
+    ngx_mail_plus_imap_auth_state,
+
+    ngx_string("* BAD internal server error" CRLF),
+    ngx_string("* BYE SSL certificate error" CRLF),
+    ngx_string("* BYE No required SSL certificate" CRLF)
+};
+
+
+static void
 ngx_mail_plus_imap_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 {
     ngx_mail_plus_proxy_init_session(s, c, NGX_MAIL_PLUS_IMAP,
@@ -49,7 +75,7 @@ ngx_mail_plus_imap_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 }
 
 
-void
+static void
 ngx_mail_plus_imap_init_protocol(ngx_event_t *rev)
 {
     ngx_connection_t  *c;
@@ -66,7 +92,7 @@ ngx_mail_plus_imap_init_protocol(ngx_event_t *rev)
 }
 
 
-void
+static void
 ngx_mail_plus_imap_auth_state(ngx_event_t *rev)
 {
     ngx_mail_plus_proxy_dialogue(rev, ngx_mail_plus_imap_command,
@@ -130,7 +156,7 @@ ngx_mail_plus_imap_command(ngx_mail_session_t *s, ngx_connection_t *c,
     iscf = ngx_mail_get_module_srv_conf(s, ngx_mail_imap_module);
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "mail plus imap: command %ui, %ui arguments",
+                   "proxy: imap command %ui, %ui arguments",
                    p->command, p->nargs);
 
     untagged = NULL;

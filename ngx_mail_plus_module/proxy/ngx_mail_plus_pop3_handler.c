@@ -27,6 +27,10 @@
  */
 
 
+static void ngx_mail_plus_pop3_init_session(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static void ngx_mail_plus_pop3_init_protocol(ngx_event_t *rev);
+static void ngx_mail_plus_pop3_auth_state(ngx_event_t *rev);
 static ngx_int_t ngx_mail_plus_pop3_command(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_proxy_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_mail_plus_pop3_auth(ngx_mail_session_t *s,
@@ -43,7 +47,29 @@ static ngx_str_t  pop3_limit =
     ngx_string("-ERR [SYS/TEMP] Too many sessions." CRLF);
 
 
-void
+/*
+ * the protocol a "router_proxy on" server switches to; never registered by
+ * name, so that "protocol pop3" keeps meaning the stock one
+ */
+
+ngx_mail_protocol_t  ngx_mail_plus_pop3_protocol = {
+    ngx_string("pop3"),
+    ngx_string("\x04pop3"),
+    { 110, 995, 0, 0 },
+    NGX_MAIL_POP3_PROTOCOL,
+
+    ngx_mail_plus_pop3_init_session,
+    ngx_mail_plus_pop3_init_protocol,
+    ngx_mail_plus_proxy_parse_command,
+    ngx_mail_plus_pop3_auth_state,
+
+    ngx_string("-ERR internal server error" CRLF),
+    ngx_string("-ERR SSL certificate error" CRLF),
+    ngx_string("-ERR No required SSL certificate" CRLF)
+};
+
+
+static void
 ngx_mail_plus_pop3_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 {
     u_char                    *p;
@@ -86,7 +112,7 @@ ngx_mail_plus_pop3_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 }
 
 
-void
+static void
 ngx_mail_plus_pop3_init_protocol(ngx_event_t *rev)
 {
     ngx_connection_t  *c;
@@ -103,7 +129,7 @@ ngx_mail_plus_pop3_init_protocol(ngx_event_t *rev)
 }
 
 
-void
+static void
 ngx_mail_plus_pop3_auth_state(ngx_event_t *rev)
 {
     ngx_mail_plus_proxy_dialogue(rev, ngx_mail_plus_pop3_command,
@@ -147,7 +173,7 @@ ngx_mail_plus_pop3_command(ngx_mail_session_t *s, ngx_connection_t *c,
     pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_pop3_module);
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "mail plus pop3: command %ui, state %ui",
+                   "proxy: pop3 command %ui, state %ui",
                    p->command, s->mail_state);
 
     switch (p->command) {

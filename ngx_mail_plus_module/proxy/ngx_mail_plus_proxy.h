@@ -21,11 +21,14 @@
 /*
  * POP3 and IMAP sessions handled by the module itself: the dialogue before
  * login (ngx_mail_plus_pop3_handler.c, ngx_mail_plus_imap_handler.c, their
- * reader ngx_mail_plus_proxy_parse.c and ngx_mail_plus_sasl.c), the
- * router's answer and the session's life (ngx_mail_plus_proxy_module.c),
- * the backend connection and login (ngx_mail_plus_upstream.c), the relay
- * after login (ngx_mail_plus_relay.c), and the session limits
- * (ngx_mail_plus_limit.c).
+ * reader ngx_mail_plus_proxy_parse.c and the router's SASL decoding), the
+ * router's answer, the session limits and the session's life
+ * (ngx_mail_plus_proxy_module.c), the backend connection and login
+ * (ngx_mail_plus_upstream.c), the relay after login (ngx_mail_plus_relay.c).
+ *
+ * This header is private to proxy/: no other part includes it (the fuzz
+ * targets of the pre-login reader do, with the reader's source).  What the
+ * proxy uses of the router is in ngx_mail_plus.h.
  */
 
 
@@ -195,7 +198,24 @@ typedef struct {
 #define NGX_MAIL_PLUS_SASL_SYNTAX        6
 
 
-extern ngx_module_t  ngx_mail_plus_proxy_module;
+/* the replies that differ by protocol only, ngx_mail_plus_proxy_texts[] */
+
+typedef struct {
+    ngx_str_t                   name;         /* in the session's log line */
+    ngx_str_t                   too_many;     /* router_proxy_user_sessions */
+    ngx_str_t                   tempfail;     /* the login failed for now */
+    ngx_str_t                   failed;       /* the login was refused */
+    ngx_str_t                   unavailable;  /* no backend answered */
+} ngx_mail_plus_proxy_texts_t;
+
+
+extern ngx_module_t                 ngx_mail_plus_proxy_module;
+extern ngx_mail_plus_proxy_texts_t  ngx_mail_plus_proxy_texts[];
+
+/* the protocols of "router_proxy on" servers, in their handlers' files */
+
+extern ngx_mail_protocol_t          ngx_mail_plus_pop3_protocol;
+extern ngx_mail_protocol_t          ngx_mail_plus_imap_protocol;
 
 
 /*
@@ -236,18 +256,8 @@ ngx_int_t ngx_mail_plus_proxy_say(ngx_mail_session_t *s, ngx_str_t *untagged,
 void ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_mail_plus_proxy_reply(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_uint_t tagged);
+void ngx_mail_plus_proxy_release_user(ngx_mail_plus_proxy_ctx_t *ctx);
 void ngx_mail_plus_proxy_finalize(ngx_mail_session_t *s, ngx_uint_t end);
-
-/* the dialogues before login */
-
-void ngx_mail_plus_pop3_init_session(ngx_mail_session_t *s,
-    ngx_connection_t *c);
-void ngx_mail_plus_pop3_init_protocol(ngx_event_t *rev);
-void ngx_mail_plus_pop3_auth_state(ngx_event_t *rev);
-void ngx_mail_plus_imap_init_session(ngx_mail_session_t *s,
-    ngx_connection_t *c);
-void ngx_mail_plus_imap_init_protocol(ngx_event_t *rev);
-void ngx_mail_plus_imap_auth_state(ngx_event_t *rev);
 
 /* ngx_mail_plus_proxy_parse.c: the reader of commands before login */
 
@@ -261,11 +271,9 @@ ngx_uint_t ngx_mail_plus_parse_idle(ngx_mail_plus_parse_t *p);
 void ngx_mail_plus_upstream_connect(ngx_mail_session_t *s);
 void ngx_mail_plus_upstream_close(ngx_mail_plus_proxy_ctx_t *ctx);
 
-/* ngx_mail_plus_relay.c */
+/* ngx_mail_plus_relay.c: the relay, its pipes closed with the session */
 
 void ngx_mail_plus_relay_start(ngx_mail_session_t *s);
-void ngx_mail_plus_relay_close(ngx_mail_plus_proxy_ctx_t *ctx);
-
 
 
 #endif /* _NGX_MAIL_PLUS_PROXY_H_INCLUDED_ */

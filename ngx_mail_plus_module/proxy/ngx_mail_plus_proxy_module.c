@@ -14,11 +14,13 @@
 /*
  * "router_proxy on" in a "protocol pop3" or "protocol imap" server: the
  * module takes the session over.  This file holds the directives, swaps
- * the server's protocol handler, reads the commands before login into a
- * buffer of router_proxy_command_size for both protocols' dialogues (the
- * reader, the SASL exchange, the replies out of one reused buffer, the
- * login kept and escaped), asks the router when the client has given its
- * credentials, and ends the session with one log line.
+ * the server's protocol for the module's (ngx_mail_plus_pop3_protocol,
+ * ngx_mail_plus_imap_protocol, with their handlers), reads the commands
+ * before login into a buffer of router_proxy_command_size for both
+ * protocols' dialogues (the reader, the SASL exchange, the replies out of
+ * one reused buffer, the login kept and escaped), asks the router when
+ * the client has given its credentials, takes and gives back the session
+ * limits, and ends the session with one log line.
  */
 
 
@@ -29,6 +31,10 @@ static ngx_int_t ngx_mail_plus_proxy_sasl_response(ngx_mail_session_t *s,
 static void ngx_mail_plus_proxy_checked(ngx_mail_plus_check_t *check);
 static void ngx_mail_plus_proxy_answer(ngx_mail_session_t *s);
 static void ngx_mail_plus_proxy_delayed(ngx_event_t *ev);
+static ngx_int_t ngx_mail_plus_proxy_acquire_client(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_proxy_ctx_t *ctx);
+static ngx_int_t ngx_mail_plus_proxy_acquire_user(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *key);
 static void ngx_mail_plus_proxy_block(ngx_event_t *rev);
 static void ngx_mail_plus_proxy_cleanup(void *data);
 static void *ngx_mail_plus_proxy_create_conf(ngx_conf_t *cf);
@@ -132,45 +138,6 @@ ngx_module_t  ngx_mail_plus_proxy_module = {
 };
 
 
-/*
- * the protocols a server switches to; never registered by name, so that
- * "protocol pop3" and "protocol imap" keep meaning the stock ones
- */
-
-static ngx_mail_protocol_t  ngx_mail_plus_pop3_protocol = {
-    ngx_string("pop3"),
-    ngx_string("\x04pop3"),
-    { 110, 995, 0, 0 },
-    NGX_MAIL_POP3_PROTOCOL,
-
-    ngx_mail_plus_pop3_init_session,
-    ngx_mail_plus_pop3_init_protocol,
-    ngx_mail_plus_proxy_parse_command,
-    ngx_mail_plus_pop3_auth_state,
-
-    ngx_string("-ERR internal server error" CRLF),
-    ngx_string("-ERR SSL certificate error" CRLF),
-    ngx_string("-ERR No required SSL certificate" CRLF)
-};
-
-
-static ngx_mail_protocol_t  ngx_mail_plus_imap_protocol = {
-    ngx_string("imap"),
-    ngx_string("\x04imap"),
-    { 143, 993, 0, 0 },
-    NGX_MAIL_IMAP_PROTOCOL,
-
-    ngx_mail_plus_imap_init_session,
-    ngx_mail_plus_imap_init_protocol,
-    ngx_mail_plus_proxy_parse_command,
-    ngx_mail_plus_imap_auth_state,
-
-    ngx_string("* BAD internal server error" CRLF),
-    ngx_string("* BYE SSL certificate error" CRLF),
-    ngx_string("* BYE No required SSL certificate" CRLF)
-};
-
-
 static ngx_str_t  ngx_mail_plus_proxy_ends[] = {
     ngx_string("client closed"),
     ngx_string("backend closed"),
@@ -181,14 +148,38 @@ static ngx_str_t  ngx_mail_plus_proxy_ends[] = {
 };
 
 
+#if (NGX_DEBUG)
+
+/* by NGX_MAIL_PLUS_CMD_*, for debug lines */
+
+static char  *ngx_mail_plus_proxy_command_names[] = {
+    "unknown", "capability", "noop", "quit", "starttls", "authenticate",
+    "login", "id", "user", "pass", "apop"
+};
+
+#endif
+
+
 static u_char  ngx_mail_plus_sasl_next[] = "+ " CRLF;
 static u_char  ngx_mail_plus_sasl_username[] = "+ VXNlcm5hbWU6" CRLF;
 static u_char  ngx_mail_plus_sasl_password[] = "+ UGFzc3dvcmQ6" CRLF;
 
 
-static ngx_str_t  ngx_mail_plus_proxy_names[] = {
-    ngx_string("imap"),
-    ngx_string("pop3")
+/* by protocol: NGX_MAIL_PLUS_IMAP, NGX_MAIL_PLUS_POP3 */
+
+ngx_mail_plus_proxy_texts_t  ngx_mail_plus_proxy_texts[] = {
+
+    { ngx_string("imap"),
+      ngx_string("NO [LIMIT] Too many sessions."),
+      ngx_string("NO [UNAVAILABLE] Temporary authentication failure."),
+      ngx_string("NO [AUTHENTICATIONFAILED] Authentication failed."),
+      ngx_string("NO [UNAVAILABLE] Backend unavailable.") },
+
+    { ngx_string("pop3"),
+      ngx_string("-ERR [IN-USE] Too many sessions."),
+      ngx_string("-ERR [SYS/TEMP] Temporary authentication failure."),
+      ngx_string("-ERR [AUTH] Authentication failed."),
+      ngx_string("-ERR [SYS/TEMP] Backend unavailable.") }
 };
 
 
@@ -221,6 +212,11 @@ ngx_mail_plus_proxy_init_session(ngx_mail_session_t *s, ngx_connection_t *c,
     } else {
         s->out = *greeting;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "proxy: %V session, sending the %s",
+                   &ngx_mail_plus_proxy_texts[protocol].name,
+                   s->quit ? "refusal" : "greeting");
 
     c->read->handler = init_protocol;
 
@@ -272,40 +268,7 @@ ngx_mail_plus_proxy_create_ctx(ngx_mail_session_t *s, ngx_connection_t *c,
         return NGX_OK;
     }
 
-    /* the client's network, as "router_client_prefix" sets it */
-
-    ctx->client_key.data = ngx_pnalloc(c->pool,
-                                       2 + NGX_MAIL_PLUS_CLIENT_KEY_LEN);
-    if (ctx->client_key.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(ctx->client_key.data, "c:", 2);
-
-    ctx->client_key.len = 2 + ngx_mail_plus_client_key(
-                                  ngx_mail_get_module_main_conf(s,
-                                                        ngx_mail_plus_module),
-                                  c->sockaddr, ctx->client_key.data + 2);
-
-    switch (ngx_mail_plus_limit_acquire(&ctx->client_key,
-                                        pcf->client_sessions, c->log))
-    {
-    case NGX_OK:
-        ctx->client_limited = 1;
-        return NGX_OK;
-
-    case NGX_DONE:
-        return NGX_OK;
-
-    case NGX_BUSY:
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "too many sessions from %V", &c->addr_text);
-        ctx->end = NGX_MAIL_PLUS_END_LIMIT;
-        return NGX_DECLINED;
-
-    default:
-        return NGX_ERROR;
-    }
+    return ngx_mail_plus_proxy_acquire_client(s, c, ctx);
 }
 
 
@@ -349,7 +312,7 @@ ngx_mail_plus_proxy_init_protocol(ngx_event_t *rev)
     s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "mail plus prelogin: buffer %uz, literals up to %uz",
+                   "proxy: auth state, buffer %uz, literals up to %uz",
                    ctx->conf->command_size, ctx->conf->literal_size);
 
     return NGX_OK;
@@ -473,9 +436,14 @@ ngx_mail_plus_proxy_read_command(ngx_event_t *rev)
             rc = ngx_mail_plus_proxy_parse_command(s);
 
             if (rc != NGX_AGAIN) {
-                ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                               "mail plus prelogin: read %i, command %ui",
-                               rc, ctx->parse.command);
+                ngx_log_debug4(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                               "proxy: read %i: %s, %ui arguments, state %ui",
+                               rc,
+                               ctx->parse.raw
+                               ? "a SASL response"
+                               : ngx_mail_plus_proxy_command_names[
+                                                        ctx->parse.command],
+                               ctx->parse.nargs, s->mail_state);
                 return rc;
             }
         }
@@ -625,7 +593,7 @@ ngx_mail_plus_proxy_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
             ngx_str_null(&s->login);
 
             ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                           "mail plus prelogin: starttls");
+                           "proxy: starttls, the dialogue starts again");
 
             c->read->handler = ngx_mail_starttls_handler;
             return NGX_OK;
@@ -682,7 +650,7 @@ ngx_mail_plus_proxy_set_login(ngx_mail_session_t *s, ngx_str_t *login)
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                   "mail plus prelogin: login \"%V\"", &s->login);
+                   "proxy: login \"%V\" given", &s->login);
 
     return NGX_OK;
 }
@@ -969,7 +937,7 @@ ngx_mail_plus_proxy_sasl_response(ngx_mail_session_t *s, ngx_str_t *text)
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                   "mail plus prelogin: sasl state %ui: %i",
+                   "proxy: sasl state %ui: %i",
                    s->mail_state, rc);
 
     if (rc != NGX_OK) {
@@ -1078,9 +1046,15 @@ ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c)
 
     c->read->handler = ngx_mail_plus_proxy_block;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "proxy: login \"%V\" to the router, attempt %ui",
+                   &s->login, s->login_attempt);
+
     rc = ngx_mail_plus_check_start(check);
 
     if (rc == NGX_AGAIN) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "proxy: login check posted, waiting");
         return;
     }
 
@@ -1103,19 +1077,24 @@ ngx_mail_plus_proxy_checked(ngx_mail_plus_check_t *check)
 static void
 ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
 {
-    time_t                       delay;
-    ngx_str_t                    text;
-    ngx_connection_t            *c;
-    ngx_mail_plus_route_t       *route;
-    ngx_mail_plus_proxy_ctx_t   *ctx;
+    time_t                        delay;
+    ngx_connection_t             *c;
+    ngx_mail_plus_route_t        *route;
+    ngx_mail_plus_proxy_ctx_t    *ctx;
+    ngx_mail_plus_proxy_texts_t  *texts;
 
     c = s->connection;
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
     route = &ctx->check->route;
+    texts = &ngx_mail_plus_proxy_texts[ctx->protocol];
 
     switch (route->status) {
 
     case NGX_MAIL_PLUS_ALLOW:
+
+        ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "proxy: login \"%V\" allowed, pool \"%V\" server %V",
+                       &s->login, &route->pool->name, &route->server->name);
 
         /*
          * the login's pool goes away after login; the log keeps this, in
@@ -1131,50 +1110,21 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
 
         s->login = ctx->user;
 
-        if (ctx->conf->user_sessions) {
+        switch (ngx_mail_plus_proxy_acquire_user(s, ctx, &route->key)) {
 
-            ctx->user_key.len = 2 + route->key.len;
-            ctx->user_key.data = ngx_pnalloc(c->pool, ctx->user_key.len);
-            if (ctx->user_key.data == NULL) {
-                ngx_mail_session_internal_server_error(s);
-                return;
-            }
+        case NGX_OK:
+            break;
 
-            ngx_memcpy(ngx_cpymem(ctx->user_key.data, "u:", 2),
-                       route->key.data, route->key.len);
+        case NGX_BUSY:
+            ngx_mail_plus_check_free(ctx->check);
+            ctx->check = NULL;
 
-            switch (ngx_mail_plus_limit_acquire(&ctx->user_key,
-                                                ctx->conf->user_sessions,
-                                                c->log))
-            {
-            case NGX_OK:
-                ctx->user_limited = 1;
-                break;
+            ngx_mail_plus_proxy_reply(s, &texts->too_many, 1);
+            return;
 
-            case NGX_DONE:
-                break;
-
-            case NGX_BUSY:
-                ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                              "too many sessions of \"%V\"", &ctx->user);
-
-                ngx_mail_plus_check_free(ctx->check);
-                ctx->check = NULL;
-
-                if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
-                    ngx_str_set(&text, "NO [LIMIT] Too many sessions.");
-
-                } else {
-                    ngx_str_set(&text, "-ERR [IN-USE] Too many sessions.");
-                }
-
-                ngx_mail_plus_proxy_reply(s, &text, 1);
-                return;
-
-            default:
-                ngx_mail_session_internal_server_error(s);
-                return;
-            }
+        default:
+            ngx_mail_session_internal_server_error(s);
+            return;
         }
 
         ngx_mail_plus_upstream_connect(s);
@@ -1188,6 +1138,9 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
         /* the router's delay: it grows with the failures it counted */
 
         delay = route->delay;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "proxy: refusal delayed %T s", delay);
 
         ngx_mail_plus_check_free(ctx->check);
         ctx->check = NULL;
@@ -1213,16 +1166,7 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
         ngx_mail_plus_check_free(ctx->check);
         ctx->check = NULL;
 
-        if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
-            ngx_str_set(&text,
-                        "NO [UNAVAILABLE] Temporary authentication failure.");
-
-        } else {
-            ngx_str_set(&text,
-                        "-ERR [SYS/TEMP] Temporary authentication failure.");
-        }
-
-        ngx_mail_plus_proxy_reply(s, &text, 1);
+        ngx_mail_plus_proxy_reply(s, &texts->tempfail, 1);
         return;
     }
 }
@@ -1231,21 +1175,130 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
 static void
 ngx_mail_plus_proxy_delayed(ngx_event_t *ev)
 {
-    ngx_str_t                   text;
     ngx_mail_session_t         *s;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
     s = ev->data;
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
 
-    if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
-        ngx_str_set(&text, "NO [AUTHENTICATIONFAILED] Authentication failed.");
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "proxy: refusal sent");
 
-    } else {
-        ngx_str_set(&text, "-ERR [AUTH] Authentication failed.");
+    ngx_mail_plus_proxy_reply(s,
+                              &ngx_mail_plus_proxy_texts[ctx->protocol].failed,
+                              1);
+}
+
+
+/*
+ * The session limits of router_proxy_client_sessions and
+ * router_proxy_user_sessions are taken and given back in this file only:
+ * the client's when the session starts, the user's when the router has
+ * allowed the login; both when the session ends, and the user's at once
+ * when the login leads to no relay (ngx_mail_plus_proxy_release_user()).
+ *
+ * The client's: NGX_OK (taken, or not counted), NGX_DECLINED (over the
+ * limit), NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_mail_plus_proxy_acquire_client(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_proxy_ctx_t *ctx)
+{
+    /* the client's network, as "router_client_prefix" sets it */
+
+    ctx->client_key.data = ngx_pnalloc(c->pool,
+                                       2 + NGX_MAIL_PLUS_CLIENT_KEY_LEN);
+    if (ctx->client_key.data == NULL) {
+        return NGX_ERROR;
     }
 
-    ngx_mail_plus_proxy_reply(s, &text, 1);
+    ngx_memcpy(ctx->client_key.data, "c:", 2);
+
+    ctx->client_key.len = 2 + ngx_mail_plus_client_key(
+                                  ngx_mail_get_module_main_conf(s,
+                                                        ngx_mail_plus_module),
+                                  c->sockaddr, ctx->client_key.data + 2);
+
+    switch (ngx_mail_plus_limit_acquire(&ctx->client_key,
+                                        ctx->conf->client_sessions, c->log))
+    {
+    case NGX_OK:
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "proxy: client session limit taken");
+        ctx->client_limited = 1;
+        return NGX_OK;
+
+    case NGX_DONE:
+        return NGX_OK;
+
+    case NGX_BUSY:
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "too many sessions from %V", &c->addr_text);
+        ctx->end = NGX_MAIL_PLUS_END_LIMIT;
+        return NGX_DECLINED;
+
+    default:
+        return NGX_ERROR;
+    }
+}
+
+
+/* the user's: NGX_OK (taken, not counted, or no limit), NGX_BUSY, NGX_ERROR */
+
+static ngx_int_t
+ngx_mail_plus_proxy_acquire_user(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *key)
+{
+    ngx_connection_t  *c;
+
+    if (ctx->conf->user_sessions == 0) {
+        return NGX_OK;
+    }
+
+    c = s->connection;
+
+    ctx->user_key.len = 2 + key->len;
+    ctx->user_key.data = ngx_pnalloc(c->pool, ctx->user_key.len);
+    if (ctx->user_key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(ctx->user_key.data, "u:", 2), key->data, key->len);
+
+    switch (ngx_mail_plus_limit_acquire(&ctx->user_key,
+                                        ctx->conf->user_sessions, c->log))
+    {
+    case NGX_OK:
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "proxy: user session limit taken");
+        ctx->user_limited = 1;
+        return NGX_OK;
+
+    case NGX_DONE:
+        return NGX_OK;
+
+    case NGX_BUSY:
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "too many sessions of \"%V\"", &ctx->user);
+        return NGX_BUSY;
+
+    default:
+        return NGX_ERROR;
+    }
+}
+
+
+void
+ngx_mail_plus_proxy_release_user(ngx_mail_plus_proxy_ctx_t *ctx)
+{
+    if (ctx->user_limited) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ctx->session->connection->log, 0,
+                       "proxy: user session limit released");
+
+        ngx_mail_plus_limit_release(&ctx->user_key);
+        ctx->user_limited = 0;
+    }
 }
 
 
@@ -1265,6 +1318,9 @@ ngx_mail_plus_proxy_reply(ngx_mail_session_t *s, ngx_str_t *text,
     cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
     c->log->action = "in auth state";
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "proxy: no relay after the login, auth state again");
 
     if (ngx_mail_plus_proxy_say(s, NULL, tagged, text, NULL) != NGX_OK) {
         ngx_mail_close_connection(c);
@@ -1319,6 +1375,9 @@ ngx_mail_plus_proxy_finalize(ngx_mail_session_t *s, ngx_uint_t end)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
     ctx->end = end;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "proxy: session ends: %V", &ngx_mail_plus_proxy_ends[end]);
+
     ngx_mail_close_connection(s->connection);
 }
 
@@ -1352,14 +1411,15 @@ ngx_mail_plus_proxy_cleanup(void *data)
     }
 
     ngx_mail_plus_upstream_close(ctx);
-    ngx_mail_plus_relay_close(ctx);
 
-    if (ctx->user_limited) {
-        ngx_mail_plus_limit_release(&ctx->user_key);
-    }
+    ngx_mail_plus_proxy_release_user(ctx);
 
     if (ctx->client_limited) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "proxy: client session limit released");
+
         ngx_mail_plus_limit_release(&ctx->client_key);
+        ctx->client_limited = 0;
     }
 
     stats = ngx_mail_plus_zone_stats();
@@ -1384,7 +1444,7 @@ ngx_mail_plus_proxy_cleanup(void *data)
     ngx_log_error(NGX_LOG_INFO, c->log, 0,
                   "mail session: %V client=%V user=\"%V\" backend=%V "
                   "up=%O down=%O time=%M.%03Ms end=\"%V\"",
-                  &ngx_mail_plus_proxy_names[ctx->protocol], &c->addr_text,
+                  &ngx_mail_plus_proxy_texts[ctx->protocol].name, &c->addr_text,
                   &ctx->user, &ctx->backend, ctx->up.bytes, ctx->down.bytes,
                   ms / 1000, ms % 1000, &ngx_mail_plus_proxy_ends[ctx->end]);
 

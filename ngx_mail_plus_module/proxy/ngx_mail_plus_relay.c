@@ -50,6 +50,7 @@ static void ngx_mail_plus_relay_shutdown(ngx_mail_plus_proxy_ctx_t *ctx,
 static ngx_int_t ngx_mail_plus_relay_preload(ngx_mail_plus_proxy_ctx_t *ctx,
     ngx_mail_plus_pipe_t *p, u_char *data, size_t len, u_char *more,
     size_t more_len);
+static void ngx_mail_plus_relay_close(void *data);
 
 
 void
@@ -57,6 +58,7 @@ ngx_mail_plus_relay_start(ngx_mail_session_t *s)
 {
     ngx_buf_t                  *b;
     ngx_connection_t           *c, *pc;
+    ngx_pool_cleanup_t         *cln;
     ngx_mail_plus_stats_t      *stats;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
@@ -65,6 +67,17 @@ ngx_mail_plus_relay_start(ngx_mail_session_t *s)
     pc = ctx->peer.connection;
 
     c->log->action = "proxying";
+
+    /* the relay's pipes go with the session, before its log line */
+
+    cln = ngx_pool_cleanup_add(c->pool, 0);
+    if (cln == NULL) {
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    cln->handler = ngx_mail_plus_relay_close;
+    cln->data = ctx;
 
     ctx->logged_in = 1;
 
@@ -133,6 +146,13 @@ ngx_mail_plus_relay_start(ngx_mail_session_t *s)
     c->write->handler = ngx_mail_plus_relay_handler;
     pc->read->handler = ngx_mail_plus_relay_handler;
     pc->write->handler = ngx_mail_plus_relay_handler;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "proxy: relay start with %V, splice %ui, "
+                   "preloaded down %uz up %uz", &ctx->backend,
+                   (ngx_uint_t) ctx->splice,
+                   (size_t) (ctx->down.buf.last - ctx->down.buf.pos),
+                   (size_t) (ctx->up.buf.last - ctx->up.buf.pos));
 
     if (pc->read->timer_set) {
         ngx_del_timer(pc->read);
@@ -219,6 +239,13 @@ ngx_mail_plus_relay_handler(ngx_event_t *ev)
 #endif
        )
     {
+        ngx_log_debug4(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "proxy: relay closed by the %s, up %O down %O, "
+                       "pipes %ui",
+                       ctx->up.eof ? "client" : "backend",
+                       ctx->up.bytes, ctx->down.bytes,
+                       (ngx_uint_t) (ctx->up.spliced + ctx->down.spliced));
+
         ngx_mail_plus_proxy_finalize(s, ctx->up.eof
                                         ? NGX_MAIL_PLUS_END_CLIENT
                                         : NGX_MAIL_PLUS_END_BACKEND);
@@ -341,13 +368,20 @@ ngx_mail_plus_relay_copy(ngx_mail_plus_proxy_ctx_t *ctx,
         }
 
         if (n == 0) {
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, src->log, 0,
+                           "proxy: relay: end of stream from the %s",
+                           (p == &ctx->up) ? "client" : "backend");
             p->eof = 1;
             continue;
         }
 
 #if (NGX_LINUX)
-        if (ctx->splice && b->last + n == b->end) {
+        if (ctx->splice && b->last + n == b->end && !p->bulk) {
             /* the buffer filled up: more is coming, splice it */
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, src->log, 0,
+                           "proxy: relay: buffer %s full, bulk transfer",
+                           (p == &ctx->up) ? "up" : "down");
             p->bulk = 1;
         }
 #endif
@@ -433,6 +467,10 @@ ngx_mail_plus_relay_splice(ngx_mail_plus_proxy_ctx_t *ctx,
             if (n > 0) {
                 p->size = n;
             }
+
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, src->log, 0,
+                           "proxy: relay: pipe %s of %uz bytes opened",
+                           (p == &ctx->up) ? "up" : "down", p->size);
         }
 
         n = splice(src->fd, NULL, p->fds[1], NULL,
@@ -446,6 +484,9 @@ ngx_mail_plus_relay_splice(ngx_mail_plus_proxy_ctx_t *ctx,
         }
 
         if (n == 0) {
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, src->log, 0,
+                           "proxy: relay: end of stream from the %s",
+                           (p == &ctx->up) ? "client" : "backend");
             p->eof = 1;
             continue;
         }
@@ -472,6 +513,9 @@ ngx_mail_plus_relay_splice(ngx_mail_plus_proxy_ctx_t *ctx,
          */
 
         if (p->burst < ctx->conf->buffer_size || p->eof) {
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, src->log, 0,
+                           "proxy: relay: pipe %s closed after %uz bytes",
+                           (p == &ctx->up) ? "up" : "down", p->burst);
             p->bulk = 0;
             ngx_mail_plus_relay_unpipe(p);
         }
@@ -518,6 +562,9 @@ ngx_mail_plus_relay_shutdown(ngx_mail_plus_proxy_ctx_t *ctx,
 
     p->shut = 1;
 
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, dst->log, 0,
+                   "proxy: relay: the client's end of stream passed on");
+
     if (ngx_shutdown_socket(dst->fd, NGX_WRITE_SHUTDOWN) == -1) {
         ngx_connection_error(dst, ngx_socket_errno,
                              ngx_shutdown_socket_n " failed");
@@ -527,10 +574,12 @@ ngx_mail_plus_relay_shutdown(ngx_mail_plus_proxy_ctx_t *ctx,
 
 /* the pipes, when the session goes */
 
-void
-ngx_mail_plus_relay_close(ngx_mail_plus_proxy_ctx_t *ctx)
+static void
+ngx_mail_plus_relay_close(void *data)
 {
 #if (NGX_LINUX)
+    ngx_mail_plus_proxy_ctx_t *ctx = data;
+
     ngx_mail_plus_relay_unpipe(&ctx->up);
     ngx_mail_plus_relay_unpipe(&ctx->down);
 #endif

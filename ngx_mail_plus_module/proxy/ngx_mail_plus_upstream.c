@@ -110,7 +110,6 @@ void
 ngx_mail_plus_upstream_connect(ngx_mail_session_t *s)
 {
     ngx_int_t                   rc;
-    ngx_str_t                   text;
     ngx_mail_plus_check_t      *check;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
@@ -131,16 +130,8 @@ ngx_mail_plus_upstream_connect(ngx_mail_session_t *s)
                       "login \"%V\" with a control character "
                       "not sent to a backend", &ctx->user);
 
-        if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
-            ngx_str_set(&text,
-                        "NO [UNAVAILABLE] Temporary authentication failure.");
-
-        } else {
-            ngx_str_set(&text,
-                        "-ERR [SYS/TEMP] Temporary authentication failure.");
-        }
-
-        ngx_mail_plus_upstream_fail(s, &text);
+        ngx_mail_plus_upstream_fail(s,
+                          &ngx_mail_plus_proxy_texts[ctx->protocol].tempfail);
         return;
     }
 
@@ -167,6 +158,10 @@ ngx_mail_plus_upstream_connect(ngx_mail_session_t *s)
             ngx_mail_plus_upstream_fail(s, NULL);
             return;
         }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                       "proxy: failover to server %V",
+                       &ctx->check->route.server->name);
     }
 }
 
@@ -260,9 +255,11 @@ ngx_mail_plus_upstream_try(ngx_mail_session_t *s)
     ctx->xclient = 0;
     ctx->quickack = 0;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "mail plus backend %V connecting, forward %ui",
-                   &ctx->backend, route->pool->forward);
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "proxy: backend %V of pool \"%V\" %s, forward %ui",
+                   &ctx->backend, &route->pool->name,
+                   (rc == NGX_OK) ? "connected" : "connecting",
+                   route->pool->forward);
 
     if (route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY
         || route->pool->forward == NGX_MAIL_PLUS_FORWARD_PROXY2)
@@ -394,6 +391,10 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
             continue;
 
         case NGX_OK:
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "proxy: backend %V accepted the login",
+                           &ctx->backend);
+
             if (pc->read->timer_set) {
                 ngx_del_timer(pc->read);
             }
@@ -463,23 +464,13 @@ static void
 ngx_mail_plus_upstream_login_error(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx)
 {
-    ngx_str_t  text;
-
     if (ctx->check->route.pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER) {
         ngx_mail_plus_upstream_next(s);
         return;
     }
 
-    if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
-        ngx_str_set(&text,
-                    "NO [UNAVAILABLE] Temporary authentication failure.");
-
-    } else {
-        ngx_str_set(&text,
-                    "-ERR [SYS/TEMP] Temporary authentication failure.");
-    }
-
-    ngx_mail_plus_upstream_fail(s, &text);
+    ngx_mail_plus_upstream_fail(s,
+                          &ngx_mail_plus_proxy_texts[ctx->protocol].tempfail);
 }
 
 
@@ -573,6 +564,9 @@ ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
         if (line->len < 4 || ngx_strncmp(line->data, "* OK", 4) != 0) {
             return NGX_DECLINED;
         }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                       "proxy: backend %V greeting", &ctx->backend);
 
         ngx_mail_plus_upstream_imap_caps(ctx, line);
 
@@ -713,7 +707,7 @@ ngx_mail_plus_upstream_imap_caps(ngx_mail_plus_proxy_ctx_t *ctx,
     }
 
     ngx_log_debug4(NGX_LOG_DEBUG_MAIL, ctx->session->connection->log, 0,
-                   "mail plus backend sasl-ir:%ud auth=plain:%ud "
+                   "proxy: backend capability sasl-ir:%ud auth=plain:%ud "
                    "literal+:%ud logindisabled:%ud", ctx->sasl_ir,
                    ctx->auth_plain, ctx->literal_plus, ctx->login_disabled);
 }
@@ -803,7 +797,7 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
     ctx->send.len = p - ctx->send.data;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                   "mail plus backend login sent, state:%ui arg:%ui",
+                   "proxy: backend login sent, state:%ui arg:%ui",
                    ctx->state, ctx->arg);
 
     return NGX_OK;
@@ -868,7 +862,7 @@ ngx_mail_plus_upstream_imap_continue(ngx_mail_session_t *s,
     ctx->send.len = p - ctx->send.data;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                   "mail plus backend continued, state:%ui arg:%ui",
+                   "proxy: backend continued, state:%ui arg:%ui",
                    ctx->state, ctx->arg);
 
     return NGX_OK;
@@ -1048,6 +1042,9 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
             return NGX_DECLINED;
         }
 
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                       "proxy: backend %V greeting", &ctx->backend);
+
         forward = ctx->check->route.pool->forward;
 
         if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
@@ -1078,7 +1075,7 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
                 ctx->state = NGX_MAIL_PLUS_UP_CAPA;
 
                 ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                               "mail plus backend capa");
+                               "proxy: backend capa sent");
 
                 return NGX_AGAIN;
             }
@@ -1126,7 +1123,7 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
         return NGX_OK;
     }
 
-    ngx_str_set(&ctx->reply, "-ERR [AUTH] Authentication failed.");
+    ctx->reply = ngx_mail_plus_proxy_texts[NGX_MAIL_PLUS_POP3].failed;
 
     if (line->len > 5 && line->data[0] == '-') {
         ctx->reply.data = ngx_pnalloc(s->connection->pool, line->len);
@@ -1186,7 +1183,7 @@ ngx_mail_plus_upstream_pop3_capa(ngx_mail_session_t *s,
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                   "mail plus backend capa done, xclient:%ud", ctx->xclient);
+                   "proxy: backend capa done, xclient:%ud", ctx->xclient);
 
     if (ngx_mail_plus_upstream_pop3_login(s, ctx) != NGX_OK) {
         return NGX_ERROR;
@@ -1264,7 +1261,7 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
     s->connection->log->action = "logging in to backend";
 
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                   "mail plus backend login, xclient:%ud", ctx->xclient);
+                   "proxy: backend login sent, xclient:%ud", ctx->xclient);
 
     return NGX_OK;
 }
@@ -1494,6 +1491,10 @@ ngx_mail_plus_upstream_next(ngx_mail_session_t *s)
         return;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "proxy: backend %V failed, failover to server %V",
+                   &ctx->backend, &ctx->check->route.server->name);
+
     ngx_mail_plus_upstream_connect(s);
 }
 
@@ -1503,7 +1504,6 @@ ngx_mail_plus_upstream_next(ngx_mail_session_t *s)
 static void
 ngx_mail_plus_upstream_fail(ngx_mail_session_t *s, ngx_str_t *text)
 {
-    ngx_str_t                   tmp;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
@@ -1515,10 +1515,9 @@ ngx_mail_plus_upstream_fail(ngx_mail_session_t *s, ngx_str_t *text)
         ctx->check = NULL;
     }
 
-    if (ctx->user_limited) {
-        ngx_mail_plus_limit_release(&ctx->user_key);
-        ctx->user_limited = 0;
-    }
+    /* the session goes on before login: the user's session is not open */
+
+    ngx_mail_plus_proxy_release_user(ctx);
 
     if (text == NULL) {
         ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
@@ -1526,14 +1525,7 @@ ngx_mail_plus_upstream_fail(ngx_mail_session_t *s, ngx_str_t *text)
 
         ngx_str_set(&ctx->backend, "-");
 
-        if (ctx->protocol == NGX_MAIL_PLUS_IMAP) {
-            ngx_str_set(&tmp, "NO [UNAVAILABLE] Backend unavailable.");
-
-        } else {
-            ngx_str_set(&tmp, "-ERR [SYS/TEMP] Backend unavailable.");
-        }
-
-        text = &tmp;
+        text = &ngx_mail_plus_proxy_texts[ctx->protocol].unavailable;
     }
 
     ngx_str_set(&ctx->user, "-");
@@ -1546,6 +1538,9 @@ void
 ngx_mail_plus_upstream_close(ngx_mail_plus_proxy_ctx_t *ctx)
 {
     if (ctx->peer.connection) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->session->connection->log, 0,
+                       "proxy: backend %V connection closed", &ctx->backend);
+
         ngx_close_connection(ctx->peer.connection);
         ctx->peer.connection = NULL;
     }

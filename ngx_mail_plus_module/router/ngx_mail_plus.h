@@ -17,6 +17,24 @@
 #endif
 
 
+/*
+ * What every part uses of the router (router/): its configuration's types,
+ * the question a part asks and the answer it gets, login checks, the
+ * shared zone, session limits, backend health, SASL decoding, escaped
+ * text and the date.  Each section below says which file provides it and
+ * which parts use it.  What the router's files give each other only is in
+ * ngx_mail_plus_router.h, private to router/.
+ */
+
+
+/*
+ * The configuration of the router: protocols, pools and their servers,
+ * users, rules, the main conf (ngx_mail_plus_module.c and the files it
+ * reads with).  Read by every part; written by the router only, when the
+ * configuration is read.
+ */
+
+
 /* the protocols a backend server may serve; order is that of "server" */
 
 #define NGX_MAIL_PLUS_IMAP        0
@@ -24,11 +42,6 @@
 #define NGX_MAIL_PLUS_SMTP        2
 #define NGX_MAIL_PLUS_LMTP        3
 #define NGX_MAIL_PLUS_NPROTOCOLS  4
-
-
-/* a throttling key: its type, then a login or an address */
-
-#define NGX_MAIL_PLUS_KEY_LEN      260
 
 
 /* a client's network: its family, then its address masked to the prefix */
@@ -188,6 +201,13 @@ typedef struct {
 } ngx_mail_plus_main_conf_t;
 
 
+/*
+ * One question to the router and its answer: asked by a login check
+ * (below) or ngx_mail_plus_recipient(); read by proxy/, smtp/, delivery/,
+ * http/.
+ */
+
+
 /* one question to the router */
 
 typedef struct {
@@ -222,7 +242,11 @@ typedef struct {
 } ngx_mail_plus_route_t;
 
 
-/* the shared zone: health, throttling, counters */
+/*
+ * The shared zone (ngx_mail_plus_zone.c): health, throttling, session
+ * counts, recipients' answers (smtp/), counters that every part adds to
+ * and http/ shows.
+ */
 
 typedef struct {
     ngx_atomic_t                attempts;
@@ -266,7 +290,11 @@ typedef struct ngx_mail_plus_check_s  ngx_mail_plus_check_t;
 typedef void (*ngx_mail_plus_check_handler_pt)(ngx_mail_plus_check_t *check);
 
 
-/* a login check in progress, see ngx_mail_plus_check.c */
+/*
+ * a login check in progress (ngx_mail_plus_check.c): the router's answer,
+ * the password checked in a thread pool if need be, throttling; started
+ * by proxy/, smtp/ and http/
+ */
 
 struct ngx_mail_plus_check_s {
     ngx_pool_t                     *pool;      /* the check's own */
@@ -293,53 +321,7 @@ extern ngx_module_t  ngx_mail_module;
 extern ngx_module_t  ngx_mail_plus_module;
 
 
-/* users file */
-
-char *ngx_mail_plus_users_load(ngx_conf_t *cf,
-    ngx_mail_plus_main_conf_t *mpcf);
-ngx_int_t ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start,
-    u_char *end, ngx_mail_plus_user_t *user, ngx_str_t *target, char **err);
-ngx_mail_plus_user_t *ngx_mail_plus_users_find(ngx_mail_plus_users_t *users,
-    ngx_str_t *login);
-ngx_int_t ngx_mail_plus_password_check(ngx_mail_plus_user_t *user,
-    ngx_str_t *password, ngx_pool_t *pool, void *crypt_data);
-ngx_int_t ngx_mail_plus_password_digest(ngx_mail_plus_user_t *user,
-    ngx_mail_plus_auth_t *auth, ngx_pool_t *pool);
-size_t ngx_mail_plus_password_crypt_size(void);
-
-/* pools and the hash ring */
-
-char *ngx_mail_plus_pool_block(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_mail_plus_pool_t *ngx_mail_plus_pool_find(ngx_mail_plus_main_conf_t *mpcf,
-    ngx_str_t *name);
-ngx_mail_plus_server_t *ngx_mail_plus_pool_find_server(
-    ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *host);
-ngx_int_t ngx_mail_plus_pool_init_ring(ngx_conf_t *cf,
-    ngx_mail_plus_pool_t *pool, ngx_uint_t points);
-ngx_mail_plus_server_t *ngx_mail_plus_pool_get_server(
-    ngx_mail_plus_pool_t *pool, ngx_str_t *key, ngx_uint_t protocol,
-    uint64_t *tried);
-ngx_uint_t ngx_mail_plus_server_usable(ngx_mail_plus_server_t *server,
-    ngx_uint_t protocol);
-
-/* the router */
-
-char *ngx_mail_plus_router_rule(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_mail_plus_router_init(ngx_conf_t *cf,
-    ngx_mail_plus_main_conf_t *mpcf);
-ngx_int_t ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
-    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
-    ngx_pool_t *pool, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_router_next(ngx_mail_plus_route_t *route);
-void ngx_mail_plus_router_verified(ngx_mail_plus_route_t *route,
-    ngx_int_t rc, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf,
-    ngx_str_t *addr, ngx_mail_plus_route_t *route, ngx_pool_t *pool,
-    ngx_log_t *log);
-
-/* login checks */
+/* login checks (ngx_mail_plus_check.c): proxy/, smtp/, http/ */
 
 ngx_mail_plus_check_t *ngx_mail_plus_check_create(
     ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log);
@@ -353,40 +335,54 @@ ngx_int_t ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
 ngx_int_t ngx_mail_plus_check_start(ngx_mail_plus_check_t *check);
 void ngx_mail_plus_check_free(ngx_mail_plus_check_t *check);
 
-/* the shared zone */
+/*
+ * the next server of a route after a failure (ngx_mail_plus_router.c):
+ * proxy/
+ */
 
-char *ngx_mail_plus_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_mail_plus_router_next(ngx_mail_plus_route_t *route);
+
+/* a recipient's route (ngx_mail_plus_recipient.c): smtp/, delivery/ */
+
+ngx_int_t ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *addr, ngx_mail_plus_route_t *route, ngx_pool_t *pool,
+    ngx_log_t *log);
+
+/* the shared zone (ngx_mail_plus_zone.c): every part; http/ */
+
 ngx_mail_plus_stats_t *ngx_mail_plus_zone_stats(void);
 ngx_uint_t ngx_mail_plus_zone_throttle_entries(ngx_mail_plus_zone_t *zone);
-char *ngx_mail_plus_client_prefix(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
+
+/*
+ * a client's network as throttling and session limits count it
+ * (ngx_mail_plus_throttle.c): proxy/, smtp/
+ */
+
 size_t ngx_mail_plus_client_key(ngx_mail_plus_main_conf_t *mpcf,
     struct sockaddr *sa, u_char *buf);
 
-/* concurrent sessions per key (ngx_mail_plus_limit.c) */
+/* a directive's networks (ngx_mail_plus_module.c): smtp/ */
+
+char *ngx_mail_plus_conf_networks(ngx_conf_t *cf, ngx_array_t **networks);
+
+/* concurrent sessions per key (ngx_mail_plus_limit.c): proxy/, smtp/ */
 
 ngx_int_t ngx_mail_plus_limit_acquire(ngx_str_t *key, ngx_uint_t limit,
     ngx_log_t *log);
 void ngx_mail_plus_limit_release(ngx_str_t *key);
 
-/* backend health */
+/*
+ * backend health (ngx_mail_plus_health.c): a failure or a success in use,
+ * proxy/, delivery/
+ */
 
 void ngx_mail_plus_health_report(ngx_mail_plus_server_t *server,
     ngx_uint_t protocol, ngx_uint_t ok, ngx_log_t *log);
-ngx_int_t ngx_mail_plus_health_init_process(ngx_cycle_t *cycle,
-    ngx_mail_plus_main_conf_t *mpcf);
-
-/* throttling of logins */
-
-void ngx_mail_plus_throttle_before(ngx_mail_plus_check_t *check);
-void ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check);
-ngx_int_t ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone,
-    ngx_uint_t n, ngx_uint_t force);
 
 /*
- * SASL responses (ngx_mail_plus_sasl.c), decoded in place: NGX_OK, or
- * NGX_DECLINED for bad base64 or a bad shape (IMAP BAD, POP3 -ERR, SMTP
- * 501), or NGX_ABORT for a PLAIN authzid that is not the login
+ * SASL responses (ngx_mail_plus_sasl.c): proxy/, smtp/.  Decoded in place:
+ * NGX_OK, or NGX_DECLINED for bad base64 or a bad shape (IMAP BAD, POP3
+ * -ERR, SMTP 501), or NGX_ABORT for a PLAIN authzid that is not the login
  */
 
 ngx_int_t ngx_mail_plus_sasl_decode(ngx_str_t *text);
@@ -396,15 +392,16 @@ ngx_int_t ngx_mail_plus_sasl_login(ngx_str_t *response, ngx_str_t *value);
 ngx_int_t ngx_mail_plus_sasl_cram_md5(ngx_str_t *response, ngx_str_t *login,
     ngx_str_t *digest);
 
-/* client text */
+/*
+ * client text in log lines, escaped, and the RFC 5322 date
+ * (ngx_mail_plus_text.c): every part
+ */
 
 ngx_uint_t ngx_mail_plus_text_has_ctl(ngx_str_t *s);
 ngx_int_t ngx_mail_plus_text_log(ngx_pool_t *pool, ngx_str_t *src,
     ngx_str_t *dst);
 u_char *ngx_mail_plus_text_log_write(u_char *p, u_char *last,
     ngx_str_t *src);
-
-char *ngx_mail_plus_conf_networks(ngx_conf_t *cf, ngx_array_t **networks);
 u_char *ngx_mail_plus_date(u_char *p, time_t t);
 
 #define NGX_MAIL_PLUS_DATE_LEN  (sizeof("Mon, 28 Sep 1970 06:00:00 +0000") - 1)
@@ -412,7 +409,7 @@ u_char *ngx_mail_plus_date(u_char *p, time_t t);
 
 /*
  * the main configuration of one of our mail modules in a cycle, NULL when
- * the cycle has no mail block
+ * the cycle has no mail block: every part, where it has no session
  */
 
 #define ngx_mail_plus_cycle_get_main_conf(cycle, module)                      \

@@ -7,7 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 
 
 /*

@@ -9,7 +9,7 @@
 #include <ngx_event.h>
 #include <ngx_event_connect.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 
 
 /*
@@ -213,9 +213,15 @@ ngx_mail_plus_health_timer(ngx_event_t *ev)
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (claim) {
-        ngx_mail_plus_health_connect(hp);
+    if (!claim) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, hp->log, 0,
+                       "router: health of %s %V checked by another worker",
+                       ngx_mail_plus_health_protocol[hp->protocol],
+                       &hp->name);
+        return;
     }
+
+    ngx_mail_plus_health_connect(hp);
 }
 
 
@@ -258,6 +264,11 @@ ngx_mail_plus_health_connect(ngx_mail_plus_health_peer_t *hp)
     c->write->handler = ngx_mail_plus_health_write;
 
     ngx_add_timer(c->read, hp->mpcf->check_timeout);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, hp->log, 0,
+                   "router: health check of %s %V sent, connect: %i",
+                   ngx_mail_plus_health_protocol[hp->protocol], &hp->name,
+                   rc);
 
     if (rc == NGX_OK && c->read->ready) {
         ngx_mail_plus_health_read(c->read);
@@ -335,6 +346,10 @@ static void
 ngx_mail_plus_health_done(ngx_mail_plus_health_peer_t *hp, ngx_uint_t ok,
     char *reason)
 {
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, hp->log, 0,
+                   "router: health check of %V: %s%s", &hp->name,
+                   ok ? "passed" : "failed, ", reason ? reason : "");
+
     ngx_close_connection(hp->peer.connection);
     hp->peer.connection = NULL;
 
@@ -402,9 +417,19 @@ ngx_mail_plus_health_result(ngx_mail_plus_main_conf_t *mpcf,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
+    ngx_log_debug5(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "router: health of %s %s: %s, fails %ui, passes %ui",
+                   ngx_mail_plus_health_protocol[protocol], health->name,
+                   ok ? "ok" : "failure", health->fails, health->passes);
+
     if (!changed) {
         return;
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "router: %s server %s marked %s",
+                   ngx_mail_plus_health_protocol[protocol], health->name,
+                   ok ? "up" : "down");
 
     if (ok) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,

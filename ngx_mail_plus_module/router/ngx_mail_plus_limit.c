@@ -6,7 +6,7 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 
 
 /*
@@ -80,7 +80,7 @@ ngx_mail_plus_limit_acquire(ngx_str_t *key, ngx_uint_t limit, ngx_log_t *log)
         ngx_mail_plus_limit_inited = 1;
 
         ngx_log_debug0(NGX_LOG_DEBUG_MAIL, log, 0,
-                       "mail plus limit: per-worker counts");
+                       "router: session limits counted per worker");
     }
 
     hash = ngx_crc32_short(key->data, key->len);
@@ -90,10 +90,16 @@ ngx_mail_plus_limit_acquire(ngx_str_t *key, ngx_uint_t limit, ngx_log_t *log)
 
     if (node) {
         if (node->count >= limit) {
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                           "router: session limit %ui reached", limit);
             return NGX_BUSY;
         }
 
         node->count++;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "router: session limit taken, %ui of %ui",
+                       node->count, limit);
         return NGX_OK;
     }
 
@@ -113,6 +119,9 @@ ngx_mail_plus_limit_acquire(ngx_str_t *key, ngx_uint_t limit, ngx_log_t *log)
     node->count = 1;
 
     ngx_rbtree_insert(&ngx_mail_plus_limit_tree, &node->sn.node);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "router: session limit taken, 1 of %ui", limit);
 
     return NGX_OK;
 }
@@ -208,12 +217,18 @@ ngx_mail_plus_limit_acquire_shared(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
     if (node) {
         if (node->count >= limit) {
             ngx_shmtx_unlock(&zone->shpool->mutex);
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                           "router: session limit %ui reached", limit);
             return NGX_BUSY;
         }
 
         node->count++;
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "router: session limit taken, of %ui", limit);
         return NGX_OK;
     }
 
@@ -249,6 +264,9 @@ ngx_mail_plus_limit_acquire_shared(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
     ngx_rbtree_insert(&zone->sh->limits, &node->sn.node);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "router: zone: session count added, 1 of %ui", limit);
 
     return NGX_OK;
 }

@@ -7,7 +7,15 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
+
+
+/*
+ * The router's module: the router_* directives and the main configuration
+ * they fill (pools, rules, the users file, the zone and the client's
+ * network are read by their own files), the networks of
+ * "router_trusted_networks", and the health checks each worker starts.
+ */
 
 
 static void *ngx_mail_plus_create_main_conf(ngx_conf_t *cf);

@@ -8,7 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_mail.h>
 #include <ngx_md5.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 
 
 /*
@@ -24,6 +24,8 @@ static char *ngx_mail_plus_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
 static char *ngx_mail_plus_pool_server(ngx_conf_t *cf,
     ngx_mail_plus_pool_t *pool);
+static char *ngx_mail_plus_pool_server_params(ngx_conf_t *cf,
+    ngx_mail_plus_pool_t *pool, ngx_mail_plus_server_t *server);
 static int ngx_libc_cdecl ngx_mail_plus_point_cmp(const void *one,
     const void *two);
 static uint32_t ngx_mail_plus_hash(u_char *data, size_t len);
@@ -213,10 +215,8 @@ ngx_mail_plus_pool_server(ngx_conf_t *cf, ngx_mail_plus_pool_t *pool)
 {
     u_char                  *p;
     size_t                   len;
-    ngx_int_t                n;
-    ngx_str_t               *value, s;
+    ngx_str_t               *value;
     ngx_url_t                u;
-    ngx_uint_t               i, k, ports;
     ngx_mail_plus_server_t  *server;
 
     value = cf->args->elts;
@@ -284,6 +284,22 @@ ngx_mail_plus_pool_server(ngx_conf_t *cf, ngx_mail_plus_pool_t *pool)
 
     server->host.data = p;
     server->host.len = len;
+
+    return ngx_mail_plus_pool_server_params(cf, pool, server);
+}
+
+
+/* a server's parameters: "backup", "weight=", a port per protocol */
+
+static char *
+ngx_mail_plus_pool_server_params(ngx_conf_t *cf, ngx_mail_plus_pool_t *pool,
+    ngx_mail_plus_server_t *server)
+{
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i, k, ports;
+
+    value = cf->args->elts;
 
     ports = 0;
 

@@ -7,7 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 #include "ngx_mail_plus_smtp.h"
 
 
@@ -68,8 +68,8 @@ ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *addr,
         }
 
         ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,
-                       "recipient \"%V\" as \"%V\": status %ui, user %p",
-                       addr, &login, route->status, route->user);
+                       "router: recipient \"%V\" as \"%V\": status %ui, "
+                       "user %p", addr, &login, route->status, route->user);
 
         if (route->pool
             && (route->user || route->pool->auth == NGX_MAIL_PLUS_AUTH_BACKEND))

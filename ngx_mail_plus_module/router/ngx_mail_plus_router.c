@@ -7,7 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 
 
 /*
@@ -26,6 +26,11 @@
 
 static ngx_int_t ngx_mail_plus_router_check_template(ngx_str_t *template,
     ngx_uint_t captures);
+static ngx_int_t ngx_mail_plus_router_match(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log);
+static ngx_int_t ngx_mail_plus_router_server(ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log);
 static ngx_int_t ngx_mail_plus_router_expand(ngx_pool_t *pool,
     ngx_str_t *template, ngx_str_t *subject, int *captures, ngx_int_t n,
     ngx_str_t *result);
@@ -220,11 +225,8 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
     ngx_pool_t *pool, ngx_log_t *log)
 {
-    int                     captures[(1 + NGX_MAIL_PLUS_MAX_CAPTURES) * 3];
-    ngx_int_t               n;
-    ngx_str_t               lc, name, key;
-    ngx_uint_t              i;
-    ngx_mail_plus_rule_t   *rule;
+    ngx_int_t               rc;
+    ngx_str_t               lc;
     ngx_mail_plus_user_t   *user;
 
     ngx_memzero(route, sizeof(ngx_mail_plus_route_t));
@@ -265,11 +267,136 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
     if (user && user->pool) {
         route->pool = user->pool;
         route->server = user->server;
+
+#if (NGX_DEBUG)
+        if (user->server) {
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                           "router: users file target, server %V "
+                           "of pool \"%V\"",
+                           &user->server->name, &user->pool->name);
+
+        } else {
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                           "router: users file target, pool \"%V\"",
+                           &user->pool->name);
+        }
+#endif
     }
+
+    if (route->pool == NULL) {
+        rc = ngx_mail_plus_router_match(mpcf, auth, route, pool, log);
+
+        if (rc != NGX_OK) {
+            return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
+        }
+    }
+
+    if (route->pool == NULL) {
+        route->pool = mpcf->default_pool;
+    }
+
+    if (route->pool == NULL) {
+        ngx_str_set(&route->reason, "no route");
+        return NGX_OK;
+    }
+
+    if (auth->check && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER) {
+
+        if (user == NULL) {
+            ngx_str_set(&route->reason, "unknown user");
+            return NGX_OK;
+        }
+
+        route->verify = 1;
+    }
+
+    route->protocol = auth->protocol;
+
+    return ngx_mail_plus_router_server(route, pool, log);
+}
+
+
+/*
+ * the route's server: the user's, or the one the pool's ring gives for
+ * the login as the backend knows it; ALLOW if it is up for the protocol,
+ * else TEMPFAIL
+ */
+
+static ngx_int_t
+ngx_mail_plus_router_server(ngx_mail_plus_route_t *route, ngx_pool_t *pool,
+    ngx_log_t *log)
+{
+    ngx_str_t  key;
+
+    if (route->server == NULL) {
+
+        key.len = route->login.len;
+        key.data = ngx_pnalloc(pool, key.len);
+        if (key.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_strlow(key.data, route->login.data, key.len);
+
+        route->key = key;
+        route->server = ngx_mail_plus_pool_get_server(route->pool, &key,
+                                                      route->protocol, NULL);
+
+#if (NGX_DEBUG)
+        if (route->server) {
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                           "router: ring of pool \"%V\" gives server %V",
+                           &route->pool->name, &route->server->name);
+        }
+#endif
+    }
+
+    if (route->server == NULL
+        || !ngx_mail_plus_server_usable(route->server, route->protocol))
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "router: no live server in pool \"%V\"",
+                       &route->pool->name);
+
+        route->status = NGX_MAIL_PLUS_TEMPFAIL;
+        route->verify = 0;
+        ngx_str_set(&route->reason, "no live server for the protocol");
+        return NGX_OK;
+    }
+
+    route->port = route->server->port[route->protocol];
+    route->status = NGX_MAIL_PLUS_ALLOW;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "router: route to pool \"%V\" server %V port %d, "
+                   "password check %ud",
+                   &route->pool->name, &route->server->name,
+                   (int) route->port, route->verify);
+
+    return NGX_OK;
+}
+
+
+/*
+ * the first rule that matches the login: route->pool, and route->login if
+ * the rule rewrites it; NGX_OK (route->pool is NULL if none matched),
+ * NGX_DECLINED when the rule names an unknown pool, NGX_ERROR
+ */
+
+static ngx_int_t
+ngx_mail_plus_router_match(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log)
+{
+    int                     captures[(1 + NGX_MAIL_PLUS_MAX_CAPTURES) * 3];
+    ngx_int_t               n;
+    ngx_str_t               name;
+    ngx_uint_t              i;
+    ngx_mail_plus_rule_t   *rule;
 
     rule = mpcf->rules.elts;
 
-    for (i = 0; route->pool == NULL && i < mpcf->rules.nelts; i++) {
+    for (i = 0; i < mpcf->rules.nelts; i++) {
 
         n = ngx_regex_exec(rule[i].regex, &auth->login, captures,
                            (1 + NGX_MAIL_PLUS_MAX_CAPTURES) * 3);
@@ -303,8 +430,12 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
             route->pool = ngx_mail_plus_pool_find(mpcf, &name);
 
             if (route->pool == NULL) {
+                ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                               "router: rule \"%V\" of %s names no pool",
+                               &rule[i].pattern, rule[i].file);
+
                 ngx_str_set(&route->reason, "rule names an unknown pool");
-                return NGX_OK;
+                return NGX_DECLINED;
             }
         }
 
@@ -315,57 +446,14 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
         {
             return NGX_ERROR;
         }
-    }
 
-    if (route->pool == NULL) {
-        route->pool = mpcf->default_pool;
-    }
+        ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "router: rule \"%V\" in %s:%ui matched, pool \"%V\"",
+                       &rule[i].pattern, rule[i].file, rule[i].line,
+                       &route->pool->name);
 
-    if (route->pool == NULL) {
-        ngx_str_set(&route->reason, "no route");
         return NGX_OK;
     }
-
-    if (auth->check && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER) {
-
-        if (user == NULL) {
-            ngx_str_set(&route->reason, "unknown user");
-            return NGX_OK;
-        }
-
-        route->verify = 1;
-    }
-
-    route->protocol = auth->protocol;
-
-    if (route->server == NULL) {
-
-        /* the ring is keyed by the login as the backend knows it */
-
-        key.len = route->login.len;
-        key.data = ngx_pnalloc(pool, key.len);
-        if (key.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_strlow(key.data, route->login.data, key.len);
-
-        route->key = key;
-        route->server = ngx_mail_plus_pool_get_server(route->pool, &key,
-                                                      auth->protocol, NULL);
-    }
-
-    if (route->server == NULL
-        || !ngx_mail_plus_server_usable(route->server, auth->protocol))
-    {
-        route->status = NGX_MAIL_PLUS_TEMPFAIL;
-        route->verify = 0;
-        ngx_str_set(&route->reason, "no live server for the protocol");
-        return NGX_OK;
-    }
-
-    route->port = route->server->port[auth->protocol];
-    route->status = NGX_MAIL_PLUS_ALLOW;
 
     return NGX_OK;
 }
@@ -464,6 +552,9 @@ ngx_mail_plus_router_verified(ngx_mail_plus_route_t *route, ngx_int_t rc,
     ngx_log_t *log)
 {
     route->verify = 0;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "router: password checked: %i", rc);
 
     switch (rc) {
 

@@ -7,7 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 
 
 /*
@@ -26,6 +26,9 @@
  * Entries are kept most recently used first; stale ones are dropped as
  * new ones come, and when the zone is full the oldest go first, with a
  * warning: a full zone never refuses a login.
+ *
+ * A client is its network of "router_client_prefix" bits, here and in the
+ * session limits (ngx_mail_plus_client_key()).
  */
 
 
@@ -84,7 +87,9 @@ ngx_mail_plus_throttle_before(ngx_mail_plus_check_t *check)
                                          &akey, abuf);
 
     if (!haslogin && !hasaddr) {
-        return;   /* a trusted network */
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                       "router: throttle: a trusted network");
+        return;
     }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -119,6 +124,10 @@ ngx_mail_plus_throttle_before(ngx_mail_plus_check_t *check)
         {
             ngx_shmtx_unlock(&zone->shpool->mutex);
 
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                           "router: throttle: %ui logins this minute",
+                           node->logins);
+
             route->status = NGX_MAIL_PLUS_TEMPFAIL;
             route->verify = 0;
             ngx_str_set(&route->reason, "too many logins a minute");
@@ -133,6 +142,9 @@ ngx_mail_plus_throttle_before(ngx_mail_plus_check_t *check)
 locked:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                   "router: throttle: %V", &route->reason);
 
     (void) ngx_atomic_fetch_add(&zone->sh->stats.locked, 1);
 
@@ -158,6 +170,10 @@ ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check)
 
     mpcf = check->mpcf;
     route = &check->route;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                   "router: check %p answered: status %ui", check,
+                   route->status);
 
     if (route->status == NGX_MAIL_PLUS_DENY && route->delay == 0) {
         route->delay = mpcf->auth_delay;
@@ -260,6 +276,10 @@ ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check)
 
     route->delay = ngx_min(delay, ngx_max(mpcf->auth_max_delay,
                                           mpcf->auth_delay));
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                   "router: throttle: failure %ui, refusal delayed %T s",
+                   fails, route->delay);
 }
 
 
@@ -419,6 +439,10 @@ ngx_mail_plus_throttle_lookup(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
     ngx_rbtree_insert(&zone->sh->rbtree, &node->sn.node);
     ngx_queue_insert_head(&zone->sh->queue, &node->queue);
 
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "router: zone: throttle entry of type %c added",
+                   key->data[0]);
+
     return node;
 }
 
@@ -463,4 +487,106 @@ ngx_mail_plus_throttle_expire(ngx_mail_plus_zone_t *zone, ngx_uint_t n,
     }
 
     return NGX_OK;
+}
+
+
+/* router_client_prefix 32 64: the IPv4 and IPv6 prefix lengths */
+
+char *
+ngx_mail_plus_client_prefix(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_plus_main_conf_t *mpcf = conf;
+
+    ngx_int_t   n4, n6;
+    ngx_str_t  *value;
+
+    if (mpcf->prefix4 != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n4 = ngx_atoi(value[1].data, value[1].len);
+    n6 = ngx_atoi(value[2].data, value[2].len);
+
+    if (n4 < 1 || n4 > 32 || n6 < 1 || n6 > 128) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid prefix lengths \"%V %V\": 1..32 for "
+                           "IPv4, 1..128 for IPv6", &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    mpcf->prefix4 = n4;
+    mpcf->prefix6 = n6;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * a client as session limits and throttling count it: its network of
+ * "router_client_prefix" bits (an IPv4 address mapped into IPv6 counts as
+ * IPv4); buf has room for NGX_MAIL_PLUS_CLIENT_KEY_LEN bytes; 0 for an
+ * address of another family (a UNIX socket)
+ */
+
+size_t
+ngx_mail_plus_client_key(ngx_mail_plus_main_conf_t *mpcf, struct sockaddr *sa,
+    u_char *buf)
+{
+    u_char               *a;
+    size_t                len;
+    ngx_uint_t            i, bits;
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6  *sin6;
+#endif
+
+    switch (sa->sa_family) {
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) sa;
+        a = sin6->sin6_addr.s6_addr;
+
+        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+            a += 12;
+            len = 4;
+            bits = mpcf->prefix4;
+            buf[0] = '4';
+
+        } else {
+            len = 16;
+            bits = mpcf->prefix6;
+            buf[0] = '6';
+        }
+
+        break;
+#endif
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) sa;
+        a = (u_char *) &sin->sin_addr.s_addr;
+        len = 4;
+        bits = mpcf->prefix4;
+        buf[0] = '4';
+        break;
+
+    default:
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+
+        if (bits >= 8) {
+            buf[1 + i] = a[i];
+            bits -= 8;
+
+        } else {
+            buf[1 + i] = a[i] & (u_char) (0xff << (8 - bits));
+            bits = 0;
+        }
+    }
+
+    return 1 + len;
 }

@@ -13,7 +13,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 
 
 /*
@@ -23,6 +23,13 @@
  */
 
 
+static ngx_int_t ngx_mail_plus_users_read(ngx_conf_t *cf,
+    ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *file, ngx_str_t *text);
+static ngx_int_t ngx_mail_plus_users_add_lines(ngx_conf_t *cf,
+    ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *file, ngx_str_t *text,
+    ngx_hash_keys_arrays_t *keys, ngx_mail_plus_users_t *users, size_t *max);
+static ngx_int_t ngx_mail_plus_users_hash(ngx_conf_t *cf,
+    ngx_mail_plus_users_t *users, ngx_hash_keys_arrays_t *keys, size_t max);
 static ngx_int_t ngx_mail_plus_users_target(ngx_conf_t *cf,
     ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_user_t *user,
     ngx_str_t *name, char **err);
@@ -33,20 +40,9 @@ static ngx_int_t ngx_mail_plus_crypt_supported(ngx_conf_t *cf,
 char *
 ngx_mail_plus_users_load(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
 {
-    u_char                  *buf, *p, *last, *eol;
-    char                    *err;
-    size_t                   size, max;
-    ssize_t                  n;
-    ngx_fd_t                 fd;
-    ngx_int_t                rc;
-    ngx_str_t                file, target;
-    ngx_uint_t               line;
-    ngx_array_t              checked;
-    ngx_file_t               f;
-    ngx_file_info_t          fi;
-    ngx_hash_init_t          hash;
+    size_t                   max;
+    ngx_str_t                file, text;
     ngx_hash_keys_arrays_t   keys;
-    ngx_mail_plus_user_t    *user;
     ngx_mail_plus_users_t   *users;
 
     file = mpcf->users_file;
@@ -55,25 +51,75 @@ ngx_mail_plus_users_load(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
         return NGX_CONF_ERROR;
     }
 
-    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (ngx_mail_plus_users_read(cf, mpcf, &file, &text) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    users = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_users_t));
+    if (users == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    keys.pool = cf->pool;
+    keys.temp_pool = cf->temp_pool;
+
+    if (ngx_hash_keys_array_init(&keys, NGX_HASH_LARGE) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_mail_plus_users_add_lines(cf, mpcf, &file, &text, &keys, users,
+                                      &max)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_mail_plus_users_hash(cf, users, &keys, max) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, cf->log, 0,
+                   "router: users file \"%V\": %ui users",
+                   &file, users->nusers);
+
+    mpcf->users = users;
+
+    return NGX_CONF_OK;
+}
+
+
+/* the whole file, in the configuration's temporary pool */
+
+static ngx_int_t
+ngx_mail_plus_users_read(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *file, ngx_str_t *text)
+{
+    u_char           *buf;
+    size_t            size;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_t        f;
+    ngx_file_info_t   fi;
+
+    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
                       ngx_open_file_n " router users file \"%s\" "
                       "of \"router_users\" in %s:%ui failed",
-                      file.data, mpcf->users_conf_file,
+                      file->data, mpcf->users_conf_file,
                       mpcf->users_conf_line);
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     ngx_memzero(&f, sizeof(ngx_file_t));
 
     f.fd = fd;
-    f.name = file;
+    f.name = *file;
     f.log = cf->log;
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
-                      ngx_fd_info_n " \"%s\" failed", file.data);
+                      ngx_fd_info_n " \"%s\" failed", file->data);
         goto failed;
     }
 
@@ -93,40 +139,60 @@ ngx_mail_plus_users_load(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
     if ((size_t) n != size) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       ngx_read_file_n " \"%s\" returned only %z bytes "
-                      "instead of %uz", file.data, n, size);
+                      "instead of %uz", file->data, n, size);
         goto failed;
     }
 
     if (ngx_close_file(fd) == NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%s\" failed", file.data);
+                      ngx_close_file_n " \"%s\" failed", file->data);
     }
 
-    fd = NGX_INVALID_FILE;
+    text->data = buf;
+    text->len = size;
 
-    users = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_users_t));
-    if (users == NULL) {
-        return NGX_CONF_ERROR;
+    return NGX_OK;
+
+failed:
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", file->data);
     }
 
-    keys.pool = cf->pool;
-    keys.temp_pool = cf->temp_pool;
+    return NGX_ERROR;
+}
 
-    if (ngx_hash_keys_array_init(&keys, NGX_HASH_LARGE) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
+
+/*
+ * each line a user: parsed, its target found, its crypt scheme tried, its
+ * login added to the keys; "max" is the longest login
+ */
+
+static ngx_int_t
+ngx_mail_plus_users_add_lines(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *file, ngx_str_t *text, ngx_hash_keys_arrays_t *keys,
+    ngx_mail_plus_users_t *users, size_t *max)
+{
+    u_char                *p, *last, *eol;
+    char                  *err;
+    ngx_int_t              rc;
+    ngx_str_t              target;
+    ngx_uint_t             line;
+    ngx_array_t            checked;
+    ngx_mail_plus_user_t  *user;
 
     if (ngx_array_init(&checked, cf->temp_pool, 4, sizeof(ngx_str_t))
         != NGX_OK)
     {
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
-    max = 0;
+    *max = 0;
     line = 0;
-    last = buf + size;
+    last = text->data + text->len;
 
-    for (p = buf; p < last; p = eol + 1) {
+    for (p = text->data; p < last; p = eol + 1) {
 
         line++;
 
@@ -137,7 +203,7 @@ ngx_mail_plus_users_load(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
 
         user = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_user_t));
         if (user == NULL) {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
         err = NULL;
@@ -166,36 +232,49 @@ ngx_mail_plus_users_load(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
             if (err) {
                 ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                               "%s in router users file %s:%ui",
-                              err, file.data, line);
+                              err, file->data, line);
             }
 
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
-        rc = ngx_hash_add_key(&keys, &user->login, user,
+        rc = ngx_hash_add_key(keys, &user->login, user,
                               NGX_HASH_READONLY_KEY);
 
         if (rc == NGX_BUSY) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "duplicate login \"%V\" in router users file %s:%ui",
-                          &user->login, file.data, line);
-            return NGX_CONF_ERROR;
+                          &user->login, file->data, line);
+            return NGX_ERROR;
         }
 
         if (rc != NGX_OK) {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
-        if (user->login.len > max) {
-            max = user->login.len;
+        if (user->login.len > *max) {
+            *max = user->login.len;
         }
 
         users->nusers++;
     }
 
+    return NGX_OK;
+}
+
+
+/* the logins' hash, its buckets sized for the longest login */
+
+static ngx_int_t
+ngx_mail_plus_users_hash(ngx_conf_t *cf, ngx_mail_plus_users_t *users,
+    ngx_hash_keys_arrays_t *keys, size_t max)
+{
+    ngx_hash_init_t  hash;
+
     hash.hash = &users->hash;
     hash.key = ngx_hash_key_lc;
     hash.max_size = ngx_max(users->nusers * 2, 1024);
+
     /* the largest element, as ngx_hash_init() lays it, and a NULL */
 
     hash.bucket_size = ngx_align(2 * sizeof(void *)
@@ -206,22 +285,7 @@ ngx_mail_plus_users_load(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
     hash.pool = cf->pool;
     hash.temp_pool = cf->temp_pool;
 
-    if (ngx_hash_init(&hash, keys.keys.elts, keys.keys.nelts) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    mpcf->users = users;
-
-    return NGX_CONF_OK;
-
-failed:
-
-    if (fd != NGX_INVALID_FILE && ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%s\" failed", file.data);
-    }
-
-    return NGX_CONF_ERROR;
+    return ngx_hash_init(&hash, keys->keys.elts, keys->keys.nelts);
 }
 
 

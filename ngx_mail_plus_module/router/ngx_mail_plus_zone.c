@@ -7,7 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include "ngx_mail_plus.h"
+#include "ngx_mail_plus_router.h"
 
 
 /*
@@ -118,6 +118,11 @@ ngx_mail_plus_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     zone = shm_zone->data;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "router: zone \"%V\" init, reused %d, exists %ui",
+                   &shm_zone->shm.name, ozone != NULL,
+                   (ngx_uint_t) shm_zone->shm.exists);
+
     if (ozone) {
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
@@ -214,6 +219,10 @@ ngx_mail_plus_zone_health(ngx_mail_plus_zone_t *zone,
 
         if (ngx_strcmp(link->health.name, name) == 0) {
             ngx_shmtx_unlock(&zone->shpool->mutex);
+
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                           "router: zone: health of %s found, down %ui",
+                           name, (ngx_uint_t) link->health.down);
             return &link->health;
         }
     }
@@ -243,6 +252,9 @@ ngx_mail_plus_zone_health(ngx_mail_plus_zone_t *zone,
     ngx_queue_insert_tail(&zone->sh->health, &link->queue);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "router: zone: health of %s added", name);
 
     return &link->health;
 }
@@ -295,106 +307,4 @@ ngx_mail_plus_zone_throttle_entries(ngx_mail_plus_zone_t *zone)
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     return n;
-}
-
-
-/* router_client_prefix 32 64: the IPv4 and IPv6 prefix lengths */
-
-char *
-ngx_mail_plus_client_prefix(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_mail_plus_main_conf_t *mpcf = conf;
-
-    ngx_int_t   n4, n6;
-    ngx_str_t  *value;
-
-    if (mpcf->prefix4 != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    n4 = ngx_atoi(value[1].data, value[1].len);
-    n6 = ngx_atoi(value[2].data, value[2].len);
-
-    if (n4 < 1 || n4 > 32 || n6 < 1 || n6 > 128) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid prefix lengths \"%V %V\": 1..32 for "
-                           "IPv4, 1..128 for IPv6", &value[1], &value[2]);
-        return NGX_CONF_ERROR;
-    }
-
-    mpcf->prefix4 = n4;
-    mpcf->prefix6 = n6;
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * a client as session limits and throttling count it: its network of
- * "router_client_prefix" bits (an IPv4 address mapped into IPv6 counts as
- * IPv4); buf has room for NGX_MAIL_PLUS_CLIENT_KEY_LEN bytes; 0 for an
- * address of another family (a UNIX socket)
- */
-
-size_t
-ngx_mail_plus_client_key(ngx_mail_plus_main_conf_t *mpcf, struct sockaddr *sa,
-    u_char *buf)
-{
-    u_char               *a;
-    size_t                len;
-    ngx_uint_t            i, bits;
-    struct sockaddr_in   *sin;
-#if (NGX_HAVE_INET6)
-    struct sockaddr_in6  *sin6;
-#endif
-
-    switch (sa->sa_family) {
-
-#if (NGX_HAVE_INET6)
-    case AF_INET6:
-        sin6 = (struct sockaddr_in6 *) sa;
-        a = sin6->sin6_addr.s6_addr;
-
-        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-            a += 12;
-            len = 4;
-            bits = mpcf->prefix4;
-            buf[0] = '4';
-
-        } else {
-            len = 16;
-            bits = mpcf->prefix6;
-            buf[0] = '6';
-        }
-
-        break;
-#endif
-
-    case AF_INET:
-        sin = (struct sockaddr_in *) sa;
-        a = (u_char *) &sin->sin_addr.s_addr;
-        len = 4;
-        bits = mpcf->prefix4;
-        buf[0] = '4';
-        break;
-
-    default:
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-
-        if (bits >= 8) {
-            buf[1 + i] = a[i];
-            bits -= 8;
-
-        } else {
-            buf[1 + i] = a[i] & (u_char) (0xff << (8 - bits));
-            bits = 0;
-        }
-    }
-
-    return 1 + len;
 }
