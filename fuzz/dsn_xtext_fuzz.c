@@ -26,6 +26,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
+#include "ngx_mail_plus.h"
 #include "ngx_mail_plus_smtp.h"
 
 #include <assert.h>
@@ -185,7 +186,7 @@ fuzz_path(ngx_str_t *arg, ngx_uint_t rcpt)
         assert(!rcpt || path.addr.len == sizeof("postmaster") - 1);
     }
 
-    if (ngx_mail_plus_smtp_local_part(&path.addr) == NGX_OK) {
+    if (ngx_mail_plus_recipient_local_part(&path.addr) == NGX_OK) {
         for (p = path.addr.data; p < (at ? at : last); p++) {
             assert(*p != '@' && *p != '%' && *p != '!');
         }
@@ -251,7 +252,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the local part check on its own, on any bytes */
 
-    (void) ngx_mail_plus_smtp_local_part(&arg);
+    (void) ngx_mail_plus_recipient_local_part(&arg);
 
     free(buf);
 

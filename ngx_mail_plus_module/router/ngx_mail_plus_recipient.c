@@ -8,7 +8,6 @@
 #include <ngx_core.h>
 #include <ngx_mail.h>
 #include "ngx_mail_plus_router.h"
-#include "ngx_mail_plus_smtp.h"
 
 
 /*
@@ -49,7 +48,7 @@ ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *addr,
     ngx_str_t   login;
     ngx_uint_t  i;
 
-    if (ngx_mail_plus_smtp_local_part(addr) != NGX_OK) {
+    if (ngx_mail_plus_recipient_local_part(addr) != NGX_OK) {
         ngx_memzero(route, sizeof(ngx_mail_plus_route_t));
         route->status = NGX_MAIL_PLUS_DENY;
         ngx_str_set(&route->reason, "\"@\", \"%\", \"!\" or a control "

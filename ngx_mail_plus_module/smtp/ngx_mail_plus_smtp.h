@@ -143,7 +143,6 @@ ngx_uint_t ngx_mail_plus_smtp_parse_command(ngx_str_t *line,
     ngx_str_t *arg);
 ngx_int_t ngx_mail_plus_smtp_parse_path(ngx_str_t *arg, ngx_uint_t rcpt,
     ngx_mail_plus_smtp_path_t *path);
-ngx_int_t ngx_mail_plus_smtp_local_part(ngx_str_t *addr);
 ngx_int_t ngx_mail_plus_smtp_parse_bdat(ngx_str_t *arg, off_t *size,
     ngx_uint_t *last);
 ngx_int_t ngx_mail_plus_smtp_parse_auth(ngx_str_t *arg, ngx_str_t *mech,

@@ -1486,7 +1486,7 @@ ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
 
     /* "a%b@local" must not become mail for b: refused, router or not */
 
-    if (ngx_mail_plus_smtp_local_part(&path->addr) != NGX_OK) {
+    if (ngx_mail_plus_recipient_local_part(&path->addr) != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "recipient \"%V\" refused: \"@\", \"%%\" or \"!\" "
                       "in the local part", &path->addr);

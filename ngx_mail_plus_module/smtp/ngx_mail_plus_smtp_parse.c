@@ -324,39 +324,6 @@ ngx_mail_plus_smtp_domain(ngx_str_t *domain)
 
 
 /*
- * the local part of a recipient in a local domain (addr is the path
- * inside <>, its domain after the last "@"): NGX_DECLINED if it holds an
- * "@", "%" or "!", quoted or not, or a control byte.  A mailbox server
- * or the MTA behind it may read "a%b", "b!a" or "a@b" before the domain
- * as a route to another address or another host; no user has such a
- * name, so the address is refused before it can be passed on.
- */
-
-ngx_int_t
-ngx_mail_plus_smtp_local_part(ngx_str_t *addr)
-{
-    u_char  *p, *last;
-
-    last = addr->data + addr->len;
-
-    for (p = last; p > addr->data; p--) {
-        if (p[-1] == '@') {
-            last = p - 1;
-            break;
-        }
-    }
-
-    for (p = addr->data; p < last; p++) {
-        if (*p == '@' || *p == '%' || *p == '!' || *p < 0x20 || *p == 0x7f) {
-            return NGX_DECLINED;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/*
  * "FROM:<path> params" or "TO:<path> params"; NGX_OK, NGX_ERROR on a
  * syntax error, NGX_MAIL_PLUS_SMTP_BAD_PARAM on an unknown or invalid
  * parameter (path->param)
