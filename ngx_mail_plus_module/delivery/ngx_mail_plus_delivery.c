@@ -48,7 +48,13 @@ static void ngx_mail_plus_delivery_loaded(void *data);
 static void ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg);
 static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve(
     ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt);
+static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve_local(
+    ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt);
+static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve_route(
+    ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *name);
 static ngx_uint_t ngx_mail_plus_delivery_is_local(ngx_str_t *domain);
+static void ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job,
+    ngx_uint_t i, ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
 static void ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
     ngx_mail_plus_rcpt_t *rcpt, ngx_uint_t code, ngx_str_t *text);
 static void ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job,
@@ -184,6 +190,10 @@ ngx_mail_plus_delivery_exit_worker(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cycle->log, 0,
+                   "delivery: runner stops, %ui messages given back",
+                   ctx->nmsgs);
+
     while (!ngx_queue_empty(&ctx->msgs)) {
         q = ngx_queue_head(&ctx->msgs);
         msg = ngx_queue_data(q, ngx_mail_plus_dmsg_t, queue);
@@ -221,6 +231,10 @@ ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
            ? ctx->dcf->active_limit - ctx->nmsgs : 0;
 
     if (ctx->scan_pool || room == 0) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                       "delivery scan: skipped, %ui messages active%s",
+                       ctx->nmsgs, ctx->scan_pool ? ", a scan running" : "");
+
         ngx_add_timer(ev, ctx->dcf->scan_interval);
         return;
     }
@@ -256,6 +270,9 @@ ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
 
     /* the thread pool is busy: the next scan */
 
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                   "delivery scan: not posted, the next one in time");
+
     ctx->scan_pool = NULL;
     ngx_destroy_pool(pool);
 
@@ -273,8 +290,10 @@ ngx_mail_plus_delivery_scanned(void *data)
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
                    "delivery scan: %ui messages due", ctx->due.nids);
 
+    i = 0;
+
     if (ngx_mail_plus_delivery == ctx) {
-        for (i = 0; i < ctx->due.nids; i++) {
+        for ( /* void */ ; i < ctx->due.nids; i++) {
             if (ctx->nmsgs >= ctx->dcf->active_limit
                 || ngx_exiting || ngx_terminate)
             {
@@ -285,6 +304,11 @@ ngx_mail_plus_delivery_scanned(void *data)
                                          ctx->due.ids[i].id);
         }
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
+                   "delivery scan: finished, %ui claims posted, "
+                   "%ui messages active, next in %M ms",
+                   i, ctx->nmsgs, ctx->dcf->scan_interval);
 
     ngx_destroy_pool(ctx->scan_pool);
     ctx->scan_pool = NULL;
@@ -306,6 +330,10 @@ ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
     {
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "delivery %s: committed by this worker, claimed at once",
+                   id);
 
     ngx_mail_plus_delivery_claim(NGX_MAIL_PLUS_QUEUE_INCOMING, id);
 }
@@ -458,6 +486,10 @@ ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
 
     rcpt = msg->rcpts.elts;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: loaded, %ui recipients, %ui attempts before",
+                   msg->id, msg->rcpts.nelts, msg->attempts);
+
     jobs = ngx_pcalloc(msg->pool, msg->rcpts.nelts * sizeof(void *));
     if (jobs == NULL) {
         ngx_str_set(&text, "4.3.0 out of memory");
@@ -487,6 +519,10 @@ ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
 
         rcpt[i].dest = dest;
 
+        ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                       "delivery %s: <%V> goes to %V", msg->id,
+                       &rcpt[i].addr, &dest->name);
+
         for (j = 0; j < njobs; j++) {
             if (jobs[j]->dest == dest
                 && jobs[j]->nrcpts < NGX_MAIL_PLUS_JOB_RCPTS)
@@ -505,6 +541,7 @@ ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
 
             job->msg = msg;
             job->dest = dest;
+            job->result = ngx_mail_plus_delivery_result;
             jobs[njobs++] = job;
         }
 
@@ -512,6 +549,9 @@ ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
     }
 
     msg->jobs += njobs;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: %ui jobs", msg->id, njobs);
 
     for (j = 0; j < njobs; j++) {
         ngx_mail_plus_dest_submit(jobs[j]);
@@ -547,18 +587,9 @@ static ngx_mail_plus_dest_t *
 ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
     ngx_mail_plus_rcpt_t *rcpt)
 {
-    size_t                          len;
-    u_char                         *at;
-    ngx_int_t                       rc;
-    ngx_str_t                       domain, text;
-    ngx_uint_t                      i;
-    ngx_mail_plus_route_t           route;
-    ngx_mail_plus_relay_t          *r;
-    ngx_mail_plus_delivery_ctx_t   *ctx;
-    ngx_mail_plus_delivery_conf_t  *dcf;
-
-    ctx = ngx_mail_plus_delivery;
-    dcf = ctx->dcf;
+    u_char      *at;
+    ngx_str_t    domain;
+    ngx_uint_t   i;
 
     at = NULL;
 
@@ -573,58 +604,92 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
     domain.len = rcpt->addr.data + rcpt->addr.len - domain.data;
 
     if (ngx_mail_plus_delivery_is_local(&domain)) {
-
-        if (ctx->mpcf == NULL) {
-            ngx_str_set(&text, "4.3.5 no router for the local domain");
-            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
-            return NULL;
-        }
-
-        /* the same answer as at RCPT time: the same server, the same address */
-
-        rc = ngx_mail_plus_recipient(ctx->mpcf, &rcpt->addr, &route, msg->pool,
-                                     msg->log);
-
-        if (rc == NGX_ERROR) {
-            ngx_str_set(&text, "4.3.0 router error");
-            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
-            return NULL;
-        }
-
-        if (rc == NGX_DECLINED) {
-            ngx_log_error(NGX_LOG_INFO, msg->log, 0,
-                          "recipient \"%V\" refused: %V",
-                          &rcpt->addr, &route.reason);
-            ngx_str_set(&text, "5.1.1 no such local recipient");
-            ngx_mail_plus_delivery_set(msg, rcpt, 550, &text);
-            return NULL;
-        }
-
-        if (route.status != NGX_MAIL_PLUS_ALLOW || route.server == NULL) {
-            len = sizeof("4.4.3 no mailbox server: ") - 1 + route.reason.len;
-
-            text.data = ngx_pnalloc(msg->pool, len);
-            if (text.data == NULL) {
-                ngx_str_set(&text, "4.4.3 no mailbox server");
-
-            } else {
-                text.len = ngx_sprintf(text.data,
-                                       "4.4.3 no mailbox server: %V",
-                                       &route.reason)
-                           - text.data;
-            }
-
-            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
-            return NULL;
-        }
-
-        rcpt->login = route.login;
-
-        return ngx_mail_plus_dest_get(route.server->addr.sockaddr,
-                                           route.server->addr.socklen,
-                                           route.port, route.protocol, NULL,
-                                           route.server);
+        return ngx_mail_plus_delivery_resolve_local(msg, rcpt);
     }
+
+    return ngx_mail_plus_delivery_resolve_route(msg, rcpt, &domain);
+}
+
+
+/* a local domain's recipient: the mailbox backend the router names */
+
+static ngx_mail_plus_dest_t *
+ngx_mail_plus_delivery_resolve_local(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt)
+{
+    size_t                         len;
+    ngx_int_t                      rc;
+    ngx_str_t                      text;
+    ngx_mail_plus_route_t          route;
+    ngx_mail_plus_delivery_ctx_t  *ctx;
+
+    ctx = ngx_mail_plus_delivery;
+
+    if (ctx->mpcf == NULL) {
+        ngx_str_set(&text, "4.3.5 no router for the local domain");
+        ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+        return NULL;
+    }
+
+    /* the same answer as at RCPT time: the same server, the same address */
+
+    rc = ngx_mail_plus_recipient(ctx->mpcf, &rcpt->addr, &route, msg->pool,
+                                 msg->log);
+
+    if (rc == NGX_ERROR) {
+        ngx_str_set(&text, "4.3.0 router error");
+        ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+        return NULL;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, msg->log, 0,
+                      "recipient \"%V\" refused: %V",
+                      &rcpt->addr, &route.reason);
+        ngx_str_set(&text, "5.1.1 no such local recipient");
+        ngx_mail_plus_delivery_set(msg, rcpt, 550, &text);
+        return NULL;
+    }
+
+    if (route.status != NGX_MAIL_PLUS_ALLOW || route.server == NULL) {
+        len = sizeof("4.4.3 no mailbox server: ") - 1 + route.reason.len;
+
+        text.data = ngx_pnalloc(msg->pool, len);
+        if (text.data == NULL) {
+            ngx_str_set(&text, "4.4.3 no mailbox server");
+
+        } else {
+            text.len = ngx_sprintf(text.data, "4.4.3 no mailbox server: %V",
+                                   &route.reason)
+                       - text.data;
+        }
+
+        ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+        return NULL;
+    }
+
+    rcpt->login = route.login;
+
+    return ngx_mail_plus_dest_get(route.server->addr.sockaddr,
+                                  route.server->addr.socklen,
+                                  route.port, route.protocol, NULL,
+                                  route.server);
+}
+
+
+/* another domain's: its queue_route, else the relay host */
+
+static ngx_mail_plus_dest_t *
+ngx_mail_plus_delivery_resolve_route(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *name)
+{
+    ngx_str_t                       text, domain;
+    ngx_uint_t                      i;
+    ngx_mail_plus_relay_t          *r;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    dcf = ngx_mail_plus_delivery->dcf;
+    domain = *name;
 
     r = dcf->routes ? dcf->routes->elts : NULL;
 
@@ -662,7 +727,7 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
     }
 
     return ngx_mail_plus_dest_get(r->addr.sockaddr, r->addr.socklen, 0,
-                                       r->protocol, r, NULL);
+                                  r->protocol, r, NULL);
 }
 
 
@@ -696,37 +761,37 @@ ngx_mail_plus_delivery_is_local(ngx_str_t *domain)
 }
 
 
-void
-ngx_mail_plus_delivery_result_all(ngx_mail_plus_job_t *job, ngx_uint_t code,
-    ngx_str_t *text)
-{
-    ngx_uint_t             i;
-    ngx_mail_plus_rcpt_t  *rcpt;
+/*
+ * the result of the i-th recipient of a job, or of each one with none yet
+ * (NGX_MAIL_PLUS_JOB_ALL), and their log lines
+ */
 
-    rcpt = job->msg->rcpts.elts;
-
-    for (i = 0; i < job->nrcpts; i++) {
-        if (rcpt[job->rcpts[i]].state == NGX_MAIL_PLUS_RCPT_PENDING) {
-            ngx_mail_plus_delivery_result(job, i, code, text, 0);
-        }
-    }
-}
-
-
-/* the result of the i-th recipient of a job, and its log line */
-
-void
+static void
 ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job, ngx_uint_t i,
     ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote)
 {
-    ngx_mail_plus_rcpt_t  *rcpt;
+    ngx_uint_t             n;
+    ngx_mail_plus_rcpt_t  *rcpt, *r;
 
     rcpt = job->msg->rcpts.elts;
-    rcpt = &rcpt[job->rcpts[i]];
 
-    rcpt->remote = remote;
+    if (i != NGX_MAIL_PLUS_JOB_ALL) {
+        r = &rcpt[job->rcpts[i]];
+        r->remote = remote;
 
-    ngx_mail_plus_delivery_set(job->msg, rcpt, code, text);
+        ngx_mail_plus_delivery_set(job->msg, r, code, text);
+        return;
+    }
+
+    for (n = 0; n < job->nrcpts; n++) {
+        r = &rcpt[job->rcpts[n]];
+
+        if (r->state == NGX_MAIL_PLUS_RCPT_PENDING) {
+            r->remote = remote;
+
+            ngx_mail_plus_delivery_set(job->msg, r, code, text);
+        }
+    }
 }
 
 
@@ -828,7 +893,8 @@ ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job, ngx_uint_t code,
     msg = job->msg;
 
     if (code) {
-        ngx_mail_plus_delivery_result_all(job, code, text);
+        ngx_mail_plus_delivery_result(job, NGX_MAIL_PLUS_JOB_ALL, code, text,
+                                      0);
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
@@ -893,6 +959,10 @@ ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
             failed++;
         }
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: every job done, %ui recipients failed",
+                   msg->id, failed);
 
     /* a success report is not retried: the recipients are done */
 
@@ -987,6 +1057,9 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
 
     if (left == 0) {
 
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                       "delivery %s: done, removed", msg->id);
+
         /* the unlinks go to the thread pool */
 
         rc = ngx_mail_plus_queue_remove(msg->spool, msg->id,
@@ -1039,6 +1112,10 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
         delay = dcf->retry_max;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: %ui recipients left, deferred for %T s",
+                   msg->id, left, delay);
+
     ngx_mail_plus_delivery_defer(msg, ngx_time() + delay, &state);
 }
 
@@ -1079,6 +1156,9 @@ ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg, char *reason)
 
     msg->reason = reason;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: corrupt, %s", msg->id, reason);
+
     rc = ngx_mail_plus_queue_corrupt(msg->spool, msg->id, reason,
                                      ngx_mail_plus_delivery_deferred, msg,
                                      msg->pool, msg->log);
@@ -1101,6 +1181,10 @@ ngx_mail_plus_delivery_recorded(ngx_mail_plus_dmsg_t *msg, ngx_int_t rc)
     }
 
     if (rc == NGX_BUSY) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                       "delivery %s: thread pool busy, retry in %d ms",
+                       msg->id, NGX_MAIL_PLUS_DELIVERY_RETRY);
+
         msg->retry.handler = ngx_mail_plus_delivery_retry;
         ngx_add_timer(&msg->retry, NGX_MAIL_PLUS_DELIVERY_RETRY);
         return;
@@ -1164,6 +1248,9 @@ ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m)
 static void
 ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg)
 {
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: freed", msg->id);
+
     if (msg->retry.timer_set) {
         ngx_del_timer(&msg->retry);
     }

@@ -23,7 +23,9 @@
  * scheduling (ngx_mail_plus_destination.c), the SMTP/LMTP client
  * (ngx_mail_plus_smtp_client.c) and the delivery status notifications
  * (ngx_mail_plus_bounce.c).  The runner calls the scheduler, the scheduler
- * calls the client; each answers only through the handler it was given.
+ * calls the client; each answers only through the handlers it was given:
+ * the client through conn->done and job->result, the scheduler through
+ * the runner's ngx_mail_plus_job_done_pt.
  */
 
 
@@ -177,11 +179,23 @@ struct ngx_mail_plus_dest_s {
 };
 
 
+/*
+ * the result of the i-th recipient of a job, or with NGX_MAIL_PLUS_JOB_ALL
+ * of each one that has none yet; remote: the text is the peer's reply
+ */
+
+#define NGX_MAIL_PLUS_JOB_ALL         ((ngx_uint_t) -1)
+
+typedef void (*ngx_mail_plus_job_result_pt)(ngx_mail_plus_job_t *job,
+    ngx_uint_t i, ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
+
+
 /* some recipients of a message for one destination */
 
 struct ngx_mail_plus_job_s {
     ngx_mail_plus_dmsg_t           *msg;
     ngx_mail_plus_dest_t           *dest;
+    ngx_mail_plus_job_result_pt     result;   /* the runner's */
     ngx_uint_t                      rcpts[NGX_MAIL_PLUS_JOB_RCPTS];
     ngx_uint_t                      nrcpts;
     ngx_queue_t                     queue;    /* waiting in dest->jobs */
@@ -237,10 +251,6 @@ struct ngx_mail_plus_conn_s {
 ngx_int_t ngx_mail_plus_delivery_init_worker(ngx_cycle_t *cycle,
     ngx_mail_plus_delivery_conf_t *dcf, ngx_mail_plus_queue_t *q);
 void ngx_mail_plus_delivery_exit_worker(ngx_cycle_t *cycle);
-void ngx_mail_plus_delivery_result_all(ngx_mail_plus_job_t *job,
-    ngx_uint_t code, ngx_str_t *text);
-void ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job, ngx_uint_t i,
-    ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
 
 /* the destinations and their scheduling */
 

@@ -111,6 +111,8 @@ static void ngx_mail_plus_client_read_done(void *data, u_char *buf,
 static void ngx_mail_plus_client_fill_end(ngx_mail_plus_client_t *cl);
 static void ngx_mail_plus_client_accepted(ngx_mail_plus_client_t *cl,
     ngx_uint_t code, ngx_str_t *text);
+static void ngx_mail_plus_client_result(ngx_mail_plus_client_t *cl,
+    ngx_uint_t i, ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
 static void ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl,
     char *reason);
 static void ngx_mail_plus_client_finish(ngx_mail_plus_client_t *cl,
@@ -441,9 +443,14 @@ ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl, u_char *p,
 static ngx_int_t
 ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 {
+    ngx_uint_t         lmtp;
     ngx_connection_t  *c;
 
     c = cl->peer.connection;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: reply %ui from %V in state %ui",
+                   cl->code, &cl->conn.dest->name, cl->state);
 
     switch (cl->state) {
 
@@ -456,8 +463,8 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
         }
 
         if (cl->conn.dest->server) {
-            ngx_mail_plus_health_report(cl->conn.dest->server, cl->conn.dest->protocol,
-                                        1, c->log);
+            ngx_mail_plus_health_report(cl->conn.dest->server,
+                                        cl->conn.dest->protocol, 1, c->log);
         }
 
         ngx_mail_plus_client_connected(cl);
@@ -470,9 +477,13 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 
         ngx_add_timer(c->read, cl->dcf->helo_timeout);
 
+        lmtp = (cl->conn.dest->protocol == NGX_MAIL_PLUS_LMTP);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "delivery client: send %s", lmtp ? "LHLO" : "EHLO");
+
         cl->out->last = ngx_sprintf(cl->out->last, "%s %V" CRLF,
-                                    cl->conn.dest->protocol == NGX_MAIL_PLUS_LMTP
-                                    ? "LHLO" : "EHLO",
+                                    lmtp ? "LHLO" : "EHLO",
                                     &cl->dcf->helo_name);
 
         return ngx_mail_plus_client_send(cl);
@@ -540,9 +551,9 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 static ngx_int_t
 ngx_mail_plus_client_refused(ngx_mail_plus_client_t *cl)
 {
-    ngx_mail_plus_delivery_result_all(cl->conn.job, cl->code >= 500 ? 451
-                                                               : cl->code,
-                                      &cl->reply_text);
+    ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL,
+                                cl->code >= 500 ? 451 : cl->code,
+                                &cl->reply_text, 0);
     ngx_mail_plus_client_finish(cl, 0);
 
     return NGX_DONE;
@@ -582,6 +593,9 @@ ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl)
     if (c->ssl == NULL && cl->starttls
         && cl->conn.dest->tls != NGX_MAIL_PLUS_TLS_OFF)
     {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "delivery client: send STARTTLS");
+
         cl->state = ngx_mail_plus_client_st_starttls;
         cl->out->last = ngx_cpymem(cl->out->last, "STARTTLS" CRLF, 10);
 
@@ -592,12 +606,15 @@ ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl)
 
     if (c->ssl == NULL && cl->conn.dest->tls >= NGX_MAIL_PLUS_TLS_REQUIRED) {
         ngx_str_set(&text, "4.7.4 TLS is required, but was not offered");
-        ngx_mail_plus_delivery_result_all(cl->conn.job, 451, &text);
+        ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL, 451, &text, 0);
         ngx_mail_plus_client_finish(cl, 0);
         return NGX_DONE;
     }
 
     if (cl->conn.dest->auth.len) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "delivery client: send AUTH PLAIN");
+
         cl->state = ngx_mail_plus_client_st_auth;
 
         cl->out->last = ngx_sprintf(cl->out->last, "AUTH PLAIN %V" CRLF,
@@ -633,6 +650,10 @@ ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl)
         ngx_mail_plus_client_fail(cl, "4.7.5 TLS setup failed");
         return NGX_DONE;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: TLS handshake with %V",
+                   &cl->conn.dest->name);
 
     rc = ngx_ssl_handshake(c);
 
@@ -703,6 +724,11 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
         return;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: TLS with %V done, verify:%d",
+                   &cl->conn.dest->name,
+                   cl->conn.dest->tls == NGX_MAIL_PLUS_TLS_VERIFY);
+
     if (cl->conn.dest->tls == NGX_MAIL_PLUS_TLS_VERIFY
         && ngx_mail_plus_client_tls_verify(cl) != NGX_OK)
     {
@@ -731,6 +757,9 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
     }
 
     ngx_add_timer(c->read, cl->dcf->helo_timeout);
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: send EHLO after STARTTLS");
 
     cl->out->last = ngx_sprintf(cl->out->last, "EHLO %V" CRLF,
                                 &cl->dcf->helo_name);
@@ -841,9 +870,16 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
         p = cl->out->last;
 
         if (k < cl->base) {
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                           "delivery client: send RSET");
+
             p = ngx_cpymem(p, "RSET" CRLF, 6);
 
         } else if (k == cl->base) {
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                           "delivery client: send MAIL FROM:<%V> of %s",
+                           &msg->sender, msg->id);
+
             p = ngx_sprintf(p, "MAIL FROM:<%V>", &msg->sender);
 
             if (cl->size) {
@@ -874,6 +910,11 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
 
         } else if (k <= cl->base + cl->conn.job->nrcpts) {
             i = cl->conn.job->rcpts[k - cl->base - 1];
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                           "delivery client: send RCPT TO:<%V>",
+                           &rcpt[i].login);
+
             p = ngx_sprintf(p, "RCPT TO:<%V>", &rcpt[i].login);
 
             /* a next hop with DSN reports the delivery itself */
@@ -898,6 +939,10 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
                 ngx_mail_plus_client_finish(cl, 1);
                 return NGX_DONE;
             }
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                           "delivery client: send %s",
+                           cl->chunking ? "BDAT LAST" : "DATA");
 
             if (cl->chunking) {
                 p = ngx_sprintf(p, "BDAT %O LAST" CRLF, msg->size);
@@ -944,8 +989,8 @@ ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl)
 
         if (cl->code / 100 != 2) {
             cl->mail_failed = 1;
-            ngx_mail_plus_delivery_result_all(cl->conn.job, cl->code,
-                                              &cl->reply_text);
+            ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL, cl->code,
+                                        &cl->reply_text, 0);
         }
 
     } else if (k <= cl->base + cl->conn.job->nrcpts) {
@@ -957,8 +1002,8 @@ ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl)
                 cl->ok[cl->accepted++] = i;
 
             } else {
-                ngx_mail_plus_delivery_result(cl->conn.job, i, cl->code,
-                                              &cl->reply_text, 1);
+                ngx_mail_plus_client_result(cl, i, cl->code, &cl->reply_text,
+                                            1);
             }
         }
 
@@ -1028,7 +1073,7 @@ ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl)
 
     i = cl->ok[cl->reply++];
 
-    ngx_mail_plus_delivery_result(cl->conn.job, i, cl->code, &cl->reply_text, 1);
+    ngx_mail_plus_client_result(cl, i, cl->code, &cl->reply_text, 1);
 
     if (cl->reply < cl->accepted) {
         return NGX_OK;
@@ -1047,8 +1092,25 @@ ngx_mail_plus_client_accepted(ngx_mail_plus_client_t *cl, ngx_uint_t code,
     ngx_uint_t  j;
 
     for (j = 0; j < cl->accepted; j++) {
-        ngx_mail_plus_delivery_result(cl->conn.job, cl->ok[j], code, text, 1);
+        ngx_mail_plus_client_result(cl, cl->ok[j], code, text, 1);
     }
+}
+
+
+/*
+ * a result to the runner: the i-th recipient's, or with
+ * NGX_MAIL_PLUS_JOB_ALL each one's that has none yet
+ */
+
+static void
+ngx_mail_plus_client_result(ngx_mail_plus_client_t *cl, ngx_uint_t i,
+    ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                   "delivery client: result %ui for recipient %i of %s",
+                   code, (ngx_int_t) i, cl->conn.job->msg->id);
+
+    cl->conn.job->result(cl->conn.job, i, code, text, remote);
 }
 
 
@@ -1270,6 +1332,10 @@ ngx_mail_plus_client_fill_end(ngx_mail_plus_client_t *cl)
 
     cl->sending = 0;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: content of %O bytes read%s",
+                   cl->offset, cl->bdat ? "" : ", the dot");
+
     if (!cl->bdat) {
         if (!cl->bol) {
             *cl->out->last++ = CR;
@@ -1325,7 +1391,7 @@ ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl, char *reason)
     text.data = (u_char *) reason;
     text.len = ngx_strlen(reason);
 
-    ngx_mail_plus_delivery_result_all(cl->conn.job, 451, &text);
+    ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL, 451, &text, 0);
 
     ngx_mail_plus_client_finish(cl, 0);
 }
