@@ -331,9 +331,9 @@ ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
         return;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
-                   "delivery %s: committed by this worker, claimed at once",
-                   id);
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "delivery %*s: committed by this worker, claimed at once",
+                   (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
 
     ngx_mail_plus_delivery_claim(NGX_MAIL_PLUS_QUEUE_INCOMING, id);
 }

@@ -221,6 +221,7 @@ typedef struct ngx_mail_plus_conn_s    ngx_mail_plus_conn_t;
 typedef void (*ngx_mail_plus_conn_done_pt)(ngx_mail_plus_conn_t *conn,
     ngx_uint_t how);
 
+
 /*
  * the job is over; its recipients with no result yet take code and text
  * (code 0: none is left)
