@@ -25,6 +25,89 @@
 #define NGX_MAIL_PLUS_BOUNCE_CHUNK    (16 * 1024)
 
 
+/*
+ * the report's parts, as formats: a buffer is sized from the length of
+ * each format (its specifiers, "%V" and the like, count for at least as
+ * much as the literal text around them) plus the length of each field
+ */
+
+#define NGX_MAIL_PLUS_BOUNCE_HEAD                                             \
+    "From: Mail Delivery System <MAILER-DAEMON@%V>" CRLF                      \
+    "To: <%V>" CRLF                                                           \
+    "Subject: %s" CRLF                                                        \
+    "Date: %V" CRLF                                                           \
+    "Message-ID: <%s.bounce@%V>" CRLF                                         \
+    "Auto-Submitted: auto-replied" CRLF                                       \
+    "MIME-Version: 1.0" CRLF                                                  \
+    "Content-Type: multipart/report; "                                        \
+    "report-type=delivery-status;" CRLF                                       \
+    "\tboundary=\"%s/%V\"" CRLF                                               \
+    CRLF                                                                      \
+    "This is a MIME-encapsulated message." CRLF                               \
+    CRLF                                                                      \
+    "--%s/%V" CRLF                                                            \
+    "Content-Type: text/plain; charset=us-ascii" CRLF                         \
+    CRLF                                                                      \
+    "This is the mail system at host %V." CRLF                                \
+    CRLF                                                                      \
+    "%s" CRLF                                                                 \
+    CRLF
+
+#define NGX_MAIL_PLUS_BOUNCE_LINE     "<%V>: %V" CRLF
+
+#define NGX_MAIL_PLUS_BOUNCE_CUT                                              \
+    CRLF "The message is larger than %uz bytes: "                             \
+    "only its header section is returned." CRLF
+
+#define NGX_MAIL_PLUS_BOUNCE_STATUS                                           \
+    CRLF "--%s/%V" CRLF                                                       \
+    "Content-Type: message/delivery-status" CRLF                              \
+    CRLF                                                                      \
+    "Reporting-MTA: dns; %V" CRLF                                             \
+    "X-Mail-Plus-Queue-ID: %s" CRLF
+
+#define NGX_MAIL_PLUS_BOUNCE_ENVID    "Original-Envelope-Id: %V" CRLF
+#define NGX_MAIL_PLUS_BOUNCE_ARRIVAL  "Arrival-Date: %V" CRLF
+#define NGX_MAIL_PLUS_BOUNCE_ORCPT    CRLF "Original-Recipient: %V"
+
+#define NGX_MAIL_PLUS_BOUNCE_RCPT                                             \
+    CRLF "Final-Recipient: rfc822; %V" CRLF                                   \
+    "Action: %s" CRLF                                                         \
+    "Status: %V" CRLF
+
+#define NGX_MAIL_PLUS_BOUNCE_MTA      "Remote-MTA: dns; %V" CRLF
+#define NGX_MAIL_PLUS_BOUNCE_DIAG     "Diagnostic-Code: %s; %V" CRLF
+
+#define NGX_MAIL_PLUS_BOUNCE_ORIGINAL                                         \
+    CRLF "--%s/%V" CRLF                                                       \
+    "Content-Type: %s" CRLF                                                   \
+    CRLF
+
+#define NGX_MAIL_PLUS_BOUNCE_TAIL     CRLF "--%s/%V--" CRLF
+
+#define NGX_MAIL_PLUS_BOUNCE_DOUBLE                                           \
+    "From: Mail Delivery System <MAILER-DAEMON@%V>" CRLF                      \
+    "To: <%V>" CRLF                                                           \
+    "Subject: Undeliverable mail from <> (double bounce)" CRLF                \
+    "Date: %V" CRLF                                                           \
+    "Message-ID: <%s.double@%V>" CRLF                                         \
+    "Auto-Submitted: auto-replied" CRLF                                       \
+    "MIME-Version: 1.0" CRLF                                                  \
+    "Content-Type: text/plain; charset=us-ascii" CRLF                         \
+    CRLF                                                                      \
+    "This is the mail system at host %V." CRLF                                \
+    CRLF                                                                      \
+    "A message with the null sender <> (a delivery status "                   \
+    "notification or" CRLF                                                    \
+    "another automatic message) could not be delivered, and "                 \
+    "there is no" CRLF                                                        \
+    "sender to return it to.  It has been removed from the "                  \
+    "queue." CRLF                                                             \
+    CRLF                                                                      \
+    "Queue ID: %s" CRLF                                                       \
+    CRLF
+
+
 typedef struct {
     ngx_uint_t                       state;    /* of the recipients */
     ngx_uint_t                       notify;   /* NOTIFY= that asks for it */
@@ -34,15 +117,42 @@ typedef struct {
 } ngx_mail_plus_bounce_type_t;
 
 
-static const char *ngx_mail_plus_bounce_action(ngx_mail_plus_rcpt_t *rcpt,
-    ngx_uint_t type);
+/* a report being written */
+
+typedef struct {
+    ngx_mail_plus_delivery_conf_t   *dcf;
+    ngx_mail_plus_dmsg_t            *msg;     /* the message reported on */
+    ngx_mail_plus_queue_msg_t       *m;       /* the report */
+    ngx_uint_t                       type;    /* NGX_MAIL_PLUS_DSN_* */
+    ngx_mail_plus_bounce_type_t     *bt;
+    ngx_str_t                        host;
+    ngx_str_t                        date;    /* now */
+    ngx_str_t                        arrival;
+    unsigned                         full:1;  /* the whole original */
+    unsigned                         cut:1;   /* too large to be whole */
+} ngx_mail_plus_bounce_t;
+
+
 typedef struct {
     ngx_mail_plus_queue_msg_t       *m;
     ngx_str_t                        tail;     /* the last boundary */
 } ngx_mail_plus_bounce_copy_t;
 
 
+static ngx_uint_t ngx_mail_plus_bounce_count(ngx_mail_plus_dmsg_t *msg,
+    ngx_uint_t type);
+static ngx_mail_plus_queue_msg_t *ngx_mail_plus_bounce_open(
+    ngx_mail_plus_dmsg_t *msg, ngx_str_t *to, ngx_str_t *host,
+    ngx_uint_t body, ngx_uint_t smtputf8);
+static size_t ngx_mail_plus_bounce_size(ngx_mail_plus_bounce_t *b);
+static u_char *ngx_mail_plus_bounce_text(ngx_mail_plus_bounce_t *b,
+    u_char *p, u_char *last);
+static u_char *ngx_mail_plus_bounce_status(ngx_mail_plus_bounce_t *b,
+    u_char *p, u_char *last);
+static ngx_int_t ngx_mail_plus_bounce_original(ngx_mail_plus_bounce_t *b);
 static void ngx_mail_plus_bounce_copied(void *data);
+static const char *ngx_mail_plus_bounce_action(ngx_mail_plus_rcpt_t *rcpt,
+    ngx_uint_t type);
 static void ngx_mail_plus_bounce_noticed(ngx_mail_plus_queue_msg_t *m);
 
 
@@ -70,30 +180,114 @@ static ngx_mail_plus_bounce_type_t  ngx_mail_plus_bounce_types[] = {
 };
 
 
+/*
+ * a report of the type to the sender of the message: NGX_AGAIN, it is
+ * being queued and the handler is called; NGX_DECLINED, no recipient's
+ * NOTIFY= asks for it
+ */
+
 ngx_int_t
 ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
     ngx_mail_plus_dmsg_t *msg, ngx_uint_t type,
     ngx_mail_plus_queue_handler_pt handler, void *data)
 {
-    u_char                          *p, *buf;
-    size_t                           len;
-    ngx_str_t                       *to, host;
-    ngx_int_t                        rc;
-    ngx_uint_t                       i, n, full, cut;
-    const char                      *action;
-    ngx_array_t                      rcpts;
-    ngx_mail_plus_rcpt_t            *rcpt;
-    ngx_mail_plus_queue_msg_t       *m;
-    ngx_mail_plus_bounce_copy_t     *bc;
-    ngx_mail_plus_bounce_type_t     *bt;
-    ngx_mail_plus_queue_envelope_t   env;
-    u_char                           date[sizeof("Mon, 28 Sep 1970 "
-                                                 "06:00:00 GMT")];
-
-    host = dcf->helo_name;
-    bt = &ngx_mail_plus_bounce_types[type];
+    u_char                  *p, *buf, *last;
+    size_t                   len;
+    ngx_mail_plus_bounce_t   b;
+    u_char                   date[NGX_MAIL_PLUS_DATE_LEN];
+    u_char                   arrival[NGX_MAIL_PLUS_DATE_LEN];
 
     /* RFC 3461 4.1: only the recipients whose NOTIFY= asks for it */
+
+    if (ngx_mail_plus_bounce_count(msg, type) == 0) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                       "delivery %s: no %s notification asked for",
+                       msg->id, ngx_mail_plus_bounce_types[type].log);
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(&b, sizeof(ngx_mail_plus_bounce_t));
+
+    b.dcf = dcf;
+    b.msg = msg;
+    b.type = type;
+    b.bt = &ngx_mail_plus_bounce_types[type];
+    b.host = dcf->helo_name;
+
+    b.date.data = date;
+    b.date.len = ngx_mail_plus_date(date, ngx_time()) - date;
+    b.arrival.data = arrival;
+    b.arrival.len = ngx_mail_plus_date(arrival, msg->arrival) - arrival;
+
+    /*
+     * RFC 3461 4.3: the whole message only in a failure report, and only
+     * up to queue_bounce_size_limit; else its header section
+     */
+
+    b.full = (type == NGX_MAIL_PLUS_DSN_FAILED && msg->ret.len == 4
+              && ngx_strncasecmp(msg->ret.data, (u_char *) "FULL", 4) == 0);
+
+    if (b.full && msg->size > (off_t) dcf->bounce_size_limit) {
+        b.full = 0;
+        b.cut = 1;
+    }
+
+    b.m = ngx_mail_plus_bounce_open(msg, &msg->sender, &b.host,
+                                    msg->body_type, msg->smtputf8);
+    if (b.m == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_mail_plus_bounce_size(&b);
+
+    buf = ngx_pnalloc(b.m->pool, len);
+    if (buf == NULL) {
+        goto failed;
+    }
+
+    last = buf + len;
+
+    p = ngx_mail_plus_bounce_text(&b, buf, last);
+    p = ngx_mail_plus_bounce_status(&b, p, last);
+
+    p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_ORIGINAL,
+                     b.m->id, &b.host,
+                     b.full ? "message/rfc822" : "text/rfc822-headers");
+
+    ngx_log_debug5(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: %s notification %s, %uz of %uz bytes",
+                   msg->id, b.bt->log, b.m->id, (size_t) (p - buf), len);
+
+    if (ngx_mail_plus_queue_write(b.m, buf, p - buf) != NGX_OK) {
+        goto failed;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, msg->log, 0,
+                  "delivery %s: sender %s notification: %s",
+                  msg->id, b.bt->log, b.m->id);
+
+    b.m->handler = handler;
+    b.m->data = data;
+
+    if (ngx_mail_plus_bounce_original(&b) == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+failed:
+
+    ngx_mail_plus_queue_abort(b.m);
+
+    return NGX_ERROR;
+}
+
+
+/* the recipients a report of the type tells of */
+
+static ngx_uint_t
+ngx_mail_plus_bounce_count(ngx_mail_plus_dmsg_t *msg, ngx_uint_t type)
+{
+    ngx_uint_t             i, n;
+    ngx_mail_plus_rcpt_t  *rcpt;
 
     rcpt = msg->rcpts.elts;
     n = 0;
@@ -104,198 +298,223 @@ ngx_mail_plus_bounce(ngx_mail_plus_delivery_conf_t *dcf,
         }
     }
 
-    if (n == 0) {
-        return NGX_DECLINED;
-    }
+    return n;
+}
 
-    /*
-     * RFC 3461 4.3: the whole message only in a failure report, and only
-     * up to queue_bounce_size_limit; else its header section
-     */
 
-    full = (type == NGX_MAIL_PLUS_DSN_FAILED && msg->ret.len == 4
-            && ngx_strncasecmp(msg->ret.data, (u_char *) "FULL", 4) == 0);
+/* a report goes into the queue from <>, to one recipient */
 
-    cut = (full && msg->size > (off_t) dcf->bounce_size_limit);
-
-    if (cut) {
-        full = 0;
-    }
+static ngx_mail_plus_queue_msg_t *
+ngx_mail_plus_bounce_open(ngx_mail_plus_dmsg_t *msg, ngx_str_t *to,
+    ngx_str_t *host, ngx_uint_t body, ngx_uint_t smtputf8)
+{
+    ngx_str_t                       *rcpt;
+    ngx_array_t                      rcpts;
+    ngx_mail_plus_queue_envelope_t   env;
 
     if (ngx_array_init(&rcpts, msg->pool, 1, sizeof(ngx_str_t)) != NGX_OK) {
-        return NGX_ERROR;
+        return NULL;
     }
 
-    to = ngx_array_push(&rcpts);
-    if (to == NULL) {
-        return NGX_ERROR;
+    rcpt = ngx_array_push(&rcpts);
+    if (rcpt == NULL) {
+        return NULL;
     }
 
-    *to = msg->sender;
+    *rcpt = *to;
 
     ngx_memzero(&env, sizeof(ngx_mail_plus_queue_envelope_t));
 
     env.recipients = &rcpts;
     ngx_str_set(&env.client, "127.0.0.1");
-    env.helo = host;
-    env.body = msg->body_type;
-    env.smtputf8 = msg->smtputf8;
+    env.helo = *host;
+    env.body = body;
+    env.smtputf8 = smtputf8;
 
-    m = ngx_mail_plus_queue_open(msg->spool, &env, msg->log);
-    if (m == NULL) {
-        return NGX_ERROR;
-    }
+    return ngx_mail_plus_queue_open(msg->spool, &env, msg->log);
+}
 
-    len = msg->envid.len + 2048 + 10 * host.len + msg->sender.len
-          + ngx_strlen(bt->subject) + ngx_strlen(bt->text);
+
+/* the report up to the original: its parts and their fields */
+
+static size_t
+ngx_mail_plus_bounce_size(ngx_mail_plus_bounce_t *b)
+{
+    size_t                 len;
+    ngx_uint_t             i;
+    ngx_mail_plus_rcpt_t  *rcpt;
+    ngx_mail_plus_dmsg_t  *msg;
+
+    msg = b->msg;
+    rcpt = msg->rcpts.elts;
+
+    len = sizeof(NGX_MAIL_PLUS_BOUNCE_HEAD) - 1
+          + 5 * b->host.len + msg->sender.len + b->date.len
+          + 3 * NGX_MAIL_PLUS_QUEUE_ID_LEN
+          + ngx_strlen(b->bt->subject) + ngx_strlen(b->bt->text)
+
+          + sizeof(NGX_MAIL_PLUS_BOUNCE_CUT) - 1 + NGX_SIZE_T_LEN
+
+          + sizeof(NGX_MAIL_PLUS_BOUNCE_STATUS) - 1
+          + 2 * b->host.len + 2 * NGX_MAIL_PLUS_QUEUE_ID_LEN
+
+          + sizeof(NGX_MAIL_PLUS_BOUNCE_ENVID) - 1 + msg->envid.len
+          + sizeof(NGX_MAIL_PLUS_BOUNCE_ARRIVAL) - 1 + b->arrival.len
+
+          + sizeof(NGX_MAIL_PLUS_BOUNCE_ORIGINAL) - 1
+          + NGX_MAIL_PLUS_QUEUE_ID_LEN + b->host.len
+          + sizeof("text/rfc822-headers") - 1;
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
-        if (ngx_mail_plus_bounce_action(&rcpt[i], type)) {
-            len += 256 + 2 * (rcpt[i].addr.len + rcpt[i].reply.len)
-                   + rcpt[i].orcpt.len
-                   + (rcpt[i].dest ? rcpt[i].dest->name.len : 0);
+
+        if (ngx_mail_plus_bounce_action(&rcpt[i], b->type) == NULL) {
+            continue;
+        }
+
+        len += sizeof(NGX_MAIL_PLUS_BOUNCE_LINE) - 1
+               + rcpt[i].addr.len + rcpt[i].reply.len
+
+               + sizeof(NGX_MAIL_PLUS_BOUNCE_ORCPT) - 1 + rcpt[i].orcpt.len
+
+               + sizeof(NGX_MAIL_PLUS_BOUNCE_RCPT) - 1
+               + rcpt[i].addr.len + sizeof("delivered") - 1
+               + rcpt[i].dsn.len
+
+               + sizeof(NGX_MAIL_PLUS_BOUNCE_MTA) - 1
+               + (rcpt[i].dest ? rcpt[i].dest->name.len : 0)
+
+               + sizeof(NGX_MAIL_PLUS_BOUNCE_DIAG) - 1
+               + sizeof("x-mail-plus") - 1 + rcpt[i].reply.len;
+    }
+
+    return len;
+}
+
+
+/* the header section and the part for people */
+
+static u_char *
+ngx_mail_plus_bounce_text(ngx_mail_plus_bounce_t *b, u_char *p, u_char *last)
+{
+    ngx_uint_t             i;
+    ngx_mail_plus_rcpt_t  *rcpt;
+    ngx_mail_plus_dmsg_t  *msg;
+
+    msg = b->msg;
+    rcpt = msg->rcpts.elts;
+
+    p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_HEAD,
+                     &b->host, &msg->sender, b->bt->subject,
+                     &b->date, b->m->id, &b->host,
+                     b->m->id, &b->host, b->m->id, &b->host, &b->host,
+                     b->bt->text);
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+        if (ngx_mail_plus_bounce_action(&rcpt[i], b->type)) {
+            p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_LINE,
+                             &rcpt[i].addr, &rcpt[i].reply);
         }
     }
 
-    buf = ngx_pnalloc(m->pool, len);
-    if (buf == NULL) {
-        goto failed;
+    if (b->cut) {
+        p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_CUT,
+                         b->dcf->bounce_size_limit);
     }
 
-    *ngx_http_time(date, msg->arrival) = '\0';
+    return p;
+}
 
-    p = ngx_sprintf(buf,
-                    "From: Mail Delivery System <MAILER-DAEMON@%V>" CRLF
-                    "To: <%V>" CRLF
-                    "Subject: %s" CRLF
-                    "Date: %V" CRLF
-                    "Message-ID: <%s.bounce@%V>" CRLF
-                    "Auto-Submitted: auto-replied" CRLF
-                    "MIME-Version: 1.0" CRLF
-                    "Content-Type: multipart/report; "
-                    "report-type=delivery-status;" CRLF
-                    "\tboundary=\"%s/%V\"" CRLF
-                    CRLF
-                    "This is a MIME-encapsulated message." CRLF
-                    CRLF
-                    "--%s/%V" CRLF
-                    "Content-Type: text/plain; charset=us-ascii" CRLF
-                    CRLF
-                    "This is the mail system at host %V." CRLF
-                    CRLF
-                    "%s" CRLF
-                    CRLF,
-                    &host, &msg->sender, bt->subject,
-                    &ngx_cached_http_time, m->id, &host,
-                    m->id, &host, m->id, &host, &host, bt->text);
 
-    for (i = 0; i < msg->rcpts.nelts; i++) {
-        if (ngx_mail_plus_bounce_action(&rcpt[i], type)) {
-            p = ngx_sprintf(p, "<%V>: %V" CRLF, &rcpt[i].addr,
-                            &rcpt[i].reply);
-        }
-    }
+/* the message/delivery-status part: the message's fields, then each one's */
 
-    if (cut) {
-        p = ngx_sprintf(p, CRLF "The message is larger than %uz bytes: "
-                        "only its header section is returned." CRLF,
-                        dcf->bounce_size_limit);
-    }
+static u_char *
+ngx_mail_plus_bounce_status(ngx_mail_plus_bounce_t *b, u_char *p,
+    u_char *last)
+{
+    ngx_uint_t             i;
+    const char            *action;
+    ngx_mail_plus_rcpt_t  *rcpt;
+    ngx_mail_plus_dmsg_t  *msg;
 
-    p = ngx_sprintf(p, CRLF "--%s/%V" CRLF
-                    "Content-Type: message/delivery-status" CRLF
-                    CRLF
-                    "Reporting-MTA: dns; %V" CRLF
-                    "X-Mail-Plus-Queue-ID: %s" CRLF,
-                    m->id, &host, &host, msg->id);
+    msg = b->msg;
+    rcpt = msg->rcpts.elts;
+
+    p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_STATUS,
+                     b->m->id, &b->host, &b->host, msg->id);
 
     if (msg->envid.len) {
-        p = ngx_sprintf(p, "Original-Envelope-Id: %V" CRLF, &msg->envid);
+        p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_ENVID, &msg->envid);
     }
 
-    p = ngx_sprintf(p, "Arrival-Date: %s" CRLF, date);
+    p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_ARRIVAL, &b->arrival);
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
 
-        action = ngx_mail_plus_bounce_action(&rcpt[i], type);
+        action = ngx_mail_plus_bounce_action(&rcpt[i], b->type);
 
         if (action == NULL) {
             continue;
         }
 
         if (rcpt[i].orcpt.len) {
-            p = ngx_sprintf(p, CRLF "Original-Recipient: %V",
-                            &rcpt[i].orcpt);
+            p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_ORCPT,
+                             &rcpt[i].orcpt);
         }
 
-        p = ngx_sprintf(p, CRLF "Final-Recipient: rfc822; %V" CRLF
-                        "Action: %s" CRLF
-                        "Status: %V" CRLF,
-                        &rcpt[i].addr, action, &rcpt[i].dsn);
+        p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_RCPT,
+                         &rcpt[i].addr, action, &rcpt[i].dsn);
 
         if (rcpt[i].dest) {
-            p = ngx_sprintf(p, "Remote-MTA: dns; %V" CRLF,
-                            &rcpt[i].dest->name);
+            p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_MTA,
+                             &rcpt[i].dest->name);
         }
 
-        p = ngx_sprintf(p, "Diagnostic-Code: %s; %V" CRLF,
-                        rcpt[i].remote ? "smtp" : "x-mail-plus",
-                        &rcpt[i].reply);
+        p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_DIAG,
+                         rcpt[i].remote ? "smtp" : "x-mail-plus",
+                         &rcpt[i].reply);
     }
 
-    p = ngx_sprintf(p, CRLF "--%s/%V" CRLF
-                    "Content-Type: %s" CRLF
-                    CRLF,
-                    m->id, &host,
-                    full ? "message/rfc822" : "text/rfc822-headers");
+    return p;
+}
 
-    if (ngx_mail_plus_queue_write(m, buf, p - buf) != NGX_OK) {
-        goto failed;
-    }
 
-    ngx_log_error(NGX_LOG_INFO, msg->log, 0,
-                  "delivery %s: sender %s notification: %s",
-                  msg->id, bt->log, m->id);
+/*
+ * the original, or its header section, is copied in the thread pool; the
+ * file is dup()ed there, so the claimed message need not wait; the last
+ * boundary follows it
+ */
 
-    m->handler = handler;
-    m->data = data;
+static ngx_int_t
+ngx_mail_plus_bounce_original(ngx_mail_plus_bounce_t *b)
+{
+    size_t                        len;
+    ngx_mail_plus_dmsg_t         *msg;
+    ngx_mail_plus_queue_msg_t    *m;
+    ngx_mail_plus_bounce_copy_t  *bc;
 
-    /* the end, after the original: its last boundary */
+    m = b->m;
+    msg = b->msg;
 
-    len = sizeof(CRLF "--/--" CRLF) - 1 + NGX_MAIL_PLUS_QUEUE_ID_LEN
-          + host.len;
+    len = sizeof(NGX_MAIL_PLUS_BOUNCE_TAIL) - 1 + NGX_MAIL_PLUS_QUEUE_ID_LEN
+          + b->host.len;
 
     bc = ngx_palloc(m->pool, sizeof(ngx_mail_plus_bounce_copy_t) + len);
     if (bc == NULL) {
-        goto failed;
+        return NGX_ERROR;
     }
 
     bc->m = m;
     bc->tail.data = (u_char *) (bc + 1);
-    bc->tail.len = ngx_sprintf(bc->tail.data, CRLF "--%s/%V--" CRLF,
-                               m->id, &host)
+    bc->tail.len = ngx_slprintf(bc->tail.data, bc->tail.data + len,
+                                NGX_MAIL_PLUS_BOUNCE_TAIL, m->id, &b->host)
                    - bc->tail.data;
 
-    /*
-     * the original, or its header section, is copied in the thread pool;
-     * the file is dup()ed there, so the claimed message need not wait
-     */
-
-    rc = ngx_mail_plus_queue_copy(m, msg->fd, msg->body,
-                                  full ? msg->size
-                                       : ngx_min(msg->size,
-                                                 NGX_MAIL_PLUS_BOUNCE_HEADERS),
-                                  !full, ngx_mail_plus_bounce_copied, bc);
-
-    if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-failed:
-
-    ngx_mail_plus_queue_abort(m);
-
-    return NGX_ERROR;
+    return ngx_mail_plus_queue_copy(m, msg->fd, msg->body,
+                                    b->full ? msg->size
+                                            : ngx_min(msg->size,
+                                                NGX_MAIL_PLUS_BOUNCE_HEADERS),
+                                    !b->full, ngx_mail_plus_bounce_copied,
+                                    bc);
 }
 
 
@@ -389,20 +608,24 @@ ngx_int_t
 ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
     ngx_mail_plus_dmsg_t *msg)
 {
-    u_char                          *p, *buf;
-    size_t                           len;
-    ngx_str_t                       *to, host;
-    ngx_uint_t                       i, notice;
-    ngx_array_t                      rcpts;
-    ngx_mail_plus_rcpt_t            *rcpt;
-    ngx_mail_plus_queue_msg_t       *m;
-    ngx_mail_plus_queue_envelope_t   env;
+    u_char                     *p, *buf, *last;
+    size_t                      len;
+    ngx_str_t                   host, date;
+    ngx_uint_t                  i, notice;
+    ngx_mail_plus_rcpt_t       *rcpt;
+    ngx_mail_plus_queue_msg_t  *m;
+    u_char                      now[NGX_MAIL_PLUS_DATE_LEN];
 
     host = dcf->helo_name;
     rcpt = msg->rcpts.elts;
     notice = 0;
 
-    len = 2048 + 4 * host.len + dcf->double_bounce_to.len;
+    date.data = now;
+    date.len = ngx_mail_plus_date(now, ngx_time()) - now;
+
+    len = sizeof(NGX_MAIL_PLUS_BOUNCE_DOUBLE) - 1
+          + 3 * host.len + dcf->double_bounce_to.len + date.len
+          + 2 * NGX_MAIL_PLUS_QUEUE_ID_LEN;
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
 
@@ -417,7 +640,8 @@ ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
                       dcf->double_bounce_to.len ? ""
                                                 : ", no double bounce notice");
 
-        len += sizeof("<>: " CRLF) - 1 + rcpt[i].addr.len + rcpt[i].reply.len;
+        len += sizeof(NGX_MAIL_PLUS_BOUNCE_LINE) - 1
+               + rcpt[i].addr.len + rcpt[i].reply.len;
 
         if (rcpt[i].addr.len != dcf->double_bounce_to.len
             || ngx_strncasecmp(rcpt[i].addr.data, dcf->double_bounce_to.data,
@@ -432,25 +656,8 @@ ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
         return NGX_DECLINED;
     }
 
-    if (ngx_array_init(&rcpts, msg->pool, 1, sizeof(ngx_str_t)) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    to = ngx_array_push(&rcpts);
-    if (to == NULL) {
-        return NGX_ERROR;
-    }
-
-    *to = dcf->double_bounce_to;
-
-    ngx_memzero(&env, sizeof(ngx_mail_plus_queue_envelope_t));
-
-    env.recipients = &rcpts;
-    ngx_str_set(&env.client, "127.0.0.1");
-    env.helo = host;
-    env.body = NGX_MAIL_PLUS_BODY_7BIT;
-
-    m = ngx_mail_plus_queue_open(msg->spool, &env, msg->log);
+    m = ngx_mail_plus_bounce_open(msg, &dcf->double_bounce_to, &host,
+                                  NGX_MAIL_PLUS_BODY_7BIT, 0);
     if (m == NULL) {
         return NGX_ERROR;
     }
@@ -460,35 +667,16 @@ ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
         goto failed;
     }
 
-    p = ngx_sprintf(buf,
-                    "From: Mail Delivery System <MAILER-DAEMON@%V>" CRLF
-                    "To: <%V>" CRLF
-                    "Subject: Undeliverable mail from <> (double bounce)"
-                    CRLF
-                    "Date: %V" CRLF
-                    "Message-ID: <%s.double@%V>" CRLF
-                    "Auto-Submitted: auto-replied" CRLF
-                    "MIME-Version: 1.0" CRLF
-                    "Content-Type: text/plain; charset=us-ascii" CRLF
-                    CRLF
-                    "This is the mail system at host %V." CRLF
-                    CRLF
-                    "A message with the null sender <> (a delivery status "
-                    "notification or" CRLF
-                    "another automatic message) could not be delivered, and "
-                    "there is no" CRLF
-                    "sender to return it to.  It has been removed from the "
-                    "queue." CRLF
-                    CRLF
-                    "Queue ID: %s" CRLF
-                    CRLF,
-                    &host, &dcf->double_bounce_to, &ngx_cached_http_time,
-                    m->id, &host, &host, msg->id);
+    last = buf + len;
+
+    p = ngx_slprintf(buf, last, NGX_MAIL_PLUS_BOUNCE_DOUBLE,
+                     &host, &dcf->double_bounce_to, &date,
+                     m->id, &host, &host, msg->id);
 
     for (i = 0; i < msg->rcpts.nelts; i++) {
         if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED) {
-            p = ngx_sprintf(p, "<%V>: %V" CRLF, &rcpt[i].addr,
-                            &rcpt[i].reply);
+            p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_LINE,
+                             &rcpt[i].addr, &rcpt[i].reply);
         }
     }
 

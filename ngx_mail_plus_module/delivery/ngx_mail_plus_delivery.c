@@ -17,8 +17,9 @@
  * the others by a periodic scan of incoming/ and deferred/), splits the
  * recipients by destination (a local domain's recipient goes to its
  * mailbox backend as the router decides, over LMTP or SMTP; others to a
- * per-domain route or the relay host), hands each part to a connection of
- * that destination, and when every part is done records the result:
+ * per-domain route or the relay host), hands each part, a job, to the
+ * scheduler of that destination (ngx_mail_plus_destination.c), and when
+ * every job is done records the result:
  * removed, or deferred with a new state file and a retry time, with a
  * bounce for the recipients that failed.
  */
@@ -29,7 +30,6 @@ typedef struct {
     ngx_mail_plus_main_conf_t      *mpcf;
     ngx_mail_plus_queue_t          *queue;
     ngx_array_t                     local;     /* ngx_str_t */
-    ngx_queue_t                     dests;     /* ngx_mail_plus_dest_t */
     ngx_queue_t                     msgs;      /* ngx_mail_plus_dmsg_t */
     ngx_uint_t                      nmsgs;
     ngx_event_t                     scan;
@@ -38,21 +38,6 @@ typedef struct {
 } ngx_mail_plus_delivery_ctx_t;
 
 
-static void *ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf);
-static char *ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf);
-#if (NGX_MAIL_SSL)
-static ngx_int_t ngx_mail_plus_delivery_init_ssl(ngx_conf_t *cf,
-    ngx_mail_plus_delivery_conf_t *dcf);
-#endif
-static char *ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_mail_plus_delivery_warning(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
-static char *ngx_mail_plus_delivery_double_bounce_to(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
-static ngx_int_t ngx_mail_plus_delivery_init_module(ngx_cycle_t *cycle);
-static ngx_int_t ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle);
-static void ngx_mail_plus_delivery_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_mail_plus_delivery_local_domains(ngx_cycle_t *cycle);
 static void ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev);
 static void ngx_mail_plus_delivery_scanned(void *data);
@@ -65,14 +50,17 @@ static ngx_int_t ngx_mail_plus_delivery_records(ngx_mail_plus_dmsg_t *msg,
 static void ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg);
 static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve(
     ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt);
-static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_dest(
-    struct sockaddr *sa, socklen_t socklen, in_port_t port,
-    ngx_uint_t protocol, ngx_mail_plus_relay_t *relay,
-    ngx_mail_plus_server_t *server);
+static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve_local(
+    ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt);
+static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve_route(
+    ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *name);
 static ngx_uint_t ngx_mail_plus_delivery_is_local(ngx_str_t *domain);
-static void ngx_mail_plus_delivery_submit(ngx_mail_plus_job_t *job);
+static void ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job,
+    ngx_uint_t i, ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
 static void ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
     ngx_mail_plus_rcpt_t *rcpt, ngx_uint_t code, ngx_str_t *text);
+static void ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job,
+    ngx_uint_t code, ngx_str_t *text);
 static void ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg);
 static void ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
@@ -89,202 +77,6 @@ static void ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
 
 
-static ngx_conf_enum_t  ngx_mail_plus_delivery_tls[] = {
-    { ngx_string("off"), NGX_MAIL_PLUS_TLS_OFF },
-    { ngx_string("on"), NGX_MAIL_PLUS_TLS_MAY },
-    { ngx_string("required"), NGX_MAIL_PLUS_TLS_REQUIRED },
-    { ngx_string("verify"), NGX_MAIL_PLUS_TLS_VERIFY },
-    { ngx_null_string, 0 }
-};
-
-
-static ngx_command_t  ngx_mail_plus_delivery_commands[] = {
-
-    { ngx_string("queue_delivery"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, enable),
-      NULL },
-
-    { ngx_string("queue_retry_first"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_sec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, retry_first),
-      NULL },
-
-    { ngx_string("queue_retry_max"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_sec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, retry_max),
-      NULL },
-
-    { ngx_string("queue_lifetime"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_sec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, lifetime),
-      NULL },
-
-    { ngx_string("queue_delay_warning"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_mail_plus_delivery_warning,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, delay_warning),
-      NULL },
-
-    { ngx_string("queue_bounce_size_limit"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_size_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, bounce_size_limit),
-      NULL },
-
-    { ngx_string("queue_double_bounce_to"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_mail_plus_delivery_double_bounce_to,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("queue_scan_interval"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, scan_interval),
-      NULL },
-
-    { ngx_string("queue_destination_concurrency"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, concurrency),
-      NULL },
-
-    { ngx_string("queue_active_limit"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, active_limit),
-      NULL },
-
-    { ngx_string("queue_connect_timeout"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, connect_timeout),
-      NULL },
-
-    { ngx_string("queue_helo_timeout"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, helo_timeout),
-      NULL },
-
-    { ngx_string("queue_command_timeout"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, command_timeout),
-      NULL },
-
-    { ngx_string("queue_data_timeout"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, data_timeout),
-      NULL },
-
-    { ngx_string("queue_idle_timeout"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, idle_timeout),
-      NULL },
-
-    { ngx_string("queue_helo_name"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, helo_name),
-      NULL },
-
-    { ngx_string("queue_backend_starttls"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, tls),
-      &ngx_mail_plus_delivery_tls },
-
-    { ngx_string("queue_tls_verify"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, tls_verify),
-      NULL },
-
-    { ngx_string("queue_tls_verify_depth"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, tls_verify_depth),
-      NULL },
-
-    { ngx_string("queue_tls_trusted_certificate"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      offsetof(ngx_mail_plus_delivery_conf_t, tls_trusted_certificate),
-      NULL },
-
-    { ngx_string("queue_route"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_mail_plus_delivery_route,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("queue_relay_host"),
-      NGX_MAIL_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_mail_plus_delivery_route,
-      NGX_MAIL_MAIN_CONF_OFFSET,
-      1,
-      NULL },
-
-      ngx_null_command
-};
-
-
-static ngx_mail_module_t  ngx_mail_plus_delivery_module_ctx = {
-    NULL,                                  /* protocol */
-
-    ngx_mail_plus_delivery_create_conf,    /* create main configuration */
-    ngx_mail_plus_delivery_init_conf,      /* init main configuration */
-
-    NULL,                                  /* create server configuration */
-    NULL                                   /* merge server configuration */
-};
-
-
-ngx_module_t  ngx_mail_plus_delivery_module = {
-    NGX_MODULE_V1,
-    &ngx_mail_plus_delivery_module_ctx,    /* module context */
-    ngx_mail_plus_delivery_commands,       /* module directives */
-    NGX_MAIL_MODULE,                       /* module type */
-    NULL,                                  /* init master */
-    ngx_mail_plus_delivery_init_module,    /* init module */
-    ngx_mail_plus_delivery_init_process,   /* init process */
-    NULL,                                  /* init thread */
-    NULL,                                  /* exit thread */
-    ngx_mail_plus_delivery_exit_process,   /* exit process */
-    NULL,                                  /* exit master */
-    NGX_MODULE_V1_PADDING
-};
-
-
 /* a spool operation the thread pool could not take is tried again */
 
 #define NGX_MAIL_PLUS_DELIVERY_RETRY  1000
@@ -295,474 +87,13 @@ static ngx_mail_plus_delivery_ctx_t  *ngx_mail_plus_delivery;
 static ngx_str_t  ngx_mail_plus_delivery_none = ngx_string("none");
 
 
-static void *
-ngx_mail_plus_delivery_create_conf(ngx_conf_t *cf)
+/* in every worker, with "queue_delivery on" */
+
+ngx_int_t
+ngx_mail_plus_delivery_init_worker(ngx_cycle_t *cycle,
+    ngx_mail_plus_delivery_conf_t *dcf, ngx_mail_plus_queue_t *q)
 {
-    ngx_mail_plus_delivery_conf_t  *dcf;
-
-    dcf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_delivery_conf_t));
-    if (dcf == NULL) {
-        return NULL;
-    }
-
-    /*
-     * set by ngx_pcalloc():
-     *
-     *     dcf->helo_name = { 0, NULL };
-     *     dcf->tls_trusted_certificate = { 0, NULL };
-     *     dcf->routes = NULL;
-     *     dcf->relay = NULL;
-     *     dcf->double_bounce_to = { 0, NULL };
-     */
-
-    dcf->enable = NGX_CONF_UNSET;
-    dcf->retry_first = NGX_CONF_UNSET;
-    dcf->retry_max = NGX_CONF_UNSET;
-    dcf->lifetime = NGX_CONF_UNSET;
-    dcf->scan_interval = NGX_CONF_UNSET_MSEC;
-    dcf->concurrency = NGX_CONF_UNSET_UINT;
-    dcf->active_limit = NGX_CONF_UNSET_UINT;
-    dcf->connect_timeout = NGX_CONF_UNSET_MSEC;
-    dcf->helo_timeout = NGX_CONF_UNSET_MSEC;
-    dcf->command_timeout = NGX_CONF_UNSET_MSEC;
-    dcf->data_timeout = NGX_CONF_UNSET_MSEC;
-    dcf->idle_timeout = NGX_CONF_UNSET_MSEC;
-    dcf->tls = NGX_CONF_UNSET_UINT;
-    dcf->tls_verify = NGX_CONF_UNSET;
-    dcf->tls_verify_depth = NGX_CONF_UNSET_UINT;
-    dcf->delay_warning = NGX_CONF_UNSET;
-    dcf->bounce_size_limit = NGX_CONF_UNSET_SIZE;
-
-    return dcf;
-}
-
-
-static char *
-ngx_mail_plus_delivery_init_conf(ngx_conf_t *cf, void *conf)
-{
-    ngx_mail_plus_delivery_conf_t *dcf = conf;
-
-    ngx_conf_init_value(dcf->enable, 0);
-    ngx_conf_init_value(dcf->retry_first, 300);
-    ngx_conf_init_value(dcf->retry_max, 3600);
-    ngx_conf_init_value(dcf->lifetime, 5 * 86400);
-    ngx_conf_init_msec_value(dcf->scan_interval, 5000);
-    ngx_conf_init_uint_value(dcf->concurrency, 20);
-    ngx_conf_init_uint_value(dcf->active_limit, 1000);
-    ngx_conf_init_msec_value(dcf->connect_timeout, 30000);
-    ngx_conf_init_msec_value(dcf->helo_timeout, 300000);
-    ngx_conf_init_msec_value(dcf->command_timeout, 300000);
-    ngx_conf_init_msec_value(dcf->data_timeout, 600000);
-    ngx_conf_init_msec_value(dcf->idle_timeout, 5000);
-    ngx_conf_init_uint_value(dcf->tls, NGX_MAIL_PLUS_TLS_MAY);
-    ngx_conf_init_value(dcf->tls_verify, 0);
-    ngx_conf_init_uint_value(dcf->tls_verify_depth, 1);
-    ngx_conf_init_value(dcf->delay_warning, 0);
-    ngx_conf_init_size_value(dcf->bounce_size_limit, 1024 * 1024);
-
-    if (dcf->helo_name.len == 0) {
-        dcf->helo_name = cf->cycle->hostname;
-    }
-
-    if (dcf->retry_first < 1 || dcf->retry_max < dcf->retry_first) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"queue_retry_max\" must not be less than "
-                      "\"queue_retry_first\", which must be positive");
-        return NGX_CONF_ERROR;
-    }
-
-    if (dcf->concurrency == 0 || dcf->active_limit == 0) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"queue_destination_concurrency\" and "
-                      "\"queue_active_limit\" must be positive");
-        return NGX_CONF_ERROR;
-    }
-
-#if (NGX_MAIL_SSL)
-
-    if (ngx_mail_plus_delivery_init_ssl(cf, dcf) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-#endif
-
-    return NGX_CONF_OK;
-}
-
-
-#if (NGX_MAIL_SSL)
-
-/*
- * STARTTLS to next hops: one client context; the trusted certificates are
- * loaded when given, and must be when a destination verifies
- */
-
-static ngx_int_t
-ngx_mail_plus_delivery_init_ssl(ngx_conf_t *cf,
-    ngx_mail_plus_delivery_conf_t *dcf)
-{
-    char                   *what;
-    ngx_uint_t              i;
-    ngx_pool_cleanup_t     *cln;
-    ngx_mail_plus_relay_t  *r;
-
-    what = NULL;
-
-    if (dcf->tls_verify) {
-        what = "queue_tls_verify";
-
-    } else if (dcf->tls == NGX_MAIL_PLUS_TLS_VERIFY) {
-        what = "queue_backend_starttls verify";
-
-    } else if (dcf->relay && dcf->relay->tls == NGX_MAIL_PLUS_TLS_VERIFY) {
-        what = "queue_relay_host ... starttls=verify";
-
-    } else if (dcf->routes) {
-        r = dcf->routes->elts;
-
-        for (i = 0; i < dcf->routes->nelts; i++) {
-            if (r[i].tls == NGX_MAIL_PLUS_TLS_VERIFY) {
-                what = "queue_route ... starttls=verify";
-                break;
-            }
-        }
-    }
-
-    if (what && dcf->tls_trusted_certificate.len == 0) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "no \"queue_tls_trusted_certificate\" for \"%s\"",
-                      what);
-        return NGX_ERROR;
-    }
-
-    dcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
-    if (dcf->ssl == NULL) {
-        return NGX_ERROR;
-    }
-
-    dcf->ssl->log = cf->log;
-
-    if (ngx_ssl_create(dcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(dcf->ssl);
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = dcf->ssl;
-
-    /*
-     * the peer's certificate is checked after the handshake (the verify
-     * mode stays SSL_VERIFY_NONE): with "starttls=on" a certificate that
-     * does not verify is still used, as by Postfix's "may" level
-     */
-
-    if (dcf->tls_trusted_certificate.len
-        && ngx_ssl_trusted_certificate(cf, dcf->ssl,
-                                       &dcf->tls_trusted_certificate,
-                                       dcf->tls_verify_depth)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-#endif
-
-
-/*
- * queue_route domain host:port [lmtp] [starttls=...] [tls_name=name]
- *     [auth=login:password];
- * queue_relay_host host:port [starttls=...] [tls_name=name]
- *     [auth=login:password];
- */
-
-static char *
-ngx_mail_plus_delivery_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_mail_plus_delivery_conf_t *dcf = conf;
-
-    u_char                 *p;
-    ngx_str_t              *value, plain;
-    ngx_url_t               u;
-    ngx_uint_t              i, n;
-    ngx_mail_plus_relay_t  *r;
-
-    value = cf->args->elts;
-
-    if (cmd->offset) {
-        if (dcf->relay) {
-            return "is duplicate";
-        }
-
-        r = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_relay_t));
-        if (r == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        dcf->relay = r;
-        n = 1;
-
-    } else {
-        if (dcf->routes == NULL) {
-            dcf->routes = ngx_array_create(cf->pool, 4,
-                                           sizeof(ngx_mail_plus_relay_t));
-            if (dcf->routes == NULL) {
-                return NGX_CONF_ERROR;
-            }
-        }
-
-        r = ngx_array_push(dcf->routes);
-        if (r == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memzero(r, sizeof(ngx_mail_plus_relay_t));
-
-        r->domain = value[1];
-        ngx_strlow(r->domain.data, r->domain.data, r->domain.len);
-        n = 2;
-    }
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = value[n];
-    u.default_port = 25;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
-                           u.err ? u.err : "no address", &u.url);
-        return NGX_CONF_ERROR;
-    }
-
-    r->addr = u.addrs[0];
-    r->name = u.addrs[0].name;
-    r->protocol = NGX_MAIL_PLUS_SMTP;
-    r->tls = NGX_MAIL_PLUS_TLS_MAY;
-
-    /* the certificate name and SNI: the host as written, by default */
-
-    r->tls_name.len = u.host.len;
-    r->tls_name.data = ngx_pnalloc(cf->pool, u.host.len + 1);
-    if (r->tls_name.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    (void) ngx_cpystrn(r->tls_name.data, u.host.data, u.host.len + 1);
-
-    for (i = n + 1; i < cf->args->nelts; i++) {
-
-        if (value[i].len == 4
-            && ngx_strncmp(value[i].data, "lmtp", 4) == 0
-            && cmd->offset == 0)
-        {
-            r->protocol = NGX_MAIL_PLUS_LMTP;
-            continue;
-        }
-
-        if (value[i].len > 9
-            && ngx_strncmp(value[i].data, "starttls=", 9) == 0)
-        {
-            if (ngx_strcmp(value[i].data + 9, "off") == 0) {
-                r->tls = NGX_MAIL_PLUS_TLS_OFF;
-
-            } else if (ngx_strcmp(value[i].data + 9, "required") == 0) {
-                r->tls = NGX_MAIL_PLUS_TLS_REQUIRED;
-
-            } else if (ngx_strcmp(value[i].data + 9, "verify") == 0) {
-                r->tls = NGX_MAIL_PLUS_TLS_VERIFY;
-
-            } else if (ngx_strcmp(value[i].data + 9, "on") != 0) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        if (value[i].len > 9
-            && ngx_strncmp(value[i].data, "tls_name=", 9) == 0)
-        {
-            r->tls_name.len = value[i].len - 9;
-            r->tls_name.data = value[i].data + 9;
-            continue;
-        }
-
-        if (value[i].len > 5 && ngx_strncmp(value[i].data, "auth=", 5) == 0) {
-
-            p = ngx_strlchr(value[i].data + 5, value[i].data + value[i].len,
-                            ':');
-            if (p == NULL) {
-                goto invalid;
-            }
-
-            /* AUTH PLAIN: authzid NUL authcid NUL password */
-
-            plain.len = value[i].len - 5 + 1;
-            plain.data = ngx_pnalloc(cf->pool, plain.len);
-            if (plain.data == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            plain.data[0] = '\0';
-            ngx_memcpy(plain.data + 1, value[i].data + 5, value[i].len - 5);
-            plain.data[1 + (p - value[i].data - 5)] = '\0';
-
-            r->auth.len = ngx_base64_encoded_length(plain.len);
-            r->auth.data = ngx_pnalloc(cf->pool, r->auth.len);
-            if (r->auth.data == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            ngx_encode_base64(&r->auth, &plain);
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-    return NGX_CONF_ERROR;
-}
-
-
-/* queue_delay_warning time | off; */
-
-static char *
-ngx_mail_plus_delivery_warning(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_mail_plus_delivery_conf_t *dcf = conf;
-
-    ngx_str_t  *value;
-
-    value = cf->args->elts;
-
-    if (dcf->delay_warning != NGX_CONF_UNSET) {
-        return "is duplicate";
-    }
-
-    if (ngx_strcmp(value[1].data, "off") == 0) {
-        dcf->delay_warning = 0;
-        return NGX_CONF_OK;
-    }
-
-    dcf->delay_warning = ngx_parse_time(&value[1], 1);
-
-    if (dcf->delay_warning == (time_t) NGX_ERROR || dcf->delay_warning == 0) {
-        return "invalid value";
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * queue_double_bounce_to address | off;  an address as an envelope holds
- * it: no spaces, no control bytes, no angle brackets, an "@"
- */
-
-static char *
-ngx_mail_plus_delivery_double_bounce_to(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_mail_plus_delivery_conf_t *dcf = conf;
-
-    size_t      i;
-    ngx_str_t  *value;
-
-    if (dcf->double_bounce_to.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
-        ngx_str_set(&dcf->double_bounce_to, "");
-        return NGX_CONF_OK;
-    }
-
-    if (value[1].len == 0 || value[1].len > NGX_MAIL_PLUS_SMTP_MAX_PATH
-        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '@')
-           == NULL)
-    {
-        goto invalid;
-    }
-
-    for (i = 0; i < value[1].len; i++) {
-        if (value[1].data[i] <= ' ' || value[1].data[i] == 0x7f
-            || value[1].data[i] == '<' || value[1].data[i] == '>')
-        {
-            goto invalid;
-        }
-    }
-
-    dcf->double_bounce_to = value[1];
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid address \"%V\" in \"%V\"", &value[1],
-                       &cmd->name);
-    return NGX_CONF_ERROR;
-}
-
-
-
-/* in the master, at start and reload: claims of gone workers come back */
-
-static ngx_int_t
-ngx_mail_plus_delivery_init_module(ngx_cycle_t *cycle)
-{
-    ngx_mail_plus_queue_t          *q;
-    ngx_mail_plus_delivery_conf_t  *dcf;
-
-    dcf = ngx_mail_plus_cycle_get_main_conf(cycle,
-                                            ngx_mail_plus_delivery_module);
-    q = ngx_mail_plus_queue_get(cycle);
-
-    if (dcf == NULL || q == NULL) {
-        return NGX_OK;
-    }
-
-    return ngx_mail_plus_queue_delivery_init(cycle, q);
-}
-
-
-static ngx_int_t
-ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle)
-{
-    ngx_mail_plus_queue_t          *q;
-    ngx_mail_plus_delivery_ctx_t   *ctx;
-    ngx_mail_plus_delivery_conf_t  *dcf;
-
-    if (ngx_process != NGX_PROCESS_WORKER
-        && ngx_process != NGX_PROCESS_SINGLE)
-    {
-        return NGX_OK;
-    }
-
-    dcf = ngx_mail_plus_cycle_get_main_conf(cycle,
-                                            ngx_mail_plus_delivery_module);
-    q = ngx_mail_plus_queue_get(cycle);
-
-    if (dcf == NULL || q == NULL || !dcf->enable) {
-        return NGX_OK;
-    }
+    ngx_mail_plus_delivery_ctx_t  *ctx;
 
     ctx = ngx_pcalloc(cycle->pool, sizeof(ngx_mail_plus_delivery_ctx_t));
     if (ctx == NULL) {
@@ -773,10 +104,11 @@ ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle)
     ctx->queue = q;
     ctx->mpcf = ngx_mail_plus_get_main_conf(cycle);
 
-    ngx_queue_init(&ctx->dests);
     ngx_queue_init(&ctx->msgs);
 
     ngx_mail_plus_delivery = ctx;
+
+    ngx_mail_plus_dest_init(dcf, ngx_mail_plus_delivery_job_done);
 
     if (ngx_mail_plus_delivery_local_domains(cycle) != NGX_OK) {
         return NGX_ERROR;
@@ -792,6 +124,10 @@ ngx_mail_plus_delivery_init_process(ngx_cycle_t *cycle)
     /* the workers start at once, spread over a few milliseconds */
 
     ngx_add_timer(&ctx->scan, 1 + ngx_random() % 100);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cycle->log, 0,
+                   "delivery: runner started, %ui local domains",
+                   ctx->local.nelts);
 
     return NGX_OK;
 }
@@ -843,8 +179,8 @@ ngx_mail_plus_delivery_local_domains(ngx_cycle_t *cycle)
 
 /* a worker going away gives back what it claimed and did not finish */
 
-static void
-ngx_mail_plus_delivery_exit_process(ngx_cycle_t *cycle)
+void
+ngx_mail_plus_delivery_exit_worker(ngx_cycle_t *cycle)
 {
     ngx_queue_t                   *q;
     ngx_mail_plus_dmsg_t          *msg;
@@ -855,6 +191,10 @@ ngx_mail_plus_delivery_exit_process(ngx_cycle_t *cycle)
     if (ctx == NULL) {
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cycle->log, 0,
+                   "delivery: runner stops, %ui messages given back",
+                   ctx->nmsgs);
 
     while (!ngx_queue_empty(&ctx->msgs)) {
         q = ngx_queue_head(&ctx->msgs);
@@ -893,6 +233,10 @@ ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
            ? ctx->dcf->active_limit - ctx->nmsgs : 0;
 
     if (ctx->scan_pool || room == 0) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                       "delivery scan: skipped, %ui messages active%s",
+                       ctx->nmsgs, ctx->scan_pool ? ", a scan running" : "");
+
         ngx_add_timer(ev, ctx->dcf->scan_interval);
         return;
     }
@@ -928,6 +272,9 @@ ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
 
     /* the thread pool is busy: the next scan */
 
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                   "delivery scan: not posted, the next one in time");
+
     ctx->scan_pool = NULL;
     ngx_destroy_pool(pool);
 
@@ -945,8 +292,10 @@ ngx_mail_plus_delivery_scanned(void *data)
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
                    "delivery scan: %ui messages due", ctx->due.nids);
 
+    i = 0;
+
     if (ngx_mail_plus_delivery == ctx) {
-        for (i = 0; i < ctx->due.nids; i++) {
+        for ( /* void */ ; i < ctx->due.nids; i++) {
             if (ctx->nmsgs >= ctx->dcf->active_limit
                 || ngx_exiting || ngx_terminate)
             {
@@ -957,6 +306,11 @@ ngx_mail_plus_delivery_scanned(void *data)
                                          ctx->due.ids[i].id);
         }
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
+                   "delivery scan: finished, %ui claims posted, "
+                   "%ui messages active, next in %M ms",
+                   i, ctx->nmsgs, ctx->dcf->scan_interval);
 
     ngx_destroy_pool(ctx->scan_pool);
     ctx->scan_pool = NULL;
@@ -978,6 +332,10 @@ ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
     {
         return;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "delivery %*s: committed by this worker, claimed at once",
+                   (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
 
     ngx_mail_plus_delivery_claim(NGX_MAIL_PLUS_QUEUE_INCOMING, id);
 }
@@ -1190,6 +548,10 @@ ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
 
     rcpt = msg->rcpts.elts;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: loaded, %ui recipients, %ui attempts before",
+                   msg->id, msg->rcpts.nelts, msg->attempts);
+
     jobs = ngx_pcalloc(msg->pool, msg->rcpts.nelts * sizeof(void *));
     if (jobs == NULL) {
         ngx_str_set(&text, "4.3.0 out of memory");
@@ -1219,6 +581,10 @@ ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
 
         rcpt[i].dest = dest;
 
+        ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                       "delivery %s: <%V> goes to %V", msg->id,
+                       &rcpt[i].addr, &dest->name);
+
         for (j = 0; j < njobs; j++) {
             if (jobs[j]->dest == dest
                 && jobs[j]->nrcpts < NGX_MAIL_PLUS_JOB_RCPTS)
@@ -1237,6 +603,7 @@ ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
 
             job->msg = msg;
             job->dest = dest;
+            job->result = ngx_mail_plus_delivery_result;
             jobs[njobs++] = job;
         }
 
@@ -1245,8 +612,11 @@ ngx_mail_plus_delivery_plan(ngx_mail_plus_dmsg_t *msg)
 
     msg->jobs += njobs;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: %ui jobs", msg->id, njobs);
+
     for (j = 0; j < njobs; j++) {
-        ngx_mail_plus_delivery_submit(jobs[j]);
+        ngx_mail_plus_dest_submit(jobs[j]);
     }
 
 done:
@@ -1279,18 +649,9 @@ static ngx_mail_plus_dest_t *
 ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
     ngx_mail_plus_rcpt_t *rcpt)
 {
-    size_t                          len;
-    u_char                         *at;
-    ngx_int_t                       rc;
-    ngx_str_t                       domain, text;
-    ngx_uint_t                      i;
-    ngx_mail_plus_route_t           route;
-    ngx_mail_plus_relay_t          *r;
-    ngx_mail_plus_delivery_ctx_t   *ctx;
-    ngx_mail_plus_delivery_conf_t  *dcf;
-
-    ctx = ngx_mail_plus_delivery;
-    dcf = ctx->dcf;
+    u_char      *at;
+    ngx_str_t    domain;
+    ngx_uint_t   i;
 
     at = NULL;
 
@@ -1305,58 +666,92 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
     domain.len = rcpt->addr.data + rcpt->addr.len - domain.data;
 
     if (ngx_mail_plus_delivery_is_local(&domain)) {
-
-        if (ctx->mpcf == NULL) {
-            ngx_str_set(&text, "4.3.5 no router for the local domain");
-            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
-            return NULL;
-        }
-
-        /* the same answer as at RCPT time: the same server, the same address */
-
-        rc = ngx_mail_plus_recipient(ctx->mpcf, &rcpt->addr, &route, msg->pool,
-                                     msg->log);
-
-        if (rc == NGX_ERROR) {
-            ngx_str_set(&text, "4.3.0 router error");
-            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
-            return NULL;
-        }
-
-        if (rc == NGX_DECLINED) {
-            ngx_log_error(NGX_LOG_INFO, msg->log, 0,
-                          "recipient \"%V\" refused: %V",
-                          &rcpt->addr, &route.reason);
-            ngx_str_set(&text, "5.1.1 no such local recipient");
-            ngx_mail_plus_delivery_set(msg, rcpt, 550, &text);
-            return NULL;
-        }
-
-        if (route.status != NGX_MAIL_PLUS_ALLOW || route.server == NULL) {
-            len = sizeof("4.4.3 no mailbox server: ") - 1 + route.reason.len;
-
-            text.data = ngx_pnalloc(msg->pool, len);
-            if (text.data == NULL) {
-                ngx_str_set(&text, "4.4.3 no mailbox server");
-
-            } else {
-                text.len = ngx_sprintf(text.data,
-                                       "4.4.3 no mailbox server: %V",
-                                       &route.reason)
-                           - text.data;
-            }
-
-            ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
-            return NULL;
-        }
-
-        rcpt->login = route.login;
-
-        return ngx_mail_plus_delivery_dest(route.server->addr.sockaddr,
-                                           route.server->addr.socklen,
-                                           route.port, route.protocol, NULL,
-                                           route.server);
+        return ngx_mail_plus_delivery_resolve_local(msg, rcpt);
     }
+
+    return ngx_mail_plus_delivery_resolve_route(msg, rcpt, &domain);
+}
+
+
+/* a local domain's recipient: the mailbox backend the router names */
+
+static ngx_mail_plus_dest_t *
+ngx_mail_plus_delivery_resolve_local(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt)
+{
+    size_t                         len;
+    ngx_int_t                      rc;
+    ngx_str_t                      text;
+    ngx_mail_plus_route_t          route;
+    ngx_mail_plus_delivery_ctx_t  *ctx;
+
+    ctx = ngx_mail_plus_delivery;
+
+    if (ctx->mpcf == NULL) {
+        ngx_str_set(&text, "4.3.5 no router for the local domain");
+        ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+        return NULL;
+    }
+
+    /* the same answer as at RCPT time: the same server, the same address */
+
+    rc = ngx_mail_plus_recipient(ctx->mpcf, &rcpt->addr, &route, msg->pool,
+                                 msg->log);
+
+    if (rc == NGX_ERROR) {
+        ngx_str_set(&text, "4.3.0 router error");
+        ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+        return NULL;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, msg->log, 0,
+                      "recipient \"%V\" refused: %V",
+                      &rcpt->addr, &route.reason);
+        ngx_str_set(&text, "5.1.1 no such local recipient");
+        ngx_mail_plus_delivery_set(msg, rcpt, 550, &text);
+        return NULL;
+    }
+
+    if (route.status != NGX_MAIL_PLUS_ALLOW || route.server == NULL) {
+        len = sizeof("4.4.3 no mailbox server: ") - 1 + route.reason.len;
+
+        text.data = ngx_pnalloc(msg->pool, len);
+        if (text.data == NULL) {
+            ngx_str_set(&text, "4.4.3 no mailbox server");
+
+        } else {
+            text.len = ngx_sprintf(text.data, "4.4.3 no mailbox server: %V",
+                                   &route.reason)
+                       - text.data;
+        }
+
+        ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+        return NULL;
+    }
+
+    rcpt->login = route.login;
+
+    return ngx_mail_plus_dest_get(route.server->addr.sockaddr,
+                                  route.server->addr.socklen,
+                                  route.port, route.protocol, NULL,
+                                  route.server);
+}
+
+
+/* another domain's: its queue_route, else the relay host */
+
+static ngx_mail_plus_dest_t *
+ngx_mail_plus_delivery_resolve_route(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *name)
+{
+    ngx_str_t                       text, domain;
+    ngx_uint_t                      i;
+    ngx_mail_plus_relay_t          *r;
+    ngx_mail_plus_delivery_conf_t  *dcf;
+
+    dcf = ngx_mail_plus_delivery->dcf;
+    domain = *name;
 
     r = dcf->routes ? dcf->routes->elts : NULL;
 
@@ -1393,8 +788,8 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
         return NULL;
     }
 
-    return ngx_mail_plus_delivery_dest(r->addr.sockaddr, r->addr.socklen, 0,
-                                       r->protocol, r, NULL);
+    return ngx_mail_plus_dest_get(r->addr.sockaddr, r->addr.socklen, 0,
+                                  r->protocol, r, NULL);
 }
 
 
@@ -1428,183 +823,37 @@ ngx_mail_plus_delivery_is_local(ngx_str_t *domain)
 }
 
 
-/* destinations live as long as the worker: as many as servers and routes */
-
-static ngx_mail_plus_dest_t *
-ngx_mail_plus_delivery_dest(struct sockaddr *sa, socklen_t socklen,
-    in_port_t port, ngx_uint_t protocol, ngx_mail_plus_relay_t *relay,
-    ngx_mail_plus_server_t *server)
-{
-    u_char                        text[NGX_SOCKADDR_STRLEN];
-    ngx_queue_t                  *q;
-    ngx_mail_plus_dest_t         *d;
-    ngx_mail_plus_delivery_ctx_t *ctx;
-
-    ctx = ngx_mail_plus_delivery;
-
-    for (q = ngx_queue_head(&ctx->dests);
-         q != ngx_queue_sentinel(&ctx->dests);
-         q = ngx_queue_next(q))
-    {
-        d = ngx_queue_data(q, ngx_mail_plus_dest_t, queue);
-
-        if (d->protocol == protocol
-            && relay == d->relay
-            && (port == 0 || ngx_inet_get_port(d->sockaddr) == port)
-            && ngx_cmp_sockaddr(d->sockaddr, d->socklen, sa, socklen,
-                                port == 0)
-               == NGX_OK)
-        {
-            return d;
-        }
-    }
-
-    d = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_mail_plus_dest_t));
-    if (d == NULL) {
-        return NULL;
-    }
-
-    d->sockaddr = ngx_pcalloc(ngx_cycle->pool, socklen);
-    if (d->sockaddr == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(d->sockaddr, sa, socklen);
-    d->socklen = socklen;
-
-    if (port) {
-        ngx_inet_set_port(d->sockaddr, port);
-    }
-
-    d->name.len = ngx_sock_ntop(d->sockaddr, d->socklen, text,
-                                NGX_SOCKADDR_STRLEN, 1);
-    d->name.data = ngx_pnalloc(ngx_cycle->pool, d->name.len);
-    if (d->name.data == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(d->name.data, text, d->name.len);
-
-    d->protocol = protocol;
-    d->server = server;
-
-    if (relay) {
-        d->auth = relay->auth;
-        d->tls = relay->tls;
-        d->tls_name = relay->tls_name;
-        d->relay = relay;
-
-    } else {
-        d->tls = ctx->dcf->tls;
-        d->tls_name = server->name;    /* as written, null-terminated */
-    }
-
-    /* with "queue_tls_verify on", TLS that is required is also verified */
-
-    if (d->tls == NGX_MAIL_PLUS_TLS_REQUIRED && ctx->dcf->tls_verify) {
-        d->tls = NGX_MAIL_PLUS_TLS_VERIFY;
-    }
-
-    ngx_queue_init(&d->idle);
-    ngx_queue_init(&d->jobs);
-    ngx_queue_insert_tail(&ctx->dests, &d->queue);
-
-    return d;
-}
-
-
-/* a job takes an idle connection, or a new one, or waits its turn */
+/*
+ * the result of the i-th recipient of a job, or of each one with none yet
+ * (NGX_MAIL_PLUS_JOB_ALL), and their log lines
+ */
 
 static void
-ngx_mail_plus_delivery_submit(ngx_mail_plus_job_t *job)
-{
-    ngx_mail_plus_dest_t  *dest;
-
-    dest = job->dest;
-
-    if (ngx_mail_plus_client_take_idle(dest, job) == NGX_OK) {
-        return;
-    }
-
-    if (dest->active < ngx_mail_plus_delivery->dcf->concurrency) {
-        ngx_mail_plus_client_start(ngx_mail_plus_delivery->dcf, dest, job);
-        return;
-    }
-
-    ngx_queue_insert_tail(&dest->jobs, &job->queue);
-}
-
-
-ngx_mail_plus_job_t *
-ngx_mail_plus_delivery_next_job(ngx_mail_plus_dest_t *dest)
-{
-    ngx_queue_t  *q;
-
-    if (ngx_mail_plus_delivery == NULL || ngx_exiting || ngx_terminate
-        || ngx_queue_empty(&dest->jobs))
-    {
-        return NULL;
-    }
-
-    q = ngx_queue_head(&dest->jobs);
-    ngx_queue_remove(q);
-
-    return ngx_queue_data(q, ngx_mail_plus_job_t, queue);
-}
-
-
-/* the destination does not answer: its waiting jobs are deferred too */
-
-void
-ngx_mail_plus_delivery_dest_failed(ngx_mail_plus_dest_t *dest,
-    ngx_str_t *text)
-{
-    ngx_queue_t          *q;
-    ngx_mail_plus_job_t  *job;
-
-    while (!ngx_queue_empty(&dest->jobs)) {
-        q = ngx_queue_head(&dest->jobs);
-        ngx_queue_remove(q);
-
-        job = ngx_queue_data(q, ngx_mail_plus_job_t, queue);
-
-        ngx_mail_plus_delivery_result_all(job, 451, text);
-        ngx_mail_plus_delivery_job_done(job);
-    }
-}
-
-
-void
-ngx_mail_plus_delivery_result_all(ngx_mail_plus_job_t *job, ngx_uint_t code,
-    ngx_str_t *text)
-{
-    ngx_uint_t             i;
-    ngx_mail_plus_rcpt_t  *rcpt;
-
-    rcpt = job->msg->rcpts.elts;
-
-    for (i = 0; i < job->nrcpts; i++) {
-        if (rcpt[job->rcpts[i]].state == NGX_MAIL_PLUS_RCPT_PENDING) {
-            ngx_mail_plus_delivery_result(job, i, code, text, 0);
-        }
-    }
-}
-
-
-/* the result of the i-th recipient of a job, and its log line */
-
-void
 ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job, ngx_uint_t i,
     ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote)
 {
-    ngx_mail_plus_rcpt_t  *rcpt;
+    ngx_uint_t             n;
+    ngx_mail_plus_rcpt_t  *rcpt, *r;
 
     rcpt = job->msg->rcpts.elts;
-    rcpt = &rcpt[job->rcpts[i]];
 
-    rcpt->remote = remote;
+    if (i != NGX_MAIL_PLUS_JOB_ALL) {
+        r = &rcpt[job->rcpts[i]];
+        r->remote = remote;
 
-    ngx_mail_plus_delivery_set(job->msg, rcpt, code, text);
+        ngx_mail_plus_delivery_set(job->msg, r, code, text);
+        return;
+    }
+
+    for (n = 0; n < job->nrcpts; n++) {
+        r = &rcpt[job->rcpts[n]];
+
+        if (r->state == NGX_MAIL_PLUS_RCPT_PENDING) {
+            r->remote = remote;
+
+            ngx_mail_plus_delivery_set(job->msg, r, code, text);
+        }
+    }
 }
 
 
@@ -1692,12 +941,27 @@ ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
 }
 
 
-void
-ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job)
+/*
+ * the scheduler's word that a job is over: what has no result yet takes
+ * the code and text given
+ */
+
+static void
+ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job, ngx_uint_t code,
+    ngx_str_t *text)
 {
     ngx_mail_plus_dmsg_t  *msg;
 
     msg = job->msg;
+
+    if (code) {
+        ngx_mail_plus_delivery_result(job, NGX_MAIL_PLUS_JOB_ALL, code, text,
+                                      0);
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: job for %V done, %ui left", msg->id,
+                   &job->dest->name, msg->jobs - 1);
 
     if (--msg->jobs == 0) {
         ngx_mail_plus_delivery_finalize(msg);
@@ -1757,6 +1021,10 @@ ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
             failed++;
         }
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: every job done, %ui recipients failed",
+                   msg->id, failed);
 
     /* a success report is not retried: the recipients are done */
 
@@ -1851,6 +1119,9 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
 
     if (left == 0) {
 
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                       "delivery %s: done, removed", msg->id);
+
         /* the unlinks go to the thread pool */
 
         rc = ngx_mail_plus_queue_remove(msg->spool, msg->id,
@@ -1903,6 +1174,10 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
         delay = dcf->retry_max;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: %ui recipients left, deferred for %T s",
+                   msg->id, left, delay);
+
     ngx_mail_plus_delivery_defer(msg, ngx_time() + delay, &state);
 }
 
@@ -1943,6 +1218,9 @@ ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg, char *reason)
 
     msg->reason = reason;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: corrupt, %s", msg->id, reason);
+
     rc = ngx_mail_plus_queue_corrupt(msg->spool, msg->id, reason,
                                      ngx_mail_plus_delivery_deferred, msg,
                                      msg->pool, msg->log);
@@ -1965,6 +1243,10 @@ ngx_mail_plus_delivery_recorded(ngx_mail_plus_dmsg_t *msg, ngx_int_t rc)
     }
 
     if (rc == NGX_BUSY) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                       "delivery %s: thread pool busy, retry in %d ms",
+                       msg->id, NGX_MAIL_PLUS_DELIVERY_RETRY);
+
         msg->retry.handler = ngx_mail_plus_delivery_retry;
         ngx_add_timer(&msg->retry, NGX_MAIL_PLUS_DELIVERY_RETRY);
         return;
@@ -2028,6 +1310,9 @@ ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m)
 static void
 ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg)
 {
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: freed", msg->id);
+
     if (msg->retry.timer_set) {
         ngx_del_timer(&msg->retry);
     }

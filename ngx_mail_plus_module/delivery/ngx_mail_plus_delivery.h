@@ -19,9 +19,14 @@
 
 
 /*
- * The delivery engine: the queue runner (ngx_mail_plus_delivery.c), the
- * SMTP/LMTP client (ngx_mail_plus_smtp_client.c) and the delivery status
- * notifications (ngx_mail_plus_bounce.c).
+ * The delivery engine: its directives (ngx_mail_plus_delivery_module.c),
+ * the queue runner (ngx_mail_plus_delivery.c), the destinations and their
+ * scheduling (ngx_mail_plus_destination.c), the SMTP/LMTP client
+ * (ngx_mail_plus_smtp_client.c) and the delivery status notifications
+ * (ngx_mail_plus_bounce.c).  The runner calls the scheduler, the scheduler
+ * calls the client; each answers only through the handlers it was given:
+ * the client through conn->done and job->result, the scheduler through
+ * the runner's ngx_mail_plus_job_done_pt.
  */
 
 
@@ -161,10 +166,21 @@ struct ngx_mail_plus_dest_s {
     ngx_mail_plus_server_t         *server;   /* for health, or NULL */
 
     ngx_uint_t                      active;   /* connections */
-    ngx_queue_t                     idle;     /* ngx_mail_plus_client_t */
+    ngx_queue_t                     idle;     /* ngx_mail_plus_conn_t */
     ngx_queue_t                     jobs;     /* waiting */
     ngx_queue_t                     queue;    /* of the worker */
 };
+
+
+/*
+ * the result of the i-th recipient of a job, or with NGX_MAIL_PLUS_JOB_ALL
+ * of each one that has none yet; remote: the text is the peer's reply
+ */
+
+#define NGX_MAIL_PLUS_JOB_ALL         ((ngx_uint_t) -1)
+
+typedef void (*ngx_mail_plus_job_result_pt)(ngx_mail_plus_job_t *job,
+    ngx_uint_t i, ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
 
 
 /* some recipients of a message for one destination */
@@ -172,6 +188,7 @@ struct ngx_mail_plus_dest_s {
 struct ngx_mail_plus_job_s {
     ngx_mail_plus_dmsg_t           *msg;
     ngx_mail_plus_dest_t           *dest;
+    ngx_mail_plus_job_result_pt     result;   /* the runner's */
     ngx_uint_t                      rcpts[NGX_MAIL_PLUS_JOB_RCPTS];
     ngx_uint_t                      nrcpts;
     ngx_queue_t                     queue;    /* waiting in dest->jobs */
@@ -179,27 +196,73 @@ struct ngx_mail_plus_job_s {
 
 
 typedef struct ngx_mail_plus_client_s  ngx_mail_plus_client_t;
+typedef struct ngx_mail_plus_conn_s    ngx_mail_plus_conn_t;
+
+
+/*
+ * how a client's transaction ended, as it tells the scheduler: KEEP, the
+ * connection can take another job; QUIT, it is of no more use; FAILED, it
+ * was never greeted: the destination failed; RETRY, a reused connection
+ * was lost before any reply: the job has no result and wants a new one
+ */
+
+#define NGX_MAIL_PLUS_CONN_KEEP       0
+#define NGX_MAIL_PLUS_CONN_QUIT       1
+#define NGX_MAIL_PLUS_CONN_FAILED     2
+#define NGX_MAIL_PLUS_CONN_RETRY      3
+
+typedef void (*ngx_mail_plus_conn_done_pt)(ngx_mail_plus_conn_t *conn,
+    ngx_uint_t how);
+
+
+/*
+ * the job is over; its recipients with no result yet take code and text
+ * (code 0: none is left)
+ */
+
+typedef void (*ngx_mail_plus_job_done_pt)(ngx_mail_plus_job_t *job,
+    ngx_uint_t code, ngx_str_t *text);
+
+
+/*
+ * a connection to a destination as the scheduler sees it; the client's
+ * own state is private to ngx_mail_plus_smtp_client.c
+ */
+
+struct ngx_mail_plus_conn_s {
+    ngx_mail_plus_client_t         *client;
+    ngx_connection_t               *connection;
+    ngx_mail_plus_dest_t           *dest;
+    ngx_mail_plus_job_t            *job;      /* NULL: between jobs */
+    ngx_mail_plus_conn_done_pt      done;     /* set by the scheduler */
+    ngx_queue_t                     queue;    /* in dest->idle */
+    unsigned                        idle:1;   /* parked in dest->idle */
+};
 
 
 /* the queue runner */
 
-ngx_mail_plus_job_t *ngx_mail_plus_delivery_next_job(
-    ngx_mail_plus_dest_t *dest);
-void ngx_mail_plus_delivery_job_done(ngx_mail_plus_job_t *job);
-void ngx_mail_plus_delivery_result_all(ngx_mail_plus_job_t *job,
-    ngx_uint_t code, ngx_str_t *text);
-void ngx_mail_plus_delivery_dest_failed(ngx_mail_plus_dest_t *dest,
-    ngx_str_t *text);
-void ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job, ngx_uint_t i,
-    ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
+ngx_int_t ngx_mail_plus_delivery_init_worker(ngx_cycle_t *cycle,
+    ngx_mail_plus_delivery_conf_t *dcf, ngx_mail_plus_queue_t *q);
+void ngx_mail_plus_delivery_exit_worker(ngx_cycle_t *cycle);
+
+/* the destinations and their scheduling */
+
+void ngx_mail_plus_dest_init(ngx_mail_plus_delivery_conf_t *dcf,
+    ngx_mail_plus_job_done_pt done);
+ngx_mail_plus_dest_t *ngx_mail_plus_dest_get(struct sockaddr *sa,
+    socklen_t socklen, in_port_t port, ngx_uint_t protocol,
+    ngx_mail_plus_relay_t *relay, ngx_mail_plus_server_t *server);
+void ngx_mail_plus_dest_submit(ngx_mail_plus_job_t *job);
 
 /* the client */
 
-void ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
-    ngx_mail_plus_dest_t *dest, ngx_mail_plus_job_t *job);
-ngx_int_t ngx_mail_plus_client_take_idle(ngx_mail_plus_dest_t *dest,
+ngx_mail_plus_conn_t *ngx_mail_plus_client_start(
+    ngx_mail_plus_delivery_conf_t *dcf, ngx_mail_plus_dest_t *dest,
+    ngx_mail_plus_job_t *job, ngx_mail_plus_conn_done_pt done);
+void ngx_mail_plus_client_next(ngx_mail_plus_client_t *cl,
     ngx_mail_plus_job_t *job);
-void ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest);
+void ngx_mail_plus_client_close(ngx_mail_plus_client_t *cl, ngx_uint_t quit);
 
 /* bounces */
 

@@ -19,8 +19,10 @@
  * [RSET] MAIL FROM (SIZE, BODY, SMTPUTF8), RCPT TO per recipient, DATA,
  * pipelined when the peer offers PIPELINING; the content is read from the
  * spool file in chunks and dot-stuffed on the way.  LMTP answers once per
- * accepted recipient after the content.  Between transactions the
- * connection waits in the destination's idle list.
+ * accepted recipient after the content.  The client makes no scheduling
+ * decision: it is started, given its next job and closed by the scheduler
+ * (ngx_mail_plus_destination.c), and tells it through conn.done when a
+ * transaction is over; the recipients' results go to the runner.
  */
 
 
@@ -47,8 +49,7 @@ struct ngx_mail_plus_client_s {
     ngx_log_t                       log;
     ngx_peer_connection_t           peer;
     ngx_mail_plus_delivery_conf_t  *dcf;
-    ngx_mail_plus_dest_t           *dest;
-    ngx_mail_plus_job_t            *job;
+    ngx_mail_plus_conn_t            conn;      /* the scheduler's part */
 
     ngx_buf_t                      *in;
     ngx_buf_t                      *out;
@@ -67,8 +68,6 @@ struct ngx_mail_plus_client_s {
     u_char                          text[NGX_MAIL_PLUS_CLIENT_TEXT];
     ngx_str_t                       reply_text;
 
-    ngx_queue_t                     queue;     /* in dest->idle */
-
     unsigned                        multi:1;   /* inside a reply */
     unsigned                        pipelining:1;
     unsigned                        size:1;
@@ -86,8 +85,6 @@ struct ngx_mail_plus_client_s {
 };
 
 
-static void ngx_mail_plus_client_reuse(ngx_mail_plus_client_t *cl,
-    ngx_mail_plus_job_t *job);
 static ngx_int_t ngx_mail_plus_client_refused(ngx_mail_plus_client_t *cl);
 static void ngx_mail_plus_client_connected(ngx_mail_plus_client_t *cl);
 static void ngx_mail_plus_client_read_handler(ngx_event_t *rev);
@@ -114,49 +111,53 @@ static void ngx_mail_plus_client_read_done(void *data, u_char *buf,
 static void ngx_mail_plus_client_fill_end(ngx_mail_plus_client_t *cl);
 static void ngx_mail_plus_client_accepted(ngx_mail_plus_client_t *cl,
     ngx_uint_t code, ngx_str_t *text);
+static void ngx_mail_plus_client_result(ngx_mail_plus_client_t *cl,
+    ngx_uint_t i, ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
 static void ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl,
     char *reason);
 static void ngx_mail_plus_client_finish(ngx_mail_plus_client_t *cl,
     ngx_uint_t keep);
-static void ngx_mail_plus_client_idle_handler(ngx_event_t *ev);
-static void ngx_mail_plus_client_close(ngx_mail_plus_client_t *cl,
-    ngx_uint_t quit);
 
 
-void
+/*
+ * a connection to the destination for the job; NULL: it could not be
+ * opened, and the job has no result yet
+ */
+
+ngx_mail_plus_conn_t *
 ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
-    ngx_mail_plus_dest_t *dest, ngx_mail_plus_job_t *job)
+    ngx_mail_plus_dest_t *dest, ngx_mail_plus_job_t *job,
+    ngx_mail_plus_conn_done_pt done)
 {
     ngx_int_t                rc;
-    ngx_str_t                text;
     ngx_pool_t              *pool;
     ngx_connection_t        *c;
     ngx_mail_plus_client_t  *cl;
 
-    dest->active++;
-
     pool = ngx_create_pool(1024, ngx_cycle->log);
     if (pool == NULL) {
-        goto failed;
+        return NULL;
     }
 
     cl = ngx_pcalloc(pool, sizeof(ngx_mail_plus_client_t));
     if (cl == NULL) {
         ngx_destroy_pool(pool);
-        goto failed;
+        return NULL;
     }
 
     cl->pool = pool;
     cl->dcf = dcf;
-    cl->dest = dest;
-    cl->job = job;
+    cl->conn.client = cl;
+    cl->conn.dest = dest;
+    cl->conn.job = job;
+    cl->conn.done = done;
 
     cl->in = ngx_create_temp_buf(pool, NGX_MAIL_PLUS_CLIENT_IN);
     cl->out = ngx_create_temp_buf(pool, NGX_MAIL_PLUS_CLIENT_BUF);
 
     if (cl->in == NULL || cl->out == NULL) {
         ngx_destroy_pool(pool);
-        goto failed;
+        return NULL;
     }
 
     cl->peer.sockaddr = dest->sockaddr;
@@ -173,6 +174,10 @@ ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
 
     rc = ngx_event_connect_peer(&cl->peer);
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, &cl->log, 0,
+                   "delivery client: connect to %V for %s: %i",
+                   &dest->name, job->msg->id, rc);
+
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
         if (cl->peer.connection) {
             ngx_close_connection(cl->peer.connection);
@@ -185,12 +190,14 @@ ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
                                         ngx_cycle->log);
         }
 
-        goto failed;
+        return NULL;
     }
 
     c = cl->peer.connection;
     c->data = cl;
     c->pool = pool;
+
+    cl->conn.connection = c;
 
     c->read->handler = ngx_mail_plus_client_read_handler;
     c->write->handler = ngx_mail_plus_client_write_handler;
@@ -205,55 +212,21 @@ ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
         ngx_post_event(c->read, &ngx_posted_events);
     }
 
-    return;
-
-failed:
-
-    dest->active--;
-
-    ngx_str_set(&text, "4.4.1 connect to the destination failed");
-
-    ngx_mail_plus_delivery_result_all(job, 451, &text);
-    ngx_mail_plus_delivery_job_done(job);
-    ngx_mail_plus_delivery_dest_failed(dest, &text);
+    return &cl->conn;
 }
 
 
-/* the most recently used idle connection takes the job */
+/* the connection takes the scheduler's next job, with RSET first */
 
-ngx_int_t
-ngx_mail_plus_client_take_idle(ngx_mail_plus_dest_t *dest,
-    ngx_mail_plus_job_t *job)
-{
-    ngx_mail_plus_client_t  *cl;
-
-    if (ngx_queue_empty(&dest->idle)) {
-        return NGX_DECLINED;
-    }
-
-    cl = ngx_queue_data(ngx_queue_head(&dest->idle), ngx_mail_plus_client_t,
-                        queue);
-
-    ngx_mail_plus_client_reuse(cl, job);
-
-    return NGX_OK;
-}
-
-
-/* a connection takes another transaction, with RSET first */
-
-static void
-ngx_mail_plus_client_reuse(ngx_mail_plus_client_t *cl,
+void
+ngx_mail_plus_client_next(ngx_mail_plus_client_t *cl,
     ngx_mail_plus_job_t *job)
 {
     ngx_connection_t  *c;
 
     c = cl->peer.connection;
 
-    if (cl->state == ngx_mail_plus_client_st_idle) {
-        ngx_queue_remove(&cl->queue);
-    }
-
+    c->data = cl;
     c->idle = 0;
     c->read->handler = ngx_mail_plus_client_read_handler;
     c->write->handler = ngx_mail_plus_client_write_handler;
@@ -263,30 +236,15 @@ ngx_mail_plus_client_reuse(ngx_mail_plus_client_t *cl,
         ngx_del_timer(c->read);
     }
 
-    cl->job = job;
+    cl->conn.job = job;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: next transaction to %V for %s",
+                   &cl->conn.dest->name, job->msg->id);
 
     ngx_mail_plus_client_begin(cl, 1);
 
-    if (ngx_mail_plus_client_commands(cl) != NGX_OK) {
-        return;
-    }
-}
-
-
-/* the destination goes away or is failing: its idle connections close */
-
-void
-ngx_mail_plus_client_close_idle(ngx_mail_plus_dest_t *dest)
-{
-    ngx_queue_t             *q;
-    ngx_mail_plus_client_t  *cl;
-
-    while (!ngx_queue_empty(&dest->idle)) {
-        q = ngx_queue_head(&dest->idle);
-        cl = ngx_queue_data(q, ngx_mail_plus_client_t, queue);
-
-        ngx_mail_plus_client_close(cl, 1);
-    }
+    (void) ngx_mail_plus_client_commands(cl);
 }
 
 
@@ -304,7 +262,7 @@ ngx_mail_plus_client_read_handler(ngx_event_t *rev)
 
     if (rev->timedout) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
-                      "delivery to %V timed out", &cl->dest->name);
+                      "delivery to %V timed out", &cl->conn.dest->name);
         ngx_mail_plus_client_fail(cl, "4.4.2 timed out waiting for the "
                                       "destination");
         return;
@@ -334,10 +292,10 @@ ngx_mail_plus_client_read_handler(ngx_event_t *rev)
 
         if (n == NGX_ERROR || n == 0) {
             if (cl->state == ngx_mail_plus_client_st_greeting && !cl->greeted
-                && cl->dest->server)
+                && cl->conn.dest->server)
             {
-                ngx_mail_plus_health_report(cl->dest->server,
-                                            cl->dest->protocol, 0, c->log);
+                ngx_mail_plus_health_report(cl->conn.dest->server,
+                                            cl->conn.dest->protocol, 0, c->log);
             }
 
             ngx_mail_plus_client_fail(cl, cl->greeted
@@ -485,9 +443,14 @@ ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl, u_char *p,
 static ngx_int_t
 ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 {
+    ngx_uint_t         lmtp;
     ngx_connection_t  *c;
 
     c = cl->peer.connection;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: reply %ui from %V in state %ui",
+                   cl->code, &cl->conn.dest->name, cl->state);
 
     switch (cl->state) {
 
@@ -499,9 +462,9 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
             return ngx_mail_plus_client_refused(cl);
         }
 
-        if (cl->dest->server) {
-            ngx_mail_plus_health_report(cl->dest->server, cl->dest->protocol,
-                                        1, c->log);
+        if (cl->conn.dest->server) {
+            ngx_mail_plus_health_report(cl->conn.dest->server,
+                                        cl->conn.dest->protocol, 1, c->log);
         }
 
         ngx_mail_plus_client_connected(cl);
@@ -514,9 +477,13 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 
         ngx_add_timer(c->read, cl->dcf->helo_timeout);
 
+        lmtp = (cl->conn.dest->protocol == NGX_MAIL_PLUS_LMTP);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "delivery client: send %s", lmtp ? "LHLO" : "EHLO");
+
         cl->out->last = ngx_sprintf(cl->out->last, "%s %V" CRLF,
-                                    cl->dest->protocol == NGX_MAIL_PLUS_LMTP
-                                    ? "LHLO" : "EHLO",
+                                    lmtp ? "LHLO" : "EHLO",
                                     &cl->dcf->helo_name);
 
         return ngx_mail_plus_client_send(cl);
@@ -546,7 +513,7 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
         if (cl->code != 235) {
             ngx_log_error(NGX_LOG_ERR, c->log, 0,
                           "delivery: AUTH to %V failed: \"%V\"",
-                          &cl->dest->name, &cl->reply_text);
+                          &cl->conn.dest->name, &cl->reply_text);
 
             /* a wrong password is the operator's to fix: deferred */
 
@@ -567,14 +534,9 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "delivery: unexpected reply from %V: \"%V\"",
-                      &cl->dest->name, &cl->reply_text);
+                      &cl->conn.dest->name, &cl->reply_text);
 
-        if (cl->state == ngx_mail_plus_client_st_idle) {
-            ngx_mail_plus_client_close(cl, 0);
-
-        } else {
-            ngx_mail_plus_client_fail(cl, "4.5.0 unexpected reply");
-        }
+        ngx_mail_plus_client_fail(cl, "4.5.0 unexpected reply");
 
         return NGX_DONE;
     }
@@ -589,9 +551,9 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 static ngx_int_t
 ngx_mail_plus_client_refused(ngx_mail_plus_client_t *cl)
 {
-    ngx_mail_plus_delivery_result_all(cl->job, cl->code >= 500 ? 451
-                                                               : cl->code,
-                                      &cl->reply_text);
+    ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL,
+                                cl->code >= 500 ? 451 : cl->code,
+                                &cl->reply_text, 0);
     ngx_mail_plus_client_finish(cl, 0);
 
     return NGX_DONE;
@@ -629,8 +591,11 @@ ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl)
 #if (NGX_MAIL_SSL)
 
     if (c->ssl == NULL && cl->starttls
-        && cl->dest->tls != NGX_MAIL_PLUS_TLS_OFF)
+        && cl->conn.dest->tls != NGX_MAIL_PLUS_TLS_OFF)
     {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "delivery client: send STARTTLS");
+
         cl->state = ngx_mail_plus_client_st_starttls;
         cl->out->last = ngx_cpymem(cl->out->last, "STARTTLS" CRLF, 10);
 
@@ -639,18 +604,21 @@ ngx_mail_plus_client_ehlo_done(ngx_mail_plus_client_t *cl)
 
 #endif
 
-    if (c->ssl == NULL && cl->dest->tls >= NGX_MAIL_PLUS_TLS_REQUIRED) {
+    if (c->ssl == NULL && cl->conn.dest->tls >= NGX_MAIL_PLUS_TLS_REQUIRED) {
         ngx_str_set(&text, "4.7.4 TLS is required, but was not offered");
-        ngx_mail_plus_delivery_result_all(cl->job, 451, &text);
+        ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL, 451, &text, 0);
         ngx_mail_plus_client_finish(cl, 0);
         return NGX_DONE;
     }
 
-    if (cl->dest->auth.len) {
+    if (cl->conn.dest->auth.len) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "delivery client: send AUTH PLAIN");
+
         cl->state = ngx_mail_plus_client_st_auth;
 
         cl->out->last = ngx_sprintf(cl->out->last, "AUTH PLAIN %V" CRLF,
-                                    &cl->dest->auth);
+                                    &cl->conn.dest->auth);
 
         return ngx_mail_plus_client_send(cl);
     }
@@ -683,6 +651,10 @@ ngx_mail_plus_client_tls(ngx_mail_plus_client_t *cl)
         return NGX_DONE;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: TLS handshake with %V",
+                   &cl->conn.dest->name);
+
     rc = ngx_ssl_handshake(c);
 
     if (rc == NGX_AGAIN) {
@@ -714,7 +686,7 @@ ngx_mail_plus_client_tls_name(ngx_mail_plus_client_t *cl)
     ngx_connection_t  *c;
 
     c = cl->peer.connection;
-    name = &cl->dest->tls_name;
+    name = &cl->conn.dest->tls_name;
 
     if (name->len == 0 || name->data[0] == '['
         || ngx_strlchr(name->data, name->data + name->len, ':')
@@ -747,12 +719,17 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
     if (!c->ssl->handshaked) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "delivery: TLS handshake with %V failed",
-                      &cl->dest->name);
+                      &cl->conn.dest->name);
         ngx_mail_plus_client_fail(cl, "4.7.5 TLS handshake failed");
         return;
     }
 
-    if (cl->dest->tls == NGX_MAIL_PLUS_TLS_VERIFY
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: TLS with %V done, verify:%d",
+                   &cl->conn.dest->name,
+                   cl->conn.dest->tls == NGX_MAIL_PLUS_TLS_VERIFY);
+
+    if (cl->conn.dest->tls == NGX_MAIL_PLUS_TLS_VERIFY
         && ngx_mail_plus_client_tls_verify(cl) != NGX_OK)
     {
         return;
@@ -781,6 +758,9 @@ ngx_mail_plus_client_tls_handshake(ngx_connection_t *c)
 
     ngx_add_timer(c->read, cl->dcf->helo_timeout);
 
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: send EHLO after STARTTLS");
+
     cl->out->last = ngx_sprintf(cl->out->last, "EHLO %V" CRLF,
                                 &cl->dcf->helo_name);
 
@@ -807,8 +787,8 @@ ngx_mail_plus_client_tls_verify(ngx_mail_plus_client_t *cl)
     if (rc != X509_V_OK) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
                       "delivery: certificate of %V (\"%V\") does not "
-                      "verify: (%l:%s)", &cl->dest->name,
-                      &cl->dest->tls_name, rc,
+                      "verify: (%l:%s)", &cl->conn.dest->name,
+                      &cl->conn.dest->tls_name, rc,
                       X509_verify_cert_error_string(rc));
 
         p = ngx_snprintf(reason, sizeof(reason) - 1,
@@ -817,14 +797,14 @@ ngx_mail_plus_client_tls_verify(ngx_mail_plus_client_t *cl)
         goto failed;
     }
 
-    if (ngx_ssl_check_host(c, &cl->dest->tls_name) != NGX_OK) {
+    if (ngx_ssl_check_host(c, &cl->conn.dest->tls_name) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
                       "delivery: certificate of %V does not match \"%V\"",
-                      &cl->dest->name, &cl->dest->tls_name);
+                      &cl->conn.dest->name, &cl->conn.dest->tls_name);
 
         p = ngx_snprintf(reason, sizeof(reason) - 1,
                          "4.7.5 certificate name mismatch: %V",
-                         &cl->dest->tls_name);
+                         &cl->conn.dest->tls_name);
         goto failed;
     }
 
@@ -847,7 +827,7 @@ ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl, ngx_uint_t rset)
 {
     cl->state = ngx_mail_plus_client_st_trans;
     cl->base = rset ? 1 : 0;
-    cl->ncmds = cl->base + 1 + cl->job->nrcpts + 1;
+    cl->ncmds = cl->base + 1 + cl->conn.job->nrcpts + 1;
     cl->cmd = 0;
     cl->reply = 0;
     cl->accepted = 0;
@@ -878,7 +858,7 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
     ngx_mail_plus_rcpt_t  *rcpt;
     ngx_mail_plus_dmsg_t  *msg;
 
-    msg = cl->job->msg;
+    msg = cl->conn.job->msg;
     rcpt = msg->rcpts.elts;
 
     while (cl->cmd < cl->ncmds
@@ -890,9 +870,16 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
         p = cl->out->last;
 
         if (k < cl->base) {
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                           "delivery client: send RSET");
+
             p = ngx_cpymem(p, "RSET" CRLF, 6);
 
         } else if (k == cl->base) {
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                           "delivery client: send MAIL FROM:<%V> of %s",
+                           &msg->sender, msg->id);
+
             p = ngx_sprintf(p, "MAIL FROM:<%V>", &msg->sender);
 
             if (cl->size) {
@@ -921,8 +908,13 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
 
             *p++ = CR; *p++ = LF;
 
-        } else if (k <= cl->base + cl->job->nrcpts) {
-            i = cl->job->rcpts[k - cl->base - 1];
+        } else if (k <= cl->base + cl->conn.job->nrcpts) {
+            i = cl->conn.job->rcpts[k - cl->base - 1];
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                           "delivery client: send RCPT TO:<%V>",
+                           &rcpt[i].login);
+
             p = ngx_sprintf(p, "RCPT TO:<%V>", &rcpt[i].login);
 
             /* a next hop with DSN reports the delivery itself */
@@ -947,6 +939,10 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
                 ngx_mail_plus_client_finish(cl, 1);
                 return NGX_DONE;
             }
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                           "delivery client: send %s",
+                           cl->chunking ? "BDAT LAST" : "DATA");
 
             if (cl->chunking) {
                 p = ngx_sprintf(p, "BDAT %O LAST" CRLF, msg->size);
@@ -993,11 +989,11 @@ ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl)
 
         if (cl->code / 100 != 2) {
             cl->mail_failed = 1;
-            ngx_mail_plus_delivery_result_all(cl->job, cl->code,
-                                              &cl->reply_text);
+            ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL, cl->code,
+                                        &cl->reply_text, 0);
         }
 
-    } else if (k <= cl->base + cl->job->nrcpts) {
+    } else if (k <= cl->base + cl->conn.job->nrcpts) {
 
         i = k - cl->base - 1;
 
@@ -1006,8 +1002,8 @@ ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl)
                 cl->ok[cl->accepted++] = i;
 
             } else {
-                ngx_mail_plus_delivery_result(cl->job, i, cl->code,
-                                              &cl->reply_text, 1);
+                ngx_mail_plus_client_result(cl, i, cl->code, &cl->reply_text,
+                                            1);
             }
         }
 
@@ -1069,7 +1065,7 @@ ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl)
 {
     ngx_uint_t  i;
 
-    if (cl->dest->protocol != NGX_MAIL_PLUS_LMTP || cl->accepted == 0) {
+    if (cl->conn.dest->protocol != NGX_MAIL_PLUS_LMTP || cl->accepted == 0) {
         ngx_mail_plus_client_accepted(cl, cl->code, &cl->reply_text);
         ngx_mail_plus_client_finish(cl, cl->code != 421);
         return NGX_DONE;
@@ -1077,7 +1073,7 @@ ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl)
 
     i = cl->ok[cl->reply++];
 
-    ngx_mail_plus_delivery_result(cl->job, i, cl->code, &cl->reply_text, 1);
+    ngx_mail_plus_client_result(cl, i, cl->code, &cl->reply_text, 1);
 
     if (cl->reply < cl->accepted) {
         return NGX_OK;
@@ -1096,8 +1092,25 @@ ngx_mail_plus_client_accepted(ngx_mail_plus_client_t *cl, ngx_uint_t code,
     ngx_uint_t  j;
 
     for (j = 0; j < cl->accepted; j++) {
-        ngx_mail_plus_delivery_result(cl->job, cl->ok[j], code, text, 1);
+        ngx_mail_plus_client_result(cl, cl->ok[j], code, text, 1);
     }
+}
+
+
+/*
+ * a result to the runner: the i-th recipient's, or with
+ * NGX_MAIL_PLUS_JOB_ALL each one's that has none yet
+ */
+
+static void
+ngx_mail_plus_client_result(ngx_mail_plus_client_t *cl, ngx_uint_t i,
+    ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                   "delivery client: result %ui for recipient %i of %s",
+                   code, (ngx_int_t) i, cl->conn.job->msg->id);
+
+    cl->conn.job->result(cl->conn.job, i, code, text, remote);
 }
 
 
@@ -1219,7 +1232,7 @@ ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl)
     ngx_connection_t      *c;
     ngx_mail_plus_dmsg_t  *msg;
 
-    msg = cl->job->msg;
+    msg = cl->conn.job->msg;
     c = cl->peer.connection;
 
     if (cl->offset >= msg->size) {
@@ -1266,7 +1279,7 @@ ngx_mail_plus_client_read_done(void *data, u_char *buf, ssize_t n,
 
     cl->reading = 0;
 
-    msg = cl->job->msg;
+    msg = cl->conn.job->msg;
     c = cl->peer.connection;
 
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
@@ -1319,6 +1332,10 @@ ngx_mail_plus_client_fill_end(ngx_mail_plus_client_t *cl)
 
     cl->sending = 0;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: content of %O bytes read%s",
+                   cl->offset, cl->bdat ? "" : ", the dot");
+
     if (!cl->bdat) {
         if (!cl->bol) {
             *cl->out->last++ = CR;
@@ -1344,13 +1361,14 @@ ngx_mail_plus_client_fill_end(ngx_mail_plus_client_t *cl)
 static void
 ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl, char *reason)
 {
-    ngx_str_t                       text;
-    ngx_mail_plus_job_t            *job;
-    ngx_mail_plus_dest_t           *dest;
-    ngx_mail_plus_delivery_conf_t  *dcf;
+    ngx_str_t  text;
 
-    if (cl->job == NULL) {
-        ngx_mail_plus_client_close(cl, 0);
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
+                   "delivery client: %V failed: %s",
+                   &cl->conn.dest->name, reason);
+
+    if (cl->conn.job == NULL) {
+        cl->conn.done(&cl->conn, NGX_MAIL_PLUS_CONN_QUIT);
         return;
     }
 
@@ -1362,52 +1380,36 @@ ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl, char *reason)
          * takes a new connection, with no result recorded
          */
 
-        job = cl->job;
-        dest = cl->dest;
-        dcf = cl->dcf;
-
-        cl->job = NULL;
-
         ngx_log_error(NGX_LOG_INFO, &cl->log, 0,
                       "delivery: a reused connection to %V failed (%s), "
-                      "trying a new one", &dest->name, reason);
+                      "trying a new one", &cl->conn.dest->name, reason);
 
-        ngx_mail_plus_client_close(cl, 0);
-        ngx_mail_plus_client_start(dcf, dest, job);
+        cl->conn.done(&cl->conn, NGX_MAIL_PLUS_CONN_RETRY);
         return;
     }
 
     text.data = (u_char *) reason;
     text.len = ngx_strlen(reason);
 
-    ngx_mail_plus_delivery_result_all(cl->job, 451, &text);
+    ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL, 451, &text, 0);
 
     ngx_mail_plus_client_finish(cl, 0);
 }
 
 
 /*
- * the transaction is over; the connection takes the destination's next
- * waiting job, or waits in the idle list, or closes
+ * the transaction is over: the scheduler hears whether the connection can
+ * take another job; a read in flight belongs to this transaction, so the
+ * connection is not reused then
  */
 
 static void
 ngx_mail_plus_client_finish(ngx_mail_plus_client_t *cl, ngx_uint_t keep)
 {
-    ngx_str_t                       text;
-    ngx_uint_t                      greeted;
-    ngx_connection_t               *c;
-    ngx_mail_plus_job_t            *job;
-    ngx_mail_plus_dest_t           *dest;
-    ngx_mail_plus_delivery_conf_t  *dcf;
+    ngx_uint_t         how;
+    ngx_connection_t  *c;
 
     c = cl->peer.connection;
-    job = cl->job;
-    dest = cl->dest;
-    dcf = cl->dcf;
-    greeted = cl->greeted;
-
-    cl->job = NULL;
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
@@ -1417,82 +1419,38 @@ ngx_mail_plus_client_finish(ngx_mail_plus_client_t *cl, ngx_uint_t keep)
         ngx_del_timer(c->write);
     }
 
-    if (ngx_exiting || ngx_terminate) {
-        keep = 0;
+    if (!cl->greeted) {
+        how = NGX_MAIL_PLUS_CONN_FAILED;
+
+    } else if (keep && !cl->reading) {
+        how = NGX_MAIL_PLUS_CONN_KEEP;
+        cl->state = ngx_mail_plus_client_st_idle;
+
+    } else {
+        how = NGX_MAIL_PLUS_CONN_QUIT;
     }
 
-    /* a read in flight belongs to this transaction: no reuse */
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: transaction of %s to %V done, "
+                   "keep:%ui how:%ui", cl->conn.job->msg->id,
+                   &cl->conn.dest->name, keep, how);
 
-    if (cl->reading) {
-        keep = 0;
-    }
-
-    if (!keep) {
-        ngx_mail_plus_client_close(cl, greeted);
-        cl = NULL;
-    }
-
-    ngx_mail_plus_delivery_job_done(job);
-
-    if (!greeted) {
-        ngx_str_set(&text, "4.4.1 connect to the destination failed");
-        ngx_mail_plus_delivery_dest_failed(dest, &text);
-        return;
-    }
-
-    job = ngx_mail_plus_delivery_next_job(dest);
-
-    if (cl == NULL) {
-        if (job) {
-            ngx_mail_plus_client_start(dcf, dest, job);
-        }
-
-        return;
-    }
-
-    if (job) {
-        ngx_mail_plus_client_reuse(cl, job);
-        return;
-    }
-
-    cl->state = ngx_mail_plus_client_st_idle;
-
-    ngx_queue_insert_head(&dest->idle, &cl->queue);
-
-    c->idle = 1;
-    c->read->handler = ngx_mail_plus_client_idle_handler;
-    c->write->handler = ngx_mail_plus_client_idle_handler;
-    c->read->cancelable = 1;
-
-    ngx_add_timer(c->read, dcf->idle_timeout);
+    cl->conn.done(&cl->conn, how);
 }
 
 
-static void
-ngx_mail_plus_client_idle_handler(ngx_event_t *ev)
-{
-    ngx_connection_t        *c;
-    ngx_mail_plus_client_t  *cl;
+/* closed by the scheduler: QUIT when the peer is still worth telling */
 
-    c = ev->data;
-    cl = c->data;
-
-    if (!ev->write || ev->timedout || c->close) {
-        ngx_mail_plus_client_close(cl, !c->close && ev->timedout);
-    }
-}
-
-
-static void
+void
 ngx_mail_plus_client_close(ngx_mail_plus_client_t *cl, ngx_uint_t quit)
 {
     ngx_connection_t  *c;
 
     c = cl->peer.connection;
 
-    if (cl->state == ngx_mail_plus_client_st_idle) {
-        ngx_queue_remove(&cl->queue);
-    }
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: close connection to %V, quit:%ui",
+                   &cl->conn.dest->name, quit);
 
     if (quit) {
         (void) c->send(c, (u_char *) "QUIT" CRLF, 6);
@@ -1506,8 +1464,6 @@ ngx_mail_plus_client_close(ngx_mail_plus_client_t *cl, ngx_uint_t quit)
     }
 
 #endif
-
-    cl->dest->active--;
 
     if (cl->reader) {
 
