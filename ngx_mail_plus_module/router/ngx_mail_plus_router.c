@@ -553,8 +553,9 @@ ngx_mail_plus_router_verified(ngx_mail_plus_route_t *route, ngx_int_t rc,
 {
     route->verify = 0;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
-                   "router: password checked: %i", rc);
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0, "router: password %s",
+                   rc == NGX_OK ? "right"
+                   : rc == NGX_DECLINED ? "wrong, denied" : "check failed");
 
     switch (rc) {
 

@@ -172,8 +172,9 @@ ngx_mail_plus_throttle_after(ngx_mail_plus_check_t *check)
     route = &check->route;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, check->log, 0,
-                   "router: check %p answered: status %ui", check,
-                   route->status);
+                   "router: check %p answered: %s", check,
+                   route->status == NGX_MAIL_PLUS_ALLOW ? "allow"
+                   : route->status == NGX_MAIL_PLUS_DENY ? "deny" : "tempfail");
 
     if (route->status == NGX_MAIL_PLUS_DENY && route->delay == 0) {
         route->delay = mpcf->auth_delay;
