@@ -17,7 +17,8 @@
 /*
  * SMTP store-and-forward: the parser (ngx_mail_plus_smtp_parse.c, pure
  * functions over byte ranges, linked alone into the fuzz target), the
- * session (ngx_mail_plus_smtp_handler.c) and the directives
+ * session (ngx_mail_plus_smtp_handler.c, its commands in
+ * ngx_mail_plus_smtp_envelope.c, _data.c and _auth.c) and the directives
  * (ngx_mail_plus_smtp_module.c); messages go to the spool
  * (ngx_mail_plus_queue.h).
  */

@@ -12,10 +12,11 @@
 
 
 /*
- * What the two ways in of a message share, SMTP (ngx_mail_plus_smtp_handler.c)
- * and HTTP (ngx_http_mail_plus_submit_module.c): the Received field, the
- * Message-ID and Date fields of an authenticated submission, and the DSN
- * parameters of a recipient as the queue file keeps them.
+ * What the two ways in of a message share, SMTP (ngx_mail_plus_smtp_data.c
+ * and _envelope.c) and HTTP (ngx_http_mail_plus_submit_module.c): the
+ * Received field, the Message-ID and Date fields of an authenticated
+ * submission, and the DSN parameters of a recipient as the queue file
+ * keeps them.
  */
 
 
