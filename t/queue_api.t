@@ -271,6 +271,22 @@ is(api('GET', "/messages/$bad")->[1]{envelope}, undef,
 is(api('DELETE', "/messages/$bad")->[0], 200, 'delete from corrupt/');
 ok(!-e "$spool/corrupt/$bad", 'gone from corrupt/');
 
+# a file set aside for what its envelope holds is shown as it is: the
+# recipient the delivery refused, an envid over the limit
+
+my $odd = '00000002000000FFFFF003';
+my $envid = 'E' x 120;
+$t->write_file("spool/corrupt/$odd", "MAILPLUS-QUEUE 1\r\nid $odd\r\n"
+    . "arrival 1700000000\r\nsender a\@example.com\r\n"
+    . "envid $envid\r\nrcpt b\@example.com\r\nrcpt bad rcpt\@example.com\r\n"
+    . "end\r\nSubject: odd\r\n\r\nodd\r\n");
+$env = api('GET', "/messages/$odd")->[1]{envelope} || {};
+is_deeply([ map { $_->{address} } @{$env->{recipients} || []} ],
+    [ 'b@example.com', 'bad rcpt@example.com' ],
+    'show: corrupt/, every recipient as written');
+is($env->{envid}, $envid, 'show: corrupt/, the envid as written');
+is(api('DELETE', "/messages/$odd")->[0], 200, 'delete from corrupt/');
+
 # bad IDs and methods touch nothing
 
 $before = tree();

@@ -237,6 +237,7 @@ typedef struct {
     unsigned                        smtputf8:1;
     unsigned                        smtputf8_line:1;
     unsigned                        warned:1;
+    unsigned                        as_is:1;     /* shown: nothing left out */
 } ngx_mail_plus_queue_record_t;
 
 ngx_int_t ngx_mail_plus_spool_envelope(ngx_mail_plus_queue_record_t *r,

@@ -206,8 +206,9 @@ ngx_mail_plus_spool_envelope(ngx_mail_plus_queue_record_t *r, u_char *id,
 
 /*
  * the envelope lines of a file shown as it is, up to its "end" line, with
- * CRLF or LF line ends: nothing is checked, lines that cannot be read are
- * skipped; NGX_ERROR: no memory
+ * CRLF or LF line ends: nothing is checked, a value the delivery would
+ * refuse (an address, a "ret" or "envid" too long) is shown all the same,
+ * lines that cannot be read are skipped; NGX_ERROR: no memory
  */
 
 ngx_int_t
@@ -219,6 +220,8 @@ ngx_mail_plus_spool_show(ngx_mail_plus_queue_record_t *r, u_char *buf,
     ngx_int_t   rc;
 
     last = buf + len;
+
+    r->as_is = 1;
 
     for (p = buf; (eol = ngx_strlchr(p, last, LF)) != NULL; p = eol + 1) {
         end = (eol > p && eol[-1] == CR) ? eol - 1 : eol;
@@ -263,7 +266,7 @@ ngx_mail_plus_spool_line(ngx_mail_plus_queue_record_t *r, u_char *p,
     switch (v.data - p) {
 
     case 4:
-        if (ngx_strncmp(p, "ret ", 4) == 0 && v.len <= 4) {
+        if (ngx_strncmp(p, "ret ", 4) == 0 && (v.len <= 4 || r->as_is)) {
             r->ret = v;
 
         } else if (ngx_strncmp(p, "dsn ", 4) == 0
@@ -277,14 +280,14 @@ ngx_mail_plus_spool_line(ngx_mail_plus_queue_record_t *r, u_char *p,
 
     case 5:
         if (ngx_strncmp(p, "rcpt ", 5) == 0) {
-            if (v.len == 0) {
+            if (v.len == 0 && !r->as_is) {
                 *reason = "bad \"rcpt\" line";
                 return NGX_DECLINED;
             }
 
             r->nrcpts++;
 
-            if (ngx_mail_plus_spool_address(&v) != NGX_OK) {
+            if (ngx_mail_plus_spool_address(&v) != NGX_OK && !r->as_is) {
                 *reason = "bad \"rcpt\" line";
                 return NGX_DECLINED;
             }
@@ -314,7 +317,7 @@ ngx_mail_plus_spool_line(ngx_mail_plus_queue_record_t *r, u_char *p,
         break;
 
     case 6:
-        if (ngx_strncmp(p, "envid ", 6) == 0 && v.len <= 100) {
+        if (ngx_strncmp(p, "envid ", 6) == 0 && (v.len <= 100 || r->as_is)) {
             r->envid = v;
 
         } else if (ngx_strncmp(p, "login ", 6) == 0) {
