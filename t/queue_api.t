@@ -142,19 +142,29 @@ sub submit {
 sub tree {
     my @f;
     for my $d (qw/ incoming active deferred hold corrupt state /) {
-        opendir my $dh, "$spool/$d" or next;
-        for my $n (grep { !/^\./ } readdir $dh) {
+        for my $rel ($t->spool_files('spool', $d)) {
+            my $n = (split m{/}, $rel)[-1];
             my $id = substr($n, 0, 22);
             my $where = $d =~ /^(hold|corrupt)$/ ? "$d/$n" : "queued/$id";
             push @f, $d eq 'state' ? "state/$id"
-                : "$where:" . -s "$spool/$d/$n";
+                : "$where:" . -s $t->path($rel);
         }
-        closedir $dh;
     }
     return join ' ', sort @f;
 }
 
-sub in_dir { -e "$spool/$_[1]/$_[0]" }
+# a deferred message is in a bucket of deferred/ (docs/spool.md)
+
+sub deferred_path {
+    my ($id) = @_;
+    my ($rel) = grep { m{/\Q$id\E$} } $t->spool_files('spool', 'deferred');
+    return defined $rel ? $t->path($rel) : "$spool/deferred/$id";
+}
+
+sub in_dir {
+    return $_[1] eq 'deferred' ? -e deferred_path($_[0])
+                               : -e "$spool/$_[1]/$_[0]";
+}
 
 sub subjects {
     return $t->maildir_text($da, 'carol@example.com');
@@ -186,9 +196,9 @@ is($by{$m1}{queue}, 'deferred', 'list: where');
 is($by{$m1}{sender}, 'alice@example.com', 'list: sender');
 is($by{$m1}{recipients}, 2, 'list: two recipients');
 is($by{$m2}{recipients}, 1, 'list: one recipient');
-is($by{$m2}{size}, -s "$spool/deferred/$m2", 'list: size');
+is($by{$m2}{size}, -s deferred_path($m2), 'list: size');
 cmp_ok(abs($by{$m2}{arrival} - time()), '<', 60, 'list: arrival');
-is($by{$m2}{next_attempt}, (stat("$spool/deferred/$m2"))[9],
+is($by{$m2}{next_attempt}, (stat(deferred_path($m2)))[9],
     'list: next attempt is the mtime');
 is($r->[1]{total}, 3, 'list: total');
 ok(!$r->[1]{truncated}, 'list: not truncated');

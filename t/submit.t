@@ -363,9 +363,10 @@ $t->{ignore_alerts} = qr/exited on signal 9/;
 # try it: read wherever it is
 
 $text = wait_for(sub {
-    for my $sub (qw/ incoming active deferred /) {
-        my $f = "spool/$sub/$id";
-        next unless -s $t->path($f);
+    for my $f (map { $t->spool_files('spool', $_) }
+               qw/ incoming active deferred /)
+    {
+        next unless $f =~ m{/\Q$id\E$} && -s $t->path($f);
         my $v = $t->read_file($f);
         return $v if $v =~ /^end\r$/m;
     }

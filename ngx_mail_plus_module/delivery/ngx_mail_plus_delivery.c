@@ -14,7 +14,8 @@
 /*
  * The queue runner.  Every worker takes part: it claims due messages by
  * rename() into active/<ID>.<pid> (new ones at once when it committed them,
- * the others by a periodic scan of incoming/ and deferred/), splits the
+ * the others by scans of incoming/ and of the due buckets of deferred/),
+ * splits the
  * recipients by destination (a local domain's recipient goes to its
  * mailbox backend as the router decides, over LMTP or SMTP; others to a
  * per-domain route or the relay host), hands each part, a job, to the
@@ -22,6 +23,16 @@
  * every job is done records the result:
  * removed, or deferred with a new state file and a retry time, with a
  * bounce for the recipients that failed.
+ *
+ * Scans: a periodic one (queue_scan_interval) that also takes back the
+ * claims of gone workers; one when a bucket of deferred/ falls due or a
+ * dead destination's next attempt comes (a timer every second looks at
+ * the times the last scan and the destinations gave); one when a dead
+ * destination is alive again, or an operator flushed the queue; and
+ * while a scan finds more due than there was room for, one each time
+ * half of the room is free again: a backlog is claimed as fast as it is
+ * delivered, with queue_active_limit and the destinations' concurrency
+ * as the only bounds.
  */
 
 
@@ -32,18 +43,32 @@ typedef struct {
     ngx_array_t                     local;     /* ngx_str_t */
     ngx_queue_t                     msgs;      /* ngx_mail_plus_dmsg_t */
     ngx_uint_t                      nmsgs;
-    ngx_event_t                     scan;
+    ngx_event_t                     scan;       /* the periodic one */
+    ngx_event_t                     kick;       /* one now, posted */
+    ngx_event_t                     watch;      /* every second */
     ngx_pool_t                     *scan_pool;  /* a scan in the thread */
     ngx_mail_plus_queue_due_t       due;
+    time_t                          next;       /* a bucket falls due */
+    time_t                          scanned;    /* the last scan's start */
+    ngx_atomic_uint_t               flushes;    /* seen */
+    unsigned                        more:1;     /* due, no room for it */
+    unsigned                        again:1;    /* after this scan */
 } ngx_mail_plus_delivery_ctx_t;
 
 
 static ngx_int_t ngx_mail_plus_delivery_local_domains(ngx_cycle_t *cycle);
 static void ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev);
+static void ngx_mail_plus_delivery_kick_handler(ngx_event_t *ev);
+static void ngx_mail_plus_delivery_watch_handler(ngx_event_t *ev);
+static void ngx_mail_plus_delivery_kick(ngx_mail_plus_delivery_ctx_t *ctx);
+static void ngx_mail_plus_delivery_alive(ngx_mail_plus_dest_t *dest);
+static void ngx_mail_plus_delivery_scan(ngx_mail_plus_delivery_ctx_t *ctx,
+    ngx_uint_t reclaim);
 static void ngx_mail_plus_delivery_scanned(void *data);
 static void ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q,
     u_char *id);
-static void ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id);
+static void ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id,
+    u_char *bucket);
 static void ngx_mail_plus_delivery_loaded(void *data);
 static ngx_int_t ngx_mail_plus_delivery_records(ngx_mail_plus_dmsg_t *msg,
     char **reason);
@@ -66,7 +91,7 @@ static void ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
     ngx_uint_t bounced);
 static void ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg,
-    time_t next, ngx_str_t *state);
+    time_t next, ngx_str_t *state, uint32_t key);
 static void ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg,
     char *reason);
 static void ngx_mail_plus_delivery_deferred(void *data);
@@ -85,6 +110,11 @@ static void ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg);
 static ngx_mail_plus_delivery_ctx_t  *ngx_mail_plus_delivery;
 
 static ngx_str_t  ngx_mail_plus_delivery_none = ngx_string("none");
+
+
+/* how often the due times and the flushes are looked at */
+
+#define NGX_MAIL_PLUS_DELIVERY_WATCH  1000
 
 
 /* in every worker, with "queue_delivery on" */
@@ -108,7 +138,8 @@ ngx_mail_plus_delivery_init_worker(ngx_cycle_t *cycle,
 
     ngx_mail_plus_delivery = ctx;
 
-    ngx_mail_plus_dest_init(dcf, ngx_mail_plus_delivery_job_done);
+    ngx_mail_plus_dest_init(dcf, ngx_mail_plus_delivery_job_done,
+                            ngx_mail_plus_delivery_alive);
 
     if (ngx_mail_plus_delivery_local_domains(cycle) != NGX_OK) {
         return NGX_ERROR;
@@ -121,9 +152,23 @@ ngx_mail_plus_delivery_init_worker(ngx_cycle_t *cycle,
     ctx->scan.log = cycle->log;
     ctx->scan.cancelable = 1;
 
+    ctx->kick.handler = ngx_mail_plus_delivery_kick_handler;
+    ctx->kick.data = ctx;
+    ctx->kick.log = cycle->log;
+
+    ctx->watch.handler = ngx_mail_plus_delivery_watch_handler;
+    ctx->watch.data = ctx;
+    ctx->watch.log = cycle->log;
+    ctx->watch.cancelable = 1;
+
+    /* flushes before this worker started are not its business */
+
+    (void) ngx_mail_plus_queue_flushed(q, &ctx->flushes, NULL);
+
     /* the workers start at once, spread over a few milliseconds */
 
     ngx_add_timer(&ctx->scan, 1 + ngx_random() % 100);
+    ngx_add_timer(&ctx->watch, NGX_MAIL_PLUS_DELIVERY_WATCH);
 
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cycle->log, 0,
                    "delivery: runner started, %ui local domains",
@@ -210,17 +255,14 @@ ngx_mail_plus_delivery_exit_worker(ngx_cycle_t *cycle)
 
 
 /*
- * the periodic scan: the spool's directories are read in the thread
- * pool, never in the event loop, and the due messages found are claimed
- * when it is done
+ * the periodic scan, which also takes back the claims of gone workers;
+ * the spool's directories are read in the thread pool, never in the event
+ * loop, and the due messages found are claimed when it is done
  */
 
 static void
 ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
 {
-    ngx_int_t                      rc;
-    ngx_uint_t                     room;
-    ngx_pool_t                    *pool;
     ngx_mail_plus_delivery_ctx_t  *ctx;
 
     ctx = ev->data;
@@ -229,56 +271,178 @@ ngx_mail_plus_delivery_scan_handler(ngx_event_t *ev)
         return;
     }
 
+    ngx_add_timer(ev, ctx->dcf->scan_interval);
+
+    ngx_mail_plus_delivery_scan(ctx, 1);
+}
+
+
+static void
+ngx_mail_plus_delivery_kick_handler(ngx_event_t *ev)
+{
+    if (ngx_exiting || ngx_terminate || ngx_quit
+        || ngx_mail_plus_delivery != ev->data)
+    {
+        return;
+    }
+
+    ngx_mail_plus_delivery_scan(ev->data, 0);
+}
+
+
+/* a scan now, or right after the one running */
+
+static void
+ngx_mail_plus_delivery_kick(ngx_mail_plus_delivery_ctx_t *ctx)
+{
+    if (ctx->scan_pool) {
+        ctx->again = 1;
+        return;
+    }
+
+    if (!ctx->kick.posted) {
+        ngx_post_event(&ctx->kick, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * every second: a flush by an operator (in any worker) makes the
+ * destinations flushed try again; a bucket that falls due, or a dead
+ * destination's next attempt that comes, starts a scan
+ */
+
+static void
+ngx_mail_plus_delivery_watch_handler(ngx_event_t *ev)
+{
+    time_t                         now, next;
+    uint32_t                       keys[NGX_MAIL_PLUS_QUEUE_FLUSHES];
+    ngx_uint_t                     i, n;
+    ngx_mail_plus_delivery_ctx_t  *ctx;
+
+    ctx = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_add_timer(ev, NGX_MAIL_PLUS_DELIVERY_WATCH);
+
+    n = ngx_mail_plus_queue_flushed(ctx->queue, &ctx->flushes, keys);
+
+    for (i = 0; i < n; i++) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                       "delivery: flush of %08xD heard", keys[i]);
+
+        ngx_mail_plus_dest_flush(keys[i]);
+    }
+
+    now = ngx_time();
+
+    if (n || (ctx->next && ctx->next <= now)) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                       "delivery: %ui flushes, a bucket due at %T",
+                       n, ctx->next);
+
+        ctx->next = 0;
+        ngx_mail_plus_delivery_kick(ctx);
+        return;
+    }
+
+    /* a next attempt that came since the last scan started */
+
+    next = ngx_mail_plus_dest_next_attempt(ctx->scanned);
+
+    if (next && next <= now) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                       "delivery: a destination's next attempt at %T", next);
+
+        ngx_mail_plus_delivery_kick(ctx);
+    }
+}
+
+
+/* a dead destination is alive: its deferred messages are claimed */
+
+static void
+ngx_mail_plus_delivery_alive(ngx_mail_plus_dest_t *dest)
+{
+    if (ngx_mail_plus_delivery) {
+        ngx_mail_plus_delivery_kick(ngx_mail_plus_delivery);
+    }
+}
+
+
+static void
+ngx_mail_plus_delivery_scan(ngx_mail_plus_delivery_ctx_t *ctx,
+    ngx_uint_t reclaim)
+{
+    ngx_int_t    rc;
+    ngx_uint_t   room;
+    ngx_pool_t  *pool;
+
     room = (ctx->nmsgs < ctx->dcf->active_limit)
            ? ctx->dcf->active_limit - ctx->nmsgs : 0;
 
     if (ctx->scan_pool || room == 0) {
-        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
                        "delivery scan: skipped, %ui messages active%s",
                        ctx->nmsgs, ctx->scan_pool ? ", a scan running" : "");
 
-        ngx_add_timer(ev, ctx->dcf->scan_interval);
+        if (ctx->scan_pool) {
+            ctx->again = 1;
+
+        } else {
+            ctx->more = 1;
+        }
+
         return;
     }
 
-    pool = ngx_create_pool(1024, ev->log);
+    pool = ngx_create_pool(4096, ctx->scan.log);
     if (pool == NULL) {
-        ngx_add_timer(ev, ctx->dcf->scan_interval);
         return;
     }
 
     ctx->due.ids = ngx_palloc(pool, room
                                     * sizeof(ngx_mail_plus_queue_due_id_t));
-    if (ctx->due.ids == NULL) {
+    ctx->due.wait = ngx_palloc(pool, (ngx_mail_plus_dest_count() + 1)
+                                     * sizeof(ngx_mail_plus_queue_wait_t));
+
+    if (ctx->due.ids == NULL || ctx->due.wait == NULL) {
         ngx_destroy_pool(pool);
-        ngx_add_timer(ev, ctx->dcf->scan_interval);
         return;
     }
 
     ctx->due.nalloc = room;
+    ctx->due.nwait = ngx_mail_plus_dest_waits(ctx->due.wait);
     ctx->due.now = ngx_time();
-    ctx->scan_pool = pool;
+    ctx->due.reclaim = reclaim;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ev->log, 0,
-                   "delivery scan: room for %ui messages", room);
+    ctx->scan_pool = pool;
+    ctx->scanned = ctx->due.now;
+    ctx->more = 0;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
+                   "delivery scan: room for %ui messages, %ui destinations "
+                   "waiting%s", room, ctx->due.nwait,
+                   reclaim ? ", claims of gone workers taken back" : "");
 
     rc = ngx_mail_plus_queue_scan(ctx->queue, &ctx->due,
                                   ngx_mail_plus_delivery_scanned, ctx, pool,
-                                  ev->log);
+                                  ctx->scan.log);
 
     if (rc == NGX_AGAIN) {
         return;
     }
 
-    /* the thread pool is busy: the next scan */
+    /* the thread pool is busy: the next periodic scan */
 
-    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
                    "delivery scan: not posted, the next one in time");
 
     ctx->scan_pool = NULL;
     ngx_destroy_pool(pool);
-
-    ngx_add_timer(ev, ctx->dcf->scan_interval);
 }
 
 
@@ -303,20 +467,40 @@ ngx_mail_plus_delivery_scanned(void *data)
             }
 
             ngx_mail_plus_delivery_claim(ctx->due.ids[i].which,
-                                         ctx->due.ids[i].id);
+                                         ctx->due.ids[i].id,
+                                         ctx->due.ids[i].bucket);
         }
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
+    ctx->next = ctx->due.next;
+
+    if (ctx->due.more || i < ctx->due.nids) {
+        ctx->more = 1;
+    }
+
+    ngx_log_debug5(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
                    "delivery scan: finished, %ui claims posted, "
-                   "%ui messages active, next in %M ms",
-                   i, ctx->nmsgs, ctx->dcf->scan_interval);
+                   "%ui messages active, %s, next bucket at %T%s",
+                   i, ctx->nmsgs, ctx->more ? "more due" : "no more due",
+                   ctx->next, ctx->again ? ", scanned again" : "");
 
     ngx_destroy_pool(ctx->scan_pool);
     ctx->scan_pool = NULL;
 
-    if (!(ngx_exiting || ngx_terminate || ngx_quit)) {
-        ngx_add_timer(&ctx->scan, ctx->dcf->scan_interval);
+    if (ngx_exiting || ngx_terminate || ngx_quit
+        || ngx_mail_plus_delivery != ctx)
+    {
+        return;
+    }
+
+    /* more is due: claimed while at least half of the room is free */
+
+    if (ctx->again
+        || (ctx->more && ctx->nmsgs <= ctx->dcf->active_limit / 2))
+    {
+        ctx->again = 0;
+        ctx->more = 0;
+        ngx_mail_plus_delivery_kick(ctx);
     }
 }
 
@@ -337,7 +521,7 @@ ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
                    "delivery %*s: committed by this worker, claimed at once",
                    (size_t) NGX_MAIL_PLUS_QUEUE_ID_LEN, id);
 
-    ngx_mail_plus_delivery_claim(NGX_MAIL_PLUS_QUEUE_INCOMING, id);
+    ngx_mail_plus_delivery_claim(NGX_MAIL_PLUS_QUEUE_INCOMING, id, NULL);
 }
 
 
@@ -348,7 +532,7 @@ ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q, u_char *id)
  */
 
 static void
-ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id)
+ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id, u_char *bucket)
 {
     ngx_int_t                      rc;
     ngx_pool_t                    *pool;
@@ -383,6 +567,11 @@ ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id)
     ctx->nmsgs++;
 
     msg->load.which = which;
+
+    if (bucket) {
+        ngx_memcpy(msg->bucket, bucket, NGX_MAIL_PLUS_QUEUE_BUCKET_LEN + 1);
+        msg->load.bucket = msg->bucket;
+    }
 
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, msg->log, 0,
                    "delivery %s: claim", msg->id);
@@ -462,7 +651,7 @@ ngx_mail_plus_delivery_loaded(void *data)
         ngx_str_null(&state);
 
         ngx_mail_plus_delivery_defer(msg, ngx_time() + ctx->dcf->retry_max,
-                                     &state);
+                                     &state, 0);
         return;
     }
 
@@ -1084,6 +1273,7 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
     time_t                          delay;
     ngx_str_t                       state;
     ngx_uint_t                      i, left;
+    ngx_mail_plus_dest_t           *dest;
     ngx_mail_plus_rcpt_t           *rcpt;
     ngx_mail_plus_delivery_conf_t  *dcf;
 
@@ -1174,11 +1364,40 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
         delay = dcf->retry_max;
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, msg->log, 0,
-                   "delivery %s: %ui recipients left, deferred for %T s",
-                   msg->id, left, delay);
+    /*
+     * recipients left for one destination only: the message waits in a
+     * bucket of that destination, and not less than until its next
+     * attempt when it is dead
+     */
 
-    ngx_mail_plus_delivery_defer(msg, ngx_time() + delay, &state);
+    dest = NULL;
+
+    for (i = 0; i < msg->rcpts.nelts; i++) {
+        if (rcpt[i].state != NGX_MAIL_PLUS_RCPT_DEFERRED
+            && rcpt[i].state != NGX_MAIL_PLUS_RCPT_PENDING)
+        {
+            continue;
+        }
+
+        if (rcpt[i].dest == NULL || (dest && rcpt[i].dest != dest)) {
+            dest = NULL;
+            break;
+        }
+
+        dest = rcpt[i].dest;
+    }
+
+    if (dest && dest->retry > ngx_time() + delay) {
+        delay = dest->retry - ngx_time();
+    }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, msg->log, 0,
+                   "delivery %s: %ui recipients left, deferred for %T s, "
+                   "for %V", msg->id, left, delay,
+                   dest ? &dest->name : &ngx_mail_plus_delivery_none);
+
+    ngx_mail_plus_delivery_defer(msg, ngx_time() + delay, &state,
+                                 dest ? dest->key : 0);
 }
 
 
@@ -1189,11 +1408,11 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
 
 static void
 ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg, time_t next,
-    ngx_str_t *state)
+    ngx_str_t *state, uint32_t key)
 {
     ngx_int_t  rc;
 
-    rc = ngx_mail_plus_queue_defer(msg->spool, msg->id, state, next,
+    rc = ngx_mail_plus_queue_defer(msg->spool, msg->id, state, next, key,
                                    ngx_mail_plus_delivery_deferred, msg,
                                    msg->pool, msg->log);
 
@@ -1310,6 +1529,8 @@ ngx_mail_plus_delivery_reported(ngx_mail_plus_queue_msg_t *m)
 static void
 ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg)
 {
+    ngx_mail_plus_delivery_ctx_t  *ctx;
+
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, msg->log, 0,
                    "delivery %s: freed", msg->id);
 
@@ -1323,9 +1544,22 @@ ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg)
 
     ngx_queue_remove(&msg->queue);
 
-    if (ngx_mail_plus_delivery) {
-        ngx_mail_plus_delivery->nmsgs--;
+    ngx_destroy_pool(msg->pool);
+
+    ctx = ngx_mail_plus_delivery;
+
+    if (ctx == NULL) {
+        return;
     }
 
-    ngx_destroy_pool(msg->pool);
+    ctx->nmsgs--;
+
+    /* a backlog: claimed again once half of the room is free */
+
+    if (ctx->more && ctx->nmsgs <= ctx->dcf->active_limit / 2
+        && !(ngx_exiting || ngx_terminate || ngx_quit))
+    {
+        ctx->more = 0;
+        ngx_mail_plus_delivery_kick(ctx);
+    }
 }

@@ -54,6 +54,11 @@
 #define NGX_MAIL_PLUS_DSN_SUCCESS     2
 
 
+/* what is kept of why a destination failed */
+
+#define NGX_MAIL_PLUS_DEST_ERROR_LEN  128
+
+
 /* recipients in one transaction, at most */
 
 #define NGX_MAIL_PLUS_JOB_RCPTS       50
@@ -143,6 +148,7 @@ struct ngx_mail_plus_dmsg_s {
     ngx_queue_t                     queue;    /* of the worker */
 
     ngx_mail_plus_queue_load_t      load;     /* the claim and its reads */
+    u_char                          bucket[NGX_MAIL_PLUS_QUEUE_BUCKET_LEN + 1];
     ngx_event_t                     retry;    /* the thread pool was busy */
     char                           *reason;   /* corrupt: why */
 
@@ -169,6 +175,13 @@ struct ngx_mail_plus_dest_s {
     ngx_queue_t                     idle;     /* ngx_mail_plus_conn_t */
     ngx_queue_t                     jobs;     /* waiting */
     ngx_queue_t                     queue;    /* of the worker */
+
+    uint32_t                        key;      /* of its deferred buckets */
+    time_t                          retry;    /* failed: its next attempt */
+    time_t                          backoff;  /* the last wait */
+    ngx_str_t                       error;    /* why it failed */
+    u_char                          text[NGX_MAIL_PLUS_DEST_ERROR_LEN];
+    unsigned                        probing:1;  /* its next attempt runs */
 };
 
 
@@ -248,8 +261,14 @@ void ngx_mail_plus_delivery_exit_worker(ngx_cycle_t *cycle);
 
 /* the destinations and their scheduling */
 
+typedef void (*ngx_mail_plus_dest_alive_pt)(ngx_mail_plus_dest_t *dest);
+
 void ngx_mail_plus_dest_init(ngx_mail_plus_delivery_conf_t *dcf,
-    ngx_mail_plus_job_done_pt done);
+    ngx_mail_plus_job_done_pt done, ngx_mail_plus_dest_alive_pt alive);
+ngx_uint_t ngx_mail_plus_dest_count(void);
+ngx_uint_t ngx_mail_plus_dest_waits(ngx_mail_plus_queue_wait_t *wait);
+time_t ngx_mail_plus_dest_next_attempt(time_t since);
+void ngx_mail_plus_dest_flush(uint32_t key);
 ngx_mail_plus_dest_t *ngx_mail_plus_dest_get(struct sockaddr *sa,
     socklen_t socklen, in_port_t port, ngx_uint_t protocol,
     ngx_mail_plus_relay_t *relay, ngx_mail_plus_server_t *server);

@@ -27,7 +27,9 @@
 typedef struct {
     ngx_mail_plus_delivery_conf_t  *dcf;
     ngx_mail_plus_job_done_pt       done;      /* the runner's */
+    ngx_mail_plus_dest_alive_pt     alive;     /* the runner's */
     ngx_queue_t                     dests;     /* ngx_mail_plus_dest_t */
+    ngx_uint_t                      ndests;
 } ngx_mail_plus_dest_ctx_t;
 
 
@@ -41,6 +43,9 @@ static ngx_mail_plus_job_t *ngx_mail_plus_dest_next_job(
     ngx_mail_plus_dest_t *dest);
 static void ngx_mail_plus_dest_failed(ngx_mail_plus_dest_t *dest,
     ngx_str_t *text);
+static void ngx_mail_plus_dest_suspend(ngx_mail_plus_dest_t *dest,
+    ngx_mail_plus_job_t *job);
+static void ngx_mail_plus_dest_up(ngx_mail_plus_dest_t *dest);
 static void ngx_mail_plus_dest_park(ngx_mail_plus_conn_t *conn);
 static void ngx_mail_plus_dest_idle_handler(ngx_event_t *ev);
 static void ngx_mail_plus_dest_close(ngx_mail_plus_conn_t *conn,
@@ -54,12 +59,111 @@ static ngx_mail_plus_dest_ctx_t  ngx_mail_plus_dest_ctx;
 
 void
 ngx_mail_plus_dest_init(ngx_mail_plus_delivery_conf_t *dcf,
-    ngx_mail_plus_job_done_pt done)
+    ngx_mail_plus_job_done_pt done, ngx_mail_plus_dest_alive_pt alive)
 {
     ngx_mail_plus_dest_ctx.dcf = dcf;
     ngx_mail_plus_dest_ctx.done = done;
+    ngx_mail_plus_dest_ctx.alive = alive;
 
     ngx_queue_init(&ngx_mail_plus_dest_ctx.dests);
+}
+
+
+ngx_uint_t
+ngx_mail_plus_dest_count(void)
+{
+    return ngx_mail_plus_dest_ctx.ndests;
+}
+
+
+/*
+ * the destinations that failed, for a scan (room for as many as
+ * ngx_mail_plus_dest_count()): those waiting for their next attempt, or
+ * trying it, allow none of their deferred messages to be claimed; one
+ * whose next attempt has come allows one message, its probe
+ */
+
+ngx_uint_t
+ngx_mail_plus_dest_waits(ngx_mail_plus_queue_wait_t *wait)
+{
+    time_t                 now;
+    ngx_uint_t             n;
+    ngx_queue_t           *q;
+    ngx_mail_plus_dest_t  *d;
+
+    now = ngx_time();
+    n = 0;
+
+    for (q = ngx_queue_head(&ngx_mail_plus_dest_ctx.dests);
+         q != ngx_queue_sentinel(&ngx_mail_plus_dest_ctx.dests);
+         q = ngx_queue_next(q))
+    {
+        d = ngx_queue_data(q, ngx_mail_plus_dest_t, queue);
+
+        if (d->retry == 0) {
+            continue;
+        }
+
+        wait[n].key = d->key;
+        wait[n].allow = (d->probing || now < d->retry) ? 0 : 1;
+        n++;
+    }
+
+    return n;
+}
+
+
+/* the earliest next attempt of a dead destination later than "since" */
+
+time_t
+ngx_mail_plus_dest_next_attempt(time_t since)
+{
+    time_t                 next;
+    ngx_queue_t           *q;
+    ngx_mail_plus_dest_t  *d;
+
+    next = 0;
+
+    for (q = ngx_queue_head(&ngx_mail_plus_dest_ctx.dests);
+         q != ngx_queue_sentinel(&ngx_mail_plus_dest_ctx.dests);
+         q = ngx_queue_next(q))
+    {
+        d = ngx_queue_data(q, ngx_mail_plus_dest_t, queue);
+
+        if (d->retry > since && !d->probing
+            && (next == 0 || d->retry < next))
+        {
+            next = d->retry;
+        }
+    }
+
+    return next;
+}
+
+
+/* an operator's flush: the destinations of the key (0: all) are tried */
+
+void
+ngx_mail_plus_dest_flush(uint32_t key)
+{
+    ngx_queue_t           *q;
+    ngx_mail_plus_dest_t  *d;
+
+    for (q = ngx_queue_head(&ngx_mail_plus_dest_ctx.dests);
+         q != ngx_queue_sentinel(&ngx_mail_plus_dest_ctx.dests);
+         q = ngx_queue_next(q))
+    {
+        d = ngx_queue_data(q, ngx_mail_plus_dest_t, queue);
+
+        if (d->retry && !d->probing && (key == 0 || d->key == key)) {
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                           "delivery destination %V: flushed, next attempt "
+                           "now", &d->name);
+
+            d->retry = ngx_time();
+        }
+    }
 }
 
 
@@ -120,6 +224,7 @@ ngx_mail_plus_dest_get(struct sockaddr *sa, socklen_t socklen,
 
     ngx_memcpy(d->name.data, text, d->name.len);
 
+    d->key = ngx_mail_plus_queue_key(&d->name);
     d->protocol = protocol;
     d->server = server;
 
@@ -143,6 +248,7 @@ ngx_mail_plus_dest_get(struct sockaddr *sa, socklen_t socklen,
     ngx_queue_init(&d->idle);
     ngx_queue_init(&d->jobs);
     ngx_queue_insert_tail(&ngx_mail_plus_dest_ctx.dests, &d->queue);
+    ngx_mail_plus_dest_ctx.ndests++;
 
     ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
                    "delivery destination %V: created, %s, tls %ui",
@@ -162,6 +268,34 @@ ngx_mail_plus_dest_submit(ngx_mail_plus_job_t *job)
     ngx_mail_plus_dest_t  *dest;
 
     dest = job->dest;
+
+    if (dest->retry) {
+
+        if (!dest->probing && ngx_time() < dest->retry) {
+            ngx_mail_plus_dest_suspend(dest, job);
+            return;
+        }
+
+        if (!dest->probing) {
+
+            /* its next attempt: one connection, for this job */
+
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                           "delivery destination %V: next attempt, with %s",
+                           &dest->name, job->msg->id);
+
+            dest->probing = 1;
+            ngx_mail_plus_dest_start(dest, job);
+            return;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                       "delivery destination %V: job of %s waits for the "
+                       "next attempt", &dest->name, job->msg->id);
+
+        ngx_queue_insert_tail(&dest->jobs, &job->queue);
+        return;
+    }
 
     if (ngx_mail_plus_dest_take_idle(dest, job) == NGX_OK) {
         return;
@@ -206,8 +340,8 @@ ngx_mail_plus_dest_start(ngx_mail_plus_dest_t *dest, ngx_mail_plus_job_t *job)
 
     ngx_str_set(&text, "4.4.1 connect to the destination failed");
 
-    ngx_mail_plus_dest_ctx.done(job, 451, &text);
     ngx_mail_plus_dest_failed(dest, &text);
+    ngx_mail_plus_dest_ctx.done(job, 451, &text);
 }
 
 
@@ -280,18 +414,26 @@ ngx_mail_plus_dest_done(ngx_mail_plus_conn_t *conn, ngx_uint_t how)
         how = NGX_MAIL_PLUS_CONN_QUIT;
     }
 
+    if (how != NGX_MAIL_PLUS_CONN_FAILED && dest->retry) {
+        ngx_mail_plus_dest_up(dest);
+    }
+
     if (how != NGX_MAIL_PLUS_CONN_KEEP) {
         ngx_mail_plus_dest_close(conn, how == NGX_MAIL_PLUS_CONN_QUIT);
         conn = NULL;
     }
 
-    ngx_mail_plus_dest_ctx.done(job, 0, NULL);
-
     if (how == NGX_MAIL_PLUS_CONN_FAILED) {
+
+        /* dead first, so that the job is deferred to its next attempt */
+
         ngx_str_set(&text, "4.4.1 connect to the destination failed");
         ngx_mail_plus_dest_failed(dest, &text);
+        ngx_mail_plus_dest_ctx.done(job, 0, NULL);
         return;
     }
+
+    ngx_mail_plus_dest_ctx.done(job, 0, NULL);
 
     job = ngx_mail_plus_dest_next_job(dest);
 
@@ -300,19 +442,25 @@ ngx_mail_plus_dest_done(ngx_mail_plus_conn_t *conn, ngx_uint_t how)
             ngx_mail_plus_dest_start(dest, job);
         }
 
-        return;
-    }
-
-    if (job) {
+    } else if (job) {
         ngx_log_debug2(NGX_LOG_DEBUG_MAIL, conn->connection->log, 0,
                        "delivery destination %V: connection reused for %s",
                        &dest->name, job->msg->id);
 
         ngx_mail_plus_client_next(conn->client, job);
-        return;
+
+    } else {
+        ngx_mail_plus_dest_park(conn);
     }
 
-    ngx_mail_plus_dest_park(conn);
+    /* alive again: the jobs that waited get every connection allowed */
+
+    while (dest->active < ngx_mail_plus_dest_ctx.dcf->concurrency
+           && dest->retry == 0
+           && (job = ngx_mail_plus_dest_next_job(dest)) != NULL)
+    {
+        ngx_mail_plus_dest_start(dest, job);
+    }
 }
 
 
@@ -337,12 +485,56 @@ ngx_mail_plus_dest_next_job(ngx_mail_plus_dest_t *dest)
 static void
 ngx_mail_plus_dest_failed(ngx_mail_plus_dest_t *dest, ngx_str_t *text)
 {
-    ngx_queue_t          *q;
-    ngx_mail_plus_job_t  *job;
+    ngx_queue_t                    *q;
+    ngx_mail_plus_job_t            *job;
+    ngx_mail_plus_delivery_conf_t  *dcf;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
-                   "delivery destination %V: failed, \"%V\"",
-                   &dest->name, text);
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "delivery destination %V: failed, \"%V\", "
+                   "%ui connections left", &dest->name, text, dest->active);
+
+    /*
+     * dead when no connection of it is left, or its next attempt failed:
+     * then nothing goes to it before the attempt after
+     */
+
+    if (dest->active == 0 || dest->probing) {
+        dcf = ngx_mail_plus_dest_ctx.dcf;
+
+        dest->backoff = dest->backoff ? ngx_min(dest->backoff * 2,
+                                                dcf->retry_max)
+                                      : ngx_min(dcf->retry_first,
+                                                dcf->retry_max);
+        dest->retry = ngx_time() + dest->backoff;
+        dest->probing = 0;
+
+        /* the reason, without its status code */
+
+        dest->error.len = ngx_min(text->len, NGX_MAIL_PLUS_DEST_ERROR_LEN);
+        dest->error.data = dest->text;
+        ngx_memcpy(dest->text, text->data, dest->error.len);
+
+        if (dest->error.len > 6 && dest->text[1] == '.'
+            && dest->text[0] >= '2' && dest->text[0] <= '5')
+        {
+            dest->error.data = (u_char *) ngx_strlchr(dest->text,
+                                                      dest->text
+                                                      + dest->error.len,
+                                                      ' ');
+            if (dest->error.data == NULL) {
+                dest->error.data = dest->text;
+
+            } else {
+                dest->error.data++;
+                dest->error.len -= dest->error.data - dest->text;
+            }
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "delivery: destination %V is not reachable (%V), "
+                      "next attempt in %T s", &dest->name, &dest->error,
+                      dest->backoff);
+    }
 
     while (!ngx_queue_empty(&dest->jobs)) {
         q = ngx_queue_head(&dest->jobs);
@@ -352,6 +544,46 @@ ngx_mail_plus_dest_failed(ngx_mail_plus_dest_t *dest, ngx_str_t *text)
 
         ngx_mail_plus_dest_ctx.done(job, 451, text);
     }
+}
+
+
+/* a dead destination's job, before its next attempt: deferred at once */
+
+static void
+ngx_mail_plus_dest_suspend(ngx_mail_plus_dest_t *dest,
+    ngx_mail_plus_job_t *job)
+{
+    u_char     buf[NGX_MAIL_PLUS_DEST_ERROR_LEN + 64];
+    ngx_str_t  text;
+
+    text.data = buf;
+    text.len = ngx_snprintf(buf, sizeof(buf),
+                            "4.4.1 delivery temporarily suspended: %V",
+                            &dest->error)
+               - buf;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "delivery destination %V: job of %s deferred, next "
+                   "attempt at %T", &dest->name, job->msg->id, dest->retry);
+
+    ngx_mail_plus_dest_ctx.done(job, 451, &text);
+}
+
+
+/* a connection of a dead destination worked: it is alive again */
+
+static void
+ngx_mail_plus_dest_up(ngx_mail_plus_dest_t *dest)
+{
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "delivery: destination %V is reachable again",
+                  &dest->name);
+
+    dest->retry = 0;
+    dest->backoff = 0;
+    dest->probing = 0;
+
+    ngx_mail_plus_dest_ctx.alive(dest);
 }
 
 

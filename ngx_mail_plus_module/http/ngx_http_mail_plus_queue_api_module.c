@@ -22,6 +22,8 @@
  *   POST   messages/<ID>/hold       incoming/ or deferred/ to hold/
  *   POST   messages/<ID>/release    hold/ to incoming/
  *   DELETE messages/<ID>            the message and its state
+ *   POST   flush[?destination=HOST:PORT]
+ *                                   deferred messages due now
  *
  * Spool I/O is the queue's (ngx_mail_plus_queue_list(),
  * ngx_mail_plus_queue_admin()) and runs in its thread pool; the request
@@ -31,6 +33,11 @@
 
 
 #define NGX_HTTP_MAIL_PLUS_QUEUE_API_LIST       ((ngx_uint_t) -1)
+#define NGX_HTTP_MAIL_PLUS_QUEUE_API_FLUSH      ((ngx_uint_t) -2)
+
+/* a destination's name as the log shows it: host:port, [IPv6]:port */
+
+#define NGX_HTTP_MAIL_PLUS_QUEUE_API_DEST       (NGX_SOCKADDR_STRLEN + 8)
 
 #define NGX_HTTP_MAIL_PLUS_QUEUE_API_LIMIT      1000
 #define NGX_HTTP_MAIL_PLUS_QUEUE_API_MAX_LIMIT  10000
@@ -46,6 +53,8 @@ typedef struct {
     u_char                         id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
     ngx_uint_t                     limit;
     char                          *error;   /* refused by the route */
+    ngx_str_t                      dest;    /* a flush: empty, all */
+    ngx_uint_t                     flushed;
     ngx_mail_plus_queue_list_t     list;
     ngx_mail_plus_queue_admin_t    admin;
 } ngx_http_mail_plus_queue_api_ctx_t;
@@ -53,6 +62,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_mail_plus_queue_api_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mail_plus_queue_api_route(ngx_http_request_t *r,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_queue_api_flush(ngx_http_request_t *r,
     ngx_http_mail_plus_queue_api_ctx_t *ctx);
 static ngx_int_t ngx_http_mail_plus_queue_api_limit(ngx_http_request_t *r,
     ngx_http_mail_plus_queue_api_ctx_t *ctx);
@@ -177,6 +188,14 @@ ngx_http_mail_plus_queue_api_handler(ngx_http_request_t *r)
                                       ngx_http_mail_plus_queue_api_done, r,
                                       r->pool, r->connection->log);
 
+    } else if (ctx->what == NGX_HTTP_MAIL_PLUS_QUEUE_API_FLUSH) {
+        rc = ngx_mail_plus_queue_flush(q, ctx->dest.len
+                                          ? ngx_mail_plus_queue_key(&ctx->dest)
+                                          : 0,
+                                       &ctx->flushed,
+                                       ngx_http_mail_plus_queue_api_done, r,
+                                       r->pool, r->connection->log);
+
     } else {
         a = &ctx->admin;
         a->what = ctx->what;
@@ -241,6 +260,17 @@ ngx_http_mail_plus_queue_api_route(ngx_http_request_t *r,
 
     if (p < last && *p == '/') {
         p++;
+    }
+
+    if (last - p == 5 && ngx_strncmp(p, "flush", 5) == 0) {
+        if (!(r->method & NGX_HTTP_POST)) {
+            ngx_str_set(&allow, "POST");
+            goto not_allowed;
+        }
+
+        ctx->what = NGX_HTTP_MAIL_PLUS_QUEUE_API_FLUSH;
+
+        return ngx_http_mail_plus_queue_api_flush(r, ctx);
     }
 
     if (last - p < 8 || ngx_strncmp(p, "messages", 8) != 0
@@ -327,6 +357,62 @@ not_allowed:
 }
 
 
+/*
+ * "destination=": a next hop's name as the delivery log shows it
+ * (relay=), a host or an address and a port; checked byte by byte, as it
+ * goes into a log line and the answer
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_queue_api_flush(ngx_http_request_t *r,
+    ngx_http_mail_plus_queue_api_ctx_t *ctx)
+{
+    u_char     *p, *d;
+    ngx_str_t   value;
+
+    if (ngx_http_arg(r, (u_char *) "destination", 11, &value) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (value.len == 0 || value.len > 3 * NGX_HTTP_MAIL_PLUS_QUEUE_API_DEST) {
+        ctx->error = "bad destination";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    d = ngx_pnalloc(r->pool, value.len);
+    if (d == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->dest.data = d;
+    p = value.data;
+
+    ngx_unescape_uri(&d, &p, value.len, 0);
+
+    ctx->dest.len = d - ctx->dest.data;
+
+    if (ctx->dest.len == 0
+        || ctx->dest.len > NGX_HTTP_MAIL_PLUS_QUEUE_API_DEST)
+    {
+        ctx->error = "bad destination";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    for (p = ctx->dest.data; p < d; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9')
+              || *p == '.' || *p == '-' || *p == ':' || *p == '['
+              || *p == ']' || *p == '_'))
+        {
+            ctx->error = "bad destination";
+            return NGX_HTTP_BAD_REQUEST;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /* "limit=": 1000 messages by default, 10000 at most */
 
 static ngx_int_t
@@ -379,6 +465,24 @@ ngx_http_mail_plus_queue_api_respond(ngx_http_request_t *r)
 
     if (ctx->what == NGX_HTTP_MAIL_PLUS_QUEUE_API_LIST) {
         ngx_http_mail_plus_queue_api_list(&o, ctx);
+        status = NGX_HTTP_OK;
+
+    } else if (ctx->what == NGX_HTTP_MAIL_PLUS_QUEUE_API_FLUSH) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "queue api: flush of %s%V: %ui messages due now",
+                      ctx->dest.len ? "destination " : "the queue",
+                      &ctx->dest, ctx->flushed);
+
+        ngx_http_mail_plus_printf(&o, "{\"flushed\":%ui,\"destination\":",
+                                  ctx->flushed);
+
+        if (ctx->dest.len) {
+            ngx_http_mail_plus_printf(&o, "\"%V\"}\n", &ctx->dest);
+
+        } else {
+            ngx_http_mail_plus_printf(&o, "null}\n");
+        }
+
         status = NGX_HTTP_OK;
 
     } else {

@@ -17,8 +17,10 @@
  *   <spool>/tmp/<ID>           a message being received
  *   <spool>/incoming/<ID>      a message accepted, waiting for delivery
  *   <spool>/active/<ID>.<pid>  a message claimed by the worker <pid>
- *   <spool>/deferred/<ID>      waiting for a retry; its mtime is the time
- *                              of the next attempt
+ *   <spool>/deferred/<bucket>/<ID>
+ *                              waiting for a retry, in a bucket named by
+ *                              its due time and destination
+ *                              (ngx_mail_plus_queue_deferred.c)
  *   <spool>/state/<ID>         recipients done, attempts so far
  *   <spool>/hold/<ID>          held by the queue API
  *   <spool>/corrupt/<ID>       a file that cannot be parsed, set aside
@@ -49,6 +51,8 @@ ngx_mail_plus_queue_create(ngx_conf_t *cf, ngx_str_t *path,
     ngx_str_t *thread_pool)
 {
     ngx_mail_plus_queue_t  *q;
+
+    static ngx_str_t  name = ngx_string("mail_plus_queue");
 
     q = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_queue_t));
     if (q == NULL) {
@@ -84,6 +88,16 @@ ngx_mail_plus_queue_create(ngx_conf_t *cf, ngx_str_t *path,
 
 #endif
 
+    /* the flushes, for every worker */
+
+    q->shm_zone = ngx_shared_memory_add(cf, &name, 8 * ngx_pagesize,
+                                        &ngx_mail_plus_queue_module);
+    if (q->shm_zone == NULL) {
+        return NULL;
+    }
+
+    q->shm_zone->init = ngx_mail_plus_queue_shm_init;
+
     return q;
 }
 
@@ -103,10 +117,12 @@ ngx_mail_plus_queue_init(ngx_cycle_t *cycle, ngx_mail_plus_queue_t *q)
     static char  *dirs[] = { "", "/tmp", "/incoming", "/active", "/hold",
                              "/corrupt", NULL };
 
-    /* the longest name in it: corrupt/<ID>.<seconds> */
+    /* the longest names in it: deferred/<bucket>/<ID>, corrupt/<ID>.<time> */
 
-    if (q->path.len + sizeof("/corrupt/.") + NGX_MAIL_PLUS_QUEUE_ID_LEN
-        + NGX_TIME_T_LEN > NGX_MAX_PATH)
+    if (q->path.len + sizeof("/deferred//") + NGX_MAIL_PLUS_QUEUE_BUCKET_LEN
+        + NGX_MAIL_PLUS_QUEUE_ID_LEN > NGX_MAX_PATH
+        || q->path.len + sizeof("/corrupt/.") + NGX_MAIL_PLUS_QUEUE_ID_LEN
+           + NGX_TIME_T_LEN > NGX_MAX_PATH)
     {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "queue spool path \"%V\" is too long", &q->path);

@@ -25,6 +25,8 @@
  *   ngx_mail_plus_queue_add.c     adding messages: open, write, commit
  *   ngx_mail_plus_queue_claim.c   the delivery's side: scans, claims,
  *                                 reads, deferrals, removals
+ *   ngx_mail_plus_queue_deferred.c  deferred/ by due time and destination:
+ *                                 its buckets, the due ones, flushes
  *   ngx_mail_plus_queue_admin.c   counts, listings, one message's moves
  *   ngx_mail_plus_spool_record.c  the envelope and state file records
  */
@@ -127,11 +129,34 @@ ngx_uint_t ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q,
 typedef void (*ngx_mail_plus_queue_defer_pt)(void *data);
 
 
+/*
+ * deferred/<bucket>/<ID>: a bucket is named by when its messages are due
+ * and by the destination they wait for, a key (docs/spool.md); key 0 is
+ * none (recipients of several destinations, or of none)
+ */
+
+#define NGX_MAIL_PLUS_QUEUE_BUCKET_LEN  26
+
+uint32_t ngx_mail_plus_queue_key(ngx_str_t *name);
+
+
+/*
+ * a destination a scan must not take from, or only "allow" messages
+ * from: one that failed and waits for its next attempt
+ */
+
+typedef struct {
+    uint32_t                        key;
+    ngx_uint_t                      allow;
+} ngx_mail_plus_queue_wait_t;
+
+
 /* a scan for due messages, in the thread pool */
 
 typedef struct {
     u_char                          id[NGX_MAIL_PLUS_QUEUE_ID_LEN + 1];
     ngx_uint_t                      which;  /* NGX_MAIL_PLUS_QUEUE_INCOMING */
+    u_char                          bucket[NGX_MAIL_PLUS_QUEUE_BUCKET_LEN + 1];
 } ngx_mail_plus_queue_due_id_t;
 
 typedef struct {
@@ -140,6 +165,12 @@ typedef struct {
     ngx_uint_t                      nids;
     ngx_uint_t                      reclaimed;  /* claims of gone workers */
     time_t                          now;
+    ngx_mail_plus_queue_wait_t     *wait;       /* destinations waiting */
+    ngx_uint_t                      nwait;
+    time_t                          next;       /* the next bucket due */
+    ngx_uint_t                      waiting;    /* due, for a "wait" one */
+    unsigned                        reclaim:1;  /* claims of gone workers */
+    unsigned                        more:1;     /* more was due than room */
 } ngx_mail_plus_queue_due_t;
 
 ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
@@ -157,6 +188,7 @@ ngx_int_t ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
 
 typedef struct {
     ngx_uint_t                      which;
+    u_char                         *bucket;     /* deferred/: its bucket */
     ngx_fd_t                        fd;
     off_t                           size;       /* of the file */
     ngx_str_t                       head;       /* the envelope, at least */
@@ -193,8 +225,25 @@ void ngx_mail_plus_queue_reader_free(ngx_mail_plus_queue_reader_t *rd);
 
 
 ngx_int_t ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
-    void *data, ngx_pool_t *pool, ngx_log_t *log);
+    ngx_str_t *state, time_t next, uint32_t key,
+    ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool,
+    ngx_log_t *log);
+
+/*
+ * a flush: the deferred messages, all of them (key 0) or those waiting
+ * for one destination, are made due now, in the thread pool; "flushed"
+ * counts them; every worker hears of it through
+ * ngx_mail_plus_queue_flushed(), which gives the keys flushed since
+ * "seen" (key 0: all)
+ */
+
+#define NGX_MAIL_PLUS_QUEUE_FLUSHES  16
+
+ngx_int_t ngx_mail_plus_queue_flush(ngx_mail_plus_queue_t *q, uint32_t key,
+    ngx_uint_t *flushed, ngx_mail_plus_queue_defer_pt handler, void *data,
+    ngx_pool_t *pool, ngx_log_t *log);
+ngx_uint_t ngx_mail_plus_queue_flushed(ngx_mail_plus_queue_t *q,
+    ngx_atomic_uint_t *seen, uint32_t *keys);
 ngx_int_t ngx_mail_plus_queue_corrupt(ngx_mail_plus_queue_t *q, u_char *id,
     char *reason, ngx_mail_plus_queue_defer_pt handler, void *data,
     ngx_pool_t *pool, ngx_log_t *log);

@@ -21,6 +21,8 @@
 
 static void ngx_mail_plus_queue_sizes_run(ngx_mail_plus_queue_op_t *op);
 static void ngx_mail_plus_queue_list_run(ngx_mail_plus_queue_op_t *op);
+static void ngx_mail_plus_queue_list_dir(ngx_mail_plus_queue_op_t *op,
+    ngx_uint_t where, u_char *dirname, ngx_uint_t buckets);
 static ngx_int_t ngx_mail_plus_queue_entry(u_char *path,
     ngx_mail_plus_queue_entry_t *e);
 static void ngx_mail_plus_queue_admin_run(ngx_mail_plus_queue_op_t *op);
@@ -75,6 +77,12 @@ ngx_mail_plus_queue_sizes_run(ngx_mail_plus_queue_op_t *op)
     ngx_uint_t  i;
 
     for (i = 0; i < NGX_MAIL_PLUS_QUEUE_NSIZES; i++) {
+
+        if (i == NGX_MAIL_PLUS_QUEUE_IN_DEFERRED) {
+            op->sizes[i] = ngx_mail_plus_queue_deferred_count(op->queue);
+            continue;
+        }
+
         (void) ngx_sprintf(path, "%V/%s%Z", &op->queue->path,
                            ngx_mail_plus_queue_dirs[i]);
         op->sizes[i] = ngx_mail_plus_queue_count(path);
@@ -116,64 +124,86 @@ ngx_mail_plus_queue_list(ngx_mail_plus_queue_t *q,
 static void
 ngx_mail_plus_queue_list_run(ngx_mail_plus_queue_op_t *op)
 {
-    u_char                       *name, path[NGX_MAX_PATH];
-    size_t                        len;
-    ngx_dir_t                     dir;
-    ngx_uint_t                    i;
-    ngx_mail_plus_queue_list_t   *list;
-    ngx_mail_plus_queue_entry_t  *e;
-
-    list = op->list;
+    u_char      path[NGX_MAX_PATH];
+    ngx_uint_t  i;
 
     for (i = 0; i < NGX_MAIL_PLUS_QUEUE_NSIZES; i++) {
         (void) ngx_sprintf(path, "%V/%s%Z", &op->queue->path,
                            ngx_mail_plus_queue_dirs[i]);
 
-        if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
+        ngx_mail_plus_queue_list_dir(op, i, path,
+                                     i == NGX_MAIL_PLUS_QUEUE_IN_DEFERRED);
+    }
+}
+
+
+/* the messages of one directory, and with "buckets" of its buckets */
+
+static void
+ngx_mail_plus_queue_list_dir(ngx_mail_plus_queue_op_t *op, ngx_uint_t where,
+    u_char *dirname, ngx_uint_t buckets)
+{
+    u_char                       *name, path[NGX_MAX_PATH];
+    size_t                        len;
+    time_t                        due;
+    uint32_t                      key;
+    ngx_dir_t                     dir;
+    ngx_mail_plus_queue_list_t   *list;
+    ngx_mail_plus_queue_entry_t  *e;
+
+    list = op->list;
+
+    if (ngx_mail_plus_queue_open_dir(dirname, &dir) == NGX_ERROR) {
+        return;
+    }
+
+    while (ngx_read_dir(&dir) == NGX_OK) {
+        name = ngx_de_name(&dir);
+        len = ngx_de_namelen(&dir);
+
+        if (buckets
+            && ngx_mail_plus_queue_bucket_parse(name, len, &due, &key)
+               == NGX_OK)
+        {
+            (void) ngx_sprintf(path, "%s/%*s%Z", dirname, len, name);
+            ngx_mail_plus_queue_list_dir(op, where, path, 0);
             continue;
         }
 
-        while (ngx_read_dir(&dir) == NGX_OK) {
-            name = ngx_de_name(&dir);
-            len = ngx_de_namelen(&dir);
+        /* <ID>, <ID>.<pid> in active/, <ID>.<seconds> in corrupt/ */
 
-            /* <ID>, <ID>.<pid> in active/, <ID>.<seconds> in corrupt/ */
-
-            if (len < NGX_MAIL_PLUS_QUEUE_ID_LEN
-                || len > NGX_MAIL_PLUS_QUEUE_ID_LEN + 1 + NGX_INT64_LEN
-                || !ngx_mail_plus_queue_valid_id(name,
-                                                 NGX_MAIL_PLUS_QUEUE_ID_LEN)
-                || (len > NGX_MAIL_PLUS_QUEUE_ID_LEN
-                    && name[NGX_MAIL_PLUS_QUEUE_ID_LEN] != '.'))
-            {
-                continue;
-            }
-
-            list->total++;
-
-            if (list->nentries == list->nalloc) {
-                continue;
-            }
-
-            e = &list->entries[list->nentries];
-            ngx_memzero(e, sizeof(ngx_mail_plus_queue_entry_t));
-
-            ngx_memcpy(e->id, name, NGX_MAIL_PLUS_QUEUE_ID_LEN);
-            e->where = i;
-
-            (void) ngx_sprintf(path, "%V/%s/%*s%Z", &op->queue->path,
-                               ngx_mail_plus_queue_dirs[i], len, name);
-
-            if (ngx_mail_plus_queue_entry(path, e) != NGX_OK) {
-                list->total--;      /* gone meanwhile */
-                continue;
-            }
-
-            list->nentries++;
+        if (len < NGX_MAIL_PLUS_QUEUE_ID_LEN
+            || len > NGX_MAIL_PLUS_QUEUE_ID_LEN + 1 + NGX_INT64_LEN
+            || !ngx_mail_plus_queue_valid_id(name, NGX_MAIL_PLUS_QUEUE_ID_LEN)
+            || (len > NGX_MAIL_PLUS_QUEUE_ID_LEN
+                && name[NGX_MAIL_PLUS_QUEUE_ID_LEN] != '.'))
+        {
+            continue;
         }
 
-        (void) ngx_close_dir(&dir);
+        list->total++;
+
+        if (list->nentries == list->nalloc) {
+            continue;
+        }
+
+        e = &list->entries[list->nentries];
+        ngx_memzero(e, sizeof(ngx_mail_plus_queue_entry_t));
+
+        ngx_memcpy(e->id, name, NGX_MAIL_PLUS_QUEUE_ID_LEN);
+        e->where = where;
+
+        (void) ngx_sprintf(path, "%s/%*s%Z", dirname, len, name);
+
+        if (ngx_mail_plus_queue_entry(path, e) != NGX_OK) {
+            list->total--;      /* gone meanwhile */
+            continue;
+        }
+
+        list->nentries++;
     }
+
+    (void) ngx_close_dir(&dir);
 }
 
 
@@ -418,6 +448,14 @@ ngx_mail_plus_queue_locate(ngx_mail_plus_queue_t *q, u_char *id,
 
     for (i = 0; i < NGX_MAIL_PLUS_QUEUE_NSIZES; i++) {
 
+        if (i == NGX_MAIL_PLUS_QUEUE_IN_DEFERRED) {
+            if (ngx_mail_plus_queue_deferred_find(q, id, path) != NGX_OK) {
+                continue;
+            }
+
+            goto found;
+        }
+
         if (i != NGX_MAIL_PLUS_QUEUE_IN_ACTIVE) {
             (void) ngx_sprintf(path, "%V/%s/%s%Z", &q->path,
                                ngx_mail_plus_queue_dirs[i], id);
@@ -486,8 +524,16 @@ ngx_mail_plus_queue_move(ngx_mail_plus_queue_op_t *op, ngx_uint_t from,
     u_char           src[NGX_MAX_PATH], dst[NGX_MAX_PATH];
     ngx_file_info_t  fi;
 
-    (void) ngx_sprintf(src, "%V/%s/%s%Z", &op->queue->path,
-                       ngx_mail_plus_queue_dirs[from], op->id);
+    if (from != NGX_MAIL_PLUS_QUEUE_IN_DEFERRED) {
+        (void) ngx_sprintf(src, "%V/%s/%s%Z", &op->queue->path,
+                           ngx_mail_plus_queue_dirs[from], op->id);
+
+    } else if (ngx_mail_plus_queue_deferred_find(op->queue, op->id, src)
+               != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
     (void) ngx_sprintf(dst, "%V/%s/%s%Z", &op->queue->path,
                        ngx_mail_plus_queue_dirs[to], op->id);
 
@@ -526,8 +572,16 @@ ngx_mail_plus_queue_delete(ngx_mail_plus_queue_op_t *op)
                                   NGX_MAIL_PLUS_QUEUE_IN_CORRUPT };
 
     for (i = 0; i < sizeof(from) / sizeof(from[0]); i++) {
-        (void) ngx_sprintf(path, "%V/%s/%s%Z", &op->queue->path,
-                           ngx_mail_plus_queue_dirs[from[i]], op->id);
+
+        if (from[i] != NGX_MAIL_PLUS_QUEUE_IN_DEFERRED) {
+            (void) ngx_sprintf(path, "%V/%s/%s%Z", &op->queue->path,
+                               ngx_mail_plus_queue_dirs[from[i]], op->id);
+
+        } else if (ngx_mail_plus_queue_deferred_find(op->queue, op->id, path)
+                   != NGX_OK)
+        {
+            continue;
+        }
 
         if (unlink((char *) path) == -1) {
             if (ngx_errno == NGX_ENOENT) {
@@ -541,7 +595,12 @@ ngx_mail_plus_queue_delete(ngx_mail_plus_queue_op_t *op)
 
         op->admin->where = from[i];
 
-        if (ngx_mail_plus_queue_sync_dir(op, ngx_mail_plus_queue_dirs[from[i]])
+        /* the directory it was in: deferred/<bucket> for a deferred one */
+
+        path[ngx_strlen(path) - NGX_MAIL_PLUS_QUEUE_ID_LEN - 1] = '\0';
+
+        if (ngx_mail_plus_queue_sync_dir(op, (char *) path
+                                             + op->queue->path.len + 1)
             != NGX_OK)
         {
             return NGX_ERROR;

@@ -93,12 +93,10 @@ ngx_mail_plus_queue_delivery_init(ngx_cycle_t *cycle,
 
     n = ngx_mail_plus_queue_reclaim(q, cycle->log);
 
-    (void) ngx_sprintf(path, "%V/deferred%Z", &q->path);
-
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                   "queue spool \"%V\": %ui messages deferred, "
                   "%ui claims of gone processes taken back",
-                  &q->path, ngx_mail_plus_queue_count(path), n);
+                  &q->path, ngx_mail_plus_queue_deferred_count(q), n);
 
     return NGX_OK;
 }
@@ -189,10 +187,11 @@ ngx_mail_plus_queue_reclaim(ngx_mail_plus_queue_t *q, ngx_log_t *log)
 
 
 /*
- * the delivery's scan, in the thread pool: claims of gone processes are
- * taken back, then up to due->nalloc queue IDs are found, those of
- * incoming/ first, then those of deferred/ whose mtime (the time of the
- * next attempt) is not later than due->now; the same results as
+ * the delivery's scan, in the thread pool: with due->reclaim, claims of
+ * gone processes are taken back; then up to due->nalloc queue IDs are
+ * found, those of incoming/ first, then those of the buckets of deferred/
+ * that are due, except those of the destinations of due->wait
+ * (ngx_mail_plus_queue_deferred.c); the same results as
  * ngx_mail_plus_queue_defer()
  */
 
@@ -213,6 +212,9 @@ ngx_mail_plus_queue_scan(ngx_mail_plus_queue_t *q,
 
     due->nids = 0;
     due->reclaimed = 0;
+    due->next = 0;
+    due->waiting = 0;
+    due->more = 0;
 
     op->due = due;
     op->finish = ngx_mail_plus_queue_scan_finish;
@@ -229,60 +231,51 @@ ngx_mail_plus_queue_scan_run(ngx_mail_plus_queue_op_t *op)
     u_char                     *name, path[NGX_MAX_PATH];
     size_t                      len;
     ngx_dir_t                   dir;
-    ngx_uint_t                  i;
-    ngx_file_info_t             fi;
     ngx_mail_plus_queue_due_t  *due;
-
-    static ngx_uint_t  which[] = { NGX_MAIL_PLUS_QUEUE_INCOMING,
-                                   NGX_MAIL_PLUS_QUEUE_DEFERRED };
-    static char       *dirs[] = { "incoming", "deferred" };
 
     due = op->due;
 
-    due->reclaimed = ngx_mail_plus_queue_reclaim(op->queue, NULL);
+    if (due->reclaim) {
+        due->reclaimed = ngx_mail_plus_queue_reclaim(op->queue, NULL);
+    }
 
-    for (i = 0; i < 2 && due->nids < due->nalloc; i++) {
+    (void) ngx_sprintf(path, "%V/incoming%Z", &op->queue->path);
 
-        (void) ngx_sprintf(path, "%V/%s%Z", &op->queue->path, dirs[i]);
+    if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
+        op->err = ngx_errno;
+        op->failed = "opendir() of incoming/";
+        return;
+    }
 
-        if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
-            op->err = ngx_errno;
-            op->failed = "opendir() of a spool directory";
+    while (ngx_read_dir(&dir) == NGX_OK) {
+        name = ngx_de_name(&dir);
+        len = ngx_de_namelen(&dir);
+
+        if (!ngx_mail_plus_queue_valid_id(name, len)) {
             continue;
         }
 
-        while (due->nids < due->nalloc && ngx_read_dir(&dir) == NGX_OK) {
-            name = ngx_de_name(&dir);
-            len = ngx_de_namelen(&dir);
-
-            if (!ngx_mail_plus_queue_valid_id(name, len)) {
-                continue;
-            }
-
-            if (which[i] == NGX_MAIL_PLUS_QUEUE_DEFERRED) {
-                (void) ngx_sprintf(path, "%V/deferred/%*s%Z",
-                                   &op->queue->path, len, name);
-
-                if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
-                    || ngx_file_mtime(&fi) > due->now)
-                {
-                    continue;
-                }
-            }
-
-            ngx_memcpy(due->ids[due->nids].id, name, len);
-            due->ids[due->nids].id[len] = '\0';
-            due->ids[due->nids].which = which[i];
-            due->nids++;
+        if (due->nids == due->nalloc) {
+            due->more = 1;
+            break;
         }
 
-        (void) ngx_close_dir(&dir);
+        ngx_memcpy(due->ids[due->nids].id, name, len);
+        due->ids[due->nids].id[len] = '\0';
+        due->ids[due->nids].which = NGX_MAIL_PLUS_QUEUE_INCOMING;
+        due->ids[due->nids].bucket[0] = '\0';
+        due->nids++;
     }
+
+    (void) ngx_close_dir(&dir);
+
+    ngx_mail_plus_queue_deferred_due(op);
 }
 
 
 /*
- * a claim of incoming/<ID> or deferred/<ID> (load->which), then its
+ * a claim of incoming/<ID> or deferred/[<bucket>/]<ID> (load->which,
+ * load->bucket), then its
  * envelope and its state file are read, in the thread pool; the same
  * results as ngx_mail_plus_queue_defer()
  */
@@ -321,9 +314,11 @@ ngx_mail_plus_queue_load(ngx_mail_plus_queue_t *q, u_char *id,
 static void
 ngx_mail_plus_queue_scan_finish(ngx_mail_plus_queue_op_t *op)
 {
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
-                   "queue: scan found %ui due, %ui claims taken back",
-                   op->due->nids, op->due->reclaimed);
+    ngx_log_debug5(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                   "queue: scan found %ui due%s, %ui waiting for their "
+                   "destination, next at %T, %ui claims taken back",
+                   op->due->nids, op->due->more ? " and more" : "",
+                   op->due->waiting, op->due->next, op->due->reclaimed);
 
     if (op->due->reclaimed) {
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
@@ -334,7 +329,8 @@ ngx_mail_plus_queue_scan_finish(ngx_mail_plus_queue_op_t *op)
 
 
 /*
- * the claim: incoming/<ID> or deferred/<ID> to active/<ID>.<pid>, then
+ * the claim: incoming/<ID>, deferred/<bucket>/<ID> or deferred/<ID> to
+ * active/<ID>.<pid>, then
  * the file is opened and read; no pool, no log: it may run in a thread
  */
 
@@ -350,9 +346,16 @@ ngx_mail_plus_queue_load_run(ngx_mail_plus_queue_op_t *op)
     q = op->queue;
     load = op->load;
 
-    (void) ngx_sprintf(from, "%V/%s/%s%Z", &q->path,
-                       load->which == NGX_MAIL_PLUS_QUEUE_INCOMING
-                       ? "incoming" : "deferred", op->id);
+    if (load->which == NGX_MAIL_PLUS_QUEUE_INCOMING) {
+        (void) ngx_sprintf(from, "%V/incoming/%s%Z", &q->path, op->id);
+
+    } else if (load->bucket && load->bucket[0]) {
+        (void) ngx_sprintf(from, "%V/deferred/%s/%s%Z", &q->path,
+                           load->bucket, op->id);
+
+    } else {
+        (void) ngx_sprintf(from, "%V/deferred/%s%Z", &q->path, op->id);
+    }
 
     (void) ngx_mail_plus_queue_active_name(q, op->id, to);
 
@@ -728,8 +731,9 @@ ngx_mail_plus_queue_read_done(ngx_event_t *ev)
 
 ngx_int_t
 ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
-    ngx_str_t *state, time_t next, ngx_mail_plus_queue_defer_pt handler,
-    void *data, ngx_pool_t *pool, ngx_log_t *log)
+    ngx_str_t *state, time_t next, uint32_t key,
+    ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool,
+    ngx_log_t *log)
 {
     ngx_mail_plus_queue_op_t  *op;
 
@@ -744,9 +748,16 @@ ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
     op->state = *state;
     op->next = next;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, log, 0,
-                   "queue: message %s to defer until %T, %uz bytes of state",
-                   id, next, state->len);
+    /* a slot for every 1024 deferrals of the worker: buckets stay small */
+
+    ngx_mail_plus_queue_bucket(op->bucket, next, ngx_time(), key,
+                               ((ngx_pid & 0xffff) << 16)
+                               | ((q->deferrals++ / 1024) & 0xffff));
+    op->bucket[NGX_MAIL_PLUS_QUEUE_BUCKET_LEN] = '\0';
+
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "queue: message %s to defer until %T, deferred/%s/, "
+                   "%uz bytes of state", id, next, op->bucket, state->len);
 
     return ngx_mail_plus_queue_op_post(op, log);
 }
@@ -799,7 +810,8 @@ ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_op_t *op)
     }
 
     (void) ngx_mail_plus_queue_active_name(q, op->id, temp);
-    (void) ngx_sprintf(path, "%V/deferred/%s%Z", &q->path, op->id);
+    (void) ngx_sprintf(path, "%V/deferred/%s/%s%Z", &q->path, op->bucket,
+                       op->id);
 
     tv[0].tv_sec = op->next;
     tv[0].tv_usec = 0;
@@ -809,6 +821,32 @@ ngx_mail_plus_queue_defer_run(ngx_mail_plus_queue_op_t *op)
         op->err = ngx_errno;
         op->failed = "utimes() of a queue file";
     }
+
+    if (rename((char *) temp, (char *) path) == 0) {
+        return;
+    }
+
+    if (ngx_errno != NGX_ENOENT) {
+        op->err = ngx_errno;
+        op->failed = "rename() of a queue file to deferred/";
+        return;
+    }
+
+    /*
+     * the bucket is not there yet, or a scan has just removed it as
+     * empty: it is made, and the rename tried again
+     */
+
+    (void) ngx_sprintf(path, "%V/deferred/%s%Z", &q->path, op->bucket);
+
+    if (mkdir((char *) path, 0700) == -1 && ngx_errno != NGX_EEXIST) {
+        op->err = ngx_errno;
+        op->failed = "mkdir() of a bucket of deferred/";
+        return;
+    }
+
+    (void) ngx_sprintf(path, "%V/deferred/%s/%s%Z", &q->path, op->bucket,
+                       op->id);
 
     if (rename((char *) temp, (char *) path) == -1) {
         op->err = ngx_errno;

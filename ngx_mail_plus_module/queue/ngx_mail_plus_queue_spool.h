@@ -75,7 +75,18 @@ struct ngx_mail_plus_queue_s {
 #endif
 
     ngx_mail_plus_queue_notify_pt  notify;    /* a message committed */
+
+    ngx_uint_t                  deferrals;    /* by this worker: slots */
+    ngx_shm_zone_t             *shm_zone;     /* flushes */
 };
+
+
+/* what the workers share: the flushes, the last ones' keys in a ring */
+
+typedef struct {
+    ngx_atomic_t                flushes;
+    uint32_t                    keys[NGX_MAIL_PLUS_QUEUE_FLUSHES];
+} ngx_mail_plus_queue_sh_t;
 
 
 /*
@@ -97,6 +108,9 @@ struct ngx_mail_plus_queue_op_s {
     ngx_str_t                       state;    /* a deferral */
     ngx_uint_t                     *sizes;    /* a count of the spool */
     time_t                          next;
+    u_char                          bucket[NGX_MAIL_PLUS_QUEUE_BUCKET_LEN + 1];
+    uint32_t                        key;      /* a flush: 0, all */
+    ngx_uint_t                     *flushed;
     ngx_mail_plus_queue_list_t     *list;     /* a listing */
     ngx_mail_plus_queue_admin_t    *admin;    /* an operation of the API */
     char                           *reason;   /* a corrupt file */
@@ -134,6 +148,18 @@ ngx_mail_plus_queue_op_t *ngx_mail_plus_queue_op_alloc(
     ngx_mail_plus_queue_defer_pt handler, void *data, ngx_pool_t *pool);
 ngx_int_t ngx_mail_plus_queue_op_post(ngx_mail_plus_queue_op_t *op,
     ngx_log_t *log);
+
+/* ngx_mail_plus_queue_deferred.c */
+
+u_char *ngx_mail_plus_queue_bucket(u_char *p, time_t next, time_t now,
+    uint32_t key, ngx_uint_t slot);
+ngx_int_t ngx_mail_plus_queue_bucket_parse(u_char *name, size_t len,
+    time_t *due, uint32_t *key);
+void ngx_mail_plus_queue_deferred_due(ngx_mail_plus_queue_op_t *op);
+ngx_uint_t ngx_mail_plus_queue_deferred_count(ngx_mail_plus_queue_t *q);
+ngx_int_t ngx_mail_plus_queue_deferred_find(ngx_mail_plus_queue_t *q,
+    u_char *id, u_char *path);
+ngx_int_t ngx_mail_plus_queue_shm_init(ngx_shm_zone_t *shm_zone, void *data);
 
 /* ngx_mail_plus_spool_record.c: the writer, and one line of the reader */
 

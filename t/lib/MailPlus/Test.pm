@@ -873,12 +873,40 @@ sub dovecot_log {
 sub spool {
     my ($self, $spool, $sub) = @_;
 
-    my $d = $self->path($spool) . '/' . ($sub || 'incoming');
-    opendir my $dh, $d or return ();
-    my @ids = sort grep { !/^\./ && -s "$d/$_" } readdir $dh;
-    closedir $dh;
+    return map { (split m{/})[-1] } $self->spool_files($spool, $sub);
+}
 
-    return @ids;
+# spool_files($spool, $sub): the same, as paths relative to the test's
+# directory; deferred/ holds its messages in buckets, deferred/<bucket>/<ID>
+# (docs/spool.md), and a file right in deferred/ is listed too.
+
+sub spool_files {
+    my ($self, $spool, $sub) = @_;
+
+    $sub ||= 'incoming';
+
+    my @dirs = ("$spool/$sub");
+
+    if ($sub eq 'deferred') {
+        my $d = $self->path("$spool/deferred");
+        opendir my $dh, $d or return ();
+        push @dirs, map { "$spool/deferred/$_" }
+            grep { /^[0-9a-f]{8}\.[0-9a-f]{8}\.[0-9a-f]{8}$/ && -d "$d/$_" }
+            readdir $dh;
+        closedir $dh;
+    }
+
+    my @files;
+
+    for my $rel (@dirs) {
+        my $d = $self->path($rel);
+        opendir my $dh, $d or next;
+        push @files, map { "$rel/$_" }
+            grep { !/^\./ && -f "$d/$_" && -s "$d/$_" } readdir $dh;
+        closedir $dh;
+    }
+
+    return sort { (split m{/}, $a)[-1] cmp (split m{/}, $b)[-1] } @files;
 }
 
 # pop3_retr($port, $user, $pass, $i): message $i of a mailbox over POP3
