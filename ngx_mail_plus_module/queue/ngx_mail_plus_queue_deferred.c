@@ -680,7 +680,8 @@ ngx_mail_plus_queue_flush_finish(ngx_mail_plus_queue_op_t *op)
 
 /*
  * the keys flushed since *seen, into keys (room for
- * NGX_MAIL_PLUS_QUEUE_FLUSHES); one key 0 when the ring went round
+ * NGX_MAIL_PLUS_QUEUE_FLUSHES); one key 0 when the ring went round; with
+ * keys NULL, *seen only catches up
  */
 
 ngx_uint_t
@@ -702,6 +703,11 @@ ngx_mail_plus_queue_flushed(ngx_mail_plus_queue_t *q, ngx_atomic_uint_t *seen,
     ngx_memory_barrier();
 
     if (flushes == *seen) {
+        return 0;
+    }
+
+    if (keys == NULL) {
+        *seen = flushes;
         return 0;
     }
 
