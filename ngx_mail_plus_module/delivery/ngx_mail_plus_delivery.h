@@ -216,7 +216,10 @@ typedef struct ngx_mail_plus_conn_s    ngx_mail_plus_conn_t;
  * how a client's transaction ended, as it tells the scheduler: KEEP, the
  * connection can take another job; QUIT, it is of no more use; FAILED, it
  * was never greeted: the destination failed; RETRY, a reused connection
- * was lost before any reply: the job has no result and wants a new one
+ * was lost before any reply: the job has no result and wants a new one.
+ * A connection with a job pipelined after its current one (conn->next)
+ * keeps it on KEEP: conn->next becomes conn->job, the connection stays
+ * the client's; on any other end that job has no result and waits again.
  */
 
 #define NGX_MAIL_PLUS_CONN_KEEP       0
@@ -247,6 +250,7 @@ struct ngx_mail_plus_conn_s {
     ngx_connection_t               *connection;
     ngx_mail_plus_dest_t           *dest;
     ngx_mail_plus_job_t            *job;      /* NULL: between jobs */
+    ngx_mail_plus_job_t            *next;     /* pipelined after job */
     ngx_mail_plus_conn_done_pt      done;     /* set by the scheduler */
     ngx_queue_t                     queue;    /* in dest->idle */
     unsigned                        idle:1;   /* parked in dest->idle */
@@ -273,6 +277,7 @@ ngx_mail_plus_dest_t *ngx_mail_plus_dest_get(struct sockaddr *sa,
     socklen_t socklen, in_port_t port, ngx_uint_t protocol,
     ngx_mail_plus_relay_t *relay, ngx_mail_plus_server_t *server);
 void ngx_mail_plus_dest_submit(ngx_mail_plus_job_t *job);
+ngx_mail_plus_job_t *ngx_mail_plus_dest_pipeline(ngx_mail_plus_conn_t *conn);
 
 /* the client */
 

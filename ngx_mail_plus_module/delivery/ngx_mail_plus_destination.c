@@ -39,6 +39,8 @@ static ngx_int_t ngx_mail_plus_dest_take_idle(ngx_mail_plus_dest_t *dest,
     ngx_mail_plus_job_t *job);
 static void ngx_mail_plus_dest_done(ngx_mail_plus_conn_t *conn,
     ngx_uint_t how);
+static ngx_int_t ngx_mail_plus_dest_pipelined(ngx_mail_plus_conn_t *conn,
+    ngx_uint_t how);
 static ngx_mail_plus_job_t *ngx_mail_plus_dest_next_job(
     ngx_mail_plus_dest_t *dest);
 static void ngx_mail_plus_dest_failed(ngx_mail_plus_dest_t *dest,
@@ -404,6 +406,11 @@ ngx_mail_plus_dest_done(ngx_mail_plus_conn_t *conn, ngx_uint_t how)
         return;
     }
 
+    if (conn->next && ngx_mail_plus_dest_pipelined(conn, how) == NGX_OK) {
+        ngx_mail_plus_dest_ctx.done(job, 0, NULL);
+        return;
+    }
+
     if (how == NGX_MAIL_PLUS_CONN_RETRY) {
         ngx_mail_plus_dest_close(conn, 0);
         ngx_mail_plus_dest_start(dest, job);
@@ -461,6 +468,61 @@ ngx_mail_plus_dest_done(ngx_mail_plus_conn_t *conn, ngx_uint_t how)
     {
         ngx_mail_plus_dest_start(dest, job);
     }
+}
+
+
+/*
+ * the client has written the end of data of its job and can pipeline the
+ * next transaction after it: the destination's next waiting job, if any
+ */
+
+ngx_mail_plus_job_t *
+ngx_mail_plus_dest_pipeline(ngx_mail_plus_conn_t *conn)
+{
+    conn->next = ngx_mail_plus_dest_next_job(conn->dest);
+
+    if (conn->next) {
+        ngx_log_debug3(NGX_LOG_DEBUG_MAIL, conn->connection->log, 0,
+                       "delivery destination %V: %s pipelined after %s",
+                       &conn->dest->name, conn->next->msg->id,
+                       conn->job->msg->id);
+    }
+
+    return conn->next;
+}
+
+
+/*
+ * the end of a transaction with a job pipelined after it: on KEEP that job
+ * is the connection's (NGX_OK); else it has no result and waits again,
+ * first in line
+ */
+
+static ngx_int_t
+ngx_mail_plus_dest_pipelined(ngx_mail_plus_conn_t *conn, ngx_uint_t how)
+{
+    ngx_mail_plus_job_t  *next;
+
+    next = conn->next;
+    conn->next = NULL;
+
+    if (how == NGX_MAIL_PLUS_CONN_KEEP) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, conn->connection->log, 0,
+                       "delivery destination %V: connection goes on with "
+                       "the pipelined %s", &conn->dest->name,
+                       next->msg->id);
+
+        conn->job = next;
+        return NGX_OK;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, conn->connection->log, 0,
+                   "delivery destination %V: pipelined %s waits again",
+                   &conn->dest->name, next->msg->id);
+
+    ngx_queue_insert_head(&conn->dest->jobs, &next->queue);
+
+    return NGX_DECLINED;
 }
 
 

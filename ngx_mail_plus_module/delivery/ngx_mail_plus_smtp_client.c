@@ -19,7 +19,12 @@
  * [RSET] MAIL FROM (SIZE, BODY, SMTPUTF8), RCPT TO per recipient, DATA,
  * pipelined when the peer offers PIPELINING; the content is read from the
  * spool file in chunks and dot-stuffed on the way.  LMTP answers once per
- * accepted recipient after the content.  The client makes no scheduling
+ * accepted recipient after the content.  RSET goes first only when the
+ * connection's previous transaction did not end with the reply to its
+ * content.  With PIPELINING, the destination's next job is asked for when
+ * the end of data is written, and its MAIL and RCPTs (and DATA) follow at
+ * once: the replies are read in order, the current job's first.  The
+ * client makes no scheduling
  * decision: it is started, given its next job and closed by the scheduler
  * (ngx_mail_plus_destination.c), and tells it through conn.done when a
  * transaction is over; the recipients' results go to the runner.
@@ -82,6 +87,9 @@ struct ngx_mail_plus_client_s {
     unsigned                        bol:1;     /* at the start of a line */
     unsigned                        greeted:1;
     unsigned                        reading:1; /* a read in the thread */
+    unsigned                        reused:1;  /* an earlier transaction */
+    unsigned                        clean:1;   /* it ended with its data */
+    unsigned                        eod:1;     /* the end of data written */
 };
 
 
@@ -103,6 +111,8 @@ static void ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl,
     ngx_uint_t rset);
 static ngx_int_t ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl);
+static ngx_int_t ngx_mail_plus_client_write(ngx_mail_plus_client_t *cl);
+static void ngx_mail_plus_client_ahead(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl);
 static ngx_int_t ngx_mail_plus_client_fill(ngx_mail_plus_client_t *cl);
@@ -115,6 +125,8 @@ static void ngx_mail_plus_client_result(ngx_mail_plus_client_t *cl,
     ngx_uint_t i, ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
 static void ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl,
     char *reason);
+static ngx_int_t ngx_mail_plus_client_end(ngx_mail_plus_client_t *cl,
+    ngx_uint_t keep);
 static void ngx_mail_plus_client_finish(ngx_mail_plus_client_t *cl,
     ngx_uint_t keep);
 
@@ -216,7 +228,10 @@ ngx_mail_plus_client_start(ngx_mail_plus_delivery_conf_t *dcf,
 }
 
 
-/* the connection takes the scheduler's next job, with RSET first */
+/*
+ * the connection takes the scheduler's next job, with RSET first unless
+ * the previous transaction ended with the reply to its content
+ */
 
 void
 ngx_mail_plus_client_next(ngx_mail_plus_client_t *cl,
@@ -237,12 +252,15 @@ ngx_mail_plus_client_next(ngx_mail_plus_client_t *cl,
     }
 
     cl->conn.job = job;
+    cl->reused = 1;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "delivery client: next transaction to %V for %s",
-                   &cl->conn.dest->name, job->msg->id);
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: next transaction to %V for %s, %s",
+                   &cl->conn.dest->name, job->msg->id,
+                   cl->clean ? "no RSET, previous transaction complete"
+                             : "RSET first");
 
-    ngx_mail_plus_client_begin(cl, 1);
+    ngx_mail_plus_client_begin(cl, !cl->clean);
 
     (void) ngx_mail_plus_client_commands(cl);
 }
@@ -836,6 +854,8 @@ ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl, ngx_uint_t rset)
     cl->bdat = 0;
     cl->sending = 0;
     cl->bol = 1;
+    cl->clean = 0;
+    cl->eod = 0;
 
     if (cl->peer.connection->read->timer_set) {
         ngx_del_timer(cl->peer.connection->read);
@@ -853,15 +873,40 @@ ngx_mail_plus_client_begin(ngx_mail_plus_client_t *cl, ngx_uint_t rset)
 static ngx_int_t
 ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
 {
+    if (ngx_mail_plus_client_write(cl) != NGX_OK) {
+        return NGX_DONE;
+    }
+
+    return ngx_mail_plus_client_send(cl);
+}
+
+
+/*
+ * the commands that fit are put in the buffer, for the job being written:
+ * the one pipelined after the current one if any, whose BDAT waits for
+ * the current one's last reply (its content is not read before)
+ */
+
+static ngx_int_t
+ngx_mail_plus_client_write(ngx_mail_plus_client_t *cl)
+{
     u_char                *p;
-    ngx_uint_t             k, i;
+    ngx_uint_t             k, i, ncmds;
+    ngx_mail_plus_job_t   *job;
     ngx_mail_plus_rcpt_t  *rcpt;
     ngx_mail_plus_dmsg_t  *msg;
 
-    msg = cl->conn.job->msg;
+    job = cl->conn.next ? cl->conn.next : cl->conn.job;
+    msg = job->msg;
     rcpt = msg->rcpts.elts;
 
-    while (cl->cmd < cl->ncmds
+    ncmds = cl->ncmds;
+
+    if (cl->conn.next && cl->chunking) {
+        ncmds--;
+    }
+
+    while (cl->cmd < ncmds
            && (cl->pipelining || cl->cmd == cl->reply)
            && cl->out->end - cl->out->last >= 2048)
     {
@@ -908,8 +953,8 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
 
             *p++ = CR; *p++ = LF;
 
-        } else if (k <= cl->base + cl->conn.job->nrcpts) {
-            i = cl->conn.job->rcpts[k - cl->base - 1];
+        } else if (k <= cl->base + job->nrcpts) {
+            i = job->rcpts[k - cl->base - 1];
 
             ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
                            "delivery client: send RCPT TO:<%V>",
@@ -940,6 +985,8 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
                 return NGX_DONE;
             }
 
+            /* "cl->bdat" and "sending" are the job's being written */
+
             ngx_log_debug1(NGX_LOG_DEBUG_MAIL, cl->peer.connection->log, 0,
                            "delivery client: send %s",
                            cl->chunking ? "BDAT LAST" : "DATA");
@@ -958,7 +1005,7 @@ ngx_mail_plus_client_commands(ngx_mail_plus_client_t *cl)
         cl->cmd++;
     }
 
-    return ngx_mail_plus_client_send(cl);
+    return NGX_OK;
 }
 
 
@@ -1048,6 +1095,10 @@ ngx_mail_plus_client_trans(ngx_mail_plus_client_t *cl)
         return ngx_mail_plus_client_send(cl);
     }
 
+    if (cl->bdat && cl->eod) {
+        ngx_mail_plus_client_ahead(cl);
+    }
+
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
     }
@@ -1065,10 +1116,16 @@ ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl)
 {
     ngx_uint_t  i;
 
+    /*
+     * the reply to the content of a transaction with a recipient ends it
+     * (RFC 5321 4.1.1.4, RFC 3030 3): the next one needs no RSET
+     */
+
+    cl->clean = (cl->accepted > 0 && !cl->mail_failed && cl->code != 421);
+
     if (cl->conn.dest->protocol != NGX_MAIL_PLUS_LMTP || cl->accepted == 0) {
         ngx_mail_plus_client_accepted(cl, cl->code, &cl->reply_text);
-        ngx_mail_plus_client_finish(cl, cl->code != 421);
-        return NGX_DONE;
+        return ngx_mail_plus_client_end(cl, cl->code != 421);
     }
 
     i = cl->ok[cl->reply++];
@@ -1079,9 +1136,72 @@ ngx_mail_plus_client_dot(ngx_mail_plus_client_t *cl)
         return NGX_OK;
     }
 
-    ngx_mail_plus_client_finish(cl, 1);
+    return ngx_mail_plus_client_end(cl, 1);
+}
 
-    return NGX_DONE;
+
+/*
+ * the end of data is written: with PIPELINING the destination's next job
+ * follows at once, when the current transaction is sure to end with the
+ * reply to its content (with BDAT: once MAIL and the RCPTs are answered
+ * and a recipient was taken)
+ */
+
+static void
+ngx_mail_plus_client_ahead(ngx_mail_plus_client_t *cl)
+{
+    ngx_connection_t     *c;
+    ngx_mail_plus_job_t  *job, *next;
+
+    c = cl->peer.connection;
+    job = cl->conn.job;
+
+    if (!cl->pipelining || !cl->eod || cl->conn.next) {
+        return;
+    }
+
+    if (cl->bdat) {
+        if (cl->state != ngx_mail_plus_client_st_trans
+            || cl->reply != cl->base + 1 + job->nrcpts
+            || cl->accepted == 0 || cl->mail_failed)
+        {
+            ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "delivery client: BDAT LAST of %s written, "
+                           "%ui replies read", job->msg->id, cl->reply);
+            return;
+        }
+
+        /* only the reply to BDAT LAST is left */
+
+        cl->state = ngx_mail_plus_client_st_dot;
+        cl->reply = 0;
+    }
+
+    next = ngx_mail_plus_dest_pipeline(&cl->conn);
+
+    if (next == NULL) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "delivery client: no job to pipeline after %s",
+                       job->msg->id);
+        return;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: MAIL for %s pipelined after the end "
+                   "of data of %s to %V", next->msg->id, job->msg->id,
+                   &cl->conn.dest->name);
+
+    /* what is written is the next job's from now on */
+
+    cl->base = 0;
+    cl->ncmds = 1 + next->nrcpts + 1;
+    cl->cmd = 0;
+    cl->offset = 0;
+    cl->bdat = 0;
+    cl->bol = 1;
+    cl->eod = 0;
+
+    (void) ngx_mail_plus_client_write(cl);
 }
 
 
@@ -1180,7 +1300,21 @@ ngx_mail_plus_client_send(ngx_mail_plus_client_t *cl)
         }
 
         if (b->pos == b->last) {
-            break;
+
+            /* the rest of the commands of a job pipelined ahead */
+
+            if (cl->conn.next == NULL || cl->sending) {
+                break;
+            }
+
+            b->pos = b->start;
+            b->last = b->start;
+
+            (void) ngx_mail_plus_client_write(cl);
+
+            if (b->pos == b->last) {
+                break;
+            }
         }
 
         n = c->send(c, b->pos, b->last - b->pos);
@@ -1348,11 +1482,15 @@ ngx_mail_plus_client_fill_end(ngx_mail_plus_client_t *cl)
         cl->reply = 0;
     }
 
+    cl->eod = 1;
+
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
     }
 
     ngx_add_timer(c->read, cl->dcf->data_timeout);
+
+    ngx_mail_plus_client_ahead(cl);
 }
 
 
@@ -1372,7 +1510,7 @@ ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl, char *reason)
         return;
     }
 
-    if (cl->state == ngx_mail_plus_client_st_trans && cl->base
+    if (cl->state == ngx_mail_plus_client_st_trans && cl->reused
         && cl->reply == 0)
     {
         /*
@@ -1394,6 +1532,49 @@ ngx_mail_plus_client_fail(ngx_mail_plus_client_t *cl, char *reason)
     ngx_mail_plus_client_result(cl, NGX_MAIL_PLUS_JOB_ALL, 451, &text, 0);
 
     ngx_mail_plus_client_finish(cl, 0);
+}
+
+
+/*
+ * the transaction is over; with a job pipelined after it, the scheduler
+ * makes that job the connection's, and its replies are read next
+ */
+
+static ngx_int_t
+ngx_mail_plus_client_end(ngx_mail_plus_client_t *cl, ngx_uint_t keep)
+{
+    ngx_connection_t  *c;
+
+    if (!keep || cl->conn.next == NULL) {
+        ngx_mail_plus_client_finish(cl, keep);
+        return NGX_DONE;
+    }
+
+    c = cl->peer.connection;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "delivery client: transaction of %s to %V done, "
+                   "the pipelined %s follows", cl->conn.job->msg->id,
+                   &cl->conn.dest->name, cl->conn.next->msg->id);
+
+    cl->conn.done(&cl->conn, NGX_MAIL_PLUS_CONN_KEEP);
+
+    /* the reply to its MAIL is the next one read */
+
+    cl->state = ngx_mail_plus_client_st_trans;
+    cl->reply = 0;
+    cl->accepted = 0;
+    cl->mail_failed = 0;
+    cl->clean = 0;
+    cl->reused = 1;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_add_timer(c->read, cl->dcf->command_timeout);
+
+    return ngx_mail_plus_client_commands(cl);
 }
 
 
