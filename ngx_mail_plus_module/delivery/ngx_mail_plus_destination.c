@@ -406,6 +406,12 @@ ngx_mail_plus_dest_done(ngx_mail_plus_conn_t *conn, ngx_uint_t how)
         return;
     }
 
+    if (how != NGX_MAIL_PLUS_CONN_FAILED && how != NGX_MAIL_PLUS_CONN_RETRY
+        && dest->retry)
+    {
+        ngx_mail_plus_dest_up(dest);
+    }
+
     if (conn->next && ngx_mail_plus_dest_pipelined(conn, how) == NGX_OK) {
         ngx_mail_plus_dest_ctx.done(job, 0, NULL);
         return;
@@ -419,10 +425,6 @@ ngx_mail_plus_dest_done(ngx_mail_plus_conn_t *conn, ngx_uint_t how)
 
     if (how == NGX_MAIL_PLUS_CONN_KEEP && (ngx_exiting || ngx_terminate)) {
         how = NGX_MAIL_PLUS_CONN_QUIT;
-    }
-
-    if (how != NGX_MAIL_PLUS_CONN_FAILED && dest->retry) {
-        ngx_mail_plus_dest_up(dest);
     }
 
     if (how != NGX_MAIL_PLUS_CONN_KEEP) {
