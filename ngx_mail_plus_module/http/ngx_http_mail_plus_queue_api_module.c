@@ -37,7 +37,7 @@
 
 /* a destination's name as the log shows it: host:port, [IPv6]:port */
 
-#define NGX_HTTP_MAIL_PLUS_QUEUE_API_DEST       (NGX_SOCKADDR_STRLEN + 8)
+#define NGX_HTTP_MAIL_PLUS_QUEUE_API_DEST       128
 
 #define NGX_HTTP_MAIL_PLUS_QUEUE_API_LIMIT      1000
 #define NGX_HTTP_MAIL_PLUS_QUEUE_API_MAX_LIMIT  10000
