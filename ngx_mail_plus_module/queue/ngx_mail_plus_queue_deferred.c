@@ -48,6 +48,7 @@ typedef struct {
 typedef struct {
     uint32_t                     key;
     ngx_uint_t                   share;    /* what this scan may take */
+    ngx_uint_t                   probe;    /* a dead one's next attempt */
 } ngx_mail_plus_queue_share_t;
 
 
@@ -301,19 +302,26 @@ ngx_mail_plus_queue_deferred_due(ngx_mail_plus_queue_op_t *op)
 
     for (j = 0; j < ns; j++) {
         shares[j].share = ngx_max(room / ns, 1);
+        shares[j].probe = 0;
 
         w = ngx_mail_plus_queue_waits(due, shares[j].key);
 
         if (w) {
             shares[j].share = ngx_min(shares[j].share, w->allow);
+            shares[j].probe = 1;
         }
     }
+
+    /*
+     * what a probe leaves is not "more": it waits for the probe's result,
+     * and the destination tells when it is alive again
+     */
 
     for (i = 0; i < nb && due->nids < due->nalloc; i++) {
         for (j = 0; shares[j].key != b[i].key; j++) { /* void */ }
 
         if (shares[j].share == 0) {
-            due->more = 1;
+            due->more |= !shares[j].probe;
             continue;
         }
 
@@ -323,7 +331,7 @@ ngx_mail_plus_queue_deferred_due(ngx_mail_plus_queue_op_t *op)
 
         shares[j].share -= taken;
 
-        if (taken == room) {
+        if (taken == room && !shares[j].probe) {
             due->more = 1;
         }
     }
