@@ -7,7 +7,8 @@
 # the queue API (of that destination, or of all) delivers the backlog at
 # once; at its next attempt a destination that is back gets its backlog
 # without a flush; a file right in deferred/ (an older layout) is still
-# delivered when due.
+# delivered when due. A small queue_active_limit makes the backlog drain
+# through many scans, claims of one still in flight when the next runs.
 
 use warnings;
 use strict;
@@ -46,6 +47,7 @@ mail {
     queue_retry_max RETRY;
     queue_scan_interval 1s;
     queue_connect_timeout 3s;
+    queue_active_limit 16;
     queue_helo_name mx.test;
 
     queue_route live.example 127.0.0.1:%%PORT_live%%;

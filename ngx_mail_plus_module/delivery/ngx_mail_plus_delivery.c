@@ -51,6 +51,9 @@ typedef struct {
     time_t                          next;       /* a bucket falls due */
     time_t                          scanned;    /* the last scan's start */
     ngx_atomic_uint_t               flushes;    /* seen */
+    ngx_uint_t                      claims;     /* in flight */
+    ngx_uint_t                      claimed;    /* of the scan's IDs */
+    unsigned                        claiming:1; /* the scan's IDs */
     unsigned                        more:1;     /* due, no room for it */
     unsigned                        again:1;    /* after this scan */
 } ngx_mail_plus_delivery_ctx_t;
@@ -65,6 +68,7 @@ static void ngx_mail_plus_delivery_alive(ngx_mail_plus_dest_t *dest);
 static void ngx_mail_plus_delivery_scan(ngx_mail_plus_delivery_ctx_t *ctx,
     ngx_uint_t reclaim);
 static void ngx_mail_plus_delivery_scanned(void *data);
+static void ngx_mail_plus_delivery_claims(ngx_mail_plus_delivery_ctx_t *ctx);
 static void ngx_mail_plus_delivery_notify(ngx_mail_plus_queue_t *q,
     u_char *id);
 static void ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id,
@@ -115,6 +119,14 @@ static ngx_str_t  ngx_mail_plus_delivery_none = ngx_string("none");
 /* how often the due times and the flushes are looked at */
 
 #define NGX_MAIL_PLUS_DELIVERY_WATCH  1000
+
+
+/*
+ * the claims of a scan in flight at once: the thread pool's queue stays
+ * short, so that the commits of new messages never wait behind a backlog
+ */
+
+#define NGX_MAIL_PLUS_DELIVERY_CLAIMS  32
 
 
 /* in every worker, with "queue_delivery on" */
@@ -451,41 +463,72 @@ ngx_mail_plus_delivery_scanned(void *data)
 {
     ngx_mail_plus_delivery_ctx_t *ctx = data;
 
-    ngx_uint_t  i;
-
-    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
-                   "delivery scan: %ui messages due", ctx->due.nids);
-
-    i = 0;
-
-    if (ngx_mail_plus_delivery == ctx) {
-        for ( /* void */ ; i < ctx->due.nids; i++) {
-            if (ctx->nmsgs >= ctx->dcf->active_limit
-                || ngx_exiting || ngx_terminate)
-            {
-                break;
-            }
-
-            ngx_mail_plus_delivery_claim(ctx->due.ids[i].which,
-                                         ctx->due.ids[i].id,
-                                         ctx->due.ids[i].bucket);
-        }
-    }
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
+                   "delivery scan: %ui messages due%s, next bucket at %T",
+                   ctx->due.nids, ctx->due.more ? " and more" : "",
+                   ctx->due.next);
 
     ctx->next = ctx->due.next;
+    ctx->claimed = 0;
+    ctx->claiming = 1;
 
-    if (ctx->due.more || i < ctx->due.nids) {
+    if (ctx->due.more) {
         ctx->more = 1;
     }
 
+    ngx_mail_plus_delivery_claims(ctx);
+}
+
+
+/*
+ * the scan's IDs are claimed, NGX_MAIL_PLUS_DELIVERY_CLAIMS at a time
+ * (each claim done posts the next), as long as there is room; then the
+ * scan is over
+ */
+
+static void
+ngx_mail_plus_delivery_claims(ngx_mail_plus_delivery_ctx_t *ctx)
+{
+    ngx_uint_t                     stop;
+    ngx_mail_plus_queue_due_id_t  *id;
+
+    /* not while the scan itself runs in the thread */
+
+    if (!ctx->claiming) {
+        return;
+    }
+
+    stop = (ngx_exiting || ngx_terminate || ngx_quit
+            || ngx_mail_plus_delivery != ctx);
+
+    while (!stop && ctx->claimed < ctx->due.nids
+           && ctx->claims < NGX_MAIL_PLUS_DELIVERY_CLAIMS)
+    {
+        if (ctx->nmsgs >= ctx->dcf->active_limit) {
+            ctx->more = 1;
+            stop = 1;
+            break;
+        }
+
+        id = &ctx->due.ids[ctx->claimed++];
+
+        ngx_mail_plus_delivery_claim(id->which, id->id, id->bucket);
+    }
+
+    if (!stop && ctx->claimed < ctx->due.nids) {
+        return;
+    }
+
     ngx_log_debug5(NGX_LOG_DEBUG_MAIL, ctx->scan.log, 0,
-                   "delivery scan: finished, %ui claims posted, "
-                   "%ui messages active, %s, next bucket at %T%s",
-                   i, ctx->nmsgs, ctx->more ? "more due" : "no more due",
-                   ctx->next, ctx->again ? ", scanned again" : "");
+                   "delivery scan: finished, %ui of %ui claims posted, "
+                   "%ui messages active, %s%s",
+                   ctx->claimed, ctx->due.nids, ctx->nmsgs,
+                   ctx->more ? "more due" : "no more due",
+                   ctx->again ? ", scanned again" : "");
 
     ngx_destroy_pool(ctx->scan_pool);
     ctx->scan_pool = NULL;
+    ctx->claiming = 0;
 
     if (ngx_exiting || ngx_terminate || ngx_quit
         || ngx_mail_plus_delivery != ctx)
@@ -582,7 +625,11 @@ ngx_mail_plus_delivery_claim(ngx_uint_t which, u_char *id, u_char *bucket)
 
     if (rc != NGX_AGAIN) {
         ngx_mail_plus_delivery_free(msg);
+        return;
     }
+
+    msg->claiming = 1;
+    ctx->claims++;
 }
 
 
@@ -599,6 +646,15 @@ ngx_mail_plus_delivery_loaded(void *data)
     ngx_mail_plus_delivery_ctx_t  *ctx;
 
     ctx = ngx_mail_plus_delivery;
+
+    if (msg->claiming) {
+        msg->claiming = 0;
+
+        if (ctx) {
+            ctx->claims--;
+            ngx_mail_plus_delivery_claims(ctx);
+        }
+    }
 
     msg->fd = msg->load.fd;
 

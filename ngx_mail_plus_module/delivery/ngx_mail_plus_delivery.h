@@ -155,6 +155,7 @@ struct ngx_mail_plus_dmsg_s {
     unsigned                        smtputf8:1;
     unsigned                        warned:1; /* a delay warning was sent */
     unsigned                        bounced:1;
+    unsigned                        claiming:1; /* the claim in flight */
 };
 
 
