@@ -244,6 +244,7 @@ ngx_mail_plus_queue_scan_run(ngx_mail_plus_queue_op_t *op)
     if (ngx_mail_plus_queue_open_dir(path, &dir) == NGX_ERROR) {
         op->err = ngx_errno;
         op->failed = "opendir() of incoming/";
+        ngx_mail_plus_queue_deferred_due(op);
         return;
     }
 
@@ -748,11 +749,13 @@ ngx_mail_plus_queue_defer(ngx_mail_plus_queue_t *q, u_char *id,
     op->state = *state;
     op->next = next;
 
-    /* a slot for every 1024 deferrals of the worker: buckets stay small */
+    /* a slot for every so many deferrals of the worker: buckets stay small */
 
     ngx_mail_plus_queue_bucket(op->bucket, next, ngx_time(), key,
                                ((ngx_pid & 0xffff) << 16)
-                               | ((q->deferrals++ / 1024) & 0xffff));
+                               | ((q->deferrals++
+                                   / NGX_MAIL_PLUS_QUEUE_SLOT_SIZE)
+                                  & 0xffff));
     op->bucket[NGX_MAIL_PLUS_QUEUE_BUCKET_LEN] = '\0';
 
     ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,

@@ -35,7 +35,6 @@
 
 
 #define NGX_MAIL_PLUS_QUEUE_SCAN_BUCKETS  1024
-#define NGX_MAIL_PLUS_QUEUE_SLOT_SIZE     1024
 
 
 typedef struct {

@@ -35,6 +35,11 @@
 #define NGX_MAIL_PLUS_QUEUE_STOCK  32
 
 
+/* deferrals of a worker into one slot of the buckets of deferred/ */
+
+#define NGX_MAIL_PLUS_QUEUE_SLOT_SIZE  1024
+
+
 /* what is read of a claimed file, at most */
 
 #define NGX_MAIL_PLUS_QUEUE_ENVELOPE_MAX  (64 * 1024 * 1024)
