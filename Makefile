@@ -23,7 +23,8 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	dovecot-submissiond libauthen-sasl-perl \
 	libmail-imapclient-perl libwww-perl libio-socket-ssl-perl \
 	libnet-ssleay-perl swaks curl openssl util-linux \
-	postfix python3 procps iproute2 strace valgrind
+	postfix python3 procps iproute2 strace valgrind \
+	libpq-dev postgresql slapd ldap-utils libldap-dev
 
 .PHONY: all deps demo test asan check-asan check-valgrind clean
 

@@ -78,6 +78,11 @@
                                              the default with auth backend */
 
 
+/* "router_directory" blocks, at most */
+
+#define NGX_MAIL_PLUS_DIR_MAX       16
+
+
 /* router answers */
 
 #define NGX_MAIL_PLUS_ALLOW         0
@@ -138,7 +143,40 @@ typedef struct {
     ngx_uint_t                  scheme;    /* NGX_MAIL_PLUS_SCHEME_* */
     ngx_mail_plus_pool_t       *pool;      /* NULL: rules decide */
     ngx_mail_plus_server_t     *server;    /* NULL: the ring decides */
+
+    /* Dovecot's extra fields: of a passwd-file line or a directory */
+
+    ngx_str_t                   backend;   /* "user=", "destuser=": the login
+                                              the backend knows; empty:
+                                              the client's */
+    ngx_str_t                   reason;    /* "reason=", with "nologin" */
+    in_port_t                   port;      /* "port=": 0, the server's */
+    unsigned                    nologin:1;    /* "nologin": refused */
+    unsigned                    nopassword:1; /* "nopassword": the backend
+                                                 checks the password */
+    unsigned                    checked:1;    /* a directory checked the
+                                                 password */
 } ngx_mail_plus_user_t;
+
+
+/*
+ * A user's extra fields, by Dovecot's names (its passwd-file's last
+ * field, its auth service's replies, a query's columns, an LDAP entry's
+ * mapped attributes), as ngx_mail_plus_user_field() reads them; the
+ * router makes them a user's target.
+ */
+
+typedef struct {
+    ngx_str_t                   pool;      /* "pool": ours */
+    ngx_str_t                   host;      /* "host" */
+    ngx_str_t                   login;     /* "destuser", else "user" */
+    ngx_str_t                   reason;    /* "reason" */
+    in_port_t                   port;      /* "port" */
+    unsigned                    nologin:1;     /* "nologin" */
+    unsigned                    proxy:1;       /* "proxy", "proxy_maybe" */
+    unsigned                    nopassword:1;  /* "nopassword" */
+    unsigned                    destuser:1;    /* login is "destuser" */
+} ngx_mail_plus_user_fields_t;
 
 
 typedef struct {
@@ -171,6 +209,12 @@ typedef struct {
 
     ngx_str_t                   users_file;
     ngx_mail_plus_users_t      *users;
+    ngx_array_t                *directories;  /* ngx_mail_plus_dir_t *, in
+                                                 order (directory/) */
+    time_t                      dir_valid;     /* a user found, cached */
+    time_t                      dir_invalid;   /* an unknown user, cached */
+    time_t                      dir_stale;     /* either, past its time,
+                                                  while its source is down */
     u_char                     *users_conf_file;
     ngx_uint_t                  users_conf_line;
 
@@ -219,7 +263,11 @@ typedef struct {
                                               _CRAM_MD5: then "password" is
                                               the client's digest of salt */
     ngx_str_t                   salt;      /* "<...>", no CRLF */
+    ngx_mail_plus_user_t       *user;      /* a directory's, if looked_up */
     unsigned                    check:1;   /* the password is to be checked */
+    unsigned                    looked_up:1;  /* the directories answered:
+                                                 "user" is theirs */
+    unsigned                    recipient:1;  /* "nologin" does not apply */
 } ngx_mail_plus_auth_t;
 
 
@@ -238,6 +286,7 @@ typedef struct {
     ngx_str_t                   reason;    /* for the log */
     time_t                      delay;     /* before a refusal is sent */
     unsigned                    verify:1;  /* password still to verify */
+    unsigned                    checked:1; /* a directory checked it */
     unsigned                    locked:1;  /* refused by throttling */
 } ngx_mail_plus_route_t;
 
@@ -263,6 +312,17 @@ typedef struct {
 } ngx_mail_plus_stats_t;
 
 
+/* a directory's counters and state, in the shared zone */
+
+typedef struct {
+    ngx_atomic_t                lookups;   /* questions to the source */
+    ngx_atomic_t                hits;      /* answered by the cache */
+    ngx_atomic_t                failures;  /* the source could not answer */
+    ngx_atomic_t                stale;     /* a stale answer stood in */
+    ngx_atomic_t                down;      /* 1: the source is unreachable */
+} ngx_mail_plus_dir_stats_t;
+
+
 typedef struct {
     ngx_rbtree_t                rbtree;    /* throttle entries */
     ngx_rbtree_node_t           sentinel;
@@ -275,6 +335,12 @@ typedef struct {
     ngx_rbtree_t                verify;    /* recipients' answers */
     ngx_rbtree_node_t           verify_sentinel;
     ngx_queue_t                 verify_queue;  /* most recent first */
+    ngx_rbtree_t                dir_tree;  /* directories' answers */
+    ngx_rbtree_node_t           dir_sentinel;
+    ngx_queue_t                 dir_queue;     /* most recent first */
+    ngx_uint_t                  dir_entries;
+    u_char                      dir_key[32];   /* of the passwords' HMACs */
+    ngx_mail_plus_dir_stats_t   dirs[NGX_MAIL_PLUS_DIR_MAX];
 } ngx_mail_plus_shctx_t;
 
 
@@ -307,13 +373,18 @@ struct ngx_mail_plus_check_s {
     ngx_mail_plus_check_handler_pt  handler;   /* after NGX_AGAIN */
     void                           *data;
 
-    ngx_int_t                       rc;
+    ngx_int_t                       rc;        /* a recipient's: as
+                                                  ngx_mail_plus_recipient() */
     void                           *crypt_data;
+    void                           *dir;       /* a directory request */
 
     unsigned                        pending:1;
     unsigned                        cancelled:1;
     unsigned                        router_only:1;  /* a password nobody
                                                        checks is refused */
+    unsigned                        throttled:1;
+    unsigned                        submission:1;
+    unsigned                        recipient:1;
 };
 
 
@@ -332,8 +403,18 @@ ngx_int_t ngx_mail_plus_check_set_digest(ngx_mail_plus_check_t *check,
     ngx_uint_t method, ngx_str_t *salt);
 ngx_int_t ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
     ngx_str_t *login, ngx_str_t *password, ngx_str_t *client);
+ngx_int_t ngx_mail_plus_check_set_recipient(ngx_mail_plus_check_t *check,
+    ngx_str_t *addr);
 ngx_int_t ngx_mail_plus_check_start(ngx_mail_plus_check_t *check);
 void ngx_mail_plus_check_free(ngx_mail_plus_check_t *check);
+
+/*
+ * an extra field of a user, by Dovecot's name (ngx_mail_plus_users_parse.c):
+ * directory/
+ */
+
+ngx_int_t ngx_mail_plus_user_field(ngx_mail_plus_user_fields_t *fields,
+    ngx_str_t *key, ngx_str_t *value);
 
 /*
  * the next server of a route after a failure (ngx_mail_plus_router.c):
@@ -384,6 +465,9 @@ ngx_mail_plus_recipient_local_part(ngx_str_t *addr)
 
 
 /* the shared zone (ngx_mail_plus_zone.c): every part; http/ */
+
+void ngx_mail_plus_dir_cache_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
 ngx_mail_plus_stats_t *ngx_mail_plus_zone_stats(void);
 ngx_uint_t ngx_mail_plus_zone_throttle_entries(ngx_mail_plus_zone_t *zone);

@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_mail.h>
 #include "ngx_mail_plus_router.h"
+#include "ngx_mail_plus_directory.h"
 
 
 /*
@@ -25,12 +26,27 @@
  * its caller went away, touches the caller's connection.  When the thread
  * pool cannot take a crypt check, the answer is a temporary failure: a
  * password is never checked in the event loop.
+ *
+ * A login or a recipient that the users file does not know is asked of
+ * the directories ("router_directory") first, after throttling: a locked
+ * login does not reach them.  Their answer is a user as the users file
+ * would give it, and the check goes on from there.
  */
 
 
 static u_char *ngx_mail_plus_check_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
+static ngx_int_t ngx_mail_plus_check_directory(ngx_mail_plus_check_t *check);
+static void ngx_mail_plus_check_dir_done(ngx_mail_plus_dir_req_t *req);
+static ngx_int_t ngx_mail_plus_check_dir_answer(ngx_mail_plus_check_t *check);
+static ngx_int_t ngx_mail_plus_check_dir_user(ngx_mail_plus_check_t *check,
+    ngx_mail_plus_dir_req_t *req);
+static ngx_int_t ngx_mail_plus_check_route(ngx_mail_plus_check_t *check);
+static ngx_int_t ngx_mail_plus_check_protocol(ngx_mail_plus_check_t *check);
+static void ngx_mail_plus_check_verified(ngx_mail_plus_check_t *check,
+    ngx_int_t rc);
 static ngx_int_t ngx_mail_plus_check_digest(ngx_mail_plus_check_t *check);
+static void ngx_mail_plus_check_destroy(ngx_mail_plus_check_t *check);
 #if (NGX_THREADS)
 static void ngx_mail_plus_check_thread(void *data, ngx_log_t *log);
 static void ngx_mail_plus_check_thread_done(ngx_event_t *ev);
@@ -171,25 +187,45 @@ ngx_mail_plus_check_set_digest(ngx_mail_plus_check_t *check,
 /*
  * a submission (SMTP AUTH, HTTP): the router checks the password; the
  * check needs a protocol the user's pool serves, so the first one with a
- * server is taken
+ * server is taken, once the user is known
  */
 
 ngx_int_t
 ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
     ngx_str_t *login, ngx_str_t *password, ngx_str_t *client)
 {
-    ngx_uint_t             i, protocol;
+    check->submission = 1;
+
+    return ngx_mail_plus_check_set(check, NGX_MAIL_PLUS_SMTP, login, password,
+                                   client);
+}
+
+
+/* a recipient in a local domain: its route, as ngx_mail_plus_recipient() */
+
+ngx_int_t
+ngx_mail_plus_check_set_recipient(ngx_mail_plus_check_t *check,
+    ngx_str_t *addr)
+{
+    check->recipient = 1;
+
+    return ngx_mail_plus_check_set(check, NGX_MAIL_PLUS_LMTP, addr, NULL,
+                                   NULL);
+}
+
+
+static ngx_int_t
+ngx_mail_plus_check_protocol(ngx_mail_plus_check_t *check)
+{
+    ngx_uint_t             i;
     ngx_mail_plus_auth_t   auth;
     ngx_mail_plus_route_t  route;
 
     static ngx_uint_t  protocols[] = { NGX_MAIL_PLUS_SMTP, NGX_MAIL_PLUS_LMTP,
                                        NGX_MAIL_PLUS_IMAP, NGX_MAIL_PLUS_POP3 };
 
-    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
-    auth.login = *login;
-    auth.client = *client;
-
-    protocol = NGX_MAIL_PLUS_SMTP;
+    auth = check->auth;
+    auth.check = 0;
 
     for (i = 0; i < sizeof(protocols) / sizeof(ngx_uint_t); i++) {
         auth.protocol = protocols[i];
@@ -202,12 +238,12 @@ ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
         }
 
         if (route.status != NGX_MAIL_PLUS_TEMPFAIL) {
-            protocol = protocols[i];
+            check->auth.protocol = protocols[i];
             break;
         }
     }
 
-    return ngx_mail_plus_check_set(check, protocol, login, password, client);
+    return NGX_OK;
 }
 
 
@@ -219,11 +255,332 @@ ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
 ngx_int_t
 ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
 {
+    ngx_int_t  rc;
+
+    rc = ngx_mail_plus_check_directory(check);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_mail_plus_check_route(check);
+}
+
+
+/*
+ * the directories, if the users file does not know the login: NGX_AGAIN
+ * (check->handler will be called), NGX_OK (answered), NGX_DECLINED (not
+ * asked), NGX_ERROR
+ */
+
+static ngx_int_t
+ngx_mail_plus_check_directory(ngx_mail_plus_check_t *check)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 lc;
+    ngx_mail_plus_route_t     route;
+    ngx_mail_plus_dir_req_t  *req;
+
+    if (check->mpcf->directories == NULL
+        || check->auth.method == NGX_MAIL_AUTH_APOP
+        || check->auth.method == NGX_MAIL_AUTH_CRAM_MD5
+        || check->auth.login.len == 0
+        || check->auth.login.len > 255
+        || ngx_mail_plus_text_has_ctl(&check->auth.login)
+        || (check->auth.check
+            && ngx_mail_plus_text_has_ctl(&check->auth.password)))
+    {
+        /* the router refuses it, as without directories */
+        return NGX_DECLINED;
+    }
+
+    if (check->recipient) {
+        rc = ngx_mail_plus_recipient(check->mpcf, &check->auth.login, &route,
+                                     check->pool, check->log);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK && route.user) {
+            return NGX_DECLINED;
+        }
+
+    } else {
+        lc.len = check->auth.login.len;
+        lc.data = ngx_pnalloc(check->pool, lc.len);
+        if (lc.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_strlow(lc.data, check->auth.login.data, lc.len);
+
+        if (ngx_mail_plus_users_find(check->mpcf->users, &lc)) {
+            return NGX_DECLINED;
+        }
+    }
+
+    /* a locked login does not reach the directories */
+
+    check->route.status = NGX_MAIL_PLUS_ALLOW;
+    check->route.login = check->auth.login;
+
+    ngx_mail_plus_throttle_before(check);
+
+    check->throttled = 1;
+
+    if (check->route.status != NGX_MAIL_PLUS_ALLOW) {
+        ngx_mail_plus_throttle_after(check);
+        return NGX_OK;
+    }
+
+    req = ngx_mail_plus_dir_create(check->mpcf, check->log);
+    if (req == NULL) {
+        return NGX_ERROR;
+    }
+
+    check->dir = req;
+
+    req->type = check->recipient ? NGX_MAIL_PLUS_DIR_USERDB
+                                 : NGX_MAIL_PLUS_DIR_PASSDB;
+    req->protocol = check->auth.protocol;
+    req->handler = ngx_mail_plus_check_dir_done;
+    req->data = check;
+
+    req->login.data = ngx_pstrdup(req->pool, &check->auth.login);
+    if (req->login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    req->login.len = check->auth.login.len;
+
+    if (check->auth.client.len) {
+        req->client.data = ngx_pstrdup(req->pool, &check->auth.client);
+        if (req->client.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        req->client.len = check->auth.client.len;
+    }
+
+    if (req->type == NGX_MAIL_PLUS_DIR_PASSDB) {
+        req->password.data = ngx_pnalloc(req->pool,
+                                         check->auth.password.len + 1);
+        if (req->password.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(req->password.data, check->auth.password.data,
+                   check->auth.password.len);
+        req->password.data[check->auth.password.len] = '\0';
+        req->password.len = check->auth.password.len;
+    }
+
+    rc = ngx_mail_plus_dir_lookup(req);
+
+    if (rc == NGX_AGAIN) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                       "mail plus check %p waits for a directory", check);
+        return NGX_AGAIN;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_mail_plus_check_dir_answer(check);
+}
+
+
+static void
+ngx_mail_plus_check_dir_done(ngx_mail_plus_dir_req_t *req)
+{
+    ngx_int_t               rc;
+    ngx_mail_plus_check_t  *check;
+
+    check = req->data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                   "mail plus check %p: the directories answered", check);
+
+    rc = ngx_mail_plus_check_dir_answer(check);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        check->route.status = NGX_MAIL_PLUS_TEMPFAIL;
+        check->route.verify = 0;
+        ngx_str_set(&check->route.reason, "router error");
+    }
+
+    check->handler(check);
+}
+
+
+/* the directories' answer: a user, none, or a refusal or failure now */
+
+static ngx_int_t
+ngx_mail_plus_check_dir_answer(ngx_mail_plus_check_t *check)
+{
+    ngx_int_t                 rc;
+    ngx_mail_plus_route_t    *route;
+    ngx_mail_plus_dir_req_t  *req;
+
+    req = check->dir;
+    route = &check->route;
+
+    switch (req->result) {
+
+    case NGX_MAIL_PLUS_DIR_FOUND:
+
+        rc = ngx_mail_plus_check_dir_user(check, req);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ngx_memzero(route, sizeof(ngx_mail_plus_route_t));
+            route->status = NGX_MAIL_PLUS_TEMPFAIL;
+            route->login = check->auth.login;
+            ngx_str_set(&route->reason,
+                        "the directory's target is not configured");
+            ngx_mail_plus_throttle_after(check);
+            return NGX_OK;
+        }
+
+        break;
+
+    case NGX_MAIL_PLUS_DIR_UNKNOWN:
+        check->auth.user = NULL;
+        check->auth.looked_up = 1;
+        break;
+
+    case NGX_MAIL_PLUS_DIR_REFUSED:
+        ngx_memzero(route, sizeof(ngx_mail_plus_route_t));
+        route->status = NGX_MAIL_PLUS_DENY;
+        route->login = check->auth.login;
+        ngx_str_set(&route->reason, "wrong password");
+        ngx_mail_plus_throttle_after(check);
+        return NGX_OK;
+
+    default: /* NGX_MAIL_PLUS_DIR_TEMPFAIL */
+        ngx_memzero(route, sizeof(ngx_mail_plus_route_t));
+        route->status = NGX_MAIL_PLUS_TEMPFAIL;
+        route->login = check->auth.login;
+        ngx_str_set(&route->reason, "no directory could answer");
+        ngx_mail_plus_throttle_after(check);
+        return NGX_OK;
+    }
+
+    return ngx_mail_plus_check_route(check);
+}
+
+
+/*
+ * a directory's user as the users file would have it: NGX_OK,
+ * NGX_DECLINED when its pool or host is not one of ours (logged),
+ * NGX_ERROR
+ */
+
+static ngx_int_t
+ngx_mail_plus_check_dir_user(ngx_mail_plus_check_t *check,
+    ngx_mail_plus_dir_req_t *req)
+{
+    char                  *err;
+    ngx_mail_plus_user_t  *user;
+
+    user = ngx_pcalloc(check->pool, sizeof(ngx_mail_plus_user_t));
+    if (user == NULL) {
+        return NGX_ERROR;
+    }
+
+    user->login.len = check->auth.login.len;
+    user->login.data = ngx_pnalloc(check->pool, user->login.len);
+    if (user->login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_strlow(user->login.data, check->auth.login.data, user->login.len);
+
+    err = NULL;
+
+    if (ngx_mail_plus_users_fields(check->mpcf, check->pool, user,
+                                   &req->fields, &err)
+        != NGX_OK)
+    {
+        if (err) {
+            ngx_log_error(NGX_LOG_ERR, check->log, 0,
+                          "directory \"%V\" answered for \"%V\": %s",
+                          &req->dir->name, &check->auth.login, err);
+            return NGX_DECLINED;
+        }
+
+        return NGX_ERROR;
+    }
+
+    if (req->verified) {
+        user->checked = 1;
+
+    } else if (req->type == NGX_MAIL_PLUS_DIR_PASSDB && !user->nopassword) {
+
+        if (req->hash.len == 0) {
+            ngx_log_error(NGX_LOG_ERR, check->log, 0,
+                          "directory \"%V\" gave no password for \"%V\"",
+                          &req->dir->name, &check->auth.login);
+            return NGX_DECLINED;
+        }
+
+        if (ngx_mail_plus_users_password(check->pool, user, &req->hash, &err)
+            != NGX_OK)
+        {
+            if (err) {
+                ngx_log_error(NGX_LOG_ERR, check->log, 0,
+                              "directory \"%V\" gave a password for "
+                              "\"%V\" that cannot be checked: %s",
+                              &req->dir->name, &check->auth.login, err);
+                return NGX_DECLINED;
+            }
+
+            return NGX_ERROR;
+        }
+    }
+
+    check->auth.user = user;
+    check->auth.looked_up = 1;
+
+    return NGX_OK;
+}
+
+
+/* the route, the throttles, and the password check if the router makes it */
+
+static ngx_int_t
+ngx_mail_plus_check_route(ngx_mail_plus_check_t *check)
+{
     ngx_int_t               rc;
     ngx_mail_plus_user_t   *user;
 #if (NGX_THREADS)
     ngx_thread_task_t      *task;
 #endif
+
+    if (check->recipient) {
+        rc = ngx_mail_plus_recipient_user(check->mpcf, &check->auth,
+                                          &check->route, check->pool,
+                                          check->log);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        check->rc = rc;
+
+        return NGX_OK;
+    }
+
+    if (check->submission && ngx_mail_plus_check_protocol(check) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (ngx_mail_plus_router_route(check->mpcf, &check->auth, &check->route,
                                    check->pool, check->log)
@@ -236,6 +593,7 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
         && check->auth.check
         && check->route.status == NGX_MAIL_PLUS_ALLOW
         && !check->route.verify
+        && !check->route.checked
         && check->auth.method != NGX_MAIL_AUTH_APOP
         && check->auth.method != NGX_MAIL_AUTH_CRAM_MD5)
     {
@@ -250,7 +608,9 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
                     "and this login cannot pass the password on to them");
     }
 
-    ngx_mail_plus_throttle_before(check);
+    if (!check->throttled) {
+        ngx_mail_plus_throttle_before(check);
+    }
 
     if (check->auth.method == NGX_MAIL_AUTH_APOP
         || check->auth.method == NGX_MAIL_AUTH_CRAM_MD5)
@@ -318,11 +678,24 @@ ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
     rc = ngx_mail_plus_password_check(user, &check->auth.password,
                                       check->pool, check->crypt_data);
 
-    ngx_mail_plus_router_verified(&check->route, rc, check->log);
+    ngx_mail_plus_check_verified(check, rc);
 
     ngx_mail_plus_throttle_after(check);
 
     return NGX_OK;
+}
+
+
+/* the router checked a password: the route, and the directory's cache */
+
+static void
+ngx_mail_plus_check_verified(ngx_mail_plus_check_t *check, ngx_int_t rc)
+{
+    ngx_mail_plus_router_verified(&check->route, rc, check->log);
+
+    if (check->dir && (rc == NGX_OK || rc == NGX_DECLINED)) {
+        ngx_mail_plus_dir_verified(check->dir, rc == NGX_OK);
+    }
 }
 
 
@@ -378,6 +751,20 @@ ngx_mail_plus_check_free(ngx_mail_plus_check_t *check)
         return;
     }
 
+    ngx_mail_plus_check_destroy(check);
+}
+
+
+/* a request to a directory still out is only marked: it frees itself */
+
+static void
+ngx_mail_plus_check_destroy(ngx_mail_plus_check_t *check)
+{
+    if (check->dir) {
+        ngx_mail_plus_dir_free(check->dir);
+        check->dir = NULL;
+    }
+
     ngx_destroy_pool(check->pool);
 }
 
@@ -409,11 +796,11 @@ ngx_mail_plus_check_thread_done(ngx_event_t *ev)
                    check->cancelled ? ", its caller is gone" : "");
 
     if (check->cancelled) {
-        ngx_destroy_pool(check->pool);
+        ngx_mail_plus_check_destroy(check);
         return;
     }
 
-    ngx_mail_plus_router_verified(&check->route, check->rc, check->log);
+    ngx_mail_plus_check_verified(check, check->rc);
 
     ngx_mail_plus_throttle_after(check);
 

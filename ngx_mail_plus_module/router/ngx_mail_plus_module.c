@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_mail.h>
 #include "ngx_mail_plus_router.h"
+#include "ngx_mail_plus_directory.h"
 
 
 /*
@@ -27,6 +28,7 @@ static char *ngx_mail_plus_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_mail_plus_trusted(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_mail_plus_init_process(ngx_cycle_t *cycle);
+static void ngx_mail_plus_exit_process(ngx_cycle_t *cycle);
 
 
 static ngx_conf_num_bounds_t  ngx_mail_plus_hash_points_bounds = {
@@ -41,6 +43,34 @@ static ngx_command_t  ngx_mail_plus_commands[] = {
       ngx_mail_plus_set_where,
       NGX_MAIL_MAIN_CONF_OFFSET,
       offsetof(ngx_mail_plus_main_conf_t, users_file),
+      NULL },
+
+    { ngx_string("router_directory"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE12,
+      ngx_mail_plus_dir_block,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("router_directory_valid"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, dir_valid),
+      NULL },
+
+    { ngx_string("router_directory_invalid"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, dir_invalid),
+      NULL },
+
+    { ngx_string("router_directory_stale"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_main_conf_t, dir_stale),
       NULL },
 
     { ngx_string("router_pool"),
@@ -173,7 +203,7 @@ ngx_module_t  ngx_mail_plus_module = {
     ngx_mail_plus_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_mail_plus_exit_process,            /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -218,6 +248,10 @@ ngx_mail_plus_create_main_conf(ngx_conf_t *cf)
     mpcf->hash_points = NGX_CONF_UNSET_UINT;
     mpcf->auth_delay = NGX_CONF_UNSET;
 
+    mpcf->dir_valid = NGX_CONF_UNSET;
+    mpcf->dir_invalid = NGX_CONF_UNSET;
+    mpcf->dir_stale = NGX_CONF_UNSET;
+
     mpcf->check = NGX_CONF_UNSET;
     mpcf->check_interval = NGX_CONF_UNSET_MSEC;
     mpcf->check_timeout = NGX_CONF_UNSET_MSEC;
@@ -244,6 +278,10 @@ ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(mpcf->hash_points, 1000);
     ngx_conf_init_value(mpcf->auth_delay, 1);
+
+    ngx_conf_init_value(mpcf->dir_valid, 300);
+    ngx_conf_init_value(mpcf->dir_invalid, 60);
+    ngx_conf_init_value(mpcf->dir_stale, 0);
 
     ngx_conf_init_value(mpcf->check, 1);
     ngx_conf_init_msec_value(mpcf->check_interval, 5000);
@@ -459,10 +497,30 @@ ngx_mail_plus_init_process(ngx_cycle_t *cycle)
 
     mpcf = ngx_mail_plus_get_main_conf(cycle);
 
-    if (mpcf == NULL || mpcf->shm_zone == NULL || !mpcf->check) {
+    if (mpcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_mail_plus_dir_init_process(cycle, mpcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (mpcf->shm_zone == NULL || !mpcf->check) {
         return NGX_OK;
     }
 
     return ngx_mail_plus_health_init_process(cycle, mpcf);
 }
 
+
+static void
+ngx_mail_plus_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = ngx_mail_plus_get_main_conf(cycle);
+
+    if (mpcf) {
+        ngx_mail_plus_dir_exit_process(cycle, mpcf);
+    }
+}

@@ -26,8 +26,8 @@
 
 
 static ngx_int_t ngx_mail_plus_recipient_route(ngx_mail_plus_main_conf_t *mpcf,
-    ngx_str_t *login, ngx_mail_plus_route_t *route, ngx_pool_t *pool,
-    ngx_log_t *log);
+    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log);
 
 
 /*
@@ -44,9 +44,9 @@ ngx_int_t
 ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *addr,
     ngx_mail_plus_route_t *route, ngx_pool_t *pool, ngx_log_t *log)
 {
-    u_char     *at;
-    ngx_str_t   login;
-    ngx_uint_t  i;
+    u_char                *at;
+    ngx_uint_t             i;
+    ngx_mail_plus_auth_t   auth;
 
     if (ngx_mail_plus_recipient_local_part(addr) != NGX_OK) {
         ngx_memzero(route, sizeof(ngx_mail_plus_route_t));
@@ -56,11 +56,13 @@ ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *addr,
         return NGX_DECLINED;
     }
 
-    login = *addr;
+    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+    auth.login = *addr;
+    auth.recipient = 1;
 
     for (i = 0; i < 2; i++) {
 
-        if (ngx_mail_plus_recipient_route(mpcf, &login, route, pool, log)
+        if (ngx_mail_plus_recipient_route(mpcf, &auth, route, pool, log)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -68,7 +70,8 @@ ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *addr,
 
         ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,
                        "router: recipient \"%V\" as \"%V\": status %ui, "
-                       "user %p", addr, &login, route->status, route->user);
+                       "user %p", addr, &auth.login, route->status,
+                       route->user);
 
         if (route->pool
             && (route->user || route->pool->auth == NGX_MAIL_PLUS_AUTH_BACKEND))
@@ -88,7 +91,46 @@ ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *addr,
             break;
         }
 
-        login.len = at - 1 - addr->data;
+        auth.login.len = at - 1 - addr->data;
+    }
+
+    if (route->reason.len == 0) {
+        ngx_str_set(&route->reason, "unknown user");
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * a recipient that a directory looked up (auth->looked_up, auth->user its
+ * answer, NULL if it did not know it): as ngx_mail_plus_recipient(), the
+ * whole address only
+ */
+
+ngx_int_t
+ngx_mail_plus_recipient_user(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log)
+{
+    ngx_mail_plus_auth_t  a;
+
+    a = *auth;
+    a.check = 0;
+    a.recipient = 1;
+
+    if (ngx_mail_plus_recipient_route(mpcf, &a, route, pool, log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "router: recipient \"%V\" from a directory: status %ui, "
+                   "user %p", &auth->login, route->status, route->user);
+
+    if (route->pool
+        && (route->user || route->pool->auth == NGX_MAIL_PLUS_AUTH_BACKEND))
+    {
+        return NGX_OK;
     }
 
     if (route->reason.len == 0) {
@@ -101,18 +143,14 @@ ngx_mail_plus_recipient(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *addr,
 
 static ngx_int_t
 ngx_mail_plus_recipient_route(ngx_mail_plus_main_conf_t *mpcf,
-    ngx_str_t *login, ngx_mail_plus_route_t *route, ngx_pool_t *pool,
-    ngx_log_t *log)
+    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log)
 {
-    ngx_mail_plus_auth_t   auth;
     ngx_mail_plus_route_t  smtp;
 
-    ngx_memzero(&auth, sizeof(ngx_mail_plus_auth_t));
+    auth->protocol = NGX_MAIL_PLUS_LMTP;
 
-    auth.protocol = NGX_MAIL_PLUS_LMTP;
-    auth.login = *login;
-
-    if (ngx_mail_plus_router_route(mpcf, &auth, route, pool, log) != NGX_OK) {
+    if (ngx_mail_plus_router_route(mpcf, auth, route, pool, log) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -122,9 +160,9 @@ ngx_mail_plus_recipient_route(ngx_mail_plus_main_conf_t *mpcf,
 
     /* no LMTP server up: SMTP, if the pool's server has it */
 
-    auth.protocol = NGX_MAIL_PLUS_SMTP;
+    auth->protocol = NGX_MAIL_PLUS_SMTP;
 
-    if (ngx_mail_plus_router_route(mpcf, &auth, &smtp, pool, log) != NGX_OK) {
+    if (ngx_mail_plus_router_route(mpcf, auth, &smtp, pool, log) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -17,7 +17,10 @@
  * of the first "router_rule" whose regular expression matches it, else to
  * the default pool; within the pool, the hash ring picks the server.  The
  * password is checked here for pools with "auth router" and left to the
- * backend for pools with "auth backend".
+ * backend for pools with "auth backend".  A user may come from a directory
+ * (directory/) instead of the users file; a user's extra fields may name
+ * its server's port and its login on the backend, or refuse it
+ * ("nologin"), or leave its password to the backend ("nopassword").
  */
 
 
@@ -201,17 +204,24 @@ ngx_mail_plus_router_init(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf)
         }
     }
 
+    if (mpcf->directories && mpcf->shm_zone == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"router_directory\" needs \"router_zone\": "
+                      "the directories' answers are cached there");
+        return NGX_CONF_ERROR;
+    }
+
     if (mpcf->users_file.len) {
         return ngx_mail_plus_users_load(cf, mpcf);
     }
 
-    for (i = 0; i < mpcf->pools.nelts; i++) {
+    for (i = 0; mpcf->directories == NULL && i < mpcf->pools.nelts; i++) {
         if (pools[i]->auth == NGX_MAIL_PLUS_AUTH_ROUTER) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "router pool \"%V\" in %s:%ui checks passwords "
-                          "(\"auth router\") but no \"router_users\" file "
-                          "is set", &pools[i]->name, pools[i]->file,
-                          pools[i]->line);
+                          "(\"auth router\") but neither a \"router_users\" "
+                          "file nor a \"router_directory\" is set",
+                          &pools[i]->name, pools[i]->file, pools[i]->line);
             return NGX_CONF_ERROR;
         }
     }
@@ -260,9 +270,35 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
 
     ngx_strlow(lc.data, auth->login.data, lc.len);
 
-    user = ngx_mail_plus_users_find(mpcf->users, &lc);
+    user = auth->looked_up ? auth->user
+                           : ngx_mail_plus_users_find(mpcf->users, &lc);
 
     route->user = user;
+
+    if (user && user->nologin && !auth->recipient) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "router: \"nologin\" user, reason \"%V\"",
+                       &user->reason);
+
+        if (user->reason.len == 0) {
+            ngx_str_set(&route->reason, "nologin");
+            return NGX_OK;
+        }
+
+        route->reason.len = sizeof("nologin: ") - 1 + user->reason.len;
+        route->reason.data = ngx_pnalloc(pool, route->reason.len);
+        if (route->reason.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(route->reason.data, "nologin: %V", &user->reason);
+
+        return NGX_OK;
+    }
+
+    if (user && user->backend.len) {
+        route->login = user->backend;
+    }
 
     if (user && user->pool) {
         route->pool = user->pool;
@@ -307,7 +343,12 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
             return NGX_OK;
         }
 
-        route->verify = 1;
+        if (user->checked) {
+            route->checked = 1;
+
+        } else if (!user->nopassword) {
+            route->verify = 1;
+        }
     }
 
     route->protocol = auth->protocol;
@@ -365,6 +406,11 @@ ngx_mail_plus_router_server(ngx_mail_plus_route_t *route, ngx_pool_t *pool,
     }
 
     route->port = route->server->port[route->protocol];
+
+    if (route->user && route->user->port) {
+        route->port = route->user->port;
+    }
+
     route->status = NGX_MAIL_PLUS_ALLOW;
 
     ngx_log_debug4(NGX_LOG_DEBUG_MAIL, log, 0,

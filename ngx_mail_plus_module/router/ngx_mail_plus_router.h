@@ -36,6 +36,11 @@ ngx_int_t ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start,
     u_char *end, ngx_mail_plus_user_t *user, ngx_str_t *target, char **err);
 ngx_mail_plus_user_t *ngx_mail_plus_users_find(ngx_mail_plus_users_t *users,
     ngx_str_t *login);
+ngx_int_t ngx_mail_plus_users_password(ngx_pool_t *pool,
+    ngx_mail_plus_user_t *user, ngx_str_t *value, char **err);
+ngx_int_t ngx_mail_plus_users_fields(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_pool_t *pool, ngx_mail_plus_user_t *user,
+    ngx_mail_plus_user_fields_t *fields, char **err);
 ngx_int_t ngx_mail_plus_password_check(ngx_mail_plus_user_t *user,
     ngx_str_t *password, ngx_pool_t *pool, void *crypt_data);
 ngx_int_t ngx_mail_plus_password_digest(ngx_mail_plus_user_t *user,
@@ -69,6 +74,12 @@ ngx_int_t ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
     ngx_pool_t *pool, ngx_log_t *log);
 void ngx_mail_plus_router_verified(ngx_mail_plus_route_t *route,
     ngx_int_t rc, ngx_log_t *log);
+
+/* a recipient whose user a directory gave (ngx_mail_plus_recipient.c) */
+
+ngx_int_t ngx_mail_plus_recipient_user(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_auth_t *auth, ngx_mail_plus_route_t *route,
+    ngx_pool_t *pool, ngx_log_t *log);
 
 /* the shared zone (ngx_mail_plus_zone.c) and its health checks */
 

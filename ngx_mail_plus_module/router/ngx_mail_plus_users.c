@@ -322,6 +322,110 @@ ngx_mail_plus_users_target(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
 }
 
 
+/*
+ * a user's extra fields made its target: "pool=" a pool, "host=" one of
+ * its servers (or of any pool), "port=", "user=" or "destuser=" the login
+ * the backend knows, "nologin" with "reason=", "nopassword"; NGX_OK,
+ * NGX_ERROR with *err (or without, when memory ran out)
+ */
+
+ngx_int_t
+ngx_mail_plus_users_fields(ngx_mail_plus_main_conf_t *mpcf, ngx_pool_t *pool,
+    ngx_mail_plus_user_t *user, ngx_mail_plus_user_fields_t *fields,
+    char **err)
+{
+    u_char                  *p;
+    ngx_uint_t               i;
+    ngx_mail_plus_server_t  *servers;
+
+    if (fields->pool.len) {
+        user->pool = ngx_mail_plus_pool_find(mpcf, &fields->pool);
+
+        if (user->pool == NULL) {
+            p = ngx_pnalloc(pool, sizeof("unknown router pool \"\"")
+                                  + fields->pool.len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            *ngx_sprintf(p, "unknown router pool \"%V\"", &fields->pool) =
+                                                                        '\0';
+            *err = (char *) p;
+            return NGX_ERROR;
+        }
+    }
+
+    if (fields->host.len) {
+
+        if (user->pool) {
+            servers = user->pool->servers.elts;
+
+            for (i = 0; i < user->pool->servers.nelts; i++) {
+                if ((servers[i].host.len == fields->host.len
+                     && ngx_strncmp(servers[i].host.data, fields->host.data,
+                                    fields->host.len) == 0)
+                    || (servers[i].name.len == fields->host.len
+                        && ngx_strncmp(servers[i].name.data,
+                                       fields->host.data, fields->host.len)
+                           == 0))
+                {
+                    user->server = &servers[i];
+                    break;
+                }
+            }
+
+        } else {
+            user->server = ngx_mail_plus_pool_find_server(mpcf, &fields->host);
+
+            if (user->server) {
+                user->pool = user->server->pool;
+            }
+        }
+
+        if (user->server == NULL) {
+            p = ngx_pnalloc(pool, sizeof("host \"\" is not a server of a "
+                                         "router pool")
+                                  + fields->host.len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            *ngx_sprintf(p, "host \"%V\" is not a server of a router pool",
+                         &fields->host) = '\0';
+            *err = (char *) p;
+            return NGX_ERROR;
+        }
+    }
+
+    user->port = fields->port;
+
+    /* the values may live shorter than the user */
+
+    if (fields->login.len) {
+        user->backend.data = ngx_pstrdup(pool, &fields->login);
+        if (user->backend.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        user->backend.len = fields->login.len;
+    }
+
+    if (fields->reason.len) {
+        user->reason.data = ngx_pstrdup(pool, &fields->reason);
+        if (user->reason.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        user->reason.len = fields->reason.len;
+    }
+
+    user->nologin = fields->nologin;
+    user->nopassword = fields->nopassword;
+
+    return NGX_OK;
+}
+
+
 /* one real crypt() per "$id$" met, to know the C library supports it */
 
 static ngx_int_t

@@ -30,8 +30,6 @@ typedef struct {
 } ngx_mail_plus_scheme_t;
 
 
-static ngx_int_t ngx_mail_plus_users_parse_password(ngx_pool_t *pool,
-    ngx_mail_plus_user_t *user, ngx_str_t *value, char **err);
 static ngx_int_t ngx_mail_plus_crypt_valid(ngx_str_t *value);
 
 
@@ -119,7 +117,7 @@ ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
         target->len = end - last;
     }
 
-    if (ngx_mail_plus_users_parse_password(pool, user, &password, err)
+    if (ngx_mail_plus_users_password(pool, user, &password, err)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -137,9 +135,14 @@ ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
 }
 
 
-static ngx_int_t
-ngx_mail_plus_users_parse_password(ngx_pool_t *pool,
-    ngx_mail_plus_user_t *user, ngx_str_t *value, char **err)
+/*
+ * a password as stored, with its scheme: of the users file, or as a
+ * directory gave it
+ */
+
+ngx_int_t
+ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
+    ngx_str_t *value, char **err)
 {
     u_char                  *p, *prefix;
     size_t                   len;
@@ -327,6 +330,86 @@ ngx_mail_plus_crypt_valid(ngx_str_t *value)
     if (need && (size_t) (last - field) != need) {
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * an extra field of a user, by Dovecot's name: NGX_OK (a field we do not
+ * use is skipped), NGX_DECLINED for a value that cannot be right
+ */
+
+ngx_int_t
+ngx_mail_plus_user_field(ngx_mail_plus_user_fields_t *fields, ngx_str_t *key,
+    ngx_str_t *value)
+{
+    ngx_int_t   n;
+    ngx_uint_t  yes;
+
+    if (ngx_mail_plus_text_has_ctl(value) || value->len > 255) {
+        return NGX_DECLINED;
+    }
+
+    yes = !(value->len == 1 && (value->data[0] == 'n' || value->data[0] == 'N'))
+          && !(value->len == 2 && ngx_strncasecmp(value->data, (u_char *) "no",
+                                                  2) == 0);
+
+#define ngx_mail_plus_key_is(name)                                            \
+    (key->len == sizeof(name) - 1                                             \
+     && ngx_strncasecmp(key->data, (u_char *) name, sizeof(name) - 1) == 0)
+
+    if (ngx_mail_plus_key_is("pool")) {
+        fields->pool = *value;
+
+    } else if (ngx_mail_plus_key_is("host")) {
+        if (value->len == 0) {
+            return NGX_DECLINED;
+        }
+
+        fields->host = *value;
+
+    } else if (ngx_mail_plus_key_is("port")) {
+        n = ngx_atoi(value->data, value->len);
+        if (n < 1 || n > 65535) {
+            return NGX_DECLINED;
+        }
+
+        fields->port = (in_port_t) n;
+
+    } else if (ngx_mail_plus_key_is("destuser")) {
+        if (value->len == 0) {
+            return NGX_DECLINED;
+        }
+
+        fields->login = *value;
+        fields->destuser = 1;
+
+    } else if (ngx_mail_plus_key_is("user")) {
+        if (value->len == 0) {
+            return NGX_DECLINED;
+        }
+
+        if (!fields->destuser) {
+            fields->login = *value;
+        }
+
+    } else if (ngx_mail_plus_key_is("reason")) {
+        fields->reason = *value;
+
+    } else if (ngx_mail_plus_key_is("nologin")) {
+        fields->nologin = yes;
+
+    } else if (ngx_mail_plus_key_is("proxy")
+               || ngx_mail_plus_key_is("proxy_maybe"))
+    {
+        fields->proxy = yes;
+
+    } else if (ngx_mail_plus_key_is("nopassword")) {
+        fields->nopassword = yes;
+    }
+
+#undef ngx_mail_plus_key_is
 
     return NGX_OK;
 }

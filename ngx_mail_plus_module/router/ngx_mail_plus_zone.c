@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
+#include <openssl/rand.h>
 #include "ngx_mail_plus_router.h"
 
 
@@ -153,6 +154,18 @@ ngx_mail_plus_zone_init(ngx_shm_zone_t *shm_zone, void *data)
             ngx_rbtree_init(&zone->sh->verify, &zone->sh->verify_sentinel,
                             ngx_str_rbtree_insert_value);
             ngx_queue_init(&zone->sh->verify_queue);
+            ngx_rbtree_init(&zone->sh->dir_tree, &zone->sh->dir_sentinel,
+                            ngx_mail_plus_dir_cache_insert);
+            ngx_queue_init(&zone->sh->dir_queue);
+
+            if (RAND_bytes(zone->sh->dir_key, sizeof(zone->sh->dir_key))
+                != 1)
+            {
+                ngx_log_error(NGX_LOG_EMERG, ngx_cycle->log, 0,
+                              "RAND_bytes() failed for mail router zone "
+                              "\"%V\"", &shm_zone->shm.name);
+                return NGX_ERROR;
+            }
 
             len = sizeof(" in mail router zone \"\"") + shm_zone->shm.name.len;
 

@@ -1,0 +1,528 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include <openssl/crypto.h>
+#include "ngx_mail_plus_directory.h"
+
+
+/*
+ * The directories' answers in the shared zone, for all workers: a tree by
+ * directory, question and login (in lower case), most recent first in a
+ * queue from which the oldest go when the zone is full.
+ *
+ * A user found lives "router_directory_valid", an unknown one
+ * "router_directory_invalid"; either may stand in for its source
+ * "router_directory_stale" longer when the source cannot answer.  No
+ * password is kept, nor a hash that a source gave: only the HMAC, under
+ * the zone's random key, of the last password found right and of the last
+ * found wrong.  A login whose password is neither is asked again.
+ */
+
+
+#define NGX_MAIL_PLUS_DIR_NFIELDS  5   /* key, pool, host, login, reason */
+
+#define NGX_MAIL_PLUS_DIR_GOOD     0x01
+#define NGX_MAIL_PLUS_DIR_BAD      0x02
+#define NGX_MAIL_PLUS_DIR_NOLOGIN  0x04
+#define NGX_MAIL_PLUS_DIR_PROXY    0x08
+#define NGX_MAIL_PLUS_DIR_NOPASS   0x10
+#define NGX_MAIL_PLUS_DIR_DESTUSER 0x20
+#define NGX_MAIL_PLUS_DIR_HASH     0x40   /* the router checks the password */
+
+
+typedef struct {
+    u_char                      color;
+    u_char                      result;
+    u_char                      flags;
+    u_char                      index;     /* of the directory */
+    u_char                      type;
+    in_port_t                   port;
+    u_short                     len[NGX_MAIL_PLUS_DIR_NFIELDS];
+    ngx_queue_t                 queue;
+    time_t                      expires;
+    time_t                      bad_expires;
+    u_char                      good[32];
+    u_char                      bad[32];
+    u_char                      data[1];
+} ngx_mail_plus_dir_node_t;
+
+
+static ngx_mail_plus_zone_t *ngx_mail_plus_dir_cache_zone(void);
+static ngx_int_t ngx_mail_plus_dir_cache_key(ngx_mail_plus_dir_req_t *req,
+    u_char *buf, ngx_str_t *key);
+static ngx_mail_plus_dir_node_t *ngx_mail_plus_dir_cache_find(
+    ngx_mail_plus_zone_t *zone, ngx_str_t *key, uint32_t hash,
+    ngx_mail_plus_dir_req_t *req);
+static void ngx_mail_plus_dir_cache_expire(ngx_mail_plus_zone_t *zone,
+    ngx_uint_t n);
+
+
+/*
+ * key: the directory's name (which a reload keeps, where its place in the
+ * order may change), the question, then the login in lower case
+ */
+
+#define NGX_MAIL_PLUS_DIR_KEY_LEN  (NGX_MAIL_PLUS_DIR_NAME_LEN + 2 + 255)
+
+
+static ngx_mail_plus_zone_t *
+ngx_mail_plus_dir_cache_zone(void)
+{
+    ngx_mail_plus_zone_t       *zone;
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = ngx_mail_plus_get_main_conf(ngx_cycle);
+
+    if (mpcf == NULL || mpcf->shm_zone == NULL) {
+        return NULL;
+    }
+
+    zone = mpcf->shm_zone->data;
+
+    return zone->sh ? zone : NULL;
+}
+
+
+static ngx_int_t
+ngx_mail_plus_dir_cache_key(ngx_mail_plus_dir_req_t *req, u_char *buf,
+    ngx_str_t *key)
+{
+    u_char  *p;
+
+    if (req->login.len == 0 || req->login.len > 255) {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_cpymem(buf, req->dir->name.data, req->dir->name.len);
+    *p++ = '\0';
+    *p++ = (u_char) ('0' + req->type);
+
+    ngx_strlow(p, req->login.data, req->login.len);
+
+    key->data = buf;
+    key->len = p - buf + req->login.len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * the cached answer into the request: NGX_OK, or NGX_DECLINED when there
+ * is none that may answer (with "stale", one past its lifetime may)
+ */
+
+ngx_int_t
+ngx_mail_plus_dir_cache_get(ngx_mail_plus_dir_req_t *req, ngx_uint_t stale)
+{
+    u_char                     *p;
+    u_char                      buf[NGX_MAIL_PLUS_DIR_KEY_LEN];
+    time_t                      now, limit;
+    uint32_t                    hash;
+    ngx_str_t                   key, *field[NGX_MAIL_PLUS_DIR_NFIELDS];
+    ngx_uint_t                  i, result, good, bad;
+    ngx_mail_plus_zone_t       *zone;
+    ngx_mail_plus_dir_node_t   *node;
+
+    zone = ngx_mail_plus_dir_cache_zone();
+
+    if (zone == NULL || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    hash = ngx_crc32_short(key.data, key.len);
+    now = ngx_time();
+    limit = stale ? req->dir->mpcf->dir_stale : 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_mail_plus_dir_cache_find(zone, &key, hash, req);
+
+    if (node == NULL || node->expires + limit < now) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    result = node->result;
+
+    if (req->type == NGX_MAIL_PLUS_DIR_PASSDB
+        && result != NGX_MAIL_PLUS_DIR_UNKNOWN)
+    {
+        good = req->hmac_len
+               && (node->flags & NGX_MAIL_PLUS_DIR_GOOD)
+               && CRYPTO_memcmp(node->good, req->hmac, 32) == 0;
+
+        bad = req->hmac_len
+              && (node->flags & NGX_MAIL_PLUS_DIR_BAD)
+              && node->bad_expires + limit >= now
+              && CRYPTO_memcmp(node->bad, req->hmac, 32) == 0;
+
+        if (good && result == NGX_MAIL_PLUS_DIR_FOUND) {
+            req->verified = 1;
+
+        } else if (bad) {
+            result = NGX_MAIL_PLUS_DIR_REFUSED;
+
+        } else {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                           "router: directory cache knows \"%V\", but not "
+                           "the password", &req->login);
+            return NGX_DECLINED;
+        }
+    }
+
+    req->result = result;
+
+    if (result == NGX_MAIL_PLUS_DIR_FOUND) {
+
+        field[0] = &key;
+        field[1] = &req->fields.pool;
+        field[2] = &req->fields.host;
+        field[3] = &req->fields.login;
+        field[4] = &req->fields.reason;
+
+        p = node->data + node->len[0];
+
+        for (i = 1; i < NGX_MAIL_PLUS_DIR_NFIELDS; i++) {
+
+            field[i]->len = node->len[i];
+            field[i]->data = NULL;
+
+            if (node->len[i]) {
+                field[i]->data = ngx_pnalloc(req->pool, node->len[i]);
+                if (field[i]->data == NULL) {
+                    ngx_shmtx_unlock(&zone->shpool->mutex);
+                    return NGX_DECLINED;
+                }
+
+                ngx_memcpy(field[i]->data, p, node->len[i]);
+            }
+
+            p += node->len[i];
+        }
+
+        req->fields.port = node->port;
+        req->fields.nologin = (node->flags & NGX_MAIL_PLUS_DIR_NOLOGIN) != 0;
+        req->fields.proxy = (node->flags & NGX_MAIL_PLUS_DIR_PROXY) != 0;
+        req->fields.nopassword = (node->flags & NGX_MAIL_PLUS_DIR_NOPASS) != 0;
+        req->fields.destuser = (node->flags & NGX_MAIL_PLUS_DIR_DESTUSER) != 0;
+    }
+
+    ngx_queue_remove(&node->queue);
+    ngx_queue_insert_head(&zone->sh->dir_queue, &node->queue);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    req->cached = 1;
+    req->stale = (node->expires < now);
+
+    return NGX_OK;
+}
+
+
+/* a source's answer (FOUND, UNKNOWN or REFUSED) into the cache */
+
+void
+ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
+{
+    u_char                     *p;
+    u_char                      buf[NGX_MAIL_PLUS_DIR_KEY_LEN];
+    size_t                      size;
+    time_t                      now;
+    uint32_t                    hash;
+    ngx_str_t                   key, *field[NGX_MAIL_PLUS_DIR_NFIELDS];
+    ngx_uint_t                  i;
+    ngx_rbtree_node_t          *rn;
+    ngx_mail_plus_zone_t       *zone;
+    ngx_mail_plus_dir_node_t   *node, *old;
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    zone = ngx_mail_plus_dir_cache_zone();
+
+    if (zone == NULL || req->cached
+        || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
+    {
+        return;
+    }
+
+    mpcf = req->dir->mpcf;
+    now = ngx_time();
+
+    field[0] = &key;
+    field[1] = &req->fields.pool;
+    field[2] = &req->fields.host;
+    field[3] = &req->fields.login;
+    field[4] = &req->fields.reason;
+
+    size = offsetof(ngx_rbtree_node_t, color)
+           + offsetof(ngx_mail_plus_dir_node_t, data);
+
+    for (i = 0; i < NGX_MAIL_PLUS_DIR_NFIELDS; i++) {
+        if (field[i]->len > 255) {
+            return;
+        }
+
+        size += field[i]->len;
+    }
+
+    hash = ngx_crc32_short(key.data, key.len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    old = ngx_mail_plus_dir_cache_find(zone, &key, hash, req);
+
+    if (req->result == NGX_MAIL_PLUS_DIR_REFUSED
+        && old && old->result == NGX_MAIL_PLUS_DIR_FOUND
+        && old->expires >= now)
+    {
+        /* a wrong password for a user the cache knows: kept as "bad" */
+
+        if (req->hmac_len) {
+            ngx_memcpy(old->bad, req->hmac, 32);
+            old->flags |= NGX_MAIL_PLUS_DIR_BAD;
+            old->bad_expires = now + mpcf->dir_invalid;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    if (old) {
+        rn = (ngx_rbtree_node_t *)
+                 ((u_char *) old - offsetof(ngx_rbtree_node_t, color));
+
+        ngx_queue_remove(&old->queue);
+        ngx_rbtree_delete(&zone->sh->dir_tree, rn);
+        ngx_slab_free_locked(zone->shpool, rn);
+    }
+
+    rn = ngx_slab_alloc_locked(zone->shpool, size);
+
+    if (rn == NULL) {
+        ngx_mail_plus_dir_cache_expire(zone, 16);
+        rn = ngx_slab_alloc_locked(zone->shpool, size);
+    }
+
+    if (rn == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_WARN, req->log, 0,
+                      "router zone is full, the answer of directory \"%V\" "
+                      "is not cached", &req->dir->name);
+        return;
+    }
+
+    node = (ngx_mail_plus_dir_node_t *) &rn->color;
+
+    rn->key = hash;
+
+    node->result = (u_char) req->result;
+    node->index = (u_char) req->dir->index;
+    node->type = (u_char) req->type;
+    node->port = req->fields.port;
+    node->flags = 0;
+
+    if (req->fields.nologin) {
+        node->flags |= NGX_MAIL_PLUS_DIR_NOLOGIN;
+    }
+
+    if (req->fields.proxy) {
+        node->flags |= NGX_MAIL_PLUS_DIR_PROXY;
+    }
+
+    if (req->fields.nopassword) {
+        node->flags |= NGX_MAIL_PLUS_DIR_NOPASS;
+    }
+
+    if (req->fields.destuser) {
+        node->flags |= NGX_MAIL_PLUS_DIR_DESTUSER;
+    }
+
+    node->expires = now + (req->result == NGX_MAIL_PLUS_DIR_FOUND
+                           ? mpcf->dir_valid : mpcf->dir_invalid);
+    node->bad_expires = 0;
+
+    if (req->type == NGX_MAIL_PLUS_DIR_PASSDB && req->hmac_len) {
+
+        if (req->result == NGX_MAIL_PLUS_DIR_FOUND && req->verified) {
+            ngx_memcpy(node->good, req->hmac, 32);
+            node->flags |= NGX_MAIL_PLUS_DIR_GOOD;
+
+        } else if (req->result == NGX_MAIL_PLUS_DIR_REFUSED) {
+            ngx_memcpy(node->bad, req->hmac, 32);
+            node->flags |= NGX_MAIL_PLUS_DIR_BAD;
+            node->bad_expires = node->expires;
+        }
+    }
+
+    p = node->data;
+
+    for (i = 0; i < NGX_MAIL_PLUS_DIR_NFIELDS; i++) {
+        node->len[i] = (u_short) field[i]->len;
+        p = ngx_cpymem(p, field[i]->data, field[i]->len);
+    }
+
+    ngx_rbtree_insert(&zone->sh->dir_tree, rn);
+    ngx_queue_insert_head(&zone->sh->dir_queue, &node->queue);
+
+    zone->sh->dir_entries++;
+
+    if (old) {
+        zone->sh->dir_entries--;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                   "router: directory \"%V\" answer %ui for \"%V\" cached",
+                   &req->dir->name, req->result, &req->login);
+}
+
+
+/* the router checked a source's hash: right or wrong, as an HMAC */
+
+void
+ngx_mail_plus_dir_cache_password(ngx_mail_plus_dir_req_t *req,
+    ngx_uint_t right)
+{
+    u_char                     buf[NGX_MAIL_PLUS_DIR_KEY_LEN];
+    ngx_str_t                  key;
+    ngx_mail_plus_zone_t      *zone;
+    ngx_mail_plus_dir_node_t  *node;
+
+    zone = ngx_mail_plus_dir_cache_zone();
+
+    if (zone == NULL || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_mail_plus_dir_cache_find(zone, &key,
+                                        ngx_crc32_short(key.data, key.len),
+                                        req);
+
+    if (node && node->result == NGX_MAIL_PLUS_DIR_FOUND) {
+
+        if (right) {
+            ngx_memcpy(node->good, req->hmac, 32);
+            node->flags |= NGX_MAIL_PLUS_DIR_GOOD;
+
+        } else {
+            ngx_memcpy(node->bad, req->hmac, 32);
+            node->flags |= NGX_MAIL_PLUS_DIR_BAD;
+            node->bad_expires = ngx_time() + req->dir->mpcf->dir_invalid;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                   "router: directory cache: the password of \"%V\" is %s",
+                   &req->login, right ? "right" : "wrong");
+}
+
+
+static ngx_mail_plus_dir_node_t *
+ngx_mail_plus_dir_cache_find(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
+    uint32_t hash, ngx_mail_plus_dir_req_t *req)
+{
+    ngx_int_t                  rc;
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_mail_plus_dir_node_t  *dn;
+
+    node = zone->sh->dir_tree.root;
+    sentinel = zone->sh->dir_tree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        dn = (ngx_mail_plus_dir_node_t *) &node->color;
+
+        rc = ngx_memn2cmp(key->data, dn->data, key->len, dn->len[0]);
+
+        if (rc == 0) {
+            return dn;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+/* the n least recently used answers go; with the zone's mutex held */
+
+static void
+ngx_mail_plus_dir_cache_expire(ngx_mail_plus_zone_t *zone, ngx_uint_t n)
+{
+    ngx_queue_t               *q;
+    ngx_rbtree_node_t         *rn;
+    ngx_mail_plus_dir_node_t  *node;
+
+    while (n-- && !ngx_queue_empty(&zone->sh->dir_queue)) {
+
+        q = ngx_queue_last(&zone->sh->dir_queue);
+        node = ngx_queue_data(q, ngx_mail_plus_dir_node_t, queue);
+
+        rn = (ngx_rbtree_node_t *)
+                 ((u_char *) node - offsetof(ngx_rbtree_node_t, color));
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&zone->sh->dir_tree, rn);
+        ngx_slab_free_locked(zone->shpool, rn);
+
+        zone->sh->dir_entries--;
+    }
+}
+
+
+/* the tree's order: the key's hash, then its bytes, as the lookups go */
+
+void
+ngx_mail_plus_dir_cache_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t         **p;
+    ngx_mail_plus_dir_node_t   *dn, *dt;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            dn = (ngx_mail_plus_dir_node_t *) &node->color;
+            dt = (ngx_mail_plus_dir_node_t *) &temp->color;
+
+            p = (ngx_memn2cmp(dn->data, dt->data, dn->len[0], dt->len[0]) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
