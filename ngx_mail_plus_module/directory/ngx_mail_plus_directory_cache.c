@@ -53,7 +53,8 @@ typedef struct {
 } ngx_mail_plus_dir_node_t;
 
 
-static ngx_mail_plus_zone_t *ngx_mail_plus_dir_cache_zone(void);
+static ngx_mail_plus_zone_t *ngx_mail_plus_dir_cache_zone(
+    ngx_mail_plus_dir_req_t *req);
 static ngx_int_t ngx_mail_plus_dir_cache_key(ngx_mail_plus_dir_req_t *req,
     u_char *buf, ngx_str_t *key);
 static ngx_mail_plus_dir_node_t *ngx_mail_plus_dir_cache_find(
@@ -72,18 +73,15 @@ static void ngx_mail_plus_dir_cache_expire(ngx_mail_plus_zone_t *zone,
 
 
 static ngx_mail_plus_zone_t *
-ngx_mail_plus_dir_cache_zone(void)
+ngx_mail_plus_dir_cache_zone(ngx_mail_plus_dir_req_t *req)
 {
-    ngx_mail_plus_zone_t       *zone;
-    ngx_mail_plus_main_conf_t  *mpcf;
+    ngx_mail_plus_zone_t  *zone;
 
-    mpcf = ngx_mail_plus_get_main_conf(ngx_cycle);
-
-    if (mpcf == NULL || mpcf->shm_zone == NULL) {
+    if (req->mpcf->shm_zone == NULL) {
         return NULL;
     }
 
-    zone = mpcf->shm_zone->data;
+    zone = req->mpcf->shm_zone->data;
 
     return zone->sh ? zone : NULL;
 }
@@ -129,7 +127,7 @@ ngx_mail_plus_dir_cache_get(ngx_mail_plus_dir_req_t *req, ngx_uint_t stale)
     ngx_mail_plus_zone_t       *zone;
     ngx_mail_plus_dir_node_t   *node;
 
-    zone = ngx_mail_plus_dir_cache_zone();
+    zone = ngx_mail_plus_dir_cache_zone(req);
 
     if (zone == NULL || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
     {
@@ -245,7 +243,7 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
     ngx_mail_plus_dir_node_t   *node, *old;
     ngx_mail_plus_main_conf_t  *mpcf;
 
-    zone = ngx_mail_plus_dir_cache_zone();
+    zone = ngx_mail_plus_dir_cache_zone(req);
 
     if (zone == NULL || req->cached
         || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
@@ -398,7 +396,7 @@ ngx_mail_plus_dir_cache_password(ngx_mail_plus_dir_req_t *req,
     ngx_mail_plus_zone_t      *zone;
     ngx_mail_plus_dir_node_t  *node;
 
-    zone = ngx_mail_plus_dir_cache_zone();
+    zone = ngx_mail_plus_dir_cache_zone(req);
 
     if (zone == NULL || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
     {
