@@ -17,8 +17,8 @@
  * queue from which the oldest go when the zone is full.
  *
  * A user found lives "router_directory_valid", an unknown one
- * "router_directory_invalid"; either may stand in for its source
- * "router_directory_stale" longer when the source cannot answer.  No
+ * "router_directory_invalid" (0: not cached); either may stand in for its
+ * source "router_directory_stale" longer when the source cannot answer.  No
  * password is kept, nor a hash that a source gave: only the HMAC, under
  * the zone's random key, of the last password found right and of the last
  * found wrong.  A login whose password is neither is asked again.
@@ -253,6 +253,14 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
 
     mpcf = req->dir->mpcf;
     now = ngx_time();
+
+    if ((req->result == NGX_MAIL_PLUS_DIR_FOUND ? mpcf->dir_valid
+                                                : mpcf->dir_invalid)
+        == 0)
+    {
+        /* a lifetime of 0: such answers are not cached */
+        return;
+    }
 
     field[0] = &key;
     field[1] = &req->fields.pool;

@@ -62,6 +62,7 @@ static void ngx_http_mail_plus_status_json_directories(
 static void ngx_http_mail_plus_status_prometheus_directories(
     ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
     ngx_mail_plus_zone_t *zone);
+static size_t ngx_http_mail_plus_status_zone_free(ngx_mail_plus_zone_t *zone);
 static void ngx_http_mail_plus_status_json_pools(
     ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf);
 static void ngx_http_mail_plus_status_json_health(
@@ -554,6 +555,18 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_out_t *o,
                               ngx_http_mail_plus_status_value(stats, counter));
         }
 
+        ngx_http_mail_plus_status_family(o, "mail_plus_zone_size_bytes",
+                                         "gauge",
+                                         "The size of the router zone.");
+        ngx_http_mail_plus_printf(o, "mail_plus_zone_size_bytes %uz\n",
+                                  mpcf->shm_zone->shm.size);
+
+        ngx_http_mail_plus_status_family(o, "mail_plus_zone_free_bytes",
+                                         "gauge",
+                                         "Free pages of the router zone.");
+        ngx_http_mail_plus_printf(o, "mail_plus_zone_free_bytes %uz\n",
+                                  ngx_http_mail_plus_status_zone_free(zone));
+
         ngx_http_mail_plus_status_family(o, "mail_plus_throttle_entries",
                                          "gauge",
                                          "Throttling entries in the zone.");
@@ -654,8 +667,11 @@ ngx_http_mail_plus_status_json_directories(ngx_http_mail_plus_out_t *o,
                                   st->stale);
     }
 
-    ngx_http_mail_plus_printf(o, "],\"directory_cache\":{\"entries\":%ui}",
-                              zone->sh->dir_entries);
+    ngx_http_mail_plus_printf(o, "],\"directory_cache\":{\"entries\":%ui},"
+                              "\"zone_size\":%uz,\"zone_free\":%uz",
+                              zone->sh->dir_entries,
+                              mpcf->shm_zone->shm.size,
+                              ngx_http_mail_plus_status_zone_free(zone));
 }
 
 
@@ -724,6 +740,21 @@ ngx_http_mail_plus_status_prometheus_directories(ngx_http_mail_plus_out_t *o,
                                      "the zone.");
     ngx_http_mail_plus_printf(o, "mail_plus_directory_cache_entries %ui\n",
                               zone->sh->dir_entries);
+}
+
+
+/* the zone's free pages, in bytes: a page in use by small blocks is not */
+
+static size_t
+ngx_http_mail_plus_status_zone_free(ngx_mail_plus_zone_t *zone)
+{
+    size_t  free;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    free = zone->shpool->pfree * ngx_pagesize;
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return free;
 }
 
 
