@@ -24,7 +24,8 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	libmail-imapclient-perl libwww-perl libio-socket-ssl-perl \
 	libnet-ssleay-perl swaks curl openssl util-linux \
 	postfix python3 procps iproute2 strace valgrind \
-	libpq-dev postgresql slapd ldap-utils libldap-dev
+	libpq-dev postgresql slapd ldap-utils libldap-dev \
+	dovecot-pgsql dovecot-ldap
 
 .PHONY: all deps demo test asan check-asan check-valgrind clean
 

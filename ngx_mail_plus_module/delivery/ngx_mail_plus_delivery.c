@@ -84,6 +84,8 @@ static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve_local(
 static ngx_mail_plus_dest_t *ngx_mail_plus_delivery_resolve_route(
     ngx_mail_plus_dmsg_t *msg, ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *name);
 static ngx_uint_t ngx_mail_plus_delivery_is_local(ngx_str_t *domain);
+static void ngx_mail_plus_delivery_domain(ngx_mail_plus_rcpt_t *rcpt,
+    ngx_str_t *domain);
 static void ngx_mail_plus_delivery_result(ngx_mail_plus_job_t *job,
     ngx_uint_t i, ngx_uint_t code, ngx_str_t *text, ngx_uint_t remote);
 static void ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
@@ -711,6 +713,13 @@ ngx_mail_plus_delivery_loaded(void *data)
         return;
     }
 
+    if (ngx_mail_plus_delivery_lookup(msg, ctx->mpcf,
+                                      ngx_mail_plus_delivery_plan)
+        == NGX_AGAIN)
+    {
+        return;
+    }
+
     ngx_mail_plus_delivery_plan(msg);
 }
 
@@ -894,8 +903,24 @@ static ngx_mail_plus_dest_t *
 ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
     ngx_mail_plus_rcpt_t *rcpt)
 {
+    ngx_str_t  domain;
+
+    ngx_mail_plus_delivery_domain(rcpt, &domain);
+
+    if (ngx_mail_plus_delivery_is_local(&domain)) {
+        return ngx_mail_plus_delivery_resolve_local(msg, rcpt);
+    }
+
+    return ngx_mail_plus_delivery_resolve_route(msg, rcpt, &domain);
+}
+
+
+/* the domain of a recipient: after its last "@", empty if none */
+
+static void
+ngx_mail_plus_delivery_domain(ngx_mail_plus_rcpt_t *rcpt, ngx_str_t *domain)
+{
     u_char      *at;
-    ngx_str_t    domain;
     ngx_uint_t   i;
 
     at = NULL;
@@ -907,14 +932,19 @@ ngx_mail_plus_delivery_resolve(ngx_mail_plus_dmsg_t *msg,
         }
     }
 
-    domain.data = at ? at + 1 : rcpt->addr.data + rcpt->addr.len;
-    domain.len = rcpt->addr.data + rcpt->addr.len - domain.data;
+    domain->data = at ? at + 1 : rcpt->addr.data + rcpt->addr.len;
+    domain->len = rcpt->addr.data + rcpt->addr.len - domain->data;
+}
 
-    if (ngx_mail_plus_delivery_is_local(&domain)) {
-        return ngx_mail_plus_delivery_resolve_local(msg, rcpt);
-    }
 
-    return ngx_mail_plus_delivery_resolve_route(msg, rcpt, &domain);
+ngx_uint_t
+ngx_mail_plus_delivery_rcpt_local(ngx_mail_plus_rcpt_t *rcpt)
+{
+    ngx_str_t  domain;
+
+    ngx_mail_plus_delivery_domain(rcpt, &domain);
+
+    return ngx_mail_plus_delivery_is_local(&domain);
 }
 
 
@@ -938,10 +968,25 @@ ngx_mail_plus_delivery_resolve_local(ngx_mail_plus_dmsg_t *msg,
         return NULL;
     }
 
-    /* the same answer as at RCPT time: the same server, the same address */
+    /*
+     * the same answer as at RCPT time: the same server, the same address;
+     * with directories, their answer was asked before the plan
+     */
 
-    rc = ngx_mail_plus_recipient(ctx->mpcf, &rcpt->addr, &route, msg->pool,
-                                 msg->log);
+    if (rcpt->check) {
+        rc = rcpt->check->rc;
+        route = rcpt->check->route;
+
+    } else {
+        rc = ngx_mail_plus_recipient(ctx->mpcf, &rcpt->addr, &route,
+                                     msg->pool, msg->log);
+    }
+
+    if (rc == NGX_BUSY) {
+        ngx_str_set(&text, "4.3.0 user directory unavailable");
+        ngx_mail_plus_delivery_set(msg, rcpt, 451, &text);
+        return NULL;
+    }
 
     if (rc == NGX_ERROR) {
         ngx_str_set(&text, "4.3.0 router error");
@@ -1599,6 +1644,8 @@ ngx_mail_plus_delivery_free(ngx_mail_plus_dmsg_t *msg)
     }
 
     ngx_queue_remove(&msg->queue);
+
+    ngx_mail_plus_delivery_lookup_free(msg);
 
     ngx_destroy_pool(msg->pool);
 

@@ -117,12 +117,17 @@ typedef struct {
     ngx_str_t                       reply;    /* for the log and bounces */
     ngx_str_t                       dsn;      /* e.g. "5.1.1" */
     ngx_mail_plus_dest_t           *dest;
+    ngx_mail_plus_check_t          *check;    /* the router's, with
+                                                 directories */
     ngx_str_t                       notify;   /* RFC 3461, as received */
     ngx_str_t                       orcpt;
     ngx_uint_t                      notify_mask;
     unsigned                        remote:1; /* the reply is the peer's */
     unsigned                        passed:1; /* NOTIFY= to a DSN hop */
 } ngx_mail_plus_rcpt_t;
+
+
+typedef void (*ngx_mail_plus_delivery_plan_pt)(ngx_mail_plus_dmsg_t *msg);
 
 
 /* a message claimed by this worker */
@@ -144,6 +149,8 @@ struct ngx_mail_plus_dmsg_s {
     ngx_uint_t                      attempts; /* before this one */
     ngx_array_t                     rcpts;    /* ngx_mail_plus_rcpt_t */
     ngx_uint_t                      jobs;     /* in progress */
+    ngx_uint_t                      lookups;  /* of recipients, out */
+    ngx_mail_plus_delivery_plan_pt  plan;     /* after the lookups */
 
     ngx_queue_t                     queue;    /* of the worker */
 
@@ -263,6 +270,13 @@ struct ngx_mail_plus_conn_s {
 ngx_int_t ngx_mail_plus_delivery_init_worker(ngx_cycle_t *cycle,
     ngx_mail_plus_delivery_conf_t *dcf, ngx_mail_plus_queue_t *q);
 void ngx_mail_plus_delivery_exit_worker(ngx_cycle_t *cycle);
+ngx_uint_t ngx_mail_plus_delivery_rcpt_local(ngx_mail_plus_rcpt_t *rcpt);
+
+/* the router's answers about local recipients, with directories */
+
+ngx_int_t ngx_mail_plus_delivery_lookup(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_delivery_plan_pt plan);
+void ngx_mail_plus_delivery_lookup_free(ngx_mail_plus_dmsg_t *msg);
 
 /* the destinations and their scheduling */
 

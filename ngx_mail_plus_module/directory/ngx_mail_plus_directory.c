@@ -431,6 +431,7 @@ ngx_mail_plus_dir_create(ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log)
     pool->log = req->log;
 
     req->pool = pool;
+    req->mpcf = mpcf;
     req->result = NGX_MAIL_PLUS_DIR_UNKNOWN;
 
     return req;
@@ -470,11 +471,7 @@ ngx_mail_plus_dir_log_error(ngx_log_t *log, u_char *buf, size_t len)
 ngx_int_t
 ngx_mail_plus_dir_lookup(ngx_mail_plus_dir_req_t *req)
 {
-    ngx_mail_plus_main_conf_t  *mpcf;
-
-    mpcf = ngx_mail_plus_get_main_conf(ngx_cycle);
-
-    if (mpcf == NULL || mpcf->directories == NULL) {
+    if (req->mpcf->directories == NULL) {
         req->result = NGX_MAIL_PLUS_DIR_UNKNOWN;
         return NGX_OK;
     }
@@ -500,7 +497,7 @@ ngx_mail_plus_dir_next(ngx_mail_plus_dir_req_t *req)
     ngx_mail_plus_dir_t        *dir, **dirs;
     ngx_mail_plus_main_conf_t  *mpcf;
 
-    mpcf = ngx_mail_plus_get_main_conf(ngx_cycle);
+    mpcf = req->mpcf;
     dirs = mpcf->directories->elts;
 
     while (req->next < mpcf->directories->nelts) {
@@ -764,20 +761,21 @@ ngx_mail_plus_dir_stats(ngx_mail_plus_dir_t *dir)
 static void
 ngx_mail_plus_dir_hmac(ngx_mail_plus_dir_req_t *req)
 {
-    u_char                 *buf;
-    unsigned int            len;
-    ngx_mail_plus_zone_t   *zone;
-    ngx_mail_plus_main_conf_t  *mpcf;
-
-    mpcf = ngx_mail_plus_get_main_conf(ngx_cycle);
+    u_char                *buf;
+    unsigned int           len;
+    ngx_mail_plus_zone_t  *zone;
 
     req->hmac_len = 0;
 
-    if (mpcf->shm_zone == NULL) {
+    if (req->mpcf->shm_zone == NULL) {
         return;
     }
 
-    zone = mpcf->shm_zone->data;
+    zone = req->mpcf->shm_zone->data;
+
+    if (zone->sh == NULL) {
+        return;
+    }
 
     buf = ngx_pnalloc(req->pool, req->login.len + 1 + req->password.len);
     if (buf == NULL) {

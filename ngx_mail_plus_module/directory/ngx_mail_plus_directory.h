@@ -119,7 +119,8 @@ typedef void (*ngx_mail_plus_dir_handler_pt)(ngx_mail_plus_dir_req_t *req);
 struct ngx_mail_plus_dir_req_s {
     ngx_pool_t                 *pool;      /* the request's own */
     ngx_log_t                  *log;
-    ngx_mail_plus_dir_t        *dir;
+    ngx_mail_plus_main_conf_t  *mpcf;
+    ngx_mail_plus_dir_t        *dir;      /* the one asked */
 
     /* the question */
 

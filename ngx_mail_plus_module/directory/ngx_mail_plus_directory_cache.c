@@ -17,8 +17,8 @@
  * queue from which the oldest go when the zone is full.
  *
  * A user found lives "router_directory_valid", an unknown one
- * "router_directory_invalid"; either may stand in for its source
- * "router_directory_stale" longer when the source cannot answer.  No
+ * "router_directory_invalid" (0: not cached); either may stand in for its
+ * source "router_directory_stale" longer when the source cannot answer.  No
  * password is kept, nor a hash that a source gave: only the HMAC, under
  * the zone's random key, of the last password found right and of the last
  * found wrong.  A login whose password is neither is asked again.
@@ -53,7 +53,8 @@ typedef struct {
 } ngx_mail_plus_dir_node_t;
 
 
-static ngx_mail_plus_zone_t *ngx_mail_plus_dir_cache_zone(void);
+static ngx_mail_plus_zone_t *ngx_mail_plus_dir_cache_zone(
+    ngx_mail_plus_dir_req_t *req);
 static ngx_int_t ngx_mail_plus_dir_cache_key(ngx_mail_plus_dir_req_t *req,
     u_char *buf, ngx_str_t *key);
 static ngx_mail_plus_dir_node_t *ngx_mail_plus_dir_cache_find(
@@ -72,18 +73,15 @@ static void ngx_mail_plus_dir_cache_expire(ngx_mail_plus_zone_t *zone,
 
 
 static ngx_mail_plus_zone_t *
-ngx_mail_plus_dir_cache_zone(void)
+ngx_mail_plus_dir_cache_zone(ngx_mail_plus_dir_req_t *req)
 {
-    ngx_mail_plus_zone_t       *zone;
-    ngx_mail_plus_main_conf_t  *mpcf;
+    ngx_mail_plus_zone_t  *zone;
 
-    mpcf = ngx_mail_plus_get_main_conf(ngx_cycle);
-
-    if (mpcf == NULL || mpcf->shm_zone == NULL) {
+    if (req->mpcf->shm_zone == NULL) {
         return NULL;
     }
 
-    zone = mpcf->shm_zone->data;
+    zone = req->mpcf->shm_zone->data;
 
     return zone->sh ? zone : NULL;
 }
@@ -129,7 +127,7 @@ ngx_mail_plus_dir_cache_get(ngx_mail_plus_dir_req_t *req, ngx_uint_t stale)
     ngx_mail_plus_zone_t       *zone;
     ngx_mail_plus_dir_node_t   *node;
 
-    zone = ngx_mail_plus_dir_cache_zone();
+    zone = ngx_mail_plus_dir_cache_zone(req);
 
     if (zone == NULL || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
     {
@@ -245,7 +243,7 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
     ngx_mail_plus_dir_node_t   *node, *old;
     ngx_mail_plus_main_conf_t  *mpcf;
 
-    zone = ngx_mail_plus_dir_cache_zone();
+    zone = ngx_mail_plus_dir_cache_zone(req);
 
     if (zone == NULL || req->cached
         || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
@@ -255,6 +253,14 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
 
     mpcf = req->dir->mpcf;
     now = ngx_time();
+
+    if ((req->result == NGX_MAIL_PLUS_DIR_FOUND ? mpcf->dir_valid
+                                                : mpcf->dir_invalid)
+        == 0)
+    {
+        /* a lifetime of 0: such answers are not cached */
+        return;
+    }
 
     field[0] = &key;
     field[1] = &req->fields.pool;
@@ -398,7 +404,7 @@ ngx_mail_plus_dir_cache_password(ngx_mail_plus_dir_req_t *req,
     ngx_mail_plus_zone_t      *zone;
     ngx_mail_plus_dir_node_t  *node;
 
-    zone = ngx_mail_plus_dir_cache_zone();
+    zone = ngx_mail_plus_dir_cache_zone(req);
 
     if (zone == NULL || ngx_mail_plus_dir_cache_key(req, buf, &key) != NGX_OK)
     {

@@ -10,6 +10,7 @@
 #include <ngx_mail.h>
 #include <nginx.h>
 #include "ngx_mail_plus.h"
+#include "ngx_mail_plus_directory.h"
 #include "ngx_mail_plus_queue.h"
 #include "ngx_http_mail_plus.h"
 
@@ -55,6 +56,13 @@ static ngx_int_t ngx_http_mail_plus_status_respond(ngx_http_request_t *r);
 static void ngx_http_mail_plus_status_json(
     ngx_http_mail_plus_out_t *o, ngx_http_mail_plus_status_ctx_t *ctx,
     ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_zone_t *zone);
+static void ngx_http_mail_plus_status_json_directories(
+    ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_zone_t *zone);
+static void ngx_http_mail_plus_status_prometheus_directories(
+    ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf,
+    ngx_mail_plus_zone_t *zone);
+static size_t ngx_http_mail_plus_status_zone_free(ngx_mail_plus_zone_t *zone);
 static void ngx_http_mail_plus_status_json_pools(
     ngx_http_mail_plus_out_t *o, ngx_mail_plus_main_conf_t *mpcf);
 static void ngx_http_mail_plus_status_json_health(
@@ -354,9 +362,12 @@ ngx_http_mail_plus_status_json(ngx_http_mail_plus_out_t *o,
                           ngx_http_mail_plus_status_value(stats, counter));
     }
 
-    ngx_http_mail_plus_printf(o, "},\"throttle\":{\"entries\":%ui},"
-                              "\"sessions\":{",
+    ngx_http_mail_plus_printf(o, "},\"throttle\":{\"entries\":%ui},",
                               ngx_mail_plus_zone_throttle_entries(zone));
+
+    ngx_http_mail_plus_status_json_directories(o, mpcf, zone);
+
+    ngx_http_mail_plus_printf(o, ",\"sessions\":{");
 
     for (i = NGX_MAIL_PLUS_IMAP; i <= NGX_MAIL_PLUS_POP3; i++) {
         ngx_http_mail_plus_printf(o, "%s\"%V\":{\"started\":%uA,"
@@ -544,11 +555,25 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_out_t *o,
                               ngx_http_mail_plus_status_value(stats, counter));
         }
 
+        ngx_http_mail_plus_status_family(o, "mail_plus_zone_size_bytes",
+                                         "gauge",
+                                         "The size of the router zone.");
+        ngx_http_mail_plus_printf(o, "mail_plus_zone_size_bytes %uz\n",
+                                  mpcf->shm_zone->shm.size);
+
+        ngx_http_mail_plus_status_family(o, "mail_plus_zone_free_bytes",
+                                         "gauge",
+                                         "Free pages of the router zone.");
+        ngx_http_mail_plus_printf(o, "mail_plus_zone_free_bytes %uz\n",
+                                  ngx_http_mail_plus_status_zone_free(zone));
+
         ngx_http_mail_plus_status_family(o, "mail_plus_throttle_entries",
                                          "gauge",
                                          "Throttling entries in the zone.");
         ngx_http_mail_plus_printf(o, "mail_plus_throttle_entries %ui\n",
                                   ngx_mail_plus_zone_throttle_entries(zone));
+
+        ngx_http_mail_plus_status_prometheus_directories(o, mpcf, zone);
 
         ngx_http_mail_plus_status_family(o, "mail_plus_sessions_total",
                                          "counter",
@@ -610,6 +635,126 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_out_t *o,
                                   ngx_mail_plus_queue_dirs[i],
                                   ctx->sizes[i]);
     }
+}
+
+
+/* the directories in their order: state, counters, the cache's size */
+
+static void
+ngx_http_mail_plus_status_json_directories(ngx_http_mail_plus_out_t *o,
+    ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_zone_t *zone)
+{
+    ngx_uint_t                  i, n;
+    ngx_mail_plus_dir_t       **dir;
+    ngx_mail_plus_dir_stats_t  *st;
+
+    n = mpcf->directories ? mpcf->directories->nelts : 0;
+    dir = n ? mpcf->directories->elts : NULL;
+
+    ngx_http_mail_plus_printf(o, "\"directories\":[");
+
+    for (i = 0; i < n; i++) {
+        st = &zone->sh->dirs[dir[i]->index];
+
+        ngx_http_mail_plus_printf(o, "%s{\"name\":", i ? "," : "");
+        ngx_http_mail_plus_string(o, &dir[i]->name);
+        ngx_http_mail_plus_printf(o, ",\"type\":\"%V\",\"up\":%s,"
+                                  "\"lookups\":%uA,\"cache_hits\":%uA,"
+                                  "\"failures\":%uA,\"stale\":%uA}",
+                                  &dir[i]->ops->type,
+                                  st->down ? "false" : "true",
+                                  st->lookups, st->hits, st->failures,
+                                  st->stale);
+    }
+
+    ngx_http_mail_plus_printf(o, "],\"directory_cache\":{\"entries\":%ui},"
+                              "\"zone_size\":%uz,\"zone_free\":%uz",
+                              zone->sh->dir_entries,
+                              mpcf->shm_zone->shm.size,
+                              ngx_http_mail_plus_status_zone_free(zone));
+}
+
+
+static void
+ngx_http_mail_plus_status_prometheus_directories(ngx_http_mail_plus_out_t *o,
+    ngx_mail_plus_main_conf_t *mpcf, ngx_mail_plus_zone_t *zone)
+{
+    ngx_uint_t                  i, k, n;
+    ngx_atomic_uint_t           value;
+    ngx_mail_plus_dir_t       **dir;
+
+    static char  *families[][3] = {
+        { "mail_plus_directory_up", "gauge",
+          "Whether the directory's source answers: 1 or 0." },
+        { "mail_plus_directory_lookups_total", "counter",
+          "Questions asked of the directory's source." },
+        { "mail_plus_directory_cache_hits_total", "counter",
+          "Questions answered by the zone's cache." },
+        { "mail_plus_directory_failures_total", "counter",
+          "Questions the source could not answer." },
+        { "mail_plus_directory_stale_total", "counter",
+          "Stale answers used while the source could not answer." }
+    };
+
+    /* in the order of the families */
+
+    static size_t  offsets[] = {
+        offsetof(ngx_mail_plus_dir_stats_t, down),
+        offsetof(ngx_mail_plus_dir_stats_t, lookups),
+        offsetof(ngx_mail_plus_dir_stats_t, hits),
+        offsetof(ngx_mail_plus_dir_stats_t, failures),
+        offsetof(ngx_mail_plus_dir_stats_t, stale)
+    };
+
+    n = mpcf->directories ? mpcf->directories->nelts : 0;
+
+    if (n == 0) {
+        return;
+    }
+
+    dir = mpcf->directories->elts;
+
+    for (k = 0; k < sizeof(offsets) / sizeof(size_t); k++) {
+
+        ngx_http_mail_plus_status_family(o, families[k][0], families[k][1],
+                                         families[k][2]);
+
+        for (i = 0; i < n; i++) {
+            value = *(ngx_atomic_t *) ((u_char *) &zone->sh->dirs[dir[i]->index]
+                                       + offsets[k]);
+
+            /* the first is "up", the zone keeps "down" */
+
+            if (k == 0) {
+                value = !value;
+            }
+
+            ngx_http_mail_plus_printf(o, "%s{directory=\"%V\"} %uA\n",
+                                      families[k][0], &dir[i]->name, value);
+        }
+    }
+
+    ngx_http_mail_plus_status_family(o, "mail_plus_directory_cache_entries",
+                                     "gauge",
+                                     "Answers of the directories cached in "
+                                     "the zone.");
+    ngx_http_mail_plus_printf(o, "mail_plus_directory_cache_entries %ui\n",
+                              zone->sh->dir_entries);
+}
+
+
+/* the zone's free pages, in bytes: a page in use by small blocks is not */
+
+static size_t
+ngx_http_mail_plus_status_zone_free(ngx_mail_plus_zone_t *zone)
+{
+    size_t  free;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    free = zone->shpool->pfree * ngx_pagesize;
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return free;
 }
 
 

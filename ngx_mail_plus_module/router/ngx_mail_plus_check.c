@@ -208,6 +208,7 @@ ngx_mail_plus_check_set_recipient(ngx_mail_plus_check_t *check,
     ngx_str_t *addr)
 {
     check->recipient = 1;
+    check->rc = NGX_DECLINED;
 
     return ngx_mail_plus_check_set(check, NGX_MAIL_PLUS_LMTP, addr, NULL,
                                    NULL);
@@ -295,6 +296,10 @@ ngx_mail_plus_check_directory(ngx_mail_plus_check_t *check)
     }
 
     if (check->recipient) {
+        if (ngx_mail_plus_recipient_local_part(&check->auth.login) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
         rc = ngx_mail_plus_recipient(check->mpcf, &check->auth.login, &route,
                                      check->pool, check->log);
         if (rc == NGX_ERROR) {
@@ -446,6 +451,7 @@ ngx_mail_plus_check_dir_answer(ngx_mail_plus_check_t *check)
             route->login = check->auth.login;
             ngx_str_set(&route->reason,
                         "the directory's target is not configured");
+            check->rc = NGX_BUSY;
             ngx_mail_plus_throttle_after(check);
             return NGX_OK;
         }
@@ -470,6 +476,7 @@ ngx_mail_plus_check_dir_answer(ngx_mail_plus_check_t *check)
         route->status = NGX_MAIL_PLUS_TEMPFAIL;
         route->login = check->auth.login;
         ngx_str_set(&route->reason, "no directory could answer");
+        check->rc = NGX_BUSY;
         ngx_mail_plus_throttle_after(check);
         return NGX_OK;
     }
@@ -566,9 +573,13 @@ ngx_mail_plus_check_route(ngx_mail_plus_check_t *check)
 #endif
 
     if (check->recipient) {
-        rc = ngx_mail_plus_recipient_user(check->mpcf, &check->auth,
-                                          &check->route, check->pool,
-                                          check->log);
+        rc = check->auth.looked_up
+             ? ngx_mail_plus_recipient_user(check->mpcf, &check->auth,
+                                            &check->route, check->pool,
+                                            check->log)
+             : ngx_mail_plus_recipient(check->mpcf, &check->auth.login,
+                                       &check->route, check->pool,
+                                       check->log);
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }

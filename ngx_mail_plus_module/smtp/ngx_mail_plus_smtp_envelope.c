@@ -17,8 +17,9 @@
  * The envelope of the SMTP session's transaction: MAIL FROM and RCPT TO.
  * Each recipient is checked: a domain not in "smtp_local_domains" is
  * relayed only for an authenticated or trusted client; a local one is
- * asked of the router, and maybe of its mailbox server (the recipient
- * probe, ngx_mail_plus_smtp_verify.c), whose answer resumes the session.
+ * asked of the router (and of its directories, whose answer resumes the
+ * session), and maybe of its mailbox server (the recipient probe,
+ * ngx_mail_plus_smtp_verify.c), whose answer resumes the session.
  */
 
 
@@ -27,6 +28,17 @@ static ngx_int_t ngx_mail_plus_smtp_local(ngx_mail_plus_smtp_srv_conf_t *sscf,
 static ngx_int_t ngx_mail_plus_smtp_user(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx,
     ngx_mail_plus_smtp_path_t *path);
+static ngx_int_t ngx_mail_plus_smtp_user_check(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_path_t *path, ngx_pool_t *pool,
+    ngx_mail_plus_route_t *route);
+static void ngx_mail_plus_smtp_user_checked(ngx_mail_plus_check_t *check);
+static ngx_int_t ngx_mail_plus_smtp_user_route(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_path_t *path, ngx_int_t rc,
+    ngx_mail_plus_route_t *route, ngx_pool_t *pool);
+static ngx_int_t ngx_mail_plus_smtp_keep_path(ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_path_t *path, ngx_pool_t *pool);
 static void ngx_mail_plus_smtp_verified(void *data, ngx_int_t rc);
 static void ngx_mail_plus_smtp_rcpt_refused(ngx_mail_session_t *s,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *addr, ngx_int_t rc);
@@ -195,7 +207,8 @@ ngx_mail_plus_smtp_rcpt(ngx_mail_session_t *s, ngx_connection_t *c,
 
 /*
  * NGX_ABORT: a local part that is refused; NGX_DECLINED: no such user;
- * NGX_BUSY: the mailbox server cannot tell now; NGX_ERROR
+ * NGX_BUSY: the mailbox server cannot tell now; NGX_DONE: nor the
+ * directories; NGX_ERROR
  */
 
 static void
@@ -222,6 +235,12 @@ ngx_mail_plus_smtp_rcpt_refused(ngx_mail_session_t *s,
     case NGX_BUSY:
         (void) ngx_sprintf(text, "450 4.4.3 <%V>: Recipient address "
                            "rejected: mailbox server unavailable, "
+                           "try again later%Z", addr);
+        break;
+
+    case NGX_DONE:
+        (void) ngx_sprintf(text, "451 4.3.0 <%V>: Recipient address "
+                           "rejected: user directory unavailable, "
                            "try again later%Z", addr);
         break;
 
@@ -324,22 +343,21 @@ ngx_mail_plus_smtp_local(ngx_mail_plus_smtp_srv_conf_t *sscf,
 /*
  * a local recipient is asked of the router (ngx_mail_plus_recipient(), as
  * the delivery asks it): the address, then its local part.  It exists if
- * the users file has it, or if there is no router at all; in a pool whose
- * backends know their users ("auth backend") the mailbox server is asked
- * (ngx_mail_plus_smtp_verify.c), unless "smtp_verify_recipients" is off.
- * NGX_OK, NGX_AGAIN (the probe answers), or as for rcpt_refused()
+ * the users file has it, or a directory, or if there is no router at all;
+ * in a pool whose backends know their users ("auth backend") the mailbox
+ * server is asked (ngx_mail_plus_smtp_verify.c), unless
+ * "smtp_verify_recipients" is off.  NGX_OK, NGX_AGAIN (a directory or the
+ * probe answers), or as for rcpt_refused()
  */
 
 static ngx_int_t
 ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_mail_plus_smtp_path_t *path)
 {
-    ngx_int_t                       rc;
-    ngx_pool_t                     *pool;
-    ngx_mail_plus_route_t           route;
-    ngx_mail_core_srv_conf_t       *cscf;
-    ngx_mail_plus_main_conf_t      *mpcf;
-    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+    ngx_int_t                   rc;
+    ngx_pool_t                 *pool;
+    ngx_mail_plus_route_t       route;
+    ngx_mail_plus_main_conf_t  *mpcf;
 
     /* "a%b@local" must not become mail for b: refused, router or not */
 
@@ -363,51 +381,194 @@ ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
         return NGX_ERROR;
     }
 
-    rc = ngx_mail_plus_recipient(mpcf, &path->addr, &route, pool, c->log);
+    if (mpcf->directories) {
+        rc = ngx_mail_plus_smtp_user_check(s, c, ctx, path, pool, &route);
+
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+    } else {
+        rc = ngx_mail_plus_recipient(mpcf, &path->addr, &route, pool, c->log);
+    }
+
+    rc = ngx_mail_plus_smtp_user_route(s, c, ctx, path, rc, &route, pool);
+
+    if (ctx->rcheck) {
+        ngx_mail_plus_check_free(ctx->rcheck);
+        ctx->rcheck = NULL;
+    }
+
+    return rc;
+}
+
+
+/*
+ * the router asks its directories when its users file does not know the
+ * recipient: NGX_AGAIN (the path kept, the answer resumes the session),
+ * or as ngx_mail_plus_recipient(), with NGX_BUSY when no directory could
+ * answer; ctx->rcheck holds what the route points to
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_user_check(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_mail_plus_smtp_path_t *path,
+    ngx_pool_t *pool, ngx_mail_plus_route_t *route)
+{
+    ngx_int_t                   rc;
+    ngx_mail_plus_check_t      *check;
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
+
+    check = ngx_mail_plus_check_create(mpcf, c->log);
+    if (check == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->rcheck = check;
+
+    if (ngx_mail_plus_check_set_recipient(check, &path->addr) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    check->handler = ngx_mail_plus_smtp_user_checked;
+    check->data = s;
+
+    rc = ngx_mail_plus_check_start(check);
+
+    if (rc == NGX_AGAIN) {
+        if (ngx_mail_plus_smtp_keep_path(ctx, path, pool) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: RCPT TO:<%V> waits for a directory",
+                       &path->addr);
+
+        ctx->vpool = pool;
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_rcpt_verify);
+        return NGX_AGAIN;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    *route = check->route;
+
+    return check->rc;
+}
+
+
+/* the directories answered about the recipient */
+
+static void
+ngx_mail_plus_smtp_user_checked(ngx_mail_plus_check_t *check)
+{
+    ngx_mail_session_t *s = check->data;
+
+    ngx_int_t                  rc;
+    ngx_pool_t                *pool;
+    ngx_connection_t          *c;
+    ngx_mail_plus_route_t      route;
+    ngx_mail_plus_smtp_ctx_t  *ctx;
+
+    c = s->connection;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_smtp_module);
+
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "smtp: RCPT TO:<%V> directory answered %i",
+                   &ctx->vpath.addr, check->rc);
+
+    pool = ctx->vpool;
+    ctx->vpool = NULL;
+
+    route = check->route;
+
+    rc = ngx_mail_plus_smtp_user_route(s, c, ctx, &ctx->vpath, check->rc,
+                                       &route, pool);
+
+    if (rc != NGX_AGAIN) {
+        if (rc == NGX_OK) {
+            ngx_mail_plus_smtp_rcpt_add(s, ctx, &ctx->vpath);
+
+        } else {
+            ngx_mail_plus_smtp_rcpt_refused(s, ctx, &ctx->vpath.addr, rc);
+        }
+    }
+
+    /* the probe, if one was started, copied what it needs of the route */
+
+    ngx_mail_plus_check_free(ctx->rcheck);
+    ctx->rcheck = NULL;
+
+    if (rc != NGX_AGAIN) {
+        ngx_destroy_pool(pool);
+    }
+
+    ngx_mail_plus_smtp_run(s, c);
+}
+
+
+/*
+ * the router's answer about a recipient (rc as ngx_mail_plus_recipient()
+ * gives it, NGX_BUSY when no directory could answer), and maybe the
+ * probe of its mailbox server: NGX_OK, NGX_AGAIN (the probe answers; it
+ * keeps "pool"), or as rcpt_refused(); "pool" is destroyed otherwise
+ */
+
+static ngx_int_t
+ngx_mail_plus_smtp_user_route(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx, ngx_mail_plus_smtp_path_t *path,
+    ngx_int_t rc, ngx_mail_plus_route_t *route, ngx_pool_t *pool)
+{
+    ngx_mail_core_srv_conf_t       *cscf;
+    ngx_mail_plus_smtp_srv_conf_t  *sscf;
+
+    if (rc == NGX_BUSY) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "recipient \"%V\" not checked: %V",
+                      &path->addr, &route->reason);
+        rc = NGX_DONE;
+        goto done;
+    }
 
     if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "recipient \"%V\" refused: %V",
-                      &path->addr, &route.reason);
+                      &path->addr, &route->reason);
         goto done;
     }
 
     sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
 
-    if (rc != NGX_OK || route.user || !sscf->verify_recipients) {
+    if (rc != NGX_OK || route->user || !sscf->verify_recipients) {
         goto done;
     }
 
     /* the path is kept for the answer: the line it points to may go */
 
-    ctx->vpath = *path;
-    ctx->vpath.addr.data = ngx_pstrdup(pool, &path->addr);
-    ctx->vpath.notify.data = ngx_pstrdup(pool, &path->notify);
-    ctx->vpath.orcpt.data = ngx_pstrdup(pool, &path->orcpt);
-
-    if (ctx->vpath.addr.data == NULL
-        || (ctx->vpath.notify.data == NULL && path->notify.len)
-        || (ctx->vpath.orcpt.data == NULL && path->orcpt.len))
+    if (path != &ctx->vpath
+        && ngx_mail_plus_smtp_keep_path(ctx, path, pool) != NGX_OK)
     {
         rc = NGX_ERROR;
         goto done;
     }
 
-    ctx->vpath.domain.len = 0;
-    ctx->vpath.domain.data = NULL;
-    ctx->vpath.param.len = 0;
-    ctx->vpath.param.data = NULL;
-
     cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
-    rc = ngx_mail_plus_verify(&sscf->verify, &route, &cscf->server_name,
+    rc = ngx_mail_plus_verify(&sscf->verify, route, &cscf->server_name,
                               ngx_mail_plus_smtp_verified, s, c->log,
                               &ctx->verify);
 
     if (rc == NGX_AGAIN) {
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
                        "smtp: RCPT TO:<%V> waits for its mailbox server",
-                       &path->addr);
+                       &ctx->vpath.addr);
 
         ctx->vpool = pool;
         ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_rcpt_verify);
@@ -417,7 +578,7 @@ ngx_mail_plus_smtp_user(ngx_mail_session_t *s, ngx_connection_t *c,
     if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "recipient \"%V\" refused: unknown to its mailbox "
-                      "server (cached)", &path->addr);
+                      "server (cached)", &ctx->vpath.addr);
 
     } else if (rc == NGX_ERROR) {
         rc = NGX_BUSY;
@@ -428,6 +589,33 @@ done:
     ngx_destroy_pool(pool);
 
     return rc;
+}
+
+
+/* the path kept in "pool" for an answer that comes later */
+
+static ngx_int_t
+ngx_mail_plus_smtp_keep_path(ngx_mail_plus_smtp_ctx_t *ctx,
+    ngx_mail_plus_smtp_path_t *path, ngx_pool_t *pool)
+{
+    ctx->vpath = *path;
+    ctx->vpath.addr.data = ngx_pstrdup(pool, &path->addr);
+    ctx->vpath.notify.data = ngx_pstrdup(pool, &path->notify);
+    ctx->vpath.orcpt.data = ngx_pstrdup(pool, &path->orcpt);
+
+    if (ctx->vpath.addr.data == NULL
+        || (ctx->vpath.notify.data == NULL && path->notify.len)
+        || (ctx->vpath.orcpt.data == NULL && path->orcpt.len))
+    {
+        return NGX_ERROR;
+    }
+
+    ctx->vpath.domain.len = 0;
+    ctx->vpath.domain.data = NULL;
+    ctx->vpath.param.len = 0;
+    ctx->vpath.param.data = NULL;
+
+    return NGX_OK;
 }
 
 

@@ -348,6 +348,11 @@ ngx_mail_plus_smtp_cleanup(void *data)
         ctx->check = NULL;
     }
 
+    if (ctx->rcheck) {
+        ngx_mail_plus_check_free(ctx->rcheck);
+        ctx->rcheck = NULL;
+    }
+
     if (ctx->verify) {
         ngx_mail_plus_verify_cancel(ctx->verify);
         ctx->verify = NULL;

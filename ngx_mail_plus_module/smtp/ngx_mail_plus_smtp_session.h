@@ -65,6 +65,7 @@ typedef struct {
     ngx_mail_plus_check_t       *check;
     ngx_str_t                    auth_reply;  /* after the delay */
 
+    ngx_mail_plus_check_t       *rcheck;      /* a recipient's directories */
     ngx_mail_plus_verify_t      *verify;      /* a recipient probe */
     ngx_pool_t                  *vpool;       /*   what RCPT waits with */
     ngx_mail_plus_smtp_path_t    vpath;
