@@ -792,10 +792,6 @@ ngx_mail_plus_dovecot_reply(ngx_mail_plus_dovecot_conn_t *conn,
 
     ngx_mail_plus_dovecot_timer(conn);
 
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
-                   "directory dovecot: request %p answered %V on "
-                   "connection %ui", req, &arg[0], conn->slot);
-
     if (pool->master) {
 
         if (ngx_mail_plus_dovecot_is(&arg[0], "USER")) {
@@ -840,6 +836,10 @@ ngx_mail_plus_dovecot_reply(ngx_mail_plus_dovecot_conn_t *conn,
         req->result = NGX_MAIL_PLUS_DIR_TEMPFAIL;
         ngx_str_set(&req->error, "Dovecot answered neither OK nor FAIL");
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                   "directory dovecot: request %p answered %ui on "
+                   "connection %ui", req, req->result, conn->slot);
 
     ngx_mail_plus_dovecot_answer(pool, req, req->result, NULL);
 

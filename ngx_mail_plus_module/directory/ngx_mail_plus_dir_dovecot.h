@@ -55,6 +55,7 @@ typedef struct {
     ngx_uint_t                     nrequests;
     ngx_uint_t                     state;
     ngx_uint_t                     slot;
+    ngx_uint_t                     generation;  /* its opens */
     unsigned                       version:1;  /* VERSION read */
     unsigned                       plain:1;    /* MECH PLAIN read */
 } ngx_mail_plus_dovecot_conn_t;

@@ -82,6 +82,7 @@ ngx_mail_plus_dovecot_connect(ngx_mail_plus_dovecot_conn_t *conn)
 
     conn->version = 0;
     conn->plain = 0;
+    conn->generation++;
 
     ngx_memzero(&conn->peer, sizeof(ngx_peer_connection_t));
 
@@ -167,6 +168,10 @@ ngx_mail_plus_dovecot_flush(ngx_mail_plus_dovecot_conn_t *conn)
 
     c = conn->peer.connection;
     b = conn->out;
+
+    if (b->pos == b->last) {
+        return NGX_OK;
+    }
 
     while (b->pos < b->last) {
 
@@ -294,10 +299,12 @@ ngx_mail_plus_dovecot_read(ngx_event_t *rev)
 static ngx_int_t
 ngx_mail_plus_dovecot_lines(ngx_mail_plus_dovecot_conn_t *conn)
 {
-    u_char     *p, *lf;
-    ngx_buf_t  *b;
+    u_char      *p, *lf;
+    ngx_buf_t   *b;
+    ngx_uint_t   generation;
 
     b = conn->in;
+    generation = conn->generation;
 
     for ( ;; ) {
         lf = ngx_strlchr(b->pos, b->last, LF);
@@ -314,10 +321,18 @@ ngx_mail_plus_dovecot_lines(ngx_mail_plus_dovecot_conn_t *conn)
             return NGX_ERROR;
         }
 
-        if (conn->state == NGX_MAIL_PLUS_DOVECOT_CLOSED) {
+        /* closed, and maybe opened again, by what the line did */
+
+        if (conn->state == NGX_MAIL_PLUS_DOVECOT_CLOSED
+            || conn->generation != generation)
+        {
             return NGX_ERROR;
         }
     }
+
+    /* the lines read may hold passwords ("pass="): they go */
+
+    ngx_explicit_memzero(b->start, b->pos - b->start);
 
     /* what is left of a line goes to the start */
 
