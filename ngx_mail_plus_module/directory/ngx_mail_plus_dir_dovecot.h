@@ -24,9 +24,10 @@
  * handshaken once and then reused; requests are multiplexed on them by
  * id, and wait in a bounded queue when every connection is busy.
  *
- * ngx_mail_plus_dir_dovecot.c: the configuration, the requests and the
- * replies; ngx_mail_plus_dir_dovecot_conn.c: a connection, its lines in
- * and out, its timer.
+ * ngx_mail_plus_dir_dovecot.c: the configuration and the requests;
+ * ngx_mail_plus_dir_dovecot_reply.c: the lines Dovecot sends, its
+ * handshake and replies; ngx_mail_plus_dir_dovecot_conn.c: a connection,
+ * its lines in and out, its timer.
  */
 
 
@@ -101,13 +102,16 @@ typedef struct {
 } ngx_mail_plus_dovecot_req_t;
 
 
-/* ngx_mail_plus_dir_dovecot.c, for the connections */
+/* ngx_mail_plus_dir_dovecot.c */
 
-ngx_int_t ngx_mail_plus_dovecot_line(ngx_mail_plus_dovecot_conn_t *conn,
-    u_char *line, size_t len);
 void ngx_mail_plus_dovecot_answer(ngx_mail_plus_dovecot_pool_t *pool,
     ngx_mail_plus_dir_req_t *req, ngx_uint_t result, char *error);
 void ngx_mail_plus_dovecot_dispatch(ngx_mail_plus_dovecot_pool_t *pool);
+
+/* ngx_mail_plus_dir_dovecot_reply.c */
+
+ngx_int_t ngx_mail_plus_dovecot_line(ngx_mail_plus_dovecot_conn_t *conn,
+    u_char *line, size_t len);
 
 /* ngx_mail_plus_dir_dovecot_conn.c */
 
