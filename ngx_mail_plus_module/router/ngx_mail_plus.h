@@ -60,8 +60,9 @@
 #define NGX_MAIL_PLUS_AUTH_BACKEND  1
 
 
-/* password schemes of the users file */
+/* password schemes of the users file; NONE: empty, no password matches */
 
+#define NGX_MAIL_PLUS_SCHEME_NONE   0
 #define NGX_MAIL_PLUS_SCHEME_PLAIN  1
 #define NGX_MAIL_PLUS_SCHEME_SHA    2
 #define NGX_MAIL_PLUS_SCHEME_SSHA   3

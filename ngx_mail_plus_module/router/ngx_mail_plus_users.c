@@ -17,9 +17,11 @@
 
 
 /*
- * The users file: one user a line, "login:password[:target]" (a line is
- * parsed by ngx_mail_plus_users_parse.c), where the optional target is a
- * pool name or the address of a pool's server; and the password checks.
+ * The users file: one user a line, "login:password[:target]", where the
+ * optional target is a pool name or the address of a pool's server, or
+ * Dovecot's passwd-file line, whose extra fields may name a pool, a host,
+ * a port, the backend's login, "nologin" or "nopassword" (a line is parsed
+ * by ngx_mail_plus_users_parse.c); and the password checks.
  */
 
 
@@ -174,13 +176,14 @@ ngx_mail_plus_users_add_lines(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
     ngx_str_t *file, ngx_str_t *text, ngx_hash_keys_arrays_t *keys,
     ngx_mail_plus_users_t *users, size_t *max)
 {
-    u_char                *p, *last, *eol;
-    char                  *err;
-    ngx_int_t              rc;
-    ngx_str_t              target;
-    ngx_uint_t             line;
-    ngx_array_t            checked;
-    ngx_mail_plus_user_t  *user;
+    u_char                       *p, *last, *eol;
+    char                         *err;
+    ngx_int_t                     rc;
+    ngx_str_t                     target;
+    ngx_uint_t                    line;
+    ngx_array_t                   checked;
+    ngx_mail_plus_user_t         *user;
+    ngx_mail_plus_user_fields_t   fields;
 
     if (ngx_array_init(&checked, cf->temp_pool, 4, sizeof(ngx_str_t))
         != NGX_OK)
@@ -209,7 +212,7 @@ ngx_mail_plus_users_add_lines(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
         err = NULL;
 
         rc = ngx_mail_plus_users_parse_line(cf->pool, p, eol, user, &target,
-                                            &err);
+                                            &fields, &err);
 
         if (rc == NGX_DECLINED) {
             continue;
@@ -217,6 +220,13 @@ ngx_mail_plus_users_add_lines(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
 
         if (rc == NGX_OK && target.len) {
             rc = ngx_mail_plus_users_target(cf, mpcf, user, &target, &err);
+
+        } else if (rc == NGX_OK) {
+
+            /* the extra fields of a passwd-file line, copied to cf->pool */
+
+            rc = ngx_mail_plus_users_fields(mpcf, cf->pool, user, &fields,
+                                            &err);
         }
 
         if (rc == NGX_OK
@@ -526,6 +536,12 @@ ngx_mail_plus_password_check(ngx_mail_plus_user_t *user, ngx_str_t *password,
     }
 
     switch (user->scheme) {
+
+    case NGX_MAIL_PLUS_SCHEME_NONE:
+
+        /* an empty password in the file: Dovecot lets no password match */
+
+        return NGX_DECLINED;
 
     case NGX_MAIL_PLUS_SCHEME_CRYPT:
 

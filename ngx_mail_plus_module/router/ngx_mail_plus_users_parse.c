@@ -11,12 +11,21 @@
 
 
 /*
- * A line of the users file, "login:password[:target]", where the password
- * carries its scheme ("{SHA512-CRYPT}$6$...", "{SSHA}...", "{PLAIN}secret"
- * or a bare "$6$..." crypt string) and the optional target names a pool or
- * a server (the loader, ngx_mail_plus_users.c, looks it up).  Blank lines
- * and lines starting with "#" are skipped.  Nothing here but buffers in
- * and a user out, so that fuzz/users_file runs exactly this code.
+ * A line of the users file, in one of two layouts:
+ *
+ *   login:password[:target]              (three fields at most)
+ *   user:password:uid:gid:gecos:home:shell:extra_fields   (Dovecot's)
+ *
+ * The password carries its scheme ("{SHA512-CRYPT}$6$...", "{SSHA}...",
+ * "{PLAIN}secret" or a bare "$6$..." crypt string); the optional target
+ * names a pool or a server (the loader, ngx_mail_plus_users.c, looks it
+ * up).  A line of more than three fields is Dovecot's passwd-file line:
+ * uid, gid, gecos, home and shell are not read, the password may be empty
+ * (no password matches it), and the extra fields, space-separated "key" or
+ * "key=value" after the seventh colon, are read by their Dovecot names
+ * with ngx_mail_plus_user_field().  Blank lines and lines starting with
+ * "#" are skipped.  Nothing here but buffers in and a user out, so that
+ * fuzz/users_file runs exactly this code.
  */
 
 
@@ -30,6 +39,13 @@ typedef struct {
 } ngx_mail_plus_scheme_t;
 
 
+static ngx_int_t ngx_mail_plus_users_parse_dovecot(ngx_pool_t *pool,
+    u_char *p, u_char *end, ngx_mail_plus_user_t *user,
+    ngx_mail_plus_user_fields_t *fields, char **err);
+static ngx_int_t ngx_mail_plus_users_parse_extra(ngx_pool_t *pool,
+    u_char *p, u_char *end, ngx_mail_plus_user_fields_t *fields, char **err);
+static ngx_int_t ngx_mail_plus_users_extra_error(ngx_pool_t *pool,
+    char *what, ngx_str_t *key, char **err);
 static ngx_int_t ngx_mail_plus_crypt_valid(ngx_str_t *value);
 
 
@@ -48,18 +64,38 @@ static ngx_mail_plus_scheme_t  ngx_mail_plus_schemes[] = {
 };
 
 
+/* the extra fields we use: no Dovecot variables, no quotes in them */
+
+static ngx_str_t  ngx_mail_plus_users_used[] = {
+    ngx_string("pool"),
+    ngx_string("host"),
+    ngx_string("port"),
+    ngx_string("user"),
+    ngx_string("destuser"),
+    ngx_string("reason"),
+    ngx_null_string
+};
+
+
 /*
  * one line, without its LF: NGX_OK (the user set, *target its target or
- * empty), NGX_DECLINED for a blank line or a comment, NGX_ERROR with *err
- * (or without, when memory ran out)
+ * empty, *fields its extra fields), NGX_DECLINED for a blank line or a
+ * comment, NGX_ERROR with *err (or without, when memory ran out)
  */
 
 ngx_int_t
 ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
-    ngx_mail_plus_user_t *user, ngx_str_t *target, char **err)
+    ngx_mail_plus_user_t *user, ngx_str_t *target,
+    ngx_mail_plus_user_fields_t *fields, char **err)
 {
-    u_char     *p, *colon, *last;
+    u_char     *p, *colon, *next;
+    ngx_int_t   rc;
     ngx_str_t   login, password;
+
+    ngx_memzero(fields, sizeof(ngx_mail_plus_user_fields_t));
+
+    target->len = 0;
+    target->data = NULL;
 
     if (end > start && end[-1] == CR) {
         end--;
@@ -97,29 +133,29 @@ ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
     password.data = colon + 1;
     password.len = end - password.data;
 
-    /* the target, if any, follows the last colon */
+    next = ngx_strlchr(password.data, end, ':');
 
-    last = NULL;
+    if (next && ngx_strlchr(next + 1, end, ':')) {
 
-    for (p = end; p > password.data; p--) {
-        if (p[-1] == ':') {
-            last = p;
-            password.len = p - 1 - password.data;
-            break;
+        /* more than three fields: Dovecot's passwd-file line */
+
+        rc = ngx_mail_plus_users_parse_dovecot(pool, password.data, end,
+                                               user, fields, err);
+
+    } else {
+
+        /* "login:password[:target]" */
+
+        if (next) {
+            password.len = next - password.data;
+            target->data = next + 1;
+            target->len = end - target->data;
         }
+
+        rc = ngx_mail_plus_users_password(pool, user, &password, err);
     }
 
-    target->len = 0;
-    target->data = NULL;
-
-    if (last) {
-        target->data = last;
-        target->len = end - last;
-    }
-
-    if (ngx_mail_plus_users_password(pool, user, &password, err)
-        != NGX_OK)
-    {
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -132,6 +168,160 @@ ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
     ngx_strlow(user->login.data, login.data, login.len);
 
     return NGX_OK;
+}
+
+
+/*
+ * "password:uid:gid:gecos:home:shell:extra_fields" of a passwd-file line:
+ * uid to shell are skipped whatever they hold; an empty password is kept
+ * as NGX_MAIL_PLUS_SCHEME_NONE, which no password matches
+ */
+
+static ngx_int_t
+ngx_mail_plus_users_parse_dovecot(ngx_pool_t *pool, u_char *p, u_char *end,
+    ngx_mail_plus_user_t *user, ngx_mail_plus_user_fields_t *fields,
+    char **err)
+{
+    u_char      *colon;
+    ngx_str_t    password;
+    ngx_uint_t   n;
+
+    colon = ngx_strlchr(p, end, ':');
+
+    password.data = p;
+    password.len = colon - p;
+
+    if (password.len == 0) {
+        user->scheme = NGX_MAIL_PLUS_SCHEME_NONE;
+        user->password.data = (u_char *) "";
+        user->password.len = 0;
+
+    } else if (ngx_mail_plus_users_password(pool, user, &password, err)
+               != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the extra fields follow the seventh colon of the line */
+
+    for (n = 0; n < 6 && colon; n++) {
+        p = colon + 1;
+        colon = ngx_strlchr(p, end, ':');
+    }
+
+    if (colon == NULL) {
+        return NGX_OK;
+    }
+
+    p = colon + 1;
+
+    if (p < end && *p == ':') {
+
+        /*
+         * Dovecot's older layout: an empty field, then a mail location
+         * for its userdb; nothing of ours
+         */
+
+        return NGX_OK;
+    }
+
+    return ngx_mail_plus_users_parse_extra(pool, p, end, fields, err);
+}
+
+
+/*
+ * space-separated "key" and "key=value" fields, as Dovecot reads them: no
+ * quoting, no escapes, a value has no space; Dovecot expands "%" variables
+ * in them, which we cannot do, so a value we use with a "%" or a quote
+ * is refused rather than read otherwise than Dovecot does
+ */
+
+static ngx_int_t
+ngx_mail_plus_users_parse_extra(ngx_pool_t *pool, u_char *p, u_char *end,
+    ngx_mail_plus_user_fields_t *fields, char **err)
+{
+    u_char     *field, *eq;
+    ngx_str_t   key, value, *used;
+
+    while (p < end) {
+
+        if (*p == ' ') {
+            p++;
+            continue;
+        }
+
+        field = p;
+
+        while (p < end && *p != ' ') {
+            p++;
+        }
+
+        eq = ngx_strlchr(field, p, '=');
+
+        key.data = field;
+        key.len = (eq ? eq : p) - field;
+
+        value.data = eq ? eq + 1 : p;
+        value.len = p - value.data;
+
+        if (key.len == 0) {
+            *err = "extra field without a name";
+            return NGX_ERROR;
+        }
+
+        if (ngx_mail_plus_text_has_ctl(&key)) {
+            *err = "control character in an extra field";
+            return NGX_ERROR;
+        }
+
+        for (used = ngx_mail_plus_users_used; used->len; used++) {
+            if (used->len == key.len
+                && ngx_strncasecmp(used->data, key.data, key.len) == 0
+                && (ngx_strlchr(value.data, p, '%')
+                    || ngx_strlchr(value.data, p, '"')))
+            {
+                return ngx_mail_plus_users_extra_error(pool,
+                           "variable or quote in the value of extra field",
+                           &key, err);
+            }
+        }
+
+        if (ngx_mail_plus_user_field(fields, &key, &value) != NGX_OK) {
+            return ngx_mail_plus_users_extra_error(pool,
+                                          "invalid value of extra field",
+                                          &key, err);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* "WHAT "KEY"" in *err: the key has no control character */
+
+static ngx_int_t
+ngx_mail_plus_users_extra_error(ngx_pool_t *pool, char *what, ngx_str_t *key,
+    char **err)
+{
+    u_char  *p, *msg;
+    size_t   len;
+
+    len = ngx_min(key->len, 64);
+
+    msg = ngx_pnalloc(pool, ngx_strlen(what) + sizeof(" \"\"") + len);
+    if (msg == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(msg, what, ngx_strlen(what));
+    p = ngx_cpymem(p, " \"", 2);
+    p = ngx_cpymem(p, key->data, len);
+    *p++ = '"';
+    *p = '\0';
+
+    *err = (char *) msg;
+
+    return NGX_ERROR;
 }
 
 
