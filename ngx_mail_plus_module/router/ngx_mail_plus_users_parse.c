@@ -204,7 +204,7 @@ ngx_mail_plus_users_parse_dovecot(ngx_pool_t *pool, u_char *p, u_char *end,
 
     /* the extra fields follow the seventh colon of the line */
 
-    for (n = 0; n < 6 && colon; n++) {
+    for (n = 0; n < 5 && colon; n++) {
         p = colon + 1;
         colon = ngx_strlchr(p, end, ':');
     }
