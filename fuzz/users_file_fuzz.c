@@ -134,7 +134,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             assert(!(user.login.data[i] >= 'A' && user.login.data[i] <= 'Z'));
         }
 
-        assert(user.scheme <= NGX_MAIL_PLUS_SCHEME_CRYPT);
+        assert(user.scheme <= NGX_MAIL_PLUS_SCHEME_SSHA512);
         assert(user.scheme != NGX_MAIL_PLUS_SCHEME_NONE
                || user.password.len == 0);
         assert(user.password.data[user.password.len] == '\0');

@@ -13,6 +13,9 @@ use strict;
 
 use Test::More;
 
+use Digest::SHA qw/ sha256 sha512 /;
+use MIME::Base64 qw/ encode_base64 /;
+
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use MailPlus::Test qw/ wait_for /;
@@ -24,6 +27,9 @@ my $t = MailPlus::Test->new();
 my $salt = 'Pf9.xQ2/';
 my $crypted = crypt('pwcrypt', "\$6\$$salt\$");
 die "crypt() failed: $crypted\n" unless $crypted =~ /^\$6\$/;
+
+my $ssha512 = encode_base64(sha512('pwssha512' . 'nacl4u') . 'nacl4u', '');
+my $sha256 = encode_base64(sha256('pwsha256'), '');
 
 # backend b (another address) and c (the address of a, other ports)
 
@@ -48,6 +54,8 @@ my $da = $t->dovecot('a', users => {
     real => 'x',
     npreal => 'x',
     olduser => 'x',
+    ssha512 => 'x',
+    sha256 => 'x',
 });
 
 my $home = "$da->{dir}/home";
@@ -57,6 +65,8 @@ my $passwd = <<"EOF";
 # a Dovecot passwd-file, read by Dovecot a and by the router
 plain:{PLAIN}pwplain::::::
 crypted:{SHA512-CRYPT}$crypted:$uid:$gid:Crypted User:$home/crypted:/bin/false:
+ssha512:{SSHA512}${ssha512}::::::
+sha256:{SHA256}$sha256:$uid:${gid}::::
 alias:{PLAIN}pwalias::::::user=real
 real:{PLAIN}pwalias::::::
 hosted:{PLAIN}pwhost::::::host=127.0.0.2 proxy=y
@@ -174,6 +184,8 @@ my @bad = (
     [ "x:{NOSUCH}pw::::::", 'unknown password scheme' ],
     [ "x:pw::::::", 'password without a scheme' ],
     [ "x:{SHA512-CRYPT}\$6\$short::::::", 'invalid crypt string' ],
+    [ "x:{SSHA512}${sha256}::::::", 'invalid SHA-2 hash' ],
+    [ "x:{SHA256}${ssha512}::::::", 'invalid SHA-2 hash' ],
     [ "x:{PLAIN}pw:nosuch", 'unknown router pool or server "nosuch"' ],
 );
 
@@ -259,6 +271,8 @@ is($direct =~ /^Subject: (.*?)\r?$/m ? $1 : $direct,
 my @ok = (
     [ 'plain', 'pwplain', 'a', 'plain', 'empty fields' ],
     [ 'crypted', 'pwcrypt', 'a', 'crypted', 'SHA512-CRYPT, uid, gid, home' ],
+    [ 'ssha512', 'pwssha512', 'a', 'ssha512', 'SSHA512' ],
+    [ 'sha256', 'pwsha256', 'a', 'sha256', 'SHA256' ],
     [ 'alias', 'pwalias', 'a', 'real', 'user= is the backend login' ],
     [ 'hosted', 'pwhost', 'b', 'hosted', 'host= another server' ],
     [ 'pooled', 'pwpool', 'b', 'pooled', 'pool=' ],
@@ -289,6 +303,8 @@ is(pop3('portedp', 'pwportp'), 'on backend c for portedp', 'pop3 port=');
 
 like(pop3('plain', 'wrong'), qr/^-ERR/, 'pop3 wrong password');
 like(imap('crypted', 'pwplain'), qr/^a1 NO/m, 'imap wrong crypt password');
+like(pop3('ssha512', 'pwsha256'), qr/^-ERR/, 'pop3 wrong SSHA512 password');
+like(imap('sha256', 'pwsha25'), qr/^a1 NO/m, 'imap wrong SHA256 password');
 
 like(pop3('closed', 'pwclosed'), qr/^-ERR/, 'pop3 nologin refused');
 like(imap('closed', 'pwclosed'), qr/^a1 NO/m, 'imap nologin refused');

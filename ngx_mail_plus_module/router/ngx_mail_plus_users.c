@@ -37,6 +37,8 @@ static ngx_int_t ngx_mail_plus_users_target(ngx_conf_t *cf,
     ngx_str_t *name, char **err);
 static ngx_int_t ngx_mail_plus_crypt_supported(ngx_conf_t *cf,
     ngx_str_t *value, ngx_array_t *checked);
+static ngx_int_t ngx_mail_plus_password_sha2(ngx_mail_plus_user_t *user,
+    ngx_str_t *password);
 
 
 char *
@@ -543,6 +545,13 @@ ngx_mail_plus_password_check(ngx_mail_plus_user_t *user, ngx_str_t *password,
 
         return NGX_DECLINED;
 
+    case NGX_MAIL_PLUS_SCHEME_SHA256:
+    case NGX_MAIL_PLUS_SCHEME_SHA512:
+    case NGX_MAIL_PLUS_SCHEME_SSHA256:
+    case NGX_MAIL_PLUS_SCHEME_SSHA512:
+
+        return ngx_mail_plus_password_sha2(user, password);
+
     case NGX_MAIL_PLUS_SCHEME_CRYPT:
 
         ngx_memzero(crypt_data, sizeof(struct crypt_data));
@@ -590,6 +599,62 @@ ngx_mail_plus_password_check(ngx_mail_plus_user_t *user, ngx_str_t *password,
         return CRYPTO_memcmp(encrypted, user->password.data, len) == 0
                ? NGX_OK : NGX_DECLINED;
     }
+}
+
+
+/*
+ * Dovecot's "{SHA256}", "{SHA512}" and their salted "{SSHA256}",
+ * "{SSHA512}": the digest of the password and the salt, then the salt
+ */
+
+static ngx_int_t
+ngx_mail_plus_password_sha2(ngx_mail_plus_user_t *user, ngx_str_t *password)
+{
+    u_char         hash[EVP_MAX_MD_SIZE];
+    size_t         n;
+    ngx_int_t      rc;
+    EVP_MD_CTX    *ctx;
+    unsigned int   len;
+    const EVP_MD  *md;
+
+    if (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA256
+        || user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA256)
+    {
+        md = EVP_sha256();
+        n = 32;
+
+    } else {
+        md = EVP_sha512();
+        n = 64;
+    }
+
+    if (user->password.len < n) {
+        return NGX_ERROR;
+    }
+
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (EVP_DigestInit_ex(ctx, md, NULL) != 1
+        || EVP_DigestUpdate(ctx, password->data, password->len) != 1
+        || EVP_DigestUpdate(ctx, user->password.data + n,
+                            user->password.len - n)
+           != 1
+        || EVP_DigestFinal_ex(ctx, hash, &len) != 1
+        || len != n)
+    {
+        rc = NGX_ERROR;
+
+    } else {
+        rc = CRYPTO_memcmp(hash, user->password.data, n) == 0
+             ? NGX_OK : NGX_DECLINED;
+    }
+
+    EVP_MD_CTX_free(ctx);
+
+    return rc;
 }
 
 

@@ -17,7 +17,8 @@
  *   user:password:uid:gid:gecos:home:shell:extra_fields   (Dovecot's)
  *
  * The password carries its scheme ("{SHA512-CRYPT}$6$...", "{SSHA}...",
- * "{PLAIN}secret" or a bare "$6$..." crypt string); the optional target
+ * "{SSHA512}...", "{PLAIN}secret" or a bare "$6$..." crypt string); the
+ * optional target
  * names a pool or a server (the loader, ngx_mail_plus_users.c, looks it
  * up).  A line of more than three fields is Dovecot's passwd-file line:
  * uid, gid, gecos, home and shell are not read, the password may be empty
@@ -55,6 +56,10 @@ static ngx_mail_plus_scheme_t  ngx_mail_plus_schemes[] = {
     { ngx_string("{CLEARTEXT}"), NGX_MAIL_PLUS_SCHEME_PLAIN, NULL },
     { ngx_string("{SHA}"), NGX_MAIL_PLUS_SCHEME_SHA, NULL },
     { ngx_string("{SSHA}"), NGX_MAIL_PLUS_SCHEME_SSHA, NULL },
+    { ngx_string("{SHA256}"), NGX_MAIL_PLUS_SCHEME_SHA256, NULL },
+    { ngx_string("{SHA512}"), NGX_MAIL_PLUS_SCHEME_SHA512, NULL },
+    { ngx_string("{SSHA256}"), NGX_MAIL_PLUS_SCHEME_SSHA256, NULL },
+    { ngx_string("{SSHA512}"), NGX_MAIL_PLUS_SCHEME_SSHA512, NULL },
     { ngx_string("{SHA512-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$6$" },
     { ngx_string("{SHA256-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$5$" },
     { ngx_string("{BLF-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$2" },
@@ -335,7 +340,7 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
     ngx_str_t *value, char **err)
 {
     u_char                  *p, *prefix;
-    size_t                   len;
+    size_t                   len, n;
     ngx_str_t                s, decoded;
     ngx_uint_t               i;
     ngx_mail_plus_scheme_t  *scheme;
@@ -406,6 +411,37 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
         prefix = (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA)
                  ? (u_char *) "{SHA}" : (u_char *) "{SSHA}";
         break;
+
+    case NGX_MAIL_PLUS_SCHEME_SHA256:
+    case NGX_MAIL_PLUS_SCHEME_SHA512:
+    case NGX_MAIL_PLUS_SCHEME_SSHA256:
+    case NGX_MAIL_PLUS_SCHEME_SSHA512:
+
+        /* kept decoded: the digest, then the salt if any */
+
+        n = (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA256
+             || user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA256) ? 32 : 64;
+
+        decoded.len = ngx_base64_decoded_length(s.len);
+        decoded.data = ngx_pnalloc(pool, decoded.len + 1);
+        if (decoded.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_decode_base64(&decoded, &s) != NGX_OK
+            || decoded.len < n
+            || ((user->scheme == NGX_MAIL_PLUS_SCHEME_SHA256
+                 || user->scheme == NGX_MAIL_PLUS_SCHEME_SHA512)
+                ? decoded.len != n : decoded.len == n))
+        {
+            *err = "invalid SHA-2 hash";
+            return NGX_ERROR;
+        }
+
+        decoded.data[decoded.len] = '\0';
+        user->password = decoded;
+
+        return NGX_OK;
 
     case NGX_MAIL_PLUS_SCHEME_CRYPT:
 
