@@ -47,6 +47,8 @@ static ngx_int_t ngx_mail_plus_users_parse_extra(ngx_pool_t *pool,
     u_char *p, u_char *end, ngx_mail_plus_user_fields_t *fields, char **err);
 static ngx_int_t ngx_mail_plus_users_extra_error(ngx_pool_t *pool,
     char *what, ngx_str_t *key, char **err);
+static ngx_int_t ngx_mail_plus_users_digest(ngx_pool_t *pool, ngx_str_t *s,
+    size_t len, ngx_uint_t salted, ngx_str_t *decoded);
 static ngx_int_t ngx_mail_plus_crypt_valid(ngx_str_t *value);
 
 
@@ -341,8 +343,9 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
 {
     u_char                  *p, *prefix;
     size_t                   len, n;
+    ngx_int_t                rc;
     ngx_str_t                s, decoded;
-    ngx_uint_t               i;
+    ngx_uint_t               i, salted;
     ngx_mail_plus_scheme_t  *scheme;
 
     s = *value;
@@ -392,17 +395,11 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
         s.data += scheme->name.len;
         s.len -= scheme->name.len;
 
-        decoded.len = ngx_base64_decoded_length(s.len);
-        decoded.data = ngx_pnalloc(pool, decoded.len + 1);
-        if (decoded.data == NULL) {
-            return NGX_ERROR;
-        }
+        salted = (user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA);
 
-        if (ngx_decode_base64(&decoded, &s) != NGX_OK
-            || (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA && decoded.len != 20)
-            || (user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA && decoded.len <= 20))
-        {
-            *err = "invalid SHA1 hash";
+        rc = ngx_mail_plus_users_digest(pool, &s, 20, salted, &decoded);
+        if (rc != NGX_OK) {
+            *err = (rc == NGX_DECLINED) ? "invalid SHA1 hash" : NULL;
             return NGX_ERROR;
         }
 
@@ -422,24 +419,14 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
         n = (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA256
              || user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA256) ? 32 : 64;
 
-        decoded.len = ngx_base64_decoded_length(s.len);
-        decoded.data = ngx_pnalloc(pool, decoded.len + 1);
-        if (decoded.data == NULL) {
+        salted = (user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA256
+                  || user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA512);
+
+        rc = ngx_mail_plus_users_digest(pool, &s, n, salted, &user->password);
+        if (rc != NGX_OK) {
+            *err = (rc == NGX_DECLINED) ? "invalid SHA-2 hash" : NULL;
             return NGX_ERROR;
         }
-
-        if (ngx_decode_base64(&decoded, &s) != NGX_OK
-            || decoded.len < n
-            || ((user->scheme == NGX_MAIL_PLUS_SCHEME_SHA256
-                 || user->scheme == NGX_MAIL_PLUS_SCHEME_SHA512)
-                ? decoded.len != n : decoded.len == n))
-        {
-            *err = "invalid SHA-2 hash";
-            return NGX_ERROR;
-        }
-
-        decoded.data[decoded.len] = '\0';
-        user->password = decoded;
 
         return NGX_OK;
 
@@ -486,6 +473,33 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
 
     p = ngx_cpymem(p, s.data, s.len);
     *p = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * the base64 of a digest of "len" bytes, then of a salt if "salted":
+ * NGX_OK with the bytes, NUL-terminated, in *decoded; NGX_DECLINED
+ */
+
+static ngx_int_t
+ngx_mail_plus_users_digest(ngx_pool_t *pool, ngx_str_t *s, size_t len,
+    ngx_uint_t salted, ngx_str_t *decoded)
+{
+    decoded->len = ngx_base64_decoded_length(s->len);
+    decoded->data = ngx_pnalloc(pool, decoded->len + 1);
+    if (decoded->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_decode_base64(decoded, s) != NGX_OK
+        || (salted ? decoded->len <= len : decoded->len != len))
+    {
+        return NGX_DECLINED;
+    }
+
+    decoded->data[decoded->len] = '\0';
 
     return NGX_OK;
 }
