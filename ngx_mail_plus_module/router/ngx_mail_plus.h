@@ -60,12 +60,17 @@
 #define NGX_MAIL_PLUS_AUTH_BACKEND  1
 
 
-/* password schemes of the users file */
+/* password schemes of the users file; NONE: empty, no password matches */
 
-#define NGX_MAIL_PLUS_SCHEME_PLAIN  1
-#define NGX_MAIL_PLUS_SCHEME_SHA    2
-#define NGX_MAIL_PLUS_SCHEME_SSHA   3
-#define NGX_MAIL_PLUS_SCHEME_CRYPT  4
+#define NGX_MAIL_PLUS_SCHEME_NONE     0
+#define NGX_MAIL_PLUS_SCHEME_PLAIN    1
+#define NGX_MAIL_PLUS_SCHEME_SHA      2
+#define NGX_MAIL_PLUS_SCHEME_SSHA     3
+#define NGX_MAIL_PLUS_SCHEME_CRYPT    4
+#define NGX_MAIL_PLUS_SCHEME_SHA256   5
+#define NGX_MAIL_PLUS_SCHEME_SHA512   6
+#define NGX_MAIL_PLUS_SCHEME_SSHA256  7
+#define NGX_MAIL_PLUS_SCHEME_SSHA512  8
 
 
 /* how a pool's backends learn the client's address */

@@ -33,7 +33,8 @@
 char *ngx_mail_plus_users_load(ngx_conf_t *cf,
     ngx_mail_plus_main_conf_t *mpcf);
 ngx_int_t ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start,
-    u_char *end, ngx_mail_plus_user_t *user, ngx_str_t *target, char **err);
+    u_char *end, ngx_mail_plus_user_t *user, ngx_str_t *target,
+    ngx_mail_plus_user_fields_t *fields, char **err);
 ngx_mail_plus_user_t *ngx_mail_plus_users_find(ngx_mail_plus_users_t *users,
     ngx_str_t *login);
 ngx_int_t ngx_mail_plus_users_password(ngx_pool_t *pool,

@@ -17,9 +17,11 @@
 
 
 /*
- * The users file: one user a line, "login:password[:target]" (a line is
- * parsed by ngx_mail_plus_users_parse.c), where the optional target is a
- * pool name or the address of a pool's server; and the password checks.
+ * The users file: one user a line, "login:password[:target]", where the
+ * optional target is a pool name or the address of a pool's server, or
+ * Dovecot's passwd-file line, whose extra fields may name a pool, a host,
+ * a port, the backend's login, "nologin" or "nopassword" (a line is parsed
+ * by ngx_mail_plus_users_parse.c); and the password checks.
  */
 
 
@@ -35,6 +37,8 @@ static ngx_int_t ngx_mail_plus_users_target(ngx_conf_t *cf,
     ngx_str_t *name, char **err);
 static ngx_int_t ngx_mail_plus_crypt_supported(ngx_conf_t *cf,
     ngx_str_t *value, ngx_array_t *checked);
+static ngx_int_t ngx_mail_plus_password_sha2(ngx_mail_plus_user_t *user,
+    ngx_str_t *password);
 
 
 char *
@@ -174,13 +178,14 @@ ngx_mail_plus_users_add_lines(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
     ngx_str_t *file, ngx_str_t *text, ngx_hash_keys_arrays_t *keys,
     ngx_mail_plus_users_t *users, size_t *max)
 {
-    u_char                *p, *last, *eol;
-    char                  *err;
-    ngx_int_t              rc;
-    ngx_str_t              target;
-    ngx_uint_t             line;
-    ngx_array_t            checked;
-    ngx_mail_plus_user_t  *user;
+    u_char                       *p, *last, *eol;
+    char                         *err;
+    ngx_int_t                     rc;
+    ngx_str_t                     target;
+    ngx_uint_t                    line;
+    ngx_array_t                   checked;
+    ngx_mail_plus_user_t         *user;
+    ngx_mail_plus_user_fields_t   fields;
 
     if (ngx_array_init(&checked, cf->temp_pool, 4, sizeof(ngx_str_t))
         != NGX_OK)
@@ -209,7 +214,7 @@ ngx_mail_plus_users_add_lines(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
         err = NULL;
 
         rc = ngx_mail_plus_users_parse_line(cf->pool, p, eol, user, &target,
-                                            &err);
+                                            &fields, &err);
 
         if (rc == NGX_DECLINED) {
             continue;
@@ -217,6 +222,13 @@ ngx_mail_plus_users_add_lines(ngx_conf_t *cf, ngx_mail_plus_main_conf_t *mpcf,
 
         if (rc == NGX_OK && target.len) {
             rc = ngx_mail_plus_users_target(cf, mpcf, user, &target, &err);
+
+        } else if (rc == NGX_OK) {
+
+            /* the extra fields of a passwd-file line, copied to cf->pool */
+
+            rc = ngx_mail_plus_users_fields(mpcf, cf->pool, user, &fields,
+                                            &err);
         }
 
         if (rc == NGX_OK
@@ -527,6 +539,19 @@ ngx_mail_plus_password_check(ngx_mail_plus_user_t *user, ngx_str_t *password,
 
     switch (user->scheme) {
 
+    case NGX_MAIL_PLUS_SCHEME_NONE:
+
+        /* an empty password in the file: Dovecot lets no password match */
+
+        return NGX_DECLINED;
+
+    case NGX_MAIL_PLUS_SCHEME_SHA256:
+    case NGX_MAIL_PLUS_SCHEME_SHA512:
+    case NGX_MAIL_PLUS_SCHEME_SSHA256:
+    case NGX_MAIL_PLUS_SCHEME_SSHA512:
+
+        return ngx_mail_plus_password_sha2(user, password);
+
     case NGX_MAIL_PLUS_SCHEME_CRYPT:
 
         ngx_memzero(crypt_data, sizeof(struct crypt_data));
@@ -574,6 +599,62 @@ ngx_mail_plus_password_check(ngx_mail_plus_user_t *user, ngx_str_t *password,
         return CRYPTO_memcmp(encrypted, user->password.data, len) == 0
                ? NGX_OK : NGX_DECLINED;
     }
+}
+
+
+/*
+ * Dovecot's "{SHA256}", "{SHA512}" and their salted "{SSHA256}",
+ * "{SSHA512}": the digest of the password and the salt, then the salt
+ */
+
+static ngx_int_t
+ngx_mail_plus_password_sha2(ngx_mail_plus_user_t *user, ngx_str_t *password)
+{
+    u_char         hash[EVP_MAX_MD_SIZE];
+    size_t         n;
+    ngx_int_t      rc;
+    EVP_MD_CTX    *ctx;
+    unsigned int   len;
+    const EVP_MD  *md;
+
+    if (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA256
+        || user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA256)
+    {
+        md = EVP_sha256();
+        n = 32;
+
+    } else {
+        md = EVP_sha512();
+        n = 64;
+    }
+
+    if (user->password.len < n) {
+        return NGX_ERROR;
+    }
+
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (EVP_DigestInit_ex(ctx, md, NULL) != 1
+        || EVP_DigestUpdate(ctx, password->data, password->len) != 1
+        || EVP_DigestUpdate(ctx, user->password.data + n,
+                            user->password.len - n)
+           != 1
+        || EVP_DigestFinal_ex(ctx, hash, &len) != 1
+        || len != n)
+    {
+        rc = NGX_ERROR;
+
+    } else {
+        rc = CRYPTO_memcmp(hash, user->password.data, n) == 0
+             ? NGX_OK : NGX_DECLINED;
+    }
+
+    EVP_MD_CTX_free(ctx);
+
+    return rc;
 }
 
 

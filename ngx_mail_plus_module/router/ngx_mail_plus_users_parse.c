@@ -11,12 +11,22 @@
 
 
 /*
- * A line of the users file, "login:password[:target]", where the password
- * carries its scheme ("{SHA512-CRYPT}$6$...", "{SSHA}...", "{PLAIN}secret"
- * or a bare "$6$..." crypt string) and the optional target names a pool or
- * a server (the loader, ngx_mail_plus_users.c, looks it up).  Blank lines
- * and lines starting with "#" are skipped.  Nothing here but buffers in
- * and a user out, so that fuzz/users_file runs exactly this code.
+ * A line of the users file, in one of two layouts:
+ *
+ *   login:password[:target]              (three fields at most)
+ *   user:password:uid:gid:gecos:home:shell:extra_fields   (Dovecot's)
+ *
+ * The password carries its scheme ("{SHA512-CRYPT}$6$...", "{SSHA}...",
+ * "{SSHA512}...", "{PLAIN}secret" or a bare "$6$..." crypt string); the
+ * optional target
+ * names a pool or a server (the loader, ngx_mail_plus_users.c, looks it
+ * up).  A line of more than three fields is Dovecot's passwd-file line:
+ * uid, gid, gecos, home and shell are not read, the password may be empty
+ * (no password matches it), and the extra fields, space-separated "key" or
+ * "key=value" after the seventh colon, are read by their Dovecot names
+ * with ngx_mail_plus_user_field().  Blank lines and lines starting with
+ * "#" are skipped.  Nothing here but buffers in and a user out, so that
+ * fuzz/users_file runs exactly this code.
  */
 
 
@@ -30,6 +40,15 @@ typedef struct {
 } ngx_mail_plus_scheme_t;
 
 
+static ngx_int_t ngx_mail_plus_users_parse_dovecot(ngx_pool_t *pool,
+    u_char *p, u_char *end, ngx_mail_plus_user_t *user,
+    ngx_mail_plus_user_fields_t *fields, char **err);
+static ngx_int_t ngx_mail_plus_users_parse_extra(ngx_pool_t *pool,
+    u_char *p, u_char *end, ngx_mail_plus_user_fields_t *fields, char **err);
+static ngx_int_t ngx_mail_plus_users_extra_error(ngx_pool_t *pool,
+    char *what, ngx_str_t *key, char **err);
+static ngx_int_t ngx_mail_plus_users_digest(ngx_pool_t *pool, ngx_str_t *s,
+    size_t len, ngx_uint_t salted, ngx_str_t *decoded);
 static ngx_int_t ngx_mail_plus_crypt_valid(ngx_str_t *value);
 
 
@@ -39,6 +58,10 @@ static ngx_mail_plus_scheme_t  ngx_mail_plus_schemes[] = {
     { ngx_string("{CLEARTEXT}"), NGX_MAIL_PLUS_SCHEME_PLAIN, NULL },
     { ngx_string("{SHA}"), NGX_MAIL_PLUS_SCHEME_SHA, NULL },
     { ngx_string("{SSHA}"), NGX_MAIL_PLUS_SCHEME_SSHA, NULL },
+    { ngx_string("{SHA256}"), NGX_MAIL_PLUS_SCHEME_SHA256, NULL },
+    { ngx_string("{SHA512}"), NGX_MAIL_PLUS_SCHEME_SHA512, NULL },
+    { ngx_string("{SSHA256}"), NGX_MAIL_PLUS_SCHEME_SSHA256, NULL },
+    { ngx_string("{SSHA512}"), NGX_MAIL_PLUS_SCHEME_SSHA512, NULL },
     { ngx_string("{SHA512-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$6$" },
     { ngx_string("{SHA256-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$5$" },
     { ngx_string("{BLF-CRYPT}"), NGX_MAIL_PLUS_SCHEME_CRYPT, "$2" },
@@ -48,18 +71,38 @@ static ngx_mail_plus_scheme_t  ngx_mail_plus_schemes[] = {
 };
 
 
+/* the extra fields we use: no Dovecot variables, no quotes in them */
+
+static ngx_str_t  ngx_mail_plus_users_used[] = {
+    ngx_string("pool"),
+    ngx_string("host"),
+    ngx_string("port"),
+    ngx_string("user"),
+    ngx_string("destuser"),
+    ngx_string("reason"),
+    ngx_null_string
+};
+
+
 /*
  * one line, without its LF: NGX_OK (the user set, *target its target or
- * empty), NGX_DECLINED for a blank line or a comment, NGX_ERROR with *err
- * (or without, when memory ran out)
+ * empty, *fields its extra fields), NGX_DECLINED for a blank line or a
+ * comment, NGX_ERROR with *err (or without, when memory ran out)
  */
 
 ngx_int_t
 ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
-    ngx_mail_plus_user_t *user, ngx_str_t *target, char **err)
+    ngx_mail_plus_user_t *user, ngx_str_t *target,
+    ngx_mail_plus_user_fields_t *fields, char **err)
 {
-    u_char     *p, *colon, *last;
+    u_char     *p, *colon, *next;
+    ngx_int_t   rc;
     ngx_str_t   login, password;
+
+    ngx_memzero(fields, sizeof(ngx_mail_plus_user_fields_t));
+
+    target->len = 0;
+    target->data = NULL;
 
     if (end > start && end[-1] == CR) {
         end--;
@@ -97,29 +140,29 @@ ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
     password.data = colon + 1;
     password.len = end - password.data;
 
-    /* the target, if any, follows the last colon */
+    next = ngx_strlchr(password.data, end, ':');
 
-    last = NULL;
+    if (next && ngx_strlchr(next + 1, end, ':')) {
 
-    for (p = end; p > password.data; p--) {
-        if (p[-1] == ':') {
-            last = p;
-            password.len = p - 1 - password.data;
-            break;
+        /* more than three fields: Dovecot's passwd-file line */
+
+        rc = ngx_mail_plus_users_parse_dovecot(pool, password.data, end,
+                                               user, fields, err);
+
+    } else {
+
+        /* "login:password[:target]" */
+
+        if (next) {
+            password.len = next - password.data;
+            target->data = next + 1;
+            target->len = end - target->data;
         }
+
+        rc = ngx_mail_plus_users_password(pool, user, &password, err);
     }
 
-    target->len = 0;
-    target->data = NULL;
-
-    if (last) {
-        target->data = last;
-        target->len = end - last;
-    }
-
-    if (ngx_mail_plus_users_password(pool, user, &password, err)
-        != NGX_OK)
-    {
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -136,6 +179,160 @@ ngx_mail_plus_users_parse_line(ngx_pool_t *pool, u_char *start, u_char *end,
 
 
 /*
+ * "password:uid:gid:gecos:home:shell:extra_fields" of a passwd-file line:
+ * uid to shell are skipped whatever they hold; an empty password is kept
+ * as NGX_MAIL_PLUS_SCHEME_NONE, which no password matches
+ */
+
+static ngx_int_t
+ngx_mail_plus_users_parse_dovecot(ngx_pool_t *pool, u_char *p, u_char *end,
+    ngx_mail_plus_user_t *user, ngx_mail_plus_user_fields_t *fields,
+    char **err)
+{
+    u_char      *colon;
+    ngx_str_t    password;
+    ngx_uint_t   n;
+
+    colon = ngx_strlchr(p, end, ':');
+
+    password.data = p;
+    password.len = colon - p;
+
+    if (password.len == 0) {
+        user->scheme = NGX_MAIL_PLUS_SCHEME_NONE;
+        user->password.data = (u_char *) "";
+        user->password.len = 0;
+
+    } else if (ngx_mail_plus_users_password(pool, user, &password, err)
+               != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the extra fields follow the seventh colon of the line */
+
+    for (n = 0; n < 5 && colon; n++) {
+        p = colon + 1;
+        colon = ngx_strlchr(p, end, ':');
+    }
+
+    if (colon == NULL) {
+        return NGX_OK;
+    }
+
+    p = colon + 1;
+
+    if (p < end && *p == ':') {
+
+        /*
+         * Dovecot's older layout: an empty field, then a mail location
+         * for its userdb; nothing of ours
+         */
+
+        return NGX_OK;
+    }
+
+    return ngx_mail_plus_users_parse_extra(pool, p, end, fields, err);
+}
+
+
+/*
+ * space-separated "key" and "key=value" fields, as Dovecot reads them: no
+ * quoting, no escapes, a value has no space; Dovecot expands "%" variables
+ * in them, which we cannot do, so a value we use with a "%" or a quote
+ * is refused rather than read otherwise than Dovecot does
+ */
+
+static ngx_int_t
+ngx_mail_plus_users_parse_extra(ngx_pool_t *pool, u_char *p, u_char *end,
+    ngx_mail_plus_user_fields_t *fields, char **err)
+{
+    u_char     *field, *eq;
+    ngx_str_t   key, value, *used;
+
+    while (p < end) {
+
+        if (*p == ' ') {
+            p++;
+            continue;
+        }
+
+        field = p;
+
+        while (p < end && *p != ' ') {
+            p++;
+        }
+
+        eq = ngx_strlchr(field, p, '=');
+
+        key.data = field;
+        key.len = (eq ? eq : p) - field;
+
+        value.data = eq ? eq + 1 : p;
+        value.len = p - value.data;
+
+        if (key.len == 0) {
+            *err = "extra field without a name";
+            return NGX_ERROR;
+        }
+
+        if (ngx_mail_plus_text_has_ctl(&key)) {
+            *err = "control character in an extra field";
+            return NGX_ERROR;
+        }
+
+        for (used = ngx_mail_plus_users_used; used->len; used++) {
+            if (used->len == key.len
+                && ngx_strncasecmp(used->data, key.data, key.len) == 0
+                && (ngx_strlchr(value.data, p, '%')
+                    || ngx_strlchr(value.data, p, '"')))
+            {
+                return ngx_mail_plus_users_extra_error(pool,
+                           "variable or quote in the value of extra field",
+                           &key, err);
+            }
+        }
+
+        if (ngx_mail_plus_user_field(fields, &key, &value) != NGX_OK) {
+            return ngx_mail_plus_users_extra_error(pool,
+                                          "invalid value of extra field",
+                                          &key, err);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* "WHAT "KEY"" in *err: the key has no control character */
+
+static ngx_int_t
+ngx_mail_plus_users_extra_error(ngx_pool_t *pool, char *what, ngx_str_t *key,
+    char **err)
+{
+    u_char  *p, *msg;
+    size_t   len;
+
+    len = ngx_min(key->len, 64);
+
+    msg = ngx_pnalloc(pool, ngx_strlen(what) + sizeof(" \"\"") + len);
+    if (msg == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(msg, what, ngx_strlen(what));
+    p = ngx_cpymem(p, " \"", 2);
+    p = ngx_cpymem(p, key->data, len);
+    *p++ = '"';
+    *p = '\0';
+
+    *err = (char *) msg;
+
+    return NGX_ERROR;
+}
+
+
+/*
  * a password as stored, with its scheme: of the users file, or as a
  * directory gave it
  */
@@ -145,9 +342,10 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
     ngx_str_t *value, char **err)
 {
     u_char                  *p, *prefix;
-    size_t                   len;
+    size_t                   len, n;
+    ngx_int_t                rc;
     ngx_str_t                s, decoded;
-    ngx_uint_t               i;
+    ngx_uint_t               i, salted;
     ngx_mail_plus_scheme_t  *scheme;
 
     s = *value;
@@ -197,17 +395,11 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
         s.data += scheme->name.len;
         s.len -= scheme->name.len;
 
-        decoded.len = ngx_base64_decoded_length(s.len);
-        decoded.data = ngx_pnalloc(pool, decoded.len + 1);
-        if (decoded.data == NULL) {
-            return NGX_ERROR;
-        }
+        salted = (user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA);
 
-        if (ngx_decode_base64(&decoded, &s) != NGX_OK
-            || (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA && decoded.len != 20)
-            || (user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA && decoded.len <= 20))
-        {
-            *err = "invalid SHA1 hash";
+        rc = ngx_mail_plus_users_digest(pool, &s, 20, salted, &decoded);
+        if (rc != NGX_OK) {
+            *err = (rc == NGX_DECLINED) ? "invalid SHA1 hash" : NULL;
             return NGX_ERROR;
         }
 
@@ -216,6 +408,27 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
         prefix = (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA)
                  ? (u_char *) "{SHA}" : (u_char *) "{SSHA}";
         break;
+
+    case NGX_MAIL_PLUS_SCHEME_SHA256:
+    case NGX_MAIL_PLUS_SCHEME_SHA512:
+    case NGX_MAIL_PLUS_SCHEME_SSHA256:
+    case NGX_MAIL_PLUS_SCHEME_SSHA512:
+
+        /* kept decoded: the digest, then the salt if any */
+
+        n = (user->scheme == NGX_MAIL_PLUS_SCHEME_SHA256
+             || user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA256) ? 32 : 64;
+
+        salted = (user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA256
+                  || user->scheme == NGX_MAIL_PLUS_SCHEME_SSHA512);
+
+        rc = ngx_mail_plus_users_digest(pool, &s, n, salted, &user->password);
+        if (rc != NGX_OK) {
+            *err = (rc == NGX_DECLINED) ? "invalid SHA-2 hash" : NULL;
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
 
     case NGX_MAIL_PLUS_SCHEME_CRYPT:
 
@@ -260,6 +473,33 @@ ngx_mail_plus_users_password(ngx_pool_t *pool, ngx_mail_plus_user_t *user,
 
     p = ngx_cpymem(p, s.data, s.len);
     *p = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * the base64 of a digest of "len" bytes, then of a salt if "salted":
+ * NGX_OK with the bytes, NUL-terminated, in *decoded; NGX_DECLINED
+ */
+
+static ngx_int_t
+ngx_mail_plus_users_digest(ngx_pool_t *pool, ngx_str_t *s, size_t len,
+    ngx_uint_t salted, ngx_str_t *decoded)
+{
+    decoded->len = ngx_base64_decoded_length(s->len);
+    decoded->data = ngx_pnalloc(pool, decoded->len + 1);
+    if (decoded->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_decode_base64(decoded, s) != NGX_OK
+        || (salted ? decoded->len <= len : decoded->len != len))
+    {
+        return NGX_DECLINED;
+    }
+
+    decoded->data[decoded->len] = '\0';
 
     return NGX_OK;
 }
