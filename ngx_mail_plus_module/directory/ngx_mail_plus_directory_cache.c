@@ -373,7 +373,10 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
 
     for (i = 0; i < NGX_MAIL_PLUS_DIR_NFIELDS; i++) {
         node->len[i] = (u_short) field[i]->len;
-        p = ngx_cpymem(p, field[i]->data, field[i]->len);
+
+        if (field[i]->len) {
+            p = ngx_cpymem(p, field[i]->data, field[i]->len);
+        }
     }
 
     ngx_rbtree_insert(&zone->sh->dir_tree, rn);

@@ -518,7 +518,8 @@ ngx_mail_plus_smtp_user_checked(ngx_mail_plus_check_t *check)
  * the router's answer about a recipient (rc as ngx_mail_plus_recipient()
  * gives it, NGX_BUSY when no directory could answer), and maybe the
  * probe of its mailbox server: NGX_OK, NGX_AGAIN (the probe answers; it
- * keeps "pool"), or as rcpt_refused(); "pool" is destroyed otherwise
+ * keeps "pool"), or as rcpt_refused(); "pool" is destroyed otherwise,
+ * unless the path is the kept one (ctx->vpath), whose caller destroys it
  */
 
 static ngx_int_t
@@ -586,7 +587,11 @@ ngx_mail_plus_smtp_user_route(ngx_mail_session_t *s, ngx_connection_t *c,
 
 done:
 
-    ngx_destroy_pool(pool);
+    /* the kept path's pool is its caller's, which still uses the path */
+
+    if (path != &ctx->vpath) {
+        ngx_destroy_pool(pool);
+    }
 
     return rc;
 }
