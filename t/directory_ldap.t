@@ -558,6 +558,26 @@ like(pop3('dave', 'davepw'), qr/^\+OK 0 /, 'slapd back: bind as the user');
 like($t->read_file('error.log'), qr/directory "ldap" is reachable again/,
     'the state logged again');
 
+# slapd stopped: it accepts and does not answer, each step times out
+
+kill 'STOP', $slapd;
+
+my $start = time();
+like(pop3('dave@example.org', 'other'), qr/^-ERR \[SYS\/TEMP\]/,
+    'slapd stopped: a search times out');
+like(imap('carol', 'other'), qr/^a1 NO \[UNAVAILABLE\]/m,
+    'slapd stopped: a bind times out');
+cmp_ok(time() - $start, '>=', 5, 'slapd stopped: after the timeouts');
+
+kill 'CONT', $slapd;
+
+like($t->read_file('error.log'), qr/is not reachable: timed out/,
+    'the timeout logged');
+
+like(pop3('dave@example.org', 'davepw'), qr/^\+OK 0 /,
+    'slapd going on: pop3');
+like(imap('carol', 'carolpw'), qr/^a2 OK/m, 'slapd going on: imap');
+
 unlike($t->read_file('error.log'), qr/alicepw|carolpw|davepw/,
     'no password in the log');
 

@@ -307,9 +307,10 @@ ngx_mail_plus_dir_ldap_start(ngx_mail_plus_dir_ldap_conn_t *lc,
     lc->answered = 0;
     lc->reused = lc->ld ? 1 : 0;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
-                   "router: ldap: request %p on connection %ui (%s)",
-                   req, lc->index, lc->ld ? "reused" : "new");
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                   "router: ldap \"%V\": request %p on connection %ui (%s)",
+                   &lc->ctx->dir->name, req, lc->index,
+                   lc->ld ? "reused" : "new");
 
     if (lc->ld == NULL && ngx_mail_plus_dir_ldap_open(lc) != NGX_OK) {
         ngx_mail_plus_dir_ldap_close(lc);
@@ -379,9 +380,9 @@ ngx_mail_plus_dir_ldap_open(ngx_mail_plus_dir_ldap_conn_t *lc)
 
     lc->bound = ctx->conf->bind_dn ? 0 : 1;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->log, 0,
-                   "router: ldap: connection %ui to %s opened",
-                   lc->index, ctx->conf->url);
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->log, 0,
+                   "router: ldap \"%V\": connection %ui to %s opened",
+                   &ctx->dir->name, lc->index, ctx->conf->url);
 
     return NGX_OK;
 }
@@ -538,8 +539,9 @@ ngx_mail_plus_dir_ldap_write_handler(ngx_event_t *wev)
     c = wev->data;
     lc = c->data;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, wev->log, 0,
-                   "router: ldap: connection %ui writable", lc->index);
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, wev->log, 0,
+                   "router: ldap \"%V\": connection %ui writable",
+                   &lc->ctx->dir->name, lc->index);
 
     if (lc->connecting) {
         ngx_mail_plus_dir_ldap_retry(lc);
@@ -593,9 +595,9 @@ ngx_mail_plus_dir_ldap_read_handler(ngx_event_t *rev)
 
     if (lc->req == NULL) {
         /* the server closed an idle connection, or said why it will */
-        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, rev->log, 0,
-                       "router: ldap: idle connection %ui closed by the "
-                       "server", lc->index);
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, rev->log, 0,
+                       "router: ldap \"%V\": idle connection %ui closed "
+                       "by the server", &lc->ctx->dir->name, lc->index);
         ngx_mail_plus_dir_ldap_close(lc);
         return;
     }
@@ -778,8 +780,9 @@ ngx_mail_plus_dir_ldap_close(ngx_mail_plus_dir_ldap_conn_t *lc)
     }
 
     if (lc->ld) {
-        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, lc->ctx->log, 0,
-                       "router: ldap: connection %ui closed", lc->index);
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, lc->ctx->log, 0,
+                       "router: ldap \"%V\": connection %ui closed",
+                       &lc->ctx->dir->name, lc->index);
 
         (void) ldap_unbind_ext(lc->ld, NULL, NULL);
         lc->ld = NULL;
