@@ -145,6 +145,13 @@ sub slapd_start {
     $slapd = $pid;
 }
 
+sub slurp {
+    my ($path) = @_;
+    open(my $fh, '<', $path) or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
 sub slapd_kill {
     kill 'KILL', $slapd;
     waitpid($slapd, 0);
@@ -283,6 +290,28 @@ router_directory ldap {
 EOF
 ($rc, $out) = $t->nginx_t('t.conf');
 is($rc, 0, 'nginx -t: a server not listening is not an error') or diag($out);
+
+$t->write_file_expand('t.conf', conf(<<'EOF'));
+router_directory ldap {
+    url      ldap://localhost:%%PORT_nothing%%/;
+    base     "ou=people,dc=example,dc=org";
+    filter   "(mail=%u)";
+    password bind;
+}
+EOF
+($rc, $out) = $t->nginx_t('t.conf');
+is($rc, 0, 'nginx -t: a host name') or diag($out);
+
+$t->write_file_expand('t.conf', conf(<<'EOF'));
+router_directory ldap {
+    url      ldap://127.0.0.1:389/dc=example,dc=org;
+    base     "ou=people,dc=example,dc=org";
+    filter   "(mail=%u)";
+    password bind;
+}
+EOF
+($rc, $out) = $t->nginx_t('t.conf');
+like($out, qr/invalid "url"/, 'nginx -t: a URL with a DN');
 
 $t->write_file_expand('t.conf', conf(<<'EOF'));
 router_directory ldap {
@@ -561,6 +590,14 @@ like($t->read_file('error.log'), qr/directory "ldap" is reachable again/,
 # slapd stopped: it accepts and does not answer, each step times out
 
 kill 'STOP', $slapd;
+
+# every thread of slapd stopped before a question is asked
+
+MailPlus::Test::wait_for(sub {
+    my @st = map { slurp($_) }
+        glob("/proc/$slapd/task/*/stat");
+    return @st && !grep { !/\) [tT] / } @st;
+}, 10) or diag('slapd did not stop');
 
 my $start = time();
 like(pop3('dave@example.org', 'other'), qr/^-ERR \[SYS\/TEMP\]/,

@@ -471,8 +471,10 @@ ngx_mail_plus_dir_ldap_send(ngx_mail_plus_dir_ldap_conn_t *lc,
 }
 
 
-/* libldap's socket in nginx's events; read events level-triggered, as
-   libldap may leave a reply in the socket when it returns */
+/*
+ * libldap's socket in nginx's events; read events level-triggered, as
+ * libldap may leave a reply in the socket when it returns
+ */
 
 static ngx_int_t
 ngx_mail_plus_dir_ldap_watch(ngx_mail_plus_dir_ldap_conn_t *lc)
@@ -742,8 +744,10 @@ ngx_mail_plus_dir_ldap_finish(ngx_mail_plus_dir_ldap_conn_t *lc)
 }
 
 
-/* the nginx connection freed without closing libldap's socket, then the
-   handle unbound (which closes it) */
+/*
+ * the nginx connection freed without closing libldap's socket, then the
+ * handle unbound (which closes it)
+ */
 
 static void
 ngx_mail_plus_dir_ldap_close(ngx_mail_plus_dir_ldap_conn_t *lc)

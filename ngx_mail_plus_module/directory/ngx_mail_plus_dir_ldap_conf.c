@@ -158,8 +158,10 @@ ngx_mail_plus_dir_ldap_conf(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir)
 }
 
 
-/* "url": ldap://HOST[:PORT] with an address, so that no name is resolved
-   while a worker runs */
+/*
+ * "url": ldap://HOST[:PORT], a name resolved now, so that none is while a
+ * worker runs
+ */
 
 static char *
 ngx_mail_plus_dir_ldap_conf_url(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
@@ -186,7 +188,6 @@ ngx_mail_plus_dir_ldap_conf_url(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
     u.url.data = (u_char *) lcf->url + 7;
     u.url.len = ngx_strlen(u.url.data);
     u.default_port = 389;
-    u.no_resolve = 1;
 
     if (u.url.len && u.url.data[u.url.len - 1] == '/') {
         u.url.len--;
@@ -197,8 +198,8 @@ ngx_mail_plus_dir_ldap_conf_url(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "directory \"%V\": invalid \"url\" \"%s\", it must "
-                           "be ldap://ADDRESS[:PORT] with an IP address",
-                           &dir->name, lcf->url);
+                           "be ldap://HOST[:PORT]%s%s", &dir->name, lcf->url,
+                           u.err ? ": " : "", u.err ? u.err : "");
         return NGX_CONF_ERROR;
     }
 

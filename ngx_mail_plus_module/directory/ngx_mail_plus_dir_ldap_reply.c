@@ -58,8 +58,6 @@ ngx_mail_plus_dir_ldap_result(ngx_mail_plus_dir_ldap_conn_t *lc,
                    "router: ldap: connection %ui: step %ui answered %d",
                    lc->index, lc->step, code);
 
-    ngx_mail_plus_dir_state(lc->ctx->dir, 1, NULL, req->log);
-
     if (lc->step == NGX_MAIL_PLUS_LDAP_BIND) {
 
         if (code != LDAP_SUCCESS) {
@@ -68,6 +66,8 @@ ngx_mail_plus_dir_ldap_result(ngx_mail_plus_dir_ldap_conn_t *lc,
                                                code);
             return NGX_OK;
         }
+
+        ngx_mail_plus_dir_state(lc->ctx->dir, 1, NULL, req->log);
 
         lc->bound = 1;
 
@@ -81,6 +81,8 @@ ngx_mail_plus_dir_ldap_result(ngx_mail_plus_dir_ldap_conn_t *lc,
     }
 
     /* NGX_MAIL_PLUS_LDAP_USER */
+
+    ngx_mail_plus_dir_state(lc->ctx->dir, 1, NULL, req->log);
 
     if (code == LDAP_SUCCESS) {
         req->result = NGX_MAIL_PLUS_DIR_FOUND;
