@@ -66,10 +66,12 @@ static void ngx_mail_plus_dir_cache_expire(ngx_mail_plus_zone_t *zone,
 
 /*
  * key: the directory's name (which a reload keeps, where its place in the
- * order may change), the question, then the login in lower case
+ * order may change), the question and, for a login, its protocol (a
+ * source's answer may depend on it: Dovecot's passdb may give a port per
+ * service), then the login in lower case
  */
 
-#define NGX_MAIL_PLUS_DIR_KEY_LEN  (NGX_MAIL_PLUS_DIR_NAME_LEN + 2 + 255)
+#define NGX_MAIL_PLUS_DIR_KEY_LEN  (NGX_MAIL_PLUS_DIR_NAME_LEN + 3 + 255)
 
 
 static ngx_mail_plus_zone_t *
@@ -100,6 +102,8 @@ ngx_mail_plus_dir_cache_key(ngx_mail_plus_dir_req_t *req, u_char *buf,
     p = ngx_cpymem(buf, req->dir->name.data, req->dir->name.len);
     *p++ = '\0';
     *p++ = (u_char) ('0' + req->type);
+    *p++ = (u_char) ('0' + (req->type == NGX_MAIL_PLUS_DIR_PASSDB
+                            ? req->protocol : 0));
 
     ngx_strlow(p, req->login.data, req->login.len);
 
@@ -296,6 +300,19 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
             old->flags |= NGX_MAIL_PLUS_DIR_BAD;
             old->bad_expires = now + mpcf->dir_invalid;
         }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    if (old && old->result == NGX_MAIL_PLUS_DIR_FOUND
+        && req->result == NGX_MAIL_PLUS_DIR_FOUND
+        && !req->verified && old->expires >= now)
+    {
+        /*
+         * lookups of one user at the same time: the answer the cache has
+         * is as fresh, and may know a password found right since
+         */
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return;
