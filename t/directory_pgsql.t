@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 
 # The "pgsql" directory against a real PostgreSQL 15 with PostfixAdmin's
-# "mailbox" table: POP3, IMAP and SMTP AUTH logins to Dovecot, wrong
+# "mailbox" table: POP3, IMAP and SMTP AUTH logins to Dovecot, SMTP
+# recipients ("recipient_query"), wrong
 # passwords, unknown and inactive users, a login with ' \ and % (the
 # login is a parameter, never put into the query), answers that are not
 # valid (two rows, a control character), the cache (a second login does
@@ -96,8 +97,12 @@ sub pg_start {
         '-c', 'log_statement=all', '-c', 'fsync=off',
         '-c', 'shared_buffers=16MB', '-c', 'max_connections=20');
 
+    # accepting connections is not ready: it may still be starting up
+
     return wait_for(sub {
-        $t->can_connect("127.0.0.1:$pgport") && -S "$pgdir/.s.PGSQL.$pgport"
+        -S "$pgdir/.s.PGSQL.$pgport"
+            && system("$PGBIN/pg_isready", '-q', '-h', '127.0.0.1',
+                '-p', $pgport) == 0
     }, 30);
 }
 
@@ -277,7 +282,7 @@ mail {
     router_directory_stale    1h;
 
     router_pool a {
-        server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3};
+        server 127.0.0.1 imap=$d->{imap} pop3=$d->{pop3} lmtp=$d->{lmtp};
     }
 
     router_default_pool  a;
@@ -358,6 +363,16 @@ sub smtp_auth {
     return $c->smtp('AUTH PLAIN ' . encode_base64("\0$user\0$pass", ''));
 }
 
+sub smtp_rcpt {
+    my ($addr) = @_;
+
+    my $c = MailPlus::Test::Client->new($t->port('smtp')) or return '';
+    $c->getline();
+    $c->smtp('EHLO c.example');
+    $c->smtp('MAIL FROM:<sender@remote.example>');
+    return $c->smtp("RCPT TO:<$addr>");
+}
+
 ###############################################################################
 
 # POP3, IMAP and SMTP AUTH: SHA512-CRYPT, PLAIN and md5crypt hashes as
@@ -383,6 +398,13 @@ like(imap_login('nobody@example.com', 'x'), qr/^a1 NO /m, 'unknown user');
 like(pop3_login('dave@example.com', 'davepw'), qr/^-ERR /, 'inactive user');
 unlike(pop3_login('dave@example.com', 'davepw'), qr/SYS\/TEMP/,
     'inactive user: not a temporary failure');
+
+# recipients: "recipient_query"
+
+like(smtp_rcpt('alice@example.com'), qr/^250 /, 'rcpt: a mailbox');
+like(smtp_rcpt('nobody@example.com'), qr/^550 5\.1\.1 /, 'rcpt: unknown');
+like(smtp_rcpt('dave@example.com'), qr/^550 5\.1\.1 /, 'rcpt: inactive');
+ok(asked('nobody@example.com') >= 1, 'rcpt: the server asked');
 
 # the users file is asked first
 
@@ -485,6 +507,8 @@ like(imap_login('late@example.com', 'latepw'),
     qr/^a1 NO \[UNAVAILABLE\] /m, 'down: imap temporary failure');
 like(smtp_auth('late@example.com', 'latepw'), qr/^454 4\.7\.0 /,
     'down: smtp temporary failure');
+like(smtp_rcpt('late@example.com'), qr/^451 4\.3\.0 /,
+    'down: rcpt temporary failure');
 
 like(pop3_login('gone@example.com', 'gonepw'), qr/^\+OK/,
     'down: a stale answer is used');
@@ -506,6 +530,7 @@ like(pop3_login('late@example.com', 'latepw'), qr/^\+OK/,
 like(imap_login('late@example.com', 'latepw'), qr/^a1 OK/m,
     'up again: imap');
 like(smtp_auth('late@example.com', 'latepw'), qr/^235 /, 'up again: smtp');
+like(smtp_rcpt('late@example.com'), qr/^250 /, 'up again: rcpt');
 
 my @up = substr($t->read_file('error.log'), $mark)
     =~ /directory "pg" is reachable again/g;
