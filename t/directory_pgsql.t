@@ -255,6 +255,9 @@ my $d = $t->dovecot('a', any_password => 1, users => {
 
 $t->write_file('users', "local:{PLAIN}localpw:a\n");
 
+my $conninfo = "host=127.0.0.1 port=$pgport dbname=mail user=nginx "
+    . 'password=pgpass';
+
 my $query = 'SELECT password, \'Y\' AS proxy, pool, host, destuser, '
     . 'nologin FROM mail_users WHERE username = $1 AND active '
     . 'AND slow($1)';
@@ -270,9 +273,10 @@ mail {
     router_zone   z:1m;
 
     router_directory pgsql pg {
-        connect          "host=127.0.0.1 port=$pgport dbname=mail user=nginx password=pgpass";
+        connect          "$conninfo";
         query            "$query";
-        recipient_query  "SELECT 1 FROM mailbox WHERE username = \$1 AND active";
+        recipient_query  "SELECT 1 FROM mailbox WHERE username = \$1
+                          AND active";
         timeout          5s;
         connections      2;
     }

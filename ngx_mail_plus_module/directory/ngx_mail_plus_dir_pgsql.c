@@ -91,6 +91,9 @@ struct ngx_mail_plus_dir_pgsql_s {
 static char *ngx_mail_plus_dir_pgsql_conninfo(ngx_conf_t *cf,
     ngx_mail_plus_dir_t *dir, ngx_mail_plus_dir_param_t *param,
     char **conninfo);
+static void ngx_mail_plus_dir_pgsql_hosts(ngx_conf_t *cf,
+    ngx_mail_plus_dir_t *dir, ngx_mail_plus_dir_param_t *param,
+    PQconninfoOption *opts);
 static char *ngx_mail_plus_dir_pgsql_query(ngx_conf_t *cf,
     ngx_mail_plus_dir_t *dir, ngx_mail_plus_dir_param_t *param,
     char **query);
@@ -243,13 +246,11 @@ static char *
 ngx_mail_plus_dir_pgsql_conninfo(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
     ngx_mail_plus_dir_param_t *param, char **conninfo)
 {
-    u_char             *p, *last, *start;
-    size_t              len;
-    char               *err;
-    ngx_str_t          *value, host;
-    ngx_uint_t          hostaddr;
-    PQconninfoOption   *opts, *opt;
-    u_char              buf[NGX_MAIL_PLUS_PGSQL_ERROR_LEN];
+    char              *err;
+    size_t             len;
+    ngx_str_t         *value;
+    PQconninfoOption  *opts;
+    u_char             buf[NGX_MAIL_PLUS_PGSQL_ERROR_LEN];
 
     value = param->args->elts;
 
@@ -284,6 +285,29 @@ ngx_mail_plus_dir_pgsql_conninfo(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
         return NGX_CONF_ERROR;
     }
 
+    ngx_mail_plus_dir_pgsql_hosts(cf, dir, param, opts);
+
+    PQconninfoFree(opts);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * each host of the connection string: an address, a socket's directory,
+ * or a name, which is warned of
+ */
+
+static void
+ngx_mail_plus_dir_pgsql_hosts(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
+    ngx_mail_plus_dir_param_t *param, PQconninfoOption *opts)
+{
+    u_char            *p, *last, *start;
+    size_t             len;
+    ngx_str_t          host;
+    ngx_uint_t         hostaddr;
+    PQconninfoOption  *opt;
+
     hostaddr = 0;
     ngx_str_null(&host);
 
@@ -300,8 +324,6 @@ ngx_mail_plus_dir_pgsql_conninfo(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
             host.len = ngx_strlen(opt->val);
         }
     }
-
-    /* each host of a list: an address, a socket's directory, or a name */
 
     p = host.data;
     last = host.data + host.len;
@@ -340,10 +362,6 @@ ngx_mail_plus_dir_pgsql_conninfo(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
                       &dir->name, param->file, param->line, len, start);
         break;
     }
-
-    PQconninfoFree(opts);
-
-    return NGX_CONF_OK;
 }
 
 
