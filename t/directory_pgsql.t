@@ -292,6 +292,9 @@ mail {
     router_default_pool  a;
     router_auth_delay    0;
 
+    # many failed logins from one address: not throttled here
+    router_trusted_networks  127.0.0.0/8;
+
     auth_http  127.0.0.1:9/auth;
 
     router_proxy  on;
@@ -461,6 +464,26 @@ sleep(4.5);
 like(pop3_login('frank@example.com', 'frankpw'), qr/^\+OK/,
     'cache expired: login');
 is(asked('frank@example.com') - $n, 2, 'cache expired: asked again');
+
+# more lookups at once than connections: they wait in line, each is
+# answered
+
+my @cs = map {
+    my $c = MailPlus::Test::Client->new($t->port('pop3'));
+    $c->getline();
+    $c->pop3("USER many$_\@example.com");
+    $c
+} 1 .. 20;
+
+$_->send('PASS x') for @cs;
+
+my @replies = map { $_->getline() // 'none' } @cs;
+
+is(scalar(grep { /^-ERR / && !/SYS\/TEMP/ } @replies), 20,
+    'lookups waiting for a connection: all answered')
+    or diag(join '', @replies);
+is(scalar(grep { asked("many$_\@example.com") == 1 } 1 .. 20), 20,
+    'lookups waiting for a connection: each asked');
 
 # a query longer than the timeout: closed, a temporary failure; the next
 # lookup connects again

@@ -667,8 +667,8 @@ ngx_mail_plus_dir_pgsql_alive(ngx_mail_plus_dir_pgsql_t *pgsql,
 
 
 /*
- * no connection could be made: the lookups that wait fail, unless a
- * connected one will take them
+ * no connection is left, nor being made (and none is tried again after a
+ * failure to connect): the lookups that wait fail
  */
 
 static void
@@ -678,8 +678,7 @@ ngx_mail_plus_dir_pgsql_fail_waiting(ngx_mail_plus_dir_pgsql_t *pgsql)
     ngx_mail_plus_dir_req_t  *req;
 
     if (pgsql->nwaiting == 0
-        || ngx_mail_plus_dir_pgsql_alive(pgsql, NGX_MAIL_PLUS_PGSQL_IDLE)
-        || ngx_mail_plus_dir_pgsql_alive(pgsql, NGX_MAIL_PLUS_PGSQL_BUSY))
+        || ngx_mail_plus_dir_pgsql_alive(pgsql, NGX_MAIL_PLUS_PGSQL_CLOSED))
     {
         return;
     }
