@@ -14,38 +14,22 @@ use strict;
 use Test::More;
 
 use MIME::Base64 qw/ encode_base64 /;
-use POSIX qw/ _exit /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use MailPlus::Slapd;
 use MailPlus::Test;
 
 ###############################################################################
-
-my $SLAPD = '/usr/sbin/slapd';
-my $SLAPADD = '/usr/sbin/slapadd';
-my $SCHEMA = '/etc/ldap/schema';
-
-# slapd is one of the packages the tests need (Makefile's DEB_PACKAGES):
-# without it the test fails rather than skips
 
 my $t = MailPlus::Test->new();
 
 my $d = $t->dovecot('a', any_password => 1,
     users => { map { $_ => 'x' } qw/ alice bob carol dave weird ctl / });
 
-my $port = $t->port('ldap');
-my $dir = $t->testdir();
-
 # passwords as OpenLDAP stores them
 
-sub ssha {
-    my ($pw) = @_;
-    my $h = `/usr/sbin/slappasswd -h '{SSHA}' -s '$pw'`;
-    chomp $h;
-    die "slappasswd failed\n" unless $h =~ /^\{SSHA\}/;
-    return $h;
-}
+*ssha = \&MailPlus::Slapd::ssha;
 
 my $bob_crypt = crypt('bobpw', '$6$ldaptestsalt$');
 die "no sha512-crypt\n" unless $bob_crypt =~ /^\$6\$/;
@@ -67,7 +51,7 @@ sub person {
         "mail: $mail", "userPassword: $pw", @more) . "\n\n";
 }
 
-$t->write_file('tree.ldif', <<"EOF"
+my $ldif = <<"EOF"
 dn: dc=example,dc=org
 objectClass: dcObject
 objectClass: organization
@@ -94,25 +78,10 @@ EOF
     . person('dup1', 'dup@example.org', $pw{dup})
     . person('dup2', 'dup@example.org', $pw{dup})
     . person('ctl', 'ctl@example.org', $pw{ctl},
-        'departmentNumber:: ' . encode_base64("a\x01b", '')));
+        'departmentNumber:: ' . encode_base64("a\x01b", ''));
 
-mkdir "$dir/ldap-db" or die "mkdir: $!\n";
-
-$t->write_file('slapd.conf', <<"EOF");
-include $SCHEMA/core.schema
-include $SCHEMA/cosine.schema
-include $SCHEMA/inetorgperson.schema
-include $SCHEMA/nis.schema
-pidfile $dir/slapd.pid
-argsfile $dir/slapd.args
-modulepath /usr/lib/ldap
-moduleload back_mdb
-database mdb
-maxsize 10485760
-suffix "dc=example,dc=org"
-rootdn "cn=admin,dc=example,dc=org"
-rootpw adminpw
-directory $dir/ldap-db
+my $ldap = MailPlus::Slapd->new($t, suffix => 'dc=example,dc=org',
+    ldif => $ldif, acl => <<'EOF');
 access to attrs=userPassword
     by dn.exact="cn=nginx,dc=example,dc=org" read
     by anonymous auth
@@ -121,29 +90,7 @@ access to *
     by * read
 EOF
 
-system("$SLAPADD -f $dir/slapd.conf -l $dir/tree.ldif "
-    . ">$dir/slapadd.log 2>&1") == 0
-    or die "slapadd failed:\n" . $t->read_file('slapadd.log');
-
-my $slapd;
-
-sub slapd_start {
-    my $pid = fork();
-    die "fork: $!\n" unless defined $pid;
-
-    if ($pid == 0) {
-        open STDOUT, '>>', "$dir/slapd.log";
-        open STDERR, '>>', "$dir/slapd.log";
-        exec($SLAPD, '-d', '0', '-f', "$dir/slapd.conf",
-            '-h', "ldap://127.0.0.1:$port/") or _exit(127);
-    }
-
-    push @{$t->{daemons}}, $pid;
-    $t->waitforsocket("127.0.0.1:$port")
-        or die "slapd: no listener\n" . $t->read_file('slapd.log');
-
-    $slapd = $pid;
-}
+my $slapd = $ldap->pid();
 
 sub slurp {
     my ($path) = @_;
@@ -151,15 +98,6 @@ sub slurp {
     local $/;
     return scalar <$fh>;
 }
-
-sub slapd_kill {
-    kill 'KILL', $slapd;
-    waitpid($slapd, 0);
-    MailPlus::Test::wait_for(sub {
-        !$t->can_connect("127.0.0.1:$port") }, 10);
-}
-
-slapd_start();
 
 ###############################################################################
 
@@ -537,7 +475,7 @@ like(pop3('alice@example.org', 'alicepw'), qr/^\+OK 0 /, 'pop3: once more');
 
 # the cache; slapd gone: temporary failures for what is not cached
 
-slapd_kill();
+$ldap->kill();
 
 like(pop3('alice@example.org', 'alicepw'), qr/^\+OK 0 /,
     'slapd gone: pop3, a cached answer');
@@ -567,7 +505,8 @@ like($t->read_file('error.log'), qr/directory "ldap" is not reachable/,
 
 # started again
 
-slapd_start();
+$ldap->start();
+$slapd = $ldap->pid();
 
 like(pop3('dave@example.org', 'davepw'), qr/^\+OK 0 /,
     'slapd back: pop3');

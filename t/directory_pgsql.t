@@ -16,144 +16,25 @@ use strict;
 
 use Test::More;
 
-use File::Path qw/ make_path /;
 use MIME::Base64 qw/ encode_base64 /;
-use POSIX qw/ WNOHANG _exit /;
 use Time::HiRes qw/ time sleep /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use MailPlus::Pg;
 use MailPlus::Test qw/ wait_for /;
 
 ###############################################################################
 
-my $PGBIN = '/usr/lib/postgresql/15/bin';
-
-# PostgreSQL is one of the packages the tests need (Makefile's
-# DEB_PACKAGES): without it the test fails rather than skips
-
-die "PostgreSQL 15 is not installed ($PGBIN)\n"
-    unless -x "$PGBIN/postgres" && -x "$PGBIN/initdb";
-
 my $t = MailPlus::Test->new();
 
-# PostgreSQL refuses to run as root: its directory belongs to its own user
+my $pg = MailPlus::Pg->new($t);
+my $pgport = $pg->port();
 
-my $pguser = getpwnam('postgres') ? 'postgres' : 'nobody';
-my ($uid, $gid) = (getpwnam($pguser))[2, 3];
+sub psql { $pg->psql(@_) }
+sub asked { $pg->asked(@_) }
 
-my $dir = $t->testdir();
-my $pgdir = "$dir/pg";
-my $pgport = $t->port('pg');
-my $pglog = "$dir/pg.log";
-my @pgpids;
-
-make_path("$pgdir/data");
-chown $uid, $gid, $pgdir, "$pgdir/data";
-chmod 0700, $pgdir, "$pgdir/data";
-
-END {
-    local $?;
-
-    # an immediate shutdown, whatever happened
-
-    pg_stop('QUIT') if defined $pgdir && -e "$pgdir/data/postmaster.pid";
-}
-
-sub run_as {
-    my ($out, @cmd) = @_;
-
-    my $pid = fork();
-    die "fork: $!\n" unless defined $pid;
-
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', $out;
-        open STDERR, '>>', $out;
-        chdir $pgdir;
-        exec('runuser', '-u', $pguser, '--', @cmd) or _exit(127);
-    }
-
-    return $pid;
-}
-
-sub run_wait {
-    my $pid = run_as("$dir/pg.setup.log", @_);
-    waitpid($pid, 0);
-    return $? == 0;
-}
-
-sub psql {
-    my ($sql, $db) = @_;
-
-    $t->write_file('pg.sql', $sql);
-    chmod 0644, "$dir/pg.sql";
-
-    return run_wait("$PGBIN/psql", '-X', '-q', '-h', $pgdir, '-p', $pgport,
-        '-U', 'postgres', '-d', $db || 'mail', '-v', 'ON_ERROR_STOP=1',
-        '-f', "$dir/pg.sql");
-}
-
-sub pg_start {
-    push @pgpids, run_as($pglog, "$PGBIN/postgres", '-D', "$pgdir/data",
-        '-p', $pgport, '-k', $pgdir, '-c', 'listen_addresses=127.0.0.1',
-        '-c', 'log_statement=all', '-c', 'fsync=off',
-        '-c', 'shared_buffers=16MB', '-c', 'max_connections=20');
-
-    # accepting connections is not ready: it may still be starting up
-
-    return wait_for(sub {
-        -S "$pgdir/.s.PGSQL.$pgport"
-            && system("$PGBIN/pg_isready", '-q', '-h', '127.0.0.1',
-                '-p', $pgport) == 0
-    }, 30);
-}
-
-# INT: a fast shutdown (sessions are told 57P01, then closed); QUIT: an
-# immediate one
-
-sub pg_stop {
-    my ($sig) = @_;
-
-    open my $fh, '<', "$pgdir/data/postmaster.pid" or return 1;
-    my $pid = <$fh>;
-    close $fh;
-
-    chomp $pid;
-    kill $sig, $pid if $pid;
-
-    my $gone = wait_for(sub {
-        waitpid($_, WNOHANG) for @pgpids;
-        !kill(0, $pid) && !$t->can_connect("127.0.0.1:$pgport")
-    }, 20);
-
-    @pgpids = grep { waitpid($_, WNOHANG) == 0 } @pgpids;
-
-    return $gone;
-}
-
-# how many times the server was asked about a login (log_statement=all
-# logs each execution's parameters)
-
-sub asked {
-    my ($login) = @_;
-
-    (my $q = $login) =~ s/'/''/g;
-
-    my @n = $t->read_file($pglog) =~ /parameters: \$1 = '\Q$q\E'$/mg;
-    return scalar @n;
-}
-
-###############################################################################
-
-run_wait("$PGBIN/initdb", '-D', "$pgdir/data", '-U', 'postgres',
-    '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8',
-    '--locale=C', '--no-sync')
-    or die "initdb failed:\n" . $t->read_file('pg.setup.log');
-
-pg_start() or die "postgres did not start:\n" . $t->read_file('pg.log');
-
-psql(<<'EOF', 'postgres') or die "psql:\n" . $t->read_file('pg.setup.log');
+psql(<<'EOF', 'postgres') or die "psql:\n" . $pg->setup_log();
 CREATE ROLE nginx LOGIN PASSWORD 'pgpass';
 CREATE DATABASE mail OWNER postgres;
 EOF
@@ -167,7 +48,7 @@ die "no SHA512-CRYPT in crypt()\n" unless $sha512 =~ /^\$6\$/;
 # columns in a table of our own, joined by a view; one login twice in the
 # view (ambiguous); a slow login (the query sleeps)
 
-psql(<<"EOF") or die "psql:\n" . $t->read_file('pg.setup.log');
+psql(<<"EOF") or die "psql:\n" . $pg->setup_log();
 CREATE TABLE mailbox (
     username    varchar(255) NOT NULL PRIMARY KEY,
     password    varchar(255) NOT NULL,
@@ -526,7 +407,7 @@ $c->send('s1 LOGIN slow2@example.com slowpw');
 sleep(1);
 
 $t0 = time();
-ok(pg_stop('INT'), 'server stopped (fast shutdown)');
+ok($pg->stop('INT'), 'server stopped (fast shutdown)');
 
 like(scalar $c->read_until(qr/^s1 /), qr/^s1 NO \[UNAVAILABLE\]/m,
     'stopped mid-query: temporary failure');
@@ -557,7 +438,7 @@ is(scalar @down, 1, 'down: logged once');
 
 # started again: works without reloading nginx
 
-ok(pg_start(), 'server started again');
+ok($pg->start(), 'server started again');
 
 like(pop3_login('late@example.com', 'latepw'), qr/^\+OK/,
     'up again: pop3');
