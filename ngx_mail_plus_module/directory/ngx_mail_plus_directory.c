@@ -7,8 +7,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_mail.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include "ngx_mail_plus_directory.h"
 
 
@@ -37,7 +35,6 @@ static u_char *ngx_mail_plus_dir_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
 static ngx_int_t ngx_mail_plus_dir_next(ngx_mail_plus_dir_req_t *req);
 static ngx_int_t ngx_mail_plus_dir_answered(ngx_mail_plus_dir_req_t *req);
-static void ngx_mail_plus_dir_hmac(ngx_mail_plus_dir_req_t *req);
 static ngx_mail_plus_dir_stats_t *ngx_mail_plus_dir_stats(
     ngx_mail_plus_dir_t *dir);
 
@@ -471,13 +468,19 @@ ngx_mail_plus_dir_log_error(ngx_log_t *log, u_char *buf, size_t len)
 ngx_int_t
 ngx_mail_plus_dir_lookup(ngx_mail_plus_dir_req_t *req)
 {
+    ngx_str_t  parts[2];
+
     if (req->mpcf->directories == NULL) {
         req->result = NGX_MAIL_PLUS_DIR_UNKNOWN;
         return NGX_OK;
     }
 
     if (req->type == NGX_MAIL_PLUS_DIR_PASSDB) {
-        ngx_mail_plus_dir_hmac(req);
+        parts[0] = req->login;
+        parts[1] = req->password;
+
+        req->hmac_len = ngx_mail_plus_dir_cache_hmac(req->mpcf, parts, 2,
+                                                     req->hmac);
     }
 
     req->next = 0;
@@ -753,50 +756,4 @@ ngx_mail_plus_dir_stats(ngx_mail_plus_dir_t *dir)
     }
 
     return &zone->sh->dirs[dir->index];
-}
-
-
-/* the HMAC of the login and the password under the zone's own key */
-
-static void
-ngx_mail_plus_dir_hmac(ngx_mail_plus_dir_req_t *req)
-{
-    u_char                *buf;
-    unsigned int           len;
-    ngx_mail_plus_zone_t  *zone;
-
-    req->hmac_len = 0;
-
-    if (req->mpcf->shm_zone == NULL) {
-        return;
-    }
-
-    zone = req->mpcf->shm_zone->data;
-
-    if (zone->sh == NULL) {
-        return;
-    }
-
-    buf = ngx_pnalloc(req->pool, req->login.len + 1 + req->password.len);
-    if (buf == NULL) {
-        return;
-    }
-
-    ngx_memcpy(buf, req->login.data, req->login.len);
-    buf[req->login.len] = '\0';
-    ngx_memcpy(buf + req->login.len + 1, req->password.data,
-               req->password.len);
-
-    len = sizeof(req->hmac);
-
-    if (HMAC(EVP_sha256(), zone->sh->dir_key, sizeof(zone->sh->dir_key),
-             buf, req->login.len + 1 + req->password.len, req->hmac, &len)
-        == NULL)
-    {
-        return;
-    }
-
-    ngx_explicit_memzero(buf + req->login.len + 1, req->password.len);
-
-    req->hmac_len = len;
 }

@@ -206,6 +206,13 @@ ngx_int_t ngx_mail_plus_dir_cache_get(ngx_mail_plus_dir_req_t *req,
 void ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req);
 void ngx_mail_plus_dir_cache_password(ngx_mail_plus_dir_req_t *req,
     ngx_uint_t right);
+ngx_uint_t ngx_mail_plus_dir_cache_hmac(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *parts, ngx_uint_t n, u_char *out);
+ngx_int_t ngx_mail_plus_dir_cache_file_get(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_uint_t protocol, ngx_str_t *login, ngx_str_t *hash,
+    ngx_str_t *password, u_char *hmac, ngx_uint_t *len);
+void ngx_mail_plus_dir_cache_file_put(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_uint_t protocol, ngx_str_t *login, u_char *hmac, ngx_log_t *log);
 
 
 #endif /* _NGX_MAIL_PLUS_DIRECTORY_H_INCLUDED_ */

@@ -8,6 +8,8 @@
 #include <ngx_core.h>
 #include <ngx_mail.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include "ngx_mail_plus_directory.h"
 
 
@@ -22,6 +24,12 @@
  * password is kept, nor a hash that a source gave: only the HMAC, under
  * the zone's random key, of the last password found right and of the last
  * found wrong.  A login whose password is neither is asked again.
+ *
+ * The users file's crypt hashes are remembered the same way, under a name
+ * no directory has (""): the HMAC of a password found right, of the login
+ * and of the hash it matched, so that the same login with the same
+ * password skips the crypt check until the answer expires, and a hash
+ * changed in the file is checked again at once.
  */
 
 
@@ -58,10 +66,11 @@ static ngx_mail_plus_zone_t *ngx_mail_plus_dir_cache_zone(
 static ngx_int_t ngx_mail_plus_dir_cache_key(ngx_mail_plus_dir_req_t *req,
     u_char *buf, ngx_str_t *key);
 static ngx_mail_plus_dir_node_t *ngx_mail_plus_dir_cache_find(
-    ngx_mail_plus_zone_t *zone, ngx_str_t *key, uint32_t hash,
-    ngx_mail_plus_dir_req_t *req);
+    ngx_mail_plus_zone_t *zone, ngx_str_t *key, uint32_t hash);
 static void ngx_mail_plus_dir_cache_expire(ngx_mail_plus_zone_t *zone,
     ngx_uint_t n);
+static ngx_int_t ngx_mail_plus_dir_cache_file_key(ngx_uint_t protocol,
+    ngx_str_t *login, u_char *buf, ngx_str_t *key);
 
 
 /*
@@ -144,7 +153,7 @@ ngx_mail_plus_dir_cache_get(ngx_mail_plus_dir_req_t *req, ngx_uint_t stale)
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_mail_plus_dir_cache_find(zone, &key, hash, req);
+    node = ngx_mail_plus_dir_cache_find(zone, &key, hash);
 
     if (node == NULL || node->expires + limit < now) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -287,7 +296,7 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    old = ngx_mail_plus_dir_cache_find(zone, &key, hash, req);
+    old = ngx_mail_plus_dir_cache_find(zone, &key, hash);
 
     if (req->result == NGX_MAIL_PLUS_DIR_REFUSED
         && old && old->result == NGX_MAIL_PLUS_DIR_FOUND
@@ -434,8 +443,7 @@ ngx_mail_plus_dir_cache_password(ngx_mail_plus_dir_req_t *req,
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     node = ngx_mail_plus_dir_cache_find(zone, &key,
-                                        ngx_crc32_short(key.data, key.len),
-                                        req);
+                                        ngx_crc32_short(key.data, key.len));
 
     if (node && node->result == NGX_MAIL_PLUS_DIR_FOUND) {
 
@@ -460,7 +468,7 @@ ngx_mail_plus_dir_cache_password(ngx_mail_plus_dir_req_t *req,
 
 static ngx_mail_plus_dir_node_t *
 ngx_mail_plus_dir_cache_find(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
-    uint32_t hash, ngx_mail_plus_dir_req_t *req)
+    uint32_t hash)
 {
     ngx_int_t                  rc;
     ngx_rbtree_node_t         *node, *sentinel;
@@ -551,4 +559,229 @@ ngx_mail_plus_dir_cache_insert(ngx_rbtree_node_t *temp,
     node->left = sentinel;
     node->right = sentinel;
     ngx_rbt_red(node);
+}
+
+
+/*
+ * the HMAC-SHA256, under the zone's random key, of the parts joined by NUL
+ * bytes: its length, 0 without a zone or when it fails; the copy of the
+ * parts is wiped
+ */
+
+ngx_uint_t
+ngx_mail_plus_dir_cache_hmac(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *parts, ngx_uint_t n, u_char *out)
+{
+    u_char                *buf, *p;
+    size_t                 size;
+    ngx_uint_t             i;
+    unsigned int           len;
+    ngx_mail_plus_zone_t  *zone;
+
+    if (mpcf->shm_zone == NULL) {
+        return 0;
+    }
+
+    zone = mpcf->shm_zone->data;
+
+    if (zone->sh == NULL) {
+        return 0;
+    }
+
+    size = n;
+
+    for (i = 0; i < n; i++) {
+        size += parts[i].len;
+    }
+
+    buf = ngx_alloc(size, ngx_cycle->log);
+    if (buf == NULL) {
+        return 0;
+    }
+
+    p = buf;
+
+    for (i = 0; i < n; i++) {
+        p = ngx_cpymem(p, parts[i].data, parts[i].len);
+        *p++ = '\0';
+    }
+
+    len = 32;
+
+    if (HMAC(EVP_sha256(), zone->sh->dir_key, sizeof(zone->sh->dir_key),
+             buf, size, out, &len)
+        == NULL)
+    {
+        len = 0;
+    }
+
+    ngx_explicit_memzero(buf, size);
+    ngx_free(buf);
+
+    return len == 32 ? 32 : 0;
+}
+
+
+/*
+ * a users file's password: NGX_OK if this login with this password (its
+ * HMAC with the hash, into "hmac") was found right less than
+ * "router_directory_valid" ago; NGX_DECLINED otherwise, "hmac" set if it
+ * could be made (its length returned in *len)
+ */
+
+ngx_int_t
+ngx_mail_plus_dir_cache_file_get(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_uint_t protocol, ngx_str_t *login, ngx_str_t *hash,
+    ngx_str_t *password, u_char *hmac, ngx_uint_t *len)
+{
+    u_char                     buf[NGX_MAIL_PLUS_DIR_KEY_LEN];
+    ngx_int_t                  rc;
+    ngx_str_t                  key, parts[3];
+    ngx_mail_plus_zone_t      *zone;
+    ngx_mail_plus_dir_node_t  *dn;
+
+    *len = 0;
+
+    if (mpcf->shm_zone == NULL || mpcf->dir_valid == 0
+        || ngx_mail_plus_dir_cache_file_key(protocol, login, buf, &key)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    parts[0] = *login;
+    parts[1] = *hash;
+    parts[2] = *password;
+
+    *len = ngx_mail_plus_dir_cache_hmac(mpcf, parts, 3, hmac);
+
+    if (*len == 0) {
+        return NGX_DECLINED;
+    }
+
+    zone = mpcf->shm_zone->data;
+
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_mail_plus_dir_cache_find(zone, &key,
+                                      ngx_crc32_short(key.data, key.len));
+
+    if (dn && dn->expires >= ngx_time()
+        && (dn->flags & NGX_MAIL_PLUS_DIR_GOOD)
+        && CRYPTO_memcmp(dn->good, hmac, 32) == 0)
+    {
+        ngx_queue_remove(&dn->queue);
+        ngx_queue_insert_head(&zone->sh->dir_queue, &dn->queue);
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return rc;
+}
+
+
+/* a users file's password found right: its HMAC remembered */
+
+void
+ngx_mail_plus_dir_cache_file_put(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_uint_t protocol, ngx_str_t *login, u_char *hmac, ngx_log_t *log)
+{
+    u_char                     buf[NGX_MAIL_PLUS_DIR_KEY_LEN];
+    size_t                     size;
+    uint32_t                   hash;
+    ngx_str_t                  key;
+    ngx_rbtree_node_t         *rn;
+    ngx_mail_plus_zone_t      *zone;
+    ngx_mail_plus_dir_node_t  *dn;
+
+    if (mpcf->shm_zone == NULL || mpcf->dir_valid == 0
+        || ngx_mail_plus_dir_cache_file_key(protocol, login, buf, &key)
+           != NGX_OK)
+    {
+        return;
+    }
+
+    zone = mpcf->shm_zone->data;
+    hash = ngx_crc32_short(key.data, key.len);
+
+    size = offsetof(ngx_rbtree_node_t, color)
+           + offsetof(ngx_mail_plus_dir_node_t, data) + key.len;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    /* the entry of the login, if there is one, takes the new HMAC */
+
+    dn = ngx_mail_plus_dir_cache_find(zone, &key, hash);
+
+    if (dn) {
+        ngx_memcpy(dn->good, hmac, 32);
+        dn->flags |= NGX_MAIL_PLUS_DIR_GOOD;
+        dn->expires = ngx_time() + mpcf->dir_valid;
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    rn = ngx_slab_alloc_locked(zone->shpool, size);
+
+    if (rn == NULL) {
+        ngx_mail_plus_dir_cache_expire(zone, 16);
+        rn = ngx_slab_alloc_locked(zone->shpool, size);
+    }
+
+    if (rn == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "router zone is full, a password found right is not "
+                      "remembered");
+        return;
+    }
+
+    dn = (ngx_mail_plus_dir_node_t *) &rn->color;
+
+    ngx_memzero(dn, offsetof(ngx_mail_plus_dir_node_t, data));
+
+    rn->key = hash;
+    dn->result = NGX_MAIL_PLUS_DIR_FOUND;
+    dn->type = NGX_MAIL_PLUS_DIR_PASSDB;
+    dn->flags = NGX_MAIL_PLUS_DIR_GOOD;
+    dn->expires = ngx_time() + mpcf->dir_valid;
+    dn->len[0] = (u_short) key.len;
+    ngx_memcpy(dn->good, hmac, 32);
+    ngx_memcpy(dn->data, key.data, key.len);
+
+    ngx_rbtree_insert(&zone->sh->dir_tree, rn);
+    ngx_queue_insert_head(&zone->sh->dir_queue, &dn->queue);
+
+    zone->sh->dir_entries++;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* a users file's key: the empty name, a login's question, the login */
+
+static ngx_int_t
+ngx_mail_plus_dir_cache_file_key(ngx_uint_t protocol, ngx_str_t *login,
+    u_char *buf, ngx_str_t *key)
+{
+    u_char  *p;
+
+    if (login->len == 0 || login->len > 255) {
+        return NGX_DECLINED;
+    }
+
+    p = buf;
+    *p++ = '\0';
+    *p++ = (u_char) ('0' + NGX_MAIL_PLUS_DIR_PASSDB);
+    *p++ = (u_char) ('0' + protocol);
+
+    ngx_strlow(p, login->data, login->len);
+
+    key->data = buf;
+    key->len = 3 + login->len;
+
+    return NGX_OK;
 }

@@ -382,6 +382,9 @@ struct ngx_mail_plus_check_s {
                                                   ngx_mail_plus_recipient() */
     void                           *crypt_data;
     void                           *dir;       /* a directory request */
+    ngx_uint_t                      hmac_len;  /* of a users file's crypt
+                                                  check, for the cache */
+    u_char                          hmac[32];
 
     unsigned                        pending:1;
     unsigned                        cancelled:1;

@@ -636,6 +636,23 @@ ngx_mail_plus_check_route(ngx_mail_plus_check_t *check)
 
     user = check->route.user;
 
+    if (user->scheme == NGX_MAIL_PLUS_SCHEME_CRYPT && check->dir == NULL
+        && ngx_mail_plus_dir_cache_file_get(check->mpcf, check->auth.protocol,
+                                            &user->login, &user->password,
+                                            &check->auth.password,
+                                            check->hmac, &check->hmac_len)
+           == NGX_OK)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                       "mail plus check: the password was found right "
+                       "before (cached)");
+
+        ngx_mail_plus_check_verified(check, NGX_OK);
+        ngx_mail_plus_throttle_after(check);
+
+        return NGX_OK;
+    }
+
     if (user->scheme == NGX_MAIL_PLUS_SCHEME_CRYPT) {
 
         check->crypt_data = ngx_palloc(check->pool,
@@ -706,6 +723,14 @@ ngx_mail_plus_check_verified(ngx_mail_plus_check_t *check, ngx_int_t rc)
 
     if (check->dir && (rc == NGX_OK || rc == NGX_DECLINED)) {
         ngx_mail_plus_dir_verified(check->dir, rc == NGX_OK);
+    }
+
+    /* a users file's crypt hash found right: its HMAC remembered */
+
+    if (check->hmac_len && rc == NGX_OK && check->crypt_data) {
+        ngx_mail_plus_dir_cache_file_put(check->mpcf, check->auth.protocol,
+                                         &check->route.user->login,
+                                         check->hmac, check->log);
     }
 }
 
