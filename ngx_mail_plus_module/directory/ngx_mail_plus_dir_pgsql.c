@@ -23,7 +23,8 @@
  *
  * Each worker keeps up to "connections" connections, made at the first
  * lookups that need them and kept for the next.  A lookup takes an idle
- * connection, or waits in a queue (of at most 1000) for one.  libpq owns
+ * connection, or waits in a queue (of at most 1000, for at most
+ * "timeout": one timer, on the oldest) for one.  libpq owns
  * each socket: an nginx connection only watches it, and is freed without
  * closing it; while a connection is being made, libpq may replace its
  * socket at any step, so the socket is watched anew after each.
@@ -45,6 +46,10 @@ static void ngx_mail_plus_dir_pgsql_exit_process(ngx_cycle_t *cycle,
 static ngx_int_t ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req);
 static ngx_uint_t ngx_mail_plus_dir_pgsql_alive(
     ngx_mail_plus_dir_pgsql_t *pgsql, ngx_uint_t state);
+static void ngx_mail_plus_dir_pgsql_deadline(ngx_mail_plus_dir_pgsql_t *pgsql);
+static void ngx_mail_plus_dir_pgsql_expire(ngx_event_t *ev);
+static void ngx_mail_plus_dir_pgsql_fail(ngx_queue_t *failed,
+    ngx_str_t *error);
 
 #endif
 
@@ -93,6 +98,10 @@ ngx_mail_plus_dir_pgsql_init_process(ngx_cycle_t *cycle,
 
     ngx_queue_init(&pgsql->waiting);
 
+    pgsql->deadline.handler = ngx_mail_plus_dir_pgsql_expire;
+    pgsql->deadline.data = pgsql;
+    pgsql->deadline.log = cycle->log;
+
     for (i = 0; i < dir->connections; i++) {
         pc = &pgsql->conns[i];
 
@@ -122,6 +131,10 @@ ngx_mail_plus_dir_pgsql_exit_process(ngx_cycle_t *cycle,
         return;
     }
 
+    if (pgsql->deadline.timer_set) {
+        ngx_del_timer(&pgsql->deadline);
+    }
+
     for (i = 0; i < dir->connections; i++) {
         ngx_mail_plus_dir_pgsql_close(&pgsql->conns[i]);
     }
@@ -136,8 +149,9 @@ ngx_mail_plus_dir_pgsql_exit_process(ngx_cycle_t *cycle,
 static ngx_int_t
 ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
 {
-    ngx_str_t                   err;
-    ngx_mail_plus_dir_pgsql_t  *pgsql;
+    ngx_str_t                       err;
+    ngx_mail_plus_dir_pgsql_t      *pgsql;
+    ngx_mail_plus_dir_pgsql_req_t  *lr;
 
     pgsql = req->dir->data;
 
@@ -158,13 +172,23 @@ ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
         return NGX_OK;
     }
 
+    lr = ngx_palloc(req->pool, sizeof(ngx_mail_plus_dir_pgsql_req_t));
+    if (lr == NULL) {
+        ngx_str_set(&err, "out of memory");
+        ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL, &err);
+        return NGX_OK;
+    }
+
+    lr->pc = NULL;
+    lr->queued = ngx_current_msec;
+    req->ctx = lr;
+
     ngx_queue_insert_tail(&pgsql->waiting, &req->queue);
     pgsql->nwaiting++;
-    req->ctx = NULL;
 
     ngx_mail_plus_dir_pgsql_dispatch(pgsql);
 
-    if (req->ctx == NULL
+    if (lr->pc == NULL
         && ngx_mail_plus_dir_pgsql_alive(pgsql, NGX_MAIL_PLUS_PGSQL_CLOSED)
            == 0)
     {
@@ -173,6 +197,8 @@ ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
         ngx_queue_remove(&req->queue);
         pgsql->nwaiting--;
 
+        ngx_mail_plus_dir_pgsql_deadline(pgsql);
+
         ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL,
                                        &pgsql->error);
         return NGX_OK;
@@ -180,7 +206,7 @@ ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
 
     ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
                    "router: pgsql \"%V\" lookup %p %s", &req->dir->name, req,
-                   req->ctx ? "sent" : "waits for a connection");
+                   lr->pc ? "sent" : "waits for a connection");
 
     return NGX_AGAIN;
 }
@@ -241,6 +267,8 @@ ngx_mail_plus_dir_pgsql_dispatch(ngx_mail_plus_dir_pgsql_t *pgsql)
             connecting++;
         }
     }
+
+    ngx_mail_plus_dir_pgsql_deadline(pgsql);
 }
 
 
@@ -276,8 +304,7 @@ ngx_mail_plus_dir_pgsql_alive(ngx_mail_plus_dir_pgsql_t *pgsql,
 void
 ngx_mail_plus_dir_pgsql_fail_waiting(ngx_mail_plus_dir_pgsql_t *pgsql)
 {
-    ngx_queue_t               waiting, *q;
-    ngx_mail_plus_dir_req_t  *req;
+    ngx_queue_t  waiting;
 
     if (pgsql->nwaiting == 0
         || ngx_mail_plus_dir_pgsql_alive(pgsql, NGX_MAIL_PLUS_PGSQL_CLOSED))
@@ -296,14 +323,107 @@ ngx_mail_plus_dir_pgsql_fail_waiting(ngx_mail_plus_dir_pgsql_t *pgsql)
     ngx_queue_init(&pgsql->waiting);
     pgsql->nwaiting = 0;
 
-    while (!ngx_queue_empty(&waiting)) {
-        q = ngx_queue_head(&waiting);
+    ngx_mail_plus_dir_pgsql_deadline(pgsql);
+    ngx_mail_plus_dir_pgsql_fail(&waiting, &pgsql->error);
+}
+
+
+/* the queue's timer: when the oldest lookup that waits has waited enough */
+
+static void
+ngx_mail_plus_dir_pgsql_deadline(ngx_mail_plus_dir_pgsql_t *pgsql)
+{
+    ngx_msec_t                      waited;
+    ngx_mail_plus_dir_req_t        *req;
+    ngx_mail_plus_dir_pgsql_req_t  *lr;
+
+    if (pgsql->nwaiting == 0) {
+
+        if (pgsql->deadline.timer_set) {
+            ngx_del_timer(&pgsql->deadline);
+        }
+
+        return;
+    }
+
+    req = ngx_queue_data(ngx_queue_head(&pgsql->waiting),
+                         ngx_mail_plus_dir_req_t, queue);
+    lr = req->ctx;
+
+    waited = ngx_current_msec - lr->queued;
+
+    ngx_add_timer(&pgsql->deadline, waited < pgsql->dir->timeout
+                                    ? pgsql->dir->timeout - waited : 1);
+}
+
+
+/*
+ * the queue's timer fired: the lookups that have waited "timeout" fail,
+ * the others wait on
+ */
+
+static void
+ngx_mail_plus_dir_pgsql_expire(ngx_event_t *ev)
+{
+    ngx_str_t                       err;
+    ngx_queue_t                     expired, *q;
+    ngx_mail_plus_dir_req_t        *req;
+    ngx_mail_plus_dir_pgsql_t      *pgsql;
+    ngx_mail_plus_dir_pgsql_req_t  *lr;
+
+    pgsql = ev->data;
+
+    ngx_queue_init(&expired);
+
+    while (pgsql->nwaiting) {
+        q = ngx_queue_head(&pgsql->waiting);
+        req = ngx_queue_data(q, ngx_mail_plus_dir_req_t, queue);
+        lr = req->ctx;
+
+        if (ngx_current_msec - lr->queued < pgsql->dir->timeout) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        pgsql->nwaiting--;
+
+        ngx_queue_insert_tail(&expired, q);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                   "router: pgsql \"%V\": queue timer fired, %ui lookups "
+                   "wait on", &pgsql->dir->name, pgsql->nwaiting);
+
+    ngx_mail_plus_dir_pgsql_deadline(pgsql);
+
+    ngx_str_set(&err, "no connection free within the timeout");
+    ngx_mail_plus_dir_pgsql_fail(&expired, &err);
+}
+
+
+/*
+ * lookups taken from the queue fail; their handlers may ask again, and
+ * find them gone from it
+ */
+
+static void
+ngx_mail_plus_dir_pgsql_fail(ngx_queue_t *failed, ngx_str_t *error)
+{
+    ngx_queue_t              *q;
+    ngx_mail_plus_dir_req_t  *req;
+
+    while (!ngx_queue_empty(failed)) {
+        q = ngx_queue_head(failed);
         ngx_queue_remove(q);
 
         req = ngx_queue_data(q, ngx_mail_plus_dir_req_t, queue);
 
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                       "router: pgsql \"%V\" lookup %p failed waiting",
+                       &req->dir->name, req);
+
         ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL,
-                                       &pgsql->error);
+                                       error);
         ngx_mail_plus_dir_done(req);
     }
 }
@@ -325,7 +445,6 @@ ngx_mail_plus_dir_pgsql_finish(ngx_mail_plus_dir_pgsql_conn_t *pc)
     req = pc->req;
 
     pc->req = NULL;
-    req->ctx = NULL;
 
     if (pc->timer.timer_set) {
         ngx_del_timer(&pc->timer);

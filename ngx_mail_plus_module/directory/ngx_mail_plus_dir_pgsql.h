@@ -74,10 +74,19 @@ struct ngx_mail_plus_dir_pgsql_s {
     ngx_mail_plus_dir_pgsql_conn_t  *conns;
     ngx_queue_t                      waiting;
     ngx_uint_t                       nwaiting;
+    ngx_event_t                      deadline;  /* of the oldest waiting */
     ngx_log_t                       *log;
     ngx_str_t                        error;   /* the last connection's */
     u_char                           error_buf[NGX_MAIL_PLUS_PGSQL_ERROR_LEN];
 };
+
+
+/* a lookup's, while the source has it (req->ctx) */
+
+typedef struct {
+    ngx_mail_plus_dir_pgsql_conn_t  *pc;      /* the connection running it */
+    ngx_msec_t                       queued;  /* when it began to wait */
+} ngx_mail_plus_dir_pgsql_req_t;
 
 
 /* the pool and the lookups that wait (ngx_mail_plus_dir_pgsql.c) */

@@ -360,9 +360,10 @@ ngx_int_t
 ngx_mail_plus_dir_pgsql_send(ngx_mail_plus_dir_pgsql_conn_t *pc,
     ngx_mail_plus_dir_req_t *req)
 {
-    int          rc;
-    char        *login;
-    const char  *values[1];
+    int                             rc;
+    char                           *login;
+    const char                     *values[1];
+    ngx_mail_plus_dir_pgsql_req_t  *lr;
 
     login = (char *) ngx_pnalloc(req->pool, req->login.len + 1);
     if (login == NULL) {
@@ -412,7 +413,8 @@ ngx_mail_plus_dir_pgsql_send(ngx_mail_plus_dir_pgsql_conn_t *pc,
     pc->answered = 0;
     pc->broken = 0;
 
-    req->ctx = pc;
+    lr = req->ctx;
+    lr->pc = pc;
 
     ngx_add_timer(&pc->timer, pc->pgsql->dir->timeout);
 
