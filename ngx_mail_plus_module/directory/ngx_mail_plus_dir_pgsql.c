@@ -24,10 +24,10 @@
  * Each worker keeps up to "connections" connections, made at the first
  * lookups that need them and kept for the next.  A lookup takes an idle
  * connection, or waits in a queue (of at most 1000, for at most
- * "timeout": one timer, on the oldest) for one.  libpq owns
- * each socket: an nginx connection only watches it, and is freed without
- * closing it; while a connection is being made, libpq may replace its
- * socket at any step, so the socket is watched anew after each.
+ * "timeout": one timer, on the oldest) for one.  libpq owns each socket:
+ * an nginx connection only watches it, and is freed without closing it;
+ * while a connection is being made, libpq may replace its socket at any
+ * step, so the socket is watched anew after each.
  *
  * This file: the source's operations, the per-worker pool of
  * connections, and the lookups that wait for one.
@@ -351,6 +351,10 @@ ngx_mail_plus_dir_pgsql_deadline(ngx_mail_plus_dir_pgsql_t *pgsql)
     lr = req->ctx;
 
     waited = ngx_current_msec - lr->queued;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, pgsql->log, 0,
+                   "router: pgsql \"%V\": queue timer for lookup %p, "
+                   "waiting for %M ms", &pgsql->dir->name, req, waited);
 
     ngx_add_timer(&pgsql->deadline, waited < pgsql->dir->timeout
                                     ? pgsql->dir->timeout - waited : 1);
