@@ -16,6 +16,7 @@ use strict;
 
 use Test::More;
 
+use IO::Select;
 use MIME::Base64 qw/ encode_base64 /;
 use Time::HiRes qw/ time sleep /;
 
@@ -114,6 +115,12 @@ VALUES
      'slow', 'example.com'),
     ('slow2\@example.com', '{PLAIN}slowpw', 'Slow', 'example.com/slow2/',
      'slow2', 'example.com'),
+    ('slow3\@example.com', '{PLAIN}slowpw', 'Slow', 'example.com/slow3/',
+     'slow3', 'example.com'),
+    ('slow4\@example.com', '{PLAIN}slowpw', 'Slow', 'example.com/slow4/',
+     'slow4', 'example.com'),
+    ('slow5\@example.com', '{PLAIN}slowpw', 'Slow', 'example.com/slow5/',
+     'slow5', 'example.com'),
     ('nol\@example.com', '{PLAIN}nolpw', 'Nol', 'example.com/nol/', 'nol',
      'example.com');
 
@@ -386,6 +393,46 @@ like($t->read_file('error.log'), qr/timed out waiting for the query/,
     'query timeout: logged');
 like(pop3_login('bob@example.com', 'bobpw'), qr/^\+OK/,
     'after a timeout: works again');
+
+# a server that takes every query and answers none: lookups that wait
+# behind the hung ones (both connections busy) fail after waiting
+# "timeout", not after the queries before them each took theirs; the two
+# taken when the first queries time out take a "timeout" of their own
+
+my @hung = map {
+    my $c = MailPlus::Test::Client->new($t->port('pop3'), timeout => 20);
+    $c->getline();
+    $c->pop3("USER $_\@example.com");
+    $c
+} qw/ slow slow2 slow3 slow4 slow5 /;
+
+$hung[$_]->send('PASS slowpw') for 0, 1;
+sleep(0.5);
+
+$t0 = time();
+$hung[$_]->send('PASS slowpw') for 2 .. 4;
+
+my (%took, %reply);
+my $sel = IO::Select->new(map { $hung[$_]->sock() } 2 .. 4);
+
+while ($sel->count() && time() - $t0 < 20) {
+    for my $s ($sel->can_read(1)) {
+        my ($i) = grep { $hung[$_]->sock() == $s } 2 .. 4;
+        $reply{$i} = $hung[$i]->getline() // 'none';
+        $took{$i} = time() - $t0;
+        $sel->remove($s);
+    }
+}
+
+like($reply{$_} // 'none', qr/^-ERR \[SYS\/TEMP\]/,
+    "queued behind hung queries $_: temporary failure") for 2 .. 4;
+
+my ($first) = sort { $a <=> $b } values %took;
+ok($first >= 4 && $first < 7.5,
+    'queued behind hung queries: failed after about the timeout')
+    or diag(explain \%took);
+like($t->read_file('error.log'), qr/no connection free within the timeout/,
+    'queued behind hung queries: logged');
 
 ###############################################################################
 

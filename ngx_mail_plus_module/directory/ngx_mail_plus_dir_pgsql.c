@@ -9,10 +9,7 @@
 #include <ngx_event.h>
 #include <ngx_mail.h>
 #include "ngx_mail_plus_directory.h"
-
-#if (NGX_MAIL_PLUS_PGSQL)
-#include <libpq-fe.h>
-#endif
+#include "ngx_mail_plus_dir_pgsql.h"
 
 
 /*
@@ -26,122 +23,35 @@
  *
  * Each worker keeps up to "connections" connections, made at the first
  * lookups that need them and kept for the next.  A lookup takes an idle
- * connection, or waits in a queue (of at most 1000) for one.  libpq owns
- * each socket: an nginx connection only watches it, and is freed without
- * closing it; while a connection is being made, libpq may replace its
- * socket at any step, so the socket is watched anew after each.
+ * connection, or waits in a queue (of at most 1000, for at most
+ * "timeout": one timer, on the oldest) for one.  libpq owns each socket:
+ * an nginx connection only watches it, and is freed without closing it;
+ * while a connection is being made, libpq may replace its socket at any
+ * step, so the socket is watched anew after each.
+ *
+ * This file: the source's operations, the per-worker pool of
+ * connections, and the lookups that wait for one.
  */
 
 
 #if (NGX_MAIL_PLUS_PGSQL)
 
 #define NGX_MAIL_PLUS_PGSQL_WAITING    1000
-#define NGX_MAIL_PLUS_PGSQL_ERROR_LEN  256
-#define NGX_MAIL_PLUS_PGSQL_HASH_LEN   1024
-
-#define NGX_MAIL_PLUS_PGSQL_BOOLOID    16
 
 
-/* the states of a connection */
-
-#define NGX_MAIL_PLUS_PGSQL_CLOSED      0
-#define NGX_MAIL_PLUS_PGSQL_CONNECTING  1
-#define NGX_MAIL_PLUS_PGSQL_IDLE        2
-#define NGX_MAIL_PLUS_PGSQL_BUSY        3
-
-
-typedef struct {
-    char                       *conninfo;
-    char                       *query[2];  /* PASSDB, USERDB */
-} ngx_mail_plus_dir_pgsql_conf_t;
-
-
-typedef struct ngx_mail_plus_dir_pgsql_s  ngx_mail_plus_dir_pgsql_t;
-
-
-typedef struct {
-    PGconn                     *pg;
-    ngx_connection_t           *c;         /* watches libpq's socket */
-    ngx_mail_plus_dir_pgsql_t  *pgsql;
-    ngx_mail_plus_dir_req_t    *req;       /* BUSY: the lookup it runs */
-    ngx_event_t                 timer;
-    ngx_uint_t                  state;
-    ngx_uint_t                  number;
-    unsigned                    flushing:1;
-    unsigned                    answered:1;
-    unsigned                    broken:1;
-    unsigned                    reused:1;
-} ngx_mail_plus_dir_pgsql_conn_t;
-
-
-/* a worker's */
-
-struct ngx_mail_plus_dir_pgsql_s {
-    ngx_mail_plus_dir_t             *dir;
-    ngx_mail_plus_dir_pgsql_conf_t  *conf;
-    ngx_mail_plus_dir_pgsql_conn_t  *conns;
-    ngx_queue_t                      waiting;
-    ngx_uint_t                       nwaiting;
-    ngx_log_t                       *log;
-    ngx_str_t                        error;   /* the last connection's */
-    u_char                           error_buf[NGX_MAIL_PLUS_PGSQL_ERROR_LEN];
-};
-
-
-static char *ngx_mail_plus_dir_pgsql_conninfo(ngx_conf_t *cf,
-    ngx_mail_plus_dir_t *dir, ngx_mail_plus_dir_param_t *param,
-    char **conninfo);
-static void ngx_mail_plus_dir_pgsql_hosts(ngx_conf_t *cf,
-    ngx_mail_plus_dir_t *dir, ngx_mail_plus_dir_param_t *param,
-    PQconninfoOption *opts);
-static char *ngx_mail_plus_dir_pgsql_query(ngx_conf_t *cf,
-    ngx_mail_plus_dir_t *dir, ngx_mail_plus_dir_param_t *param,
-    char **query);
 static ngx_int_t ngx_mail_plus_dir_pgsql_init_process(ngx_cycle_t *cycle,
     ngx_mail_plus_dir_t *dir);
 static void ngx_mail_plus_dir_pgsql_exit_process(ngx_cycle_t *cycle,
     ngx_mail_plus_dir_t *dir);
 static ngx_int_t ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req);
-static void ngx_mail_plus_dir_pgsql_dispatch(ngx_mail_plus_dir_pgsql_t *pgsql);
 static ngx_uint_t ngx_mail_plus_dir_pgsql_alive(
     ngx_mail_plus_dir_pgsql_t *pgsql, ngx_uint_t state);
-static void ngx_mail_plus_dir_pgsql_fail_waiting(
-    ngx_mail_plus_dir_pgsql_t *pgsql);
-static ngx_int_t ngx_mail_plus_dir_pgsql_connect(
-    ngx_mail_plus_dir_pgsql_conn_t *pc);
-static void ngx_mail_plus_dir_pgsql_connect_step(
-    ngx_mail_plus_dir_pgsql_conn_t *pc);
-static void ngx_mail_plus_dir_pgsql_connect_failed(
-    ngx_mail_plus_dir_pgsql_conn_t *pc);
-static ngx_int_t ngx_mail_plus_dir_pgsql_watch(
-    ngx_mail_plus_dir_pgsql_conn_t *pc, PostgresPollingStatusType poll);
-static void ngx_mail_plus_dir_pgsql_forget(ngx_mail_plus_dir_pgsql_conn_t *pc,
-    ngx_uint_t flags);
-static void ngx_mail_plus_dir_pgsql_close(ngx_mail_plus_dir_pgsql_conn_t *pc);
-static void ngx_mail_plus_dir_pgsql_handler(ngx_event_t *ev);
-static void ngx_mail_plus_dir_pgsql_timeout(ngx_event_t *ev);
-static ngx_int_t ngx_mail_plus_dir_pgsql_send(
-    ngx_mail_plus_dir_pgsql_conn_t *pc, ngx_mail_plus_dir_req_t *req);
-static void ngx_mail_plus_dir_pgsql_idle(ngx_mail_plus_dir_pgsql_conn_t *pc);
-static void ngx_mail_plus_dir_pgsql_busy(ngx_mail_plus_dir_pgsql_conn_t *pc);
-static void ngx_mail_plus_dir_pgsql_finish(ngx_mail_plus_dir_pgsql_conn_t *pc);
-static void ngx_mail_plus_dir_pgsql_result(ngx_mail_plus_dir_pgsql_conn_t *pc,
-    PGresult *res);
-static void ngx_mail_plus_dir_pgsql_row(ngx_mail_plus_dir_req_t *req,
-    PGresult *res);
-static void ngx_mail_plus_dir_pgsql_answer(ngx_mail_plus_dir_req_t *req,
-    ngx_uint_t result, ngx_str_t *error);
-static void ngx_mail_plus_dir_pgsql_set_error(ngx_mail_plus_dir_pgsql_t *pgsql,
-    const char *text);
-static size_t ngx_mail_plus_dir_pgsql_clean(u_char *dst, size_t size,
-    const char *text);
-static void ngx_mail_plus_dir_pgsql_notice(void *arg, const char *message);
+static void ngx_mail_plus_dir_pgsql_deadline(ngx_mail_plus_dir_pgsql_t *pgsql);
+static void ngx_mail_plus_dir_pgsql_expire(ngx_event_t *ev);
+static void ngx_mail_plus_dir_pgsql_fail(ngx_queue_t *failed,
+    ngx_str_t *error);
 
 #endif
-
-
-static char *ngx_mail_plus_dir_pgsql_conf(ngx_conf_t *cf,
-    ngx_mail_plus_dir_t *dir);
 
 
 ngx_mail_plus_dir_ops_t  ngx_mail_plus_dir_pgsql_ops = {
@@ -159,310 +69,7 @@ ngx_mail_plus_dir_ops_t  ngx_mail_plus_dir_pgsql_ops = {
 };
 
 
-#if !(NGX_MAIL_PLUS_PGSQL)
-
-static char *
-ngx_mail_plus_dir_pgsql_conf(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir)
-{
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "directory \"%V\" of type \"pgsql\": the module was "
-                       "built without libpq", &dir->name);
-    return NGX_CONF_ERROR;
-}
-
-#else
-
-
-/*
- * "connect", "query" and the optional "recipient_query"; nothing is
- * connected at "nginx -t" nor at start: the first lookup connects
- */
-
-static char *
-ngx_mail_plus_dir_pgsql_conf(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir)
-{
-    char                            *rv;
-    ngx_mail_plus_dir_param_t       *param;
-    ngx_mail_plus_dir_pgsql_conf_t  *pcf;
-
-    pcf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_dir_pgsql_conf_t));
-    if (pcf == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    param = ngx_mail_plus_dir_param(dir, "connect");
-
-    if (param == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "directory \"%V\" in %s:%ui needs \"connect\"",
-                      &dir->name, dir->file, dir->line);
-        return NGX_CONF_ERROR;
-    }
-
-    rv = ngx_mail_plus_dir_pgsql_conninfo(cf, dir, param, &pcf->conninfo);
-    if (rv != NGX_CONF_OK) {
-        return rv;
-    }
-
-    param = ngx_mail_plus_dir_param(dir, "query");
-
-    if (param == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "directory \"%V\" in %s:%ui needs \"query\"",
-                      &dir->name, dir->file, dir->line);
-        return NGX_CONF_ERROR;
-    }
-
-    rv = ngx_mail_plus_dir_pgsql_query(cf, dir, param,
-                                       &pcf->query[NGX_MAIL_PLUS_DIR_PASSDB]);
-    if (rv != NGX_CONF_OK) {
-        return rv;
-    }
-
-    param = ngx_mail_plus_dir_param(dir, "recipient_query");
-
-    if (param) {
-        rv = ngx_mail_plus_dir_pgsql_query(cf, dir, param,
-                                       &pcf->query[NGX_MAIL_PLUS_DIR_USERDB]);
-        if (rv != NGX_CONF_OK) {
-            return rv;
-        }
-
-        dir->userdb = 1;
-    }
-
-    dir->conf = pcf;
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * libpq's connection string, parsed as libpq will; a host given by name
- * is warned of: libpq resolves it with a call that blocks the worker
- */
-
-static char *
-ngx_mail_plus_dir_pgsql_conninfo(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
-    ngx_mail_plus_dir_param_t *param, char **conninfo)
-{
-    char              *err;
-    size_t             len;
-    ngx_str_t         *value;
-    PQconninfoOption  *opts;
-    u_char             buf[NGX_MAIL_PLUS_PGSQL_ERROR_LEN];
-
-    value = param->args->elts;
-
-    if (param->args->nelts != 1 || value[0].len == 0) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "invalid \"connect\" of directory \"%V\" in %s:%ui",
-                      &dir->name, param->file, param->line);
-        return NGX_CONF_ERROR;
-    }
-
-    *conninfo = (char *) ngx_pnalloc(cf->pool, value[0].len + 1);
-    if (*conninfo == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    (void) ngx_cpystrn((u_char *) *conninfo, value[0].data, value[0].len + 1);
-
-    err = NULL;
-    opts = PQconninfoParse(*conninfo, &err);
-
-    if (opts == NULL) {
-        len = ngx_mail_plus_dir_pgsql_clean(buf, sizeof(buf),
-                                            err ? err : "out of memory");
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "invalid \"connect\" of directory \"%V\" in %s:%ui: "
-                      "%*s", &dir->name, param->file, param->line, len, buf);
-
-        if (err) {
-            PQfreemem(err);
-        }
-
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_mail_plus_dir_pgsql_hosts(cf, dir, param, opts);
-
-    PQconninfoFree(opts);
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * each host of the connection string: an address, a socket's directory,
- * or a name, which is warned of
- */
-
-static void
-ngx_mail_plus_dir_pgsql_hosts(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
-    ngx_mail_plus_dir_param_t *param, PQconninfoOption *opts)
-{
-    u_char            *p, *last, *start;
-    size_t             len;
-    ngx_str_t          host;
-    ngx_uint_t         hostaddr;
-    PQconninfoOption  *opt;
-
-    hostaddr = 0;
-    ngx_str_null(&host);
-
-    for (opt = opts; opt->keyword; opt++) {
-        if (opt->val == NULL || opt->val[0] == '\0') {
-            continue;
-        }
-
-        if (ngx_strcmp(opt->keyword, "hostaddr") == 0) {
-            hostaddr = 1;
-
-        } else if (ngx_strcmp(opt->keyword, "host") == 0) {
-            host.data = (u_char *) opt->val;
-            host.len = ngx_strlen(opt->val);
-        }
-    }
-
-    p = host.data;
-    last = host.data + host.len;
-
-    while (!hostaddr && p < last) {
-
-        start = p;
-
-        while (p < last && *p != ',') {
-            p++;
-        }
-
-        len = p - start;
-        p++;
-
-        if (len == 0 || start[0] == '/' || start[0] == '@'
-            || ngx_inet_addr(start, len) != INADDR_NONE)
-        {
-            continue;
-        }
-
-#if (NGX_HAVE_INET6)
-        {
-        struct in6_addr  in6;
-
-        if (ngx_inet6_addr(start, len, in6.s6_addr) == NGX_OK) {
-            continue;
-        }
-        }
-#endif
-
-        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
-                      "directory \"%V\" in %s:%ui: the host \"%*s\" is a "
-                      "name, which libpq resolves with a blocking call at "
-                      "each connection; give an address, or \"hostaddr\"",
-                      &dir->name, param->file, param->line, len, start);
-        break;
-    }
-}
-
-
-/*
- * a query: the login is the parameter $1, which must be there outside a
- * quoted string, and the only one; what looks like a substitution into
- * the text ('%u', %s, %{user}) is refused, since none is ever made
- */
-
-static char *
-ngx_mail_plus_dir_pgsql_query(ngx_conf_t *cf, ngx_mail_plus_dir_t *dir,
-    ngx_mail_plus_dir_param_t *param, char **query)
-{
-    u_char     *p, *last, quote;
-    char       *err;
-    ngx_str_t  *value;
-    ngx_int_t   n;
-    ngx_uint_t  found;
-
-    value = param->args->elts;
-
-    if (param->args->nelts != 1 || value[0].len == 0) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "invalid \"%V\" of directory \"%V\" in %s:%ui",
-                      &param->name, &dir->name, param->file, param->line);
-        return NGX_CONF_ERROR;
-    }
-
-    p = value[0].data;
-    last = p + value[0].len;
-
-    quote = 0;
-    found = 0;
-    err = NULL;
-
-    for ( /* void */ ; p < last && err == NULL; p++) {
-
-        if (*p == '%' && p + 1 < last
-            && (p[1] == '{' || (p[1] >= 'a' && p[1] <= 'z')
-                || (p[1] >= 'A' && p[1] <= 'Z')))
-        {
-            err = "has a substitution in its text (\"%x\" or \"%{...}\"), "
-                  "which is never made: the login is the parameter $1";
-            break;
-        }
-
-        if (quote) {
-            if (*p == quote) {
-                quote = 0;
-            }
-
-            continue;
-        }
-
-        if (*p == '\'' || *p == '"') {
-            quote = *p;
-            continue;
-        }
-
-        if (*p != '$' || p + 1 == last || p[1] < '0' || p[1] > '9') {
-            continue;
-        }
-
-        for (n = 0, p++; p < last && *p >= '0' && *p <= '9'; p++) {
-            n = n * 10 + (*p - '0');
-
-            if (n > 1) {
-                break;
-            }
-        }
-
-        p--;
-
-        if (n != 1) {
-            err = "has a parameter other than $1, the login";
-        }
-
-        found = 1;
-    }
-
-    if (err == NULL && !found) {
-        err = "has no parameter $1 (outside a quoted string) for the login";
-    }
-
-    if (err) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "the \"%V\" of directory \"%V\" in %s:%ui %s",
-                      &param->name, &dir->name, param->file, param->line,
-                      err);
-        return NGX_CONF_ERROR;
-    }
-
-    *query = (char *) ngx_pnalloc(cf->pool, value[0].len + 1);
-    if (*query == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    (void) ngx_cpystrn((u_char *) *query, value[0].data, value[0].len + 1);
-
-    return NGX_CONF_OK;
-}
+#if (NGX_MAIL_PLUS_PGSQL)
 
 
 static ngx_int_t
@@ -490,6 +97,10 @@ ngx_mail_plus_dir_pgsql_init_process(ngx_cycle_t *cycle,
     pgsql->error.data = pgsql->error_buf;
 
     ngx_queue_init(&pgsql->waiting);
+
+    pgsql->deadline.handler = ngx_mail_plus_dir_pgsql_expire;
+    pgsql->deadline.data = pgsql;
+    pgsql->deadline.log = cycle->log;
 
     for (i = 0; i < dir->connections; i++) {
         pc = &pgsql->conns[i];
@@ -520,6 +131,10 @@ ngx_mail_plus_dir_pgsql_exit_process(ngx_cycle_t *cycle,
         return;
     }
 
+    if (pgsql->deadline.timer_set) {
+        ngx_del_timer(&pgsql->deadline);
+    }
+
     for (i = 0; i < dir->connections; i++) {
         ngx_mail_plus_dir_pgsql_close(&pgsql->conns[i]);
     }
@@ -534,8 +149,9 @@ ngx_mail_plus_dir_pgsql_exit_process(ngx_cycle_t *cycle,
 static ngx_int_t
 ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
 {
-    ngx_str_t                   err;
-    ngx_mail_plus_dir_pgsql_t  *pgsql;
+    ngx_str_t                       err;
+    ngx_mail_plus_dir_pgsql_t      *pgsql;
+    ngx_mail_plus_dir_pgsql_req_t  *lr;
 
     pgsql = req->dir->data;
 
@@ -556,13 +172,23 @@ ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
         return NGX_OK;
     }
 
+    lr = ngx_palloc(req->pool, sizeof(ngx_mail_plus_dir_pgsql_req_t));
+    if (lr == NULL) {
+        ngx_str_set(&err, "out of memory");
+        ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL, &err);
+        return NGX_OK;
+    }
+
+    lr->pc = NULL;
+    lr->queued = ngx_current_msec;
+    req->ctx = lr;
+
     ngx_queue_insert_tail(&pgsql->waiting, &req->queue);
     pgsql->nwaiting++;
-    req->ctx = NULL;
 
     ngx_mail_plus_dir_pgsql_dispatch(pgsql);
 
-    if (req->ctx == NULL
+    if (lr->pc == NULL
         && ngx_mail_plus_dir_pgsql_alive(pgsql, NGX_MAIL_PLUS_PGSQL_CLOSED)
            == 0)
     {
@@ -571,6 +197,8 @@ ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
         ngx_queue_remove(&req->queue);
         pgsql->nwaiting--;
 
+        ngx_mail_plus_dir_pgsql_deadline(pgsql);
+
         ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL,
                                        &pgsql->error);
         return NGX_OK;
@@ -578,7 +206,7 @@ ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
 
     ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
                    "router: pgsql \"%V\" lookup %p %s", &req->dir->name, req,
-                   req->ctx ? "sent" : "waits for a connection");
+                   lr->pc ? "sent" : "waits for a connection");
 
     return NGX_AGAIN;
 }
@@ -590,7 +218,7 @@ ngx_mail_plus_dir_pgsql_lookup(ngx_mail_plus_dir_req_t *req)
  * connecting, each tried once here
  */
 
-static void
+void
 ngx_mail_plus_dir_pgsql_dispatch(ngx_mail_plus_dir_pgsql_t *pgsql)
 {
     ngx_uint_t                       i, connecting;
@@ -639,6 +267,8 @@ ngx_mail_plus_dir_pgsql_dispatch(ngx_mail_plus_dir_pgsql_t *pgsql)
             connecting++;
         }
     }
+
+    ngx_mail_plus_dir_pgsql_deadline(pgsql);
 }
 
 
@@ -671,11 +301,10 @@ ngx_mail_plus_dir_pgsql_alive(ngx_mail_plus_dir_pgsql_t *pgsql,
  * failure to connect): the lookups that wait fail
  */
 
-static void
+void
 ngx_mail_plus_dir_pgsql_fail_waiting(ngx_mail_plus_dir_pgsql_t *pgsql)
 {
-    ngx_queue_t               waiting, *q;
-    ngx_mail_plus_dir_req_t  *req;
+    ngx_queue_t  waiting;
 
     if (pgsql->nwaiting == 0
         || ngx_mail_plus_dir_pgsql_alive(pgsql, NGX_MAIL_PLUS_PGSQL_CLOSED))
@@ -694,476 +323,113 @@ ngx_mail_plus_dir_pgsql_fail_waiting(ngx_mail_plus_dir_pgsql_t *pgsql)
     ngx_queue_init(&pgsql->waiting);
     pgsql->nwaiting = 0;
 
-    while (!ngx_queue_empty(&waiting)) {
-        q = ngx_queue_head(&waiting);
+    ngx_mail_plus_dir_pgsql_deadline(pgsql);
+    ngx_mail_plus_dir_pgsql_fail(&waiting, &pgsql->error);
+}
+
+
+/* the queue's timer: when the oldest lookup that waits has waited enough */
+
+static void
+ngx_mail_plus_dir_pgsql_deadline(ngx_mail_plus_dir_pgsql_t *pgsql)
+{
+    ngx_msec_t                      waited;
+    ngx_mail_plus_dir_req_t        *req;
+    ngx_mail_plus_dir_pgsql_req_t  *lr;
+
+    if (pgsql->nwaiting == 0) {
+
+        if (pgsql->deadline.timer_set) {
+            ngx_del_timer(&pgsql->deadline);
+        }
+
+        return;
+    }
+
+    req = ngx_queue_data(ngx_queue_head(&pgsql->waiting),
+                         ngx_mail_plus_dir_req_t, queue);
+    lr = req->ctx;
+
+    waited = ngx_current_msec - lr->queued;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, pgsql->log, 0,
+                   "router: pgsql \"%V\": queue timer for lookup %p, "
+                   "waiting for %M ms", &pgsql->dir->name, req, waited);
+
+    ngx_add_timer(&pgsql->deadline, waited < pgsql->dir->timeout
+                                    ? pgsql->dir->timeout - waited : 1);
+}
+
+
+/*
+ * the queue's timer fired: the lookups that have waited "timeout" fail,
+ * the others wait on
+ */
+
+static void
+ngx_mail_plus_dir_pgsql_expire(ngx_event_t *ev)
+{
+    ngx_str_t                       err;
+    ngx_queue_t                     expired, *q;
+    ngx_mail_plus_dir_req_t        *req;
+    ngx_mail_plus_dir_pgsql_t      *pgsql;
+    ngx_mail_plus_dir_pgsql_req_t  *lr;
+
+    pgsql = ev->data;
+
+    ngx_queue_init(&expired);
+
+    while (pgsql->nwaiting) {
+        q = ngx_queue_head(&pgsql->waiting);
+        req = ngx_queue_data(q, ngx_mail_plus_dir_req_t, queue);
+        lr = req->ctx;
+
+        if (ngx_current_msec - lr->queued < pgsql->dir->timeout) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        pgsql->nwaiting--;
+
+        ngx_queue_insert_tail(&expired, q);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ev->log, 0,
+                   "router: pgsql \"%V\": queue timer fired, %ui lookups "
+                   "wait on", &pgsql->dir->name, pgsql->nwaiting);
+
+    ngx_mail_plus_dir_pgsql_deadline(pgsql);
+
+    ngx_str_set(&err, "no connection free within the timeout");
+    ngx_mail_plus_dir_pgsql_fail(&expired, &err);
+}
+
+
+/*
+ * lookups taken from the queue fail; their handlers may ask again, and
+ * find them gone from it
+ */
+
+static void
+ngx_mail_plus_dir_pgsql_fail(ngx_queue_t *failed, ngx_str_t *error)
+{
+    ngx_queue_t              *q;
+    ngx_mail_plus_dir_req_t  *req;
+
+    while (!ngx_queue_empty(failed)) {
+        q = ngx_queue_head(failed);
         ngx_queue_remove(q);
 
         req = ngx_queue_data(q, ngx_mail_plus_dir_req_t, queue);
 
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                       "router: pgsql \"%V\" lookup %p failed waiting",
+                       &req->dir->name, req);
+
         ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL,
-                                       &pgsql->error);
+                                       error);
         ngx_mail_plus_dir_done(req);
     }
-}
-
-
-/* a connection started: NGX_ERROR, if it failed at once (pgsql->error) */
-
-static ngx_int_t
-ngx_mail_plus_dir_pgsql_connect(ngx_mail_plus_dir_pgsql_conn_t *pc)
-{
-    ngx_mail_plus_dir_pgsql_t  *pgsql;
-
-    pgsql = pc->pgsql;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, pgsql->log, 0,
-                   "router: pgsql \"%V\" connection %ui connecting",
-                   &pgsql->dir->name, pc->number);
-
-    pc->pg = PQconnectStart(pgsql->conf->conninfo);
-
-    if (pc->pg == NULL) {
-        ngx_mail_plus_dir_pgsql_set_error(pgsql, "out of memory");
-        return NGX_ERROR;
-    }
-
-    pc->state = NGX_MAIL_PLUS_PGSQL_CONNECTING;
-    pc->reused = 0;
-
-    if (PQstatus(pc->pg) == CONNECTION_BAD) {
-        ngx_mail_plus_dir_pgsql_set_error(pgsql, PQerrorMessage(pc->pg));
-        goto failed;
-    }
-
-    (void) PQsetNoticeProcessor(pc->pg, ngx_mail_plus_dir_pgsql_notice, pc);
-
-    if (ngx_mail_plus_dir_pgsql_watch(pc, PGRES_POLLING_WRITING) != NGX_OK) {
-        goto failed;
-    }
-
-    ngx_add_timer(&pc->timer, pgsql->dir->timeout);
-
-    return NGX_OK;
-
-failed:
-
-    ngx_mail_plus_dir_pgsql_close(pc);
-    ngx_mail_plus_dir_state(pgsql->dir, 0, &pgsql->error, pgsql->log);
-
-    return NGX_ERROR;
-}
-
-
-/* the socket is ready as libpq asked: its next step of connecting */
-
-static void
-ngx_mail_plus_dir_pgsql_connect_step(ngx_mail_plus_dir_pgsql_conn_t *pc)
-{
-    ngx_mail_plus_dir_pgsql_t  *pgsql;
-    PostgresPollingStatusType   poll;
-
-    pgsql = pc->pgsql;
-
-    /* libpq may close the socket and open another, of the same number */
-
-    ngx_mail_plus_dir_pgsql_forget(pc, 0);
-
-    poll = PQconnectPoll(pc->pg);
-
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, pgsql->log, 0,
-                   "router: pgsql \"%V\" connection %ui: connecting, "
-                   "step %d", &pgsql->dir->name, pc->number, poll);
-
-    switch (poll) {
-
-    case PGRES_POLLING_READING:
-    case PGRES_POLLING_WRITING:
-
-        if (ngx_mail_plus_dir_pgsql_watch(pc, poll) != NGX_OK) {
-            ngx_mail_plus_dir_pgsql_connect_failed(pc);
-        }
-
-        return;
-
-    case PGRES_POLLING_OK:
-        break;
-
-    default:
-        ngx_mail_plus_dir_pgsql_set_error(pgsql, PQerrorMessage(pc->pg));
-        ngx_mail_plus_dir_pgsql_connect_failed(pc);
-        return;
-    }
-
-    if (PQsetnonblocking(pc->pg, 1) != 0
-        || ngx_mail_plus_dir_pgsql_watch(pc, PGRES_POLLING_READING) != NGX_OK)
-    {
-        ngx_mail_plus_dir_pgsql_set_error(pgsql, PQerrorMessage(pc->pg));
-        ngx_mail_plus_dir_pgsql_connect_failed(pc);
-        return;
-    }
-
-    if (pc->timer.timer_set) {
-        ngx_del_timer(&pc->timer);
-    }
-
-    pc->state = NGX_MAIL_PLUS_PGSQL_IDLE;
-
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, pgsql->log, 0,
-                   "router: pgsql \"%V\" connection %ui connected, "
-                   "%ui lookups wait", &pgsql->dir->name, pc->number,
-                   pgsql->nwaiting);
-
-    ngx_mail_plus_dir_state(pgsql->dir, 1, NULL, pgsql->log);
-
-    ngx_mail_plus_dir_pgsql_dispatch(pgsql);
-    ngx_mail_plus_dir_pgsql_fail_waiting(pgsql);
-}
-
-
-/* a connection could not be made (pgsql->error): not tried again now */
-
-static void
-ngx_mail_plus_dir_pgsql_connect_failed(ngx_mail_plus_dir_pgsql_conn_t *pc)
-{
-    ngx_mail_plus_dir_pgsql_t  *pgsql;
-
-    pgsql = pc->pgsql;
-
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, pgsql->log, 0,
-                   "router: pgsql \"%V\" connection %ui failed: %V",
-                   &pgsql->dir->name, pc->number, &pgsql->error);
-
-    ngx_mail_plus_dir_pgsql_close(pc);
-    ngx_mail_plus_dir_state(pgsql->dir, 0, &pgsql->error, pgsql->log);
-    ngx_mail_plus_dir_pgsql_fail_waiting(pgsql);
-}
-
-
-/*
- * libpq's socket watched by a new nginx connection: for reading or
- * writing while connecting, for both once connected
- */
-
-static ngx_int_t
-ngx_mail_plus_dir_pgsql_watch(ngx_mail_plus_dir_pgsql_conn_t *pc,
-    PostgresPollingStatusType poll)
-{
-    ngx_int_t          rc;
-    ngx_socket_t       s;
-    ngx_connection_t  *c;
-
-    ngx_mail_plus_dir_pgsql_forget(pc, 0);
-
-    s = PQsocket(pc->pg);
-
-    if (s == (ngx_socket_t) -1) {
-        ngx_mail_plus_dir_pgsql_set_error(pc->pgsql, "no socket");
-        return NGX_ERROR;
-    }
-
-    c = ngx_get_connection(s, pc->pgsql->log);
-
-    if (c == NULL) {
-        ngx_mail_plus_dir_pgsql_set_error(pc->pgsql,
-                                          "no free worker connection");
-        return NGX_ERROR;
-    }
-
-    c->data = pc;
-    c->read->handler = ngx_mail_plus_dir_pgsql_handler;
-    c->write->handler = ngx_mail_plus_dir_pgsql_handler;
-    c->read->log = c->log;
-    c->write->log = c->log;
-
-    pc->c = c;
-
-    if (poll == PGRES_POLLING_WRITING) {
-        rc = ngx_handle_write_event(c->write, 0);
-
-    } else {
-        rc = ngx_handle_read_event(c->read, 0);
-    }
-
-    if (rc != NGX_OK) {
-        ngx_mail_plus_dir_pgsql_set_error(pc->pgsql, "cannot watch the socket");
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * the nginx connection of a socket freed, the socket left to libpq:
- * NGX_CLOSE_EVENT when libpq closes it next
- */
-
-static void
-ngx_mail_plus_dir_pgsql_forget(ngx_mail_plus_dir_pgsql_conn_t *pc,
-    ngx_uint_t flags)
-{
-    ngx_connection_t  *c;
-
-    c = pc->c;
-
-    if (c == NULL) {
-        return;
-    }
-
-    pc->c = NULL;
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    if (c->read->active || c->read->disabled) {
-        ngx_del_event(c->read, NGX_READ_EVENT, flags);
-    }
-
-    if (c->write->active || c->write->disabled) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, flags);
-    }
-
-    ngx_free_connection(c);
-
-    c->fd = (ngx_socket_t) -1;
-}
-
-
-static void
-ngx_mail_plus_dir_pgsql_close(ngx_mail_plus_dir_pgsql_conn_t *pc)
-{
-    if (pc->timer.timer_set) {
-        ngx_del_timer(&pc->timer);
-    }
-
-    if (pc->pg) {
-        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, pc->pgsql->log, 0,
-                       "router: pgsql \"%V\" connection %ui closed",
-                       &pc->pgsql->dir->name, pc->number);
-
-        ngx_mail_plus_dir_pgsql_forget(pc, NGX_CLOSE_EVENT);
-
-        PQfinish(pc->pg);
-        pc->pg = NULL;
-    }
-
-    pc->state = NGX_MAIL_PLUS_PGSQL_CLOSED;
-    pc->req = NULL;
-    pc->flushing = 0;
-}
-
-
-static void
-ngx_mail_plus_dir_pgsql_handler(ngx_event_t *ev)
-{
-    ngx_connection_t                *c;
-    ngx_mail_plus_dir_pgsql_conn_t  *pc;
-
-    c = ev->data;
-    pc = c->data;
-
-    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, ev->log, 0,
-                   "router: pgsql \"%V\" connection %ui: %s event, state %ui",
-                   &pc->pgsql->dir->name, pc->number,
-                   ev->write ? "write" : "read", pc->state);
-
-    switch (pc->state) {
-
-    case NGX_MAIL_PLUS_PGSQL_CONNECTING:
-        ngx_mail_plus_dir_pgsql_connect_step(pc);
-        return;
-
-    case NGX_MAIL_PLUS_PGSQL_IDLE:
-        if (!ev->write) {
-            ngx_mail_plus_dir_pgsql_idle(pc);
-        }
-
-        return;
-
-    case NGX_MAIL_PLUS_PGSQL_BUSY:
-        ngx_mail_plus_dir_pgsql_busy(pc);
-        return;
-    }
-}
-
-
-/* no answer in time: the connection is closed, which cancels the query */
-
-static void
-ngx_mail_plus_dir_pgsql_timeout(ngx_event_t *ev)
-{
-    ngx_mail_plus_dir_pgsql_conn_t  *pc;
-
-    pc = ev->data;
-
-    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ev->log, 0,
-                   "router: pgsql \"%V\" connection %ui: timer fired, "
-                   "state %ui", &pc->pgsql->dir->name, pc->number, pc->state);
-
-    if (pc->state == NGX_MAIL_PLUS_PGSQL_CONNECTING) {
-        ngx_mail_plus_dir_pgsql_set_error(pc->pgsql,
-                                          "timed out connecting");
-        ngx_mail_plus_dir_pgsql_connect_failed(pc);
-        return;
-    }
-
-    if (pc->state == NGX_MAIL_PLUS_PGSQL_BUSY) {
-        ngx_mail_plus_dir_pgsql_set_error(pc->pgsql,
-                                          "timed out waiting for the query");
-        pc->broken = 1;
-        ngx_mail_plus_dir_pgsql_finish(pc);
-    }
-}
-
-
-/* the query of a lookup sent: NGX_ERROR, the connection is broken */
-
-static ngx_int_t
-ngx_mail_plus_dir_pgsql_send(ngx_mail_plus_dir_pgsql_conn_t *pc,
-    ngx_mail_plus_dir_req_t *req)
-{
-    int          rc;
-    char        *login;
-    const char  *values[1];
-
-    login = (char *) ngx_pnalloc(req->pool, req->login.len + 1);
-    if (login == NULL) {
-        return NGX_ERROR;
-    }
-
-    (void) ngx_cpystrn((u_char *) login, req->login.data, req->login.len + 1);
-
-    values[0] = login;
-
-    if (!PQsendQueryParams(pc->pg, pc->pgsql->conf->query[req->type], 1,
-                           NULL, values, NULL, NULL, 0))
-    {
-        ngx_mail_plus_dir_pgsql_set_error(pc->pgsql, PQerrorMessage(pc->pg));
-
-        ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
-                       "router: pgsql \"%V\" connection %ui cannot send: %V",
-                       &req->dir->name, pc->number, &pc->pgsql->error);
-        return NGX_ERROR;
-    }
-
-    rc = PQflush(pc->pg);
-
-    if (rc == -1) {
-        ngx_mail_plus_dir_pgsql_set_error(pc->pgsql, PQerrorMessage(pc->pg));
-        return NGX_ERROR;
-    }
-
-    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, req->log, 0,
-                   "router: pgsql \"%V\" connection %ui%s sent the query "
-                   "for \"%V\"", &req->dir->name, pc->number,
-                   pc->reused ? " (reused)" : "", &req->login);
-
-    if (rc == 1) {
-        pc->c->write->ready = 0;
-
-        if (ngx_handle_write_event(pc->c->write, 0) != NGX_OK) {
-            ngx_mail_plus_dir_pgsql_set_error(pc->pgsql,
-                                              "cannot watch the socket");
-            return NGX_ERROR;
-        }
-    }
-
-    pc->state = NGX_MAIL_PLUS_PGSQL_BUSY;
-    pc->req = req;
-    pc->flushing = (rc == 1);
-    pc->answered = 0;
-    pc->broken = 0;
-
-    req->ctx = pc;
-
-    ngx_add_timer(&pc->timer, pc->pgsql->dir->timeout);
-
-    return NGX_OK;
-}
-
-
-/* an idle connection readable: the server closed it, or a notice */
-
-static void
-ngx_mail_plus_dir_pgsql_idle(ngx_mail_plus_dir_pgsql_conn_t *pc)
-{
-    PGnotify  *notify;
-
-    if (PQconsumeInput(pc->pg) && PQstatus(pc->pg) == CONNECTION_OK) {
-
-        while ((notify = PQnotifies(pc->pg)) != NULL) {
-            PQfreemem(notify);
-        }
-
-        return;
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, pc->pgsql->log, 0,
-                   "router: pgsql \"%V\" connection %ui closed by the server "
-                   "while idle", &pc->pgsql->dir->name, pc->number);
-
-    ngx_mail_plus_dir_pgsql_close(pc);
-}
-
-
-/* the query is being sent, or its answer read */
-
-static void
-ngx_mail_plus_dir_pgsql_busy(ngx_mail_plus_dir_pgsql_conn_t *pc)
-{
-    int        rc;
-    PGresult  *res;
-
-    if (pc->flushing) {
-        rc = PQflush(pc->pg);
-
-        if (rc == -1) {
-            goto broken;
-        }
-
-        pc->flushing = (rc == 1);
-    }
-
-    if (!PQconsumeInput(pc->pg)) {
-        goto broken;
-    }
-
-    while (!PQisBusy(pc->pg)) {
-
-        res = PQgetResult(pc->pg);
-
-        if (res == NULL) {
-            ngx_mail_plus_dir_pgsql_finish(pc);
-            return;
-        }
-
-        ngx_mail_plus_dir_pgsql_result(pc, res);
-
-        PQclear(res);
-    }
-
-    if (PQstatus(pc->pg) == CONNECTION_BAD) {
-        goto broken;
-    }
-
-    if (ngx_handle_read_event(pc->c->read, 0) != NGX_OK) {
-        ngx_mail_plus_dir_pgsql_set_error(pc->pgsql, "cannot watch the socket");
-        pc->broken = 1;
-        ngx_mail_plus_dir_pgsql_finish(pc);
-    }
-
-    return;
-
-broken:
-
-    ngx_mail_plus_dir_pgsql_set_error(pc->pgsql, PQerrorMessage(pc->pg));
-    pc->broken = 1;
-    ngx_mail_plus_dir_pgsql_finish(pc);
 }
 
 
@@ -1173,7 +439,7 @@ broken:
  * may ask again at once
  */
 
-static void
+void
 ngx_mail_plus_dir_pgsql_finish(ngx_mail_plus_dir_pgsql_conn_t *pc)
 {
     ngx_mail_plus_dir_req_t    *req;
@@ -1183,7 +449,6 @@ ngx_mail_plus_dir_pgsql_finish(ngx_mail_plus_dir_pgsql_conn_t *pc)
     req = pc->req;
 
     pc->req = NULL;
-    req->ctx = NULL;
 
     if (pc->timer.timer_set) {
         ngx_del_timer(&pc->timer);
@@ -1221,297 +486,6 @@ ngx_mail_plus_dir_pgsql_finish(ngx_mail_plus_dir_pgsql_conn_t *pc)
     ngx_mail_plus_dir_pgsql_fail_waiting(pgsql);
 
     ngx_mail_plus_dir_done(req);
-}
-
-
-/*
- * the query's result: the rows, or an error; an error of a lost
- * connection (class 08) or of a server going down (57P01-57P03) breaks
- * the connection
- */
-
-static void
-ngx_mail_plus_dir_pgsql_result(ngx_mail_plus_dir_pgsql_conn_t *pc,
-    PGresult *res)
-{
-    int                       n;
-    size_t                    len;
-    char                     *state, *text;
-    ngx_str_t                 err;
-    ngx_mail_plus_dir_req_t  *req;
-    u_char                    buf[NGX_MAIL_PLUS_PGSQL_ERROR_LEN];
-
-    req = pc->req;
-
-    if (pc->answered) {
-        return;
-    }
-
-    pc->answered = 1;
-
-    switch (PQresultStatus(res)) {
-
-    case PGRES_TUPLES_OK:
-
-        n = PQntuples(res);
-
-        if (n == 0) {
-            req->result = NGX_MAIL_PLUS_DIR_UNKNOWN;
-            return;
-        }
-
-        if (n > 1 && req->type == NGX_MAIL_PLUS_DIR_PASSDB) {
-            len = ngx_snprintf(buf, sizeof(buf), "ambiguous: the query "
-                               "returned %d rows", n) - buf;
-            err.data = buf;
-            err.len = len;
-
-            ngx_log_error(NGX_LOG_ERR, req->log, 0,
-                          "directory \"%V\" for \"%V\": %V",
-                          &req->dir->name, &req->login, &err);
-
-            ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL,
-                                           &err);
-            return;
-        }
-
-        ngx_mail_plus_dir_pgsql_row(req, res);
-        return;
-
-    case PGRES_FATAL_ERROR:
-    case PGRES_NONFATAL_ERROR:
-    case PGRES_BAD_RESPONSE:
-
-        state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        text = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-
-        if (text == NULL) {
-            text = PQresultErrorMessage(res);
-        }
-
-        if (state
-            && ((state[0] == '0' && state[1] == '8')
-                || ngx_strncmp(state, "57P0", 4) == 0))
-        {
-            ngx_mail_plus_dir_pgsql_set_error(pc->pgsql, text);
-            pc->broken = 1;
-            return;
-        }
-
-        len = ngx_snprintf(buf, sizeof(buf), "query failed: %s ",
-                           state ? state : "") - buf;
-        len += ngx_mail_plus_dir_pgsql_clean(buf + len, sizeof(buf) - len,
-                                             text);
-        err.data = buf;
-        err.len = len;
-
-        ngx_log_error(NGX_LOG_ERR, req->log, 0,
-                      "directory \"%V\" for \"%V\": %V",
-                      &req->dir->name, &req->login, &err);
-
-        ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL, &err);
-        return;
-
-    default:
-        ngx_str_set(&err, "the query returned no rows");
-        ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL, &err);
-        return;
-    }
-}
-
-
-/*
- * the row of a user: "password" the hash, the other columns the fields;
- * a NULL is no field, a boolean is "y" or "n", a control character or a
- * value the field does not take is an error of the data
- */
-
-static void
-ngx_mail_plus_dir_pgsql_row(ngx_mail_plus_dir_req_t *req, PGresult *res)
-{
-    int         i, n;
-    size_t      len;
-    u_char     *p;
-    ngx_str_t   name, value, err;
-    u_char      buf[NGX_MAIL_PLUS_PGSQL_ERROR_LEN];
-
-    n = PQnfields(res);
-
-    for (i = 0; i < n; i++) {
-
-        if (PQgetisnull(res, 0, i)) {
-            continue;
-        }
-
-        name.data = (u_char *) PQfname(res, i);
-        name.len = ngx_strlen(name.data);
-
-        value.data = (u_char *) PQgetvalue(res, 0, i);
-        value.len = PQgetlength(res, 0, i);
-
-        if (PQftype(res, i) == NGX_MAIL_PLUS_PGSQL_BOOLOID && value.len == 1) {
-            value.data = (u_char *) (value.data[0] == 't' ? "y" : "n");
-        }
-
-        if (name.len > 64 || ngx_mail_plus_text_has_ctl(&name)) {
-            ngx_str_set(&err, "a column name that is too long or has a "
-                              "control character");
-            goto invalid;
-        }
-
-        if (ngx_mail_plus_text_has_ctl(&value)) {
-            len = ngx_snprintf(buf, sizeof(buf), "the column \"%V\" has a "
-                               "control character", &name) - buf;
-            goto failed;
-        }
-
-        p = ngx_pnalloc(req->pool, value.len);
-        if (p == NULL) {
-            ngx_str_set(&err, "out of memory");
-            goto invalid;
-        }
-
-        value.data = ngx_cpymem(p, value.data, value.len) - value.len;
-
-        if (name.len == sizeof("password") - 1
-            && ngx_strncasecmp(name.data, (u_char *) "password", name.len) == 0)
-        {
-            if (value.len > NGX_MAIL_PLUS_PGSQL_HASH_LEN) {
-                ngx_str_set(&err, "the column \"password\" is too long");
-                goto invalid;
-            }
-
-            if (req->type == NGX_MAIL_PLUS_DIR_PASSDB) {
-                req->hash = value;
-            }
-
-            continue;
-        }
-
-        if (ngx_mail_plus_user_field(&req->fields, &name, &value) != NGX_OK) {
-            len = ngx_snprintf(buf, sizeof(buf), "the column \"%V\" has a "
-                               "value that is not valid", &name) - buf;
-            goto failed;
-        }
-    }
-
-    req->result = NGX_MAIL_PLUS_DIR_FOUND;
-
-    return;
-
-failed:
-
-    err.data = buf;
-    err.len = len;
-
-invalid:
-
-    ngx_log_error(NGX_LOG_ERR, req->log, 0,
-                  "directory \"%V\" for \"%V\": %V",
-                  &req->dir->name, &req->login, &err);
-
-    ngx_mail_plus_dir_pgsql_answer(req, NGX_MAIL_PLUS_DIR_TEMPFAIL, &err);
-}
-
-
-/* an answer, with its error copied into the request's pool */
-
-static void
-ngx_mail_plus_dir_pgsql_answer(ngx_mail_plus_dir_req_t *req,
-    ngx_uint_t result, ngx_str_t *error)
-{
-    req->result = result;
-
-    if (result != NGX_MAIL_PLUS_DIR_TEMPFAIL) {
-        return;
-    }
-
-    req->hash.len = 0;
-    ngx_memzero(&req->fields, sizeof(ngx_mail_plus_user_fields_t));
-
-    req->error.data = ngx_pnalloc(req->pool, error->len);
-
-    if (req->error.data == NULL) {
-        ngx_str_set(&req->error, "out of memory");
-        return;
-    }
-
-    req->error.len = error->len;
-    ngx_memcpy(req->error.data, error->data, error->len);
-}
-
-
-/* the last connection's error, from libpq's text */
-
-static void
-ngx_mail_plus_dir_pgsql_set_error(ngx_mail_plus_dir_pgsql_t *pgsql,
-    const char *text)
-{
-    pgsql->error.len = ngx_mail_plus_dir_pgsql_clean(pgsql->error_buf,
-                                                     sizeof(pgsql->error_buf),
-                                                     text);
-
-    if (pgsql->error.len == 0) {
-        pgsql->error.len = ngx_cpymem(pgsql->error_buf, "unknown error",
-                                      sizeof("unknown error") - 1)
-                           - pgsql->error_buf;
-    }
-}
-
-
-/*
- * libpq's or the server's text for a log line: its first line, other
- * control characters and runs of spaces as one space, none at either
- * end; cut to "size"
- */
-
-static size_t
-ngx_mail_plus_dir_pgsql_clean(u_char *dst, size_t size, const char *text)
-{
-    u_char        *p, *last;
-    const u_char  *s;
-
-    p = dst;
-    last = dst + size;
-
-    for (s = (const u_char *) text; *s && *s != '\n' && p < last; s++) {
-
-        if (*s > 0x20 && *s != 0x7f) {
-            *p++ = *s;
-            continue;
-        }
-
-        if (p > dst && p[-1] != ' ') {
-            *p++ = ' ';
-        }
-    }
-
-    while (p > dst && p[-1] == ' ') {
-        p--;
-    }
-
-    return p - dst;
-}
-
-
-/* the server's notices (libpq writes them to stderr otherwise) */
-
-static void
-ngx_mail_plus_dir_pgsql_notice(void *arg, const char *message)
-{
-#if (NGX_DEBUG)
-    ngx_mail_plus_dir_pgsql_conn_t *pc = arg;
-
-    size_t  n;
-
-    for (n = 0; n < 200 && (u_char) message[n] >= 0x20; n++) {
-        /* void */
-    }
-
-    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, pc->pgsql->log, 0,
-                   "router: pgsql \"%V\" connection %ui: notice \"%*s\"",
-                   &pc->pgsql->dir->name, pc->number, n, message);
-#endif
 }
 
 #endif
