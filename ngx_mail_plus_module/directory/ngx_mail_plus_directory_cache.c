@@ -67,6 +67,14 @@ static ngx_int_t ngx_mail_plus_dir_cache_key(ngx_mail_plus_dir_req_t *req,
     u_char *buf, ngx_str_t *key);
 static ngx_mail_plus_dir_node_t *ngx_mail_plus_dir_cache_find(
     ngx_mail_plus_zone_t *zone, ngx_str_t *key, uint32_t hash);
+static ngx_uint_t ngx_mail_plus_dir_cache_keep(ngx_mail_plus_dir_node_t *old,
+    ngx_mail_plus_dir_req_t *req, time_t now);
+static void ngx_mail_plus_dir_cache_fill(ngx_mail_plus_dir_node_t *node,
+    ngx_mail_plus_dir_req_t *req, time_t now);
+static ngx_rbtree_node_t *ngx_mail_plus_dir_cache_alloc(
+    ngx_mail_plus_zone_t *zone, size_t size);
+static void ngx_mail_plus_dir_cache_remove(ngx_mail_plus_zone_t *zone,
+    ngx_mail_plus_dir_node_t *node);
 static void ngx_mail_plus_dir_cache_expire(ngx_mail_plus_zone_t *zone,
     ngx_uint_t n);
 static ngx_int_t ngx_mail_plus_dir_cache_file_key(ngx_uint_t protocol,
@@ -155,7 +163,13 @@ ngx_mail_plus_dir_cache_get(ngx_mail_plus_dir_req_t *req, ngx_uint_t stale)
 
     node = ngx_mail_plus_dir_cache_find(zone, &key, hash);
 
-    if (node == NULL || node->expires + limit < now) {
+    /* a lifetime of 0 now: such answers are not taken from the cache */
+
+    if (node == NULL || node->expires + limit < now
+        || (node->result == NGX_MAIL_PLUS_DIR_FOUND
+            ? req->dir->mpcf->dir_valid : req->dir->mpcf->dir_invalid)
+           == 0)
+    {
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return NGX_DECLINED;
     }
@@ -298,50 +312,16 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
 
     old = ngx_mail_plus_dir_cache_find(zone, &key, hash);
 
-    if (req->result == NGX_MAIL_PLUS_DIR_REFUSED
-        && old && old->result == NGX_MAIL_PLUS_DIR_FOUND
-        && old->expires >= now)
-    {
-        /* a wrong password for a user the cache knows: kept as "bad" */
-
-        if (req->hmac_len) {
-            ngx_memcpy(old->bad, req->hmac, 32);
-            old->flags |= NGX_MAIL_PLUS_DIR_BAD;
-            old->bad_expires = now + mpcf->dir_invalid;
-        }
-
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return;
-    }
-
-    if (old && old->result == NGX_MAIL_PLUS_DIR_FOUND
-        && req->result == NGX_MAIL_PLUS_DIR_FOUND
-        && !req->verified && old->expires >= now)
-    {
-        /*
-         * lookups of one user at the same time: the answer the cache has
-         * is as fresh, and may know a password found right since
-         */
-
+    if (old && ngx_mail_plus_dir_cache_keep(old, req, now)) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return;
     }
 
     if (old) {
-        rn = (ngx_rbtree_node_t *)
-                 ((u_char *) old - offsetof(ngx_rbtree_node_t, color));
-
-        ngx_queue_remove(&old->queue);
-        ngx_rbtree_delete(&zone->sh->dir_tree, rn);
-        ngx_slab_free_locked(zone->shpool, rn);
+        ngx_mail_plus_dir_cache_remove(zone, old);
     }
 
-    rn = ngx_slab_alloc_locked(zone->shpool, size);
-
-    if (rn == NULL) {
-        ngx_mail_plus_dir_cache_expire(zone, 16);
-        rn = ngx_slab_alloc_locked(zone->shpool, size);
-    }
+    rn = ngx_mail_plus_dir_cache_alloc(zone, size);
 
     if (rn == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -352,48 +332,10 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
         return;
     }
 
+    rn->key = hash;
     node = (ngx_mail_plus_dir_node_t *) &rn->color;
 
-    rn->key = hash;
-
-    node->result = (u_char) req->result;
-    node->index = (u_char) req->dir->index;
-    node->type = (u_char) req->type;
-    node->port = req->fields.port;
-    node->flags = 0;
-
-    if (req->fields.nologin) {
-        node->flags |= NGX_MAIL_PLUS_DIR_NOLOGIN;
-    }
-
-    if (req->fields.proxy) {
-        node->flags |= NGX_MAIL_PLUS_DIR_PROXY;
-    }
-
-    if (req->fields.nopassword) {
-        node->flags |= NGX_MAIL_PLUS_DIR_NOPASS;
-    }
-
-    if (req->fields.destuser) {
-        node->flags |= NGX_MAIL_PLUS_DIR_DESTUSER;
-    }
-
-    node->expires = now + (req->result == NGX_MAIL_PLUS_DIR_FOUND
-                           ? mpcf->dir_valid : mpcf->dir_invalid);
-    node->bad_expires = 0;
-
-    if (req->type == NGX_MAIL_PLUS_DIR_PASSDB && req->hmac_len) {
-
-        if (req->result == NGX_MAIL_PLUS_DIR_FOUND && req->verified) {
-            ngx_memcpy(node->good, req->hmac, 32);
-            node->flags |= NGX_MAIL_PLUS_DIR_GOOD;
-
-        } else if (req->result == NGX_MAIL_PLUS_DIR_REFUSED) {
-            ngx_memcpy(node->bad, req->hmac, 32);
-            node->flags |= NGX_MAIL_PLUS_DIR_BAD;
-            node->bad_expires = node->expires;
-        }
-    }
+    ngx_mail_plus_dir_cache_fill(node, req, now);
 
     p = node->data;
 
@@ -410,15 +352,118 @@ ngx_mail_plus_dir_cache_put(ngx_mail_plus_dir_req_t *req)
 
     zone->sh->dir_entries++;
 
-    if (old) {
-        zone->sh->dir_entries--;
-    }
-
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
                    "router: directory \"%V\" answer %ui for \"%V\" cached",
                    &req->dir->name, req->result, &req->login);
+}
+
+
+/*
+ * whether the answer the cache has for the user stays, with the mutex
+ * held: a wrong password for a user it knows is kept there as "bad"; a
+ * user found by lookups at the same time keeps the answer, as fresh, that
+ * may know a password found right since
+ */
+
+static ngx_uint_t
+ngx_mail_plus_dir_cache_keep(ngx_mail_plus_dir_node_t *old,
+    ngx_mail_plus_dir_req_t *req, time_t now)
+{
+    if (old->result != NGX_MAIL_PLUS_DIR_FOUND || old->expires < now) {
+        return 0;
+    }
+
+    if (req->result == NGX_MAIL_PLUS_DIR_REFUSED) {
+
+        if (req->hmac_len) {
+            ngx_memcpy(old->bad, req->hmac, 32);
+            old->flags |= NGX_MAIL_PLUS_DIR_BAD;
+            old->bad_expires = now + req->dir->mpcf->dir_invalid;
+        }
+
+        return 1;
+    }
+
+    return req->result == NGX_MAIL_PLUS_DIR_FOUND && !req->verified;
+}
+
+
+/* an answer's flags, lifetimes and HMACs into its node */
+
+static void
+ngx_mail_plus_dir_cache_fill(ngx_mail_plus_dir_node_t *node,
+    ngx_mail_plus_dir_req_t *req, time_t now)
+{
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = req->dir->mpcf;
+
+    node->result = (u_char) req->result;
+    node->index = (u_char) req->dir->index;
+    node->type = (u_char) req->type;
+    node->port = req->fields.port;
+
+    node->flags = (req->fields.nologin ? NGX_MAIL_PLUS_DIR_NOLOGIN : 0)
+                  | (req->fields.proxy ? NGX_MAIL_PLUS_DIR_PROXY : 0)
+                  | (req->fields.nopassword ? NGX_MAIL_PLUS_DIR_NOPASS : 0)
+                  | (req->fields.destuser ? NGX_MAIL_PLUS_DIR_DESTUSER : 0);
+
+    node->expires = now + (req->result == NGX_MAIL_PLUS_DIR_FOUND
+                           ? mpcf->dir_valid : mpcf->dir_invalid);
+    node->bad_expires = 0;
+
+    if (req->type != NGX_MAIL_PLUS_DIR_PASSDB || req->hmac_len == 0) {
+        return;
+    }
+
+    if (req->result == NGX_MAIL_PLUS_DIR_FOUND && req->verified) {
+        ngx_memcpy(node->good, req->hmac, 32);
+        node->flags |= NGX_MAIL_PLUS_DIR_GOOD;
+
+    } else if (req->result == NGX_MAIL_PLUS_DIR_REFUSED) {
+        ngx_memcpy(node->bad, req->hmac, 32);
+        node->flags |= NGX_MAIL_PLUS_DIR_BAD;
+        node->bad_expires = node->expires;
+    }
+}
+
+
+/* a node of "size" bytes, room made if need be; with the mutex held */
+
+static ngx_rbtree_node_t *
+ngx_mail_plus_dir_cache_alloc(ngx_mail_plus_zone_t *zone, size_t size)
+{
+    ngx_rbtree_node_t  *rn;
+
+    rn = ngx_slab_alloc_locked(zone->shpool, size);
+
+    if (rn == NULL) {
+        ngx_mail_plus_dir_cache_expire(zone, 16);
+        rn = ngx_slab_alloc_locked(zone->shpool, size);
+    }
+
+    return rn;
+}
+
+
+/* an answer out of the tree, the queue and the zone; with the mutex held */
+
+static void
+ngx_mail_plus_dir_cache_remove(ngx_mail_plus_zone_t *zone,
+    ngx_mail_plus_dir_node_t *node)
+{
+    ngx_rbtree_node_t  *rn;
+
+    rn = (ngx_rbtree_node_t *)
+             ((u_char *) node - offsetof(ngx_rbtree_node_t, color));
+
+    ngx_queue_remove(&node->queue);
+    ngx_rbtree_delete(&zone->sh->dir_tree, rn);
+    ngx_slab_free_locked(zone->shpool, rn);
+
+    zone->sh->dir_entries--;
 }
 
 
@@ -504,23 +549,12 @@ ngx_mail_plus_dir_cache_find(ngx_mail_plus_zone_t *zone, ngx_str_t *key,
 static void
 ngx_mail_plus_dir_cache_expire(ngx_mail_plus_zone_t *zone, ngx_uint_t n)
 {
-    ngx_queue_t               *q;
-    ngx_rbtree_node_t         *rn;
-    ngx_mail_plus_dir_node_t  *node;
+    ngx_queue_t  *q;
 
     while (n-- && !ngx_queue_empty(&zone->sh->dir_queue)) {
-
         q = ngx_queue_last(&zone->sh->dir_queue);
-        node = ngx_queue_data(q, ngx_mail_plus_dir_node_t, queue);
-
-        rn = (ngx_rbtree_node_t *)
-                 ((u_char *) node - offsetof(ngx_rbtree_node_t, color));
-
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&zone->sh->dir_tree, rn);
-        ngx_slab_free_locked(zone->shpool, rn);
-
-        zone->sh->dir_entries--;
+        ngx_mail_plus_dir_cache_remove(zone,
+                          ngx_queue_data(q, ngx_mail_plus_dir_node_t, queue));
     }
 }
 
@@ -724,12 +758,7 @@ ngx_mail_plus_dir_cache_file_put(ngx_mail_plus_main_conf_t *mpcf,
         return;
     }
 
-    rn = ngx_slab_alloc_locked(zone->shpool, size);
-
-    if (rn == NULL) {
-        ngx_mail_plus_dir_cache_expire(zone, 16);
-        rn = ngx_slab_alloc_locked(zone->shpool, size);
-    }
+    rn = ngx_mail_plus_dir_cache_alloc(zone, size);
 
     if (rn == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);

@@ -81,7 +81,8 @@ sub cpu {
 }
 
 # session($port, $proto, $user, $password): one session, 1 if it went
-# through
+# through: "imap" and "pop3" log in, read one message and log out,
+# "imap-login" only logs in and out
 
 sub session {
     my ($port, $proto, $user, $password) = @_;
@@ -111,7 +112,14 @@ sub session {
 
     my $send = sub { syswrite($s, "$_[0]\r\n") };
 
-    if ($proto eq 'imap') {
+    if ($proto eq 'imap-login') {
+        $line->() // return 0;
+        $send->("a LOGIN $user $password");
+        ($until->(qr/^a /) // '') =~ /^a OK/ or return 0;
+        $send->("b LOGOUT");
+        $until->(qr/^b /) // return 0;
+
+    } elsif ($proto eq 'imap') {
         $line->() // return 0;
         $send->("a LOGIN $user $password");
         ($until->(qr/^a /) // '') =~ /^a OK/ or return 0;
