@@ -345,8 +345,10 @@ ngx_mail_plus_check_directory(ngx_mail_plus_check_t *check)
 
     check->dir = req;
 
-    req->type = check->recipient ? NGX_MAIL_PLUS_DIR_USERDB
-                                 : NGX_MAIL_PLUS_DIR_PASSDB;
+    /* a route without a password is a question of existence */
+
+    req->type = (check->recipient || !check->auth.check)
+                ? NGX_MAIL_PLUS_DIR_USERDB : NGX_MAIL_PLUS_DIR_PASSDB;
     req->protocol = check->auth.protocol;
     req->handler = ngx_mail_plus_check_dir_done;
     req->data = check;
