@@ -706,6 +706,14 @@ ngx_http_mail_plus_status_prometheus_directories(ngx_http_mail_plus_out_t *o,
         offsetof(ngx_mail_plus_dir_stats_t, stale)
     };
 
+    ngx_http_mail_plus_status_family(o, "mail_plus_directory_cache_entries",
+                                     "gauge",
+                                     "Answers of the directories and "
+                                     "passwords found right, cached in the "
+                                     "zone.");
+    ngx_http_mail_plus_printf(o, "mail_plus_directory_cache_entries %ui\n",
+                              zone->sh->dir_entries);
+
     n = mpcf->directories ? mpcf->directories->nelts : 0;
 
     if (n == 0) {
@@ -734,12 +742,6 @@ ngx_http_mail_plus_status_prometheus_directories(ngx_http_mail_plus_out_t *o,
         }
     }
 
-    ngx_http_mail_plus_status_family(o, "mail_plus_directory_cache_entries",
-                                     "gauge",
-                                     "Answers of the directories cached in "
-                                     "the zone.");
-    ngx_http_mail_plus_printf(o, "mail_plus_directory_cache_entries %ui\n",
-                              zone->sh->dir_entries);
 }
 
 
