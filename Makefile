@@ -25,7 +25,7 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	libnet-ssleay-perl swaks curl openssl util-linux \
 	postfix python3 procps iproute2 strace valgrind \
 	libpq-dev postgresql slapd ldap-utils libldap-dev \
-	dovecot-pgsql dovecot-ldap
+	dovecot-pgsql dovecot-ldap libjansson-dev
 
 .PHONY: all deps demo test asan check-asan check-valgrind clean
 

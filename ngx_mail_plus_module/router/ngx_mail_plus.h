@@ -96,6 +96,13 @@
 
 
 typedef struct ngx_mail_plus_pool_s  ngx_mail_plus_pool_t;
+typedef struct ngx_mail_plus_token_conf_s  ngx_mail_plus_token_conf_t;
+
+
+/* token logins' SASL mechanisms (ngx_mail_plus_sasl.c, token/) */
+
+#define NGX_MAIL_PLUS_SASL_OAUTHBEARER  1   /* RFC 7628 */
+#define NGX_MAIL_PLUS_SASL_XOAUTH2      2
 
 
 /* the health of one backend address and port, in the shared zone */
@@ -214,6 +221,7 @@ typedef struct {
 
     ngx_str_t                   users_file;
     ngx_mail_plus_users_t      *users;
+    ngx_mail_plus_token_conf_t *token;     /* token/: "router_token_*" */
     ngx_array_t                *directories;  /* ngx_mail_plus_dir_t *, in
                                                  order (directory/) */
     time_t                      dir_valid;     /* a user found, cached */
@@ -268,6 +276,10 @@ typedef struct {
                                               _CRAM_MD5: then "password" is
                                               the client's digest of salt */
     ngx_str_t                   salt;      /* "<...>", no CRLF */
+    ngx_str_t                   token;     /* a bearer token: "login" is the
+                                              SASL user, if any */
+    ngx_uint_t                  mech;      /* NGX_MAIL_PLUS_SASL_*, with
+                                              a token */
     ngx_mail_plus_user_t       *user;      /* a directory's, if looked_up */
     unsigned                    check:1;   /* the password is to be checked */
     unsigned                    looked_up:1;  /* the directories answered:
@@ -293,6 +305,11 @@ typedef struct {
     unsigned                    verify:1;  /* password still to verify */
     unsigned                    checked:1; /* a directory checked it */
     unsigned                    locked:1;  /* refused by throttling */
+    unsigned                    token:1;   /* a token login: the backend
+                                              login is the pool's
+                                              "token_login" */
+    unsigned                    bad_token:1;  /* refused: the token is not
+                                                 valid (RFC 7628 status) */
 } ngx_mail_plus_route_t;
 
 
@@ -382,6 +399,7 @@ struct ngx_mail_plus_check_s {
                                                   ngx_mail_plus_recipient() */
     void                           *crypt_data;
     void                           *dir;       /* a directory request */
+    void                           *token;     /* a token request */
     ngx_uint_t                      hmac_len;  /* of a users file's crypt
                                                   check, for the cache */
     u_char                          hmac[32];

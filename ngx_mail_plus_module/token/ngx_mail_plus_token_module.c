@@ -1,0 +1,357 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+#include "ngx_mail_plus_token.h"
+
+
+/*
+ * The "router_token_*" directives, and the requests the router's login
+ * check makes of the verifier they configure (see ngx_mail_plus_token.h).
+ */
+
+
+static void *ngx_mail_plus_token_create_main_conf(ngx_conf_t *cf);
+static char *ngx_mail_plus_token_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_mail_plus_token_jwks(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_mail_plus_token_destroy(ngx_mail_plus_token_req_t *req);
+
+
+static ngx_command_t  ngx_mail_plus_token_commands[] = {
+
+    { ngx_string("router_token_jwks"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_mail_plus_token_jwks,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("router_token_issuer"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_token_conf_t, issuer),
+      NULL },
+
+    { ngx_string("router_token_audience"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_array_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_token_conf_t, audiences),
+      NULL },
+
+    { ngx_string("router_token_login_claim"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_token_conf_t, claim),
+      NULL },
+
+    { ngx_string("router_token_clock_skew"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_token_conf_t, skew),
+      NULL },
+
+    { ngx_string("router_token_max_size"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_plus_token_conf_t, max_size),
+      NULL },
+
+    { ngx_string("router_token_introspect"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_mail_plus_token_introspect_conf,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("router_token_dovecot"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_mail_plus_token_dovecot_conf,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_mail_module_t  ngx_mail_plus_token_module_ctx = {
+    NULL,                                  /* protocol */
+
+    ngx_mail_plus_token_create_main_conf,  /* create main configuration */
+    ngx_mail_plus_token_init_main_conf,    /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL                                   /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_mail_plus_token_module = {
+    NGX_MODULE_V1,
+    &ngx_mail_plus_token_module_ctx,       /* module context */
+    ngx_mail_plus_token_commands,          /* module directives */
+    NGX_MAIL_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_mail_plus_token_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_mail_plus_main_conf_t   *mpcf;
+    ngx_mail_plus_token_conf_t  *tcf;
+
+    tcf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_token_conf_t));
+    if (tcf == NULL) {
+        return NULL;
+    }
+
+    tcf->max_size = NGX_CONF_UNSET_SIZE;
+    tcf->skew = NGX_CONF_UNSET;
+    tcf->audiences = NGX_CONF_UNSET_PTR;
+
+    /* the router's module comes first: its main conf is there */
+
+    mpcf = ngx_mail_conf_get_module_main_conf(cf, ngx_mail_plus_module);
+    mpcf->token = tcf;
+
+    return tcf;
+}
+
+
+static char *
+ngx_mail_plus_token_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_mail_plus_token_conf_t *tcf = conf;
+
+    ngx_conf_init_size_value(tcf->max_size, 8192);
+    ngx_conf_init_value(tcf->skew, 60);
+    ngx_conf_init_ptr_value(tcf->audiences, NULL);
+
+    if (tcf->claim.data == NULL) {
+        ngx_str_set(&tcf->claim, "email");
+    }
+
+    ngx_str_set(&tcf->error, "{\"status\":\"invalid_token\"}");
+
+    if (tcf->verifier == NGX_MAIL_PLUS_TOKEN_INTROSPECT) {
+        return ngx_mail_plus_token_introspect_init(cf, tcf);
+    }
+
+    if (tcf->verifier == NGX_MAIL_PLUS_TOKEN_DOVECOT) {
+        return ngx_mail_plus_token_dovecot_init(cf, tcf);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_mail_plus_token_jwks(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_plus_token_conf_t *tcf = conf;
+
+    ngx_str_t  *value;
+
+    if (tcf->verifier != NGX_MAIL_PLUS_TOKEN_NONE) {
+        return "is duplicate, or another token verifier is configured";
+    }
+
+    value = cf->args->elts;
+
+    tcf->verifier = NGX_MAIL_PLUS_TOKEN_JWT;
+    tcf->jwks_file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &tcf->jwks_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* TODO(jwt): load the keys */
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_uint_t
+ngx_mail_plus_token_enabled(ngx_mail_plus_main_conf_t *mpcf)
+{
+    return mpcf->token && mpcf->token->verifier != NGX_MAIL_PLUS_TOKEN_NONE;
+}
+
+
+ngx_mail_plus_token_req_t *
+ngx_mail_plus_token_create(ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log)
+{
+    ngx_pool_t                 *pool;
+    ngx_mail_plus_token_req_t  *req;
+
+    pool = ngx_create_pool(1024, log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    req = ngx_pcalloc(pool, sizeof(ngx_mail_plus_token_req_t));
+    if (req == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    req->log = ngx_palloc(pool, sizeof(ngx_log_t));
+    if (req->log == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    *req->log = *log;
+    req->log->handler = NULL;
+    req->log->data = NULL;
+    req->log->action = NULL;
+
+    pool->log = req->log;
+
+    req->pool = pool;
+    req->conf = mpcf->token;
+    req->result = NGX_MAIL_PLUS_TOKEN_TEMPFAIL;
+
+    return req;
+}
+
+
+ngx_int_t
+ngx_mail_plus_token_set(ngx_mail_plus_token_req_t *req, ngx_str_t *token,
+    ngx_str_t *user, ngx_uint_t mech, ngx_uint_t protocol, ngx_str_t *client)
+{
+    req->token.data = ngx_pnalloc(req->pool, token->len + 1);
+    if (req->token.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(req->token.data, token->data, token->len);
+    req->token.data[token->len] = '\0';
+    req->token.len = token->len;
+
+    if (user && user->len) {
+        req->user.data = ngx_pstrdup(req->pool, user);
+        if (req->user.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        req->user.len = user->len;
+    }
+
+    if (client && client->len) {
+        req->client.data = ngx_pstrdup(req->pool, client);
+        if (req->client.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        req->client.len = client->len;
+    }
+
+    req->mech = mech;
+    req->protocol = protocol;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_mail_plus_token_verify(ngx_mail_plus_token_req_t *req)
+{
+    ngx_int_t  rc;
+
+    if (req->token.len == 0 || req->token.len > req->conf->max_size) {
+        req->result = NGX_MAIL_PLUS_TOKEN_INVALID;
+        req->error = req->token.len ? "the token is too long" : "no token";
+        return NGX_OK;
+    }
+
+    switch (req->conf->verifier) {
+
+    case NGX_MAIL_PLUS_TOKEN_JWT:
+        rc = ngx_mail_plus_jwt_verify(req);
+        break;
+
+    case NGX_MAIL_PLUS_TOKEN_INTROSPECT:
+        rc = ngx_mail_plus_token_introspect(req);
+        break;
+
+    case NGX_MAIL_PLUS_TOKEN_DOVECOT:
+        rc = ngx_mail_plus_token_dovecot(req);
+        break;
+
+    default:
+        req->result = NGX_MAIL_PLUS_TOKEN_INVALID;
+        req->error = "no token verifier is configured";
+        return NGX_OK;
+    }
+
+    if (rc == NGX_AGAIN) {
+        req->pending = 1;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                   "router: token request %p: %i", req, rc);
+
+    return rc;
+}
+
+
+void
+ngx_mail_plus_token_done(ngx_mail_plus_token_req_t *req)
+{
+    req->pending = 0;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                   "router: token request %p answered %ui%s", req,
+                   req->result, req->cancelled ? ", its caller is gone" : "");
+
+    if (req->cancelled) {
+        ngx_mail_plus_token_destroy(req);
+        return;
+    }
+
+    req->handler(req);
+}
+
+
+void
+ngx_mail_plus_token_free(ngx_mail_plus_token_req_t *req)
+{
+    if (req->pending) {
+        req->cancelled = 1;
+        return;
+    }
+
+    ngx_mail_plus_token_destroy(req);
+}
+
+
+static void
+ngx_mail_plus_token_destroy(ngx_mail_plus_token_req_t *req)
+{
+    /* the token is wiped before its memory goes back */
+
+    if (req->token.data) {
+        ngx_explicit_memzero(req->token.data, req->token.len);
+    }
+
+    ngx_destroy_pool(req->pool);
+}
