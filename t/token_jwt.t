@@ -173,6 +173,22 @@ $t->write_file('curve.json', JSON::PP->new->encode({ keys => [
 isnt($rc, 0, 'nginx -t: an EC point off the curve fails');
 like($out, qr/key #1: OpenSSL/, 'nginx -t: OpenSSL refuses it');
 
+# a 1024-bit RSA key
+
+system('openssl', 'genpkey', '-algorithm', 'RSA', '-pkeyopt',
+    'rsa_keygen_bits:1024', '-out', $t->path('small.pem')) == 0
+    or die "openssl genpkey\n";
+my ($mod) = `openssl rsa -in @{[ $t->path('small.pem') ]} -noout -modulus`
+    =~ /^Modulus=([0-9A-F]+)/;
+
+$t->write_file('small.json', JSON::PP->new->encode({ keys => [ { kty => 'RSA',
+    kid => 'small', e => 'AQAB',
+    n => MailPlus::Token::b64url(pack('H*', $mod)) } ] }));
+($rc, $out) = nginx_t(router_token_jwks => $t->path('small.json'));
+isnt($rc, 0, 'nginx -t: a 1024-bit RSA key fails');
+like($out, qr/key #1: an RSA key of less than 2048/,
+    'nginx -t: too short a modulus');
+
 $t->write_file('dup.json', JSON::PP->new->encode({ keys => [
     $k->jwk('rsa1'), { %{ $k->jwk('rogue') }, kid => 'rsa1' } ] }));
 ($rc, $out) = nginx_t(router_token_jwks => $t->path('dup.json'));
