@@ -175,7 +175,7 @@ like($out, qr/key #1: OpenSSL/, 'nginx -t: OpenSSL refuses it');
 
 # a 1024-bit RSA key
 
-system('openssl', 'genpkey', '-algorithm', 'RSA', '-pkeyopt',
+system('openssl', 'genpkey', '-quiet', '-algorithm', 'RSA', '-pkeyopt',
     'rsa_keygen_bits:1024', '-out', $t->path('small.pem')) == 0
     or die "openssl genpkey\n";
 my ($mod) = `openssl rsa -in @{[ $t->path('small.pem') ]} -noout -modulus`
