@@ -10,6 +10,7 @@
 #include <ngx_mail.h>
 #include "ngx_mail_plus.h"
 #include "ngx_http_mail_plus.h"
+#include "ngx_mail_plus_token.h"
 
 
 /*
@@ -30,6 +31,13 @@
  * "mail_router_auth_smtp_backend on" (then the answer carries Auth-User and
  * Auth-Pass for the backend's AUTH PLAIN, and the stock server must have
  * "proxy_smtp_auth on").
+ *
+ * Token logins ("Auth-Method: oauthbearer" or "xoauth2", the bearer token
+ * in Auth-Pass, the SASL user, if any, in Auth-User) are checked by the
+ * router's token verifier; a refused token's answer carries
+ * Auth-Error-SASL, the base64 of RFC 7628's JSON status, for the server
+ * to send as its challenge.  An allowed one carries the backend login of
+ * the pool's "token_login".
  */
 
 
@@ -56,6 +64,8 @@ static ngx_int_t ngx_http_mail_plus_auth_respond(ngx_http_request_t *r,
 static ngx_int_t ngx_http_mail_plus_auth_allow(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx);
 static ngx_int_t ngx_http_mail_plus_auth_refuse(ngx_http_request_t *r,
+    ngx_http_mail_plus_auth_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_auth_token_login(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx);
 static void ngx_http_mail_plus_auth_texts(ngx_mail_plus_auth_t *auth,
     ngx_uint_t result, ngx_str_t *status, ngx_str_t *code);
@@ -304,6 +314,12 @@ ngx_http_mail_plus_auth_parse(ngx_http_request_t *r,
                                        &ar->client);
     }
 
+    if (ar->token) {
+        return ngx_mail_plus_check_set_token(check, ar->proto, &ar->login,
+                                             &ar->password, ar->token,
+                                             &ar->client);
+    }
+
     if (ngx_mail_plus_check_set(check, ar->proto, &ar->login, &ar->password,
                                 &ar->client)
         != NGX_OK)
@@ -416,11 +432,43 @@ ngx_http_mail_plus_auth_allow(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (route->token) {
+        return ngx_http_mail_plus_auth_token_login(r, ctx);
+    }
+
     if (auth->check
         && (ngx_http_mail_plus_header(r, "Auth-User", &route->login)
                != NGX_OK
             || ngx_http_mail_plus_header(r, "Auth-Pass", &auth->password)
                != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * a token login's backend login, as the stock server will make it: the
+ * user the token named and the token itself as the password (Dovecot's
+ * oauth2 passdb takes a token as a password)
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_auth_token_login(ngx_http_request_t *r,
+    ngx_http_mail_plus_auth_ctx_t *ctx)
+{
+    ngx_mail_plus_route_t  *route;
+
+    route = &ctx->check->route;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http auth: a token login, the token goes on");
+
+    if (ngx_http_mail_plus_header(r, "Auth-User", &route->login) != NGX_OK
+        || ngx_http_mail_plus_header(r, "Auth-Pass", &ctx->check->auth.token)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -439,7 +487,7 @@ ngx_http_mail_plus_auth_refuse(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx)
 {
     u_char                 *p;
-    ngx_str_t               status, code, wait;
+    ngx_str_t               status, code, wait, sasl, *error;
     ngx_mail_plus_auth_t   *auth;
     ngx_mail_plus_route_t  *route;
 
@@ -471,6 +519,21 @@ ngx_http_mail_plus_auth_refuse(ngx_http_request_t *r,
            != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    if (route->bad_token) {
+        error = &ctx->check->mpcf->token->error;
+
+        sasl.data = ngx_pnalloc(r->pool, ngx_base64_encoded_length(error->len));
+        if (sasl.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_encode_base64(&sasl, error);
+
+        if (ngx_http_mail_plus_header(r, "Auth-Error-SASL", &sasl) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
     if (route->status == NGX_MAIL_PLUS_DENY) {

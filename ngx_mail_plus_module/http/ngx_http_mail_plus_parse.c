@@ -233,6 +233,12 @@ ngx_http_mail_plus_auth_request(ngx_http_mail_plus_auth_request_t *ar,
     } else if (ngx_http_mail_plus_is(&ar->method, "cram-md5")) {
         ar->digest = NGX_MAIL_AUTH_CRAM_MD5;
 
+    } else if (ngx_http_mail_plus_is(&ar->method, "oauthbearer")) {
+        ar->token = NGX_MAIL_PLUS_SASL_OAUTHBEARER;
+
+    } else if (ngx_http_mail_plus_is(&ar->method, "xoauth2")) {
+        ar->token = NGX_MAIL_PLUS_SASL_XOAUTH2;
+
     } else if (!ngx_http_mail_plus_is(&ar->method, "plain")
                && !ngx_http_mail_plus_is(&ar->method, "login"))
     {

@@ -33,6 +33,9 @@ typedef struct {
 
     ngx_uint_t                  proto;     /* NGX_MAIL_PLUS_IMAP ... */
     ngx_uint_t                  digest;    /* NGX_MAIL_AUTH_PLAIN ... */
+    ngx_uint_t                  token;     /* NGX_MAIL_PLUS_SASL_OAUTHBEARER,
+                                              _XOAUTH2: "password" is the
+                                              bearer token */
     ngx_str_t                   login;     /* decoded; for "none" the
                                               recipient's address */
     ngx_str_t                   password;  /* decoded */

@@ -107,8 +107,9 @@ typedef struct ngx_mail_plus_token_conf_s  ngx_mail_plus_token_conf_t;
 
 /* token logins' SASL mechanisms (ngx_mail_plus_sasl.c, token/) */
 
-#define NGX_MAIL_PLUS_SASL_OAUTHBEARER  1   /* RFC 7628 */
-#define NGX_MAIL_PLUS_SASL_XOAUTH2      2
+#define NGX_MAIL_PLUS_SASL_OAUTHBEARER  0x0002   /* RFC 7628 */
+#define NGX_MAIL_PLUS_SASL_XOAUTH2      0x0004
+#define NGX_MAIL_PLUS_SASL_TOKEN_OFF    0x0100   /* "router_token_auth off" */
 
 
 /* the health of one backend address and port, in the shared zone */
@@ -275,6 +276,13 @@ typedef struct {
  */
 
 
+/* a "server" block's settings of the router: "router_token_auth" */
+
+typedef struct {
+    ngx_uint_t                  token_mechs;  /* NGX_MAIL_PLUS_SASL_* */
+} ngx_mail_plus_srv_conf_t;
+
+
 /* one question to the router */
 
 typedef struct {
@@ -439,6 +447,9 @@ ngx_int_t ngx_mail_plus_check_set_digest(ngx_mail_plus_check_t *check,
     ngx_uint_t method, ngx_str_t *salt);
 ngx_int_t ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
     ngx_str_t *login, ngx_str_t *password, ngx_str_t *client);
+ngx_int_t ngx_mail_plus_check_set_token(ngx_mail_plus_check_t *check,
+    ngx_uint_t protocol, ngx_str_t *user, ngx_str_t *token, ngx_uint_t mech,
+    ngx_str_t *client);
 ngx_int_t ngx_mail_plus_check_set_recipient(ngx_mail_plus_check_t *check,
     ngx_str_t *addr);
 ngx_int_t ngx_mail_plus_check_start(ngx_mail_plus_check_t *check);
@@ -546,6 +557,16 @@ ngx_int_t ngx_mail_plus_sasl_plain(ngx_str_t *response, ngx_str_t *login,
 ngx_int_t ngx_mail_plus_sasl_login(ngx_str_t *response, ngx_str_t *value);
 ngx_int_t ngx_mail_plus_sasl_cram_md5(ngx_str_t *response, ngx_str_t *login,
     ngx_str_t *digest);
+
+/*
+ * token mechanisms (ngx_mail_plus_sasl_token.c): the user (empty if not
+ * given) and the bearer token, NGX_OK or NGX_DECLINED
+ */
+
+ngx_int_t ngx_mail_plus_sasl_oauthbearer(ngx_str_t *response, ngx_str_t *user,
+    ngx_str_t *token);
+ngx_int_t ngx_mail_plus_sasl_xoauth2(ngx_str_t *response, ngx_str_t *user,
+    ngx_str_t *token);
 
 /*
  * client text in log lines, escaped, and the RFC 5322 date

@@ -9,6 +9,7 @@
 #include <ngx_mail.h>
 #include "ngx_mail_plus_router.h"
 #include "ngx_mail_plus_directory.h"
+#include "ngx_mail_plus_token.h"
 
 
 /*
@@ -31,11 +32,21 @@
  * the directories ("router_directory") first, after throttling: a locked
  * login does not reach them.  Their answer is a user as the users file
  * would give it, and the check goes on from there.
+ *
+ * A token login (OAUTHBEARER, XOAUTH2) has its token checked first
+ * (token/), after throttling, as a password would be: a refused token
+ * counts as a failed login.  The token names the user; from there the
+ * check is the route of a login without a password, and the backend
+ * login is the pool's "token_login".
  */
 
 
 static u_char *ngx_mail_plus_check_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
+static ngx_int_t ngx_mail_plus_check_token(ngx_mail_plus_check_t *check);
+static void ngx_mail_plus_check_token_done(ngx_mail_plus_token_req_t *req);
+static ngx_int_t ngx_mail_plus_check_token_answer(
+    ngx_mail_plus_check_t *check);
 static ngx_int_t ngx_mail_plus_check_directory(ngx_mail_plus_check_t *check);
 static void ngx_mail_plus_check_dir_done(ngx_mail_plus_dir_req_t *req);
 static ngx_int_t ngx_mail_plus_check_dir_answer(ngx_mail_plus_check_t *check);
@@ -201,6 +212,37 @@ ngx_mail_plus_check_set_submission(ngx_mail_plus_check_t *check,
 }
 
 
+/*
+ * a token login: "user" is the user the client named (OAUTHBEARER's
+ * authzid, XOAUTH2's "user="), possibly empty; the token is copied
+ */
+
+ngx_int_t
+ngx_mail_plus_check_set_token(ngx_mail_plus_check_t *check,
+    ngx_uint_t protocol, ngx_str_t *user, ngx_str_t *token, ngx_uint_t mech,
+    ngx_str_t *client)
+{
+    if (ngx_mail_plus_check_set(check, protocol, user, NULL, client)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    check->auth.token.data = ngx_pnalloc(check->pool, token->len + 1);
+    if (check->auth.token.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(check->auth.token.data, token->data, token->len);
+    check->auth.token.data[token->len] = '\0';
+    check->auth.token.len = token->len;
+
+    check->auth.mech = mech;
+
+    return NGX_OK;
+}
+
+
 /* a recipient in a local domain: its route, as ngx_mail_plus_recipient() */
 
 ngx_int_t
@@ -257,6 +299,175 @@ ngx_int_t
 ngx_mail_plus_check_start(ngx_mail_plus_check_t *check)
 {
     ngx_int_t  rc;
+
+    if (check->auth.token.len) {
+        return ngx_mail_plus_check_token(check);
+    }
+
+    rc = ngx_mail_plus_check_directory(check);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_mail_plus_check_route(check);
+}
+
+
+/*
+ * a token login: throttling, then the token's verifier; NGX_AGAIN (the
+ * handler will be called), NGX_OK, NGX_ERROR
+ */
+
+static ngx_int_t
+ngx_mail_plus_check_token(ngx_mail_plus_check_t *check)
+{
+    ngx_int_t                   rc;
+    ngx_mail_plus_token_req_t  *req;
+
+    /* counted as a password is, while it is being checked */
+
+    check->auth.check = 1;
+
+    check->route.status = NGX_MAIL_PLUS_ALLOW;
+    check->route.login = check->auth.login;
+    check->route.token = 1;
+
+    ngx_mail_plus_throttle_before(check);
+
+    check->throttled = 1;
+
+    if (check->route.status != NGX_MAIL_PLUS_ALLOW) {
+        ngx_mail_plus_throttle_after(check);
+        return NGX_OK;
+    }
+
+    if (!ngx_mail_plus_token_enabled(check->mpcf)) {
+        check->route.status = NGX_MAIL_PLUS_DENY;
+        check->route.bad_token = 1;
+        ngx_str_set(&check->route.reason, "no token verifier is configured");
+        ngx_mail_plus_throttle_after(check);
+        return NGX_OK;
+    }
+
+    req = ngx_mail_plus_token_create(check->mpcf, check->log);
+    if (req == NULL) {
+        return NGX_ERROR;
+    }
+
+    check->token = req;
+
+    if (ngx_mail_plus_token_set(req, &check->auth.token, &check->auth.login,
+                                check->auth.mech, check->auth.protocol,
+                                &check->auth.client)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    req->handler = ngx_mail_plus_check_token_done;
+    req->data = check;
+
+    rc = ngx_mail_plus_token_verify(req);
+
+    if (rc == NGX_AGAIN) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                       "mail plus check %p waits for the token's verifier",
+                       check);
+        return NGX_AGAIN;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_mail_plus_check_token_answer(check);
+}
+
+
+static void
+ngx_mail_plus_check_token_done(ngx_mail_plus_token_req_t *req)
+{
+    ngx_int_t               rc;
+    ngx_mail_plus_check_t  *check;
+
+    check = req->data;
+
+    rc = ngx_mail_plus_check_token_answer(check);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        check->route.status = NGX_MAIL_PLUS_TEMPFAIL;
+        check->route.verify = 0;
+        ngx_str_set(&check->route.reason, "router error");
+    }
+
+    check->handler(check);
+}
+
+
+/* the verifier's answer: a refusal or a failure now, or the user's route */
+
+static ngx_int_t
+ngx_mail_plus_check_token_answer(ngx_mail_plus_check_t *check)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_mail_plus_route_t      *route;
+    ngx_mail_plus_token_req_t  *req;
+
+    req = check->token;
+    route = &check->route;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, check->log, 0,
+                   "mail plus check %p: the token's verifier answered %ui",
+                   check, req->result);
+
+    if (req->result != NGX_MAIL_PLUS_TOKEN_VALID) {
+
+        len = sizeof("the token could not be checked: ") - 1
+              + (req->error ? ngx_strlen(req->error) : 0);
+
+        p = ngx_pnalloc(check->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        route->reason.data = p;
+
+        if (req->result == NGX_MAIL_PLUS_TOKEN_INVALID) {
+            route->status = NGX_MAIL_PLUS_DENY;
+            route->bad_token = 1;
+            p = ngx_sprintf(p, "invalid token: %s",
+                            req->error ? req->error : "refused");
+
+        } else {
+            route->status = NGX_MAIL_PLUS_TEMPFAIL;
+            check->rc = NGX_BUSY;
+            p = ngx_sprintf(p, "the token could not be checked: %s",
+                            req->error ? req->error : "no answer");
+        }
+
+        route->reason.len = p - route->reason.data;
+
+        ngx_mail_plus_throttle_after(check);
+
+        return NGX_OK;
+    }
+
+    /* the user the token names; no password from here on */
+
+    check->auth.login.data = ngx_pstrdup(check->pool, &req->login);
+    if (check->auth.login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    check->auth.login.len = req->login.len;
+    check->auth.check = 0;
 
     rc = ngx_mail_plus_check_directory(check);
 
@@ -602,8 +813,18 @@ ngx_mail_plus_check_route(ngx_mail_plus_check_t *check)
         return NGX_ERROR;
     }
 
+    if (check->auth.token.len) {
+
+        /* the token was checked: the success counts as a login's */
+
+        check->route.token = 1;
+        check->route.verify = 0;
+        check->auth.check = 1;
+    }
+
     if (check->router_only
         && check->auth.check
+        && !check->auth.token.len
         && check->route.status == NGX_MAIL_PLUS_ALLOW
         && !check->route.verify
         && !check->route.checked
@@ -798,6 +1019,15 @@ ngx_mail_plus_check_free(ngx_mail_plus_check_t *check)
 static void
 ngx_mail_plus_check_destroy(ngx_mail_plus_check_t *check)
 {
+    if (check->token) {
+        ngx_mail_plus_token_free(check->token);
+        check->token = NULL;
+    }
+
+    if (check->auth.token.data) {
+        ngx_explicit_memzero(check->auth.token.data, check->auth.token.len);
+    }
+
     if (check->dir) {
         ngx_mail_plus_dir_free(check->dir);
         check->dir = NULL;

@@ -9,6 +9,7 @@
 #include <ngx_mail.h>
 #include "ngx_mail_plus_router.h"
 #include "ngx_mail_plus_directory.h"
+#include "ngx_mail_plus_token.h"
 
 
 /*
@@ -21,6 +22,9 @@
 
 static void *ngx_mail_plus_create_main_conf(ngx_conf_t *cf);
 static char *ngx_mail_plus_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_mail_plus_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_mail_plus_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child);
 static char *ngx_mail_plus_set_where(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_mail_plus_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -36,7 +40,22 @@ static ngx_conf_num_bounds_t  ngx_mail_plus_hash_points_bounds = {
 };
 
 
+static ngx_conf_bitmask_t  ngx_mail_plus_token_mechs[] = {
+    { ngx_string("oauthbearer"), NGX_MAIL_PLUS_SASL_OAUTHBEARER },
+    { ngx_string("xoauth2"), NGX_MAIL_PLUS_SASL_XOAUTH2 },
+    { ngx_string("off"), NGX_MAIL_PLUS_SASL_TOKEN_OFF },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_mail_plus_commands[] = {
+
+    { ngx_string("router_token_auth"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_plus_srv_conf_t, token_mechs),
+      &ngx_mail_plus_token_mechs },
 
     { ngx_string("router_users"),
       NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
@@ -188,8 +207,8 @@ static ngx_mail_module_t  ngx_mail_plus_module_ctx = {
     ngx_mail_plus_create_main_conf,        /* create main configuration */
     ngx_mail_plus_init_main_conf,          /* init main configuration */
 
-    NULL,                                  /* create server configuration */
-    NULL                                   /* merge server configuration */
+    ngx_mail_plus_create_srv_conf,         /* create server configuration */
+    ngx_mail_plus_merge_srv_conf           /* merge server configuration */
 };
 
 
@@ -268,6 +287,65 @@ ngx_mail_plus_create_main_conf(ngx_conf_t *cf)
     mpcf->prefix6 = NGX_CONF_UNSET_UINT;
 
     return mpcf;
+}
+
+
+static void *
+ngx_mail_plus_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_mail_plus_srv_conf_t  *pscf;
+
+    pscf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_srv_conf_t));
+    if (pscf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     pscf->token_mechs = 0;
+     */
+
+    return pscf;
+}
+
+
+/* token mechanisms are offered only where configured, and checkable */
+
+static char *
+ngx_mail_plus_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_mail_plus_srv_conf_t *prev = parent;
+    ngx_mail_plus_srv_conf_t *conf = child;
+
+    ngx_mail_plus_token_conf_t  *tcf;
+
+    ngx_conf_merge_bitmask_value(conf->token_mechs, prev->token_mechs,
+                                 (NGX_CONF_BITMASK_SET
+                                  |NGX_MAIL_PLUS_SASL_TOKEN_OFF));
+
+    if (conf->token_mechs & NGX_MAIL_PLUS_SASL_TOKEN_OFF) {
+        conf->token_mechs = 0;
+    }
+
+    conf->token_mechs &= (NGX_MAIL_PLUS_SASL_OAUTHBEARER
+                          |NGX_MAIL_PLUS_SASL_XOAUTH2);
+
+    /* the token module's directives are read: its verifier is known */
+
+    tcf = ngx_mail_conf_get_module_main_conf(cf, ngx_mail_plus_token_module);
+
+    if (conf->token_mechs && tcf->verifier == NGX_MAIL_PLUS_TOKEN_NONE)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"router_token_auth\" needs a token verifier: "
+                           "\"router_token_jwks\", "
+                           "\"router_token_introspect\" or "
+                           "\"router_token_dovecot\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

@@ -336,14 +336,20 @@ ngx_mail_plus_router_route(ngx_mail_plus_main_conf_t *mpcf,
         return NGX_OK;
     }
 
-    if (auth->check && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER) {
+    /* a token names a user, but only a user the router knows logs in */
 
+    if ((auth->check || auth->token.len)
+        && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER)
+    {
         if (user == NULL) {
             ngx_str_set(&route->reason, "unknown user");
             return NGX_OK;
         }
 
-        if (user->checked) {
+        if (!auth->check) {
+            /* the token was checked */
+
+        } else if (user->checked) {
             route->checked = 1;
 
         } else if (!user->nopassword) {

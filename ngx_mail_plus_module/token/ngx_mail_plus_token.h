@@ -120,6 +120,9 @@ struct ngx_mail_plus_token_req_s {
 };
 
 
+extern ngx_module_t  ngx_mail_plus_token_module;
+
+
 /* for the router's login check, SMTP AUTH, the auth_http endpoint */
 
 ngx_uint_t ngx_mail_plus_token_enabled(ngx_mail_plus_main_conf_t *mpcf);

@@ -115,7 +115,6 @@ ngx_module_t  ngx_mail_plus_token_module = {
 static void *
 ngx_mail_plus_token_create_main_conf(ngx_conf_t *cf)
 {
-    ngx_mail_plus_main_conf_t   *mpcf;
     ngx_mail_plus_token_conf_t  *tcf;
 
     tcf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_plus_token_conf_t));
@@ -127,11 +126,6 @@ ngx_mail_plus_token_create_main_conf(ngx_conf_t *cf)
     tcf->skew = NGX_CONF_UNSET;
     tcf->audiences = NGX_CONF_UNSET_PTR;
 
-    /* the router's module comes first: its main conf is there */
-
-    mpcf = ngx_mail_conf_get_module_main_conf(cf, ngx_mail_plus_module);
-    mpcf->token = tcf;
-
     return tcf;
 }
 
@@ -140,6 +134,13 @@ static char *
 ngx_mail_plus_token_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_mail_plus_token_conf_t *tcf = conf;
+
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    /* the router's login check finds it there */
+
+    mpcf = ngx_mail_conf_get_module_main_conf(cf, ngx_mail_plus_module);
+    mpcf->token = tcf;
 
     ngx_conf_init_size_value(tcf->max_size, 8192);
     ngx_conf_init_value(tcf->skew, 60);
