@@ -149,6 +149,12 @@ typedef struct {
     ngx_uint_t                  replies;      /* backend replies expected */
     ngx_uint_t                  arg;          /* IMAP: its literal waits */
     ngx_str_t                   reply;        /* to the client after login */
+    ngx_str_t                   up_login;     /* what the backend login */
+    ngx_str_t                   up_password;  /* sends (a master user's
+                                                 after a token login) */
+    ngx_uint_t                  token_mech;   /* the backend login with the
+                                                 token: NGX_MAIL_PLUS_SASL_*
+                                                 chosen, 0 before */
 
     ngx_mail_plus_pipe_t        up;           /* client to backend */
     ngx_mail_plus_pipe_t        down;         /* backend to client */
@@ -174,6 +180,11 @@ typedef struct {
     unsigned                    quickack:1;   /* ID and LOGIN pipelined */
     unsigned                    token_refused:1;  /* RFC 7628's error
                                                      exchange is due */
+    unsigned                    token_login:1;  /* the backend login is
+                                                   with the client's token */
+    unsigned                    auth_oauthbearer:1;  /* the backend offers */
+    unsigned                    auth_xoauth2:1;
+    unsigned                    token_cont:1; /* the dummy response sent */
 
     /* before login */
     ngx_mail_plus_parse_t       parse;
@@ -300,6 +311,18 @@ ngx_uint_t ngx_mail_plus_parse_idle(ngx_mail_plus_parse_t *p);
 
 void ngx_mail_plus_upstream_connect(ngx_mail_session_t *s);
 void ngx_mail_plus_upstream_close(ngx_mail_plus_proxy_ctx_t *ctx);
+
+/* ngx_mail_plus_upstream_token.c: the backend login after a token login */
+
+ngx_int_t ngx_mail_plus_upstream_token_init(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx);
+ngx_int_t ngx_mail_plus_upstream_token_mech(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx);
+size_t ngx_mail_plus_upstream_token_len(ngx_mail_plus_proxy_ctx_t *ctx);
+u_char *ngx_mail_plus_upstream_token_response(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, u_char *p);
+void ngx_mail_plus_upstream_token_cap(ngx_mail_plus_proxy_ctx_t *ctx,
+    u_char *name, size_t len);
 
 /* ngx_mail_plus_relay.c: the relay, its pipes closed with the session */
 

@@ -73,6 +73,12 @@
 #define NGX_MAIL_PLUS_SCHEME_SSHA512  8
 
 
+/* how the module logs in to a pool's backends after a token login */
+
+#define NGX_MAIL_PLUS_TOKEN_LOGIN_TOKEN   0   /* OAUTHBEARER, XOAUTH2 */
+#define NGX_MAIL_PLUS_TOKEN_LOGIN_MASTER  1   /* "login*master", password */
+
+
 /* how a pool's backends learn the client's address */
 
 #define NGX_MAIL_PLUS_FORWARD_OFF     0
@@ -144,6 +150,10 @@ struct ngx_mail_plus_pool_s {
     ngx_uint_t                  nprimary;
     ngx_uint_t                  auth;      /* NGX_MAIL_PLUS_AUTH_* */
     ngx_uint_t                  forward;   /* NGX_MAIL_PLUS_FORWARD_* */
+    ngx_uint_t                  token_login;  /* NGX_MAIL_PLUS_TOKEN_LOGIN_* */
+    ngx_str_t                   master_user;
+    ngx_str_t                   master_password;  /* of its file; never
+                                                     logged */
 
     u_char                     *file;
     ngx_uint_t                  line;
