@@ -190,7 +190,7 @@ typedef struct {
     ngx_mail_plus_parse_t       parse;
     ngx_pool_t                 *login_pool;   /* the login given last */
     ngx_str_t                   login;        /* as given: to the router */
-    ngx_uint_t                  token_mech;   /* a token login's SASL
+    ngx_uint_t                  token_sasl;   /* a token login's SASL
                                                  mechanism; s->passwd is
                                                  the token */
     u_char                     *out;          /* replies, reused */

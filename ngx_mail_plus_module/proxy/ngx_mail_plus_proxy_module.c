@@ -1026,7 +1026,7 @@ ngx_mail_plus_proxy_sasl_response(ngx_mail_session_t *s, ngx_str_t *text)
         }
 
         ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
-        ctx->token_mech = (s->mail_state == NGX_MAIL_PLUS_STATE_OAUTHBEARER)
+        ctx->token_sasl = (s->mail_state == NGX_MAIL_PLUS_STATE_OAUTHBEARER)
                           ? NGX_MAIL_PLUS_SASL_OAUTHBEARER
                           : NGX_MAIL_PLUS_SASL_XOAUTH2;
         break;
@@ -1077,11 +1077,11 @@ ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c)
 
     /* the login as the client gave it, s->login is its escaped form */
 
-    if (ctx->token_mech) {
+    if (ctx->token_sasl) {
         rc = ngx_mail_plus_check_set_token(check, ctx->protocol, &ctx->login,
-                                           &s->passwd, ctx->token_mech,
+                                           &s->passwd, ctx->token_sasl,
                                            &c->addr_text);
-        ctx->token_mech = 0;
+        ctx->token_sasl = 0;
 
     } else {
         rc = ngx_mail_plus_check_set(check, ctx->protocol, &ctx->login,
