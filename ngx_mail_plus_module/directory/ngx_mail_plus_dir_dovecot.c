@@ -14,9 +14,9 @@
 
 /*
  * The "dovecot" directory: its configuration, and its requests: a login
- * is an AUTH with PLAIN on the auth-client socket, a recipient a USER on
- * the auth-userdb socket (ngx_mail_plus_dir_dovecot_reply.c reads the
- * answers).  Requests wait for a connection in a bounded queue, are sent
+ * is an AUTH with PLAIN on the auth-client socket (a token, with
+ * OAUTHBEARER or XOAUTH2), a recipient a USER on the auth-userdb socket
+ * (ngx_mail_plus_dir_dovecot_reply.c reads the answers).  Requests wait for a connection in a bounded queue, are sent
  * to the least busy one, and their answers are told from a posted event,
  * never from inside a lookup.
  */
@@ -439,6 +439,20 @@ ngx_mail_plus_dovecot_send(ngx_mail_plus_dovecot_conn_t *conn,
     pool = conn->pool;
     b = conn->out;
 
+    if (!pool->master
+        && (req->mech == NGX_MAIL_PLUS_SASL_OAUTHBEARER ? !conn->oauthbearer
+            : req->mech == NGX_MAIL_PLUS_SASL_XOAUTH2 ? !conn->xoauth2
+            : !conn->plain))
+    {
+        ngx_queue_remove(&req->queue);
+        pool->nwaiting--;
+
+        ngx_mail_plus_dovecot_answer(pool, req, NGX_MAIL_PLUS_DIR_TEMPFAIL,
+                                     "Dovecot does not offer the mechanism "
+                                     "(auth_mechanisms)");
+        return NGX_OK;
+    }
+
     len = ngx_mail_plus_dovecot_request(pool, req, b->last, b->end - b->last);
 
     if (len == 0) {
@@ -485,7 +499,8 @@ ngx_mail_plus_dovecot_send(ngx_mail_plus_dovecot_conn_t *conn,
 
 /*
  * the line of a request into p: its length, 0 if it does not fit.
- * AUTH: "\0login\0password" in base64 last, as Dovecot wants it; USER:
+ * AUTH: "\0login\0password" (or a token login's response) in base64 last,
+ * as Dovecot wants it; USER:
  * the login, free of control characters (checked), as it is.
  */
 
@@ -495,7 +510,7 @@ ngx_mail_plus_dovecot_request(ngx_mail_plus_dovecot_pool_t *pool,
 {
     u_char                         c, *start;
     size_t                         len, rip;
-    ngx_str_t                      service, plain, resp;
+    ngx_str_t                      service, plain, resp, mech;
     ngx_uint_t                     i;
     ngx_mail_plus_dovecot_req_t   *dr;
     ngx_mail_plus_dovecot_conf_t  *dcf;
@@ -549,33 +564,50 @@ ngx_mail_plus_dovecot_request(ngx_mail_plus_dovecot_pool_t *pool,
         return p - start;
     }
 
-    plain.len = 1 + req->login.len + 1 + req->password.len;
+    if (req->mech) {
+        ngx_str_set(&mech, "OAUTHBEARER");
 
-    len = sizeof("AUTH\t4294967295\tPLAIN\tservice=\tsecured\tno-penalty"
+        if (req->mech == NGX_MAIL_PLUS_SASL_XOAUTH2) {
+            ngx_str_set(&mech, "XOAUTH2");
+        }
+
+        plain.len = req->response.len;
+
+    } else {
+        ngx_str_set(&mech, "PLAIN");
+        plain.len = 1 + req->login.len + 1 + req->password.len;
+    }
+
+    len = sizeof("AUTH\t4294967295\t\tservice=\tsecured\tno-penalty"
                  "\trip=\tresp=\n") - 1
-          + service.len + rip + ngx_base64_encoded_length(plain.len);
+          + mech.len + service.len + rip + ngx_base64_encoded_length(plain.len);
 
     if (len > size) {
         return 0;
     }
 
-    plain.data = ngx_pnalloc(req->pool, plain.len);
-    if (plain.data == NULL) {
-        return 0;
-    }
+    if (req->mech) {
+        plain.data = req->response.data;
 
-    plain.data[0] = '\0';
-    ngx_memcpy(plain.data + 1, req->login.data, req->login.len);
-    plain.data[1 + req->login.len] = '\0';
-    ngx_memcpy(plain.data + 2 + req->login.len, req->password.data,
-               req->password.len);
+    } else {
+        plain.data = ngx_pnalloc(req->pool, plain.len);
+        if (plain.data == NULL) {
+            return 0;
+        }
+
+        plain.data[0] = '\0';
+        ngx_memcpy(plain.data + 1, req->login.data, req->login.len);
+        plain.data[1 + req->login.len] = '\0';
+        ngx_memcpy(plain.data + 2 + req->login.len, req->password.data,
+                   req->password.len);
+    }
 
     dr->id = ++pool->id;
 
     start = p;
 
-    p = ngx_sprintf(p, "AUTH\t%uD\tPLAIN\tservice=%V\tsecured\tno-penalty",
-                    dr->id, &service);
+    p = ngx_sprintf(p, "AUTH\t%uD\t%V\tservice=%V\tsecured\tno-penalty",
+                    dr->id, &mech, &service);
 
     if (rip) {
         p = ngx_sprintf(p, "\trip=%*s", rip, req->client.data);

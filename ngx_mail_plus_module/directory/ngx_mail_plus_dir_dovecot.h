@@ -18,7 +18,8 @@
 
 /*
  * The "dovecot" directory: Dovecot's auth service.  Logins go to its
- * auth-client socket (AUTH with PLAIN), recipients to its auth-userdb or
+ * auth-client socket (AUTH with PLAIN; a token, for "router_token_dovecot",
+ * with OAUTHBEARER or XOAUTH2), recipients to its auth-userdb or
  * auth-master socket (USER).  Each socket has, in each worker, a pool of
  * up to dir->connections connections, opened at the first lookup,
  * handshaken once and then reused; requests are multiplexed on them by
@@ -59,6 +60,8 @@ typedef struct {
     ngx_uint_t                     generation;  /* its opens */
     unsigned                       version:1;  /* VERSION read */
     unsigned                       plain:1;    /* MECH PLAIN read */
+    unsigned                       oauthbearer:1;  /* MECH OAUTHBEARER */
+    unsigned                       xoauth2:1;      /* MECH XOAUTH2 */
 } ngx_mail_plus_dovecot_conn_t;
 
 
@@ -99,6 +102,8 @@ typedef struct {
 typedef struct {
     uint32_t                       id;
     ngx_msec_t                     deadline;
+    unsigned                       cont:1;    /* a token's error: the
+                                                 dummy response sent */
 } ngx_mail_plus_dovecot_req_t;
 
 

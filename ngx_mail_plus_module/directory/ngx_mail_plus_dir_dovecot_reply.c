@@ -18,13 +18,20 @@
  * its extra fields the user's target; FAIL a wrong password or, with
  * "temp" or "code=temp_fail", a temporary failure.  USER, NOTFOUND, FAIL
  * answer a USER.  Values are tab-unescaped; one of ours that holds a
- * control character then makes the answer a temporary failure.
+ * control character then makes the answer a temporary failure.  A token
+ * (OAUTHBEARER, XOAUTH2) that Dovecot refuses gets a CONT with the RFC 7628
+ * error status first: the dummy response "\001" goes back, and the FAIL
+ * follows.
  */
 
 
 static ngx_int_t ngx_mail_plus_dovecot_handshake(
     ngx_mail_plus_dovecot_conn_t *conn, ngx_str_t *arg, ngx_uint_t n);
 static ngx_int_t ngx_mail_plus_dovecot_reply(ngx_mail_plus_dovecot_conn_t *conn,
+    ngx_str_t *arg, ngx_uint_t n);
+static ngx_int_t ngx_mail_plus_dovecot_cont(ngx_mail_plus_dovecot_conn_t *conn,
+    ngx_mail_plus_dir_req_t *req);
+static void ngx_mail_plus_dovecot_user(ngx_mail_plus_dir_req_t *req,
     ngx_str_t *arg, ngx_uint_t n);
 static void ngx_mail_plus_dovecot_fields(ngx_mail_plus_dir_req_t *req,
     ngx_str_t *arg, ngx_uint_t n, ngx_uint_t fail);
@@ -130,6 +137,12 @@ ngx_mail_plus_dovecot_handshake(ngx_mail_plus_dovecot_conn_t *conn,
     if (ngx_mail_plus_dovecot_is(&arg[0], "MECH")) {
         if (n > 1 && ngx_mail_plus_dovecot_is(&arg[1], "PLAIN")) {
             conn->plain = 1;
+
+        } else if (n > 1 && ngx_mail_plus_dovecot_is(&arg[1], "OAUTHBEARER")) {
+            conn->oauthbearer = 1;
+
+        } else if (n > 1 && ngx_mail_plus_dovecot_is(&arg[1], "XOAUTH2")) {
+            conn->xoauth2 = 1;
         }
 
         return NGX_OK;
@@ -142,10 +155,13 @@ ngx_mail_plus_dovecot_handshake(ngx_mail_plus_dovecot_conn_t *conn,
         return NGX_OK;
     }
 
-    if (!pool->master && !conn->plain) {
+    if (!pool->master && !conn->plain && !conn->oauthbearer
+        && !conn->xoauth2)
+    {
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
-                      "directory \"%V\": %V does not offer PLAIN "
-                      "(auth_mechanisms)", &pool->dir->name, &pool->url->url);
+                      "directory \"%V\": %V offers neither PLAIN nor "
+                      "OAUTHBEARER nor XOAUTH2 (auth_mechanisms)",
+                      &pool->dir->name, &pool->url->url);
         return NGX_ERROR;
     }
 
@@ -215,6 +231,12 @@ ngx_mail_plus_dovecot_reply(ngx_mail_plus_dovecot_conn_t *conn,
         return NGX_OK;
     }
 
+    if (!pool->master && req->mech
+        && ngx_mail_plus_dovecot_is(&arg[0], "CONT"))
+    {
+        return ngx_mail_plus_dovecot_cont(conn, req);
+    }
+
     ngx_queue_remove(&req->queue);
     conn->nrequests--;
 
@@ -238,6 +260,10 @@ ngx_mail_plus_dovecot_reply(ngx_mail_plus_dovecot_conn_t *conn,
         req->result = NGX_MAIL_PLUS_DIR_FOUND;
         req->verified = 1;
         ngx_mail_plus_dovecot_fields(req, &arg[2], n - 2, 0);
+
+        if (req->mech) {
+            ngx_mail_plus_dovecot_user(req, &arg[2], n - 2);
+        }
 
     } else if (ngx_mail_plus_dovecot_is(&arg[0], "FAIL")) {
         temp = 0;
@@ -276,6 +302,85 @@ ngx_mail_plus_dovecot_reply(ngx_mail_plus_dovecot_conn_t *conn,
     ngx_mail_plus_dovecot_dispatch(pool);
 
     return NGX_OK;
+}
+
+
+/*
+ * a CONT to a token's AUTH: the error exchange (RFC 7628 3.2.3), answered
+ * once with the dummy response; its JSON status is not read, the FAIL
+ * that follows is the answer
+ */
+
+static ngx_int_t
+ngx_mail_plus_dovecot_cont(ngx_mail_plus_dovecot_conn_t *conn,
+    ngx_mail_plus_dir_req_t *req)
+{
+    ngx_buf_t                    *b;
+    ngx_mail_plus_dovecot_req_t  *dr;
+
+    dr = req->ctx;
+    b = conn->out;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                   "directory dovecot: request %p continued on "
+                   "connection %ui", req, conn->slot);
+
+    if (dr->cont
+        || (size_t) (b->end - b->last)
+           < sizeof("CONT\t4294967295\tAQ==\n") - 1)
+    {
+        ngx_queue_remove(&req->queue);
+        conn->nrequests--;
+
+        ngx_mail_plus_dovecot_answer(conn->pool, req,
+                                     NGX_MAIL_PLUS_DIR_TEMPFAIL,
+                                     "Dovecot continued the token's "
+                                     "login more than once");
+        return NGX_OK;
+    }
+
+    dr->cont = 1;
+
+    b->last = ngx_sprintf(b->last, "CONT\t%uD\tAQ==\n", dr->id);
+
+    return ngx_mail_plus_dovecot_flush(conn);
+}
+
+
+/* the "user=" of an OK to a token's AUTH: the user the token names */
+
+static void
+ngx_mail_plus_dovecot_user(ngx_mail_plus_dir_req_t *req, ngx_str_t *arg,
+    ngx_uint_t n)
+{
+    ngx_str_t   value;
+    ngx_uint_t  i;
+
+    if (req->result != NGX_MAIL_PLUS_DIR_FOUND) {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+
+        if (arg[i].len <= 5 || ngx_strncmp(arg[i].data, "user=", 5) != 0) {
+            continue;
+        }
+
+        value.data = arg[i].data + 5;
+        value.len = arg[i].len - 5;
+
+        if (ngx_mail_plus_dovecot_unescape(req->pool, &value) != NGX_OK
+            || ngx_mail_plus_text_has_ctl(&value))
+        {
+            break;
+        }
+
+        req->user = value;
+        return;
+    }
+
+    req->result = NGX_MAIL_PLUS_DIR_TEMPFAIL;
+    ngx_str_set(&req->error, "Dovecot's OK named no valid user");
 }
 
 

@@ -491,6 +491,75 @@ ngx_mail_plus_dir_lookup(ngx_mail_plus_dir_req_t *req)
 }
 
 
+/* a "router_directory" block by its name, NULL if there is none */
+
+ngx_mail_plus_dir_t *
+ngx_mail_plus_dir_find(ngx_mail_plus_main_conf_t *mpcf, ngx_str_t *name)
+{
+    ngx_uint_t            i;
+    ngx_mail_plus_dir_t  **dirs;
+
+    if (mpcf->directories == NULL) {
+        return NULL;
+    }
+
+    dirs = mpcf->directories->elts;
+
+    for (i = 0; i < mpcf->directories->nelts; i++) {
+        if (dirs[i]->name.len == name->len
+            && ngx_strncmp(dirs[i]->name.data, name->data, name->len) == 0)
+        {
+            return dirs[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * one directory asked, past the cache and without the others: a question
+ * only it can answer (a token for Dovecot's auth service); as
+ * ngx_mail_plus_dir_lookup() returns
+ */
+
+ngx_int_t
+ngx_mail_plus_dir_ask(ngx_mail_plus_dir_req_t *req, ngx_mail_plus_dir_t *dir)
+{
+    ngx_int_t  rc;
+
+    req->dir = dir;
+    req->one = 1;
+    req->result = NGX_MAIL_PLUS_DIR_TEMPFAIL;
+    req->error.len = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                   "router: asking directory \"%V\" alone, mechanism %ui",
+                   &dir->name, req->mech);
+
+    (void) ngx_atomic_fetch_add(&ngx_mail_plus_dir_stats(dir)->lookups, 1);
+
+    rc = dir->ops->lookup(req);
+
+    if (rc == NGX_AGAIN) {
+        req->pending = 1;
+        return NGX_AGAIN;
+    }
+
+    if (rc != NGX_OK) {
+        req->result = NGX_MAIL_PLUS_DIR_TEMPFAIL;
+        ngx_str_set(&req->error, "lookup failed");
+    }
+
+    if (req->result == NGX_MAIL_PLUS_DIR_TEMPFAIL) {
+        (void) ngx_atomic_fetch_add(&ngx_mail_plus_dir_stats(dir)->failures,
+                                    1);
+    }
+
+    return NGX_OK;
+}
+
+
 /* the directories from req->next on, until one knows the user */
 
 static ngx_int_t
@@ -646,6 +715,20 @@ ngx_mail_plus_dir_done(ngx_mail_plus_dir_req_t *req)
                        "is gone", req);
 
         ngx_destroy_pool(req->pool);
+        return;
+    }
+
+    if (req->one) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, req->log, 0,
+                       "router: directory \"%V\" answered %ui",
+                       &req->dir->name, req->result);
+
+        if (req->result == NGX_MAIL_PLUS_DIR_TEMPFAIL) {
+            (void) ngx_atomic_fetch_add(
+                               &ngx_mail_plus_dir_stats(req->dir)->failures, 1);
+        }
+
+        req->handler(req);
         return;
     }
 

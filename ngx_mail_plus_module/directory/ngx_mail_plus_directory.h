@@ -130,6 +130,12 @@ struct ngx_mail_plus_dir_req_s {
     ngx_str_t                   password;  /* PASSDB: NUL-terminated, no
                                               control character */
     ngx_str_t                   client;    /* the client's address */
+    ngx_uint_t                  mech;      /* 0: the password, PLAIN;
+                                              NGX_MAIL_PLUS_SASL_*: the
+                                              "response" of a token login
+                                              (dovecot only) */
+    ngx_str_t                   response;  /* with mech: the SASL response,
+                                              raw; a credential */
 
     /* the answer */
 
@@ -139,6 +145,8 @@ struct ngx_mail_plus_dir_req_s {
                                               the router checks it */
     ngx_mail_plus_user_fields_t  fields;
     ngx_str_t                   error;     /* TEMPFAIL: why, for the log */
+    ngx_str_t                   user;      /* with mech, FOUND: the user the
+                                              source named ("user=") */
     unsigned                    verified:1;  /* the source checked the
                                                 password itself */
 
@@ -163,6 +171,8 @@ struct ngx_mail_plus_dir_req_s {
     unsigned                    cached:1;  /* the answer is the cache's */
     unsigned                    stale:1;
     unsigned                    tempfail:1;  /* one could not answer */
+    unsigned                    one:1;     /* one directory asked, no
+                                              cache (ngx_mail_plus_dir_ask) */
 };
 
 
@@ -195,6 +205,10 @@ void ngx_mail_plus_dir_exit_process(ngx_cycle_t *cycle,
 ngx_mail_plus_dir_req_t *ngx_mail_plus_dir_create(
     ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_dir_lookup(ngx_mail_plus_dir_req_t *req);
+ngx_mail_plus_dir_t *ngx_mail_plus_dir_find(ngx_mail_plus_main_conf_t *mpcf,
+    ngx_str_t *name);
+ngx_int_t ngx_mail_plus_dir_ask(ngx_mail_plus_dir_req_t *req,
+    ngx_mail_plus_dir_t *dir);
 void ngx_mail_plus_dir_verified(ngx_mail_plus_dir_req_t *req,
     ngx_uint_t right);
 void ngx_mail_plus_dir_free(ngx_mail_plus_dir_req_t *req);

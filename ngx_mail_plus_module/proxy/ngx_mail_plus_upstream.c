@@ -51,6 +51,8 @@
 #define NGX_MAIL_PLUS_UP_CAPA       1   /* POP3: CAPA sent */
 #define NGX_MAIL_PLUS_UP_LOGIN      2   /* the login commands sent */
 #define NGX_MAIL_PLUS_UP_CONTINUE   3   /* IMAP: a "+" awaited */
+#define NGX_MAIL_PLUS_UP_TOKEN      4   /* IMAP: the token sent, a "+" is
+                                           the error exchange */
 
 #define NGX_MAIL_PLUS_UP_LINE       4096
 
@@ -59,6 +61,7 @@
 #define NGX_MAIL_PLUS_UP_ARG_LOGIN  0
 #define NGX_MAIL_PLUS_UP_ARG_PASS   1
 #define NGX_MAIL_PLUS_UP_ARG_PLAIN  2
+#define NGX_MAIL_PLUS_UP_ARG_TOKEN  3
 
 
 static ngx_int_t ngx_mail_plus_upstream_try(ngx_mail_session_t *s);
@@ -84,7 +87,11 @@ static ngx_int_t ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line);
 static ngx_int_t ngx_mail_plus_upstream_pop3_capa(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line);
+static void ngx_mail_plus_upstream_pop3_sasl(ngx_mail_plus_proxy_ctx_t *ctx,
+    u_char *p, u_char *last);
 static ngx_int_t ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx);
+static ngx_int_t ngx_mail_plus_upstream_token_error(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx);
 static void ngx_mail_plus_upstream_next_command(
     ngx_mail_plus_proxy_ctx_t *ctx);
@@ -110,21 +117,27 @@ void
 ngx_mail_plus_upstream_connect(ngx_mail_session_t *s)
 {
     ngx_int_t                   rc;
-    ngx_mail_plus_check_t      *check;
     ngx_mail_plus_proxy_ctx_t  *ctx;
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
-    check = ctx->check;
 
     s->connection->log->action = "connecting to backend";
+
+    rc = ngx_mail_plus_upstream_token_init(s, ctx);
+
+    if (rc == NGX_ERROR) {
+        ngx_mail_plus_proxy_finalize(s, NGX_MAIL_PLUS_END_ERROR);
+        return;
+    }
 
     /*
      * the router refuses control characters; this side does not rely on
      * it: a CR, an LF or a NUL would end a command or a SASL field early
      */
 
-    if (ngx_mail_plus_text_has_ctl(&check->route.login)
-        || ngx_mail_plus_text_has_ctl(&check->auth.password))
+    if (rc == NGX_DECLINED
+        || ngx_mail_plus_text_has_ctl(&ctx->up_login)
+        || ngx_mail_plus_text_has_ctl(&ctx->up_password))
     {
         ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
                       "login \"%V\" with a control character "
@@ -254,6 +267,10 @@ ngx_mail_plus_upstream_try(ngx_mail_session_t *s)
     ctx->literal_plus = 0;
     ctx->xclient = 0;
     ctx->quickack = 0;
+    ctx->auth_oauthbearer = 0;
+    ctx->auth_xoauth2 = 0;
+    ctx->token_cont = 0;
+    ctx->token_mech = 0;
 
     ngx_log_debug4(NGX_LOG_DEBUG_MAIL, c->log, 0,
                    "proxy: backend %V of pool \"%V\" %s, forward %ui",
@@ -415,6 +432,11 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
 
             return;
 
+        case NGX_ABORT:
+            /* the backend cannot take this login: logged */
+            ngx_mail_plus_upstream_login_error(s, ctx);
+            return;
+
         case NGX_DONE:
             /* the backend refused the login: ctx->reply is the answer */
             ngx_mail_plus_upstream_log_reply(s, ctx, NGX_LOG_INFO,
@@ -548,14 +570,16 @@ ngx_mail_plus_upstream_read_line(ngx_connection_t *pc, ngx_buf_t *b,
 
 /*
  * NGX_AGAIN: more lines; NGX_OK: logged in; NGX_DECLINED: not a server to
- * use; NGX_DONE: the login was refused; NGX_ERROR
+ * use; NGX_DONE: the login was refused; NGX_ABORT: the server cannot take
+ * this login (no token mechanism); NGX_ERROR
  */
 
 static ngx_int_t
 ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line)
 {
-    u_char  *p, *last;
+    u_char     *p, *last;
+    ngx_int_t   rc;
 
     last = line->data + line->len;
 
@@ -570,8 +594,10 @@ ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
 
         ngx_mail_plus_upstream_imap_caps(ctx, line);
 
-        if (ngx_mail_plus_upstream_imap_login(s, ctx) != NGX_OK) {
-            return NGX_ERROR;
+        rc = ngx_mail_plus_upstream_imap_login(s, ctx);
+
+        if (rc != NGX_OK) {
+            return rc;
         }
 
         s->connection->log->action = "logging in to backend";
@@ -582,6 +608,10 @@ ngx_mail_plus_upstream_imap(ngx_mail_session_t *s,
     /* a literal or a SASL response may go on */
 
     if (line->data[0] == '+') {
+
+        if (ctx->state == NGX_MAIL_PLUS_UP_TOKEN) {
+            return ngx_mail_plus_upstream_token_error(s, ctx);
+        }
 
         if (ctx->state != NGX_MAIL_PLUS_UP_CONTINUE) {
             return NGX_DECLINED;
@@ -676,6 +706,8 @@ ngx_mail_plus_upstream_imap_caps(ngx_mail_plus_proxy_ctx_t *ctx,
 
         len = p - start;
 
+        ngx_mail_plus_upstream_token_cap(ctx, start, len);
+
         if (len == sizeof("SASL-IR") - 1
             && ngx_strncasecmp(start, (u_char *) "SASL-IR", len) == 0)
         {
@@ -710,6 +742,11 @@ ngx_mail_plus_upstream_imap_caps(ngx_mail_plus_proxy_ctx_t *ctx,
                    "proxy: backend capability sasl-ir:%ud auth=plain:%ud "
                    "literal+:%ud logindisabled:%ud", ctx->sasl_ir,
                    ctx->auth_plain, ctx->literal_plus, ctx->login_disabled);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->session->connection->log, 0,
+                   "proxy: backend capability auth=oauthbearer:%ud "
+                   "auth=xoauth2:%ud", ctx->auth_oauthbearer,
+                   ctx->auth_xoauth2);
 }
 
 
@@ -747,11 +784,20 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
     /* the longest of the ways to log in */
 
     len += sizeof("L AUTHENTICATE PLAIN " CRLF) - 1
-           + ngx_base64_encoded_length(2 + check->route.login.len
-                                       + check->auth.password.len)
+           + ngx_base64_encoded_length(2 + ctx->up_login.len
+                                       + ctx->up_password.len)
            + sizeof("L LOGIN  " CRLF) - 1
-           + ngx_mail_plus_upstream_imap_arg_len(&check->route.login)
-           + ngx_mail_plus_upstream_imap_arg_len(&check->auth.password);
+           + ngx_mail_plus_upstream_imap_arg_len(&ctx->up_login)
+           + ngx_mail_plus_upstream_imap_arg_len(&ctx->up_password);
+
+    if (ctx->token_login) {
+        if (ngx_mail_plus_upstream_token_mech(s, ctx) != NGX_OK) {
+            return NGX_ABORT;
+        }
+
+        len += sizeof("L AUTHENTICATE OAUTHBEARER ") - 1
+               + ngx_mail_plus_upstream_token_len(ctx);
+    }
 
     p = ngx_mail_plus_upstream_reserve(s, ctx, len);
     if (p == NULL) {
@@ -774,7 +820,27 @@ ngx_mail_plus_upstream_imap_login(ngx_mail_session_t *s,
 
     ctx->state = NGX_MAIL_PLUS_UP_LOGIN;
 
-    if (ctx->auth_plain && ctx->sasl_ir) {
+    if (ctx->token_login) {
+        p = ngx_sprintf(p, "L AUTHENTICATE %s",
+                        ctx->token_mech == NGX_MAIL_PLUS_SASL_OAUTHBEARER
+                        ? "OAUTHBEARER" : "XOAUTH2");
+
+        if (ctx->sasl_ir) {
+            *p++ = ' ';
+            p = ngx_mail_plus_upstream_token_response(s, ctx, p);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            ctx->state = NGX_MAIL_PLUS_UP_TOKEN;
+
+        } else {
+            *p++ = CR; *p++ = LF;
+            ctx->arg = NGX_MAIL_PLUS_UP_ARG_TOKEN;
+            ctx->state = NGX_MAIL_PLUS_UP_CONTINUE;
+        }
+
+    } else if (ctx->auth_plain && ctx->sasl_ir) {
         p = ngx_cpymem(p, "L AUTHENTICATE PLAIN ",
                        sizeof("L AUTHENTICATE PLAIN ") - 1);
         p = ngx_mail_plus_upstream_plain(s, ctx, p);
@@ -810,18 +876,30 @@ static ngx_int_t
 ngx_mail_plus_upstream_imap_continue(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx)
 {
-    u_char                 *p;
-    size_t                  len;
-    ngx_str_t              *login, *passwd;
-    ngx_mail_plus_check_t  *check;
+    u_char     *p;
+    size_t      len;
+    ngx_str_t  *login, *passwd;
 
-    check = ctx->check;
-    login = &check->route.login;
-    passwd = &check->auth.password;
+    login = &ctx->up_login;
+    passwd = &ctx->up_password;
 
     ctx->state = NGX_MAIL_PLUS_UP_LOGIN;
 
-    if (ctx->arg == NGX_MAIL_PLUS_UP_ARG_PLAIN) {
+    if (ctx->arg == NGX_MAIL_PLUS_UP_ARG_TOKEN) {
+        p = ngx_mail_plus_upstream_reserve(s, ctx,
+                                       ngx_mail_plus_upstream_token_len(ctx));
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_mail_plus_upstream_token_response(s, ctx, p);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->state = NGX_MAIL_PLUS_UP_TOKEN;
+
+    } else if (ctx->arg == NGX_MAIL_PLUS_UP_ARG_PLAIN) {
         len = ngx_base64_encoded_length(2 + login->len + passwd->len) + 2;
 
         p = ngx_mail_plus_upstream_reserve(s, ctx, len);
@@ -883,7 +961,7 @@ ngx_mail_plus_upstream_imap_args(ngx_mail_plus_proxy_ctx_t *ctx, u_char *p)
     for ( ;; ) {
 
         v = (ctx->arg == NGX_MAIL_PLUS_UP_ARG_LOGIN)
-            ? &ctx->check->route.login : &ctx->check->auth.password;
+            ? &ctx->up_login : &ctx->up_password;
 
         if (ngx_mail_plus_upstream_quotable(v)) {
             p = ngx_mail_plus_upstream_quote(p, v);
@@ -927,8 +1005,8 @@ ngx_mail_plus_upstream_plain(ngx_mail_session_t *s,
     u_char     *q;
     ngx_str_t   plain, encoded, *login, *passwd;
 
-    login = &ctx->check->route.login;
-    passwd = &ctx->check->auth.password;
+    login = &ctx->up_login;
+    passwd = &ctx->up_password;
 
     plain.len = 2 + login->len + passwd->len;
     plain.data = ngx_pnalloc(s->connection->pool, plain.len);
@@ -1032,7 +1110,7 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, ngx_str_t *line)
 {
     u_char      *p;
-    ngx_uint_t   ok, forward;
+    ngx_uint_t   ok, forward, capa;
 
     ok = (line->len >= 3 && ngx_strncmp(line->data, "+OK", 3) == 0);
 
@@ -1046,6 +1124,7 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
                        "proxy: backend %V greeting", &ctx->backend);
 
         forward = ctx->check->route.pool->forward;
+        capa = ctx->token_login;
 
         if (forward == NGX_MAIL_PLUS_FORWARD_NATIVE) {
             ctx->xclient = 1;
@@ -1062,30 +1141,32 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
                 ctx->xclient = 1;
 
             } else {
-                p = ngx_mail_plus_upstream_reserve(s, ctx,
-                                                   sizeof("CAPA" CRLF) - 1);
-                if (p == NULL) {
-                    return NGX_ERROR;
-                }
-
-                p = ngx_cpymem(p, "CAPA" CRLF, sizeof("CAPA" CRLF) - 1);
-
-                ctx->send.len = p - ctx->send.data;
-                ctx->replies = 0;
-                ctx->state = NGX_MAIL_PLUS_UP_CAPA;
-
-                ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                               "proxy: backend capa sent");
-
-                return NGX_AGAIN;
+                capa = 1;
             }
         }
 
-        if (ngx_mail_plus_upstream_pop3_login(s, ctx) != NGX_OK) {
-            return NGX_ERROR;
+        /* a token login needs CAPA's "SASL" line */
+
+        if (capa) {
+            p = ngx_mail_plus_upstream_reserve(s, ctx,
+                                               sizeof("CAPA" CRLF) - 1);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_cpymem(p, "CAPA" CRLF, sizeof("CAPA" CRLF) - 1);
+
+            ctx->send.len = p - ctx->send.data;
+            ctx->replies = 0;
+            ctx->state = NGX_MAIL_PLUS_UP_CAPA;
+
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                           "proxy: backend capa sent");
+
+            return NGX_AGAIN;
         }
 
-        return NGX_AGAIN;
+        return ngx_mail_plus_upstream_pop3_login(s, ctx);
     }
 
     if (ctx->state == NGX_MAIL_PLUS_UP_CAPA) {
@@ -1096,15 +1177,26 @@ ngx_mail_plus_upstream_pop3(ngx_mail_session_t *s,
         return NGX_DECLINED;
     }
 
+    /* a token's AUTH continued: the error exchange */
+
+    if (ctx->token_login && !ok && line->data[0] == '+'
+        && ctx->replies == 1)
+    {
+        return ngx_mail_plus_upstream_token_error(s, ctx);
+    }
+
     /*
      * one reply per command, the next command after it (POP3 pipelining
      * needs the server's PIPELINING): XCLIENT (if sent; a refusal is
-     * logged by the backend and passed over), USER, PASS
+     * logged by the backend and passed over), USER, PASS; or XCLIENT and
+     * a token's AUTH
      */
 
     ctx->replies--;
 
-    if (ctx->replies == 2 || (ctx->replies == 1 && ok)) {
+    if (ctx->replies == 2
+        || (ctx->replies == 1 && (ok || ctx->token_login)))
+    {
         ngx_mail_plus_upstream_next_command(ctx);
         return NGX_AGAIN;
     }
@@ -1174,22 +1266,55 @@ ngx_mail_plus_upstream_pop3_capa(ngx_mail_session_t *s,
             && ngx_strncasecmp(p, (u_char *) "XCLIENT",
                                sizeof("XCLIENT") - 1) == 0
             && (len == sizeof("XCLIENT") - 1
-                || p[sizeof("XCLIENT") - 1] == ' '))
+                || p[sizeof("XCLIENT") - 1] == ' ')
+            && ctx->check->route.pool->forward
+               == NGX_MAIL_PLUS_FORWARD_OFFERED)
         {
             ctx->xclient = 1;
+        }
+
+        if (len > sizeof("SASL ") - 1
+            && ngx_strncasecmp(p, (u_char *) "SASL ", sizeof("SASL ") - 1)
+               == 0)
+        {
+            ngx_mail_plus_upstream_pop3_sasl(ctx, p + sizeof("SASL ") - 1,
+                                             p + len);
         }
 
         return NGX_AGAIN;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
-                   "proxy: backend capa done, xclient:%ud", ctx->xclient);
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "proxy: backend capa done, xclient:%ud oauthbearer:%ud "
+                   "xoauth2:%ud", ctx->xclient, ctx->auth_oauthbearer,
+                   ctx->auth_xoauth2);
 
-    if (ngx_mail_plus_upstream_pop3_login(s, ctx) != NGX_OK) {
-        return NGX_ERROR;
+    return ngx_mail_plus_upstream_pop3_login(s, ctx);
+}
+
+
+/* the mechanisms of CAPA's "SASL" line */
+
+static void
+ngx_mail_plus_upstream_pop3_sasl(ngx_mail_plus_proxy_ctx_t *ctx, u_char *p,
+    u_char *last)
+{
+    u_char  *start;
+
+    while (p < last) {
+
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        start = p;
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        ngx_mail_plus_upstream_token_cap(ctx, start, p - start);
     }
-
-    return NGX_AGAIN;
 }
 
 
@@ -1201,14 +1326,21 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
     size_t                  len;
     ngx_str_t               addr, local, port_text, *login, *passwd;
     ngx_uint_t              port, local_port;
-    ngx_mail_plus_check_t  *check;
     u_char                  port_buf[NGX_INT_T_LEN];
 
-    check = ctx->check;
-    login = &check->route.login;
-    passwd = &check->auth.password;
+    login = &ctx->up_login;
+    passwd = &ctx->up_password;
 
     len = sizeof("USER " CRLF "PASS " CRLF) - 1 + login->len + passwd->len;
+
+    if (ctx->token_login) {
+        if (ngx_mail_plus_upstream_token_mech(s, ctx) != NGX_OK) {
+            return NGX_ABORT;
+        }
+
+        len = sizeof("AUTH OAUTHBEARER ") - 1
+              + ngx_mail_plus_upstream_token_len(ctx);
+    }
 
     ngx_str_null(&addr);
     ngx_str_null(&port_text);
@@ -1248,7 +1380,24 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
 
     /* no control character here: checked before the connection */
 
-    p = ngx_sprintf(p, "USER %V" CRLF "PASS %V" CRLF, login, passwd);
+    if (ctx->token_login) {
+
+        /* one command, AUTH with its initial response (RFC 5034) */
+
+        ctx->replies--;
+
+        p = ngx_sprintf(p, "AUTH %s ",
+                        ctx->token_mech == NGX_MAIL_PLUS_SASL_OAUTHBEARER
+                        ? "OAUTHBEARER" : "XOAUTH2");
+
+        p = ngx_mail_plus_upstream_token_response(s, ctx, p);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        p = ngx_sprintf(p, "USER %V" CRLF "PASS %V" CRLF, login, passwd);
+    }
 
     /* the first command now, with a PROXY protocol header still waiting */
 
@@ -1263,7 +1412,7 @@ ngx_mail_plus_upstream_pop3_login(ngx_mail_session_t *s,
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
                    "proxy: backend login sent, xclient:%ud", ctx->xclient);
 
-    return NGX_OK;
+    return NGX_AGAIN;
 }
 
 
@@ -1295,6 +1444,43 @@ ngx_mail_plus_upstream_xtext(u_char *p, ngx_str_t *v)
     }
 
     return p;
+}
+
+
+/*
+ * a continuation after a token was sent: the backend refuses it with an
+ * RFC 7628 JSON status (not read: the client is told as for a wrong
+ * password); the dummy response "\001" ends the exchange, the NO or -ERR
+ * that follows is the refusal.  Once only.
+ */
+
+static ngx_int_t
+ngx_mail_plus_upstream_token_error(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx)
+{
+    u_char  *p;
+
+    if (ctx->token_cont) {
+        return NGX_DECLINED;
+    }
+
+    ctx->token_cont = 1;
+
+    p = ngx_mail_plus_upstream_reserve(s, ctx, sizeof("AQ==" CRLF) - 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(p, "AQ==" CRLF, sizeof("AQ==" CRLF) - 1);
+
+    ctx->send.len = p - ctx->send.data;
+    ctx->state = NGX_MAIL_PLUS_UP_LOGIN;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "proxy: backend %V refused the token, dummy response "
+                   "sent", &ctx->backend);
+
+    return NGX_AGAIN;
 }
 
 

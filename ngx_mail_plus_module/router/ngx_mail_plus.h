@@ -73,6 +73,12 @@
 #define NGX_MAIL_PLUS_SCHEME_SSHA512  8
 
 
+/* how the module logs in to a pool's backends after a token login */
+
+#define NGX_MAIL_PLUS_TOKEN_LOGIN_TOKEN   0   /* OAUTHBEARER, XOAUTH2 */
+#define NGX_MAIL_PLUS_TOKEN_LOGIN_MASTER  1   /* "login*master", password */
+
+
 /* how a pool's backends learn the client's address */
 
 #define NGX_MAIL_PLUS_FORWARD_OFF     0
@@ -144,6 +150,10 @@ struct ngx_mail_plus_pool_s {
     ngx_uint_t                  nprimary;
     ngx_uint_t                  auth;      /* NGX_MAIL_PLUS_AUTH_* */
     ngx_uint_t                  forward;   /* NGX_MAIL_PLUS_FORWARD_* */
+    ngx_uint_t                  token_login;  /* NGX_MAIL_PLUS_TOKEN_LOGIN_* */
+    ngx_str_t                   master_user;
+    ngx_str_t                   master_password;  /* of its file; never
+                                                     logged */
 
     u_char                     *file;
     ngx_uint_t                  line;
@@ -371,6 +381,12 @@ typedef struct {
     ngx_uint_t                  dir_entries;
     u_char                      dir_key[32];   /* of the passwords' HMACs */
     ngx_mail_plus_dir_stats_t   dirs[NGX_MAIL_PLUS_DIR_MAX];
+
+    /* token introspection (token/ngx_mail_plus_token_introspect_cache.c) */
+    ngx_rbtree_t                token_tree;    /* by the token's SHA-256 */
+    ngx_rbtree_node_t           token_sentinel;
+    ngx_queue_t                 token_queue;   /* most recent first */
+    ngx_atomic_t                token_down;    /* the endpoint unreachable */
 } ngx_mail_plus_shctx_t;
 
 

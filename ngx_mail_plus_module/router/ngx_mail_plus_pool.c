@@ -22,6 +22,8 @@
 
 static char *ngx_mail_plus_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
+static char *ngx_mail_plus_pool_token_login(ngx_conf_t *cf,
+    ngx_mail_plus_pool_t *pool);
 static char *ngx_mail_plus_pool_server(ngx_conf_t *cf,
     ngx_mail_plus_pool_t *pool);
 static char *ngx_mail_plus_pool_server_params(ngx_conf_t *cf,
@@ -65,6 +67,7 @@ ngx_mail_plus_pool_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     pool->name = value[1];
     pool->auth = NGX_CONF_UNSET_UINT;
     pool->forward = NGX_CONF_UNSET_UINT;
+    pool->token_login = NGX_CONF_UNSET_UINT;
     pool->file = cf->conf_file->file.name.data;
     pool->line = cf->conf_file->line;
 
@@ -102,6 +105,10 @@ ngx_mail_plus_pool_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (pool->auth == NGX_CONF_UNSET_UINT) {
         pool->auth = NGX_MAIL_PLUS_AUTH_ROUTER;
+    }
+
+    if (pool->token_login == NGX_CONF_UNSET_UINT) {
+        pool->token_login = NGX_MAIL_PLUS_TOKEN_LOGIN_TOKEN;
     }
 
     /*
@@ -159,6 +166,12 @@ ngx_mail_plus_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (value[0].len == 11
+        && ngx_strncmp(value[0].data, "token_login", 11) == 0)
+    {
+        return ngx_mail_plus_pool_token_login(cf, pool);
+    }
+
     if (value[0].len == 7 && ngx_strncmp(value[0].data, "forward", 7) == 0) {
 
         if (cf->args->nelts != 2) {
@@ -207,6 +220,126 @@ invalid:
                        "invalid number of arguments in \"%V\" "
                        "of router pool", &value[0]);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * "token_login token;" or "token_login master USER PASSWORD_FILE;": how
+ * the backends are logged in to after a token login.  The master
+ * password is the file's first line, read now, without its line end; a
+ * control byte in it or in USER is refused, and it is never logged.
+ */
+
+static char *
+ngx_mail_plus_pool_token_login(ngx_conf_t *cf, ngx_mail_plus_pool_t *pool)
+{
+    u_char      *p;
+    ssize_t      n;
+    ngx_str_t   *value, name, password;
+    ngx_file_t   file;
+    u_char       buf[1024];
+
+    value = cf->args->elts;
+
+    if (pool->token_login != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "token") == 0) {
+        pool->token_login = NGX_MAIL_PLUS_TOKEN_LOGIN_TOKEN;
+        return NGX_CONF_OK;
+    }
+
+    if (cf->args->nelts != 4 || ngx_strcmp(value[1].data, "master") != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"token_login\" of router pool, it must "
+                           "be \"token\" or \"master USER PASSWORD_FILE\"");
+        return NGX_CONF_ERROR;
+    }
+
+    for (p = value[2].data; p < value[2].data + value[2].len; p++) {
+        if (*p <= 0x20 || *p == 0x7f || *p == '"' || *p == '\\') {
+            break;
+        }
+    }
+
+    if (value[2].len == 0 || p != value[2].data + value[2].len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid master user \"%V\" in \"token_login\" "
+                           "of router pool", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    name = value[3];
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+
+    file.name = name;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_file(&file, buf, sizeof(buf), 0);
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", &name);
+    }
+
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* one line: its LF (and a CR before it) dropped */
+
+    if (n > 0 && buf[n - 1] == LF) {
+        n--;
+
+        if (n > 0 && buf[n - 1] == CR) {
+            n--;
+        }
+    }
+
+    password.data = buf;
+    password.len = n;
+
+    if (n == 0 || n == (ssize_t) sizeof(buf)
+        || ngx_mail_plus_text_has_ctl(&password))
+    {
+        ngx_explicit_memzero(buf, sizeof(buf));
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the master password in \"%V\" must be one line "
+                           "of fewer than %uz bytes, with no control byte",
+                           &name, sizeof(buf) - 1);
+        return NGX_CONF_ERROR;
+    }
+
+    pool->master_password.data = ngx_pnalloc(cf->pool, n);
+    if (pool->master_password.data == NULL) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(pool->master_password.data, buf, n);
+    pool->master_password.len = n;
+
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    pool->master_user = value[2];
+    pool->token_login = NGX_MAIL_PLUS_TOKEN_LOGIN_MASTER;
+
+    return NGX_CONF_OK;
 }
 
 
