@@ -29,7 +29,6 @@
 
 #include <assert.h>
 #include <stdlib.h>
-#include <strings.h>
 
 
 static void
@@ -49,13 +48,6 @@ check_value(ngx_str_t *value, u_char *line, size_t len)
         assert(value->data[i] != ' ' && value->data[i] != '%'
                && value->data[i] != '"');
     }
-}
-
-
-ngx_int_t
-ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
-{
-    return strncasecmp((char *) s1, (char *) s2, n);
 }
 
 
