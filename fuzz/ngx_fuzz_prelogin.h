@@ -36,32 +36,6 @@
 #include "../ngx_mail_plus_module/proxy/ngx_mail_plus_proxy_parse.c"
 
 
-ngx_int_t
-ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
-{
-    ngx_uint_t  c1, c2;
-
-    while (n) {
-        c1 = (ngx_uint_t) ngx_tolower(*s1);
-        c2 = (ngx_uint_t) ngx_tolower(*s2);
-
-        if (c1 != c2) {
-            return c1 - c2;
-        }
-
-        if (c1 == 0) {
-            return 0;
-        }
-
-        s1++;
-        s2++;
-        n--;
-    }
-
-    return 0;
-}
-
-
 static void
 fuzz_within(ngx_buf_t *b, ngx_str_t *s)
 {
