@@ -61,7 +61,7 @@ $t->write_file('master.pw', "masterpw\n");
 
 my %users = (
     'alice@example.com' => 'pwA', 'bob@example.com' => 'pwB',
-    'carol@example.com' => 'pwC',
+    'carol@example.com' => 'pwC', 'dave@example.com' => 'pwD',
 );
 
 my %dovecot_b = (users => \%users, extra => <<"EOF");
@@ -93,6 +93,28 @@ my $db = $t->dovecot('b', %dovecot_b);
 
 my $dc = $t->dovecot('c', addr => '127.0.0.2', users => \%users);
 
+# d: token mechanisms, but the P-256 key only: it refuses RS256 tokens
+
+mkdir "$dir/keys-d";
+mkdir "$dir/keys-d/default";
+mkdir "$dir/keys-d/default/ES256";
+system('cp', "$dir/keys/default/ES256/ec1", "$dir/keys-d/default/ES256/ec1");
+system('chmod', '-R', 'a+rX', "$dir/keys-d");
+
+(my $oauth2_d = $t->read_file('oauth2.conf')) =~ s!/keys/!/keys-d/!;
+$t->write_file('oauth2-d.conf', $oauth2_d);
+
+my $dd = $t->dovecot('d', addr => '127.0.0.3', users => \%users,
+    extra => <<"EOF");
+auth_mechanisms = plain login oauthbearer xoauth2
+auth_failure_delay = 0
+passdb {
+  driver = oauth2
+  mechanisms = oauthbearer xoauth2
+  args = $dir/oauth2-d.conf
+}
+EOF
+
 # before nginx: Dovecot takes a good token and refuses a bad one itself
 
 my $good = $k->token(user => 'alice@example.com');
@@ -105,7 +127,9 @@ my $good = $k->token(user => 'alice@example.com');
     like($s->imap('a', "AUTHENTICATE OAUTHBEARER $ir"), qr/^a OK/m,
         'Dovecot validates a token locally');
 
-    $s = MailPlus::Test::Client->new($db->{imap});
+    # from another address: Dovecot's penalty for it stays there
+
+    $s = MailPlus::Test::Client->new($db->{imap}, local => '127.0.0.3');
     $s->getline();
     $ir = encode_base64($k->oauthbearer($good . 'x',
         user => 'alice@example.com'), '');
@@ -119,6 +143,7 @@ $t->write_file('users', <<"EOF");
 alice\@example.com:{PLAIN}pwA:tok
 bob\@example.com:{PLAIN}pwB:master
 carol\@example.com:{PLAIN}pwC:none
+dave\@example.com:{PLAIN}pwD:other
 EOF
 
 $t->write_file_expand('nginx.conf', <<"EOF");
@@ -153,6 +178,10 @@ mail {
 
     router_pool none {
         server 127.0.0.2 imap=$dc->{imap} pop3=$dc->{pop3};
+    }
+
+    router_pool other {
+        server 127.0.0.3 imap=$dd->{imap} pop3=$dd->{pop3};
     }
 
     auth_http 127.0.0.1:%%PORT_http%%/auth;
@@ -253,7 +282,7 @@ sub imap_caps {
 }
 
 SKIP: {
-    skip 'the proxy offers no AUTH=OAUTHBEARER', 12
+    skip 'the proxy offers no AUTH=OAUTHBEARER', 15
         unless imap_caps() =~ /AUTH=OAUTHBEARER/i;
 
     my $tok = sub { $k->token(user => $_[0]) };
@@ -306,6 +335,24 @@ SKIP: {
         'pop3 token_login master: logged in');
     like($s->pop3('STAT'), qr/^\+OK/, 'pop3 token_login master: STAT');
     $s->pop3('QUIT');
+
+    # a backend that refuses the token: its error exchange ended with the
+    # dummy response, the client refused as for a wrong password
+
+    $s = MailPlus::Test::Client->new($t->port('imap'));
+    $s->getline();
+    like($s->imap('a', 'AUTHENTICATE OAUTHBEARER '
+        . $ir->('dave@example.com', $tok->('dave@example.com'))),
+        qr/^a NO/m, 'imap: the backend refuses the token');
+
+    $s = MailPlus::Test::Client->new($t->port('pop3'));
+    $s->getline();
+    like($s->pop3('AUTH OAUTHBEARER ' . $ir->('dave@example.com',
+        $tok->('dave@example.com'))), qr/^-ERR/,
+        'pop3: the backend refuses the token');
+
+    like($t->dovecot_log($dd), qr/auth failed.*user=<dave\@example\.com>, (?#
+        )method=OAUTHBEARER/, 'the backend checked the token');
 
     # a backend without a token mechanism: a backend error, logged
 
