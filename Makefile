@@ -115,7 +115,7 @@ fuzz-build: $(BUILD)/Makefile
 	        -fno-sanitize-recover=undefined $(FUZZ_INCS) \
 	        -o build-fuzz/$$t fuzz/$${t}_fuzz.c fuzz/ngx_fuzz_shim.c \
 	        $$(for f in $$srcs; do echo ngx_mail_plus_module/$$f; done) \
-	        -lcrypt -lcrypto; \
+	        -lcrypt -lcrypto -ljansson; \
 	done
 
 fuzz: fuzz-build

@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_mail.h>
 #include "ngx_mail_plus_token.h"
+#include "ngx_mail_plus_jwt.h"
 
 
 /*
@@ -19,6 +20,10 @@
 static void *ngx_mail_plus_token_create_main_conf(ngx_conf_t *cf);
 static char *ngx_mail_plus_token_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_mail_plus_token_jwks(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_mail_plus_token_jwt_init(ngx_conf_t *cf,
+    ngx_mail_plus_token_conf_t *tcf);
+static char *ngx_mail_plus_token_openid(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static void ngx_mail_plus_token_destroy(ngx_mail_plus_token_req_t *req);
 
@@ -65,6 +70,13 @@ static ngx_command_t  ngx_mail_plus_token_commands[] = {
       ngx_conf_set_size_slot,
       NGX_MAIL_MAIN_CONF_OFFSET,
       offsetof(ngx_mail_plus_token_conf_t, max_size),
+      NULL },
+
+    { ngx_string("router_token_openid_configuration"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_mail_plus_token_openid,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("router_token_introspect"),
@@ -150,7 +162,22 @@ ngx_mail_plus_token_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_str_set(&tcf->claim, "email");
     }
 
-    ngx_str_set(&tcf->error, "{\"status\":\"invalid_token\"}");
+    /* RFC 7628 section 3.2.2, and XOAUTH2's "schemes" */
+
+    if (tcf->error.data == NULL) {
+        ngx_str_set(&tcf->error,
+                    "{\"status\":\"invalid_token\",\"schemes\":\"bearer\"}");
+    }
+
+    if (tcf->skew > 600) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"router_token_clock_skew\" is at most 10m");
+        return NGX_CONF_ERROR;
+    }
+
+    if (tcf->verifier == NGX_MAIL_PLUS_TOKEN_JWT) {
+        return ngx_mail_plus_token_jwt_init(cf, tcf);
+    }
 
     if (tcf->verifier == NGX_MAIL_PLUS_TOKEN_INTROSPECT) {
         return ngx_mail_plus_token_introspect_init(cf, tcf);
@@ -184,7 +211,110 @@ ngx_mail_plus_token_jwks(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /* TODO(jwt): load the keys */
+    if (tcf->file == NULL) {
+        tcf->file = cf->conf_file->file.name.data;
+        tcf->line = cf->conf_file->line;
+    }
+
+    return ngx_mail_plus_jwks_load(cf, &tcf->jwks_file, &tcf->jwks);
+}
+
+
+/* a token for any issuer or audience must not log in */
+
+static char *
+ngx_mail_plus_token_jwt_init(ngx_conf_t *cf, ngx_mail_plus_token_conf_t *tcf)
+{
+    ngx_str_t   *aud;
+    ngx_uint_t   i;
+
+    if (tcf->issuer.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"router_token_jwks\" in %s:%ui needs "
+                      "\"router_token_issuer\"", tcf->file, tcf->line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (tcf->audiences == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"router_token_jwks\" in %s:%ui needs "
+                      "\"router_token_audience\"", tcf->file, tcf->line);
+        return NGX_CONF_ERROR;
+    }
+
+    aud = tcf->audiences->elts;
+
+    for (i = 0; i < tcf->audiences->nelts; i++) {
+        if (aud[i].len == 0) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"router_token_audience\" is empty");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, cf->log, 0,
+                   "router: token jwt: issuer \"%V\", %ui audiences, "
+                   "login claim \"%V\"", &tcf->issuer,
+                   tcf->audiences->nelts, &tcf->claim);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * "router_token_openid_configuration URL": the discovery document a
+ * client is sent to with a refusal, in the JSON status of RFC 7628
+ * section 3.2.2, built here once; the URL needs no JSON escape
+ */
+
+static char *
+ngx_mail_plus_token_openid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_plus_token_conf_t *tcf = conf;
+
+    u_char     *p;
+    size_t      i;
+    ngx_str_t  *value, *url;
+
+    if (tcf->error.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    url = &value[1];
+
+    if (ngx_strncmp(url->data, "https://", 8) != 0
+        && ngx_strncmp(url->data, "http://", 7) != 0)
+    {
+        return "needs an http:// or https:// URL";
+    }
+
+    for (i = 0; i < url->len; i++) {
+        if (url->data[i] <= 0x20 || url->data[i] >= 0x7f
+            || url->data[i] == '"' || url->data[i] == '\\')
+        {
+            return "has a URL with a space, a control character, a quote, "
+                   "a backslash or a byte past ASCII";
+        }
+    }
+
+    tcf->error.len = sizeof("{\"status\":\"invalid_token\",\"schemes\":"
+                            "\"bearer\",\"openid-configuration\":\"\"}") - 1
+                     + url->len;
+
+    tcf->error.data = ngx_pnalloc(cf->pool, tcf->error.len);
+    if (tcf->error.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(tcf->error.data,
+                   "{\"status\":\"invalid_token\",\"schemes\":\"bearer\","
+                   "\"openid-configuration\":\"",
+                   sizeof("{\"status\":\"invalid_token\",\"schemes\":"
+                          "\"bearer\",\"openid-configuration\":\"") - 1);
+    p = ngx_cpymem(p, url->data, url->len);
+    *p++ = '"';
+    *p = '}';
 
     return NGX_CONF_OK;
 }
