@@ -204,6 +204,7 @@ ngx_mail_plus_imap_command(ngx_mail_session_t *s, ngx_connection_t *c,
         untagged = ngx_mail_plus_proxy_capability(s, c, &iscf->capability,
                                              &iscf->starttls_capability,
                                              &iscf->starttls_only_capability);
+        untagged = ngx_mail_plus_proxy_token_capability(s, untagged);
         return ngx_mail_plus_proxy_say(s, untagged, 1, &text, NULL);
 
     case NGX_MAIL_PLUS_CMD_QUIT:
@@ -269,6 +270,10 @@ ngx_mail_plus_imap_sasl(ngx_mail_session_t *s, ngx_int_t rc)
 
     case NGX_MAIL_PLUS_SASL_SYNTAX:
         return ngx_mail_plus_imap_error(s, "BAD invalid command");
+
+    case NGX_MAIL_PLUS_SASL_FAILED:
+        text = ngx_mail_plus_proxy_texts[NGX_MAIL_PLUS_IMAP].failed;
+        break;
 
     default:
         return NGX_ERROR;

@@ -237,9 +237,10 @@ ngx_mail_plus_pop3_command(ngx_mail_session_t *s, ngx_connection_t *c,
         return NGX_DONE;
 
     case NGX_MAIL_PLUS_CMD_CAPA:
-        s->out = *ngx_mail_plus_proxy_capability(s, c, &pscf->capability,
+        s->out = *ngx_mail_plus_proxy_token_capability(s,
+                      ngx_mail_plus_proxy_capability(s, c, &pscf->capability,
                                               &pscf->starttls_capability,
-                                              &pscf->starttls_only_capability);
+                                              &pscf->starttls_only_capability));
         return NGX_OK;
 
     case NGX_MAIL_PLUS_CMD_AUTH:
@@ -283,7 +284,8 @@ ngx_mail_plus_pop3_auth(ngx_mail_session_t *s, ngx_connection_t *c,
     s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
 
     if (ctx->parse.nargs == 0) {
-        s->out = pscf->auth_capability;
+        s->out = *ngx_mail_plus_proxy_token_capability(s,
+                                                      &pscf->auth_capability);
         return NGX_OK;
     }
 
@@ -322,6 +324,11 @@ ngx_mail_plus_pop3_sasl(ngx_mail_session_t *s, ngx_int_t rc)
 
     case NGX_MAIL_PLUS_SASL_SYNTAX:
         return ngx_mail_plus_pop3_error(s, "-ERR invalid command");
+
+    case NGX_MAIL_PLUS_SASL_FAILED:
+        return ngx_mail_plus_proxy_say(s, NULL, 0,
+                       &ngx_mail_plus_proxy_texts[NGX_MAIL_PLUS_POP3].failed,
+                       NULL);
 
     default:
         return NGX_ERROR;

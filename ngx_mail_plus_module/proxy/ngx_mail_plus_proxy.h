@@ -42,6 +42,14 @@ typedef struct {
     ngx_uint_t                  client_sessions;
     size_t                      command_size;
     size_t                      literal_size;
+
+    /* "router_token_auth": the stock capabilities with the mechanisms */
+    ngx_uint_t                  token_mechs;
+    ngx_str_t                   imap_capability;
+    ngx_str_t                   imap_starttls_capability;
+    ngx_str_t                   pop3_capability;
+    ngx_str_t                   pop3_starttls_capability;
+    ngx_str_t                   pop3_auth_capability;
 } ngx_mail_plus_proxy_conf_t;
 
 
@@ -170,6 +178,8 @@ typedef struct {
     unsigned                    literal_plus:1;
     unsigned                    xclient:1;    /* POP3: the backend offers it */
     unsigned                    quickack:1;   /* ID and LOGIN pipelined */
+    unsigned                    token_refused:1;  /* RFC 7628's error
+                                                     exchange is due */
     unsigned                    token_login:1;  /* the backend login is
                                                    with the client's token */
     unsigned                    auth_oauthbearer:1;  /* the backend offers */
@@ -180,6 +190,9 @@ typedef struct {
     ngx_mail_plus_parse_t       parse;
     ngx_pool_t                 *login_pool;   /* the login given last */
     ngx_str_t                   login;        /* as given: to the router */
+    ngx_uint_t                  token_sasl;   /* a token login's SASL
+                                                 mechanism; s->passwd is
+                                                 the token */
     u_char                     *out;          /* replies, reused */
     size_t                      out_size;
     ngx_str_t                   challenge;    /* CRAM-MD5, base64 */
@@ -196,6 +209,10 @@ typedef struct {
 #define NGX_MAIL_PLUS_STATE_LOGIN_USER   3
 #define NGX_MAIL_PLUS_STATE_LOGIN_PASS   4
 #define NGX_MAIL_PLUS_STATE_CRAM_MD5     5
+#define NGX_MAIL_PLUS_STATE_OAUTHBEARER  6
+#define NGX_MAIL_PLUS_STATE_XOAUTH2      7
+#define NGX_MAIL_PLUS_STATE_TOKEN_ERROR  8   /* the client's answer to the
+                                                error challenge */
 
 
 /* ngx_mail_plus_proxy_sasl_start() and _step() */
@@ -207,6 +224,7 @@ typedef struct {
 #define NGX_MAIL_PLUS_SASL_UNSUPPORTED   4
 #define NGX_MAIL_PLUS_SASL_CANCEL        5   /* "*" */
 #define NGX_MAIL_PLUS_SASL_SYNTAX        6
+#define NGX_MAIL_PLUS_SASL_FAILED        7   /* after a token's error */
 
 
 /* the replies that differ by protocol only, ngx_mail_plus_proxy_texts[] */
@@ -267,6 +285,18 @@ ngx_int_t ngx_mail_plus_proxy_say(ngx_mail_session_t *s, ngx_str_t *untagged,
 void ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_mail_plus_proxy_reply(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_uint_t tagged);
+void ngx_mail_plus_proxy_resume(ngx_mail_session_t *s, ngx_str_t *text,
+    ngx_uint_t tagged, ngx_uint_t state);
+
+/* ngx_mail_plus_proxy_token.c: token logins' mechanisms and errors */
+
+char *ngx_mail_plus_proxy_token_conf(ngx_conf_t *cf,
+    ngx_mail_plus_proxy_conf_t *conf);
+ngx_str_t *ngx_mail_plus_proxy_token_capability(ngx_mail_session_t *s,
+    ngx_str_t *capability);
+ngx_uint_t ngx_mail_plus_proxy_token_mech(ngx_mail_session_t *s,
+    ngx_str_t *mech);
+void ngx_mail_plus_proxy_token_refused(ngx_mail_session_t *s);
 void ngx_mail_plus_proxy_release_user(ngx_mail_plus_proxy_ctx_t *ctx);
 void ngx_mail_plus_proxy_finalize(ngx_mail_session_t *s, ngx_uint_t end);
 

@@ -812,6 +812,29 @@ ngx_mail_plus_proxy_sasl_start(ngx_mail_session_t *s, ngx_connection_t *c,
         s->tag.data = ctx->tag;
     }
 
+    switch (ngx_mail_plus_proxy_token_mech(s, mech)) {
+
+    case NGX_MAIL_PLUS_SASL_OAUTHBEARER:
+        s->mail_state = NGX_MAIL_PLUS_STATE_OAUTHBEARER;
+        break;
+
+    case NGX_MAIL_PLUS_SASL_XOAUTH2:
+        s->mail_state = NGX_MAIL_PLUS_STATE_XOAUTH2;
+        break;
+
+    default:
+        break;
+    }
+
+    if (s->mail_state >= NGX_MAIL_PLUS_STATE_OAUTHBEARER) {
+        if (parse->nargs == 2) {
+            return ngx_mail_plus_proxy_sasl_response(s, &ir);
+        }
+
+        ngx_str_set(&s->out, ngx_mail_plus_sasl_next);
+        return NGX_MAIL_PLUS_SASL_NEXT;
+    }
+
     if (mech->len == 5 && ngx_strncasecmp(mech->data, (u_char *) "PLAIN", 5)
                           == 0
         && (methods & NGX_MAIL_AUTH_PLAIN_ENABLED))
@@ -900,6 +923,17 @@ ngx_mail_plus_proxy_sasl_step(ngx_mail_session_t *s, ngx_connection_t *c)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
 
+    if (s->mail_state == NGX_MAIL_PLUS_STATE_TOKEN_ERROR) {
+
+        /* "\x01" as RFC 7628 asks, or anything else: the failure */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "proxy: the answer to the token's error");
+
+        s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
+        return NGX_MAIL_PLUS_SASL_FAILED;
+    }
+
     if (ctx->parse.args[0].len == 1 && ctx->parse.args[0].data[0] == '*') {
         s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
         return NGX_MAIL_PLUS_SASL_CANCEL;
@@ -912,8 +946,9 @@ ngx_mail_plus_proxy_sasl_step(ngx_mail_session_t *s, ngx_connection_t *c)
 static ngx_int_t
 ngx_mail_plus_proxy_sasl_response(ngx_mail_session_t *s, ngx_str_t *text)
 {
-    ngx_int_t   rc;
-    ngx_str_t   login, passwd, response;
+    ngx_int_t                   rc;
+    ngx_str_t                   login, passwd, response;
+    ngx_mail_plus_proxy_ctx_t  *ctx;
 
     response = *text;
 
@@ -929,6 +964,14 @@ ngx_mail_plus_proxy_sasl_response(ngx_mail_session_t *s, ngx_str_t *text)
 
     case NGX_MAIL_PLUS_STATE_LOGIN_PASS:
         rc = ngx_mail_plus_sasl_login(&response, &passwd);
+        break;
+
+    case NGX_MAIL_PLUS_STATE_OAUTHBEARER:
+        rc = ngx_mail_plus_sasl_oauthbearer(&response, &login, &passwd);
+        break;
+
+    case NGX_MAIL_PLUS_STATE_XOAUTH2:
+        rc = ngx_mail_plus_sasl_xoauth2(&response, &login, &passwd);
         break;
 
     default: /* NGX_MAIL_PLUS_STATE_CRAM_MD5 */
@@ -971,6 +1014,21 @@ ngx_mail_plus_proxy_sasl_response(ngx_mail_session_t *s, ngx_str_t *text)
         }
 
         s->auth_method = NGX_MAIL_AUTH_CRAM_MD5;
+        break;
+
+    case NGX_MAIL_PLUS_STATE_OAUTHBEARER:
+    case NGX_MAIL_PLUS_STATE_XOAUTH2:
+
+        /* the user, if the client named one; the token is the password */
+
+        if (ngx_mail_plus_proxy_set_login(s, &login) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+        ctx->token_sasl = (s->mail_state == NGX_MAIL_PLUS_STATE_OAUTHBEARER)
+                          ? NGX_MAIL_PLUS_SASL_OAUTHBEARER
+                          : NGX_MAIL_PLUS_SASL_XOAUTH2;
         break;
 
     default: /* NGX_MAIL_PLUS_STATE_PLAIN */
@@ -1019,10 +1077,18 @@ ngx_mail_plus_proxy_login(ngx_mail_session_t *s, ngx_connection_t *c)
 
     /* the login as the client gave it, s->login is its escaped form */
 
-    if (ngx_mail_plus_check_set(check, ctx->protocol, &ctx->login, &s->passwd,
-                                &c->addr_text)
-        != NGX_OK)
-    {
+    if (ctx->token_sasl) {
+        rc = ngx_mail_plus_check_set_token(check, ctx->protocol, &ctx->login,
+                                           &s->passwd, ctx->token_sasl,
+                                           &c->addr_text);
+        ctx->token_sasl = 0;
+
+    } else {
+        rc = ngx_mail_plus_check_set(check, ctx->protocol, &ctx->login,
+                                     &s->passwd, &c->addr_text);
+    }
+
+    if (rc != NGX_OK) {
         ngx_mail_session_internal_server_error(s);
         return;
     }
@@ -1101,6 +1167,16 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
          * the escaped form s->login holds
          */
 
+        if (route->token
+            && ngx_mail_plus_text_log(ctx->login_pool ? ctx->login_pool
+                                                       : c->pool,
+                                      &ctx->check->auth.login, &s->login)
+               != NGX_OK)
+        {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+
         ctx->user.len = s->login.len;
         ctx->user.data = ngx_pstrdup(c->pool, &s->login);
         if (ctx->user.data == NULL) {
@@ -1134,6 +1210,8 @@ ngx_mail_plus_proxy_answer(ngx_mail_session_t *s)
 
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "login \"%V\" denied: %V", &s->login, &route->reason);
+
+        ctx->token_refused = route->bad_token;
 
         /* the router's delay: it grows with the failures it counted */
 
@@ -1180,6 +1258,12 @@ ngx_mail_plus_proxy_delayed(ngx_event_t *ev)
 
     s = ev->data;
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_plus_proxy_module);
+
+    if (ctx->token_refused) {
+        ctx->token_refused = 0;
+        ngx_mail_plus_proxy_token_refused(s);
+        return;
+    }
 
     ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
                    "proxy: refusal sent");
@@ -1311,24 +1395,44 @@ void
 ngx_mail_plus_proxy_reply(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_uint_t tagged)
 {
-    ngx_connection_t          *c;
-    ngx_mail_core_srv_conf_t  *cscf;
+    ngx_connection_t  *c;
 
     c = s->connection;
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
     c->log->action = "in auth state";
 
     ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
                    "proxy: no relay after the login, auth state again");
 
+    ngx_mail_plus_proxy_resume(s, text, tagged, NGX_MAIL_PLUS_STATE_COMMAND);
+}
+
+
+/*
+ * the reply, then the dialogue reads on in "state"; a SASL exchange that
+ * goes on keeps its tag
+ */
+
+void
+ngx_mail_plus_proxy_resume(ngx_mail_session_t *s, ngx_str_t *text,
+    ngx_uint_t tagged, ngx_uint_t state)
+{
+    ngx_connection_t          *c;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    c = s->connection;
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
     if (ngx_mail_plus_proxy_say(s, NULL, tagged, text, NULL) != NGX_OK) {
         ngx_mail_close_connection(c);
         return;
     }
 
-    s->mail_state = NGX_MAIL_PLUS_STATE_COMMAND;
-    s->tag.len = 0;
+    s->mail_state = state;
+
+    if (state == NGX_MAIL_PLUS_STATE_COMMAND) {
+        s->tag.len = 0;
+    }
 
     if (s->buffer->pos == s->buffer->last) {
         s->buffer->pos = s->buffer->start;
@@ -1528,6 +1632,10 @@ ngx_mail_plus_proxy_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->buffer_size < 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"router_proxy_buffer\" must be at least 1k");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_mail_plus_proxy_token_conf(cf, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

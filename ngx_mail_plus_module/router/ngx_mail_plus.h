@@ -381,6 +381,12 @@ typedef struct {
     ngx_uint_t                  dir_entries;
     u_char                      dir_key[32];   /* of the passwords' HMACs */
     ngx_mail_plus_dir_stats_t   dirs[NGX_MAIL_PLUS_DIR_MAX];
+
+    /* token introspection (token/ngx_mail_plus_token_introspect_cache.c) */
+    ngx_rbtree_t                token_tree;    /* by the token's SHA-256 */
+    ngx_rbtree_node_t           token_sentinel;
+    ngx_queue_t                 token_queue;   /* most recent first */
+    ngx_atomic_t                token_down;    /* the endpoint unreachable */
 } ngx_mail_plus_shctx_t;
 
 

@@ -158,6 +158,11 @@ ngx_mail_plus_zone_init(ngx_shm_zone_t *shm_zone, void *data)
                             ngx_mail_plus_dir_cache_insert);
             ngx_queue_init(&zone->sh->dir_queue);
 
+            /* token introspection's answers (token/) */
+            ngx_rbtree_init(&zone->sh->token_tree, &zone->sh->token_sentinel,
+                            ngx_str_rbtree_insert_value);
+            ngx_queue_init(&zone->sh->token_queue);
+
             if (RAND_bytes(zone->sh->dir_key, sizeof(zone->sh->dir_key))
                 != 1)
             {

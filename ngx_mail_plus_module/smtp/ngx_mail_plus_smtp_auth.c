@@ -11,12 +11,16 @@
 #include "ngx_mail_plus.h"
 #include "ngx_mail_plus_smtp.h"
 #include "ngx_mail_plus_smtp_session.h"
+#include "ngx_mail_plus_token.h"
 
 
 /*
- * SMTP AUTH (PLAIN and LOGIN, RFC 4954): the lines of its dialogue, the
- * router's check of the login and password, and the result; a failure is
- * answered after the router's delay.
+ * SMTP AUTH (PLAIN and LOGIN, RFC 4954; OAUTHBEARER and XOAUTH2 where
+ * "router_token_auth" offers them): the lines of its dialogue, the
+ * router's check of the login and password or token, and the result; a
+ * failure is answered after the router's delay.  A refused token gets
+ * RFC 7628's challenge with the JSON status first, and the failure after
+ * the client's answer to it.
  */
 
 
@@ -25,6 +29,8 @@ static void ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s,
 static void ngx_mail_plus_smtp_auth_checked(ngx_mail_plus_check_t *check);
 static void ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
+static ngx_int_t ngx_mail_plus_smtp_auth_challenge(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_plus_smtp_ctx_t *ctx);
 
 
 void
@@ -32,8 +38,10 @@ ngx_mail_plus_smtp_auth(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg)
 {
     ngx_str_t                       mech, initial;
+    ngx_mail_plus_srv_conf_t       *pscf;
     ngx_mail_plus_main_conf_t      *mpcf;
     ngx_mail_plus_smtp_srv_conf_t  *sscf;
+    ngx_mail_plus_smtp_state_e      state;
 
     mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
     sscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_smtp_module);
@@ -107,6 +115,36 @@ ngx_mail_plus_smtp_auth(ngx_mail_session_t *s, ngx_connection_t *c,
         return;
     }
 
+    pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_module);
+
+    ctx->token_mech = 0;
+    state = ngx_mail_plus_st_command;
+
+    if (mech.len == 11
+        && ngx_strncasecmp(mech.data, (u_char *) "OAUTHBEARER", 11) == 0)
+    {
+        ctx->token_mech = pscf->token_mechs & NGX_MAIL_PLUS_SASL_OAUTHBEARER;
+        state = ngx_mail_plus_st_auth_oauthbearer;
+
+    } else if (mech.len == 7
+               && ngx_strncasecmp(mech.data, (u_char *) "XOAUTH2", 7) == 0)
+    {
+        ctx->token_mech = pscf->token_mechs & NGX_MAIL_PLUS_SASL_XOAUTH2;
+        state = ngx_mail_plus_st_auth_xoauth2;
+    }
+
+    if (ctx->token_mech) {
+        ngx_mail_plus_smtp_set_state(ctx, state);
+
+        if (initial.len == 0) {
+            ngx_mail_plus_smtp_reply(ctx, "334 ");
+            return;
+        }
+
+        ngx_mail_plus_smtp_auth_line(s, c, ctx, &initial);
+        return;
+    }
+
     ngx_mail_plus_smtp_error(s, ctx, "504 5.5.4 Error: unrecognized "
                              "authentication type");
 }
@@ -121,6 +159,19 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
     u_char     *p;
     ngx_int_t   rc;
     ngx_str_t   login;
+
+    if (ctx->state == ngx_mail_plus_st_auth_token_error) {
+
+        /* "\x01" as RFC 7628 asks, or anything else: the failure */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "smtp: AUTH, the answer to the token's error");
+
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
+        ngx_mail_plus_smtp_error(s, ctx, "535 5.7.8 Error: authentication "
+                                 "failed");
+        return;
+    }
 
     if (line->len == 1 && line->data[0] == '*') {
         ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
@@ -140,6 +191,14 @@ ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
 
     case ngx_mail_plus_st_auth_login_username:
         rc = ngx_mail_plus_sasl_login(line, &login);
+        break;
+
+    case ngx_mail_plus_st_auth_oauthbearer:
+        rc = ngx_mail_plus_sasl_oauthbearer(line, &login, &s->passwd);
+        break;
+
+    case ngx_mail_plus_st_auth_xoauth2:
+        rc = ngx_mail_plus_sasl_xoauth2(line, &login, &s->passwd);
         break;
 
     default: /* ngx_mail_plus_st_auth_login_password */
@@ -221,10 +280,23 @@ ngx_mail_plus_smtp_auth_start(ngx_mail_session_t *s, ngx_connection_t *c,
         goto failed;
     }
 
-    if (ngx_mail_plus_check_set_submission(ctx->check, &s->login,
-                                           &s->passwd, &c->addr_text)
-        != NGX_OK)
-    {
+    if (ctx->token_mech) {
+
+        /* a submission: the user's pool takes the first protocol it has */
+
+        ctx->check->submission = 1;
+
+        rc = ngx_mail_plus_check_set_token(ctx->check, NGX_MAIL_PLUS_SMTP,
+                                           &s->login, &s->passwd,
+                                           ctx->token_mech, &c->addr_text);
+        ctx->token_mech = 0;
+
+    } else {
+        rc = ngx_mail_plus_check_set_submission(ctx->check, &s->login,
+                                                &s->passwd, &c->addr_text);
+    }
+
+    if (rc != NGX_OK) {
         goto failed;
     }
 
@@ -295,12 +367,19 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
 
     if (route->status == NGX_MAIL_PLUS_ALLOW
-        && route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER)
+        && (route->pool->auth == NGX_MAIL_PLUS_AUTH_ROUTER || route->token))
     {
+        /* a token's user is the one it names */
+
+        if (route->token) {
+            s->login = ctx->check->auth.login;
+        }
+
         ctx->login.data = ngx_pstrdup(c->pool, &s->login);
 
         if (ctx->login.data) {
             ctx->login.len = s->login.len;
+            s->login = ctx->login;
             ctx->authenticated = 1;
 
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
@@ -320,9 +399,18 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
      * session ends in nginx
      */
 
+    ctx->token_refused = route->bad_token;
+
     if (route->status == NGX_MAIL_PLUS_TEMPFAIL) {
         ngx_str_set(&ctx->auth_reply,
                     "454 4.7.0 Temporary authentication failure");
+
+    } else if (route->bad_token) {
+        if (ngx_mail_plus_smtp_auth_challenge(s, c, ctx) != NGX_OK) {
+            ngx_str_set(&ctx->auth_reply,
+                        "454 4.7.0 Temporary authentication failure");
+            ctx->token_refused = 0;
+        }
 
     } else {
         ngx_str_set(&ctx->auth_reply,
@@ -343,7 +431,7 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
     s->login.len = 0;
 
     if (delay == 0) {
-        ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->auth_reply.data);
+        ngx_mail_plus_smtp_auth_delayed(s, ctx);
         return;
     }
 
@@ -359,4 +447,57 @@ ngx_mail_plus_smtp_auth_done(ngx_mail_session_t *s, ngx_connection_t *c,
     }
 
     ngx_add_timer(c->read, (ngx_msec_t) delay * 1000);
+}
+
+
+/* the answer to a failed AUTH, after the router's delay */
+
+void
+ngx_mail_plus_smtp_auth_delayed(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    if (ctx->token_refused) {
+        ctx->token_refused = 0;
+
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                       "smtp: AUTH, the token's error challenge is sent");
+
+        ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_auth_token_error);
+        ngx_mail_plus_smtp_reply(ctx, (char *) ctx->auth_reply.data);
+        return;
+    }
+
+    ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
+    ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->auth_reply.data);
+}
+
+
+/* "334 " and RFC 7628's JSON status in base64, NUL-terminated */
+
+static ngx_int_t
+ngx_mail_plus_smtp_auth_challenge(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_mail_plus_smtp_ctx_t *ctx)
+{
+    ngx_str_t                  *json, b64;
+    ngx_mail_plus_main_conf_t  *mpcf;
+
+    mpcf = ngx_mail_get_module_main_conf(s, ngx_mail_plus_module);
+
+    json = &mpcf->token->error;
+
+    ctx->auth_reply.data = ngx_pnalloc(c->pool,
+                               4 + ngx_base64_encoded_length(json->len) + 1);
+    if (ctx->auth_reply.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ctx->auth_reply.data, "334 ", 4);
+
+    b64.data = ctx->auth_reply.data + 4;
+    ngx_encode_base64(&b64, json);
+
+    ctx->auth_reply.len = 4 + b64.len;
+    ctx->auth_reply.data[ctx->auth_reply.len] = '\0';
+
+    return NGX_OK;
 }

@@ -44,7 +44,7 @@
 
 static char  *ngx_mail_plus_smtp_states[] = {
     "command", "auth plain", "auth login username", "auth login password",
-    "auth check", "auth delay", "rcpt verify", "data", "bdat", "commit",
+    "auth oauthbearer", "auth xoauth2", "auth token error", "auth check", "auth delay", "rcpt verify", "data", "bdat", "commit",
     "starttls"
 };
 
@@ -301,8 +301,7 @@ ngx_mail_plus_smtp_auth_state(ngx_event_t *rev)
             ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
                            "smtp: auth delay timer fired");
 
-            ngx_mail_plus_smtp_set_state(ctx, ngx_mail_plus_st_command);
-            ngx_mail_plus_smtp_error(s, ctx, (char *) ctx->auth_reply.data);
+            ngx_mail_plus_smtp_auth_delayed(s, ctx);
 
         } else {
             ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
@@ -982,6 +981,7 @@ ngx_mail_plus_smtp_helo(ngx_mail_session_t *s, ngx_connection_t *c,
     u_char                         *p, *last;
     ngx_buf_t                      *out;
     ngx_mail_core_srv_conf_t       *cscf;
+    ngx_mail_plus_srv_conf_t       *pscf;
     ngx_mail_plus_main_conf_t      *mpcf;
     ngx_mail_plus_smtp_srv_conf_t  *sscf;
 #if (NGX_MAIL_SSL)
@@ -1058,8 +1058,22 @@ ngx_mail_plus_smtp_helo(ngx_mail_session_t *s, ngx_connection_t *c,
     if (mpcf->pools.nelts && !ctx->authenticated
         && (c->ssl || sscf->auth_plaintext))
     {
-        out->last = ngx_cpymem(out->last, "250-AUTH PLAIN LOGIN" CRLF,
-                               sizeof("250-AUTH PLAIN LOGIN" CRLF) - 1);
+        pscf = ngx_mail_get_module_srv_conf(s, ngx_mail_plus_module);
+
+        out->last = ngx_cpymem(out->last, "250-AUTH PLAIN LOGIN",
+                               sizeof("250-AUTH PLAIN LOGIN") - 1);
+
+        if (pscf->token_mechs & NGX_MAIL_PLUS_SASL_OAUTHBEARER) {
+            out->last = ngx_cpymem(out->last, " OAUTHBEARER",
+                                   sizeof(" OAUTHBEARER") - 1);
+        }
+
+        if (pscf->token_mechs & NGX_MAIL_PLUS_SASL_XOAUTH2) {
+            out->last = ngx_cpymem(out->last, " XOAUTH2",
+                                   sizeof(" XOAUTH2") - 1);
+        }
+
+        *out->last++ = CR; *out->last++ = LF;
     }
 
     out->last = ngx_cpymem(out->last, "250-HELP" CRLF "250 SMTPUTF8" CRLF,

@@ -39,6 +39,9 @@ typedef enum {
     ngx_mail_plus_st_auth_plain,
     ngx_mail_plus_st_auth_login_username,
     ngx_mail_plus_st_auth_login_password,
+    ngx_mail_plus_st_auth_oauthbearer,
+    ngx_mail_plus_st_auth_xoauth2,
+    ngx_mail_plus_st_auth_token_error,
     ngx_mail_plus_st_auth_check,
     ngx_mail_plus_st_auth_delay,
     ngx_mail_plus_st_rcpt_verify,
@@ -64,6 +67,8 @@ typedef struct {
 
     ngx_mail_plus_check_t       *check;
     ngx_str_t                    auth_reply;  /* after the delay */
+    ngx_uint_t                   token_mech;  /* a token login's SASL
+                                                 mechanism */
 
     ngx_mail_plus_check_t       *rcheck;      /* a recipient's directories */
     ngx_mail_plus_verify_t      *verify;      /* a recipient probe */
@@ -106,6 +111,8 @@ typedef struct {
     unsigned                     spool_error:1;
     unsigned                     quit:1;
     unsigned                     client_limited:1;
+    unsigned                     token_refused:1;  /* auth_reply is RFC
+                                                      7628's challenge */
 } ngx_mail_plus_smtp_ctx_t;
 
 
@@ -157,6 +164,8 @@ ngx_int_t ngx_mail_plus_smtp_content(ngx_mail_session_t *s,
 
 void ngx_mail_plus_smtp_auth(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *arg);
+void ngx_mail_plus_smtp_auth_delayed(ngx_mail_session_t *s,
+    ngx_mail_plus_smtp_ctx_t *ctx);
 void ngx_mail_plus_smtp_auth_line(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_mail_plus_smtp_ctx_t *ctx, ngx_str_t *line);
 
