@@ -32,13 +32,6 @@
 
 /* what the parser calls in nginx's core, written for the target */
 
-ngx_int_t
-ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
-{
-    return strncasecmp((char *) s1, (char *) s2, n);
-}
-
-
 void *
 ngx_array_push(ngx_array_t *a)
 {

@@ -60,13 +60,6 @@ static ngx_mail_plus_token_conf_t  fuzz_conf;
 static ngx_pool_t                 *fuzz_pool;     /* the keys' */
 
 
-ngx_int_t
-ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
-{
-    return strncasecmp((char *) s1, (char *) s2, n);
-}
-
-
 u_char *
 ngx_snprintf(u_char *buf, size_t max, const char *fmt, ...)
 {

@@ -170,6 +170,30 @@ ngx_strlow(u_char *dst, u_char *src, size_t n)
 
 
 ngx_int_t
+ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
+{
+    ngx_uint_t  c1, c2;
+
+    while (n--) {
+        c1 = ngx_tolower(*s1);
+        c2 = ngx_tolower(*s2);
+        s1++;
+        s2++;
+
+        if (c1 != c2) {
+            return c1 - c2;
+        }
+
+        if (c1 == 0) {
+            return 0;
+        }
+    }
+
+    return 0;
+}
+
+
+ngx_int_t
 ngx_atoi(u_char *line, size_t n)
 {
     ngx_int_t  value, cutoff, cutlim;

@@ -65,30 +65,6 @@ ngx_array_push(ngx_array_t *a)
 }
 
 
-ngx_int_t
-ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
-{
-    ngx_uint_t  c1, c2;
-
-    while (n--) {
-        c1 = ngx_tolower(*s1);
-        c2 = ngx_tolower(*s2);
-        s1++;
-        s2++;
-
-        if (c1 != c2) {
-            return c1 - c2;
-        }
-
-        if (c1 == 0) {
-            return 0;
-        }
-    }
-
-    return 0;
-}
-
-
 /* as nginx's: s2 is n + 1 bytes long, its first byte compared first */
 
 u_char *

@@ -450,25 +450,48 @@ ngx_http_mail_plus_auth_allow(ngx_http_request_t *r,
 
 
 /*
- * a token login's backend login, as the stock server will make it: the
- * user the token named and the token itself as the password (Dovecot's
- * oauth2 passdb takes a token as a password)
+ * a token login's backend login, as the stock server will make it, by the
+ * pool's "token_login": the user the token named and the token itself as
+ * the password (Dovecot's oauth2 passdb takes a token as a password), or
+ * Dovecot's master user ("user*master" and the master password)
  */
 
 static ngx_int_t
 ngx_http_mail_plus_auth_token_login(ngx_http_request_t *r,
     ngx_http_mail_plus_auth_ctx_t *ctx)
 {
+    u_char                 *p;
+    ngx_str_t               user, *pass;
+    ngx_mail_plus_pool_t   *pool;
     ngx_mail_plus_route_t  *route;
 
     route = &ctx->check->route;
+    pool = route->pool;
 
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "http auth: a token login, the token goes on");
+    user = route->login;
+    pass = &ctx->check->auth.token;
 
-    if (ngx_http_mail_plus_header(r, "Auth-User", &route->login) != NGX_OK
-        || ngx_http_mail_plus_header(r, "Auth-Pass", &ctx->check->auth.token)
-           != NGX_OK)
+    if (pool->token_login == NGX_MAIL_PLUS_TOKEN_LOGIN_MASTER) {
+        user.len = route->login.len + 1 + pool->master_user.len;
+        user.data = ngx_pnalloc(r->pool, user.len);
+        if (user.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(user.data, route->login.data, route->login.len);
+        *p++ = '*';
+        ngx_memcpy(p, pool->master_user.data, pool->master_user.len);
+
+        pass = &pool->master_password;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http auth: a token login, the backend login %s",
+                   pool->token_login == NGX_MAIL_PLUS_TOKEN_LOGIN_MASTER
+                   ? "as the master user" : "with the token");
+
+    if (ngx_http_mail_plus_header(r, "Auth-User", &user) != NGX_OK
+        || ngx_http_mail_plus_header(r, "Auth-Pass", pass) != NGX_OK)
     {
         return NGX_ERROR;
     }

@@ -265,6 +265,7 @@ ngx_mail_plus_smtp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_mail_plus_smtp_srv_conf_t *conf = child;
 
     ngx_flag_t                       explicit;
+    ngx_mail_plus_srv_conf_t        *pscf;
     ngx_mail_core_srv_conf_t        *cscf;
     ngx_mail_plus_smtp_main_conf_t  *smcf;
 
@@ -276,8 +277,12 @@ ngx_mail_plus_smtp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_off_value(conf->max_message_size, prev->max_message_size,
                              10 * 1024 * 1024);
     ngx_conf_merge_uint_value(conf->max_recipients, prev->max_recipients, 100);
+    /* a token's AUTH line may be long: RFC 4954's limit for it then */
+
+    pscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_plus_module);
+
     ngx_conf_merge_size_value(conf->max_line_length, prev->max_line_length,
-                              2048);
+                              pscf->token_mechs ? 12288 : 2048);
     ngx_conf_merge_uint_value(conf->max_errors, prev->max_errors, 10);
     ngx_conf_merge_msec_value(conf->command_timeout, prev->command_timeout,
                               300000);

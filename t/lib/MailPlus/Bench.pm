@@ -16,8 +16,9 @@ use Time::HiRes qw/ time /;
 our @EXPORT_OK = qw/ run_sessions session cpu ratio /;
 
 # run_sessions($port, $proto, $seconds, \@users, $password): one process
-# per user, each running sessions back to back for $seconds as that user;
-# returns sessions per second and the median session time in ms
+# per user, each running sessions back to back for $seconds as that user
+# ($password may be a hash of each user's); returns sessions per second
+# and the median session time in ms
 
 sub run_sessions {
     my ($port, $proto, $seconds, $users, $password) = @_;
@@ -35,7 +36,9 @@ sub run_sessions {
             my $end = time() + $seconds;
             while (time() < $end) {
                 my $start = time();
-                session($port, $proto, $user, $password) or next;
+                session($port, $proto, $user,
+                        ref $password ? $password->{$user} : $password)
+                    or next;
                 push @times, time() - $start;
             }
             print $w join(' ', @times), "\n";
@@ -82,7 +85,8 @@ sub cpu {
 
 # session($port, $proto, $user, $password): one session, 1 if it went
 # through: "imap" and "pop3" log in, read one message and log out,
-# "imap-login" only logs in and out
+# "imap-login" only logs in and out; "imap-token" is "imap" logged in
+# with AUTHENTICATE XOAUTH2, $password its initial response in base64
 
 sub session {
     my ($port, $proto, $user, $password) = @_;
@@ -119,9 +123,10 @@ sub session {
         $send->("b LOGOUT");
         $until->(qr/^b /) // return 0;
 
-    } elsif ($proto eq 'imap') {
+    } elsif ($proto eq 'imap' || $proto eq 'imap-token') {
         $line->() // return 0;
-        $send->("a LOGIN $user $password");
+        $send->($proto eq 'imap' ? "a LOGIN $user $password"
+                                 : "a AUTHENTICATE XOAUTH2 $password");
         ($until->(qr/^a /) // '') =~ /^a OK/ or return 0;
         $send->("b SELECT INBOX");
         $until->(qr/^b /) // return 0;
