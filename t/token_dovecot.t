@@ -244,7 +244,8 @@ is($h->{'auth-user'}, 'alice@example.com', 'dovecot verifier: its user');
 $h = auth('oauthbearer', 'bob@example.com', $k->token(user => 'bob@example.com',
     alg => 'ES256'));
 is($h->{'auth-status'}, 'OK', 'dovecot verifier: ES256');
-is($h->{'auth-user'}, 'bob@example.com', 'dovecot verifier: the user named');
+is($h->{'auth-user'}, 'bob@example.com*mp',
+    'dovecot verifier: the user named, as the master user logs in');
 
 # Dovecot 2.3's OAUTHBEARER wants the user in the GS2 header: a token
 # login without one is refused there ("Missing username or token")
