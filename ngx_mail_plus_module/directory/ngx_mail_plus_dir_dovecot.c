@@ -16,9 +16,10 @@
  * The "dovecot" directory: its configuration, and its requests: a login
  * is an AUTH with PLAIN on the auth-client socket (a token, with
  * OAUTHBEARER or XOAUTH2), a recipient a USER on the auth-userdb socket
- * (ngx_mail_plus_dir_dovecot_reply.c reads the answers).  Requests wait for a connection in a bounded queue, are sent
- * to the least busy one, and their answers are told from a posted event,
- * never from inside a lookup.
+ * (ngx_mail_plus_dir_dovecot_reply.c reads the answers).  Requests wait
+ * for a connection in a bounded queue, are sent to the least busy one,
+ * and their answers are told from a posted event, never from inside a
+ * lookup.
  */
 
 

@@ -433,8 +433,14 @@ ngx_mail_plus_upstream_handler(ngx_event_t *ev)
             return;
 
         case NGX_ABORT:
-            /* the backend cannot take this login: logged */
-            ngx_mail_plus_upstream_login_error(s, ctx);
+
+            /*
+             * the backend cannot take this login (logged): nor can the
+             * others of the pool, and the server is not failing
+             */
+
+            ngx_mail_plus_upstream_fail(s,
+                          &ngx_mail_plus_proxy_texts[ctx->protocol].tempfail);
             return;
 
         case NGX_DONE:
