@@ -211,7 +211,7 @@ sub refused {
 # changes: the server checks the encoded form
 
 $t->write_file_expand('nginx.conf', conf("\"$url\" \"client_id=mail router\""
-    . " client_secret_file=%%TESTDIR%%/secret timeout=2s cache=5m"));
+    . " client_secret_file=%%TESTDIR%%/secret timeout=6s cache=5m"));
 
 $t->run();
 

@@ -9,7 +9,7 @@
 # Tokens: "tok-alice" (active, email alice@example.com), "tok-bob" (active,
 # no email, username bob@example.com), "tok-off" (inactive), "tok-expired"
 # (active, exp in the past), "tok-aud" (active, another audience),
-# "tok-slow" (active, answered after 4 s), "tok-chunked" (as tok-alice,
+# "tok-slow" (active, answered after 12 s), "tok-chunked" (as tok-alice,
 # chunked), "tok-500" (HTTP 500), "tok-bad" (not JSON).  Anything else is
 # inactive.
 
@@ -111,7 +111,7 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         if token == 'tok-slow':
-            time.sleep(4)
+            time.sleep(12)
         if token == 'tok-500':
             self.answer(500, '{}')
             return
