@@ -87,9 +87,6 @@ static u_char *ngx_mail_plus_introspect_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
 
 
-static u_char  ngx_mail_plus_introspect_reason[64];
-
-
 /* a request from the router: NGX_AGAIN, or NGX_OK when answered now */
 
 ngx_int_t
@@ -920,14 +917,12 @@ ngx_mail_plus_introspect_line(ngx_mail_plus_introspect_conn_t *conn,
 }
 
 
-/* "HTTP/1.x 200 ...": another status is an error, with its number */
+/* "HTTP/1.x 200 ...": another status is an error, by its class */
 
 static ngx_int_t
 ngx_mail_plus_introspect_status(ngx_mail_plus_introspect_conn_t *conn,
     u_char *p, u_char *last, const char **reason)
 {
-    u_char  *e;
-
     if (last - p < 12
         || ngx_strncmp(p, "HTTP/1.", 7) != 0
         || (p[7] != '0' && p[7] != '1')
@@ -948,13 +943,14 @@ ngx_mail_plus_introspect_status(ngx_mail_plus_introspect_conn_t *conn,
                    "router: token introspection connection %ui status %ui",
                    conn->slot, conn->status);
 
-    if (conn->status != 200) {
-        e = ngx_snprintf(ngx_mail_plus_introspect_reason,
-                         sizeof(ngx_mail_plus_introspect_reason) - 1,
-                         "it answered HTTP status %ui", conn->status);
-        *e = '\0';
+    /* fixed texts: a reason may be logged after the next answer */
 
-        *reason = (const char *) ngx_mail_plus_introspect_reason;
+    if (conn->status != 200) {
+        *reason = (conn->status >= 500 && conn->status < 600)
+                  ? "it answered with a server error status (5xx)"
+                  : (conn->status >= 400 && conn->status < 500)
+                    ? "it answered with a client error status (4xx)"
+                    : "it answered with a status other than 200";
         return NGX_ERROR;
     }
 
