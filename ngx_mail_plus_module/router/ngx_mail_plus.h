@@ -444,6 +444,7 @@ extern ngx_module_t  ngx_mail_plus_module;
 
 /* login checks (ngx_mail_plus_check.c): proxy/, smtp/, http/ */
 
+ngx_pool_t *ngx_mail_plus_own_pool(ngx_log_t *log, size_t size, void **obj);
 ngx_mail_plus_check_t *ngx_mail_plus_check_create(
     ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log);
 ngx_int_t ngx_mail_plus_check_set(ngx_mail_plus_check_t *check,

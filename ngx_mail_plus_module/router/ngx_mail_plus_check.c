@@ -50,6 +50,8 @@ static ngx_int_t ngx_mail_plus_check_token_answer(
 static ngx_int_t ngx_mail_plus_check_directory(ngx_mail_plus_check_t *check);
 static void ngx_mail_plus_check_dir_done(ngx_mail_plus_dir_req_t *req);
 static ngx_int_t ngx_mail_plus_check_dir_answer(ngx_mail_plus_check_t *check);
+static void ngx_mail_plus_check_resume(ngx_mail_plus_check_t *check,
+    ngx_int_t rc);
 static ngx_int_t ngx_mail_plus_check_dir_user(ngx_mail_plus_check_t *check,
     ngx_mail_plus_dir_req_t *req);
 static ngx_int_t ngx_mail_plus_check_route(ngx_mail_plus_check_t *check);
@@ -70,30 +72,15 @@ ngx_mail_plus_check_create(ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log)
     ngx_pool_t             *pool;
     ngx_mail_plus_check_t  *check;
 
-    pool = ngx_create_pool(1024, log);
+    pool = ngx_mail_plus_own_pool(log, sizeof(ngx_mail_plus_check_t),
+                                  (void **) &check);
     if (pool == NULL) {
         return NULL;
     }
 
-    check = ngx_pcalloc(pool, sizeof(ngx_mail_plus_check_t));
-    if (check == NULL) {
-        ngx_destroy_pool(pool);
-        return NULL;
-    }
-
-    check->log = ngx_palloc(pool, sizeof(ngx_log_t));
-    if (check->log == NULL) {
-        ngx_destroy_pool(pool);
-        return NULL;
-    }
-
-    *check->log = *log;
-
+    check->log = pool->log;
     check->log->handler = ngx_mail_plus_check_log_error;
     check->log->data = check;
-    check->log->action = NULL;
-
-    pool->log = check->log;
 
     check->pool = pool;
     check->mpcf = mpcf;
@@ -102,6 +89,45 @@ ngx_mail_plus_check_create(ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log)
                    "mail plus check %p created", check);
 
     return check;
+}
+
+
+/*
+ * a pool of its own for an object that may outlive its caller (a check, a
+ * directory's or a token verifier's request), with a log of its own in it:
+ * a copy of the caller's (the same files, level and connection number)
+ * without its handler, so that nothing logged touches the caller's memory;
+ * *obj is zeroed memory of "size" in it
+ */
+
+ngx_pool_t *
+ngx_mail_plus_own_pool(ngx_log_t *log, size_t size, void **obj)
+{
+    ngx_log_t   *own;
+    ngx_pool_t  *pool;
+
+    pool = ngx_create_pool(1024, log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    *obj = ngx_pcalloc(pool, size);
+    own = ngx_palloc(pool, sizeof(ngx_log_t));
+
+    if (*obj == NULL || own == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    *own = *log;
+
+    own->handler = NULL;
+    own->data = NULL;
+    own->action = NULL;
+
+    pool->log = own;
+
+    return pool;
 }
 
 
@@ -388,24 +414,11 @@ ngx_mail_plus_check_token(ngx_mail_plus_check_t *check)
 static void
 ngx_mail_plus_check_token_done(ngx_mail_plus_token_req_t *req)
 {
-    ngx_int_t               rc;
     ngx_mail_plus_check_t  *check;
 
     check = req->data;
 
-    rc = ngx_mail_plus_check_token_answer(check);
-
-    if (rc == NGX_AGAIN) {
-        return;
-    }
-
-    if (rc != NGX_OK) {
-        check->route.status = NGX_MAIL_PLUS_TEMPFAIL;
-        check->route.verify = 0;
-        ngx_str_set(&check->route.reason, "router error");
-    }
-
-    check->handler(check);
+    ngx_mail_plus_check_resume(check, ngx_mail_plus_check_token_answer(check));
 }
 
 
@@ -612,7 +625,6 @@ ngx_mail_plus_check_directory(ngx_mail_plus_check_t *check)
 static void
 ngx_mail_plus_check_dir_done(ngx_mail_plus_dir_req_t *req)
 {
-    ngx_int_t               rc;
     ngx_mail_plus_check_t  *check;
 
     check = req->data;
@@ -620,8 +632,18 @@ ngx_mail_plus_check_dir_done(ngx_mail_plus_dir_req_t *req)
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, check->log, 0,
                    "mail plus check %p: the directories answered", check);
 
-    rc = ngx_mail_plus_check_dir_answer(check);
+    ngx_mail_plus_check_resume(check, ngx_mail_plus_check_dir_answer(check));
+}
 
+
+/*
+ * a step answered later: the caller's handler, unless the check goes on
+ * (NGX_AGAIN); an error is a temporary failure
+ */
+
+static void
+ngx_mail_plus_check_resume(ngx_mail_plus_check_t *check, ngx_int_t rc)
+{
     if (rc == NGX_AGAIN) {
         return;
     }

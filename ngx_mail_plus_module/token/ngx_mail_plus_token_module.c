@@ -333,30 +333,13 @@ ngx_mail_plus_token_create(ngx_mail_plus_main_conf_t *mpcf, ngx_log_t *log)
     ngx_pool_t                 *pool;
     ngx_mail_plus_token_req_t  *req;
 
-    pool = ngx_create_pool(1024, log);
+    pool = ngx_mail_plus_own_pool(log, sizeof(ngx_mail_plus_token_req_t),
+                                  (void **) &req);
     if (pool == NULL) {
         return NULL;
     }
 
-    req = ngx_pcalloc(pool, sizeof(ngx_mail_plus_token_req_t));
-    if (req == NULL) {
-        ngx_destroy_pool(pool);
-        return NULL;
-    }
-
-    req->log = ngx_palloc(pool, sizeof(ngx_log_t));
-    if (req->log == NULL) {
-        ngx_destroy_pool(pool);
-        return NULL;
-    }
-
-    *req->log = *log;
-    req->log->handler = NULL;
-    req->log->data = NULL;
-    req->log->action = NULL;
-
-    pool->log = req->log;
-
+    req->log = pool->log;
     req->pool = pool;
     req->conf = mpcf->token;
     req->result = NGX_MAIL_PLUS_TOKEN_TEMPFAIL;
