@@ -44,8 +44,8 @@
 
 static char  *ngx_mail_plus_smtp_states[] = {
     "command", "auth plain", "auth login username", "auth login password",
-    "auth oauthbearer", "auth xoauth2", "auth token error", "auth check", "auth delay", "rcpt verify", "data", "bdat", "commit",
-    "starttls"
+    "auth oauthbearer", "auth xoauth2", "auth token error", "auth check",
+    "auth delay", "rcpt verify", "data", "bdat", "commit", "starttls"
 };
 
 static char  *ngx_mail_plus_smtp_verb_names[] = {
