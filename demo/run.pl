@@ -12,7 +12,9 @@ use FindBin;
 use lib "$FindBin::Bin/../t/lib";
 
 use HTTP::Tiny;
+use MIME::Base64 qw/ encode_base64 decode_base64 /;
 use MailPlus::Test;
+use MailPlus::Token;
 
 $| = 1;
 
@@ -25,7 +27,22 @@ sub say_step { print "\n== $_[0]\n" }
 
 say_step('starting Dovecot backends');
 
-my $da = $t->dovecot('a', users => { alice => 'alice-pw' });
+# backend A also takes nginx's master user, for token logins
+
+my $k = MailPlus::Token->new($t);
+my $dir = $t->testdir;
+
+$t->write_file('master.passwd', "nginx:{PLAIN}master-pw\n");
+$t->write_file('master.pw', "master-pw\n");
+
+my $da = $t->dovecot('a', users => { alice => 'alice-pw' }, extra => <<"EOF");
+auth_master_user_separator = *
+passdb {
+  driver = passwd-file
+  master = yes
+  args = scheme=PLAIN username_format=%u $dir/master.passwd
+}
+EOF
 my $db = $t->dovecot('b', addr => '127.0.0.2',
     users => { bob => 'bob-pw', carol => 'carol-pw' });
 
@@ -60,6 +77,7 @@ mail {
 
     router_pool a {
         server 127.0.0.1 imap=$da->{imap} pop3=$da->{pop3};
+        token_login master nginx %%TESTDIR%%/master.pw;
     }
 
     router_pool b {
@@ -69,6 +87,11 @@ mail {
     router_rule "^(.+)\@b\\.example\$" pool=b login=\$1;
     router_default_pool  a;
     router_auth_delay    1s;
+
+    router_token_jwks      @{[ $k->jwks_file ]};
+    router_token_issuer    @{[ $k->issuer ]};
+    router_token_audience  @{[ $k->audience ]};
+    router_token_login_claim preferred_username;
 
     auth_http  127.0.0.1:%%PORT_http%%/auth;
 
@@ -81,6 +104,13 @@ mail {
         listen     127.0.0.1:%%PORT_imap%%;
         protocol   imap;
         imap_auth  login plain;
+    }
+
+    server {
+        listen             127.0.0.1:%%PORT_imap_token%%;
+        protocol           imap;
+        router_proxy       on;
+        router_token_auth  oauthbearer xoauth2;
     }
 }
 
@@ -168,6 +198,42 @@ $s->getline();
 $s->imap('a1', 'LOGIN bob wrong');
 $s->imap('a2', 'LOGIN bob bob-pw');
 $s->imap('a3', 'LOGOUT');
+$s->disconnect();
+
+say_step('IMAP token login (OAUTHBEARER, a JWT signed with RS256): '
+    . 'alice, on backend A through its master user');
+
+my $jwt = $k->token(user => 'alice',
+    claims => { preferred_username => 'alice' });
+print "    token claims: @{[ decode_base64(
+    (split /\./, $jwt)[1] =~ tr/-_/+\//r) ]}\n";
+
+$s = MailPlus::Test::Client->new($t->port('imap_token'), trace => $trace)
+    or die "no imap\n";
+$s->getline();
+$s->imap('t1', 'CAPABILITY');
+$s->imap('t2', 'AUTHENTICATE OAUTHBEARER '
+    . encode_base64($k->oauthbearer($jwt, user => 'alice'), ''));
+$s->imap('t3', 'SELECT INBOX');
+$s->imap('t4', 'LOGOUT');
+$s->disconnect();
+
+say_step('IMAP with an expired token: RFC 7628\'s error, then NO');
+
+$jwt = $k->token(user => 'alice', claims => { preferred_username => 'alice',
+    exp => time() - 600, iat => time() - 1200, nbf => time() - 1200 });
+
+$s = MailPlus::Test::Client->new($t->port('imap_token'), trace => $trace)
+    or die "no imap\n";
+$s->getline();
+$s->send('t1 AUTHENTICATE OAUTHBEARER '
+    . encode_base64($k->oauthbearer($jwt, user => 'alice'), ''));
+my $challenge = $s->getline() // '';
+print "    (the challenge decoded: "
+    . decode_base64(substr($challenge, 2)) . ")\n";
+$s->send('AQ==');
+$s->getline();
+$s->imap('t2', 'LOGOUT');
 $s->disconnect();
 
 say_step('backend logins seen by Dovecot');
