@@ -6,7 +6,7 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include "ngx_http_mail_plus_jmap.h"
+#include "ngx_http_mail_plus_jmap_request.h"
 
 
 /*
