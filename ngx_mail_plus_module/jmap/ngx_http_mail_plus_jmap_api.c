@@ -31,7 +31,8 @@ static ngx_int_t ngx_http_mail_plus_jmap_append(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx, u_char *pos, u_char *last);
 static ngx_int_t ngx_http_mail_plus_jmap_start(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx);
-static ngx_int_t ngx_http_mail_plus_jmap_run(ngx_http_mail_plus_jmap_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_jmap_run(
+    ngx_http_mail_plus_jmap_ctx_t *ctx);
 static ngx_int_t ngx_http_mail_plus_jmap_call(
     ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_http_mail_plus_jmap_call_t *call);
 static ngx_http_mail_plus_jmap_method_t *ngx_http_mail_plus_jmap_method(
