@@ -224,6 +224,11 @@ my $c = `curl -s -u alice\@example.com:pwA -H 'Host: jmap.test:8080' $base/jmap/
 like($c, qr{"apiUrl":"http://jmap\.test:8080/jmap/api"},
     'session: the URLs from Host');
 
+$r = $http->request('HEAD', "$base/jmap/session", { headers => {
+    Authorization => basic('alice@example.com', 'pwA') } });
+is($r->{status}, 200, 'session: HEAD 200');
+ok(!length($r->{content} // ''), 'session: HEAD, no body');
+
 $r = post('/jmap/session', '{}');
 is($r->{status}, 405, 'session: POST 405');
 $r = get('/jmap/api', Authorization => basic('alice@example.com', 'pwA'));
@@ -377,6 +382,17 @@ problem(echo_req(map { ['Core/echo', {}, "c$_"] } 1 .. 5), 400, 'limit',
     'too many calls', limit => 'maxCallsInRequest');
 problem(echo_req(['Core/echo', { x => 'y' x 2000 }, 'c']), 413, 'limit',
     'too large', limit => 'maxSizeRequest', path => '/small/api');
+
+# a chunked body over the limit: refused when it goes over
+
+$t->write_file('big.json',
+    '{"using":[],"methodCalls":[],"x":"' . ('y' x 3000) . '"}');
+$c = `curl -s -w ' %{http_code}' -u alice\@example.com:pwA \\
+    -H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' \\
+    --data-binary \@${\ $t->path('big.json')} $base/small/api`;
+like($c, qr/"limit":"maxSizeRequest".* 413$/s, 'chunked, too large: 413');
+($r, $d) = api(echo_req(['Core/echo', { after => 1 }, 'c']), '/small/api');
+is($r->{status}, 200, 'small: a request within the limit after it');
 
 $r = post('/jmap/api', '{}', 'Content-Type' => 'text/plain');
 is($r->{status}, 400, 'text/plain: 400');

@@ -153,6 +153,14 @@ ngx_http_mail_plus_jmap_body(ngx_http_request_t *r)
 
             b->pos = b->last;
 
+            if (rc == NGX_DECLINED) {
+                ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "http jmap: body over %uz bytes refused",
+                               ctx->body_len);
+                rc = ngx_http_mail_plus_jmap_too_large(r);
+                goto done;
+            }
+
             if (rc != NGX_OK) {
                 goto done;
             }
@@ -201,7 +209,10 @@ done:
 }
 
 
-/* a part of the body, in a buffer that grows up to maxSizeRequest */
+/*
+ * a part of the body, in a buffer that grows up to maxSizeRequest:
+ * NGX_OK, NGX_DECLINED when it would go over, or a status
+ */
 
 static ngx_int_t
 ngx_http_mail_plus_jmap_append(ngx_http_request_t *r,
@@ -216,8 +227,7 @@ ngx_http_mail_plus_jmap_append(ngx_http_request_t *r,
     len = last - pos;
 
     if (len > jlcf->max_size_request - ctx->body_len) {
-        r->keepalive = 0;
-        return ngx_http_mail_plus_jmap_too_large(r);
+        return NGX_DECLINED;
     }
 
     if (ctx->body_len + len > ctx->body_size) {

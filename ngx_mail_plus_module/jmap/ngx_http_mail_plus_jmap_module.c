@@ -27,7 +27,9 @@
  */
 
 
-#define NGX_HTTP_MAIL_PLUS_JMAP_RETRY  60
+/* Retry-After of a temporary failure, in seconds */
+
+#define NGX_HTTP_MAIL_PLUS_JMAP_RETRY  "60"
 
 
 static ngx_int_t ngx_http_mail_plus_jmap_handler(ngx_http_request_t *r);
@@ -155,9 +157,6 @@ ngx_http_mail_plus_jmap_handler(ngx_http_request_t *r)
     tail.data = r->uri.data + jlcf->prefix.len;
     tail.len = r->uri.len - jlcf->prefix.len;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "http jmap: request for \"%V\"", &tail);
-
     if (tail.len == ngx_http_mail_plus_jmap_api_path.len
         && ngx_strncmp(tail.data, "api", 3) == 0)
     {
@@ -176,6 +175,9 @@ ngx_http_mail_plus_jmap_handler(ngx_http_request_t *r)
                                              "resources are \"session\" "
                                              "and \"api\")");
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http jmap: request for the %s", api ? "API" : "session");
 
     if ((api && !(r->method & NGX_HTTP_POST))
         || (!api && !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))))
@@ -426,7 +428,7 @@ ngx_http_mail_plus_jmap_refused(ngx_http_request_t *r,
     ctx->check = NULL;
 
     if (status == NGX_MAIL_PLUS_TEMPFAIL) {
-        ngx_str_set(&value, "60");
+        ngx_str_set(&value, NGX_HTTP_MAIL_PLUS_JMAP_RETRY);
 
         if (ngx_http_mail_plus_header(r, "Retry-After", &value) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
