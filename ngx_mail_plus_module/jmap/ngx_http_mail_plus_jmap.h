@@ -1,0 +1,163 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#ifndef _NGX_HTTP_MAIL_PLUS_JMAP_H_INCLUDED_
+#define _NGX_HTTP_MAIL_PLUS_JMAP_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <jansson.h>
+#include "ngx_http_mail_plus_jmap_request.h"
+
+
+/*
+ * The JMAP endpoint (RFC 8620), its parts and what they share:
+ *
+ *   ngx_http_mail_plus_jmap_module.c   directives, URLs, authentication
+ *   ngx_http_mail_plus_jmap_session.c  the session resource
+ *   ngx_http_mail_plus_jmap_api.c      the API: body, calls, responses
+ *   ngx_http_mail_plus_jmap_request.c  the request parsed and checked, and
+ *                                      result references: pure functions
+ *                                      of JSON, with no request at hand
+ *                                      (ngx_http_mail_plus_jmap_request.h,
+ *                                      fuzz/jmap_request_fuzz.c)
+ *
+ * A method is a row of a table (name, capability, handler); the API runs
+ * the calls of a request in order, each with its result references
+ * resolved against the responses before it.  A handler may answer at
+ * once (NGX_OK) or later (NGX_AGAIN, then ngx_http_mail_plus_jmap_done()
+ * from whatever event finished its work): the next call waits for it.
+ */
+
+
+/* a method call and its handler */
+
+typedef struct ngx_http_mail_plus_jmap_ctx_s  ngx_http_mail_plus_jmap_ctx_t;
+typedef struct ngx_http_mail_plus_jmap_call_s  ngx_http_mail_plus_jmap_call_t;
+
+/*
+ * NGX_OK: call->result (or call->error) set; NGX_AGAIN: the handler
+ * calls ngx_http_mail_plus_jmap_done() later, once, from an event;
+ * NGX_ERROR: the call answers "serverFail"
+ */
+
+typedef ngx_int_t (*ngx_http_mail_plus_jmap_handler_pt)(
+    ngx_http_mail_plus_jmap_call_t *call);
+
+/* the request went away while a call waited: its work is to stop */
+
+typedef void (*ngx_http_mail_plus_jmap_cancel_pt)(
+    ngx_http_mail_plus_jmap_call_t *call);
+
+
+typedef struct {
+    const char                         *name;         /* "Core/echo" */
+    ngx_uint_t                          capability;   /* bit, in "using" */
+    ngx_http_mail_plus_jmap_handler_pt  handler;
+} ngx_http_mail_plus_jmap_method_t;
+
+
+struct ngx_http_mail_plus_jmap_call_s {
+    ngx_http_mail_plus_jmap_ctx_t      *ctx;
+    ngx_http_request_t                 *request;
+    const char                         *name;
+    const char                         *id;           /* the callId */
+    json_t                             *args;         /* resolved; borrowed */
+    ngx_uint_t                          index;        /* in methodCalls */
+
+    /* the answer: an arguments object (owned), or an error */
+    json_t                             *result;
+    const char                         *error;        /* "invalidArguments" */
+    const char                         *description;  /* fixed text, or
+                                                         NULL */
+
+    ngx_http_mail_plus_jmap_cancel_pt   cancel;       /* while NGX_AGAIN */
+    void                               *data;         /* the handler's */
+};
+
+
+/*
+ * a request's context: the account the route names, for the methods;
+ * the login check's route is kept with its strings in the request's pool
+ */
+
+struct ngx_http_mail_plus_jmap_ctx_s {
+    ngx_http_request_t                 *request;
+    void                               *check;        /* ngx_mail_plus_
+                                                         check_t, while it
+                                                         runs */
+    ngx_event_t                         delay;        /* a 401 sent late */
+
+    ngx_str_t                           username;     /* as logged in */
+    ngx_str_t                           account_id;
+    ngx_str_t                           backend_login;
+    void                               *pool;         /* ngx_mail_plus_
+                                                         pool_t */
+    void                               *server;       /* ngx_mail_plus_
+                                                         server_t */
+    in_port_t                           port;         /* its IMAP port */
+    unsigned                            token:1;      /* a token login */
+    unsigned                            api:1;        /* <prefix>api */
+    unsigned                            tempfail:1;
+
+    /* the API request */
+    u_char                             *body;
+    size_t                              body_len;
+    size_t                              body_size;    /* allocated */
+    ngx_http_mail_plus_jmap_request_t   req;
+    json_t                             *responses;
+    size_t                              budget;       /* of the response */
+    ngx_uint_t                          next;         /* the call to run */
+    ngx_http_mail_plus_jmap_call_t     *call;         /* waiting, or NULL */
+};
+
+
+/* the methods (ngx_http_mail_plus_jmap_api.c), a table for each part */
+
+extern ngx_http_mail_plus_jmap_method_t      *ngx_http_mail_plus_jmap_methods[];
+extern ngx_http_mail_plus_jmap_capability_t   ngx_http_mail_plus_jmap_caps[];
+
+void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
+ngx_int_t ngx_http_mail_plus_jmap_api(ngx_http_request_t *r,
+    ngx_http_mail_plus_jmap_ctx_t *ctx);
+void ngx_http_mail_plus_jmap_api_cleanup(ngx_http_mail_plus_jmap_ctx_t *ctx);
+
+/* the session resource (ngx_http_mail_plus_jmap_session.c) */
+
+ngx_int_t ngx_http_mail_plus_jmap_session(ngx_http_request_t *r,
+    ngx_http_mail_plus_jmap_ctx_t *ctx);
+ngx_int_t ngx_http_mail_plus_jmap_state(ngx_http_request_t *r,
+    ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_str_t *state);
+
+/* answers (ngx_http_mail_plus_jmap_module.c) */
+
+ngx_int_t ngx_http_mail_plus_jmap_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, char *type, json_t *json);
+ngx_int_t ngx_http_mail_plus_jmap_problem(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_http_mail_plus_jmap_problem_t *problem);
+ngx_int_t ngx_http_mail_plus_jmap_url(ngx_http_request_t *r,
+    const char *tail, ngx_str_t *url);
+
+
+/* the limits of a location */
+
+typedef struct {
+    ngx_flag_t                          enable;
+    size_t                              max_size_request;
+    ngx_uint_t                          max_calls;
+    ngx_uint_t                          max_objects_in_get;
+    size_t                              max_size_upload;
+    ngx_uint_t                          max_concurrent;
+    ngx_str_t                           prefix;       /* the location's */
+} ngx_http_mail_plus_jmap_loc_conf_t;
+
+
+extern ngx_module_t  ngx_http_mail_plus_jmap_module;
+
+
+#endif /* _NGX_HTTP_MAIL_PLUS_JMAP_H_INCLUDED_ */

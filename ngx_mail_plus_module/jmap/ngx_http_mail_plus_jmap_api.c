@@ -1,0 +1,626 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_mail_plus_jmap.h"
+
+
+/*
+ * The JMAP API (RFC 8620, section 3): a POST of application/json read
+ * into memory up to maxSizeRequest, parsed and checked as a request
+ * (ngx_http_mail_plus_jmap_request.c), then its calls run in order, each
+ * by the method of its name in the tables below, with its result
+ * references resolved against the responses before it; a method that
+ * answers later holds the next calls until it is done.  The response
+ * is bounded: what the calls answer (result references included) takes
+ * from a budget of a few times maxSizeRequest, and a call that would
+ * overdraw it answers "serverFail".
+ */
+
+
+#define NGX_HTTP_MAIL_PLUS_JMAP_BODY_MIN  16384
+
+
+static void ngx_http_mail_plus_jmap_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_mail_plus_jmap_append(ngx_http_request_t *r,
+    ngx_http_mail_plus_jmap_ctx_t *ctx, u_char *pos, u_char *last);
+static ngx_int_t ngx_http_mail_plus_jmap_start(ngx_http_request_t *r,
+    ngx_http_mail_plus_jmap_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_jmap_run(
+    ngx_http_mail_plus_jmap_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_jmap_call(
+    ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_http_mail_plus_jmap_call_t *call);
+static ngx_http_mail_plus_jmap_method_t *ngx_http_mail_plus_jmap_method(
+    const char *name);
+static ngx_int_t ngx_http_mail_plus_jmap_respond(
+    ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_http_mail_plus_jmap_call_t *call);
+static ngx_int_t ngx_http_mail_plus_jmap_answer(
+    ngx_http_mail_plus_jmap_ctx_t *ctx);
+static ngx_int_t ngx_http_mail_plus_jmap_too_large(ngx_http_request_t *r);
+static ngx_int_t ngx_http_mail_plus_jmap_echo(
+    ngx_http_mail_plus_jmap_call_t *call);
+
+
+static ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_core[] = {
+    { "Core/echo", NGX_HTTP_MAIL_PLUS_JMAP_CORE,
+      ngx_http_mail_plus_jmap_echo },
+    { NULL, 0, NULL }
+};
+
+
+/* each part's table of methods; the mail methods will add theirs */
+
+ngx_http_mail_plus_jmap_method_t  *ngx_http_mail_plus_jmap_methods[] = {
+    ngx_http_mail_plus_jmap_core,
+    NULL
+};
+
+
+ngx_http_mail_plus_jmap_capability_t  ngx_http_mail_plus_jmap_caps[] = {
+    { NGX_HTTP_MAIL_PLUS_JMAP_CORE_URN, NGX_HTTP_MAIL_PLUS_JMAP_CORE },
+    { NULL, 0 }
+};
+
+
+/* the user is known: the body is read, then the calls run */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_api(ngx_http_request_t *r,
+    ngx_http_mail_plus_jmap_ctx_t *ctx)
+{
+    ngx_int_t                            rc;
+    ngx_str_t                           *type;
+    ngx_http_mail_plus_jmap_problem_t    problem;
+    ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
+
+    jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
+
+    type = r->headers_in.content_type ? &r->headers_in.content_type->value
+                                      : NULL;
+
+    if (type == NULL
+        || type->len < sizeof("application/json") - 1
+        || ngx_strncasecmp(type->data, (u_char *) "application/json",
+                           sizeof("application/json") - 1)
+           != 0
+        || (type->len > sizeof("application/json") - 1
+            && type->data[sizeof("application/json") - 1] != ';'
+            && type->data[sizeof("application/json") - 1] != ' '))
+    {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        problem.type = NGX_HTTP_MAIL_PLUS_JMAP_NOT_JSON;
+        problem.detail = "the content type must be application/json";
+        problem.limit = NULL;
+
+        return ngx_http_mail_plus_jmap_problem(r, NGX_HTTP_BAD_REQUEST,
+                                               &problem);
+    }
+
+    if (r->headers_in.content_length_n > (off_t) jlcf->max_size_request) {
+        r->keepalive = 0;
+        return ngx_http_mail_plus_jmap_too_large(r);
+    }
+
+    ctx->budget = ngx_max(4 * jlcf->max_size_request, 1024 * 1024);
+
+    r->request_body_no_buffering = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_mail_plus_jmap_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_mail_plus_jmap_body(ngx_http_request_t *r)
+{
+    ngx_int_t                       rc;
+    ngx_buf_t                      *b;
+    ngx_chain_t                    *cl;
+    ngx_http_request_body_t        *rb;
+    ngx_http_mail_plus_jmap_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_jmap_module);
+    rb = r->request_body;
+
+    for ( ;; ) {
+
+        for (cl = rb->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (ngx_buf_special(b)) {
+                continue;
+            }
+
+            if (!ngx_buf_in_memory(b)) {
+                rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+                goto done;
+            }
+
+            rc = ngx_http_mail_plus_jmap_append(r, ctx, b->pos, b->last);
+
+            b->pos = b->last;
+
+            if (rc == NGX_DECLINED) {
+                ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "http jmap: body over %uz bytes refused",
+                               ctx->body_len);
+                rc = ngx_http_mail_plus_jmap_too_large(r);
+                goto done;
+            }
+
+            if (rc != NGX_OK) {
+                goto done;
+            }
+        }
+
+        rb->bufs = NULL;
+
+        if (!r->reading_body) {
+            break;
+        }
+
+        rc = ngx_http_read_unbuffered_request_body(r);
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            goto done;
+        }
+
+        if (rb->bufs == NULL) {
+
+            if (r->reading_body) {
+                ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "http jmap: %uz bytes of the body read, "
+                               "waiting for more", ctx->body_len);
+                r->read_event_handler = ngx_http_mail_plus_jmap_body;
+                return;
+            }
+
+            break;
+        }
+    }
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http jmap: body of %uz bytes read", ctx->body_len);
+
+    rc = ngx_http_mail_plus_jmap_start(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+done:
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * a part of the body, in a buffer that grows up to maxSizeRequest:
+ * NGX_OK, NGX_DECLINED when it would go over, or a status
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_append(ngx_http_request_t *r,
+    ngx_http_mail_plus_jmap_ctx_t *ctx, u_char *pos, u_char *last)
+{
+    u_char                              *p;
+    size_t                               len, size;
+    ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
+
+    jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
+
+    len = last - pos;
+
+    if (len > jlcf->max_size_request - ctx->body_len) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->body_len + len > ctx->body_size) {
+        size = ctx->body_size ? 2 * ctx->body_size
+                              : NGX_HTTP_MAIL_PLUS_JMAP_BODY_MIN;
+
+        if (r->headers_in.content_length_n > 0 && ctx->body_size == 0) {
+            size = r->headers_in.content_length_n;
+        }
+
+        size = ngx_max(size, ctx->body_len + len);
+        size = ngx_min(size, jlcf->max_size_request);
+
+        p = ngx_pnalloc(r->pool, size);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ctx->body_len) {
+            ngx_memcpy(p, ctx->body, ctx->body_len);
+        }
+
+        if (ctx->body) {
+            ngx_pfree(r->pool, ctx->body);
+        }
+
+        ctx->body = p;
+        ctx->body_size = size;
+    }
+
+    ngx_memcpy(ctx->body + ctx->body_len, pos, len);
+    ctx->body_len += len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_too_large(ngx_http_request_t *r)
+{
+    ngx_http_mail_plus_jmap_problem_t  problem;
+
+    problem.type = NGX_HTTP_MAIL_PLUS_JMAP_LIMIT;
+    problem.detail = "the request is larger than maxSizeRequest";
+    problem.limit = "maxSizeRequest";
+
+    return ngx_http_mail_plus_jmap_problem(r,
+                                           NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                           &problem);
+}
+
+
+/* the body is read: parsed and checked, then its calls run */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_start(ngx_http_request_t *r,
+    ngx_http_mail_plus_jmap_ctx_t *ctx)
+{
+    ngx_int_t                            rc;
+    ngx_http_mail_plus_jmap_problem_t    problem;
+    ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
+
+    jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
+
+    rc = ngx_http_mail_plus_jmap_parse(ctx->body, ctx->body_len,
+                                       jlcf->max_calls,
+                                       ngx_http_mail_plus_jmap_caps,
+                                       &ctx->req, &problem);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http jmap: request parsed: %i, problem %d", rc,
+                   (int) problem.type);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_mail_plus_jmap_problem(r, NGX_HTTP_BAD_REQUEST,
+                                               &problem);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->responses = json_array();
+    if (ctx->responses == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->next = 0;
+
+    return ngx_http_mail_plus_jmap_run(ctx);
+}
+
+
+/* the calls from ctx->next on: NGX_AGAIN while one waits, or the answer */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_run(ngx_http_mail_plus_jmap_ctx_t *ctx)
+{
+    ngx_int_t                        rc;
+    ngx_http_mail_plus_jmap_call_t  *call;
+
+    while (ctx->next < json_array_size(ctx->req.calls)) {
+
+        call = ngx_pcalloc(ctx->request->pool,
+                           sizeof(ngx_http_mail_plus_jmap_call_t));
+        if (call == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        call->ctx = ctx;
+        call->request = ctx->request;
+        call->index = ctx->next;
+
+        rc = ngx_http_mail_plus_jmap_call(ctx, call);
+
+        if (rc == NGX_AGAIN) {
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log,
+                           0, "http jmap: call %ui \"%s\" waits",
+                           call->index, call->name);
+            ctx->call = call;
+            return NGX_AGAIN;
+        }
+
+        if (ngx_http_mail_plus_jmap_respond(ctx, call) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->next++;
+    }
+
+    return ngx_http_mail_plus_jmap_answer(ctx);
+}
+
+
+/* a call started: its method found, its references resolved, its handler */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_call(ngx_http_mail_plus_jmap_ctx_t *ctx,
+    ngx_http_mail_plus_jmap_call_t *call)
+{
+    json_t                            *mc;
+    ngx_int_t                          rc;
+    ngx_http_mail_plus_jmap_method_t  *m;
+
+    mc = json_array_get(ctx->req.calls, call->index);
+
+    call->name = json_string_value(json_array_get(mc, 0));
+    call->id = json_string_value(json_array_get(mc, 2));
+
+    m = ngx_http_mail_plus_jmap_method(call->name);
+
+    if (m == NULL || !(ctx->req.using & m->capability)) {
+        call->error = "unknownMethod";
+        return NGX_OK;
+    }
+
+    rc = ngx_http_mail_plus_jmap_resolve(json_array_get(mc, 1),
+                                         ctx->responses, &ctx->budget,
+                                         &call->args, &call->error);
+    if (rc == NGX_DECLINED) {
+        return NGX_OK;
+    }
+
+    if (rc != NGX_OK) {
+        call->error = "serverFail";
+        return NGX_OK;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                   "http jmap: call %ui \"%s\" started",
+                   call->index, m->name);
+
+    rc = m->handler(call);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    if (rc != NGX_OK || (call->result == NULL && call->error == NULL)) {
+        call->error = "serverFail";
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_mail_plus_jmap_method_t *
+ngx_http_mail_plus_jmap_method(const char *name)
+{
+    ngx_uint_t                         i;
+    ngx_http_mail_plus_jmap_method_t  *m;
+
+    for (i = 0; ngx_http_mail_plus_jmap_methods[i]; i++) {
+        for (m = ngx_http_mail_plus_jmap_methods[i]; m->name; m++) {
+            if (ngx_strcmp(m->name, name) == 0) {
+                return m;
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * a method that answered later: its response, then the next calls; the
+ * request is finalized here once they are all answered
+ */
+
+void
+ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call)
+{
+    ngx_int_t                       rc;
+    ngx_connection_t               *c;
+    ngx_http_request_t             *r;
+    ngx_http_mail_plus_jmap_ctx_t  *ctx;
+
+    ctx = call->ctx;
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "http jmap: call %ui \"%s\" done", call->index,
+                   call->name);
+
+    ctx->call = NULL;
+    call->cancel = NULL;
+
+    if (call->result == NULL && call->error == NULL) {
+        call->error = "serverFail";
+    }
+
+    if (ngx_http_mail_plus_jmap_respond(ctx, call) != NGX_OK) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else {
+        ctx->next++;
+        rc = ngx_http_mail_plus_jmap_run(ctx);
+    }
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* [name, arguments, id] or ["error", {type, description}, id] */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_respond(ngx_http_mail_plus_jmap_ctx_t *ctx,
+    ngx_http_mail_plus_jmap_call_t *call)
+{
+    size_t   cost;
+    json_t  *resp, *args;
+
+    if (call->error == NULL) {
+        cost = ngx_http_mail_plus_jmap_cost(call->result, ctx->budget);
+
+        if (cost > ctx->budget) {
+            call->error = "serverFail";
+            call->description = "the response would be too large";
+
+        } else {
+            ctx->budget -= cost;
+        }
+    }
+
+    if (call->error) {
+        args = json_pack("{ss}", "type", call->error);
+
+        if (args && call->description) {
+            if (json_object_set_new(args, "description",
+                                    json_string(call->description))
+                != 0)
+            {
+                json_decref(args);
+                args = NULL;
+            }
+        }
+
+        resp = args ? json_pack("[sos]", "error", args, call->id) : NULL;
+
+    } else {
+        resp = json_pack("[sOs]", call->name, call->result, call->id);
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                   "http jmap: call %ui answered: %s, budget left %uz",
+                   call->index, call->error ? call->error : "ok",
+                   ctx->budget);
+
+    if (call->result) {
+        json_decref(call->result);
+        call->result = NULL;
+    }
+
+    if (call->args) {
+        json_decref(call->args);
+        call->args = NULL;
+    }
+
+    if (resp == NULL || json_array_append_new(ctx->responses, resp) != 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* {methodResponses, createdIds, sessionState} */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_answer(ngx_http_mail_plus_jmap_ctx_t *ctx)
+{
+    json_t     *json;
+    ngx_int_t   rc;
+    ngx_str_t   state;
+
+    if (ngx_http_mail_plus_jmap_state(ctx->request, ctx, &state) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    json = json_pack("{sOso}", "methodResponses", ctx->responses,
+                     "sessionState",
+                     json_stringn((const char *) state.data, state.len));
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->req.created_ids
+        && json_object_set(json, "createdIds", ctx->req.created_ids) != 0)
+    {
+        json_decref(json);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_mail_plus_jmap_send_json(ctx->request, NGX_HTTP_OK,
+                                           "application/json", json);
+
+    json_decref(json);
+
+    return rc;
+}
+
+
+/* the request's end, or its loss: a waiting call stops, the JSON goes */
+
+void
+ngx_http_mail_plus_jmap_api_cleanup(ngx_http_mail_plus_jmap_ctx_t *ctx)
+{
+    ngx_http_mail_plus_jmap_call_t  *call;
+
+    call = ctx->call;
+
+    if (call) {
+        ctx->call = NULL;
+
+        if (call->cancel) {
+            call->cancel(call);
+        }
+
+        if (call->result) {
+            json_decref(call->result);
+        }
+
+        if (call->args) {
+            json_decref(call->args);
+        }
+    }
+
+    if (ctx->responses) {
+        json_decref(ctx->responses);
+        ctx->responses = NULL;
+    }
+
+    if (ctx->req.root) {
+        json_decref(ctx->req.root);
+        ctx->req.root = NULL;
+    }
+}
+
+
+/* Core/echo (section 4): the arguments, as they are once resolved */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_echo(ngx_http_mail_plus_jmap_call_t *call)
+{
+    call->result = json_incref(call->args);
+
+    return NGX_OK;
+}
