@@ -764,7 +764,7 @@ ngx_mail_plus_imap_close(ngx_mail_plus_imap_parser_t *p)
 {
     size_t                       size;
     ngx_uint_t                   i;
-    ngx_mail_plus_imap_value_t  *list, *v;
+    ngx_mail_plus_imap_value_t  *list, *v, *next;
 
     if (p->depth == 0) {
         return ngx_mail_plus_imap_fail(p, "unbalanced \")\"");
@@ -782,14 +782,16 @@ ngx_mail_plus_imap_close(ngx_mail_plus_imap_parser_t *p)
 
         i = list->nelts;
 
-        for (v = list->next; v; v = v->next) {
+        for (v = list->last; v; v = next) {
+            next = v->next;
+            v->next = NULL;
             list->items[--i] = v;
         }
     }
 
     p->list = list->parent;
     list->parent = NULL;
-    list->next = NULL;
+    list->last = NULL;
     p->depth--;
 
     return NGX_AGAIN;
@@ -798,7 +800,7 @@ ngx_mail_plus_imap_close(ngx_mail_plus_imap_parser_t *p)
 
 /*
  * A value at the end of the list being read; while it is read the list's
- * "next" is its last item and each item's "next" the one before it.
+ * "last" is its last item and each item's "next" the one before it.
  */
 
 static ngx_mail_plus_imap_value_t *
@@ -821,8 +823,8 @@ ngx_mail_plus_imap_add(ngx_mail_plus_imap_parser_t *p,
     }
 
     v->type = type;
-    v->next = list->next;
-    list->next = v;
+    v->next = list->last;
+    list->last = v;
     list->nelts++;
 
     return v;

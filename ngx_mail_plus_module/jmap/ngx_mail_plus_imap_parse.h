@@ -111,9 +111,10 @@ struct ngx_mail_plus_imap_value_s {
     ngx_mail_plus_imap_value_t  **items;
     unsigned                      binary:1;  /* LITERAL: a literal8 */
 
-    /* the parser's, while the list is read */
+    /* the parser's, while the list is read (NULL after) */
     ngx_mail_plus_imap_value_t   *parent;
-    ngx_mail_plus_imap_value_t   *next;     /* see ngx_mail_plus_imap_add() */
+    ngx_mail_plus_imap_value_t   *last;
+    ngx_mail_plus_imap_value_t   *next;
 };
 
 
