@@ -572,7 +572,7 @@ ngx_mail_plus_imap_values(ngx_mail_plus_imap_parser_t *p, u_char ch)
         p->token_len = 0;
         p->state = sw_atom;
 
-        if (ngx_mail_plus_imap_append(p, '~') != NGX_OK) {
+        if (ngx_mail_plus_imap_append(p, '~') != NGX_AGAIN) {
             return NGX_ERROR;
         }
 
