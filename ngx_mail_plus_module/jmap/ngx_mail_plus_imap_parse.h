@@ -52,10 +52,11 @@
  * ("[UIDVALIDITY 3857529045]", "[PERMANENTFLAGS (\Seen \*)]"), are a tree:
  *
  *   atom     1*<any CHAR but SP, CTL, "(", ")", "{", DQUOTE, "]">, with
- *            "\" allowed (flags: \Seen, \*); an atom may hold one bracket
- *            part "[...]" in which SP and parentheses are allowed (FETCH
- *            items: BODY[1.2.MIME]<0>, BINARY[1],
- *            BODY[HEADER.FIELDS (FROM TO)]); "NIL" (any case) is NIL;
+ *            "\" allowed (flags: \Seen, \*); an atom may hold bracket
+ *            parts "[...]" in which SP, parentheses and DQUOTE are
+ *            allowed (FETCH items: BODY[1.2.MIME]<0>, BINARY[1],
+ *            BODY[HEADER.FIELDS (FROM TO)]), kept whole in the atom;
+ *            "NIL" (any case) is NIL;
  *   number   an atom of digits only, as uint64_t: one that does not fit
  *            is an error (its text is kept in str as well);
  *   string   DQUOTE ... DQUOTE, with \" and \\ as escapes (any other
