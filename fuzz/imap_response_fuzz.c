@@ -405,7 +405,15 @@ fuzz_run(const u_char *data, size_t size, ngx_mail_plus_imap_limits_t *lim,
             run->error = p.error;
             run->offset = off + (b.pos - piece);
 
+            /* and stays so, whatever comes */
+
             assert(ngx_mail_plus_imap_parse(&p, &b) == NGX_ERROR);
+
+            b.pos = (u_char *) "a1 OK\r\n";
+            b.last = b.pos + 7;
+
+            assert(ngx_mail_plus_imap_parse(&p, &b) == NGX_ERROR);
+            assert(p.error == run->error);
             free(piece);
             break;
         }

@@ -154,31 +154,28 @@ ngx_mail_plus_imap_parse(ngx_mail_plus_imap_parser_t *p, ngx_buf_t *b)
         }
 
         if (++p->total > p->limits.total) {
-            b->pos = pos;
-            return ngx_mail_plus_imap_fail(p, "response too large");
+            rc = ngx_mail_plus_imap_fail(p, "response too large");
+
+        } else if (++p->line_len > p->limits.line) {
+            rc = ngx_mail_plus_imap_fail(p, "line too long");
+
+        } else {
+            do {
+                if (p->state < sw_value) {
+                    rc = ngx_mail_plus_imap_head(p, *pos);
+
+                } else if (p->state < sw_literal_size) {
+                    rc = ngx_mail_plus_imap_values(p, *pos);
+
+                } else {
+                    rc = ngx_mail_plus_imap_literal(p, *pos);
+                }
+
+            } while (rc == NGX_DECLINED);
         }
-
-        if (++p->line_len > p->limits.line) {
-            b->pos = pos;
-            return ngx_mail_plus_imap_fail(p, "line too long");
-        }
-
-        do {
-            if (p->state < sw_value) {
-                rc = ngx_mail_plus_imap_head(p, *pos);
-
-            } else if (p->state < sw_literal_size) {
-                rc = ngx_mail_plus_imap_values(p, *pos);
-
-            } else {
-                rc = ngx_mail_plus_imap_literal(p, *pos);
-            }
-
-        } while (rc == NGX_DECLINED);
 
         if (rc == NGX_ERROR) {
             b->pos = pos;
-            p->state = sw_failed;
 
             if (p->log) {
                 ngx_log_debug1(NGX_LOG_DEBUG_MAIL, p->log, 0,
@@ -934,6 +931,7 @@ static ngx_int_t
 ngx_mail_plus_imap_fail(ngx_mail_plus_imap_parser_t *p, const char *error)
 {
     p->error = error;
+    p->state = sw_failed;
 
     return NGX_ERROR;
 }
