@@ -249,10 +249,17 @@ ngx_atotm(u_char *line, size_t n)
 }
 
 
-/* RFC 4648 base64, as ngx_decode_base64() takes it: no padding is needed */
+/*
+ * RFC 4648 base64 and base64url, as ngx_decode_base64() and
+ * ngx_decode_base64url() take them: no padding is needed
+ */
+
+static ngx_int_t ngx_fuzz_decode(ngx_str_t *dst, ngx_str_t *src,
+    ngx_uint_t url);
+
 
 static ngx_int_t
-ngx_fuzz_base64_value(u_char ch)
+ngx_fuzz_base64_value(u_char ch, ngx_uint_t url)
 {
     if (ch >= 'A' && ch <= 'Z') {
         return ch - 'A';
@@ -266,11 +273,11 @@ ngx_fuzz_base64_value(u_char ch)
         return ch - '0' + 52;
     }
 
-    if (ch == '+') {
+    if (ch == (url ? '-' : '+')) {
         return 62;
     }
 
-    if (ch == '/') {
+    if (ch == (url ? '_' : '/')) {
         return 63;
     }
 
@@ -281,6 +288,20 @@ ngx_fuzz_base64_value(u_char ch)
 ngx_int_t
 ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
 {
+    return ngx_fuzz_decode(dst, src, 0);
+}
+
+
+ngx_int_t
+ngx_decode_base64url(ngx_str_t *dst, ngx_str_t *src)
+{
+    return ngx_fuzz_decode(dst, src, 1);
+}
+
+
+static ngx_int_t
+ngx_fuzz_decode(ngx_str_t *dst, ngx_str_t *src, ngx_uint_t url)
+{
     u_char     *d;
     size_t      len, i;
     ngx_int_t   v[4];
@@ -290,7 +311,7 @@ ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
             break;
         }
 
-        if (ngx_fuzz_base64_value(src->data[len]) < 0) {
+        if (ngx_fuzz_base64_value(src->data[len], url) < 0) {
             return NGX_ERROR;
         }
     }
@@ -302,10 +323,10 @@ ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
     d = dst->data;
 
     for (i = 0; i + 4 <= len; i += 4) {
-        v[0] = ngx_fuzz_base64_value(src->data[i]);
-        v[1] = ngx_fuzz_base64_value(src->data[i + 1]);
-        v[2] = ngx_fuzz_base64_value(src->data[i + 2]);
-        v[3] = ngx_fuzz_base64_value(src->data[i + 3]);
+        v[0] = ngx_fuzz_base64_value(src->data[i], url);
+        v[1] = ngx_fuzz_base64_value(src->data[i + 1], url);
+        v[2] = ngx_fuzz_base64_value(src->data[i + 2], url);
+        v[3] = ngx_fuzz_base64_value(src->data[i + 3], url);
 
         *d++ = (u_char) (v[0] << 2 | v[1] >> 4);
         *d++ = (u_char) (v[1] << 4 | v[2] >> 2);
@@ -313,12 +334,12 @@ ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
     }
 
     if (len - i > 1) {
-        v[0] = ngx_fuzz_base64_value(src->data[i]);
-        v[1] = ngx_fuzz_base64_value(src->data[i + 1]);
+        v[0] = ngx_fuzz_base64_value(src->data[i], url);
+        v[1] = ngx_fuzz_base64_value(src->data[i + 1], url);
         *d++ = (u_char) (v[0] << 2 | v[1] >> 4);
 
         if (len - i > 2) {
-            v[2] = ngx_fuzz_base64_value(src->data[i + 2]);
+            v[2] = ngx_fuzz_base64_value(src->data[i + 2], url);
             *d++ = (u_char) (v[1] << 4 | v[2] >> 2);
         }
     }

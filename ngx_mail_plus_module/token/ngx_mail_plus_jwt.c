@@ -695,43 +695,33 @@ ngx_mail_plus_jwt_login(ngx_mail_plus_token_req_t *req, json_t *claims)
 ngx_int_t
 ngx_mail_plus_jwt_base64url(ngx_str_t *dst, u_char *src, size_t len)
 {
-    u_char      *d;
-    size_t       i;
-    uint32_t     acc;
-    ngx_int_t    v;
-    ngx_uint_t   bits;
+    size_t     i;
+    ngx_int_t  v;
+    ngx_str_t  text;
 
     if (len % 4 == 1) {
         return NGX_ERROR;
     }
 
-    d = dst->data;
-    acc = 0;
-    bits = 0;
+    /* nginx's decoder stops at "=" and keeps the last bits: checked here */
+
+    v = 0;
 
     for (i = 0; i < len; i++) {
         v = ngx_mail_plus_jwt_base64url_value(src[i]);
         if (v < 0) {
             return NGX_ERROR;
         }
-
-        acc = (acc << 6) | (uint32_t) v;
-        bits += 6;
-
-        if (bits >= 8) {
-            bits -= 8;
-            *d++ = (u_char) (acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
     }
 
-    if (acc != 0) {
+    if ((len % 4 == 2 && (v & 0x0f)) || (len % 4 == 3 && (v & 0x03))) {
         return NGX_ERROR;
     }
 
-    dst->len = d - dst->data;
+    text.data = src;
+    text.len = len;
 
-    return NGX_OK;
+    return ngx_decode_base64url(dst, &text);
 }
 
 
