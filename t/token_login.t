@@ -387,6 +387,16 @@ like($s->imap('a', 'AUTHENTICATE XOAUTH2 '
 like($s->imap('a', 'AUTHENTICATE XOAUTH2 !!!'), qr/^a BAD/m,
     'imap: not base64');
 
+# a control byte in the SASL user is refused as in a login, and counted
+
+like($s->imap('a', 'AUTHENTICATE OAUTHBEARER ' . encode_base64(
+        "n,a=carol\r\x01x\@example.com,\x01auth=Bearer $good\x01\x01", '')),
+    qr/^a NO \[AUTHENTICATIONFAILED\]/m,
+    'imap: a control byte in the SASL user refused');
+like($t->read_file('error.log'),
+    qr/denied: control character in the login or the token/,
+    'imap: the refusal\'s reason logged');
+
 # the continuation, then "*" cancels
 
 $s->send('a AUTHENTICATE OAUTHBEARER');

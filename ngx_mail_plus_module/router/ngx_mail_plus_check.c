@@ -368,6 +368,22 @@ ngx_mail_plus_check_token(ngx_mail_plus_check_t *check)
         return NGX_OK;
     }
 
+    /*
+     * the user named and the token reach a verifier, logs and headers
+     * before the router sees them: refused here as the router refuses a
+     * login or a password with a control character
+     */
+
+    if (ngx_mail_plus_text_has_ctl(&check->auth.login)
+        || ngx_mail_plus_text_has_ctl(&check->auth.token))
+    {
+        check->route.status = NGX_MAIL_PLUS_DENY;
+        ngx_str_set(&check->route.reason,
+                    "control character in the login or the token");
+        ngx_mail_plus_throttle_after(check);
+        return NGX_OK;
+    }
+
     if (!ngx_mail_plus_token_enabled(check->mpcf)) {
         check->route.status = NGX_MAIL_PLUS_DENY;
         check->route.bad_token = 1;
