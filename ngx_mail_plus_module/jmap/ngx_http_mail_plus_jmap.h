@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 #include <jansson.h>
 #include "ngx_http_mail_plus_jmap_request.h"
+#include "ngx_mail_plus_imap_client.h"
 
 
 /*
@@ -26,6 +27,17 @@
  *                                      of JSON, with no request at hand
  *                                      (ngx_http_mail_plus_jmap_request.h,
  *                                      fuzz/jmap_request_fuzz.c)
+ *   ngx_http_mail_plus_jmap_mailbox.c  Mailbox/get, /set, /changes,
+ *                                      /query; Thread/get
+ *   ngx_http_mail_plus_jmap_email.c    Email/get, /query, /set, /changes
+ *   ngx_http_mail_plus_jmap_submission.c
+ *                                      Identity/get, EmailSubmission/set
+ *                                      into the module's queue
+ *   ngx_http_mail_plus_jmap_blob.c     <prefix>upload/, <prefix>download/
+ *   ngx_mail_plus_imap_client.c        the asynchronous IMAP client
+ *                                      (ngx_mail_plus_imap_client.h) the
+ *                                      mail methods ask
+ *   ngx_mail_plus_imap_parse.c         its reader of responses
  *
  * A method is a row of a table (name, capability, handler); the API runs
  * the calls of a request in order, each with its result references
@@ -101,6 +113,15 @@ struct ngx_http_mail_plus_jmap_ctx_s {
     void                               *server;       /* ngx_mail_plus_
                                                          server_t */
     in_port_t                           port;         /* its IMAP port */
+    void                               *route;        /* ngx_mail_plus_
+                                                         route_t, a copy
+                                                         in r->pool, for
+                                                         failover */
+    ngx_str_t                           secret;       /* the password or
+                                                         token, for the
+                                                         backend's login;
+                                                         wiped at the end */
+    ngx_mail_plus_imap_t               *imap;         /* or NULL */
     unsigned                            token:1;      /* a token login */
     unsigned                            api:1;        /* <prefix>api */
     unsigned                            tempfail:1;
@@ -121,6 +142,19 @@ struct ngx_http_mail_plus_jmap_ctx_s {
 
 extern ngx_http_mail_plus_jmap_method_t      *ngx_http_mail_plus_jmap_methods[];
 extern ngx_http_mail_plus_jmap_capability_t   ngx_http_mail_plus_jmap_caps[];
+
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_submission[];
+
+/*
+ * the request's session with the user's backend, opened at the first call
+ * that asks for it (ngx_http_mail_plus_jmap_module.c), released with the
+ * request: NULL only without memory
+ */
+
+ngx_mail_plus_imap_t *ngx_http_mail_plus_jmap_imap(
+    ngx_http_mail_plus_jmap_ctx_t *ctx);
 
 void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
 ngx_int_t ngx_http_mail_plus_jmap_api(ngx_http_request_t *r,
@@ -154,6 +188,8 @@ typedef struct {
     size_t                              max_size_upload;
     ngx_uint_t                          max_concurrent;
     ngx_str_t                           prefix;       /* the location's */
+    ngx_mail_plus_imap_conf_t           imap;         /* "mail_plus_jmap_
+                                                         imap_*" */
 } ngx_http_mail_plus_jmap_loc_conf_t;
 
 

@@ -53,16 +53,22 @@ static ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_core[] = {
 };
 
 
-/* each part's table of methods; the mail methods will add theirs */
+/* each part's table of methods */
 
 ngx_http_mail_plus_jmap_method_t  *ngx_http_mail_plus_jmap_methods[] = {
     ngx_http_mail_plus_jmap_core,
+    ngx_http_mail_plus_jmap_mailbox,
+    ngx_http_mail_plus_jmap_email,
+    ngx_http_mail_plus_jmap_submission,
     NULL
 };
 
 
 ngx_http_mail_plus_jmap_capability_t  ngx_http_mail_plus_jmap_caps[] = {
     { NGX_HTTP_MAIL_PLUS_JMAP_CORE_URN, NGX_HTTP_MAIL_PLUS_JMAP_CORE },
+    { NGX_HTTP_MAIL_PLUS_JMAP_MAIL_URN, NGX_HTTP_MAIL_PLUS_JMAP_MAIL },
+    { NGX_HTTP_MAIL_PLUS_JMAP_SUBMISSION_URN,
+      NGX_HTTP_MAIL_PLUS_JMAP_SUBMISSION },
     { NULL, 0 }
 };
 

@@ -351,9 +351,10 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_route(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_mail_plus_check_t *check)
 {
-    u_char      *lc, digest[16];
-    ngx_md5_t    md5;
-    ngx_str_t    logged;
+    u_char                 *lc, digest[16];
+    ngx_md5_t               md5;
+    ngx_str_t               logged, *secret;
+    ngx_mail_plus_route_t  *route;
 
     ctx->username.data = ngx_pstrdup(r->pool, &check->auth.login);
     ctx->backend_login.data = ngx_pstrdup(r->pool, &check->route.login);
@@ -371,6 +372,34 @@ ngx_http_mail_plus_jmap_route(ngx_http_request_t *r,
     ctx->pool = check->route.pool;
     ctx->server = check->route.server;
     ctx->port = check->route.port;
+
+    /* the route outlives the check, for failover; the secret, the login */
+
+    route = ngx_palloc(r->pool, sizeof(ngx_mail_plus_route_t));
+    if (route == NULL) {
+        return NGX_ERROR;
+    }
+
+    *route = check->route;
+    route->key.data = ngx_pstrdup(r->pool, &check->route.key);
+    route->login = ctx->backend_login;
+    ngx_str_null(&route->reason);
+    route->user = NULL;
+
+    if (route->key.len && route->key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->route = route;
+
+    secret = ctx->token ? &check->auth.token : &check->auth.password;
+
+    ctx->secret.len = secret->len;
+    ctx->secret.data = ngx_pstrdup(r->pool, secret);
+
+    if (secret->len && ctx->secret.data == NULL) {
+        return NGX_ERROR;
+    }
 
     ngx_strlow(lc, ctx->username.data, ctx->username.len);
 
@@ -712,6 +741,11 @@ ngx_http_mail_plus_jmap_cleanup(void *data)
     }
 
     ngx_http_mail_plus_jmap_api_cleanup(ctx);
+
+    if (ctx->secret.len) {
+        ngx_explicit_memzero(ctx->secret.data, ctx->secret.len);
+        ctx->secret.len = 0;
+    }
 }
 
 

@@ -23,8 +23,13 @@
 /* the capabilities known, as bits of a request's "using" */
 
 #define NGX_HTTP_MAIL_PLUS_JMAP_CORE       0x0001
+#define NGX_HTTP_MAIL_PLUS_JMAP_MAIL       0x0002
+#define NGX_HTTP_MAIL_PLUS_JMAP_SUBMISSION 0x0004
 
 #define NGX_HTTP_MAIL_PLUS_JMAP_CORE_URN   "urn:ietf:params:jmap:core"
+#define NGX_HTTP_MAIL_PLUS_JMAP_MAIL_URN   "urn:ietf:params:jmap:mail"
+#define NGX_HTTP_MAIL_PLUS_JMAP_SUBMISSION_URN                              \
+    "urn:ietf:params:jmap:submission"
 
 /* the nesting of a request's JSON, at most */
 
