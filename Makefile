@@ -25,9 +25,9 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	libnet-ssleay-perl swaks curl openssl util-linux \
 	postfix python3 procps iproute2 strace valgrind \
 	libpq-dev postgresql slapd ldap-utils libldap-dev \
-	dovecot-pgsql dovecot-ldap libjansson-dev
+	dovecot-pgsql dovecot-ldap libjansson-dev chromium fonts-dejavu-core
 
-.PHONY: all deps demo test asan check-asan check-valgrind clean
+.PHONY: all deps node-deps demo test asan check-asan check-valgrind clean
 
 all: $(MODULE)
 
@@ -54,10 +54,22 @@ deps:
 	        --no-install-recommends $(DEB_PACKAGES); \
 	fi
 
+# the tests' node packages (t/node/package-lock.json): a JMAP client
+# library and the driver of Debian's Chromium; node and npm from Debian
+# where the machine has none
+
+node-deps:
+	@if ! command -v npm >/dev/null 2>&1; then \
+	    apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	        --no-install-recommends nodejs npm; \
+	fi
+	cd t/node && npm ci --no-audit --no-fund --loglevel=error
+
 demo: deps all
 	perl demo/run.pl
 
-test: deps all
+test: deps node-deps all
 	prove -I t/lib t/
 
 asan:
