@@ -376,8 +376,9 @@ problem(echo_req(['Core/echo', {}, 5]), 400, 'notRequest',
     'call id not a string');
 problem({ %{echo_req()}, createdIds => { a => 1 } }, 400, 'notRequest',
     'createdIds values not strings');
-problem({ using => ['urn:ietf:params:jmap:mail'], methodCalls => [] }, 400,
-    'unknownCapability', 'unknown capability (mail not yet)');
+problem({ using => ['urn:example:not-a-capability'], methodCalls => [] },
+    400,
+    'unknownCapability', 'unknown capability');
 problem(echo_req(map { ['Core/echo', {}, "c$_"] } 1 .. 5), 400, 'limit',
     'too many calls', limit => 'maxCallsInRequest');
 problem(echo_req(['Core/echo', { x => 'y' x 2000 }, 'c']), 413, 'limit',

@@ -122,6 +122,9 @@ struct ngx_http_mail_plus_jmap_ctx_s {
                                                          backend's login;
                                                          wiped at the end */
     ngx_mail_plus_imap_t               *imap;         /* or NULL */
+    ngx_array_t                        *mailboxes;    /* of ngx_http_mail_
+                                                         plus_jmap_mailbox_t,
+                                                         or NULL */
     unsigned                            token:1;      /* a token login */
     unsigned                            api:1;        /* <prefix>api */
     unsigned                            tempfail:1;
@@ -160,6 +163,90 @@ void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
 ngx_int_t ngx_http_mail_plus_jmap_api(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 void ngx_http_mail_plus_jmap_api_cleanup(ngx_http_mail_plus_jmap_ctx_t *ctx);
+
+/*
+ * What the mail parts share.
+ *
+ * Ids (ngx_http_mail_plus_jmap_ids.c): a backend without OBJECTID (RFC
+ * 8474; Dovecot 2.3 has none) gives no ids of its own, so ours are made
+ * from what IMAP keeps stable:
+ *
+ *   mailbox  "M" and 16 lower-case hex digits: the first 8 bytes of the
+ *            MD5 of the mailbox's whole name in UTF-8 (a rename gives a
+ *            new id);
+ *   email    "E" and the mailbox's 16 digits, "-", its UIDVALIDITY, "-",
+ *            the message's UID (decimal): a message moved to another
+ *            mailbox gets a new id, as it gets a new UID;
+ *   thread   "T" and the email id's tail: a thread is one message;
+ *   blob     "B" and the email id's tail (the whole message), or "P", the
+ *            tail, "-" and the IMAP part number with "." as "_" (one
+ *            part: "P...-1_2"), or "U" and 64 hex digits (an upload: the
+ *            SHA-256 of its bytes).
+ */
+
+typedef struct {
+    u_char                              mailbox[16];  /* hex digits */
+    uint64_t                            uidvalidity;
+    uint64_t                            uid;
+    ngx_str_t                           part;         /* "1.2": a "P"
+                                                         blob's, in the
+                                                         id's pool */
+} ngx_http_mail_plus_jmap_ref_t;
+
+/* a mailbox's id from its whole name in UTF-8, into 17 bytes of id */
+void ngx_http_mail_plus_jmap_mailbox_id(ngx_str_t *name, u_char *id);
+
+/* an email, thread or blob id ('E', 'T', 'B', 'P') of a reference */
+ngx_int_t ngx_http_mail_plus_jmap_ref_id(ngx_pool_t *pool, u_char kind,
+    ngx_http_mail_plus_jmap_ref_t *ref, ngx_str_t *id);
+
+/* an id to its reference: its kind ('E', 'T', 'B', 'P'), or 0 for a
+   string that is none of ours (a client's id: answer "notFound") */
+u_char ngx_http_mail_plus_jmap_ref(ngx_pool_t *pool, ngx_str_t *id,
+    ngx_http_mail_plus_jmap_ref_t *ref);
+
+
+/* a mailbox as the methods see it (ngx_http_mail_plus_jmap_mailbox.c) */
+
+typedef struct {
+    u_char                              id[17];       /* "M..." */
+    ngx_str_t                           path;         /* the whole name,
+                                                         UTF-8: for
+                                                         ngx_mail_plus_imap_
+                                                         cmd_mailbox() */
+    ngx_str_t                           name;         /* its last level */
+    ngx_int_t                           parent;       /* an index, or -1 */
+    const char                         *role;         /* "inbox"... or
+                                                         NULL */
+    u_char                              delimiter;    /* 0: flat */
+    uint64_t                            total;        /* MESSAGES */
+    uint64_t                            unread;       /* UNSEEN */
+    uint64_t                            uidvalidity;
+    uint64_t                            uidnext;
+    uint64_t                            highestmodseq;  /* 0: none */
+    unsigned                            noselect:1;
+    unsigned                            subscribed:1;
+} ngx_http_mail_plus_jmap_mailbox_t;
+
+typedef void (*ngx_http_mail_plus_jmap_mailboxes_pt)(
+    ngx_http_mail_plus_jmap_call_t *call);
+
+/*
+ * the user's mailboxes with their counts in ctx->mailboxes (LIST with
+ * SPECIAL-USE, STATUS), asked once a request: NGX_OK, they are known
+ * (the handler is not called); NGX_AGAIN, the handler is called from an
+ * event, with ctx->mailboxes set, or NULL and call->error set;
+ * NGX_ERROR.  A change (Mailbox/set, a move) sets ctx->mailboxes to NULL.
+ */
+
+ngx_int_t ngx_http_mail_plus_jmap_mailboxes(
+    ngx_http_mail_plus_jmap_call_t *call,
+    ngx_http_mail_plus_jmap_mailboxes_pt handler);
+ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_find(
+    ngx_array_t *mailboxes, u_char *id);
+ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_role(
+    ngx_array_t *mailboxes, const char *role);
+
 
 /* the session resource (ngx_http_mail_plus_jmap_session.c) */
 
