@@ -128,6 +128,9 @@ struct ngx_http_mail_plus_jmap_ctx_s {
     unsigned                            token:1;      /* a token login */
     unsigned                            api:1;        /* <prefix>api */
     unsigned                            tempfail:1;
+    unsigned                            created_implicit:1;  /* the
+                                                         request had no
+                                                         createdIds */
 
     /* the API request */
     u_char                             *body;
@@ -160,6 +163,13 @@ ngx_mail_plus_imap_t *ngx_http_mail_plus_jmap_imap(
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 
 void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
+
+/* creation ids of this request: record one; an id argument resolved
+   ("#k1" to what k1 created; NULL if nothing did) */
+ngx_int_t ngx_http_mail_plus_jmap_created(ngx_http_mail_plus_jmap_ctx_t *ctx,
+    const char *creation_id, const char *id);
+const char *ngx_http_mail_plus_jmap_id(ngx_http_mail_plus_jmap_ctx_t *ctx,
+    const char *id);
 ngx_int_t ngx_http_mail_plus_jmap_api(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 void ngx_http_mail_plus_jmap_api_cleanup(ngx_http_mail_plus_jmap_ctx_t *ctx);

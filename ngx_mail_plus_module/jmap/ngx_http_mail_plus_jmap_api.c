@@ -568,7 +568,7 @@ ngx_http_mail_plus_jmap_answer(ngx_http_mail_plus_jmap_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->req.created_ids
+    if (ctx->req.created_ids && !ctx->created_implicit
         && json_object_set(json, "createdIds", ctx->req.created_ids) != 0)
     {
         json_decref(json);
@@ -614,10 +614,67 @@ ngx_http_mail_plus_jmap_api_cleanup(ngx_http_mail_plus_jmap_ctx_t *ctx)
         ctx->responses = NULL;
     }
 
+    if (ctx->created_implicit) {
+        json_decref(ctx->req.created_ids);
+        ctx->req.created_ids = NULL;
+        ctx->created_implicit = 0;
+    }
+
     if (ctx->req.root) {
         json_decref(ctx->req.root);
         ctx->req.root = NULL;
     }
+}
+
+
+/*
+ * creation ids (section 5.3): a "/set" records what it created, and a
+ * later call names it "#" and the creation id; the map is the request's
+ * "createdIds", answered with the response when the request had one
+ */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_created(ngx_http_mail_plus_jmap_ctx_t *ctx,
+    const char *creation_id, const char *id)
+{
+    json_t  *v;
+
+    if (ctx->req.created_ids == NULL) {
+        ctx->req.created_ids = json_object();
+        if (ctx->req.created_ids == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->created_implicit = 1;   /* freed by the cleanup */
+    }
+
+    v = json_string(id);
+
+    if (v == NULL || json_object_set_new(ctx->req.created_ids, creation_id, v)
+                     != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* an id argument: "#" and a creation id resolved, else the id as it is */
+
+const char *
+ngx_http_mail_plus_jmap_id(ngx_http_mail_plus_jmap_ctx_t *ctx,
+    const char *id)
+{
+    if (id == NULL || id[0] != '#') {
+        return id;
+    }
+
+    if (ctx->req.created_ids == NULL) {
+        return NULL;
+    }
+
+    return json_string_value(json_object_get(ctx->req.created_ids, id + 1));
 }
 
 
