@@ -258,6 +258,22 @@ ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_role(
     ngx_array_t *mailboxes, const char *role);
 
 
+/*
+ * Email/set's "create" (ngx_http_mail_plus_jmap_compose.c): each object
+ * of "create" made a message (RFC 5322, MIME) and APPENDed to its
+ * mailbox; "created" and "notCreated" (objects of the answer) filled, the
+ * creation ids recorded.  NGX_OK: done (next is not called); NGX_AGAIN:
+ * next is called from an event once all are done; NGX_ERROR.
+ */
+
+typedef void (*ngx_http_mail_plus_jmap_next_pt)(
+    ngx_http_mail_plus_jmap_call_t *call);
+
+ngx_int_t ngx_http_mail_plus_jmap_email_create(
+    ngx_http_mail_plus_jmap_call_t *call, json_t *create, json_t *created,
+    json_t *not_created, ngx_http_mail_plus_jmap_next_pt next);
+
+
 /* the session resource (ngx_http_mail_plus_jmap_session.c) */
 
 ngx_int_t ngx_http_mail_plus_jmap_session(ngx_http_request_t *r,
