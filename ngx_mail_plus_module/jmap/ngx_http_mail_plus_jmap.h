@@ -216,6 +216,31 @@ u_char ngx_http_mail_plus_jmap_ref(ngx_pool_t *pool, ngx_str_t *id,
     ngx_http_mail_plus_jmap_ref_t *ref);
 
 
+/*
+ * The Email state (ngx_http_mail_plus_jmap_ids.c): "S" and the base64url
+ * of 24 bytes a selectable mailbox, in the list's order: the first 8
+ * bytes of its id (binary), its UIDVALIDITY and UIDNEXT (4 bytes each)
+ * and its HIGHESTMODSEQ (8 bytes), all big-endian: what Email/changes
+ * needs to ask each mailbox what changed since.
+ */
+
+typedef struct {
+    u_char                              mailbox[16];  /* hex digits */
+    uint32_t                            uidvalidity;
+    uint32_t                            uidnext;
+    uint64_t                            highestmodseq;
+} ngx_http_mail_plus_jmap_since_t;
+
+ngx_int_t ngx_http_mail_plus_jmap_email_state(ngx_pool_t *pool,
+    ngx_array_t *mailboxes, ngx_str_t *state);
+
+/* a client's state string read back: NGX_OK and an array of
+   ngx_http_mail_plus_jmap_since_t, NGX_DECLINED (not a state of ours:
+   "cannotCalculateChanges"), NGX_ERROR */
+ngx_int_t ngx_http_mail_plus_jmap_email_since(ngx_pool_t *pool,
+    ngx_str_t *state, ngx_array_t **since);
+
+
 /* a mailbox as the methods see it (ngx_http_mail_plus_jmap_mailbox.c) */
 
 typedef struct {
