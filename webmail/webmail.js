@@ -258,6 +258,7 @@ function expand(template, vars) {
 
 async function signIn(ev) {
     ev.preventDefault();
+    clearStatus();
 
     const user = $('login-user').value.trim();
     const pass = $('login-password').value;

@@ -108,8 +108,35 @@ function assert(cond, what) {
 
 /* the page's state, read in the page */
 
-const waitFor = (fn, arg) => page.waitForFunction(fn,
-    { timeout: WAIT, polling: 50 }, arg);
+/* a wait ends early, and fails, when the page shows an error */
+
+async function waitFor(fn, arg, allowError) {
+    if (allowError) {
+        return page.waitForFunction(fn, { timeout: WAIT, polling: 50 }, arg);
+    }
+
+    const ac = new AbortController();
+    const want = page.waitForFunction(fn, { timeout: WAIT, polling: 50,
+        signal: ac.signal }, arg);
+    const error = page.waitForFunction(() => {
+        const s = document.getElementById('status');
+        return !s.hidden && s.classList.contains('error')
+            && document.body.dataset.busy === '0' && s.textContent;
+    }, { timeout: WAIT + 5000, polling: 100, signal: ac.signal })
+        .then((h) => h.jsonValue())
+        .then((t) => {
+            throw new Error('the page shows an error: ' + t.trim());
+        });
+
+    want.catch(() => {});
+    error.catch(() => {});
+
+    try {
+        return await Promise.race([want, error]);
+    } finally {
+        ac.abort();
+    }
+}
 
 const idle = () => waitFor(() => document.body.dataset.busy === '0');
 
@@ -204,7 +231,7 @@ async function main() {
         await page.type('#login-password', 'wrong');
         await page.click('#login-submit');
         await waitFor(() => !document.getElementById('status').hidden
-            && document.body.dataset.busy === '0');
+            && document.body.dataset.busy === '0', undefined, true);
         const s = await text('#status-text');
         assert(/refused/i.test(s), 'status: ' + s);
         assert(await page.$eval('#status', (el) =>
