@@ -428,25 +428,49 @@ sub browser {
     my $deadline = time() + $bound;
     my $chromium;
 
+    my $exited = 0;
+
+    # until the end of the output, or node gone (a helper of Chromium may
+    # hold the pipe open), or the bound
+
     while (time() < $deadline) {
-        next unless $sel->can_read(0.5);
+        if ($sel->can_read(0.5)) {
+            my $n = sysread($fh, my $buf, 65536);
+            last unless $n;
+            $out .= $buf;
+            next;
+        }
+
+        if (waitpid($pid, WNOHANG) == $pid) {
+            $exited = 1;
+            last;
+        }
+    }
+
+    while ($sel->can_read(0)) {
         my $n = sysread($fh, my $buf, 65536);
         last unless $n;
         $out .= $buf;
-        ($chromium) = $out =~ /^chromium (\d+)$/m unless $chromium;
     }
 
-    if (waitpid($pid, WNOHANG) == 0) {
+    if (!$exited && waitpid($pid, WNOHANG) == 0) {
         diag("the browser run took more than ${bound}s: killed");
         kill 'KILL', $pid;
         waitpid($pid, 0);
     }
-    close $fh;
+
+    ($chromium) = $out =~ /^chromium (\d+)$/m;
+
+    # Chromium and its helpers, its process group (puppeteer starts it as
+    # the leader of one), by its PID
 
     if ($chromium && alive($chromium)) {
+        kill 'KILL', -$chromium;
         kill 'KILL', $chromium;
         wait_for(sub { !alive($chromium) }, 10);
     }
+
+    close $fh;
 
     return ($out, $chromium);
 }
@@ -482,7 +506,9 @@ sub alive {
 sub keep_screenshot {
     my ($png) = @_;
 
-    my $keep = dirname($t->testdir) . "/webmail-failure-$$.png";
+    my ($n) = $png =~ /-(\d+)\.png$/;
+    my $keep = dirname($t->testdir) . "/webmail-failure-$$-" . ($n // 0)
+        . '.png';
 
     if (copy($png, $keep)) {
         diag("screenshot of the failure: $keep");

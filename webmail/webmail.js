@@ -53,6 +53,7 @@ let cursor = -1;            /* its selected row */
 let opened = null;          /* the Email read, or null */
 let view = 'html';
 let identities = [];
+let identityError = null;   /* why there are none */
 let replyTo = null;         /* inReplyTo/references of a reply */
 let busy = 0;
 let statusTimer = null;
@@ -314,7 +315,7 @@ async function signIn(ev) {
         if (inbox) {
             await selectMailbox(inbox.id);
         }
-        loadIdentities();
+        await loadIdentities();
     });
 
     $('message-list').focus();
@@ -331,6 +332,7 @@ function signOut() {
     emails = [];
     cursor = -1;
     identities = [];
+    identityError = null;
     closeMessage();
     closeCompose();
 
@@ -560,10 +562,17 @@ async function loadList(keep) {
         filter.text = search;
     }
 
+    const query = { accountId: accountId, filter: filter,
+        sort: [{ property: 'receivedAt', isAscending: false }],
+        limit: PAGE, calculateTotal: true };
+
+    /* the first page without "position" (0 is its default) */
+    if (position > 0) {
+        query.position = position;
+    }
+
     const get = await api([
-        ['Email/query', { accountId: accountId, filter: filter,
-            sort: [{ property: 'receivedAt', isAscending: false }],
-            position: position, limit: PAGE, calculateTotal: true }, 'q'],
+        ['Email/query', query, 'q'],
         ['Email/get', { accountId: accountId,
             '#ids': ref('q', 'Email/query', '/ids'),
             properties: LIST_PROPERTIES }, 'g']
@@ -1107,14 +1116,23 @@ function clearSearch() {
 
 /* writing */
 
+/* the identities to send from; a failure is told when sending */
+
 async function loadIdentities() {
+    identityError = null;
+
     try {
+        if (!session.capabilities[SUBMISSION]) {
+            throw new MailError('this server does not offer sending '
+                + '(no JMAP submission).');
+        }
+
         const get = await api([['Identity/get', { accountId: accountId,
             ids: null }, 'i']]);
         identities = get('i', 'Identity/get').list || [];
     } catch (e) {
         identities = [];
-        fail(e);
+        identityError = e.message;
     }
 
     const opts = identities.map((i) => {
@@ -1216,7 +1234,8 @@ async function send() {
         throw new MailError('Give at least one recipient.');
     }
     if (!id) {
-        throw new MailError('The server gave no identity to send from.');
+        throw new MailError('Cannot send: ' + (identityError
+            || 'the server gave no identity to send from.'));
     }
     if (!drafts) {
         throw new MailError('There is no Drafts mailbox to write in.');

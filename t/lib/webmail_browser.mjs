@@ -29,6 +29,7 @@ const cfg = JSON.parse(process.argv[2]);
 const WAIT = 15000;
 
 let browser = null;
+let shots = 0;
 let page = null;
 const requests = [];
 
@@ -36,20 +37,35 @@ function out(line) {
     process.stdout.write(line + '\n');
 }
 
+/* a promise, or an error after ms */
+
+function bounded(promise, ms) {
+    let timer;
+
+    const late = new Promise((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error('no answer in ' + ms
+            + 'ms')), ms);
+    });
+
+    promise.catch(() => {});
+
+    return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 async function screenshot(why) {
     if (!page) {
         return;
     }
-    const file = path.join(cfg.dir, 'webmail-failure.png');
+    const file = path.join(cfg.dir, 'webmail-failure-' + (++shots) + '.png');
     try {
-        await page.screenshot({ path: file, fullPage: true });
+        await bounded(page.screenshot({ path: file }), 10000);
         out('screenshot ' + file);
     } catch (e) {
         out('# no screenshot: ' + e.message);
     }
     try {
-        const status = await page.$eval('#status-text',
-            (el) => el.textContent);
+        const status = await bounded(page.$eval('#status-text',
+            (el) => el.textContent), 5000);
         if (status) {
             out('# the page\'s status area: ' + status);
         }
@@ -65,10 +81,13 @@ async function finish(code) {
         await Promise.race([browser.close().catch(() => {}),
             new Promise((r) => setTimeout(r, 5000))]);
         if (proc && proc.exitCode === null) {
-            try {
-                process.kill(proc.pid, 'SIGKILL');
-            } catch (e) {
-                /* gone already */
+            /* Chromium and its helpers: its process group, by its PID */
+            for (const pid of [-proc.pid, proc.pid]) {
+                try {
+                    process.kill(pid, 'SIGKILL');
+                } catch (e) {
+                    /* gone already */
+                }
             }
         }
     }
@@ -84,9 +103,15 @@ setTimeout(async () => {
 }, cfg.timeout * 1000).unref();
 
 let failed = false;
+let stopped = false;
 
-async function check(name, fn) {
-    if (failed) {
+/*
+ * a check; a failure stops the run, unless the check knows how to put
+ * the page back (recover), as the writing window does
+ */
+
+async function check(name, fn, recover) {
+    if (stopped) {
         return;
     }
     try {
@@ -97,7 +122,25 @@ async function check(name, fn) {
         out('not ok - ' + name + ': ' + String(e && e.message || e)
             .split('\n')[0]);
         await screenshot(name);
+        try {
+            stopped = !recover || !(await recover());
+        } catch (e2) {
+            stopped = true;
+        }
     }
+}
+
+/* the writing window closed, the status dismissed */
+
+async function closeCompose() {
+    await page.evaluate(() => {
+        const d = document.getElementById('compose');
+        if (d.open) {
+            d.close();
+        }
+        document.getElementById('status').hidden = true;
+    });
+    return true;
 }
 
 function assert(cond, what) {
@@ -475,7 +518,7 @@ async function main() {
         assert(await page.$eval('#compose', (d) => !d.open),
             'not sent: ' + s);
         assert(/^Sent\.$/.test(s), 'status: ' + s);
-    });
+    }, closeCompose);
 
     await check('reply to bob: To, Re:, then sent', async () => {
         await openBySubject('Lunch?');
@@ -494,7 +537,7 @@ async function main() {
         const s = await text('#status-text');
         assert(await page.$eval('#compose', (d) => !d.open),
             'not sent: ' + s);
-    });
+    }, closeCompose);
 
     await check('no request left for the remote address', async () => {
         const bad = requests.filter(remote);
