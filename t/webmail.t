@@ -28,6 +28,7 @@ use HTTP::Tiny;
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
+use List::Util;
 use POSIX qw/ WNOHANG /;
 use Time::HiRes qw/ time sleep /;
 
@@ -453,7 +454,13 @@ sub browser {
         $out .= $buf;
     }
 
-    if (!$exited && waitpid($pid, WNOHANG) == 0) {
+    # node ends just after its output does: a few seconds for it, within
+    # the bound
+
+    $exited ||= wait_for(sub { waitpid($pid, WNOHANG) == $pid },
+        List::Util::max(1, List::Util::min(10, $deadline - time())));
+
+    if (!$exited) {
         diag("the browser run took more than ${bound}s: killed");
         kill 'KILL', $pid;
         waitpid($pid, 0);

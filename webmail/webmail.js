@@ -1260,10 +1260,12 @@ async function send() {
         email.references = replyTo.references;
     }
 
+    /* patches: out of Drafts into Sent, no longer a draft */
     const after = { 'keywords/$draft': null };
 
     if (sent) {
-        after.mailboxIds = { [sent.id]: true };
+        after['mailboxIds/' + drafts.id] = null;
+        after['mailboxIds/' + sent.id] = true;
     }
 
     const get = await api([
