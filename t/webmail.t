@@ -265,6 +265,13 @@ The notes' text.
 --b2--
 EOF
 
+# a folder of 60 messages, for paging
+
+for my $i (1 .. 60) {
+    $t->seed($da, 'alice@example.com', folder => 'Lists',
+        subject => "list message $i");
+}
+
 my $count = $t->maildir_count($da, 'alice@example.com');
 is($count, 8, 'INBOX seeded');
 
@@ -298,6 +305,7 @@ my %cfg = (
     dir => $t->testdir,
     unread => 8,
     messages => 8,
+    lists => 60,
     timeout => 150,
 );
 

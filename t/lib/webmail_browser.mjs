@@ -455,6 +455,38 @@ async function main() {
         }
     });
 
+    await check('page by page: 50 messages, then the rest', async () => {
+        await page.evaluate(() => {
+            for (const b of document.querySelectorAll('#mailbox-list button')) {
+                if (b.querySelector('.mailbox-name').textContent === 'Lists') {
+                    b.click();
+                }
+            }
+        });
+        const range = (r) => waitFor((r) => document.getElementById(
+            'list-range').textContent === r
+            && document.body.dataset.busy === '0', r);
+        await range('1\u201350 of ' + cfg.lists);
+        assert((await rows()).length === 50, 'not 50 rows');
+        assert(await page.$eval('#page-newer', (b) => b.disabled),
+            'Newer enabled on the first page');
+        await page.click('#page-older');
+        await range('51\u2013' + cfg.lists + ' of ' + cfg.lists);
+        assert((await rows()).length === cfg.lists - 50, 'rows of page 2');
+        assert(await page.$eval('#page-older', (b) => b.disabled),
+            'Older enabled on the last page');
+        await page.click('#page-newer');
+        await range('1\u201350 of ' + cfg.lists);
+    }, async () => {
+        await page.evaluate(() => {
+            document.getElementById('status').hidden = true;
+        });
+        await selectMailbox('inbox');
+        return true;
+    });
+
+    await check('back to INBOX', () => selectMailbox('inbox'));
+
     await check('move a message to Archive', async () => {
         await openBySubject('Move me');
         const archive = await mailbox('archive');
