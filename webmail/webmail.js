@@ -820,7 +820,7 @@ function frameDocument(m) {
                 /url\s*\([^)]*\)|@import[^;]*;?/gi, 'none');
         }
 
-        if (el.localName === 'a') {
+        if (el.localName === 'a' || el.localName === 'area') {
             el.setAttribute('target', '_blank');
             el.setAttribute('rel', 'noopener noreferrer');
         }
@@ -919,8 +919,15 @@ function renderAttachments() {
         const name = a.name || 'attachment';
         const type = a.type || 'application/octet-stream';
 
-        link.href = expand(session.downloadUrl, { accountId: accountId,
-            blobId: a.blobId, name: name, type: type });
+        const url = new URL(expand(session.downloadUrl, {
+            accountId: accountId, blobId: a.blobId, name: name,
+            type: type }), location.href);
+
+        /* a link of the web only, whatever the session says */
+        if (url.protocol === 'https:' || url.protocol === 'http:') {
+            link.href = url.href;
+        }
+
         link.textContent = name + (a.size ? ' (' + size(a.size) + ')' : '');
         link.addEventListener('click', (ev) => {
             ev.preventDefault();
