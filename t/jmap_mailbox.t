@@ -286,7 +286,8 @@ like($t->read_file('error.log'), qr/jmap imap: reused session/,
 ($r, $d) = api($alice, [['Mailbox/get', { accountId => 'nope' }, 'g'],
     ['Mailbox/get', { accountId => $acc, properties => ['nope'] }, 'h'],
     ['Mailbox/get', { accountId => $acc, ids => 'x' }, 'i']]);
-is($d->{methodResponses}[0][1]{type}, 'accountNotFound', 'get: accountNotFound');
+is($d->{methodResponses}[0][1]{type}, 'accountNotFound',
+    'get: accountNotFound');
 is($d->{methodResponses}[1][1]{type}, 'invalidArguments',
     'get: unknown property');
 is($d->{methodResponses}[2][1]{type}, 'invalidArguments', 'get: bad ids');
@@ -323,7 +324,8 @@ for my $i (1 .. 6) {
     $fails++ unless ($d->{methodResponses}[0][0] // '') eq 'Mailbox/get';
 }
 is($fails, 0, 'failover: every user of the pool answered');
-like($t->read_file('error.log'), qr/IMAP backend 127\.0\.0\.2:\d+ of "f\d.*trying the next/,
+like($t->read_file('error.log'),
+    qr/IMAP backend 127\.0\.0\.2:\d+ of "f\d.*trying the next/,
     'failover: the dead server skipped');
 
 # a backend that never greets: serverFail within the timeout
@@ -345,7 +347,8 @@ my $cacc = session("Bearer $jwt")->{primaryAccounts}{$mail};
     properties => ['name', 'role'] }, 'g']]);
 is($d->{methodResponses}[0][0], 'Mailbox/get', 'token: answered')
     or diag($r->{content});
-ok((grep { ($_->{role} // '') eq 'inbox' } @{$d->{methodResponses}[0][1]{list}}),
+ok((grep { ($_->{role} // '') eq 'inbox' }
+    @{$d->{methodResponses}[0][1]{list}}),
     'token: the INBOX');
 like($t->dovecot_log($da), qr/master.*mp|mp.*master|carol\@example\.com\*mp/i,
     'token: logged in as the master user');

@@ -56,6 +56,8 @@ static ngx_int_t ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp);
 static ngx_int_t ngx_mail_plus_imap_tagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp);
+static void ngx_mail_plus_imap_vanished(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_value_t *data);
 static void ngx_mail_plus_imap_code(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_value_t *code);
 static void ngx_mail_plus_imap_caps(ngx_mail_plus_imap_session_t *s,
@@ -160,16 +162,12 @@ ngx_mail_plus_imap_create(ngx_mail_plus_imap_conf_t *conf,
 
     if ((s->login.len && s->login.data == NULL)
         || (s->secret.len && s->secret.data == NULL)
-        || s->in == NULL
-        || ngx_mail_plus_imap_parser_init(&s->parser, &conf->limits, pool)
-           != NGX_OK)
+        || s->in == NULL)
     {
         ngx_mail_plus_imap_wipe(s);
         ngx_destroy_pool(pool);
         return NULL;
     }
-
-    s->parser.log = &s->log;
 
     s->timer.handler = ngx_mail_plus_imap_timer_handler;
     s->timer.data = s;
@@ -711,6 +709,12 @@ ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
             imap->exists--;
         }
 
+    } else if (resp->name.len == 8
+               && ngx_strncasecmp(resp->name.data, (u_char *) "VANISHED", 8)
+                  == 0)
+    {
+        ngx_mail_plus_imap_vanished(s, resp->data);
+
     } else if (resp->name.len == 10
                && ngx_strncasecmp(resp->name.data, (u_char *) "CAPABILITY",
                                   10) == 0)
@@ -837,6 +841,66 @@ bad:
 }
 
 
+/* QRESYNC's "* VANISHED uid-set": so many fewer (EARLIER: none now) */
+
+static void
+ngx_mail_plus_imap_vanished(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_value_t *data)
+{
+    u_char                      *p, *last;
+    uint64_t                     n, a, b, *cur;
+    ngx_str_t                    set;
+    ngx_mail_plus_imap_t        *imap;
+    ngx_mail_plus_imap_value_t  *v;
+
+    imap = &s->imap;
+    v = ngx_mail_plus_imap_item(data, 0);
+
+    if (v == NULL || v->type == NGX_MAIL_PLUS_IMAP_LIST
+        || ngx_mail_plus_imap_string(v, &set) != NGX_OK)
+    {
+        return;
+    }
+
+    n = 0;
+    a = 0;
+    b = 0;
+    cur = &a;
+    last = set.data + set.len;
+
+    for (p = set.data; p <= last; p++) {
+
+        if (p < last && *p >= '0' && *p <= '9') {
+            if (*cur > 1000000000) {
+                return;
+            }
+
+            *cur = *cur * 10 + (*p - '0');
+            continue;
+        }
+
+        if (p < last && *p == ':' && cur == &a) {
+            cur = &b;
+            continue;
+        }
+
+        if (p < last && *p != ',') {
+            return;
+        }
+
+        n += (cur == &b) ? (a > b ? a - b : b - a) + 1 : 1;
+        a = 0;
+        b = 0;
+        cur = &a;
+    }
+
+    imap->exists = (imap->exists > n) ? imap->exists - n : 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
+                   "jmap imap: %uL vanished, %uL left", n, imap->exists);
+}
+
+
 /* a response code that tells of the session: capabilities, the mailbox */
 
 static void
@@ -924,7 +988,8 @@ ngx_mail_plus_imap_caps(ngx_mail_plus_imap_session_t *s,
 
     for (i = from; (v = ngx_mail_plus_imap_item(list, i)); i++) {
 
-#define ngx_imap_cap(name)  ngx_mail_plus_imap_atom_is(v, name, sizeof(name) - 1)
+#define ngx_imap_cap(name)                                                   \
+    ngx_mail_plus_imap_atom_is(v, name, sizeof(name) - 1)
 
         if (ngx_imap_cap("LITERAL+")) {
             imap->literal_plus = 1;
@@ -1062,7 +1127,7 @@ ngx_mail_plus_imap_step(ngx_mail_plus_imap_session_t *s)
     } else if (!s->logged_in) {
         cmd->data = (void *) NGX_MAIL_PLUS_IMAP_STEP_LOGIN;
         rc = s->token ? ngx_mail_plus_imap_authenticate(s, cmd)
-                           : ngx_mail_plus_imap_login(s, cmd);
+                      : ngx_mail_plus_imap_login(s, cmd);
 
     } else {
         cmd->data = (void *) NGX_MAIL_PLUS_IMAP_STEP_ENABLE;
