@@ -74,6 +74,96 @@ namespace inbox {
 }
 EOF
 
+# a scripted backend: no LITERAL+ (a password with 8-bit bytes is a
+# synchronizing literal: nothing of it may come before the "+"), a mailbox
+# name that is not valid modified UTF-7, a BYE in the middle of a command
+
+my $fake_port = $t->port('fake', '127.0.0.4');
+my $fake = IO::Socket::INET->new(LocalAddr => "127.0.0.4:$fake_port",
+    Listen => 16, ReuseAddr => 1) or die "listen 127.0.0.4: $!\n";
+
+sub fake_session {
+    my ($c) = @_;
+    my $caps = 'IMAP4rev1 LIST-STATUS SPECIAL-USE';
+    my $user = '';
+    open my $log, '>>', "$dir/fake.log" or die "fake.log: $!\n";
+    $log->autoflush(1);
+
+    print $c "* OK [CAPABILITY $caps] fake ready\r\n";
+
+    while (defined(my $line = <$c>)) {
+
+        # a synchronizing literal: "+" only once nothing more came
+
+        while ($line =~ /\{(\d+)\}\r\n\z/) {
+            my $n = $1;
+            my $rin = '';
+            vec($rin, fileno($c), 1) = 1;
+            print $log "early\n" if select(my $rout = $rin, undef, undef, 0.3);
+            print $c "+ go on\r\n";
+            read($c, my $lit, $n);
+            $line .= $lit . (<$c> // '');
+        }
+
+        my ($tag, $cmd) = $line =~ /^(\S+) (\S+)/ or last;
+        print $log $line;
+
+        if (uc $cmd eq 'LOGIN') {
+            if ($line =~ /^\S+ LOGIN (\S+) \{4\}\r\npw\xc3\xa9\r\n\z/) {
+                $user = $1;
+                print $c "$tag OK [CAPABILITY $caps] logged in\r\n";
+            } else {
+                print $c "$tag NO [AUTHENTICATIONFAILED] no\r\n";
+            }
+
+        } elsif (uc $cmd eq 'LIST' && $user ne 'bye@example.com') {
+            print $c "* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
+                . "* STATUS INBOX (MESSAGES 2 UNSEEN 1 UIDVALIDITY 7 "
+                . "UIDNEXT 3)\r\n"
+                . "* LIST (\\HasNoChildren \\Sent) \"/\" {10}\r\n"
+                . "Sent Items\r\n"
+                . "* STATUS \"Sent Items\" (MESSAGES 5 UNSEEN 0 UIDVALIDITY 7 "
+                . "UIDNEXT 6)\r\n"
+                . "* LIST () \"/\" \"bad&AOk\"\r\n"
+                . "$tag OK listed\r\n";
+
+        } elsif (uc $cmd eq 'LIST') {
+            print $c "* BYE going away\r\n";
+            last;
+
+        } else {
+            print $c "$tag BAD what\r\n";
+        }
+    }
+
+    close $c;
+    print $log "=====\n";
+    close $log;
+}
+
+my $fake_pid = fork();
+die "fork: $!\n" unless defined $fake_pid;
+
+if ($fake_pid == 0) {
+    $SIG{CHLD} = 'IGNORE';
+
+    while (1) {
+        my $c = $fake->accept() or next;
+        my $pid = fork();
+
+        if (defined $pid && $pid == 0) {
+            binmode $c;
+            fake_session($c);
+            exit 0;
+        }
+
+        close $c;
+    }
+}
+
+push @{$t->{daemons}}, $fake_pid;
+close $fake;
+
 # a backend that takes connections and never greets
 
 my $mute_port = $t->port('mute');
@@ -84,6 +174,9 @@ my $users_file = join '', map { "$_:{PLAIN}$users{$_}:a\n" }
     grep { !/^f/ } sort keys %users;
 $users_file .= join '', map { "f$_\@example.com:{PLAIN}pf$_:f\n" } 1 .. 6;
 $users_file .= "mute\@example.com:{PLAIN}pwM:m\n";
+$users_file .= "eve\@example.com:{PLAIN}pwE:a\n";
+$users_file .= "kim\@example.com:{PLAIN}pw\xc3\xa9:k\n";
+$users_file .= "bye\@example.com:{PLAIN}pw\xc3\xa9:k\n";
 $t->write_file('users', $users_file);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
@@ -99,6 +192,9 @@ mail {
     router_auth_delay 0;
     router_auth_max_delay 1s;
     router_zone   throttle:1m;
+
+    # the dead and the mute servers are found by the client, not by checks
+    router_health_check off;
 
     router_token_jwks      @{[ $k->jwks_file ]};
     router_token_issuer    @{[ $k->issuer ]};
@@ -116,6 +212,10 @@ mail {
 
     router_pool m {
         server 127.0.0.3 imap=$mute_port;
+    }
+
+    router_pool k {
+        server 127.0.0.4 imap=$fake_port;
     }
 
     auth_http  127.0.0.1:%%PORT_http%%/auth;
@@ -352,6 +452,47 @@ ok((grep { ($_->{role} // '') eq 'inbox' }
     'token: the INBOX');
 like($t->dovecot_log($da), qr/master.*mp|mp.*master|carol\@example\.com\*mp/i,
     'token: logged in as the master user');
+
+# a login the backend refuses: serverFail, no failover
+
+my $eve = basic('eve@example.com', 'pwE');
+($r, $d) = api($eve, [['Mailbox/get', { accountId =>
+    session($eve)->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][1]{type}, 'serverFail', 'refused: serverFail');
+is($d->{methodResponses}[0][1]{description}, 'the backend refused the login',
+    'refused: why');
+like($t->read_file('error.log'), qr/refused the login of "eve\@example\.com"/,
+    'refused: logged');
+unlike($t->read_file('error.log'), qr/of "eve\@example\.com".*trying the next/,
+    'refused: no failover');
+
+# the scripted backend
+
+my $kim = basic('kim@example.com', "pw\xc3\xa9");
+my $kacc = session($kim)->{primaryAccounts}{$mail};
+($r, $d) = api($kim, [['Mailbox/get', { accountId => $kacc }, 'g']]);
+$res = $d->{methodResponses}[0];
+is($res->[0], 'Mailbox/get', 'literal: logged in, listed')
+    or diag($r->{content});
+my %k = map { $_->{name} => $_ } @{$res->[1]{list}};
+is_deeply([sort keys %k], ['INBOX', 'Sent Items'],
+    'literal: a name in a literal; a bad modified UTF-7 name left out');
+is($k{'Sent Items'}{role}, 'sent', 'literal: role');
+is($k{'Sent Items'}{totalEmails}, 5, 'literal: STATUS after a literal name');
+is($k{INBOX}{unreadEmails}, 1, 'literal: INBOX unread');
+like($t->read_file('error.log'), qr/not valid modified UTF-7 left out/,
+    'literal: the bad name logged');
+my $fl = $t->read_file('fake.log');
+like($fl, qr/LOGIN kim\@example\.com \{4\}\r\npw/,
+    'literal: a synchronizing literal');
+unlike($fl, qr/early/, 'literal: nothing sent before the "+"');
+
+my $bye = basic('bye@example.com', "pw\xc3\xa9");
+($r, $d) = api($bye, [['Mailbox/get', { accountId =>
+    session($bye)->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][1]{type}, 'serverFail', 'BYE: serverFail');
+like($d->{methodResponses}[0][1]{description} // '', qr/ended the session/,
+    'BYE: the session ended');
 
 # nginx's own debug lines show the request's headers: ours, none
 
