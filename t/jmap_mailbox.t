@@ -127,6 +127,14 @@ sub fake_session {
                 . "* LIST () \"/\" \"bad&AOk\"\r\n"
                 . "$tag OK listed\r\n";
 
+            # an idle session the backend ends: the kept one is dropped
+
+            if ($user eq 'drop@example.com') {
+                sleep 1;
+                print $c "* BYE idle too long\r\n";
+                last;
+            }
+
         } elsif (uc $cmd eq 'LIST') {
             print $c "* BYE going away\r\n";
             last;
@@ -177,6 +185,7 @@ $users_file .= "mute\@example.com:{PLAIN}pwM:m\n";
 $users_file .= "eve\@example.com:{PLAIN}pwE:a\n";
 $users_file .= "kim\@example.com:{PLAIN}pw\xc3\xa9:k\n";
 $users_file .= "bye\@example.com:{PLAIN}pw\xc3\xa9:k\n";
+$users_file .= "drop\@example.com:{PLAIN}pw\xc3\xa9:k\n";
 $t->write_file('users', $users_file);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
@@ -239,6 +248,11 @@ http {
 
         location /jmap/ {
             mail_plus_jmap;
+        }
+
+        location /nokeep/ {
+            mail_plus_jmap;
+            mail_plus_jmap_imap_keepalive 0;
         }
 
         location /slow/ {
@@ -453,6 +467,19 @@ ok((grep { ($_->{role} // '') eq 'inbox' }
 like($t->dovecot_log($da), qr/master.*mp|mp.*master|carol\@example\.com\*mp/i,
     'token: logged in as the master user');
 
+# no keep-alive: a login each request
+
+my $bob = basic('bob@example.com', 'pwB');
+my $bacc = session($bob)->{primaryAccounts}{$mail};
+my $blog = () = $t->dovecot_log($da) =~ /Login: user=<bob\@example\.com>/g;
+for (1 .. 2) {
+    ($r, $d) = api($bob, [['Mailbox/get', { accountId => $bacc,
+        properties => ['name'] }, 'g']], '/nokeep/api');
+    is($d->{methodResponses}[0][0], 'Mailbox/get', "no keep-alive: get $_");
+}
+my $blog2 = () = $t->dovecot_log($da) =~ /Login: user=<bob\@example\.com>/g;
+is($blog2 - $blog, 2, 'no keep-alive: two requests, two logins');
+
 # a login the backend refuses: serverFail, no failover
 
 my $eve = basic('eve@example.com', 'pwE');
@@ -497,6 +524,23 @@ like($d->{methodResponses}[0][1]{description} // '', qr/ended the session/,
 # nginx's own debug lines show the request's headers: ours, none
 
 my $ours = join "\n", grep { !/http header:/ } split /\n/,
+    $t->read_file('error.log');
+# a kept session that the backend ends is dropped; the next request logs
+# in again
+
+my $drop = basic('drop@example.com', "pw\xc3\xa9");
+my $dacc = session($drop)->{primaryAccounts}{$mail};
+($r, $d) = api($drop, [['Mailbox/get', { accountId => $dacc }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'drop: first request');
+ok(wait_for(sub { $t->read_file('error.log')
+    =~ /kept session to 127\.0\.0\.4:\d+ dropped: the backend spoke/ }, 10),
+    'drop: the kept session dropped');
+($r, $d) = api($drop, [['Mailbox/get', { accountId => $dacc }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'drop: second request');
+my $dl = () = $t->read_file('fake.log') =~ /LOGIN drop\@example\.com/g;
+is($dl, 2, 'drop: logged in again');
+
+$ours = join "\n", grep { !/http header:/ } split /\n/,
     $t->read_file('error.log');
 unlike($ours, qr/pwA|masterpw|\Q$jwt\E/, 'no password or token in the log');
 
