@@ -18,7 +18,7 @@ use HTTP::Tiny;
 use IO::Socket::INET;
 use JSON::PP;
 use Digest::MD5 qw/ md5_hex /;
-use MIME::Base64 qw/ encode_base64 /;
+use MIME::Base64 qw/ encode_base64 decode_base64 /;
 use Time::HiRes qw/ time /;
 
 use FindBin;
@@ -84,7 +84,7 @@ my $fake = IO::Socket::INET->new(LocalAddr => "127.0.0.4:$fake_port",
 
 sub fake_session {
     my ($c) = @_;
-    my $caps = 'IMAP4rev1 LIST-STATUS SPECIAL-USE';
+    my $caps = 'IMAP4rev1 LIST-STATUS SPECIAL-USE SASL-IR AUTH=OAUTHBEARER';
     my $user = '';
     open my $log, '>>', "$dir/fake.log" or die "fake.log: $!\n";
     $log->autoflush(1);
@@ -115,6 +115,28 @@ sub fake_session {
             } else {
                 print $c "$tag NO [AUTHENTICATIONFAILED] no\r\n";
             }
+
+        } elsif (uc $cmd eq 'AUTHENTICATE'
+                 && $line =~ /^\S+ AUTHENTICATE OAUTHBEARER (\S+)\r\n\z/)
+        {
+            my $ir = decode_base64($1);
+
+            if ($ir =~ /^n,a=tok\@example\.com,\x01host=127\.0\.0\.4
+                \x01port=\d+\x01auth=Bearer\ [\w.-]+\x01\x01\z/x)
+            {
+                $user = 'tok@example.com';
+                print $log "token good\n";
+                print $c "$tag OK [CAPABILITY $caps] logged in\r\n";
+                next;
+            }
+
+            # RFC 7628's error exchange: the client's dummy response, NO
+
+            print $c "+ " . encode_base64('{"status":"invalid_token"}', '')
+                . "\r\n";
+            my $dummy = <$c> // '';
+            print $log "dummy $dummy";
+            print $c "$tag NO [AUTHENTICATIONFAILED] bad token\r\n";
 
         } elsif (uc $cmd eq 'LIST' && $user ne 'bye@example.com') {
             print $c "* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
@@ -186,6 +208,8 @@ $users_file .= "eve\@example.com:{PLAIN}pwE:a\n";
 $users_file .= "kim\@example.com:{PLAIN}pw\xc3\xa9:k\n";
 $users_file .= "bye\@example.com:{PLAIN}pw\xc3\xa9:k\n";
 $users_file .= "drop\@example.com:{PLAIN}pw\xc3\xa9:k\n";
+$users_file .= "tok\@example.com:{PLAIN}pwT:k\n";
+$users_file .= "badtok\@example.com:{PLAIN}pwT:k\n";
 $t->write_file('users', $users_file);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
@@ -525,6 +549,26 @@ like($d->{methodResponses}[0][1]{description} // '', qr/ended the session/,
 
 my $ours = join "\n", grep { !/http header:/ } split /\n/,
     $t->read_file('error.log');
+# a token login with the token itself: OAUTHBEARER with SASL-IR, and a
+# refusal (RFC 7628's error exchange)
+
+my $tjwt = $k->token(user => 'tok@example.com');
+($r, $d) = api("Bearer $tjwt", [['Mailbox/get', { accountId =>
+    session("Bearer $tjwt")->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'oauthbearer: logged in')
+    or diag($r->{content});
+like($t->read_file('fake.log'), qr/token good/, 'oauthbearer: the response');
+
+my $bjwt = $k->token(user => 'badtok@example.com');
+($r, $d) = api("Bearer $bjwt", [['Mailbox/get', { accountId =>
+    session("Bearer $bjwt")->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][1]{description}, 'the backend refused the login',
+    'oauthbearer: refused');
+like($t->read_file('fake.log'), qr/dummy AQ==\r\n/,
+    'oauthbearer: the dummy response');
+unlike($t->read_file('fake.log'), qr/\Q$bjwt\E|\Q$tjwt\E/,
+    'oauthbearer: the token in base64 only');
+
 # a kept session that the backend ends is dropped; the next request logs
 # in again
 
