@@ -1476,6 +1476,15 @@ ngx_mail_plus_imap_write(ngx_mail_plus_imap_session_t *s)
 
         while (!s->tag_sent || s->part < cmd->parts.nelts || !s->crlf_sent) {
 
+            /* an empty literal's data: nothing to send */
+
+            if (s->tag_sent && s->part < cmd->parts.nelts
+                && parts[s->part].data.len == 0 && !parts[s->part].sync)
+            {
+                s->part++;
+                continue;
+            }
+
             b = ngx_calloc_buf(cmd->pool);
             cl = ngx_alloc_chain_link(cmd->pool);
             if (b == NULL || cl == NULL) {
