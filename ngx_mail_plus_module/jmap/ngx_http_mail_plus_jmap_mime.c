@@ -19,6 +19,13 @@
 
 #define NGX_HTTP_MAIL_PLUS_JMAP_PREVIEW  256
 
+/* an empty string's data made non-NULL, for the pointer arithmetic */
+#define ngx_http_mail_plus_jmap_nonnull(s)                                    \
+    if ((s)->data == NULL) {                                                  \
+        (s)->data = (u_char *) "";                                            \
+        (s)->len = 0;                                                         \
+    }
+
 
 typedef struct {
     ngx_pool_t                      *pool;
@@ -51,6 +58,10 @@ static json_t *ngx_http_mail_plus_jmap_addresses(ngx_pool_t *pool,
 static json_t *ngx_http_mail_plus_jmap_angles(ngx_pool_t *pool,
     ngx_str_t *raw, ngx_uint_t urls);
 static json_t *ngx_http_mail_plus_jmap_date(ngx_str_t *raw);
+static u_char *ngx_http_mail_plus_jmap_time(u_char *p, ngx_int_t *v,
+    ngx_int_t zone);
+static u_char *ngx_http_mail_plus_jmap_dec(u_char *p, ngx_uint_t n,
+    ngx_uint_t width);
 static json_t *ngx_http_mail_plus_jmap_jstr(ngx_pool_t *pool, u_char *p,
     size_t n);
 static ngx_http_mail_plus_jmap_part_t *ngx_http_mail_plus_jmap_body(
@@ -170,6 +181,8 @@ ngx_http_mail_plus_jmap_utf8(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *out,
     u_char                         *p, *last, *start;
     size_t                          n;
     ngx_http_mail_plus_jmap_buf_t   b;
+
+    ngx_http_mail_plus_jmap_nonnull(in);
 
     p = in->data;
     last = p + in->len;
@@ -466,6 +479,8 @@ ngx_http_mail_plus_jmap_mime_decode(ngx_pool_t *pool, ngx_str_t *in,
 {
     ngx_str_t  bytes;
 
+    ngx_http_mail_plus_jmap_nonnull(in);
+
     bytes = *in;
 
     if (!decoded) {
@@ -582,6 +597,8 @@ ngx_http_mail_plus_jmap_words(ngx_pool_t *pool, ngx_str_t *in,
     ngx_uint_t                      problem;
     ngx_http_mail_plus_jmap_buf_t   b, run;
 
+    ngx_http_mail_plus_jmap_nonnull(in);
+
     ngx_memzero(&b, sizeof(ngx_http_mail_plus_jmap_buf_t));
     ngx_memzero(&run, sizeof(ngx_http_mail_plus_jmap_buf_t));
     b.pool = pool;
@@ -685,6 +702,8 @@ ngx_http_mail_plus_jmap_unfold(ngx_pool_t *pool, ngx_str_t *in,
 {
     u_char  *p, *last, *d;
 
+    ngx_http_mail_plus_jmap_nonnull(in);
+
     out->data = ngx_pnalloc(pool, in->len + 1);
     if (out->data == NULL) {
         return NGX_ERROR;
@@ -779,11 +798,20 @@ ngx_http_mail_plus_jmap_addr_add(ngx_http_mail_plus_jmap_addr_t *a,
     json_t     *o, *g;
     ngx_str_t   s, t;
 
+    if (email->len == 0) {
+        return NGX_OK;
+    }
+
     p = email->data;
     last = p + email->len;
 
-    while (p < last && *p == ' ') { p++; }
-    while (last > p && last[-1] == ' ') { last--; }
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    while (last > p && last[-1] == ' ') {
+        last--;
+    }
 
     if (p == last) {
         return NGX_OK;
@@ -800,8 +828,14 @@ ngx_http_mail_plus_jmap_addr_add(ngx_http_mail_plus_jmap_addr_t *a,
     s.data = name->data;
     s.len = name->len;
 
-    while (s.len && s.data[0] == ' ') { s.data++; s.len--; }
-    while (s.len && s.data[s.len - 1] == ' ') { s.len--; }
+    while (s.len && s.data[0] == ' ') {
+        s.data++;
+        s.len--;
+    }
+
+    while (s.len && s.data[s.len - 1] == ' ') {
+        s.len--;
+    }
 
     if (s.len) {
         if (ngx_http_mail_plus_jmap_words(a->pool, &s, &t) != NGX_OK) {
@@ -874,6 +908,10 @@ ngx_http_mail_plus_jmap_addresses(ngx_pool_t *pool, ngx_str_t *raw,
     had_angle = 0;
 
     for ( ;; ) {
+        if (p >= last) {
+            angle = 0;                  /* an unclosed "<" ends here */
+        }
+
         c = (p < last) ? *p : ',';
 
         if (c == '"' && !angle) {
@@ -892,12 +930,6 @@ ngx_http_mail_plus_jmap_addresses(ngx_pool_t *pool, ngx_str_t *raw,
                     goto failed;
                 }
             }
-            if (ngx_http_mail_plus_jmap_buf_add(&email, (u_char *) "", 0)
-                != NGX_OK)
-            {
-                goto failed;
-            }
-            email.len = 0;
             had_angle |= 2;
             continue;
         }
@@ -966,8 +998,14 @@ ngx_http_mail_plus_jmap_addresses(ngx_pool_t *pool, ngx_str_t *raw,
                 json_decref(g);
                 goto failed;
             }
-            while (t.len && t.data[0] == ' ') { t.data++; t.len--; }
-            while (t.len && t.data[t.len - 1] == ' ') { t.len--; }
+            while (t.len && t.data[0] == ' ') {
+                t.data++;
+                t.len--;
+            }
+
+            while (t.len && t.data[t.len - 1] == ' ') {
+                t.len--;
+            }
             json_object_set_new(g, "name",
                                 json_stringn((char *) t.data, t.len));
             json_object_set_new(g, "addresses", a.group);
@@ -1085,6 +1123,8 @@ ngx_http_mail_plus_jmap_angles(ngx_pool_t *pool, ngx_str_t *raw,
     u_char  *p, *last, *start, *d;
     json_t  *list, *s;
 
+    ngx_http_mail_plus_jmap_nonnull(raw);
+
     list = json_array();
     if (list == NULL) {
         return NULL;
@@ -1153,6 +1193,8 @@ ngx_http_mail_plus_jmap_date(ngx_str_t *raw)
     ngx_int_t          v[6], zone, sign;
     ngx_uint_t         i, k, n;
     static const char  months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
+
+    ngx_http_mail_plus_jmap_nonnull(raw);
 
     p = raw->data;
     last = p + raw->len;
@@ -1261,12 +1303,61 @@ ngx_http_mail_plus_jmap_date(ngx_str_t *raw)
                : (*p == 'M') ? -420 : (*p == 'P') ? -480 : 0;
     }
 
-    p = ngx_sprintf(buf, "%04i-%02i-%02iT%02i:%02i:%02i%c%02i:%02i",
-                    v[2], v[1], v[0], v[3], v[4], v[5],
-                    zone < 0 ? '-' : '+', ngx_abs(zone) / 60,
-                    ngx_abs(zone) % 60);
+    p = ngx_http_mail_plus_jmap_time(buf, v, zone);
 
     return json_stringn((char *) buf, p - buf);
+}
+
+
+/* "2026-12-07T13:58:18+01:00" of day, month, year, hour, minute, second
+   and the zone in minutes */
+
+static u_char *
+ngx_http_mail_plus_jmap_time(u_char *p, ngx_int_t *v, ngx_int_t zone)
+{
+    p = ngx_http_mail_plus_jmap_dec(p, v[2], 4);
+    *p++ = '-';
+    p = ngx_http_mail_plus_jmap_dec(p, v[1], 2);
+    *p++ = '-';
+    p = ngx_http_mail_plus_jmap_dec(p, v[0], 2);
+    *p++ = 'T';
+    p = ngx_http_mail_plus_jmap_dec(p, v[3], 2);
+    *p++ = ':';
+    p = ngx_http_mail_plus_jmap_dec(p, v[4], 2);
+    *p++ = ':';
+    p = ngx_http_mail_plus_jmap_dec(p, v[5], 2);
+    *p++ = zone < 0 ? '-' : '+';
+    p = ngx_http_mail_plus_jmap_dec(p, ngx_abs(zone) / 60, 2);
+    *p++ = ':';
+
+    return ngx_http_mail_plus_jmap_dec(p, ngx_abs(zone) % 60, 2);
+}
+
+
+/* a number in decimal, zero-padded to width (at most 20 digits) */
+
+static u_char *
+ngx_http_mail_plus_jmap_dec(u_char *p, ngx_uint_t n, ngx_uint_t width)
+{
+    u_char      tmp[NGX_INT64_LEN];
+    ngx_uint_t  i;
+
+    i = 0;
+
+    do {
+        tmp[i++] = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n && i < sizeof(tmp));
+
+    while (i < width && i < sizeof(tmp)) {
+        tmp[i++] = '0';
+    }
+
+    while (i) {
+        *p++ = tmp[--i];
+    }
+
+    return p;
 }
 
 
@@ -1329,6 +1420,8 @@ ngx_http_mail_plus_jmap_mime_headers(ngx_pool_t *pool, ngx_str_t *raw)
     u_char                            *p, *last, *name, *colon, *end;
     ngx_array_t                       *a;
     ngx_http_mail_plus_jmap_header_t  *h;
+
+    ngx_http_mail_plus_jmap_nonnull(raw);
 
     a = ngx_array_create(pool, 16, sizeof(ngx_http_mail_plus_jmap_header_t));
     if (a == NULL) {
@@ -1565,6 +1658,8 @@ ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
     size_t      n;
     ngx_uint_t  truncated;
 
+    ngx_http_mail_plus_jmap_nonnull(utf8);
+
     n = utf8->len;
     truncated = 0;
 
@@ -1590,6 +1685,8 @@ ngx_http_mail_plus_jmap_mime_preview(ngx_str_t *utf8)
     u_char      *p, *last, *d, buf[NGX_HTTP_MAIL_PLUS_JMAP_PREVIEW * 4];
     size_t       n;
     ngx_uint_t   chars, space;
+
+    ngx_http_mail_plus_jmap_nonnull(utf8);
 
     p = utf8->data;
     last = p + utf8->len;
@@ -1639,6 +1736,8 @@ ngx_http_mail_plus_jmap_mime_internaldate(ngx_str_t *in, u_char *out,
     ngx_uint_t         i;
     ngx_tm_t           tm;
     static const char  months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+
+    ngx_http_mail_plus_jmap_nonnull(in);
 
     /* " 7-Dec-2026 13:58:18 +0000" */
 
@@ -1700,9 +1799,15 @@ ngx_http_mail_plus_jmap_mime_internaldate(ngx_str_t *in, u_char *out,
 
     ngx_gmtime(*t, &tm);
 
-    ngx_sprintf(out, "%4d-%02d-%02dT%02d:%02d:%02dZ", tm.ngx_tm_year,
-                tm.ngx_tm_mon, tm.ngx_tm_mday, tm.ngx_tm_hour,
-                tm.ngx_tm_min, tm.ngx_tm_sec);
+    v[0] = tm.ngx_tm_mday;
+    v[1] = tm.ngx_tm_mon;
+    v[2] = tm.ngx_tm_year;
+    v[3] = tm.ngx_tm_hour;
+    v[4] = tm.ngx_tm_min;
+    v[5] = tm.ngx_tm_sec;
+
+    p = ngx_http_mail_plus_jmap_time(out, v, 0);
+    p[-6] = 'Z';
 
     return NGX_OK;
 }
@@ -1784,7 +1889,7 @@ ngx_http_mail_plus_jmap_body(ngx_pool_t *pool, ngx_mail_plus_imap_value_t *v,
                 *p++ = '.';
             }
 
-            p = ngx_sprintf(p, "%ui", i + 1);
+            p = ngx_http_mail_plus_jmap_dec(p, i + 1, 1);
             sub.len = p - sub.data;
 
             child = ngx_http_mail_plus_jmap_body(pool, v->items[i], &sub,
@@ -2366,7 +2471,9 @@ ngx_http_mail_plus_jmap_part_value(ngx_pool_t *pool,
             return json_string("application/octet-stream");
         }
 
-        d = ngx_sprintf(buf, "%V/%V", &part->type, &part->subtype);
+        d = ngx_cpymem(buf, part->type.data, part->type.len);
+        *d++ = '/';
+        d = ngx_cpymem(d, part->subtype.data, part->subtype.len);
 
         return ngx_http_mail_plus_jmap_jstr(pool, buf, d - buf);
     }
