@@ -175,8 +175,9 @@ ngx_http_mail_plus_jmap_query_args(ngx_http_mail_plus_jmap_query_t *q)
 
     v = json_object_get(args, "position");
     if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) > NGX_MAX_INT32_VALUE
-            || json_integer_value(v) < -NGX_MAX_INT32_VALUE)
+        if (!json_is_integer(v)
+            || json_integer_value(v) > (json_int_t) NGX_MAX_INT32_VALUE
+            || json_integer_value(v) < -(json_int_t) NGX_MAX_INT32_VALUE)
         {
             goto invalid;
         }
@@ -193,8 +194,9 @@ ngx_http_mail_plus_jmap_query_args(ngx_http_mail_plus_jmap_query_t *q)
 
     v = json_object_get(args, "anchorOffset");
     if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) > NGX_MAX_INT32_VALUE
-            || json_integer_value(v) < -NGX_MAX_INT32_VALUE)
+        if (!json_is_integer(v)
+            || json_integer_value(v) > (json_int_t) NGX_MAX_INT32_VALUE
+            || json_integer_value(v) < -(json_int_t) NGX_MAX_INT32_VALUE)
         {
             goto invalid;
         }
@@ -543,7 +545,7 @@ ngx_http_mail_plus_jmap_key(ngx_http_mail_plus_jmap_query_t *q,
     if (ngx_strcmp(name, "minSize") == 0 || ngx_strcmp(name, "maxSize") == 0)
     {
         if (!json_is_integer(v) || json_integer_value(v) < 0
-            || json_integer_value(v) > NGX_MAX_UINT32_VALUE)
+            || json_integer_value(v) > (json_int_t) NGX_MAX_UINT32_VALUE)
         {
             goto invalid;
         }
