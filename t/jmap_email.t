@@ -171,7 +171,7 @@ $t->run();
 
 my $http = HTTP::Tiny->new(timeout => 60);
 my $port = $t->port('http');
-my $json = JSON::PP->new->canonical(1);
+my $json = JSON::PP->new->utf8->canonical(1);
 my $auth = 'Basic ' . encode_base64('alice@example.com:pwA', '');
 
 sub api {
@@ -273,14 +273,22 @@ is(count({ %$in, text => 'HTML part' }), 1, 'filter: text');
 is(count({ %$in, header => ['Message-ID', '<m4@example.com>'] }), 1,
     'filter: header');
 is(count({ %$in, header => ['List-Post'] }), 1, 'filter: header exists');
-is(count({ %$in, minSize => 400 }), 3, 'filter: minSize') or diag('sizes');
+my @sizes = map { length($_) + tr/\n// } @msgs;
+is(count({ %$in, minSize => $sizes[2] }), scalar(grep { $_ >= $sizes[2] }
+    @sizes), 'filter: minSize');
+is(count({ %$in, maxSize => $sizes[2] }), scalar(grep { $_ < $sizes[2] }
+    @sizes), 'filter: maxSize exact');
 is(count({ %$in, maxSize => 1 }), 0, 'filter: maxSize');
 is(count({ %$in, hasKeyword => '$seen' }), 0, 'filter: hasKeyword');
 is(count({ %$in, notKeyword => '$seen' }), 8, 'filter: notKeyword');
 is(count({ %$in, someInThreadHaveKeyword => 'work' }), 0,
     'filter: someInThreadHaveKeyword');
 is(count({ %$in, before => '2026-10-26T00:00:00Z' }), 0, 'filter: before');
-is(count({ %$in, after => '2026-10-26T12:00:00Z' }), 8, 'filter: after');
+is(count({ %$in, before => '2026-10-26T08:33:20Z' }), 1,
+    'filter: before, exact');
+is(count({ %$in, after => '2026-10-26T07:00:00Z' }), 8, 'filter: after');
+is(count({ %$in, after => '2026-10-26T12:33:20Z' }), 3,
+    'filter: after, exact');
 is(count({ operator => 'OR', conditions => [
     { subject => 'latin1' }, { subject => 'alternative' }] }), 2,
     'filter: OR');
@@ -378,7 +386,7 @@ $g = call1('Email/get', { accountId => $acc, ids => [$id{'m2@example.com'}],
 $m = $g->[1]{list}[0];
 is($m->{textBody}[0]{partId}, '1', 'alternative: textBody');
 is($m->{htmlBody}[0]{partId}, '2', 'alternative: htmlBody');
-is($m->{bodyValues}{2}{value}, "<p>HTML part.</p>\r\n",
+is($m->{bodyValues}{2}{value}, "<p>HTML part.</p>",
     'alternative: html value');
 is($m->{bodyStructure}{type}, 'multipart/alternative',
     'alternative: bodyStructure');
@@ -411,7 +419,7 @@ $g = call1('Email/get', { accountId => $acc, ids => [$id{'m5@example.com'}],
     properties => ['bodyValues', 'preview'],
     fetchTextBodyValues => JSON::PP::true, maxBodyValueBytes => 4 });
 $m = $g->[1]{list}[0];
-is($m->{bodyValues}{1}{value}, "\x{dc}n\x{ef}", 'base64: cut on a character');
+is($m->{bodyValues}{1}{value}, "\x{dc}n", 'base64: cut on a character');
 ok($m->{bodyValues}{1}{isTruncated}, 'base64: isTruncated');
 is($m->{preview}, "\x{dc}n\x{ef}c\x{f6}d\x{e9} \x{2713} ok", 'base64: preview');
 

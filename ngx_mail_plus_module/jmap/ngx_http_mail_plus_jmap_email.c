@@ -767,9 +767,9 @@ ngx_http_mail_plus_jmap_get_next(ngx_http_mail_plus_jmap_get_t *g)
         return NGX_ERROR;
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, g->call->request->connection->log, 0,
-                   "http jmap email: fetch %ui in \"%s\"",
-                   g->end - g->next, mb->id);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, g->call->request->connection->log, 0,
+                   "http jmap email: fetch %ui in \"%*s\"",
+                   g->end - g->next, (size_t) 17, mb->id);
 
     if (imap->selected.len != mb->path.len
         || ngx_strncmp(imap->selected.data, mb->path.data, mb->path.len) != 0)
@@ -1619,6 +1619,7 @@ ngx_http_mail_plus_jmap_get_prop(ngx_http_mail_plus_jmap_get_t *g,
     ngx_http_mail_plus_jmap_msg_t *m, const char *prop, ngx_str_t *tail)
 {
     u_char      date[32];
+    json_t     *v;
     time_t      t;
     ngx_uint_t  k;
 
@@ -1635,7 +1636,17 @@ ngx_http_mail_plus_jmap_get_prop(ngx_http_mail_plus_jmap_get_t *g,
     }
 
     if (ngx_strcmp(prop, "mailboxIds") == 0) {
-        return json_pack("{s:b}", (char *) m->mailbox->id, 1);
+        v = json_object();
+
+        if (v && json_object_setn_new(v, (char *) m->mailbox->id, 17,
+                                      json_true())
+                 != 0)
+        {
+            json_decref(v);
+            return NULL;
+        }
+
+        return v;
     }
 
     if (ngx_strcmp(prop, "keywords") == 0) {
@@ -1876,7 +1887,8 @@ ngx_http_mail_plus_jmap_values(ngx_http_mail_plus_jmap_get_t *g,
             json_object_set_new(v, "isTruncated", json_true());
         }
 
-        json_object_set_new(o, (char *) w[i].part->part_id.data, v);
+        json_object_setn_new(o, (char *) w[i].part->part_id.data,
+                             w[i].part->part_id.len, v);
     }
 
     return o;

@@ -492,8 +492,8 @@ ngx_http_mail_plus_jmap_key(ngx_http_mail_plus_jmap_query_t *q,
         }
 
         in = (q->mailbox
-              && ngx_strcmp((char *) q->mailbox->id, json_string_value(v))
-                 == 0);
+              && json_string_length(v) == 17
+              && ngx_strncmp(q->mailbox->id, json_string_value(v), 17) == 0);
 
         return ngx_http_mail_plus_jmap_text(cmd, in ? "ALL" : "NOT ALL");
     }
@@ -510,8 +510,8 @@ ngx_http_mail_plus_jmap_key(ngx_http_mail_plus_jmap_query_t *q,
                 goto invalid;
             }
 
-            if (q->mailbox
-                && ngx_strcmp((char *) q->mailbox->id, json_string_value(e))
+            if (q->mailbox && json_string_length(e) == 17
+                && ngx_strncmp(q->mailbox->id, json_string_value(e), 17)
                    == 0)
             {
                 in = 0;
@@ -768,7 +768,8 @@ ngx_http_mail_plus_jmap_query_top(ngx_http_mail_plus_jmap_query_t *q)
             mb = q->call->ctx->mailboxes->elts;
 
             for (k = 0; k < q->call->ctx->mailboxes->nelts; k++) {
-                if (ngx_strcmp((char *) mb[k].id, json_string_value(v)) == 0)
+                if (json_string_length(v) == 17
+                    && ngx_strncmp(mb[k].id, json_string_value(v), 17) == 0)
                 {
                     q->only = &mb[k];
                 }
@@ -868,8 +869,9 @@ ngx_http_mail_plus_jmap_query_next(ngx_http_mail_plus_jmap_query_t *q)
         return NGX_ERROR;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, q->call->request->connection->log, 0,
-                   "http jmap email: query in \"%s\"", q->mailbox->id);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, q->call->request->connection->log, 0,
+                   "http jmap email: query in \"%*s\"", (size_t) 17,
+                   q->mailbox->id);
 
     if (imap->selected.len != q->mailbox->path.len
         || ngx_strncmp(imap->selected.data, q->mailbox->path.data,
