@@ -53,7 +53,7 @@ typedef struct {
     ngx_array_t                       *text;
     ngx_array_t                       *html;
     ngx_array_t                       *att;
-    json_t                            *preview;
+    ngx_str_t                          preview;    /* PREVIEW's */
     ngx_array_t                       *wants;      /* of _want_t */
     ngx_str_t                          items;      /* the body FETCH's */
     ngx_uint_t                         queued;
@@ -1011,7 +1011,7 @@ ngx_http_mail_plus_jmap_get_item(ngx_http_mail_plus_jmap_get_t *g,
 
     } else if (ngx_mail_plus_imap_atom_is(key, "PREVIEW", 7)) {
         if (ngx_mail_plus_imap_string(val, &s) == NGX_OK && s.len) {
-            m->preview = ngx_http_mail_plus_jmap_mime_preview(&s);
+            m->preview = s;
         }
     }
 }
@@ -1070,7 +1070,7 @@ ngx_http_mail_plus_jmap_get_wants(ngx_http_mail_plus_jmap_get_t *g,
         }
     }
 
-    if (g->want_preview && m->preview == NULL && m->text->nelts) {
+    if (g->want_preview && m->preview.len == 0 && m->text->nelts) {
         parts = m->text->elts;
 
         if (ngx_http_mail_plus_jmap_want(g->pool, m, parts[0], 1) != NGX_OK) {
@@ -1144,8 +1144,11 @@ ngx_http_mail_plus_jmap_want(ngx_pool_t *pool, ngx_http_mail_plus_jmap_msg_t *m,
 
     for (i = 0; i < m->wants->nelts; i++) {
         if (w[i].part == part) {
-            /* wanted whole already ("got" marks a value wanted) */
-            w[i].got = 1;
+            /* wanted already ("got" marks a value wanted) */
+            if (!preview) {
+                w[i].got = 1;
+            }
+
             return NGX_OK;
         }
     }
@@ -1733,8 +1736,8 @@ ngx_http_mail_plus_jmap_get_prop(ngx_http_mail_plus_jmap_get_t *g,
     }
 
     if (ngx_strcmp(prop, "preview") == 0) {
-        if (m->preview) {
-            return json_incref(m->preview);
+        if (m->preview.len) {
+            return ngx_http_mail_plus_jmap_mime_preview(&m->preview);
         }
 
         if (m->wants) {
