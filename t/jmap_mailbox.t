@@ -18,7 +18,7 @@ use HTTP::Tiny;
 use IO::Socket::INET;
 use JSON::PP;
 use Digest::MD5 qw/ md5_hex /;
-use MIME::Base64 qw/ encode_base64 /;
+use MIME::Base64 qw/ encode_base64 decode_base64 /;
 use Time::HiRes qw/ time /;
 
 use FindBin;
@@ -84,7 +84,7 @@ my $fake = IO::Socket::INET->new(LocalAddr => "127.0.0.4:$fake_port",
 
 sub fake_session {
     my ($c) = @_;
-    my $caps = 'IMAP4rev1 LIST-STATUS SPECIAL-USE';
+    my $caps = 'IMAP4rev1 LIST-STATUS SPECIAL-USE SASL-IR AUTH=OAUTHBEARER';
     my $user = '';
     open my $log, '>>', "$dir/fake.log" or die "fake.log: $!\n";
     $log->autoflush(1);
@@ -116,6 +116,28 @@ sub fake_session {
                 print $c "$tag NO [AUTHENTICATIONFAILED] no\r\n";
             }
 
+        } elsif (uc $cmd eq 'AUTHENTICATE'
+                 && $line =~ /^\S+ AUTHENTICATE OAUTHBEARER (\S+)\r\n\z/)
+        {
+            my $ir = decode_base64($1);
+
+            if ($ir =~ /^n,a=tok\@example\.com,\x01host=127\.0\.0\.4
+                \x01port=\d+\x01auth=Bearer\ [\w.-]+\x01\x01\z/x)
+            {
+                $user = 'tok@example.com';
+                print $log "token good\n";
+                print $c "$tag OK [CAPABILITY $caps] logged in\r\n";
+                next;
+            }
+
+            # RFC 7628's error exchange: the client's dummy response, NO
+
+            print $c "+ " . encode_base64('{"status":"invalid_token"}', '')
+                . "\r\n";
+            my $dummy = <$c> // '';
+            print $log "dummy $dummy";
+            print $c "$tag NO [AUTHENTICATIONFAILED] bad token\r\n";
+
         } elsif (uc $cmd eq 'LIST' && $user ne 'bye@example.com') {
             print $c "* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
                 . "* STATUS INBOX (MESSAGES 2 UNSEEN 1 UIDVALIDITY 7 "
@@ -126,6 +148,14 @@ sub fake_session {
                 . "UIDNEXT 6)\r\n"
                 . "* LIST () \"/\" \"bad&AOk\"\r\n"
                 . "$tag OK listed\r\n";
+
+            # an idle session the backend ends: the kept one is dropped
+
+            if ($user eq 'drop@example.com') {
+                sleep 1;
+                print $c "* BYE idle too long\r\n";
+                last;
+            }
 
         } elsif (uc $cmd eq 'LIST') {
             print $c "* BYE going away\r\n";
@@ -177,6 +207,9 @@ $users_file .= "mute\@example.com:{PLAIN}pwM:m\n";
 $users_file .= "eve\@example.com:{PLAIN}pwE:a\n";
 $users_file .= "kim\@example.com:{PLAIN}pw\xc3\xa9:k\n";
 $users_file .= "bye\@example.com:{PLAIN}pw\xc3\xa9:k\n";
+$users_file .= "drop\@example.com:{PLAIN}pw\xc3\xa9:k\n";
+$users_file .= "tok\@example.com:{PLAIN}pwT:k\n";
+$users_file .= "badtok\@example.com:{PLAIN}pwT:k\n";
 $t->write_file('users', $users_file);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
@@ -239,6 +272,11 @@ http {
 
         location /jmap/ {
             mail_plus_jmap;
+        }
+
+        location /nokeep/ {
+            mail_plus_jmap;
+            mail_plus_jmap_imap_keepalive 0;
         }
 
         location /slow/ {
@@ -453,6 +491,19 @@ ok((grep { ($_->{role} // '') eq 'inbox' }
 like($t->dovecot_log($da), qr/master.*mp|mp.*master|carol\@example\.com\*mp/i,
     'token: logged in as the master user');
 
+# no keep-alive: a login each request
+
+my $bob = basic('bob@example.com', 'pwB');
+my $bacc = session($bob)->{primaryAccounts}{$mail};
+my $blog = () = $t->dovecot_log($da) =~ /Login: user=<bob\@example\.com>/g;
+for (1 .. 2) {
+    ($r, $d) = api($bob, [['Mailbox/get', { accountId => $bacc,
+        properties => ['name'] }, 'g']], '/nokeep/api');
+    is($d->{methodResponses}[0][0], 'Mailbox/get', "no keep-alive: get $_");
+}
+my $blog2 = () = $t->dovecot_log($da) =~ /Login: user=<bob\@example\.com>/g;
+is($blog2 - $blog, 2, 'no keep-alive: two requests, two logins');
+
 # a login the backend refuses: serverFail, no failover
 
 my $eve = basic('eve@example.com', 'pwE');
@@ -497,6 +548,43 @@ like($d->{methodResponses}[0][1]{description} // '', qr/ended the session/,
 # nginx's own debug lines show the request's headers: ours, none
 
 my $ours = join "\n", grep { !/http header:/ } split /\n/,
+    $t->read_file('error.log');
+# a token login with the token itself: OAUTHBEARER with SASL-IR, and a
+# refusal (RFC 7628's error exchange)
+
+my $tjwt = $k->token(user => 'tok@example.com');
+($r, $d) = api("Bearer $tjwt", [['Mailbox/get', { accountId =>
+    session("Bearer $tjwt")->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'oauthbearer: logged in')
+    or diag($r->{content});
+like($t->read_file('fake.log'), qr/token good/, 'oauthbearer: the response');
+
+my $bjwt = $k->token(user => 'badtok@example.com');
+($r, $d) = api("Bearer $bjwt", [['Mailbox/get', { accountId =>
+    session("Bearer $bjwt")->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][1]{description}, 'the backend refused the login',
+    'oauthbearer: refused');
+like($t->read_file('fake.log'), qr/dummy AQ==\r\n/,
+    'oauthbearer: the dummy response');
+unlike($t->read_file('fake.log'), qr/\Q$bjwt\E|\Q$tjwt\E/,
+    'oauthbearer: the token in base64 only');
+
+# a kept session that the backend ends is dropped; the next request logs
+# in again
+
+my $drop = basic('drop@example.com', "pw\xc3\xa9");
+my $dacc = session($drop)->{primaryAccounts}{$mail};
+($r, $d) = api($drop, [['Mailbox/get', { accountId => $dacc }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'drop: first request');
+ok(wait_for(sub { $t->read_file('error.log')
+    =~ /kept session to 127\.0\.0\.4:\d+ dropped: the backend spoke/ }, 10),
+    'drop: the kept session dropped');
+($r, $d) = api($drop, [['Mailbox/get', { accountId => $dacc }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'drop: second request');
+my $dl = () = $t->read_file('fake.log') =~ /LOGIN drop\@example\.com/g;
+is($dl, 2, 'drop: logged in again');
+
+$ours = join "\n", grep { !/http header:/ } split /\n/,
     $t->read_file('error.log');
 unlike($ours, qr/pwA|masterpw|\Q$jwt\E/, 'no password or token in the log');
 

@@ -56,6 +56,8 @@ static ngx_int_t ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp);
 static ngx_int_t ngx_mail_plus_imap_tagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp);
+static void ngx_mail_plus_imap_data(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_response_t *resp);
 static void ngx_mail_plus_imap_vanished(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_value_t *data);
 static void ngx_mail_plus_imap_code(ngx_mail_plus_imap_session_t *s,
@@ -69,6 +71,8 @@ static ngx_int_t ngx_mail_plus_imap_login(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_mail_plus_imap_authenticate(
     ngx_mail_plus_imap_session_t *s, ngx_mail_plus_imap_cmd_t *cmd);
+static ngx_int_t ngx_mail_plus_imap_master(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_pool_t *pool);
 static void ngx_mail_plus_imap_internal_handler(
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_mail_plus_imap_next(ngx_mail_plus_imap_session_t *s);
@@ -675,13 +679,8 @@ ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp)
 {
     ngx_int_t                        rc;
-    ngx_uint_t                       i;
-    ngx_mail_plus_imap_t            *imap;
     ngx_mail_plus_imap_cmd_t        *cmd;
-    ngx_mail_plus_imap_value_t      *v;
     ngx_mail_plus_imap_response_t  **slot;
-
-    imap = &s->imap;
 
     if (resp->status == NGX_MAIL_PLUS_IMAP_BYE) {
         ngx_log_debug0(NGX_LOG_DEBUG_MAIL, &s->log, 0,
@@ -690,54 +689,7 @@ ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
         return NGX_OK;
     }
 
-    if (resp->status != NGX_MAIL_PLUS_IMAP_DATA) {
-        ngx_mail_plus_imap_code(s, resp->code);
-
-    } else if (resp->name.len == 6
-               && ngx_strncasecmp(resp->name.data, (u_char *) "EXISTS", 6)
-                  == 0)
-    {
-        if (s->selecting || imap->selected.len) {
-            imap->exists = resp->number;
-        }
-
-    } else if (resp->name.len == 7
-               && ngx_strncasecmp(resp->name.data, (u_char *) "EXPUNGE", 7)
-                  == 0)
-    {
-        if (imap->exists) {
-            imap->exists--;
-        }
-
-    } else if (resp->name.len == 8
-               && ngx_strncasecmp(resp->name.data, (u_char *) "VANISHED", 8)
-                  == 0)
-    {
-        ngx_mail_plus_imap_vanished(s, resp->data);
-
-    } else if (resp->name.len == 10
-               && ngx_strncasecmp(resp->name.data, (u_char *) "CAPABILITY",
-                                  10) == 0)
-    {
-        ngx_mail_plus_imap_caps(s, resp->data, 0);
-
-    } else if (resp->name.len == 7
-               && ngx_strncasecmp(resp->name.data, (u_char *) "ENABLED", 7)
-                  == 0)
-    {
-        for (i = 0; (v = ngx_mail_plus_imap_item(resp->data, i)); i++) {
-            if (ngx_mail_plus_imap_atom_is(v, "CONDSTORE", 9)) {
-                imap->condstore = 1;
-
-            } else if (ngx_mail_plus_imap_atom_is(v, "QRESYNC", 7)) {
-                imap->qresync = 1;
-                imap->condstore = 1;
-
-            } else if (ngx_mail_plus_imap_atom_is(v, "UTF8=ACCEPT", 11)) {
-                imap->utf8 = 1;
-            }
-        }
-    }
+    ngx_mail_plus_imap_data(s, resp);
 
     cmd = s->current;
 
@@ -838,6 +790,69 @@ bad:
 
     return ngx_mail_plus_imap_fail(s, "the backend's response was not "
                                    "understood");
+}
+
+
+/* what an untagged response tells of the session, whoever asked */
+
+static void
+ngx_mail_plus_imap_data(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_response_t *resp)
+{
+    ngx_uint_t                   i;
+    ngx_mail_plus_imap_t        *imap;
+    ngx_mail_plus_imap_value_t  *v;
+
+    imap = &s->imap;
+
+    if (resp->status != NGX_MAIL_PLUS_IMAP_DATA) {
+        ngx_mail_plus_imap_code(s, resp->code);
+
+    } else if (resp->name.len == 6
+               && ngx_strncasecmp(resp->name.data, (u_char *) "EXISTS", 6)
+                  == 0)
+    {
+        if (s->selecting || imap->selected.len) {
+            imap->exists = resp->number;
+        }
+
+    } else if (resp->name.len == 7
+               && ngx_strncasecmp(resp->name.data, (u_char *) "EXPUNGE", 7)
+                  == 0)
+    {
+        if (imap->exists) {
+            imap->exists--;
+        }
+
+    } else if (resp->name.len == 8
+               && ngx_strncasecmp(resp->name.data, (u_char *) "VANISHED", 8)
+                  == 0)
+    {
+        ngx_mail_plus_imap_vanished(s, resp->data);
+
+    } else if (resp->name.len == 10
+               && ngx_strncasecmp(resp->name.data, (u_char *) "CAPABILITY",
+                                  10) == 0)
+    {
+        ngx_mail_plus_imap_caps(s, resp->data, 0);
+
+    } else if (resp->name.len == 7
+               && ngx_strncasecmp(resp->name.data, (u_char *) "ENABLED", 7)
+                  == 0)
+    {
+        for (i = 0; (v = ngx_mail_plus_imap_item(resp->data, i)); i++) {
+            if (ngx_mail_plus_imap_atom_is(v, "CONDSTORE", 9)) {
+                imap->condstore = 1;
+
+            } else if (ngx_mail_plus_imap_atom_is(v, "QRESYNC", 7)) {
+                imap->qresync = 1;
+                imap->condstore = 1;
+
+            } else if (ngx_mail_plus_imap_atom_is(v, "UTF8=ACCEPT", 11)) {
+                imap->utf8 = 1;
+            }
+        }
+    }
 }
 
 
@@ -1195,7 +1210,6 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_cmd_t *cmd)
 {
     u_char                  *p, *q, *last;
-    ngx_str_t                login;
     ngx_uint_t               mech;
     ngx_mail_plus_pool_t    *pool;
     ngx_mail_plus_route_t   *route;
@@ -1205,28 +1219,7 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     pool = route->pool;
 
     if (pool->token_login == NGX_MAIL_PLUS_TOKEN_LOGIN_MASTER) {
-        login.len = s->login.len + 1 + pool->master_user.len;
-        login.data = ngx_pnalloc(s->pool, login.len);
-        if (login.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf(login.data, "%V*%V", &s->login, &pool->master_user);
-
-        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
-                       "jmap imap: LOGIN of \"%V\" as master user \"%V\"",
-                       &s->login, &pool->master_user);
-
-        if (ngx_mail_plus_imap_cmd_text(cmd, "LOGIN ") != NGX_OK
-            || ngx_mail_plus_imap_cmd_string(cmd, &login) != NGX_OK
-            || ngx_mail_plus_imap_cmd_text(cmd, " ") != NGX_OK
-            || ngx_mail_plus_imap_cmd_string(cmd, &pool->master_password)
-               != NGX_OK)
-        {
-            return NGX_DECLINED;
-        }
-
-        return NGX_OK;
+        return ngx_mail_plus_imap_master(s, cmd, pool);
     }
 
     if (s->oauthbearer) {
@@ -1299,6 +1292,39 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     }
 
     return ngx_mail_plus_imap_part(cmd, p, q - p, 0);
+}
+
+
+/* "LOGIN login*master password": Dovecot's master user convention */
+
+static ngx_int_t
+ngx_mail_plus_imap_master(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_pool_t *pool)
+{
+    ngx_str_t  login;
+
+    login.len = s->login.len + 1 + pool->master_user.len;
+    login.data = ngx_pnalloc(s->pool, login.len);
+    if (login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(login.data, "%V*%V", &s->login, &pool->master_user);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
+                   "jmap imap: LOGIN of \"%V\" as master user \"%V\"",
+                   &s->login, &pool->master_user);
+
+    if (ngx_mail_plus_imap_cmd_text(cmd, "LOGIN ") != NGX_OK
+        || ngx_mail_plus_imap_cmd_string(cmd, &login) != NGX_OK
+        || ngx_mail_plus_imap_cmd_text(cmd, " ") != NGX_OK
+        || ngx_mail_plus_imap_cmd_string(cmd, &pool->master_password)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1449,6 +1475,15 @@ ngx_mail_plus_imap_write(ngx_mail_plus_imap_session_t *s)
         sync = 0;
 
         while (!s->tag_sent || s->part < cmd->parts.nelts || !s->crlf_sent) {
+
+            /* an empty literal's data: nothing to send */
+
+            if (s->tag_sent && s->part < cmd->parts.nelts
+                && parts[s->part].data.len == 0 && !parts[s->part].sync)
+            {
+                s->part++;
+                continue;
+            }
 
             b = ngx_calloc_buf(cmd->pool);
             cl = ngx_alloc_chain_link(cmd->pool);
