@@ -364,7 +364,8 @@ ok(!$m->{bodyValues}{1}{isTruncated}, 'get: not truncated');
 is_deeply($m->{htmlBody}, $m->{textBody}, 'get: htmlBody is the text');
 
 $g = call1('Email/get', { accountId => $acc, ids => [$id{'m1@example.com'}],
-    properties => ['cc', 'header:Cc:asGroupedAddresses', 'header:List-Post:asURLs',
+    properties => ['cc', 'header:Cc:asGroupedAddresses',
+        'header:List-Post:asURLs',
         'header:References:asRaw', 'header:X-None', 'header:To:all',
         'headers'] });
 $m = $g->[1]{list}[0];

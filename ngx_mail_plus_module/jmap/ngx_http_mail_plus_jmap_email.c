@@ -316,7 +316,7 @@ ngx_http_mail_plus_jmap_get_start(ngx_http_mail_plus_jmap_call_t *call,
     call->cancel = ngx_http_mail_plus_jmap_get_cancel;
 
     rc = ngx_http_mail_plus_jmap_mailboxes(call,
-                                           ngx_http_mail_plus_jmap_get_mailboxes);
+                                     ngx_http_mail_plus_jmap_get_mailboxes);
     if (rc == NGX_AGAIN) {
         return NGX_AGAIN;
     }

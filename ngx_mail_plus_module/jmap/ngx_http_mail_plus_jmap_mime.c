@@ -35,6 +35,20 @@ typedef struct {
 } ngx_http_mail_plus_jmap_buf_t;
 
 
+typedef struct {
+    ngx_pool_t                      *pool;
+    json_t                          *groups;
+    json_t                          *group;    /* the open one's list */
+    json_t                          *ungrouped;
+    ngx_http_mail_plus_jmap_buf_t    name;     /* the phrase */
+    ngx_http_mail_plus_jmap_buf_t    email;    /* in "<>" */
+    ngx_http_mail_plus_jmap_buf_t    comment;
+    unsigned                         in_group:1;
+    unsigned                         angle:1;  /* inside "<>" */
+    unsigned                         had_angle:1;
+} ngx_http_mail_plus_jmap_addr_t;
+
+
 static ngx_int_t ngx_http_mail_plus_jmap_buf_add(
     ngx_http_mail_plus_jmap_buf_t *b, u_char *p, size_t n);
 static size_t ngx_http_mail_plus_jmap_utf8_len(u_char *p, u_char *last);
@@ -82,6 +96,20 @@ static ngx_uint_t ngx_http_mail_plus_jmap_is(ngx_http_mail_plus_jmap_part_t *p,
     const char *type, const char *subtype);
 static ngx_uint_t ngx_http_mail_plus_jmap_media(
     ngx_http_mail_plus_jmap_part_t *p);
+static ngx_int_t ngx_http_mail_plus_jmap_addr_add(
+    ngx_http_mail_plus_jmap_addr_t *a, ngx_http_mail_plus_jmap_buf_t *name,
+    ngx_http_mail_plus_jmap_buf_t *email);
+static u_char *ngx_http_mail_plus_jmap_addr_quoted(u_char *p, u_char *last,
+    ngx_http_mail_plus_jmap_buf_t *name);
+static u_char *ngx_http_mail_plus_jmap_addr_comment(u_char *p, u_char *last,
+    ngx_http_mail_plus_jmap_buf_t *comment);
+static u_char *ngx_http_mail_plus_jmap_addr_word(u_char *p,
+    ngx_http_mail_plus_jmap_buf_t *name, char *space);
+static ngx_int_t ngx_http_mail_plus_jmap_addr_group(
+    ngx_http_mail_plus_jmap_addr_t *a);
+static ngx_int_t ngx_http_mail_plus_jmap_addr_end(
+    ngx_http_mail_plus_jmap_addr_t *a);
+static json_t *ngx_http_mail_plus_jmap_addr_flat(json_t *groups);
 static json_t *ngx_http_mail_plus_jmap_part_value(ngx_pool_t *pool,
     ngx_http_mail_plus_jmap_part_t *part, const char *prop, ngx_str_t *blob);
 
@@ -781,13 +809,6 @@ ngx_http_mail_plus_jmap_text(ngx_pool_t *pool, ngx_str_t *raw)
  * "name:" opening a group and ";" closing it
  */
 
-typedef struct {
-    ngx_pool_t                      *pool;
-    json_t                          *groups;
-    json_t                          *group;    /* the open one's list */
-    json_t                          *ungrouped;
-    ngx_uint_t                       in_group;
-} ngx_http_mail_plus_jmap_addr_t;
 
 
 static ngx_int_t
@@ -877,11 +898,9 @@ ngx_http_mail_plus_jmap_addresses(ngx_pool_t *pool, ngx_str_t *raw,
     ngx_uint_t grouped)
 {
     u_char                          c, *p, *last;
-    json_t                         *all, *g, *addrs, *o;
-    size_t                          i, j;
-    ngx_str_t                       s, t;
-    ngx_uint_t                      angle, depth, quoted, had_angle;
-    ngx_http_mail_plus_jmap_buf_t   name, email, comment;
+    json_t                         *all;
+    ngx_int_t                       rc;
+    ngx_str_t                       s;
     ngx_http_mail_plus_jmap_addr_t  a;
 
     if (ngx_http_mail_plus_jmap_unfold(pool, raw, &s) != NGX_OK) {
@@ -890,167 +909,76 @@ ngx_http_mail_plus_jmap_addresses(ngx_pool_t *pool, ngx_str_t *raw,
 
     ngx_memzero(&a, sizeof(ngx_http_mail_plus_jmap_addr_t));
     a.pool = pool;
+    a.name.pool = pool;
+    a.email.pool = pool;
+    a.comment.pool = pool;
+
     a.groups = json_array();
     if (a.groups == NULL) {
         return NULL;
     }
 
-    ngx_memzero(&name, sizeof(ngx_http_mail_plus_jmap_buf_t));
-    ngx_memzero(&email, sizeof(ngx_http_mail_plus_jmap_buf_t));
-    ngx_memzero(&comment, sizeof(ngx_http_mail_plus_jmap_buf_t));
-    name.pool = pool;
-    email.pool = pool;
-    comment.pool = pool;
-
     p = s.data;
     last = p + s.len;
-    angle = 0;
-    had_angle = 0;
 
     for ( ;; ) {
         if (p >= last) {
-            angle = 0;                  /* an unclosed "<" ends here */
+            a.angle = 0;                /* an unclosed "<" ends here */
         }
 
         c = (p < last) ? *p : ',';
 
-        if (c == '"' && !angle) {
-            /* a quoted string: part of the phrase */
-            quoted = 1;
-            for (p++; p < last && quoted; p++) {
-                if (*p == '\\' && p + 1 < last) {
-                    p++;
-                } else if (*p == '"') {
-                    quoted = 0;
-                    continue;
-                }
-                if (quoted
-                    && ngx_http_mail_plus_jmap_buf_add(&name, p, 1) != NGX_OK)
-                {
+        if (a.angle) {
+            if (c == '>') {
+                a.angle = 0;
+
+            } else if (c != ' ' && c != '\t') {
+                rc = ngx_http_mail_plus_jmap_buf_add(&a.email, p, 1);
+                if (rc != NGX_OK) {
                     goto failed;
                 }
             }
-            had_angle |= 2;
-            continue;
-        }
 
-        if (c == '(' && !angle) {
-            /* a comment: the name of a bare address */
-            comment.len = 0;
-            depth = 0;
-            for ( /* void */ ; p < last; p++) {
-                if (*p == '\\' && p + 1 < last) {
-                    p++;
-                } else if (*p == '(') {
-                    if (depth++ == 0) {
-                        continue;
-                    }
-                } else if (*p == ')') {
-                    if (--depth == 0) {
-                        p++;
-                        break;
-                    }
-                }
-                if (ngx_http_mail_plus_jmap_buf_add(&comment, p, 1)
-                    != NGX_OK)
-                {
-                    goto failed;
-                }
-            }
-            continue;
-        }
-
-        if (c == '<' && !angle) {
-            angle = 1;
-            had_angle |= 1;
-            email.len = 0;
             p++;
             continue;
         }
 
-        if (c == '>' && angle) {
-            angle = 0;
-            p++;
-            continue;
-        }
+        switch (c) {
 
-        if (angle) {
-            if (c != ' ' && c != '\t'
-                && ngx_http_mail_plus_jmap_buf_add(&email, p, 1) != NGX_OK)
-            {
+        case '"':
+            p = ngx_http_mail_plus_jmap_addr_quoted(p + 1, last, &a.name);
+            break;
+
+        case '(':
+            a.comment.len = 0;
+            p = ngx_http_mail_plus_jmap_addr_comment(p, last, &a.comment);
+            break;
+
+        case '<':
+            a.angle = 1;
+            a.had_angle = 1;
+            a.email.len = 0;
+            p++;
+            break;
+
+        case ':':
+            if (a.in_group || a.had_angle) {
+                p = ngx_http_mail_plus_jmap_addr_word(p, &a.name, NULL);
+                break;
+            }
+
+            if (ngx_http_mail_plus_jmap_addr_group(&a) != NGX_OK) {
                 goto failed;
             }
-            p++;
-            continue;
-        }
 
-        if (c == ':' && !a.in_group && !(had_angle & 1)) {
-            /* a group's name */
-            g = json_object();
-            a.group = json_array();
-            if (g == NULL || a.group == NULL) {
-                json_decref(g);
+            p++;
+            break;
+
+        case ',':
+        case ';':
+            if (ngx_http_mail_plus_jmap_addr_end(&a) != NGX_OK) {
                 goto failed;
             }
-            s.data = name.data;
-            s.len = name.len;
-            if (ngx_http_mail_plus_jmap_words(pool, &s, &t) != NGX_OK) {
-                json_decref(g);
-                goto failed;
-            }
-            while (t.len && t.data[0] == ' ') {
-                t.data++;
-                t.len--;
-            }
-
-            while (t.len && t.data[t.len - 1] == ' ') {
-                t.len--;
-            }
-            json_object_set_new(g, "name",
-                                json_stringn((char *) t.data, t.len));
-            json_object_set_new(g, "addresses", a.group);
-            json_array_append_new(a.groups, g);
-            a.in_group = 1;
-            a.ungrouped = NULL;
-            name.len = 0;
-            email.len = 0;
-            comment.len = 0;
-            had_angle = 0;
-            p++;
-            continue;
-        }
-
-        if (c == ',' || c == ';') {
-            if (had_angle & 1) {
-                if (ngx_http_mail_plus_jmap_addr_add(&a, &name, &email)
-                    != NGX_OK)
-                {
-                    goto failed;
-                }
-
-            } else {
-                /* a bare addr-spec: the phrase is the address */
-                email.len = 0;
-                for (i = 0; i < name.len; i++) {
-                    if (name.data[i] != ' '
-                        && ngx_http_mail_plus_jmap_buf_add(&email,
-                                                           name.data + i, 1)
-                           != NGX_OK)
-                    {
-                        goto failed;
-                    }
-                }
-                if (ngx_http_mail_plus_jmap_addr_add(&a, &comment, &email)
-                    != NGX_OK)
-                {
-                    goto failed;
-                }
-            }
-
-            name.len = 0;
-            email.len = 0;
-            comment.len = 0;
-            had_angle = 0;
 
             if (c == ';' && a.in_group) {
                 a.in_group = 0;
@@ -1058,49 +986,33 @@ ngx_http_mail_plus_jmap_addresses(ngx_pool_t *pool, ngx_str_t *raw,
             }
 
             if (p >= last) {
-                break;
+                goto done;
             }
 
             p++;
-            continue;
+            break;
+
+        case ' ':
+        case '\t':
+            p = ngx_http_mail_plus_jmap_addr_word(p, &a.name, " ");
+            break;
+
+        default:
+            p = ngx_http_mail_plus_jmap_addr_word(p, &a.name, NULL);
         }
 
-        if (c == ' ' || c == '\t') {
-            if (name.len && name.data[name.len - 1] != ' '
-                && ngx_http_mail_plus_jmap_buf_add(&name, (u_char *) " ", 1)
-                   != NGX_OK)
-            {
-                goto failed;
-            }
-            p++;
-            continue;
-        }
-
-        if (ngx_http_mail_plus_jmap_buf_add(&name, p, 1) != NGX_OK) {
+        if (p == NULL) {
             goto failed;
         }
-
-        p++;
     }
+
+done:
 
     if (grouped) {
         return a.groups;
     }
 
-    all = json_array();
-    if (all == NULL) {
-        goto failed;
-    }
-
-    for (i = 0; i < json_array_size(a.groups); i++) {
-        addrs = json_object_get(json_array_get(a.groups, i), "addresses");
-
-        for (j = 0; j < json_array_size(addrs); j++) {
-            o = json_array_get(addrs, j);
-            json_array_append(all, o);
-        }
-    }
-
+    all = ngx_http_mail_plus_jmap_addr_flat(a.groups);
     json_decref(a.groups);
 
     return all;
@@ -1110,6 +1022,200 @@ failed:
     json_decref(a.groups);
 
     return NULL;
+}
+
+
+/* a quoted string's content into the phrase: the byte after it, or NULL */
+
+static u_char *
+ngx_http_mail_plus_jmap_addr_quoted(u_char *p, u_char *last,
+    ngx_http_mail_plus_jmap_buf_t *name)
+{
+    for ( /* void */ ; p < last; p++) {
+        if (*p == '"') {
+            return p + 1;
+        }
+
+        if (*p == '\\' && p + 1 < last) {
+            p++;
+        }
+
+        if (ngx_http_mail_plus_jmap_buf_add(name, p, 1) != NGX_OK) {
+            return NULL;
+        }
+    }
+
+    return p;
+}
+
+
+/* a comment (nested) into its buffer, without its parentheses */
+
+static u_char *
+ngx_http_mail_plus_jmap_addr_comment(u_char *p, u_char *last,
+    ngx_http_mail_plus_jmap_buf_t *comment)
+{
+    ngx_uint_t  depth;
+
+    depth = 0;
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p == '\\' && p + 1 < last) {
+            p++;
+
+        } else if (*p == '(') {
+            if (depth++ == 0) {
+                continue;
+            }
+
+        } else if (*p == ')') {
+            if (--depth == 0) {
+                return p + 1;
+            }
+        }
+
+        if (ngx_http_mail_plus_jmap_buf_add(comment, p, 1) != NGX_OK) {
+            return NULL;
+        }
+    }
+
+    return p;
+}
+
+
+/* a byte of the phrase, or (space set) one space between its words */
+
+static u_char *
+ngx_http_mail_plus_jmap_addr_word(u_char *p,
+    ngx_http_mail_plus_jmap_buf_t *name, char *space)
+{
+    if (space) {
+        if (name->len == 0 || name->data[name->len - 1] == ' ') {
+            return p + 1;
+        }
+
+        return ngx_http_mail_plus_jmap_buf_add(name, (u_char *) " ", 1)
+               == NGX_OK ? p + 1 : NULL;
+    }
+
+    return ngx_http_mail_plus_jmap_buf_add(name, p, 1) == NGX_OK ? p + 1
+                                                                  : NULL;
+}
+
+
+/* "name:" opens a group */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_addr_group(ngx_http_mail_plus_jmap_addr_t *a)
+{
+    json_t     *g;
+    ngx_str_t   s, t;
+
+    s.data = a->name.data;
+    s.len = a->name.len;
+
+    if (ngx_http_mail_plus_jmap_words(a->pool, &s, &t) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    while (t.len && t.data[0] == ' ') {
+        t.data++;
+        t.len--;
+    }
+
+    while (t.len && t.data[t.len - 1] == ' ') {
+        t.len--;
+    }
+
+    g = json_object();
+    a->group = json_array();
+
+    if (g == NULL || a->group == NULL) {
+        json_decref(g);
+        json_decref(a->group);
+        return NGX_ERROR;
+    }
+
+    json_object_set_new(g, "name", json_stringn((char *) t.data, t.len));
+    json_object_set_new(g, "addresses", a->group);
+
+    if (json_array_append_new(a->groups, g) != 0) {
+        return NGX_ERROR;
+    }
+
+    a->in_group = 1;
+    a->ungrouped = NULL;
+    a->name.len = 0;
+    a->email.len = 0;
+    a->comment.len = 0;
+    a->had_angle = 0;
+
+    return NGX_OK;
+}
+
+
+/* "," or ";" ends an address: "phrase <addr>", or a bare addr-spec (the
+   phrase without spaces) named by its comment */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_addr_end(ngx_http_mail_plus_jmap_addr_t *a)
+{
+    size_t     i;
+    ngx_int_t  rc;
+
+    if (a->had_angle) {
+        rc = ngx_http_mail_plus_jmap_addr_add(a, &a->name, &a->email);
+
+    } else {
+        a->email.len = 0;
+
+        for (i = 0; i < a->name.len; i++) {
+            if (a->name.data[i] != ' '
+                && ngx_http_mail_plus_jmap_buf_add(&a->email,
+                                                   a->name.data + i, 1)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        rc = ngx_http_mail_plus_jmap_addr_add(a, &a->comment, &a->email);
+    }
+
+    a->name.len = 0;
+    a->email.len = 0;
+    a->comment.len = 0;
+    a->had_angle = 0;
+
+    return rc;
+}
+
+
+/* the groups' addresses in one list */
+
+static json_t *
+ngx_http_mail_plus_jmap_addr_flat(json_t *groups)
+{
+    json_t  *all, *addrs;
+    size_t   i, j;
+
+    all = json_array();
+    if (all == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < json_array_size(groups); i++) {
+        addrs = json_object_get(json_array_get(groups, i), "addresses");
+
+        for (j = 0; j < json_array_size(addrs); j++) {
+            if (json_array_append(all, json_array_get(addrs, j)) != 0) {
+                json_decref(all);
+                return NULL;
+            }
+        }
+    }
+
+    return all;
 }
 
 
@@ -2570,7 +2676,8 @@ ngx_http_mail_plus_jmap_mime_part_json(ngx_pool_t *pool,
 
     } else {
         for (k = 0; defaults[k]; k++) {
-            v = ngx_http_mail_plus_jmap_part_value(pool, part, defaults[k], blob);
+            v = ngx_http_mail_plus_jmap_part_value(pool, part, defaults[k],
+                                                   blob);
             if (v) {
                 json_object_set_new(o, defaults[k], v);
             }

@@ -142,8 +142,9 @@ json_t *ngx_http_mail_plus_jmap_mime_preview(ngx_str_t *utf8);
 ngx_int_t ngx_http_mail_plus_jmap_mime_charset(ngx_pool_t *pool,
     ngx_str_t *in, ngx_str_t *charset, ngx_str_t *out, ngx_uint_t *problem);
 
-/* an IMAP INTERNALDATE ("07-Dec-2026 13:58:18 +0000") to UTC RFC 3339
-   into 26 bytes ("2026-12-07T13:58:18Z", 20 of them); NGX_ERROR if it is not one */
+/* an IMAP INTERNALDATE (" 7-Dec-2026 13:58:18 +0000") to UTC RFC 3339
+   into 26 bytes ("2026-12-07T13:58:18Z", 20 of them), and its time;
+   NGX_ERROR if it is not one */
 ngx_int_t ngx_http_mail_plus_jmap_mime_internaldate(ngx_str_t *in,
     u_char *out, time_t *t);
 

@@ -140,7 +140,7 @@ ngx_http_mail_plus_jmap_email_query(ngx_http_mail_plus_jmap_call_t *call)
     }
 
     rc = ngx_http_mail_plus_jmap_mailboxes(call,
-                                        ngx_http_mail_plus_jmap_query_mailboxes);
+                                   ngx_http_mail_plus_jmap_query_mailboxes);
     if (rc != NGX_OK) {
         return rc;
     }
