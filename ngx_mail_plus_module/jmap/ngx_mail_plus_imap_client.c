@@ -23,6 +23,10 @@
  * CAPABILITY again if the login's answer did not tell, ENABLE.  One
  * command is on the wire at a time; its text is sent as a chain up to a
  * synchronizing literal, then the rest after the server's "+".
+ *
+ * UTF8=ACCEPT is not enabled: a command may be made before the login
+ * tells what the backend offers, so mailbox names are always in modified
+ * UTF-7 (imap->utf8 stays 0).
  */
 
 
@@ -847,9 +851,6 @@ ngx_mail_plus_imap_data(ngx_mail_plus_imap_session_t *s,
             } else if (ngx_mail_plus_imap_atom_is(v, "QRESYNC", 7)) {
                 imap->qresync = 1;
                 imap->condstore = 1;
-
-            } else if (ngx_mail_plus_imap_atom_is(v, "UTF8=ACCEPT", 11)) {
-                imap->utf8 = 1;
             }
         }
     }
@@ -995,7 +996,6 @@ ngx_mail_plus_imap_caps(ngx_mail_plus_imap_session_t *s,
     s->literal_minus = 0;
     s->offer_condstore = 0;
     s->offer_qresync = 0;
-    s->offer_utf8 = 0;
     s->sasl_ir = 0;
     s->oauthbearer = 0;
     s->xoauth2 = 0;
@@ -1018,9 +1018,6 @@ ngx_mail_plus_imap_caps(ngx_mail_plus_imap_session_t *s,
 
         } else if (ngx_imap_cap("QRESYNC")) {
             s->offer_qresync = 1;
-
-        } else if (ngx_imap_cap("UTF8=ACCEPT")) {
-            s->offer_utf8 = 1;
 
         } else if (ngx_imap_cap("SPECIAL-USE")) {
             imap->special_use = 1;
@@ -1113,8 +1110,8 @@ ngx_mail_plus_imap_step(ngx_mail_plus_imap_session_t *s)
     ngx_int_t                  rc;
     ngx_mail_plus_imap_cmd_t  *cmd;
 
-    if (s->caps && s->logged_in && (s->enabled
-        || !(s->offer_condstore || s->offer_qresync || s->offer_utf8)))
+    if (s->caps && s->logged_in
+        && (s->enabled || !(s->offer_condstore || s->offer_qresync)))
     {
         ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
                        "jmap imap: session to %V of \"%V\" ready",
@@ -1146,11 +1143,10 @@ ngx_mail_plus_imap_step(ngx_mail_plus_imap_session_t *s)
 
     } else {
         cmd->data = (void *) NGX_MAIL_PLUS_IMAP_STEP_ENABLE;
-        rc = ngx_mail_plus_imap_cmd_text(cmd, "ENABLE%s%s%s",
+        rc = ngx_mail_plus_imap_cmd_text(cmd, "ENABLE%s%s",
                                          s->offer_condstore
                                          ? " CONDSTORE" : "",
-                                         s->offer_qresync ? " QRESYNC" : "",
-                                         s->offer_utf8 ? " UTF8=ACCEPT" : "");
+                                         s->offer_qresync ? " QRESYNC" : "");
         s->enabled = 1;
     }
 
@@ -1531,6 +1527,12 @@ ngx_mail_plus_imap_write(ngx_mail_plus_imap_session_t *s)
     }
 
     s->out = c->send_chain(c, s->out, 0);
+
+    /* a long literal (APPEND) has the timeout for each part that goes */
+
+    if (s->timer.timer_set) {
+        ngx_add_timer(&s->timer, s->conf->timeout);
+    }
 
     if (s->out == NGX_CHAIN_ERROR) {
         s->out = NULL;
