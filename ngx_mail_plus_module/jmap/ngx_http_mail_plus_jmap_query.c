@@ -75,6 +75,12 @@ static ngx_int_t ngx_http_mail_plus_jmap_condition(
     json_t *f);
 static ngx_int_t ngx_http_mail_plus_jmap_key(ngx_http_mail_plus_jmap_query_t *q,
     ngx_mail_plus_imap_cmd_t *cmd, const char *name, json_t *v);
+static ngx_int_t ngx_http_mail_plus_jmap_keyword_key(
+    ngx_http_mail_plus_jmap_query_t *q, ngx_mail_plus_imap_cmd_t *cmd,
+    ngx_uint_t in, json_t *v);
+static ngx_int_t ngx_http_mail_plus_jmap_header_key(
+    ngx_http_mail_plus_jmap_query_t *q, ngx_mail_plus_imap_cmd_t *cmd,
+    json_t *v);
 static ngx_int_t ngx_http_mail_plus_jmap_text(ngx_mail_plus_imap_cmd_t *cmd,
     const char *text);
 static ngx_int_t ngx_http_mail_plus_jmap_qstring(
@@ -455,7 +461,6 @@ ngx_http_mail_plus_jmap_key(ngx_http_mail_plus_jmap_query_t *q,
     ngx_tm_t            tm;
     json_int_t          n;
     ngx_uint_t          k, in;
-    const char         *s;
     static const char  *months[] = { "Jan", "Feb", "Mar", "Apr", "May",
                                      "Jun", "Jul", "Aug", "Sep", "Oct",
                                      "Nov", "Dec" };
@@ -463,13 +468,6 @@ ngx_http_mail_plus_jmap_key(ngx_http_mail_plus_jmap_query_t *q,
         { "text", "TEXT " }, { "from", "FROM " }, { "to", "TO " },
         { "cc", "CC " }, { "bcc", "BCC " }, { "subject", "SUBJECT " },
         { "body", "BODY " }, { NULL, NULL }
-    };
-    static const char  *system[][3] = {
-        { "$seen", "SEEN", "UNSEEN" },
-        { "$flagged", "FLAGGED", "UNFLAGGED" },
-        { "$answered", "ANSWERED", "UNANSWERED" },
-        { "$draft", "DRAFT", "UNDRAFT" },
-        { NULL, NULL, NULL }
     };
 
     for (k = 0; texts[k][0]; k++) {
@@ -572,71 +570,11 @@ ngx_http_mail_plus_jmap_key(ngx_http_mail_plus_jmap_query_t *q,
         || ngx_strcmp(name, "someInThreadHaveKeyword") == 0
         || ngx_strcmp(name, "noneInThreadHaveKeyword") == 0)
     {
-        s = json_string_value(v);
-
-        if (s == NULL || ngx_http_mail_plus_jmap_keyword(s) != NGX_OK) {
-            goto invalid;
-        }
-
-        in = (name[0] != 'n');
-
-        for (k = 0; system[k][0]; k++) {
-            if (ngx_strcasecmp((u_char *) s, (u_char *) system[k][0]) == 0) {
-                return ngx_http_mail_plus_jmap_text(cmd, system[k][in ? 1 : 2]);
-            }
-        }
-
-        if (s[0] == '$' && ngx_strcasecmp((u_char *) s, (u_char *) "$recent")
-                           == 0)
-        {
-            goto invalid;
-        }
-
-        if (ngx_http_mail_plus_jmap_text(cmd, in ? "KEYWORD " : "UNKEYWORD ")
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        return ngx_http_mail_plus_jmap_text(cmd, s);
+        return ngx_http_mail_plus_jmap_keyword_key(q, cmd, name[0] != 'n', v);
     }
 
     if (ngx_strcmp(name, "header") == 0) {
-        if (!json_is_array(v) || json_array_size(v) < 1
-            || json_array_size(v) > 2)
-        {
-            goto invalid;
-        }
-
-        s = json_string_value(json_array_get(v, 0));
-        if (s == NULL || *s == '\0' || ngx_strlen(s) > 128) {
-            goto invalid;
-        }
-
-        for (i = 0; s[i]; i++) {
-            if (s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':') {
-                goto invalid;
-            }
-        }
-
-        e = json_array_get(v, 1);
-        if (e && !json_is_string(e)) {
-            goto invalid;
-        }
-
-        if (ngx_http_mail_plus_jmap_text(cmd, "HEADER ") != NGX_OK
-            || ngx_http_mail_plus_jmap_qstring(cmd, json_array_get(v, 0))
-               != NGX_OK
-            || ngx_http_mail_plus_jmap_text(cmd, " ") != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        if (e) {
-            return ngx_http_mail_plus_jmap_qstring(cmd, e);
-        }
-
-        return ngx_http_mail_plus_jmap_text(cmd, "\"\"");
+        return ngx_http_mail_plus_jmap_header_key(q, cmd, v);
     }
 
     q->call->error = "unsupportedFilter";
@@ -649,6 +587,98 @@ invalid:
 
     q->call->error = "invalidArguments";
     q->call->description = "filter: a condition's value";
+
+    return NGX_DECLINED;
+}
+
+
+/* hasKeyword and the like (in) or notKeyword and the like: the system
+   flags by their own keys, others as KEYWORD atoms (checked) */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_keyword_key(ngx_http_mail_plus_jmap_query_t *q,
+    ngx_mail_plus_imap_cmd_t *cmd, ngx_uint_t in, json_t *v)
+{
+    ngx_uint_t          k;
+    const char         *s;
+    static const char  *system[][3] = {
+        { "$seen", "SEEN", "UNSEEN" },
+        { "$flagged", "FLAGGED", "UNFLAGGED" },
+        { "$answered", "ANSWERED", "UNANSWERED" },
+        { "$draft", "DRAFT", "UNDRAFT" },
+        { NULL, NULL, NULL }
+    };
+
+    s = json_string_value(v);
+
+    if (s == NULL || ngx_http_mail_plus_jmap_keyword(s) != NGX_OK
+        || ngx_strcasecmp((u_char *) s, (u_char *) "$recent") == 0)
+    {
+        q->call->error = "invalidArguments";
+        q->call->description = "filter: not a keyword";
+        return NGX_DECLINED;
+    }
+
+    for (k = 0; system[k][0]; k++) {
+        if (ngx_strcasecmp((u_char *) s, (u_char *) system[k][0]) == 0) {
+            return ngx_http_mail_plus_jmap_text(cmd, system[k][in ? 1 : 2]);
+        }
+    }
+
+    if (ngx_http_mail_plus_jmap_text(cmd, in ? "KEYWORD " : "UNKEYWORD ")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_mail_plus_jmap_text(cmd, s);
+}
+
+
+/* header: [name] (the field is there) or [name, value] (it holds value) */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_header_key(ngx_http_mail_plus_jmap_query_t *q,
+    ngx_mail_plus_imap_cmd_t *cmd, json_t *v)
+{
+    json_t      *e;
+    size_t       i;
+    const char  *s;
+
+    s = json_string_value(json_array_get(v, 0));
+    e = json_array_get(v, 1);
+
+    if (!json_is_array(v) || json_array_size(v) < 1
+        || json_array_size(v) > 2 || s == NULL || *s == '\0'
+        || ngx_strlen(s) > 128 || (e && !json_is_string(e)))
+    {
+        goto invalid;
+    }
+
+    for (i = 0; s[i]; i++) {
+        if (s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':') {
+            goto invalid;
+        }
+    }
+
+    if (ngx_http_mail_plus_jmap_text(cmd, "HEADER ") != NGX_OK
+        || ngx_http_mail_plus_jmap_qstring(cmd, json_array_get(v, 0))
+           != NGX_OK
+        || ngx_http_mail_plus_jmap_text(cmd, " ") != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (e) {
+        return ngx_http_mail_plus_jmap_qstring(cmd, e);
+    }
+
+    return ngx_http_mail_plus_jmap_text(cmd, "\"\"");
+
+invalid:
+
+    q->call->error = "invalidArguments";
+    q->call->description = "filter: header";
 
     return NGX_DECLINED;
 }
