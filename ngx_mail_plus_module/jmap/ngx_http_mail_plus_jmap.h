@@ -325,6 +325,7 @@ typedef struct {
     size_t                              max_size_request;
     ngx_uint_t                          max_calls;
     ngx_uint_t                          max_objects_in_get;
+    ngx_uint_t                          max_query_limit;  /* Email/query */
     size_t                              max_size_upload;
     ngx_uint_t                          max_concurrent;
     ngx_str_t                           prefix;       /* the location's */

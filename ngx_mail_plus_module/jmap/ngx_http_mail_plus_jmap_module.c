@@ -82,6 +82,13 @@ static ngx_command_t  ngx_http_mail_plus_jmap_commands[] = {
       offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_objects_in_get),
       NULL },
 
+    { ngx_string("mail_plus_jmap_max_query_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_query_limit),
+      NULL },
+
     { ngx_string("mail_plus_jmap_max_size_upload"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -836,6 +843,7 @@ ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf)
     conf->max_size_request = NGX_CONF_UNSET_SIZE;
     conf->max_calls = NGX_CONF_UNSET_UINT;
     conf->max_objects_in_get = NGX_CONF_UNSET_UINT;
+    conf->max_query_limit = NGX_CONF_UNSET_UINT;
     conf->max_size_upload = NGX_CONF_UNSET_SIZE;
     conf->max_concurrent = NGX_CONF_UNSET_UINT;
     conf->imap.timeout = NGX_CONF_UNSET_MSEC;
@@ -862,6 +870,8 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->max_calls, prev->max_calls, 16);
     ngx_conf_merge_uint_value(conf->max_objects_in_get,
                               prev->max_objects_in_get, 500);
+    ngx_conf_merge_uint_value(conf->max_query_limit, prev->max_query_limit,
+                              1000);
     ngx_conf_merge_size_value(conf->max_size_upload, prev->max_size_upload,
                               25 * 1024 * 1024);
     ngx_conf_merge_uint_value(conf->max_concurrent, prev->max_concurrent, 4);
@@ -893,7 +903,8 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
     conf->imap.limits.items = ngx_max(conf->imap.limits.total / 64, 200000);
 
     if (conf->max_size_request == 0 || conf->max_calls == 0
-        || conf->max_objects_in_get == 0 || conf->max_size_upload == 0
+        || conf->max_objects_in_get == 0 || conf->max_query_limit == 0
+        || conf->max_size_upload == 0
         || conf->max_concurrent == 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
