@@ -72,7 +72,7 @@ static ngx_int_t ngx_http_mail_plus_jmap_identity_changes(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_identity(
     ngx_http_mail_plus_jmap_call_t *call, ngx_str_t *id, ngx_str_t *email);
-static ngx_int_t ngx_http_mail_plus_jmap_account(
+static ngx_int_t ngx_http_mail_plus_jmap_sub_account(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_submission_set(
     ngx_http_mail_plus_jmap_call_t *call);
@@ -146,7 +146,7 @@ ngx_http_mail_plus_jmap_identity_get(ngx_http_mail_plus_jmap_call_t *call)
     size_t      i;
     ngx_str_t   id, email;
 
-    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_sub_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
@@ -229,7 +229,7 @@ ngx_http_mail_plus_jmap_identity_changes(ngx_http_mail_plus_jmap_call_t *call)
 {
     json_t  *since;
 
-    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_sub_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
@@ -307,7 +307,7 @@ ngx_http_mail_plus_jmap_identity(ngx_http_mail_plus_jmap_call_t *call,
 
 
 static ngx_int_t
-ngx_http_mail_plus_jmap_account(ngx_http_mail_plus_jmap_call_t *call)
+ngx_http_mail_plus_jmap_sub_account(ngx_http_mail_plus_jmap_call_t *call)
 {
     json_t     *account;
     ngx_str_t  *id;
@@ -338,7 +338,7 @@ ngx_http_mail_plus_jmap_submission_set(ngx_http_mail_plus_jmap_call_t *call)
     ngx_pool_cleanup_t             *cln;
     ngx_http_mail_plus_jmap_sub_t  *s;
 
-    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_sub_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
