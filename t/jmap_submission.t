@@ -308,6 +308,7 @@ my $create = sub {
     # Email/set belongs to another part: its create calls ours; with
     # Email/set absent here, a 'Email/set' error tells it apart
     $res = api([['Email/set', { accountId => $acc, create => $objs }, 's']]);
+    diag(explain $res) unless $res->[0];
     return $res->[0];
 };
 

@@ -181,6 +181,16 @@ ngx_http_mail_plus_jmap_upload_body(ngx_http_request_t *r)
 
     if (rc == NGX_OK) {
         rc = ngx_http_mail_plus_jmap_blob_answer(r, ctx, id, size);
+
+    } else if (rc == NGX_DECLINED) {
+        problem.type = NGX_HTTP_MAIL_PLUS_JMAP_LIMIT;
+        problem.detail = "overQuota: the account's uploads exceed their "
+                         "quota";
+        problem.limit = "uploadQuota";
+
+        rc = ngx_http_mail_plus_jmap_problem(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         &problem);
     }
 
 done:
@@ -256,7 +266,10 @@ failed:
 }
 
 
-/* the file moved into the account's directory, expired ones removed */
+/*
+ * the file moved into the account's directory, expired ones removed:
+ * NGX_OK, NGX_DECLINED (over the quota), or an HTTP status
+ */
 
 static ngx_int_t
 ngx_http_mail_plus_jmap_upload_store(ngx_http_request_t *r,
@@ -267,7 +280,6 @@ ngx_http_mail_plus_jmap_upload_store(ngx_http_request_t *r,
     ngx_fd_t                             fd;
     ngx_str_t                            dir, to;
     ngx_ext_rename_file_t                ext;
-    ngx_http_mail_plus_jmap_problem_t    problem;
     ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
 
     jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
@@ -295,14 +307,7 @@ ngx_http_mail_plus_jmap_upload_store(ngx_http_request_t *r,
                       "http jmap: upload of %O bytes over the account's "
                       "quota, %O bytes stored", size, total);
 
-        problem.type = NGX_HTTP_MAIL_PLUS_JMAP_LIMIT;
-        problem.detail = "overQuota: the account's uploads exceed their "
-                         "quota";
-        problem.limit = "uploadQuota";
-
-        return ngx_http_mail_plus_jmap_problem(r,
-                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         &problem);
+        return NGX_DECLINED;
     }
 
     to.len = dir.len + 1 + NGX_HTTP_MAIL_PLUS_JMAP_UPLOAD_ID_LEN;
