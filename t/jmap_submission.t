@@ -138,7 +138,7 @@ $t->run();
 
 my $http = HTTP::Tiny->new(timeout => 30);
 my $base = 'http://127.0.0.1:' . $t->port('http');
-my $json = JSON::PP->new->canonical(1);
+my $json = JSON::PP->new->utf8->canonical(1);
 
 sub basic { 'Basic ' . encode_base64("$_[0]:$_[1]", '') }
 
@@ -308,6 +308,7 @@ my $create = sub {
     # Email/set belongs to another part: its create calls ours; with
     # Email/set absent here, a 'Email/set' error tells it apart
     $res = api([['Email/set', { accountId => $acc, create => $objs }, 's']]);
+    diag(explain $res) unless $res->[0];
     diag(explain $res) unless $res->[0];
     return $res->[0];
 };
