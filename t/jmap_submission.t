@@ -20,7 +20,6 @@ use Digest::SHA qw/ sha256_hex /;
 use Mail::IMAPClient;
 use MIME::Base64 qw/ encode_base64 decode_base64 /;
 use MIME::QuotedPrint qw/ decode_qp /;
-use File::Find;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
@@ -408,8 +407,8 @@ like($sid, qr/^S[0-9A-F]+$/, 'submit: created');
 # the queue file is there (dave's pool is down: it stays)
 
 my $qid = substr($sid, 1);
-my @found;
-find(sub { push @found, $File::Find::name if $_ eq $qid }, "$dir/spool");
+my @found = grep { $_ eq $qid }
+    map { $t->spool('spool', $_) } qw/ incoming active deferred /;
 ok(@found, 'submit: the queue file exists after the answer');
 
 is($res->[2][0], 'Email/set', 'submit: implicit Email/set');
