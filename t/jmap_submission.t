@@ -407,7 +407,7 @@ like($sid, qr/^S[0-9A-F]+$/, 'submit: created');
 # the queue file is there (dave's pool is down: it stays)
 
 my $qid = substr($sid, 1);
-my @found = grep { $_ eq $qid }
+my @found = grep { /^\Q$qid\E(\.\d+)?$/ }
     map { $t->spool('spool', $_) } qw/ incoming active deferred /;
 ok(@found, 'submit: the queue file exists after the answer');
 
