@@ -145,7 +145,7 @@ static void
 ngx_http_mail_plus_jmap_upload_body(ngx_http_request_t *r)
 {
     off_t                                size;
-    u_char                               id[NGX_HTTP_MAIL_PLUS_JMAP_UPLOAD_ID_LEN];
+    u_char                               id[1 + 64];
     ngx_int_t                            rc;
     ngx_temp_file_t                     *tf;
     ngx_http_mail_plus_jmap_ctx_t       *ctx;

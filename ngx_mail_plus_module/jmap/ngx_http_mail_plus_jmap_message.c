@@ -1146,7 +1146,8 @@ ngx_http_mail_plus_jmap_text(ngx_http_mail_plus_jmap_out_t *o, size_t col,
             word = end;
         }
 
-        if (col + (word - p) > NGX_HTTP_MAIL_PLUS_JMAP_FOLD && p != (u_char *) s)
+        if (col + (word - p) > NGX_HTTP_MAIL_PLUS_JMAP_FOLD
+            && p != (u_char *) s)
         {
             if (ngx_http_mail_plus_jmap_puts(o, "\r\n") != NGX_OK) {
                 return NGX_ERROR;
