@@ -92,6 +92,11 @@ struct ngx_http_mail_plus_jmap_call_s {
 
     ngx_http_mail_plus_jmap_cancel_pt   cancel;       /* while NGX_AGAIN */
     void                               *data;         /* the handler's */
+
+    /* a second response after this one, with the same call id (RFC 8621
+       7.5's implicit Email/set): its name and arguments (owned), or NULL */
+    const char                         *implicit_name;
+    json_t                             *implicit;
 };
 
 
@@ -129,6 +134,8 @@ struct ngx_http_mail_plus_jmap_ctx_s {
                                                          or NULL */
     unsigned                            token:1;      /* a token login */
     unsigned                            api:1;        /* <prefix>api */
+    unsigned                            upload:1;     /* <prefix>upload/ */
+    unsigned                            download:1;   /* <prefix>download/ */
     unsigned                            tempfail:1;
     unsigned                            created_implicit:1;  /* the
                                                          request had no
@@ -300,6 +307,10 @@ ngx_int_t ngx_http_mail_plus_jmap_email_create(
     ngx_http_mail_plus_jmap_call_t *call, json_t *create, json_t *created,
     json_t *not_created, ngx_http_mail_plus_jmap_next_pt next);
 
+/* Email/import (RFC 8621 4.8), a method of the submission part's table */
+ngx_int_t ngx_http_mail_plus_jmap_email_import(
+    ngx_http_mail_plus_jmap_call_t *call);
+
 
 /* the session resource (ngx_http_mail_plus_jmap_session.c) */
 
@@ -329,6 +340,10 @@ typedef struct {
     size_t                              max_size_upload;
     ngx_uint_t                          max_concurrent;
     ngx_str_t                           prefix;       /* the location's */
+    ngx_path_t                         *upload_path;  /* the store of
+                                                         uploads */
+    time_t                              upload_expire;
+    off_t                               upload_quota; /* an account's */
     ngx_mail_plus_imap_conf_t           imap;         /* "mail_plus_jmap_
                                                          imap_*" */
 } ngx_http_mail_plus_jmap_loc_conf_t;
