@@ -152,6 +152,10 @@ extern ngx_http_mail_plus_jmap_capability_t   ngx_http_mail_plus_jmap_caps[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_submission[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_set[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_changes[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox_set[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox_query[];
 
 /*
  * the request's session with the user's backend, opened at the first call
@@ -163,6 +167,11 @@ ngx_mail_plus_imap_t *ngx_http_mail_plus_jmap_imap(
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 
 void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
+
+/* a call's "accountId": the user's own account is NGX_OK; else
+   NGX_DECLINED with call->error set ("accountNotFound") */
+ngx_int_t ngx_http_mail_plus_jmap_account(
+    ngx_http_mail_plus_jmap_call_t *call);
 
 /* creation ids of this request: record one; an id argument resolved
    ("#k1" to what k1 created; NULL if nothing did) */
@@ -282,6 +291,12 @@ ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_find(
 ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_role(
     ngx_array_t *mailboxes, const char *role);
 
+/* the Mailbox state: "S" and 16 hex digits of the MD5 of each mailbox's
+   id, name, parent, role, subscription, counts and HIGHESTMODSEQ, in the
+   list's order */
+ngx_int_t ngx_http_mail_plus_jmap_mailbox_state(ngx_pool_t *pool,
+    ngx_array_t *mailboxes, ngx_str_t *state);
+
 
 /*
  * Email/set's "create" (ngx_http_mail_plus_jmap_compose.c): each object
@@ -323,6 +338,7 @@ typedef struct {
     size_t                              max_size_request;
     ngx_uint_t                          max_calls;
     ngx_uint_t                          max_objects_in_get;
+    ngx_uint_t                          max_objects_in_set;
     size_t                              max_size_upload;
     ngx_uint_t                          max_concurrent;
     ngx_str_t                           prefix;       /* the location's */

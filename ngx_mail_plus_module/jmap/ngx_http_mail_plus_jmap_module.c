@@ -82,6 +82,13 @@ static ngx_command_t  ngx_http_mail_plus_jmap_commands[] = {
       offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_objects_in_get),
       NULL },
 
+    { ngx_string("mail_plus_jmap_max_objects_in_set"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_objects_in_set),
+      NULL },
+
     { ngx_string("mail_plus_jmap_max_size_upload"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -769,6 +776,7 @@ ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf)
     conf->max_size_request = NGX_CONF_UNSET_SIZE;
     conf->max_calls = NGX_CONF_UNSET_UINT;
     conf->max_objects_in_get = NGX_CONF_UNSET_UINT;
+    conf->max_objects_in_set = NGX_CONF_UNSET_UINT;
     conf->max_size_upload = NGX_CONF_UNSET_SIZE;
     conf->max_concurrent = NGX_CONF_UNSET_UINT;
 
@@ -791,12 +799,15 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->max_calls, prev->max_calls, 16);
     ngx_conf_merge_uint_value(conf->max_objects_in_get,
                               prev->max_objects_in_get, 500);
+    ngx_conf_merge_uint_value(conf->max_objects_in_set,
+                              prev->max_objects_in_set, 500);
     ngx_conf_merge_size_value(conf->max_size_upload, prev->max_size_upload,
                               25 * 1024 * 1024);
     ngx_conf_merge_uint_value(conf->max_concurrent, prev->max_concurrent, 4);
 
     if (conf->max_size_request == 0 || conf->max_calls == 0
-        || conf->max_objects_in_get == 0 || conf->max_size_upload == 0
+        || conf->max_objects_in_get == 0 || conf->max_objects_in_set == 0
+        || conf->max_size_upload == 0
         || conf->max_concurrent == 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

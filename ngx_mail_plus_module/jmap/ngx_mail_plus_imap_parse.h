@@ -213,5 +213,19 @@ ngx_int_t ngx_mail_plus_imap_number(ngx_mail_plus_imap_value_t *v,
 ngx_int_t ngx_mail_plus_imap_string(ngx_mail_plus_imap_value_t *v,
     ngx_str_t *s);
 
+/*
+ * a set of UIDs as a server sends it ("1:3,7", in COPYUID or VANISHED:
+ * numbers of 32 bits, no "*"): its ranges appended to an array of
+ * ngx_mail_plus_imap_range_t, each first <= last; NGX_OK, NGX_DECLINED
+ * for anything else, NGX_ERROR
+ */
+
+typedef struct {
+    uint64_t                      first;
+    uint64_t                      last;
+} ngx_mail_plus_imap_range_t;
+
+ngx_int_t ngx_mail_plus_imap_uid_set(ngx_str_t *s, ngx_array_t *ranges);
+
 
 #endif /* _NGX_MAIL_PLUS_IMAP_PARSE_H_INCLUDED_ */
