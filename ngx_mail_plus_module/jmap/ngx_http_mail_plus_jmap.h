@@ -127,6 +127,8 @@ struct ngx_http_mail_plus_jmap_ctx_s {
                                                          or NULL */
     unsigned                            token:1;      /* a token login */
     unsigned                            api:1;        /* <prefix>api */
+    unsigned                            upload:1;     /* <prefix>upload/ */
+    unsigned                            download:1;   /* <prefix>download/ */
     unsigned                            tempfail:1;
     unsigned                            created_implicit:1;  /* the
                                                          request had no
@@ -342,6 +344,10 @@ typedef struct {
     size_t                              max_size_upload;
     ngx_uint_t                          max_concurrent;
     ngx_str_t                           prefix;       /* the location's */
+    ngx_path_t                         *upload_path;  /* the store of
+                                                         uploads */
+    time_t                              upload_expire;
+    off_t                               upload_quota; /* an account's */
     ngx_mail_plus_imap_conf_t           imap;         /* "mail_plus_jmap_
                                                          imap_*" */
 } ngx_http_mail_plus_jmap_loc_conf_t;
