@@ -74,6 +74,7 @@ typedef struct {
     ngx_uint_t                            job;
     ngx_uint_t                           *gone;    /* destroyed, by index */
     ngx_uint_t                            changed;
+    ngx_uint_t                            examining;
 } ngx_http_mail_plus_jmap_mset_t;
 
 
@@ -841,6 +842,33 @@ ngx_http_mail_plus_jmap_mset_send(ngx_http_mail_plus_jmap_mset_t *st,
     cmd->handler = ngx_http_mail_plus_jmap_mset_handler;
     cmd->data = st;
 
+    /*
+     * a mailbox selected is left first for the Inbox: a backend may end
+     * the session when the mailbox it has selected is renamed or deleted
+     * (Dovecot says BYE)
+     */
+
+    if (job->step == 0 && !st->examining && imap->selected.len
+        && (ngx_strcmp(job->verb[0], "RENAME") == 0
+            || ngx_strcmp(job->verb[0], "DELETE") == 0))
+    {
+        st->examining = 1;
+
+        if (ngx_mail_plus_imap_cmd_text(cmd, "EXAMINE INBOX") != NGX_OK
+            || ngx_mail_plus_imap_send(cmd) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, st->call->request->connection->log,
+                       0, "jmap mailbox set: job %ui: EXAMINE INBOX first",
+                       st->job);
+
+        return NGX_AGAIN;
+    }
+
+    st->examining = 0;
+
     /* the name: DELETE's and a destroy's UNSUBSCRIBE the old, else new */
 
     name = (job->kind == ngx_mset_destroy) ? &job->old : &job->path;
@@ -895,6 +923,11 @@ ngx_http_mail_plus_jmap_mset_handler(ngx_mail_plus_imap_cmd_t *cmd)
         return;
     }
 
+    if (st->examining) {
+        rc = ngx_http_mail_plus_jmap_mset_send(st, job);
+        goto done;
+    }
+
     if (job->step == 0) {
 
         if (cmd->status != NGX_MAIL_PLUS_IMAP_OK) {
@@ -904,6 +937,11 @@ ngx_http_mail_plus_jmap_mset_handler(ngx_mail_plus_imap_cmd_t *cmd)
                 rc = ngx_http_mail_plus_jmap_mset_fail(st, job,
                                           "invalidProperties", "name",
                                           "a mailbox of that name exists");
+
+            } else if (ngx_mail_plus_imap_atom_is(code, "CANNOT", 6)) {
+                rc = ngx_http_mail_plus_jmap_mset_fail(st, job,
+                                          "invalidProperties", "name",
+                                          "the backend refused the name");
 
             } else if (ngx_mail_plus_imap_atom_is(code, "NONEXISTENT", 11)) {
                 rc = ngx_http_mail_plus_jmap_mset_fail(st, job, "notFound",
