@@ -295,9 +295,8 @@ ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_role(
 
 /* the Mailbox state: "S" and 16 hex digits of the MD5 of each mailbox's
    id, name, parent, role, subscription, counts and HIGHESTMODSEQ, in the
-   list's order */
-ngx_int_t ngx_http_mail_plus_jmap_mailbox_state(ngx_pool_t *pool,
-    ngx_array_t *mailboxes, ngx_str_t *state);
+   list's order, into 18 bytes (NUL-terminated) */
+void ngx_http_mail_plus_jmap_mailbox_state(ngx_array_t *list, u_char *state);
 
 
 /*

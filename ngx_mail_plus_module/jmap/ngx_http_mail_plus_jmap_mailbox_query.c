@@ -168,8 +168,8 @@ ngx_http_mail_plus_jmap_mq_listed(ngx_http_mail_plus_jmap_call_t *call)
 static ngx_int_t
 ngx_http_mail_plus_jmap_mq_run(ngx_http_mail_plus_jmap_call_t *call)
 {
+    u_char                              state[18];
     json_t                             *filter, *ids, *v;
-    ngx_str_t                           state;
     ngx_int_t                           pos, k;
     ngx_uint_t                          i, j, n, limit, t;
     ngx_uint_t                         *order;
@@ -277,20 +277,13 @@ ngx_http_mail_plus_jmap_mq_run(ngx_http_mail_plus_jmap_call_t *call)
         }
     }
 
-    if (ngx_http_mail_plus_jmap_mailbox_state(call->request->pool, mailboxes,
-                                              &state)
-        != NGX_OK)
-    {
-        json_decref(ids);
-        return NGX_ERROR;
-    }
+    ngx_http_mail_plus_jmap_mailbox_state(mailboxes, state);
 
-    call->result = json_pack("{ss#ss#sbsIso}",
+    call->result = json_pack("{ss#sssbsIso}",
                              "accountId",
                              (const char *) ctx->account_id.data,
                              (int) ctx->account_id.len,
-                             "queryState", (const char *) state.data,
-                             (int) state.len,
+                             "queryState", (const char *) state,
                              "canCalculateChanges", 0,
                              "position", (json_int_t) pos,
                              "ids", ids);

@@ -58,7 +58,7 @@ typedef struct {
 typedef struct {
     ngx_http_mail_plus_jmap_call_t       *call;
     ngx_array_t                          *mailboxes;   /* the list before */
-    ngx_str_t                             old_state;
+    u_char                                old_state[18];
     u_char                                delimiter;
 
     json_t                               *created;
@@ -266,17 +266,11 @@ ngx_http_mail_plus_jmap_mset_start(ngx_http_mail_plus_jmap_mset_t *st)
     call = st->call;
     st->mailboxes = call->ctx->mailboxes;
 
-    if (ngx_http_mail_plus_jmap_mailbox_state(call->request->pool,
-                                              st->mailboxes, &st->old_state)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
+    ngx_http_mail_plus_jmap_mailbox_state(st->mailboxes, st->old_state);
 
     s = json_string_value(json_object_get(call->args, "ifInState"));
 
-    if (s && (ngx_strlen(s) != st->old_state.len
-              || ngx_strncmp(s, st->old_state.data, st->old_state.len) != 0))
+    if (s && ngx_strcmp(s, st->old_state) != 0)
     {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
                        "jmap mailbox set: state mismatch");
@@ -825,7 +819,7 @@ ngx_http_mail_plus_jmap_mset_send(ngx_http_mail_plus_jmap_mset_t *st,
     ngx_http_mail_plus_jmap_mset_job_t *job)
 {
     ngx_int_t                  rc;
-    ngx_str_t                 *name;
+    ngx_str_t                 *name, inbox;
     ngx_mail_plus_imap_t      *imap;
     ngx_mail_plus_imap_cmd_t  *cmd;
 
@@ -854,7 +848,10 @@ ngx_http_mail_plus_jmap_mset_send(ngx_http_mail_plus_jmap_mset_t *st,
     {
         st->examining = 1;
 
-        if (ngx_mail_plus_imap_cmd_text(cmd, "EXAMINE INBOX") != NGX_OK
+        ngx_str_set(&inbox, "INBOX");
+
+        if (ngx_mail_plus_imap_cmd_text(cmd, "EXAMINE ") != NGX_OK
+            || ngx_mail_plus_imap_cmd_mailbox(cmd, &inbox) != NGX_OK
             || ngx_mail_plus_imap_send(cmd) != NGX_OK)
         {
             return NGX_ERROR;
@@ -1137,28 +1134,22 @@ ngx_http_mail_plus_jmap_mset_relisted(ngx_http_mail_plus_jmap_call_t *call)
 static ngx_int_t
 ngx_http_mail_plus_jmap_mset_answer(ngx_http_mail_plus_jmap_mset_t *st)
 {
+    u_char                          new_state[18];
     json_t                         *res;
-    ngx_str_t                       new_state;
     ngx_http_mail_plus_jmap_ctx_t  *ctx;
 
     ctx = st->call->ctx;
-    new_state = st->old_state;
+    ngx_memcpy(new_state, st->old_state, 18);
 
-    if (st->changed && ctx->mailboxes
-        && ngx_http_mail_plus_jmap_mailbox_state(st->call->request->pool,
-                                                 ctx->mailboxes, &new_state)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (st->changed && ctx->mailboxes) {
+        ngx_http_mail_plus_jmap_mailbox_state(ctx->mailboxes, new_state);
     }
 
-    res = json_pack("{ss#ss#ss#sOsOsOsOsOsO}",
+    res = json_pack("{ss#sssssOsOsOsOsOsO}",
                     "accountId", (const char *) ctx->account_id.data,
                     (int) ctx->account_id.len,
-                    "oldState", (const char *) st->old_state.data,
-                    (int) st->old_state.len,
-                    "newState", (const char *) new_state.data,
-                    (int) new_state.len,
+                    "oldState", (const char *) st->old_state,
+                    "newState", (const char *) new_state,
                     "created", st->created,
                     "notCreated", st->not_created,
                     "updated", st->updated,

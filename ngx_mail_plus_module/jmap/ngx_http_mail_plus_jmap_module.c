@@ -137,6 +137,34 @@ static ngx_command_t  ngx_http_mail_plus_jmap_commands[] = {
       offsetof(ngx_http_mail_plus_jmap_loc_conf_t, upload_quota),
       NULL },
 
+    { ngx_string("mail_plus_jmap_imap_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, imap.timeout),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_imap_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, imap.keepalive),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_imap_keepalive_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, imap.keepalive_timeout),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_imap_max_response"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, imap.limits.total),
+      NULL },
+
       ngx_null_command
 };
 
@@ -805,6 +833,37 @@ ngx_http_mail_plus_jmap_url(ngx_http_request_t *r, const char *tail,
 }
 
 
+/* the request's IMAP session, opened at the first call that asks */
+
+ngx_mail_plus_imap_t *
+ngx_http_mail_plus_jmap_imap(ngx_http_mail_plus_jmap_ctx_t *ctx)
+{
+    ngx_http_request_t                  *r;
+    ngx_mail_plus_imap_target_t          target;
+    ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
+
+    if (ctx->imap) {
+        return ctx->imap;
+    }
+
+    r = ctx->request;
+    jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
+
+    target.route = ctx->route;
+    target.login = ctx->backend_login;
+    target.secret = ctx->secret;
+    target.token = ctx->token;
+    target.log = r->connection->log;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http jmap: IMAP session for \"%V\"", &ctx->username);
+
+    ctx->imap = ngx_mail_plus_imap_open(&jlcf->imap, &target);
+
+    return ctx->imap;
+}
+
+
 static void
 ngx_http_mail_plus_jmap_cleanup(void *data)
 {
@@ -820,6 +879,14 @@ ngx_http_mail_plus_jmap_cleanup(void *data)
     }
 
     ngx_http_mail_plus_jmap_api_cleanup(ctx);
+
+    if (ctx->imap) {
+
+        /* kept if idle and unbroken; a request gone mid-command closes it */
+
+        ngx_mail_plus_imap_release(ctx->imap, 1);
+        ctx->imap = NULL;
+    }
 
     if (ctx->secret.len) {
         ngx_explicit_memzero(ctx->secret.data, ctx->secret.len);
@@ -854,6 +921,10 @@ ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf)
     conf->upload_path = NGX_CONF_UNSET_PTR;
     conf->upload_expire = NGX_CONF_UNSET;
     conf->upload_quota = NGX_CONF_UNSET;
+    conf->imap.timeout = NGX_CONF_UNSET_MSEC;
+    conf->imap.keepalive = NGX_CONF_UNSET_UINT;
+    conf->imap.keepalive_timeout = NGX_CONF_UNSET_MSEC;
+    conf->imap.limits.total = NGX_CONF_UNSET_SIZE;
 
     return conf;
 }
@@ -890,6 +961,32 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
     {
         return NGX_CONF_ERROR;
     }
+
+    ngx_conf_merge_msec_value(conf->imap.timeout, prev->imap.timeout, 30000);
+    ngx_conf_merge_uint_value(conf->imap.keepalive, prev->imap.keepalive, 32);
+    ngx_conf_merge_msec_value(conf->imap.keepalive_timeout,
+                              prev->imap.keepalive_timeout, 60000);
+    ngx_conf_merge_size_value(conf->imap.limits.total,
+                              prev->imap.limits.total, 64 * 1024 * 1024);
+
+    if (conf->imap.limits.total < 65536) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mail_plus_jmap_imap_max_response\" must be "
+                           "at least 64k");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * a response's literal as large as the response; a line of 64k; a
+     * list of up to one item per 2 bytes of the response (a SEARCH answer
+     * of 100,000 UIDs is some 700k), the memory bounded by the response's
+     * size all the same
+     */
+
+    conf->imap.limits.literal = conf->imap.limits.total;
+    conf->imap.limits.line = 65536;
+    conf->imap.limits.depth = 64;
+    conf->imap.limits.items = conf->imap.limits.total / 2;
 
     if (conf->max_size_request == 0 || conf->max_calls == 0
         || conf->max_objects_in_get == 0 || conf->max_objects_in_set == 0
