@@ -91,7 +91,7 @@ $t->run();
 
 my $http = HTTP::Tiny->new(timeout => 30);
 my $base = 'http://127.0.0.1:' . $t->port('http');
-my $json = JSON::PP->new->canonical(1);
+my $json = JSON::PP->new->utf8->canonical(1);
 my $auth = 'Basic ' . encode_base64('alice@example.com:pwA', '');
 
 my $s = $http->get("$base/jmap/session",

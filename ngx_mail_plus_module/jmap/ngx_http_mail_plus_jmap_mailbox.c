@@ -46,6 +46,8 @@ typedef struct {
 } ngx_http_mail_plus_jmap_role_t;
 
 
+static void ngx_http_mail_plus_jmap_list_unselected(
+    ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_http_mail_plus_jmap_list_prepare(
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_http_mail_plus_jmap_list_untagged(
@@ -162,6 +164,28 @@ ngx_http_mail_plus_jmap_mailboxes(ngx_http_mail_plus_jmap_call_t *call,
         return NGX_ERROR;
     }
 
+    /*
+     * a mailbox left selected (by a call before, or the session's last
+     * request) is closed first: a backend answers STATUS of the selected
+     * mailbox from the session's own view (Dovecot does), which misses
+     * what other sessions changed since
+     */
+
+    if (imap->selected.len) {
+        cmd = ngx_mail_plus_imap_cmd(imap, pool);
+        if (cmd == NULL
+            || ngx_mail_plus_imap_cmd_text(cmd, "UNSELECT") != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        cmd->handler = ngx_http_mail_plus_jmap_list_unselected;
+
+        if (ngx_mail_plus_imap_send(cmd) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
     cmd = ngx_mail_plus_imap_cmd(imap, pool);
     if (cmd == NULL) {
         return NGX_ERROR;
@@ -180,6 +204,17 @@ ngx_http_mail_plus_jmap_mailboxes(ngx_http_mail_plus_jmap_call_t *call,
                    "http jmap: mailbox list asked");
 
     return NGX_AGAIN;
+}
+
+
+/* the UNSELECT before a LIST: whatever it answers, the LIST goes on */
+
+static void
+ngx_http_mail_plus_jmap_list_unselected(ngx_mail_plus_imap_cmd_t *cmd)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cmd->imap->log, 0,
+                   "http jmap: mailbox closed before the list: %d",
+                   (int) cmd->status);
 }
 
 
