@@ -170,6 +170,37 @@ ngx_mail_plus_imap_t *ngx_http_mail_plus_jmap_imap(
 
 void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
 
+/*
+ * a "/set" method's frame (ngx_http_mail_plus_jmap_set.c, RFC 8620
+ * section 5.3): its arguments checked with maxObjectsInSet and the objects
+ * of its answer made (freed with the request): NGX_OK, NGX_DECLINED with
+ * call->error set, NGX_ERROR; ifInState checked against a state
+ * (NGX_DECLINED: "stateMismatch"); a SetError added; the answer; the end
+ * of a call that answered later
+ */
+
+typedef struct {
+    ngx_http_mail_plus_jmap_call_t     *call;
+    json_t                             *created;
+    json_t                             *not_created;
+    json_t                             *updated;
+    json_t                             *not_updated;
+    json_t                             *destroyed;
+    json_t                             *not_destroyed;
+} ngx_http_mail_plus_jmap_set_t;
+
+ngx_int_t ngx_http_mail_plus_jmap_set_start(
+    ngx_http_mail_plus_jmap_call_t *call, ngx_http_mail_plus_jmap_set_t *set);
+ngx_int_t ngx_http_mail_plus_jmap_set_in_state(
+    ngx_http_mail_plus_jmap_set_t *set, u_char *state, size_t len);
+ngx_int_t ngx_http_mail_plus_jmap_set_error(json_t *into, const char *key,
+    const char *type, const char *property, const char *description);
+ngx_int_t ngx_http_mail_plus_jmap_set_answer(
+    ngx_http_mail_plus_jmap_set_t *set, u_char *old_state, size_t old_len,
+    u_char *new_state, size_t new_len);
+void ngx_http_mail_plus_jmap_set_finish(ngx_http_mail_plus_jmap_set_t *set,
+    ngx_int_t rc);
+
 /* a call's "accountId": the user's own account is NGX_OK; else
    NGX_DECLINED with call->error set ("accountNotFound") */
 ngx_int_t ngx_http_mail_plus_jmap_account(

@@ -76,12 +76,7 @@ typedef struct {
     ngx_array_t                        *mailboxes;  /* the list before */
     ngx_str_t                           old_state;
 
-    json_t                             *created;
-    json_t                             *not_created;
-    json_t                             *updated;
-    json_t                             *not_updated;
-    json_t                             *destroyed;
-    json_t                             *not_destroyed;
+    ngx_http_mail_plus_jmap_set_t       set;     /* the answer */
 
     ngx_array_t                         msgs;      /* of emsg */
     ngx_array_t                         boxes;     /* of ngx_uint_t */
@@ -151,9 +146,6 @@ static void ngx_http_mail_plus_jmap_eset_relisted(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_eset_answer(
     ngx_http_mail_plus_jmap_eset_t *st);
-static void ngx_http_mail_plus_jmap_eset_finish(
-    ngx_http_mail_plus_jmap_eset_t *st, ngx_int_t rc);
-static void ngx_http_mail_plus_jmap_eset_cleanup(void *data);
 
 
 ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_set[] = {
@@ -166,61 +158,8 @@ ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_set[] = {
 static ngx_int_t
 ngx_http_mail_plus_jmap_email_set_handler(ngx_http_mail_plus_jmap_call_t *call)
 {
-    json_t                              *args, *v;
-    size_t                               n;
-    ngx_int_t                            rc;
-    ngx_pool_cleanup_t                  *cln;
-    ngx_http_mail_plus_jmap_eset_t      *st;
-    ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
-
-    args = call->args;
-
-    jlcf = ngx_http_get_module_loc_conf(call->request,
-                                        ngx_http_mail_plus_jmap_module);
-
-    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
-        return NGX_OK;
-    }
-
-    n = 0;
-
-    v = json_object_get(args, "create");
-    if (v && !json_is_null(v)) {
-        if (!json_is_object(v)) {
-            goto invalid;
-        }
-        n += json_object_size(v);
-    }
-
-    v = json_object_get(args, "update");
-    if (v && !json_is_null(v)) {
-        if (!json_is_object(v)) {
-            goto invalid;
-        }
-        n += json_object_size(v);
-    }
-
-    v = json_object_get(args, "destroy");
-    if (v && !json_is_null(v)) {
-        if (!json_is_array(v)) {
-            goto invalid;
-        }
-        n += json_array_size(v);
-    }
-
-    v = json_object_get(args, "ifInState");
-    if (v && !json_is_null(v) && !json_is_string(v)) {
-        goto invalid;
-    }
-
-    if (n > jlcf->max_objects_in_set) {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
-                       "jmap email set: %uz objects, over %ui", n,
-                       jlcf->max_objects_in_set);
-        call->error = "requestTooLarge";
-        call->description = "more objects than maxObjectsInSet";
-        return NGX_OK;
-    }
+    ngx_int_t                        rc;
+    ngx_http_mail_plus_jmap_eset_t  *st;
 
     st = ngx_pcalloc(call->request->pool,
                      sizeof(ngx_http_mail_plus_jmap_eset_t));
@@ -228,46 +167,21 @@ ngx_http_mail_plus_jmap_email_set_handler(ngx_http_mail_plus_jmap_call_t *call)
         return NGX_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(call->request->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
+    rc = ngx_http_mail_plus_jmap_set_start(call, &st->set);
+    if (rc != NGX_OK) {
+        return rc == NGX_DECLINED ? NGX_OK : NGX_ERROR;
     }
-
-    cln->handler = ngx_http_mail_plus_jmap_eset_cleanup;
-    cln->data = st;
 
     st->call = call;
     call->data = st;
 
-    st->created = json_object();
-    st->not_created = json_object();
-    st->updated = json_object();
-    st->not_updated = json_object();
-    st->destroyed = json_array();
-    st->not_destroyed = json_object();
-
-    if (st->created == NULL || st->not_created == NULL
-        || st->updated == NULL || st->not_updated == NULL
-        || st->destroyed == NULL || st->not_destroyed == NULL)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
-                   "jmap email set: %uz objects", n);
-
     rc = ngx_http_mail_plus_jmap_mailboxes(call,
                                            ngx_http_mail_plus_jmap_eset_listed);
-    if (rc == NGX_AGAIN || rc == NGX_ERROR) {
+    if (rc != NGX_OK) {
         return rc;
     }
 
     return ngx_http_mail_plus_jmap_eset_start(st);
-
-invalid:
-
-    call->error = "invalidArguments";
-    return NGX_OK;
 }
 
 
@@ -280,14 +194,14 @@ ngx_http_mail_plus_jmap_eset_listed(ngx_http_mail_plus_jmap_call_t *call)
     st = call->data;
 
     if (call->ctx->mailboxes == NULL) {
-        ngx_http_mail_plus_jmap_eset_finish(st, NGX_OK);
+        ngx_http_mail_plus_jmap_set_finish(&st->set, NGX_OK);
         return;
     }
 
     rc = ngx_http_mail_plus_jmap_eset_start(st);
 
     if (rc != NGX_AGAIN) {
-        ngx_http_mail_plus_jmap_eset_finish(st, rc);
+        ngx_http_mail_plus_jmap_set_finish(&st->set, rc);
     }
 }
 
@@ -297,9 +211,8 @@ ngx_http_mail_plus_jmap_eset_listed(ngx_http_mail_plus_jmap_call_t *call)
 static ngx_int_t
 ngx_http_mail_plus_jmap_eset_start(ngx_http_mail_plus_jmap_eset_t *st)
 {
-    json_t                          *create, *v;
+    json_t                          *create;
     ngx_int_t                        rc;
-    const char                      *s;
     ngx_http_mail_plus_jmap_call_t  *call;
 
     call = st->call;
@@ -312,15 +225,10 @@ ngx_http_mail_plus_jmap_eset_start(ngx_http_mail_plus_jmap_eset_t *st)
         return NGX_ERROR;
     }
 
-    v = json_object_get(call->args, "ifInState");
-    s = json_string_value(v);
-
-    if (s && (ngx_strlen(s) != st->old_state.len
-              || ngx_strncmp(s, st->old_state.data, st->old_state.len) != 0))
+    if (ngx_http_mail_plus_jmap_set_in_state(&st->set, st->old_state.data,
+                                             st->old_state.len)
+        != NGX_OK)
     {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
-                       "jmap email set: state mismatch");
-        call->error = "stateMismatch";
         return NGX_OK;
     }
 
@@ -332,8 +240,8 @@ ngx_http_mail_plus_jmap_eset_start(ngx_http_mail_plus_jmap_eset_t *st)
 
     st->changed = 1;
 
-    rc = ngx_http_mail_plus_jmap_email_create(call, create, st->created,
-                                           st->not_created,
+    rc = ngx_http_mail_plus_jmap_email_create(call, create, st->set.created,
+                                           st->set.not_created,
                                            ngx_http_mail_plus_jmap_eset_created);
     if (rc != NGX_OK) {
         return rc;
@@ -357,7 +265,7 @@ ngx_http_mail_plus_jmap_eset_created(ngx_http_mail_plus_jmap_call_t *call)
     rc = ngx_http_mail_plus_jmap_eset_prepare(st);
 
     if (rc != NGX_AGAIN) {
-        ngx_http_mail_plus_jmap_eset_finish(st, rc);
+        ngx_http_mail_plus_jmap_set_finish(&st->set, rc);
     }
 }
 
@@ -367,7 +275,7 @@ ngx_http_mail_plus_jmap_eset_created(ngx_http_mail_plus_jmap_call_t *call)
 static ngx_int_t
 ngx_http_mail_plus_jmap_eset_prepare(ngx_http_mail_plus_jmap_eset_t *st)
 {
-    json_t                          *update, *destroy, *patch, *err;
+    json_t                          *update, *destroy, *patch;
     size_t                           i;
     ngx_int_t                        rc;
     ngx_uint_t                       j, n, *box;
@@ -402,17 +310,18 @@ ngx_http_mail_plus_jmap_eset_prepare(ngx_http_mail_plus_jmap_eset_t *st)
         }
 
         if (i < json_array_size(destroy)) {
-            err = json_pack("{ss}", "type", "willDestroy");
-            if (err == NULL
-                || json_object_set_new(st->not_updated, key, err) != 0)
+            if (ngx_http_mail_plus_jmap_set_error(st->set.not_updated, key,
+                                                  "willDestroy", NULL, NULL)
+                != NGX_OK)
             {
                 return NGX_ERROR;
             }
+
             continue;
         }
 
         rc = ngx_http_mail_plus_jmap_eset_message(st, key, 0,
-                                                  st->not_updated);
+                                                  st->set.not_updated);
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
@@ -436,17 +345,10 @@ ngx_http_mail_plus_jmap_eset_prepare(ngx_http_mail_plus_jmap_eset_t *st)
         if (rc == NGX_DECLINED) {
             st->msgs.nelts--;
 
-            err = json_pack("{ss}", "type", "invalidProperties");
-
-            if (err == NULL
-                || (bad && json_object_set_new(err, "properties",
-                                               json_pack("[s]", bad))
-                           != 0)
-                || (description
-                    && json_object_set_new(err, "description",
-                                           json_string(description))
-                       != 0)
-                || json_object_set_new(st->not_updated, key, err) != 0)
+            if (ngx_http_mail_plus_jmap_set_error(st->set.not_updated, key,
+                                                  "invalidProperties", bad,
+                                                  description)
+                != NGX_OK)
             {
                 return NGX_ERROR;
             }
@@ -461,7 +363,7 @@ ngx_http_mail_plus_jmap_eset_prepare(ngx_http_mail_plus_jmap_eset_t *st)
         }
 
         if (ngx_http_mail_plus_jmap_eset_message(st, key, 1,
-                                                 st->not_destroyed)
+                                                 st->set.not_destroyed)
             == NGX_ERROR)
         {
             return NGX_ERROR;
@@ -511,7 +413,6 @@ ngx_http_mail_plus_jmap_eset_message(ngx_http_mail_plus_jmap_eset_t *st,
     const char *key, ngx_uint_t destroy, json_t *fail)
 {
     u_char                              mid[17];
-    json_t                             *err;
     ngx_str_t                           id;
     ngx_uint_t                          i;
     const char                         *resolved;
@@ -555,12 +456,9 @@ ngx_http_mail_plus_jmap_eset_message(ngx_http_mail_plus_jmap_eset_t *st,
     }
 
     if (mb == NULL) {
-        err = json_pack("{ss}", "type", "notFound");
-        if (err == NULL || json_object_set_new(fail, key, err) != 0) {
-            return NGX_ERROR;
-        }
-
-        return NGX_DECLINED;
+        return ngx_http_mail_plus_jmap_set_error(fail, key, "notFound", NULL,
+                                                 NULL)
+               == NGX_OK ? NGX_DECLINED : NGX_ERROR;
     }
 
     m = ngx_array_push(&st->msgs);
@@ -1176,7 +1074,7 @@ ngx_http_mail_plus_jmap_eset_handler(ngx_mail_plus_imap_cmd_t *cmd)
     rc = ngx_http_mail_plus_jmap_eset_reply(st, cmd);
 
     if (rc != NGX_AGAIN) {
-        ngx_http_mail_plus_jmap_eset_finish(st, rc);
+        ngx_http_mail_plus_jmap_set_finish(&st->set, rc);
     }
 }
 
@@ -1698,15 +1596,15 @@ ngx_http_mail_plus_jmap_eset_relisted(ngx_http_mail_plus_jmap_call_t *call)
         call->description = NULL;
     }
 
-    ngx_http_mail_plus_jmap_eset_finish(st,
-                                      ngx_http_mail_plus_jmap_eset_answer(st));
+    ngx_http_mail_plus_jmap_set_finish(&st->set,
+                                       ngx_http_mail_plus_jmap_eset_answer(st));
 }
 
 
 static ngx_int_t
 ngx_http_mail_plus_jmap_eset_answer(ngx_http_mail_plus_jmap_eset_t *st)
 {
-    json_t                          *res, *v, *err;
+    json_t                          *v;
     ngx_str_t                        new_state;
     ngx_uint_t                       i;
     ngx_http_mail_plus_jmap_ctx_t   *ctx;
@@ -1728,13 +1626,12 @@ ngx_http_mail_plus_jmap_eset_answer(ngx_http_mail_plus_jmap_eset_t *st)
     for (i = 0; i < st->msgs.nelts; i++) {
 
         if (!m[i].found || m[i].failed) {
-            err = json_pack("{ss}", "type",
-                            m[i].found ? "serverFail" : "notFound");
-            if (err == NULL
-                || json_object_set_new(m[i].destroy ? st->not_destroyed
-                                                    : st->not_updated,
-                                       m[i].key, err)
-                   != 0)
+            if (ngx_http_mail_plus_jmap_set_error(
+                    m[i].destroy ? st->set.not_destroyed
+                                 : st->set.not_updated,
+                    m[i].key, m[i].found ? "serverFail" : "notFound", NULL,
+                    NULL)
+                != NGX_OK)
             {
                 return NGX_ERROR;
             }
@@ -1743,7 +1640,7 @@ ngx_http_mail_plus_jmap_eset_answer(ngx_http_mail_plus_jmap_eset_t *st)
         }
 
         if (m[i].destroy) {
-            if (json_array_append_new(st->destroyed, json_string(m[i].key))
+            if (json_array_append_new(st->set.destroyed, json_string(m[i].key))
                 != 0)
             {
                 return NGX_ERROR;
@@ -1771,59 +1668,12 @@ ngx_http_mail_plus_jmap_eset_answer(ngx_http_mail_plus_jmap_eset_t *st)
             }
         }
 
-        if (json_object_set_new(st->updated, m[i].key, v) != 0) {
+        if (json_object_set_new(st->set.updated, m[i].key, v) != 0) {
             return NGX_ERROR;
         }
     }
 
-    res = json_pack("{ss#ss#sosOsOsOsOsOsO}",
-                    "accountId", (const char *) ctx->account_id.data,
-                    (int) ctx->account_id.len,
-                    "oldState", (const char *) st->old_state.data, (int) st->old_state.len,
-                    "newState", json_stringn((const char *) new_state.data,
-                                             new_state.len),
-                    "created", st->created,
-                    "notCreated", st->not_created,
-                    "updated", st->updated,
-                    "notUpdated", st->not_updated,
-                    "destroyed", st->destroyed,
-                    "notDestroyed", st->not_destroyed);
-    if (res == NULL) {
-        return NGX_ERROR;
-    }
-
-    st->call->result = res;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, st->call->request->connection->log, 0,
-                   "jmap email set: answered, %uz updated, %uz destroyed",
-                   json_object_size(st->updated),
-                   json_array_size(st->destroyed));
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_mail_plus_jmap_eset_finish(ngx_http_mail_plus_jmap_eset_t *st,
-    ngx_int_t rc)
-{
-    if (rc == NGX_ERROR && st->call->error == NULL) {
-        st->call->error = "serverFail";
-    }
-
-    ngx_http_mail_plus_jmap_done(st->call);
-}
-
-
-static void
-ngx_http_mail_plus_jmap_eset_cleanup(void *data)
-{
-    ngx_http_mail_plus_jmap_eset_t  *st = data;
-
-    json_decref(st->created);
-    json_decref(st->not_created);
-    json_decref(st->updated);
-    json_decref(st->not_updated);
-    json_decref(st->destroyed);
-    json_decref(st->not_destroyed);
+    return ngx_http_mail_plus_jmap_set_answer(&st->set, st->old_state.data,
+                                              st->old_state.len,
+                                              new_state.data, new_state.len);
 }

@@ -61,12 +61,7 @@ typedef struct {
     u_char                                old_state[18];
     u_char                                delimiter;
 
-    json_t                               *created;
-    json_t                               *not_created;
-    json_t                               *updated;
-    json_t                               *not_updated;
-    json_t                               *destroyed;
-    json_t                               *not_destroyed;
+    ngx_http_mail_plus_jmap_set_t         set;     /* the answer */
     json_t                               *paths;   /* id -> name, of
                                                       those created */
 
@@ -116,8 +111,6 @@ static void ngx_http_mail_plus_jmap_mset_relisted(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_answer(
     ngx_http_mail_plus_jmap_mset_t *st);
-static void ngx_http_mail_plus_jmap_mset_finish(
-    ngx_http_mail_plus_jmap_mset_t *st, ngx_int_t rc);
 static void ngx_http_mail_plus_jmap_mset_cleanup(void *data);
 
 
@@ -132,58 +125,10 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_mailbox_set_handler(
     ngx_http_mail_plus_jmap_call_t *call)
 {
-    json_t                              *args, *v;
-    size_t                               n;
-    ngx_int_t                            rc;
-    ngx_pool_cleanup_t                  *cln;
-    ngx_http_mail_plus_jmap_mset_t      *st;
-    ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
-
-    args = call->args;
-
-    jlcf = ngx_http_get_module_loc_conf(call->request,
-                                        ngx_http_mail_plus_jmap_module);
-
-    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
-        return NGX_OK;
-    }
-
-    v = json_object_get(args, "create");
-    if (v && !json_is_null(v) && !json_is_object(v)) {
-        goto invalid;
-    }
-
-    n = json_object_size(v);
-
-    v = json_object_get(args, "update");
-    if (v && !json_is_null(v) && !json_is_object(v)) {
-        goto invalid;
-    }
-
-    n += json_object_size(v);
-
-    v = json_object_get(args, "destroy");
-    if (v && !json_is_null(v) && !json_is_array(v)) {
-        goto invalid;
-    }
-
-    n += json_array_size(v);
-
-    v = json_object_get(args, "ifInState");
-    if (v && !json_is_null(v) && !json_is_string(v)) {
-        goto invalid;
-    }
-
-    v = json_object_get(args, "onDestroyRemoveEmails");
-    if (v && !json_is_boolean(v)) {
-        goto invalid;
-    }
-
-    if (n > jlcf->max_objects_in_set) {
-        call->error = "requestTooLarge";
-        call->description = "more objects than maxObjectsInSet";
-        return NGX_OK;
-    }
+    json_t                          *v;
+    ngx_int_t                        rc;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_mail_plus_jmap_mset_t  *st;
 
     st = ngx_pcalloc(call->request->pool,
                      sizeof(ngx_http_mail_plus_jmap_mset_t));
@@ -191,8 +136,24 @@ ngx_http_mail_plus_jmap_mailbox_set_handler(
         return NGX_ERROR;
     }
 
+    rc = ngx_http_mail_plus_jmap_set_start(call, &st->set);
+    if (rc != NGX_OK) {
+        return rc == NGX_DECLINED ? NGX_OK : NGX_ERROR;
+    }
+
+    v = json_object_get(call->args, "onDestroyRemoveEmails");
+    if (v && !json_is_boolean(v)) {
+        call->error = "invalidArguments";
+        return NGX_OK;
+    }
+
     cln = ngx_pool_cleanup_add(call->request->pool, 0);
     if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->paths = json_object();
+    if (st->paths == NULL) {
         return NGX_ERROR;
     }
 
@@ -202,25 +163,6 @@ ngx_http_mail_plus_jmap_mailbox_set_handler(
     st->call = call;
     call->data = st;
 
-    st->created = json_object();
-    st->not_created = json_object();
-    st->updated = json_object();
-    st->not_updated = json_object();
-    st->destroyed = json_array();
-    st->not_destroyed = json_object();
-    st->paths = json_object();
-
-    if (st->created == NULL || st->not_created == NULL
-        || st->updated == NULL || st->not_updated == NULL
-        || st->destroyed == NULL || st->not_destroyed == NULL
-        || st->paths == NULL)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
-                   "jmap mailbox set: %uz objects", n);
-
     rc = ngx_http_mail_plus_jmap_mailboxes(call,
                                            ngx_http_mail_plus_jmap_mset_listed);
     if (rc != NGX_OK) {
@@ -228,11 +170,6 @@ ngx_http_mail_plus_jmap_mailbox_set_handler(
     }
 
     return ngx_http_mail_plus_jmap_mset_start(st);
-
-invalid:
-
-    call->error = "invalidArguments";
-    return NGX_OK;
 }
 
 
@@ -248,7 +185,7 @@ ngx_http_mail_plus_jmap_mset_listed(ngx_http_mail_plus_jmap_call_t *call)
                               : NGX_OK;
 
     if (rc != NGX_AGAIN) {
-        ngx_http_mail_plus_jmap_mset_finish(st, rc);
+        ngx_http_mail_plus_jmap_set_finish(&st->set, rc);
     }
 }
 
@@ -258,7 +195,6 @@ ngx_http_mail_plus_jmap_mset_listed(ngx_http_mail_plus_jmap_call_t *call)
 static ngx_int_t
 ngx_http_mail_plus_jmap_mset_start(ngx_http_mail_plus_jmap_mset_t *st)
 {
-    const char                         *s;
     ngx_uint_t                          i;
     ngx_http_mail_plus_jmap_call_t     *call;
     ngx_http_mail_plus_jmap_mailbox_t  *mb;
@@ -268,13 +204,10 @@ ngx_http_mail_plus_jmap_mset_start(ngx_http_mail_plus_jmap_mset_t *st)
 
     ngx_http_mail_plus_jmap_mailbox_state(st->mailboxes, st->old_state);
 
-    s = json_string_value(json_object_get(call->args, "ifInState"));
-
-    if (s && ngx_strcmp(s, st->old_state) != 0)
+    if (ngx_http_mail_plus_jmap_set_in_state(&st->set, st->old_state,
+                                             ngx_strlen(st->old_state))
+        != NGX_OK)
     {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
-                       "jmap mailbox set: state mismatch");
-        call->error = "stateMismatch";
         return NGX_OK;
     }
 
@@ -916,7 +849,7 @@ ngx_http_mail_plus_jmap_mset_handler(ngx_mail_plus_imap_cmd_t *cmd)
     if (cmd->rc != NGX_OK) {
         st->call->error = "serverFail";
         st->call->description = cmd->imap->error;
-        ngx_http_mail_plus_jmap_mset_finish(st, NGX_OK);
+        ngx_http_mail_plus_jmap_set_finish(&st->set, NGX_OK);
         return;
     }
 
@@ -982,7 +915,7 @@ ngx_http_mail_plus_jmap_mset_handler(ngx_mail_plus_imap_cmd_t *cmd)
 done:
 
     if (rc != NGX_AGAIN) {
-        ngx_http_mail_plus_jmap_mset_finish(st, rc);
+        ngx_http_mail_plus_jmap_set_finish(&st->set, rc);
     }
 }
 
@@ -1016,7 +949,7 @@ ngx_http_mail_plus_jmap_mset_done(ngx_http_mail_plus_jmap_mset_t *st,
                       "mayRename", 1, "mayDelete", 1, "maySubmit", 1);
 
         if (v == NULL
-            || json_object_set_new(st->created, job->key, v) != 0
+            || json_object_set_new(st->set.created, job->key, v) != 0
             || json_object_set_new(st->paths, (const char *) id,
                                    json_stringn((const char *) job->path.data,
                                                 job->path.len))
@@ -1043,13 +976,13 @@ ngx_http_mail_plus_jmap_mset_done(ngx_http_mail_plus_jmap_mset_t *st,
             }
         }
 
-        return json_object_set_new(st->updated, job->key, v) == 0
+        return json_object_set_new(st->set.updated, job->key, v) == 0
                ? NGX_OK : NGX_ERROR;
 
     default: /* ngx_mset_destroy */
         st->gone[job->mailbox] = 1;
 
-        return json_array_append_new(st->destroyed, json_string(job->key))
+        return json_array_append_new(st->set.destroyed, json_string(job->key))
                == 0 ? NGX_OK : NGX_ERROR;
     }
 }
@@ -1062,27 +995,18 @@ ngx_http_mail_plus_jmap_mset_fail(ngx_http_mail_plus_jmap_mset_t *st,
     ngx_http_mail_plus_jmap_mset_job_t *job, const char *type,
     const char *property, const char *description)
 {
-    json_t  *err, *into;
+    json_t  *into;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, st->call->request->connection->log, 0,
                    "jmap mailbox set: job %ui refused: %s", st->job, type);
 
-    into = (job->kind == ngx_mset_create) ? st->not_created
-           : (job->kind == ngx_mset_update) ? st->not_updated
-           : st->not_destroyed;
+    into = (job->kind == ngx_mset_create) ? st->set.not_created
+           : (job->kind == ngx_mset_update) ? st->set.not_updated
+           : st->set.not_destroyed;
 
-    err = json_pack("{ss}", "type", type);
-
-    if (err == NULL
-        || (property
-            && json_object_set_new(err, "properties",
-                                   json_pack("[s]", property))
-               != 0)
-        || (description
-            && json_object_set_new(err, "description",
-                                   json_string(description))
-               != 0)
-        || json_object_set_new(into, job->key, err) != 0)
+    if (ngx_http_mail_plus_jmap_set_error(into, job->key, type, property,
+                                          description)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1126,8 +1050,8 @@ ngx_http_mail_plus_jmap_mset_relisted(ngx_http_mail_plus_jmap_call_t *call)
     call->error = NULL;
     call->description = NULL;
 
-    ngx_http_mail_plus_jmap_mset_finish(st,
-                                      ngx_http_mail_plus_jmap_mset_answer(st));
+    ngx_http_mail_plus_jmap_set_finish(&st->set,
+                                       ngx_http_mail_plus_jmap_mset_answer(st));
 }
 
 
@@ -1135,7 +1059,6 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_mset_answer(ngx_http_mail_plus_jmap_mset_t *st)
 {
     u_char                          new_state[18];
-    json_t                         *res;
     ngx_http_mail_plus_jmap_ctx_t  *ctx;
 
     ctx = st->call->ctx;
@@ -1145,42 +1068,10 @@ ngx_http_mail_plus_jmap_mset_answer(ngx_http_mail_plus_jmap_mset_t *st)
         ngx_http_mail_plus_jmap_mailbox_state(ctx->mailboxes, new_state);
     }
 
-    res = json_pack("{ss#sssssOsOsOsOsOsO}",
-                    "accountId", (const char *) ctx->account_id.data,
-                    (int) ctx->account_id.len,
-                    "oldState", (const char *) st->old_state,
-                    "newState", (const char *) new_state,
-                    "created", st->created,
-                    "notCreated", st->not_created,
-                    "updated", st->updated,
-                    "notUpdated", st->not_updated,
-                    "destroyed", st->destroyed,
-                    "notDestroyed", st->not_destroyed);
-    if (res == NULL) {
-        return NGX_ERROR;
-    }
-
-    st->call->result = res;
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, st->call->request->connection->log, 0,
-                   "jmap mailbox set: answered, %uz created, %uz updated, "
-                   "%uz destroyed", json_object_size(st->created),
-                   json_object_size(st->updated),
-                   json_array_size(st->destroyed));
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_mail_plus_jmap_mset_finish(ngx_http_mail_plus_jmap_mset_t *st,
-    ngx_int_t rc)
-{
-    if (rc == NGX_ERROR && st->call->error == NULL) {
-        st->call->error = "serverFail";
-    }
-
-    ngx_http_mail_plus_jmap_done(st->call);
+    return ngx_http_mail_plus_jmap_set_answer(&st->set, st->old_state,
+                                              ngx_strlen(st->old_state),
+                                              new_state,
+                                              ngx_strlen(new_state));
 }
 
 
@@ -1189,11 +1080,5 @@ ngx_http_mail_plus_jmap_mset_cleanup(void *data)
 {
     ngx_http_mail_plus_jmap_mset_t  *st = data;
 
-    json_decref(st->created);
-    json_decref(st->not_created);
-    json_decref(st->updated);
-    json_decref(st->not_updated);
-    json_decref(st->destroyed);
-    json_decref(st->not_destroyed);
     json_decref(st->paths);
 }
