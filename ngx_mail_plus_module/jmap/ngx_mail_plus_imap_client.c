@@ -56,6 +56,10 @@ static ngx_int_t ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp);
 static ngx_int_t ngx_mail_plus_imap_tagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp);
+static void ngx_mail_plus_imap_data(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_response_t *resp);
+static void ngx_mail_plus_imap_vanished(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_value_t *data);
 static void ngx_mail_plus_imap_code(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_value_t *code);
 static void ngx_mail_plus_imap_caps(ngx_mail_plus_imap_session_t *s,
@@ -67,6 +71,8 @@ static ngx_int_t ngx_mail_plus_imap_login(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_mail_plus_imap_authenticate(
     ngx_mail_plus_imap_session_t *s, ngx_mail_plus_imap_cmd_t *cmd);
+static ngx_int_t ngx_mail_plus_imap_master(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_pool_t *pool);
 static void ngx_mail_plus_imap_internal_handler(
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_mail_plus_imap_next(ngx_mail_plus_imap_session_t *s);
@@ -160,16 +166,12 @@ ngx_mail_plus_imap_create(ngx_mail_plus_imap_conf_t *conf,
 
     if ((s->login.len && s->login.data == NULL)
         || (s->secret.len && s->secret.data == NULL)
-        || s->in == NULL
-        || ngx_mail_plus_imap_parser_init(&s->parser, &conf->limits, pool)
-           != NGX_OK)
+        || s->in == NULL)
     {
         ngx_mail_plus_imap_wipe(s);
         ngx_destroy_pool(pool);
         return NULL;
     }
-
-    s->parser.log = &s->log;
 
     s->timer.handler = ngx_mail_plus_imap_timer_handler;
     s->timer.data = s;
@@ -677,13 +679,8 @@ ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp)
 {
     ngx_int_t                        rc;
-    ngx_uint_t                       i;
-    ngx_mail_plus_imap_t            *imap;
     ngx_mail_plus_imap_cmd_t        *cmd;
-    ngx_mail_plus_imap_value_t      *v;
     ngx_mail_plus_imap_response_t  **slot;
-
-    imap = &s->imap;
 
     if (resp->status == NGX_MAIL_PLUS_IMAP_BYE) {
         ngx_log_debug0(NGX_LOG_DEBUG_MAIL, &s->log, 0,
@@ -692,48 +689,7 @@ ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
         return NGX_OK;
     }
 
-    if (resp->status != NGX_MAIL_PLUS_IMAP_DATA) {
-        ngx_mail_plus_imap_code(s, resp->code);
-
-    } else if (resp->name.len == 6
-               && ngx_strncasecmp(resp->name.data, (u_char *) "EXISTS", 6)
-                  == 0)
-    {
-        if (s->selecting || imap->selected.len) {
-            imap->exists = resp->number;
-        }
-
-    } else if (resp->name.len == 7
-               && ngx_strncasecmp(resp->name.data, (u_char *) "EXPUNGE", 7)
-                  == 0)
-    {
-        if (imap->exists) {
-            imap->exists--;
-        }
-
-    } else if (resp->name.len == 10
-               && ngx_strncasecmp(resp->name.data, (u_char *) "CAPABILITY",
-                                  10) == 0)
-    {
-        ngx_mail_plus_imap_caps(s, resp->data, 0);
-
-    } else if (resp->name.len == 7
-               && ngx_strncasecmp(resp->name.data, (u_char *) "ENABLED", 7)
-                  == 0)
-    {
-        for (i = 0; (v = ngx_mail_plus_imap_item(resp->data, i)); i++) {
-            if (ngx_mail_plus_imap_atom_is(v, "CONDSTORE", 9)) {
-                imap->condstore = 1;
-
-            } else if (ngx_mail_plus_imap_atom_is(v, "QRESYNC", 7)) {
-                imap->qresync = 1;
-                imap->condstore = 1;
-
-            } else if (ngx_mail_plus_imap_atom_is(v, "UTF8=ACCEPT", 11)) {
-                imap->utf8 = 1;
-            }
-        }
-    }
+    ngx_mail_plus_imap_data(s, resp);
 
     cmd = s->current;
 
@@ -837,6 +793,129 @@ bad:
 }
 
 
+/* what an untagged response tells of the session, whoever asked */
+
+static void
+ngx_mail_plus_imap_data(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_response_t *resp)
+{
+    ngx_uint_t                   i;
+    ngx_mail_plus_imap_t        *imap;
+    ngx_mail_plus_imap_value_t  *v;
+
+    imap = &s->imap;
+
+    if (resp->status != NGX_MAIL_PLUS_IMAP_DATA) {
+        ngx_mail_plus_imap_code(s, resp->code);
+
+    } else if (resp->name.len == 6
+               && ngx_strncasecmp(resp->name.data, (u_char *) "EXISTS", 6)
+                  == 0)
+    {
+        if (s->selecting || imap->selected.len) {
+            imap->exists = resp->number;
+        }
+
+    } else if (resp->name.len == 7
+               && ngx_strncasecmp(resp->name.data, (u_char *) "EXPUNGE", 7)
+                  == 0)
+    {
+        if (imap->exists) {
+            imap->exists--;
+        }
+
+    } else if (resp->name.len == 8
+               && ngx_strncasecmp(resp->name.data, (u_char *) "VANISHED", 8)
+                  == 0)
+    {
+        ngx_mail_plus_imap_vanished(s, resp->data);
+
+    } else if (resp->name.len == 10
+               && ngx_strncasecmp(resp->name.data, (u_char *) "CAPABILITY",
+                                  10) == 0)
+    {
+        ngx_mail_plus_imap_caps(s, resp->data, 0);
+
+    } else if (resp->name.len == 7
+               && ngx_strncasecmp(resp->name.data, (u_char *) "ENABLED", 7)
+                  == 0)
+    {
+        for (i = 0; (v = ngx_mail_plus_imap_item(resp->data, i)); i++) {
+            if (ngx_mail_plus_imap_atom_is(v, "CONDSTORE", 9)) {
+                imap->condstore = 1;
+
+            } else if (ngx_mail_plus_imap_atom_is(v, "QRESYNC", 7)) {
+                imap->qresync = 1;
+                imap->condstore = 1;
+
+            } else if (ngx_mail_plus_imap_atom_is(v, "UTF8=ACCEPT", 11)) {
+                imap->utf8 = 1;
+            }
+        }
+    }
+}
+
+
+/* QRESYNC's "* VANISHED uid-set": so many fewer (EARLIER: none now) */
+
+static void
+ngx_mail_plus_imap_vanished(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_value_t *data)
+{
+    u_char                      *p, *last;
+    uint64_t                     n, a, b, *cur;
+    ngx_str_t                    set;
+    ngx_mail_plus_imap_t        *imap;
+    ngx_mail_plus_imap_value_t  *v;
+
+    imap = &s->imap;
+    v = ngx_mail_plus_imap_item(data, 0);
+
+    if (v == NULL || v->type == NGX_MAIL_PLUS_IMAP_LIST
+        || ngx_mail_plus_imap_string(v, &set) != NGX_OK)
+    {
+        return;
+    }
+
+    n = 0;
+    a = 0;
+    b = 0;
+    cur = &a;
+    last = set.data + set.len;
+
+    for (p = set.data; p <= last; p++) {
+
+        if (p < last && *p >= '0' && *p <= '9') {
+            if (*cur > 1000000000) {
+                return;
+            }
+
+            *cur = *cur * 10 + (*p - '0');
+            continue;
+        }
+
+        if (p < last && *p == ':' && cur == &a) {
+            cur = &b;
+            continue;
+        }
+
+        if (p < last && *p != ',') {
+            return;
+        }
+
+        n += (cur == &b) ? (a > b ? a - b : b - a) + 1 : 1;
+        a = 0;
+        b = 0;
+        cur = &a;
+    }
+
+    imap->exists = (imap->exists > n) ? imap->exists - n : 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
+                   "jmap imap: %uL vanished, %uL left", n, imap->exists);
+}
+
+
 /* a response code that tells of the session: capabilities, the mailbox */
 
 static void
@@ -924,7 +1003,8 @@ ngx_mail_plus_imap_caps(ngx_mail_plus_imap_session_t *s,
 
     for (i = from; (v = ngx_mail_plus_imap_item(list, i)); i++) {
 
-#define ngx_imap_cap(name)  ngx_mail_plus_imap_atom_is(v, name, sizeof(name) - 1)
+#define ngx_imap_cap(name)                                                   \
+    ngx_mail_plus_imap_atom_is(v, name, sizeof(name) - 1)
 
         if (ngx_imap_cap("LITERAL+")) {
             imap->literal_plus = 1;
@@ -1062,7 +1142,7 @@ ngx_mail_plus_imap_step(ngx_mail_plus_imap_session_t *s)
     } else if (!s->logged_in) {
         cmd->data = (void *) NGX_MAIL_PLUS_IMAP_STEP_LOGIN;
         rc = s->token ? ngx_mail_plus_imap_authenticate(s, cmd)
-                           : ngx_mail_plus_imap_login(s, cmd);
+                      : ngx_mail_plus_imap_login(s, cmd);
 
     } else {
         cmd->data = (void *) NGX_MAIL_PLUS_IMAP_STEP_ENABLE;
@@ -1130,7 +1210,6 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_cmd_t *cmd)
 {
     u_char                  *p, *q, *last;
-    ngx_str_t                login;
     ngx_uint_t               mech;
     ngx_mail_plus_pool_t    *pool;
     ngx_mail_plus_route_t   *route;
@@ -1140,28 +1219,7 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     pool = route->pool;
 
     if (pool->token_login == NGX_MAIL_PLUS_TOKEN_LOGIN_MASTER) {
-        login.len = s->login.len + 1 + pool->master_user.len;
-        login.data = ngx_pnalloc(s->pool, login.len);
-        if (login.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf(login.data, "%V*%V", &s->login, &pool->master_user);
-
-        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
-                       "jmap imap: LOGIN of \"%V\" as master user \"%V\"",
-                       &s->login, &pool->master_user);
-
-        if (ngx_mail_plus_imap_cmd_text(cmd, "LOGIN ") != NGX_OK
-            || ngx_mail_plus_imap_cmd_string(cmd, &login) != NGX_OK
-            || ngx_mail_plus_imap_cmd_text(cmd, " ") != NGX_OK
-            || ngx_mail_plus_imap_cmd_string(cmd, &pool->master_password)
-               != NGX_OK)
-        {
-            return NGX_DECLINED;
-        }
-
-        return NGX_OK;
+        return ngx_mail_plus_imap_master(s, cmd, pool);
     }
 
     if (s->oauthbearer) {
@@ -1234,6 +1292,39 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     }
 
     return ngx_mail_plus_imap_part(cmd, p, q - p, 0);
+}
+
+
+/* "LOGIN login*master password": Dovecot's master user convention */
+
+static ngx_int_t
+ngx_mail_plus_imap_master(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_pool_t *pool)
+{
+    ngx_str_t  login;
+
+    login.len = s->login.len + 1 + pool->master_user.len;
+    login.data = ngx_pnalloc(s->pool, login.len);
+    if (login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(login.data, "%V*%V", &s->login, &pool->master_user);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
+                   "jmap imap: LOGIN of \"%V\" as master user \"%V\"",
+                   &s->login, &pool->master_user);
+
+    if (ngx_mail_plus_imap_cmd_text(cmd, "LOGIN ") != NGX_OK
+        || ngx_mail_plus_imap_cmd_string(cmd, &login) != NGX_OK
+        || ngx_mail_plus_imap_cmd_text(cmd, " ") != NGX_OK
+        || ngx_mail_plus_imap_cmd_string(cmd, &pool->master_password)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
 
