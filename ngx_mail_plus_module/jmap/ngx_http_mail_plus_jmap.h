@@ -90,6 +90,11 @@ struct ngx_http_mail_plus_jmap_call_s {
 
     ngx_http_mail_plus_jmap_cancel_pt   cancel;       /* while NGX_AGAIN */
     void                               *data;         /* the handler's */
+
+    /* a second response after this one, with the same call id (RFC 8621
+       7.5's implicit Email/set): its name and arguments (owned), or NULL */
+    const char                         *implicit_name;
+    json_t                             *implicit;
 };
 
 
@@ -344,6 +349,10 @@ typedef void (*ngx_http_mail_plus_jmap_next_pt)(
 ngx_int_t ngx_http_mail_plus_jmap_email_create(
     ngx_http_mail_plus_jmap_call_t *call, json_t *create, json_t *created,
     json_t *not_created, ngx_http_mail_plus_jmap_next_pt next);
+
+/* Email/import (RFC 8621 4.8), a method of the submission part's table */
+ngx_int_t ngx_http_mail_plus_jmap_email_import(
+    ngx_http_mail_plus_jmap_call_t *call);
 
 
 /* the session resource (ngx_http_mail_plus_jmap_session.c) */

@@ -548,6 +548,19 @@ ngx_http_mail_plus_jmap_respond(ngx_http_mail_plus_jmap_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+    if (call->implicit) {
+        resp = call->error ? NULL
+                           : json_pack("[sOs]", call->implicit_name,
+                                       call->implicit, call->id);
+
+        json_decref(call->implicit);
+        call->implicit = NULL;
+
+        if (resp && json_array_append_new(ctx->responses, resp) != 0) {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
 }
 
@@ -610,6 +623,10 @@ ngx_http_mail_plus_jmap_api_cleanup(ngx_http_mail_plus_jmap_ctx_t *ctx)
 
         if (call->args) {
             json_decref(call->args);
+        }
+
+        if (call->implicit) {
+            json_decref(call->implicit);
         }
     }
 

@@ -52,7 +52,7 @@ static ngx_int_t ngx_http_mail_plus_jmap_upload_store(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_temp_file_t *tf, off_t size,
     u_char *id);
 static ngx_int_t ngx_http_mail_plus_jmap_upload_hash(ngx_http_request_t *r,
-    ngx_temp_file_t *tf, u_char *id);
+    ngx_temp_file_t *tf, off_t size, u_char *id);
 static ngx_int_t ngx_http_mail_plus_jmap_account_dir(ngx_http_request_t *r,
     ngx_str_t *account_id, ngx_str_t *dir);
 static ngx_int_t ngx_http_mail_plus_jmap_sweep(ngx_http_request_t *r,
@@ -172,7 +172,7 @@ ngx_http_mail_plus_jmap_upload_body(ngx_http_request_t *r)
         goto done;
     }
 
-    if (ngx_http_mail_plus_jmap_upload_hash(r, tf, id) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_upload_hash(r, tf, size, id) != NGX_OK) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         goto done;
     }
@@ -193,7 +193,7 @@ done:
 
 static ngx_int_t
 ngx_http_mail_plus_jmap_upload_hash(ngx_http_request_t *r,
-    ngx_temp_file_t *tf, u_char *id)
+    ngx_temp_file_t *tf, off_t size, u_char *id)
 {
     off_t          offset;
     u_char        *buf, digest[EVP_MAX_MD_SIZE];
@@ -220,7 +220,9 @@ ngx_http_mail_plus_jmap_upload_hash(ngx_http_request_t *r,
             goto failed;
         }
 
-        for (offset = 0; offset < tf->file.offset; offset += n) {
+        /* ngx_read_file() moves file.offset: the size is the caller's */
+
+        for (offset = 0; offset < size; offset += n) {
             n = ngx_read_file(&tf->file, buf,
                               NGX_HTTP_MAIL_PLUS_JMAP_READ_SIZE, offset);
             if (n <= 0) {
@@ -1110,6 +1112,11 @@ ngx_http_mail_plus_jmap_disposition(ngx_http_request_t *r, ngx_str_t *name)
 
         for (i = 0; i < len; /* void */) {
             q = name->data + i;
+
+            if (*q < 0x80) {
+                i++;
+                continue;
+            }
 
             if (ngx_utf8_decode(&q, len - i) > 0x10ffff) {
                 break;

@@ -67,20 +67,12 @@ static void ngx_http_mail_plus_jmap_compose_finish(
 static ngx_int_t ngx_http_mail_plus_jmap_compose_refuse(
     ngx_http_mail_plus_jmap_compose_t *cp, const char *key,
     const char *type, const char *description, const char *property);
-static ngx_int_t ngx_http_mail_plus_jmap_import(
-    ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_imported(
     ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_import_done(
     ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_import_state(
     ngx_http_mail_plus_jmap_call_t *call);
-
-
-ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_import_method = {
-    "Email/import", NGX_HTTP_MAIL_PLUS_JMAP_MAIL,
-    ngx_http_mail_plus_jmap_import
-};
 
 
 static const char  *ngx_http_mail_plus_jmap_mon[] = {
@@ -625,8 +617,8 @@ ngx_http_mail_plus_jmap_compose_refuse(ngx_http_mail_plus_jmap_compose_t *cp,
  * as they are
  */
 
-static ngx_int_t
-ngx_http_mail_plus_jmap_import(ngx_http_mail_plus_jmap_call_t *call)
+ngx_int_t
+ngx_http_mail_plus_jmap_email_import(ngx_http_mail_plus_jmap_call_t *call)
 {
     json_t                             *emails, *account;
     ngx_int_t                           rc;

@@ -909,6 +909,7 @@ ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->prefix = { 0, NULL };
+     *     conf->upload_path = NULL;
      */
 
     conf->enable = NGX_CONF_UNSET;
@@ -918,7 +919,6 @@ ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf)
     conf->max_objects_in_set = NGX_CONF_UNSET_UINT;
     conf->max_size_upload = NGX_CONF_UNSET_SIZE;
     conf->max_concurrent = NGX_CONF_UNSET_UINT;
-    conf->upload_path = NGX_CONF_UNSET_PTR;
     conf->upload_expire = NGX_CONF_UNSET;
     conf->upload_quota = NGX_CONF_UNSET;
     conf->imap.timeout = NGX_CONF_UNSET_MSEC;
