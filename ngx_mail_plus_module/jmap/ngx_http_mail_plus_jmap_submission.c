@@ -72,8 +72,6 @@ static ngx_int_t ngx_http_mail_plus_jmap_identity_changes(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_identity(
     ngx_http_mail_plus_jmap_call_t *call, ngx_str_t *id, ngx_str_t *email);
-static ngx_int_t ngx_http_mail_plus_jmap_account(
-    ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_submission_set(
     ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_sub_mailboxes(
@@ -300,26 +298,6 @@ ngx_http_mail_plus_jmap_identity(ngx_http_mail_plus_jmap_call_t *call,
 
     if (ngx_http_mail_plus_jmap_addr_spec(email) != NGX_OK) {
         email->len = 0;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_mail_plus_jmap_account(ngx_http_mail_plus_jmap_call_t *call)
-{
-    json_t     *account;
-    ngx_str_t  *id;
-
-    account = json_object_get(call->args, "accountId");
-    id = &call->ctx->account_id;
-
-    if (!json_is_string(account) || json_string_length(account) != id->len
-        || ngx_strncmp(json_string_value(account), id->data, id->len) != 0)
-    {
-        call->error = "accountNotFound";
-        return NGX_DECLINED;
     }
 
     return NGX_OK;
