@@ -239,6 +239,22 @@ ok(!grep({ $_ == $in[3] } @{uids('INBOX')}), 'destroy: expunged');
 $r = call([ 'Email/set', { destroy => [ $id[3] ] } ]);
 is($r->{notDestroyed}{$id[3]}{type}, 'notFound', 'destroy: gone');
 
+# create (the compose part's) first, then an update of what it made
+
+$r = call([ 'Email/set', { create => { k => {
+        mailboxIds => { $archive => JSON::PP::true },
+        from => [ { email => 'alice@example.com' } ],
+        subject => 'made here',
+        bodyValues => { t => { value => "text\n" } },
+        textBody => [ { partId => 't', type => 'text/plain' } ] } },
+    update => { '#k' => { 'keywords/$flagged' => JSON::PP::true } } } ]);
+my $made = $r->{created}{k}{id};
+like($made // '', qr/^E/, 'create: made') or diag(explain $r);
+ok($made && exists $r->{updated}{$made},
+    'create: then updated by its creation id');
+my ($madeuid) = ($made // '') =~ /-(\d+)$/;
+like(flags('Archive', $madeuid || 0), qr/\\Flagged/, 'create: flagged');
+
 @resp = jmap('/small/api', [ 'Email/set', { destroy => [ 'a', 'b', 'c' ] } ]);
 is($resp[0][1]{type}, 'requestTooLarge', 'maxObjectsInSet');
 

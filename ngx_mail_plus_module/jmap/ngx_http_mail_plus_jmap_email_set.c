@@ -449,7 +449,7 @@ ngx_http_mail_plus_jmap_eset_message(ngx_http_mail_plus_jmap_eset_t *st,
 
     for (i = 0; mb && i < st->msgs.nelts; i++) {
         if (msgs[i].destroy == destroy
-            && ngx_strcmp(msgs[i].key, key) == 0)
+            && ngx_strcmp(msgs[i].key, resolved) == 0)
         {
             return NGX_DECLINED;
         }
@@ -468,7 +468,7 @@ ngx_http_mail_plus_jmap_eset_message(ngx_http_mail_plus_jmap_eset_t *st,
 
     ngx_memzero(m, sizeof(ngx_http_mail_plus_jmap_emsg_t));
 
-    m->key = key;
+    m->key = resolved;   /* a creation id answered as what it made */
     m->ref = ref;
     m->mailbox = mb - (ngx_http_mail_plus_jmap_mailbox_t *)
                       st->mailboxes->elts;
