@@ -160,9 +160,11 @@ extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_submission[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_set[];
-extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_changes[];
+extern ngx_http_mail_plus_jmap_method_t
+    ngx_http_mail_plus_jmap_email_changes[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox_set[];
-extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox_query[];
+extern ngx_http_mail_plus_jmap_method_t
+    ngx_http_mail_plus_jmap_mailbox_query[];
 
 /*
  * the request's session with the user's backend, opened at the first call

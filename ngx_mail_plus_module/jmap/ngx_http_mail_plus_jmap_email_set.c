@@ -241,8 +241,8 @@ ngx_http_mail_plus_jmap_eset_start(ngx_http_mail_plus_jmap_eset_t *st)
     st->changed = 1;
 
     rc = ngx_http_mail_plus_jmap_email_create(call, create, st->set.created,
-                                           st->set.not_created,
-                                           ngx_http_mail_plus_jmap_eset_created);
+                              st->set.not_created,
+                              ngx_http_mail_plus_jmap_eset_created);
     if (rc != NGX_OK) {
         return rc;
     }

@@ -84,9 +84,11 @@ static ngx_int_t ngx_http_mail_plus_jmap_mset_jobs(
 static ngx_int_t ngx_http_mail_plus_jmap_mset_next(
     ngx_http_mail_plus_jmap_mset_t *st);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_prepare(
-    ngx_http_mail_plus_jmap_mset_t *st, ngx_http_mail_plus_jmap_mset_job_t *job);
+    ngx_http_mail_plus_jmap_mset_t *st,
+    ngx_http_mail_plus_jmap_mset_job_t *job);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_object(
-    ngx_http_mail_plus_jmap_mset_t *st, ngx_http_mail_plus_jmap_mset_job_t *job,
+    ngx_http_mail_plus_jmap_mset_t *st,
+    ngx_http_mail_plus_jmap_mset_job_t *job,
     ngx_http_mail_plus_jmap_mailbox_t *mb, const char **bad);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_path(
     ngx_http_mail_plus_jmap_mset_t *st, json_t *parent, ngx_str_t *name,
@@ -94,16 +96,20 @@ static ngx_int_t ngx_http_mail_plus_jmap_mset_path(
 static ngx_int_t ngx_http_mail_plus_jmap_mset_name_ok(
     ngx_http_mail_plus_jmap_mset_t *st, ngx_str_t *name);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_destroyable(
-    ngx_http_mail_plus_jmap_mset_t *st, ngx_http_mail_plus_jmap_mset_job_t *job,
+    ngx_http_mail_plus_jmap_mset_t *st,
+    ngx_http_mail_plus_jmap_mset_job_t *job,
     const char **error);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_send(
-    ngx_http_mail_plus_jmap_mset_t *st, ngx_http_mail_plus_jmap_mset_job_t *job);
+    ngx_http_mail_plus_jmap_mset_t *st,
+    ngx_http_mail_plus_jmap_mset_job_t *job);
 static void ngx_http_mail_plus_jmap_mset_handler(
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_done(
-    ngx_http_mail_plus_jmap_mset_t *st, ngx_http_mail_plus_jmap_mset_job_t *job);
+    ngx_http_mail_plus_jmap_mset_t *st,
+    ngx_http_mail_plus_jmap_mset_job_t *job);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_fail(
-    ngx_http_mail_plus_jmap_mset_t *st, ngx_http_mail_plus_jmap_mset_job_t *job,
+    ngx_http_mail_plus_jmap_mset_t *st,
+    ngx_http_mail_plus_jmap_mset_job_t *job,
     const char *type, const char *property, const char *description);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_end(
     ngx_http_mail_plus_jmap_mset_t *st);
