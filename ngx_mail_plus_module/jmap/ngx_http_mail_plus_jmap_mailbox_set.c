@@ -90,6 +90,11 @@ static ngx_int_t ngx_http_mail_plus_jmap_mset_object(
     ngx_http_mail_plus_jmap_mset_t *st,
     ngx_http_mail_plus_jmap_mset_job_t *job,
     ngx_http_mail_plus_jmap_mailbox_t *mb, const char **bad);
+static ngx_int_t ngx_http_mail_plus_jmap_mset_rename(
+    ngx_http_mail_plus_jmap_mset_t *st,
+    ngx_http_mail_plus_jmap_mset_job_t *job,
+    ngx_http_mail_plus_jmap_mailbox_t *mb, ngx_str_t *name, json_t *parent,
+    json_t *sub, const char **bad);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_path(
     ngx_http_mail_plus_jmap_mset_t *st, json_t *parent, ngx_str_t *name,
     ngx_str_t *path);
@@ -532,10 +537,24 @@ ngx_http_mail_plus_jmap_mset_object(ngx_http_mail_plus_jmap_mset_t *st,
         return NGX_OK;
     }
 
-    /* an update: a new name where the name or the parent changes */
+    return ngx_http_mail_plus_jmap_mset_rename(st, job, mb, &name, parent,
+                                               sub, bad);
+}
 
-    if (name.data == NULL) {
-        name = mb->name;
+
+/*
+ * an update's commands: RENAME where the name or the parent changes (not
+ * the Inbox, not under itself), a change of subscription
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_mset_rename(ngx_http_mail_plus_jmap_mset_t *st,
+    ngx_http_mail_plus_jmap_mset_job_t *job,
+    ngx_http_mail_plus_jmap_mailbox_t *mb, ngx_str_t *name, json_t *parent,
+    json_t *sub, const char **bad)
+{
+    if (name->data == NULL) {
+        *name = mb->name;
     }
 
     *bad = "parentId";
@@ -544,7 +563,7 @@ ngx_http_mail_plus_jmap_mset_object(ngx_http_mail_plus_jmap_mset_t *st,
 
         /* under the parent it has: its name's head, the new last level */
 
-        job->path.len = mb->path.len - mb->name.len + name.len;
+        job->path.len = mb->path.len - mb->name.len + name->len;
         job->path.data = ngx_pnalloc(st->call->request->pool, job->path.len);
         if (job->path.data == NULL) {
             return NGX_ERROR;
@@ -552,9 +571,9 @@ ngx_http_mail_plus_jmap_mset_object(ngx_http_mail_plus_jmap_mset_t *st,
 
         ngx_memcpy(ngx_cpymem(job->path.data, mb->path.data,
                               mb->path.len - mb->name.len),
-                   name.data, name.len);
+                   name->data, name->len);
 
-    } else if (ngx_http_mail_plus_jmap_mset_path(st, parent, &name,
+    } else if (ngx_http_mail_plus_jmap_mset_path(st, parent, name,
                                                  &job->path)
                != NGX_OK)
     {
