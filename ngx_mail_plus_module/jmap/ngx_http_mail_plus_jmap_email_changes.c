@@ -449,10 +449,12 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_echg_untagged(ngx_mail_plus_imap_cmd_t *cmd,
     ngx_mail_plus_imap_response_t *resp)
 {
+    u_char                          *p, *last;
     uint64_t                         uid, *u;
     ngx_str_t                        set;
     ngx_uint_t                       i;
     ngx_mail_plus_imap_value_t      *list, *v;
+    ngx_mail_plus_imap_range_t      *r;
     ngx_http_mail_plus_jmap_echg_t  *st;
 
     st = cmd->data;
@@ -501,10 +503,29 @@ ngx_http_mail_plus_jmap_echg_untagged(ngx_mail_plus_imap_cmd_t *cmd,
             v = ngx_mail_plus_imap_item(resp->data, 1);
         }
 
-        if (ngx_mail_plus_imap_string(v, &set) != NGX_OK
-            || st->vanished.nelts > st->max
-            || ngx_mail_plus_imap_uid_set(&set, &st->vanished) != NGX_OK)
-        {
+        if (ngx_mail_plus_imap_string(v, &set) != NGX_OK || set.len == 0) {
+            st->bad = 1;
+            return NGX_OK;
+        }
+
+        p = set.data;
+        last = p + set.len;
+
+        while (p && p < last) {
+            if (st->vanished.nelts > st->max) {
+                st->bad = 1;
+                return NGX_OK;
+            }
+
+            r = ngx_array_push(&st->vanished);
+            if (r == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_mail_plus_imap_uid_range(p, last, r);
+        }
+
+        if (p == NULL) {
             st->bad = 1;
         }
 

@@ -1530,28 +1530,27 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_eset_expand(ngx_http_mail_plus_jmap_eset_t *st,
     ngx_str_t *set, uint64_t *uids, ngx_uint_t n)
 {
+    u_char                      *p, *last;
     uint64_t                     u;
-    ngx_uint_t                   i, k;
-    ngx_array_t                  ranges;
-    ngx_mail_plus_imap_range_t  *r;
+    ngx_uint_t                   k;
+    ngx_mail_plus_imap_range_t   r;
 
-    if (ngx_array_init(&ranges, st->call->request->pool, 4,
-                       sizeof(ngx_mail_plus_imap_range_t))
-        != NGX_OK
-        || ngx_mail_plus_imap_uid_set(set, &ranges) != NGX_OK)
-    {
+    p = set->data;
+    last = p + set->len;
+    k = 0;
+
+    if (p == last) {
         return NGX_DECLINED;
     }
 
-    r = ranges.elts;
-    k = 0;
+    while (p < last) {
+        p = ngx_mail_plus_imap_uid_range(p, last, &r);
 
-    for (i = 0; i < ranges.nelts; i++) {
-        if (r[i].last - r[i].first >= n - k) {
+        if (p == NULL || r.last - r.first >= n - k) {
             return NGX_DECLINED;
         }
 
-        for (u = r[i].first; u <= r[i].last; u++) {
+        for (u = r.first; u <= r.last; u++) {
             uids[k++] = u;
         }
     }

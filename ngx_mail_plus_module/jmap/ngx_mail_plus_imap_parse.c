@@ -990,63 +990,50 @@ ngx_mail_plus_imap_string(ngx_mail_plus_imap_value_t *v, ngx_str_t *s)
 }
 
 
-ngx_int_t
-ngx_mail_plus_imap_uid_set(ngx_str_t *s, ngx_array_t *ranges)
-{
-    u_char                      *p, *last;
-    uint64_t                     n[2];
-    ngx_uint_t                   k;
-    ngx_mail_plus_imap_range_t  *r;
 
-    p = s->data;
-    last = p + s->len;
+u_char *
+ngx_mail_plus_imap_uid_range(u_char *p, u_char *last,
+    ngx_mail_plus_imap_range_t *r)
+{
+    uint64_t    n[2];
+    ngx_uint_t  k;
+
+    for (k = 0; k < 2; k++) {
+        if (p == last || *p < '1' || *p > '9') {
+            return NULL;
+        }
+
+        n[k] = 0;
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            n[k] = n[k] * 10 + (*p++ - '0');
+
+            if (n[k] > 0xffffffff) {
+                return NULL;
+            }
+        }
+
+        if (k == 0) {
+            n[1] = n[0];
+
+            if (p == last || *p != ':') {
+                break;
+            }
+
+            p++;
+        }
+    }
+
+    r->first = ngx_min(n[0], n[1]);
+    r->last = ngx_max(n[0], n[1]);
 
     if (p == last) {
-        return NGX_DECLINED;
+        return p;
     }
 
-    for ( ;; ) {
-
-        for (k = 0; k < 2; k++) {
-            if (p == last || *p < '1' || *p > '9') {
-                return NGX_DECLINED;
-            }
-
-            n[k] = 0;
-
-            while (p < last && *p >= '0' && *p <= '9') {
-                n[k] = n[k] * 10 + (*p++ - '0');
-
-                if (n[k] > 0xffffffff) {
-                    return NGX_DECLINED;
-                }
-            }
-
-            if (k == 0) {
-                n[1] = n[0];
-
-                if (p == last || *p != ':') {
-                    break;
-                }
-
-                p++;
-            }
-        }
-
-        r = ngx_array_push(ranges);
-        if (r == NULL) {
-            return NGX_ERROR;
-        }
-
-        r->first = ngx_min(n[0], n[1]);
-        r->last = ngx_max(n[0], n[1]);
-
-        if (p == last) {
-            return NGX_OK;
-        }
-
-        if (*p++ != ',') {
-            return NGX_DECLINED;
-        }
+    if (*p++ != ',' || p == last) {
+        return NULL;
     }
+
+    return p;
 }
