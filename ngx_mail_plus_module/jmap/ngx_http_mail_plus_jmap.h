@@ -183,11 +183,13 @@ void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
  * of its answer made (freed with the request): NGX_OK, NGX_DECLINED with
  * call->error set, NGX_ERROR; ifInState checked against a state
  * (NGX_DECLINED: "stateMismatch"); a SetError added; the answer; the end
- * of a call that answered later
+ * of a call that answered later; the list asked again after changes
  */
 
 typedef struct {
     ngx_http_mail_plus_jmap_call_t     *call;
+    ngx_http_mail_plus_jmap_handler_pt  answer;   /* the method's: fills
+                                                     call->result */
     json_t                             *created;
     json_t                             *not_created;
     json_t                             *updated;
@@ -207,6 +209,10 @@ ngx_int_t ngx_http_mail_plus_jmap_set_answer(
     u_char *new_state, size_t new_len);
 void ngx_http_mail_plus_jmap_set_finish(ngx_http_mail_plus_jmap_set_t *set,
     ngx_int_t rc);
+/* the changes made (if any): the mailbox list asked again, then the
+   answer; the set is the first member of call->data */
+ngx_int_t ngx_http_mail_plus_jmap_set_end(ngx_http_mail_plus_jmap_set_t *set,
+    ngx_uint_t changed);
 
 /* a call's "accountId": the user's own account is NGX_OK; else
    NGX_DECLINED with call->error set ("accountNotFound") */

@@ -72,11 +72,11 @@ typedef struct {
 
 
 typedef struct {
+    ngx_http_mail_plus_jmap_set_t         set;     /* first: the frame's */
     ngx_http_mail_plus_jmap_call_t     *call;
     ngx_array_t                        *mailboxes;  /* the list before */
     ngx_str_t                           old_state;
 
-    ngx_http_mail_plus_jmap_set_t       set;     /* the answer */
 
     ngx_array_t                         msgs;      /* of emsg */
     ngx_array_t                         boxes;     /* of ngx_uint_t */
@@ -140,12 +140,8 @@ static ngx_int_t ngx_http_mail_plus_jmap_eset_copyuid(
 static ngx_int_t ngx_http_mail_plus_jmap_eset_expand(
     ngx_http_mail_plus_jmap_eset_t *st, ngx_str_t *set, uint64_t *uids,
     ngx_uint_t n);
-static ngx_int_t ngx_http_mail_plus_jmap_eset_end(
-    ngx_http_mail_plus_jmap_eset_t *st);
-static void ngx_http_mail_plus_jmap_eset_relisted(
-    ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_eset_answer(
-    ngx_http_mail_plus_jmap_eset_t *st);
+    ngx_http_mail_plus_jmap_call_t *call);
 
 
 ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_set[] = {
@@ -171,6 +167,8 @@ ngx_http_mail_plus_jmap_email_set_handler(ngx_http_mail_plus_jmap_call_t *call)
     if (rc != NGX_OK) {
         return rc == NGX_DECLINED ? NGX_OK : NGX_ERROR;
     }
+
+    st->set.answer = ngx_http_mail_plus_jmap_eset_answer;
 
     st->call = call;
     call->data = st;
@@ -881,7 +879,7 @@ ngx_http_mail_plus_jmap_eset_next_box(ngx_http_mail_plus_jmap_eset_t *st)
     ngx_http_mail_plus_jmap_mailbox_t  *mb;
 
     if (st->box == st->boxes.nelts) {
-        return ngx_http_mail_plus_jmap_eset_end(st);
+        return ngx_http_mail_plus_jmap_set_end(&st->set, st->changed);
     }
 
     box = st->boxes.elts;
@@ -1559,57 +1557,18 @@ ngx_http_mail_plus_jmap_eset_expand(ngx_http_mail_plus_jmap_eset_t *st,
 }
 
 
-/* all done at the backend: the new state, if anything changed */
-
 static ngx_int_t
-ngx_http_mail_plus_jmap_eset_end(ngx_http_mail_plus_jmap_eset_t *st)
-{
-    ngx_int_t  rc;
-
-    if (!st->changed) {
-        return ngx_http_mail_plus_jmap_eset_answer(st);
-    }
-
-    st->call->ctx->mailboxes = NULL;
-
-    rc = ngx_http_mail_plus_jmap_mailboxes(st->call,
-                                        ngx_http_mail_plus_jmap_eset_relisted);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    return ngx_http_mail_plus_jmap_eset_answer(st);
-}
-
-
-static void
-ngx_http_mail_plus_jmap_eset_relisted(ngx_http_mail_plus_jmap_call_t *call)
-{
-    ngx_http_mail_plus_jmap_eset_t  *st;
-
-    st = call->data;
-
-    if (call->ctx->mailboxes == NULL) {
-        /* the changes are made: answer them, with the old state */
-        call->error = NULL;
-        call->description = NULL;
-    }
-
-    ngx_http_mail_plus_jmap_set_finish(&st->set,
-                                       ngx_http_mail_plus_jmap_eset_answer(st));
-}
-
-
-static ngx_int_t
-ngx_http_mail_plus_jmap_eset_answer(ngx_http_mail_plus_jmap_eset_t *st)
+ngx_http_mail_plus_jmap_eset_answer(ngx_http_mail_plus_jmap_call_t *call)
 {
     json_t                          *v;
     ngx_str_t                        new_state;
     ngx_uint_t                       i;
     ngx_http_mail_plus_jmap_ctx_t   *ctx;
+    ngx_http_mail_plus_jmap_eset_t  *st;
     ngx_http_mail_plus_jmap_emsg_t  *m;
 
-    ctx = st->call->ctx;
+    st = call->data;
+    ctx = call->ctx;
     new_state = st->old_state;
 
     if (st->changed && ctx->mailboxes

@@ -56,12 +56,12 @@ typedef struct {
 
 
 typedef struct {
+    ngx_http_mail_plus_jmap_set_t         set;     /* first: the frame's */
     ngx_http_mail_plus_jmap_call_t       *call;
     ngx_array_t                          *mailboxes;   /* the list before */
     u_char                                old_state[18];
     u_char                                delimiter;
 
-    ngx_http_mail_plus_jmap_set_t         set;     /* the answer */
     json_t                               *paths;   /* id -> name, of
                                                       those created */
 
@@ -116,12 +116,8 @@ static ngx_int_t ngx_http_mail_plus_jmap_mset_fail(
     ngx_http_mail_plus_jmap_mset_t *st,
     ngx_http_mail_plus_jmap_mset_job_t *job,
     const char *type, const char *property, const char *description);
-static ngx_int_t ngx_http_mail_plus_jmap_mset_end(
-    ngx_http_mail_plus_jmap_mset_t *st);
-static void ngx_http_mail_plus_jmap_mset_relisted(
-    ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_answer(
-    ngx_http_mail_plus_jmap_mset_t *st);
+    ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_mset_cleanup(void *data);
 
 
@@ -151,6 +147,8 @@ ngx_http_mail_plus_jmap_mailbox_set_handler(
     if (rc != NGX_OK) {
         return rc == NGX_DECLINED ? NGX_OK : NGX_ERROR;
     }
+
+    st->set.answer = ngx_http_mail_plus_jmap_mset_answer;
 
     v = json_object_get(call->args, "onDestroyRemoveEmails");
     if (v && !json_is_boolean(v)) {
@@ -357,7 +355,7 @@ ngx_http_mail_plus_jmap_mset_next(ngx_http_mail_plus_jmap_mset_t *st)
     for ( ;; ) {
 
         if (st->job == st->jobs.nelts) {
-            return ngx_http_mail_plus_jmap_mset_end(st);
+            return ngx_http_mail_plus_jmap_set_end(&st->set, st->changed);
         }
 
         job = (ngx_http_mail_plus_jmap_mset_job_t *) st->jobs.elts + st->job;
@@ -1042,51 +1040,15 @@ ngx_http_mail_plus_jmap_mset_fail(ngx_http_mail_plus_jmap_mset_t *st,
 }
 
 
-/* the jobs done: the new state, if anything changed */
-
 static ngx_int_t
-ngx_http_mail_plus_jmap_mset_end(ngx_http_mail_plus_jmap_mset_t *st)
+ngx_http_mail_plus_jmap_mset_answer(ngx_http_mail_plus_jmap_call_t *call)
 {
-    ngx_int_t  rc;
-
-    if (!st->changed) {
-        return ngx_http_mail_plus_jmap_mset_answer(st);
-    }
-
-    st->call->ctx->mailboxes = NULL;
-
-    rc = ngx_http_mail_plus_jmap_mailboxes(st->call,
-                                        ngx_http_mail_plus_jmap_mset_relisted);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    return ngx_http_mail_plus_jmap_mset_answer(st);
-}
-
-
-static void
-ngx_http_mail_plus_jmap_mset_relisted(ngx_http_mail_plus_jmap_call_t *call)
-{
+    u_char                           new_state[18];
+    ngx_http_mail_plus_jmap_ctx_t   *ctx;
     ngx_http_mail_plus_jmap_mset_t  *st;
 
     st = call->data;
-
-    call->error = NULL;
-    call->description = NULL;
-
-    ngx_http_mail_plus_jmap_set_finish(&st->set,
-                                       ngx_http_mail_plus_jmap_mset_answer(st));
-}
-
-
-static ngx_int_t
-ngx_http_mail_plus_jmap_mset_answer(ngx_http_mail_plus_jmap_mset_t *st)
-{
-    u_char                          new_state[18];
-    ngx_http_mail_plus_jmap_ctx_t  *ctx;
-
-    ctx = st->call->ctx;
+    ctx = call->ctx;
     ngx_memcpy(new_state, st->old_state, 18);
 
     if (st->changed && ctx->mailboxes) {

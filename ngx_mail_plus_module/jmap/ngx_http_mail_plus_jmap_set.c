@@ -17,6 +17,8 @@
  */
 
 
+static void ngx_http_mail_plus_jmap_set_relisted(
+    ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_set_cleanup(void *data);
 
 
@@ -205,6 +207,50 @@ ngx_http_mail_plus_jmap_set_finish(ngx_http_mail_plus_jmap_set_t *set,
     }
 
     ngx_http_mail_plus_jmap_done(set->call);
+}
+
+
+/*
+ * all done at the backend: the state after is that of a new list, asked
+ * if anything changed (ctx->mailboxes to NULL, as the header says)
+ */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_set_end(ngx_http_mail_plus_jmap_set_t *set,
+    ngx_uint_t changed)
+{
+    ngx_int_t  rc;
+
+    if (!changed) {
+        return set->answer(set->call);
+    }
+
+    set->call->ctx->mailboxes = NULL;
+
+    rc = ngx_http_mail_plus_jmap_mailboxes(set->call,
+                                          ngx_http_mail_plus_jmap_set_relisted);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return set->answer(set->call);
+}
+
+
+static void
+ngx_http_mail_plus_jmap_set_relisted(ngx_http_mail_plus_jmap_call_t *call)
+{
+    ngx_http_mail_plus_jmap_set_t  *set;
+
+    set = call->data;
+
+    if (call->ctx->mailboxes == NULL) {
+        /* the changes are made: they are answered, with the old state */
+        call->error = NULL;
+        call->description = NULL;
+    }
+
+    ngx_http_mail_plus_jmap_set_finish(set, set->answer(call));
 }
 
 
