@@ -161,6 +161,12 @@ extern ngx_http_mail_plus_jmap_capability_t   ngx_http_mail_plus_jmap_caps[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_submission[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_set[];
+extern ngx_http_mail_plus_jmap_method_t
+    ngx_http_mail_plus_jmap_email_changes[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox_set[];
+extern ngx_http_mail_plus_jmap_method_t
+    ngx_http_mail_plus_jmap_mailbox_query[];
 
 /*
  * the request's session with the user's backend, opened at the first call
@@ -172,6 +178,48 @@ ngx_mail_plus_imap_t *ngx_http_mail_plus_jmap_imap(
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 
 void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
+
+/*
+ * a "/set" method's frame (ngx_http_mail_plus_jmap_set.c, RFC 8620
+ * section 5.3): its arguments checked with maxObjectsInSet and the objects
+ * of its answer made (freed with the request): NGX_OK, NGX_DECLINED with
+ * call->error set, NGX_ERROR; ifInState checked against a state
+ * (NGX_DECLINED: "stateMismatch"); a SetError added; the answer; the end
+ * of a call that answered later; the list asked again after changes
+ */
+
+typedef struct {
+    ngx_http_mail_plus_jmap_call_t     *call;
+    ngx_http_mail_plus_jmap_handler_pt  answer;   /* the method's: fills
+                                                     call->result */
+    json_t                             *created;
+    json_t                             *not_created;
+    json_t                             *updated;
+    json_t                             *not_updated;
+    json_t                             *destroyed;
+    json_t                             *not_destroyed;
+} ngx_http_mail_plus_jmap_set_t;
+
+ngx_int_t ngx_http_mail_plus_jmap_set_start(
+    ngx_http_mail_plus_jmap_call_t *call, ngx_http_mail_plus_jmap_set_t *set);
+ngx_int_t ngx_http_mail_plus_jmap_set_in_state(
+    ngx_http_mail_plus_jmap_set_t *set, u_char *state, size_t len);
+ngx_int_t ngx_http_mail_plus_jmap_set_error(json_t *into, const char *key,
+    const char *type, const char *property, const char *description);
+ngx_int_t ngx_http_mail_plus_jmap_set_answer(
+    ngx_http_mail_plus_jmap_set_t *set, u_char *old_state, size_t old_len,
+    u_char *new_state, size_t new_len);
+void ngx_http_mail_plus_jmap_set_finish(ngx_http_mail_plus_jmap_set_t *set,
+    ngx_int_t rc);
+/* the changes made (if any): the mailbox list asked again, then the
+   answer; the set is the first member of call->data */
+ngx_int_t ngx_http_mail_plus_jmap_set_end(ngx_http_mail_plus_jmap_set_t *set,
+    ngx_uint_t changed);
+
+/* a call's "accountId": the user's own account is NGX_OK; else
+   NGX_DECLINED with call->error set ("accountNotFound") */
+ngx_int_t ngx_http_mail_plus_jmap_account(
+    ngx_http_mail_plus_jmap_call_t *call);
 
 /* creation ids of this request: record one; an id argument resolved
    ("#k1" to what k1 created; NULL if nothing did) */
@@ -291,6 +339,11 @@ ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_find(
 ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_role(
     ngx_array_t *mailboxes, const char *role);
 
+/* the Mailbox state: "S" and 16 hex digits of the MD5 of each mailbox's
+   id, name, parent, role, subscription, counts and HIGHESTMODSEQ, in the
+   list's order, into 18 bytes (NUL-terminated) */
+void ngx_http_mail_plus_jmap_mailbox_state(ngx_array_t *list, u_char *state);
+
 
 /*
  * Email/set's "create" (ngx_http_mail_plus_jmap_compose.c): each object
@@ -337,6 +390,7 @@ typedef struct {
     ngx_uint_t                          max_calls;
     ngx_uint_t                          max_objects_in_get;
     ngx_uint_t                          max_query_limit;  /* Email/query */
+    ngx_uint_t                          max_objects_in_set;
     size_t                              max_size_upload;
     ngx_uint_t                          max_concurrent;
     ngx_str_t                           prefix;       /* the location's */

@@ -46,6 +46,8 @@ typedef struct {
 } ngx_http_mail_plus_jmap_role_t;
 
 
+static void ngx_http_mail_plus_jmap_list_unselected(
+    ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_http_mail_plus_jmap_list_prepare(
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_http_mail_plus_jmap_list_untagged(
@@ -89,8 +91,6 @@ static void ngx_http_mail_plus_jmap_mailbox_changed(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_mailbox_since(
     ngx_http_mail_plus_jmap_call_t *call);
-static void ngx_http_mail_plus_jmap_mailbox_state(ngx_array_t *list,
-    u_char *state);
 static ngx_int_t ngx_http_mail_plus_jmap_mailbox_account(
     ngx_http_mail_plus_jmap_call_t *call);
 
@@ -164,6 +164,28 @@ ngx_http_mail_plus_jmap_mailboxes(ngx_http_mail_plus_jmap_call_t *call,
         return NGX_ERROR;
     }
 
+    /*
+     * a mailbox left selected (by a call before, or the session's last
+     * request) is closed first: a backend answers STATUS of the selected
+     * mailbox from the session's own view (Dovecot does), which misses
+     * what other sessions changed since
+     */
+
+    if (imap->selected.len) {
+        cmd = ngx_mail_plus_imap_cmd(imap, pool);
+        if (cmd == NULL
+            || ngx_mail_plus_imap_cmd_text(cmd, "UNSELECT") != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        cmd->handler = ngx_http_mail_plus_jmap_list_unselected;
+
+        if (ngx_mail_plus_imap_send(cmd) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
     cmd = ngx_mail_plus_imap_cmd(imap, pool);
     if (cmd == NULL) {
         return NGX_ERROR;
@@ -182,6 +204,17 @@ ngx_http_mail_plus_jmap_mailboxes(ngx_http_mail_plus_jmap_call_t *call,
                    "http jmap: mailbox list asked");
 
     return NGX_AGAIN;
+}
+
+
+/* the UNSELECT before a LIST: whatever it answers, the LIST goes on */
+
+static void
+ngx_http_mail_plus_jmap_list_unselected(ngx_mail_plus_imap_cmd_t *cmd)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cmd->imap->log, 0,
+                   "http jmap: mailbox closed before the list: %d",
+                   (int) cmd->status);
 }
 
 
@@ -1067,7 +1100,7 @@ ngx_http_mail_plus_jmap_mailbox_since(ngx_http_mail_plus_jmap_call_t *call)
  * subscription and counts, in the list's order; NUL-terminated
  */
 
-static void
+void
 ngx_http_mail_plus_jmap_mailbox_state(ngx_array_t *list, u_char *state)
 {
     u_char                              digest[16], buf[3 * NGX_INT64_LEN + 8];

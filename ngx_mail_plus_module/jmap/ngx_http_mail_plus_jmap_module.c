@@ -102,6 +102,13 @@ static ngx_command_t  ngx_http_mail_plus_jmap_commands[] = {
       offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_query_limit),
       NULL },
 
+    { ngx_string("mail_plus_jmap_max_objects_in_set"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_objects_in_set),
+      NULL },
+
     { ngx_string("mail_plus_jmap_max_size_upload"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -917,6 +924,7 @@ ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf)
     conf->max_calls = NGX_CONF_UNSET_UINT;
     conf->max_objects_in_get = NGX_CONF_UNSET_UINT;
     conf->max_query_limit = NGX_CONF_UNSET_UINT;
+    conf->max_objects_in_set = NGX_CONF_UNSET_UINT;
     conf->max_size_upload = NGX_CONF_UNSET_SIZE;
     conf->max_concurrent = NGX_CONF_UNSET_UINT;
     conf->upload_expire = NGX_CONF_UNSET;
@@ -947,6 +955,8 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               prev->max_objects_in_get, 500);
     ngx_conf_merge_uint_value(conf->max_query_limit, prev->max_query_limit,
                               1000);
+    ngx_conf_merge_uint_value(conf->max_objects_in_set,
+                              prev->max_objects_in_set, 500);
     ngx_conf_merge_size_value(conf->max_size_upload, prev->max_size_upload,
                               25 * 1024 * 1024);
     ngx_conf_merge_uint_value(conf->max_concurrent, prev->max_concurrent, 4);
@@ -990,6 +1000,7 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     if (conf->max_size_request == 0 || conf->max_calls == 0
         || conf->max_objects_in_get == 0 || conf->max_query_limit == 0
+        || conf->max_objects_in_set == 0
         || conf->max_size_upload == 0
         || conf->max_concurrent == 0)
     {

@@ -131,7 +131,7 @@ ngx_http_mail_plus_jmap_core_caps(ngx_http_mail_plus_jmap_loc_conf_t *jlcf)
                      (json_int_t) jlcf->max_concurrent,
                      "maxCallsInRequest", (json_int_t) jlcf->max_calls,
                      "maxObjectsInGet", (json_int_t) jlcf->max_objects_in_get,
-                     "maxObjectsInSet", (json_int_t) jlcf->max_objects_in_get,
+                     "maxObjectsInSet", (json_int_t) jlcf->max_objects_in_set,
                      "collationAlgorithms");
 }
 
@@ -234,16 +234,16 @@ ngx_int_t
 ngx_http_mail_plus_jmap_state(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_str_t *state)
 {
-    u_char                               buf[NGX_INT_T_LEN * 5 + 8], *p;
+    u_char                               buf[NGX_INT_T_LEN * 6 + 8], *p;
     uint32_t                             crc;
     ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
 
     jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
 
-    p = ngx_snprintf(buf, sizeof(buf), "%uz %ui %ui %uz %ui",
+    p = ngx_snprintf(buf, sizeof(buf), "%uz %ui %ui %ui %uz %ui",
                      jlcf->max_size_request, jlcf->max_calls,
-                     jlcf->max_objects_in_get, jlcf->max_size_upload,
-                     jlcf->max_concurrent);
+                     jlcf->max_objects_in_get, jlcf->max_objects_in_set,
+                     jlcf->max_size_upload, jlcf->max_concurrent);
 
     ngx_crc32_init(crc);
     ngx_crc32_update(&crc, buf, p - buf);
