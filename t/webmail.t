@@ -10,7 +10,8 @@
 # error shown), sees INBOX and its unread count, reads the HTML message
 # in a sandboxed frame (no script runs, no request leaves for the remote
 # address, which also listens here and sees no connection), marks it
-# unread, reads a text message as text, moves with the keyboard, moves a
+# unread, reads a text message as text, downloads an attachment, moves
+# with the keyboard and Tab, pages through a folder of 60 messages, moves a
 # message to Archive, deletes one to Trash, searches, writes to bob and
 # replies to him; bob's mailbox is then read over IMAP (Mail::IMAPClient):
 # both messages arrive, the reply with In-Reply-To, and alice's Sent holds
