@@ -33,6 +33,10 @@ let shots = 0;
 let page = null;
 const requests = [];
 
+/* a request for the remote address, or one the message's script made */
+
+const remote = (u) => u.includes(cfg.remote) || u.includes('script-ran');
+
 function out(line) {
     process.stdout.write(line + '\n');
 }
@@ -232,6 +236,8 @@ async function key(k) {
     await page.keyboard.press(k);
 }
 
+/* Chromium started, a page with every request logged */
+
 async function main() {
     browser = await puppeteer.launch({
         executablePath: '/usr/bin/chromium',
@@ -258,9 +264,12 @@ async function main() {
     page.on('console', (m) => out('# console ' + m.type() + ': '
         + m.text().split('\n')[0]));
     page.on('pageerror', (e) => out('# page error: ' + e.message));
+}
 
-    const remote = (u) => u.includes(cfg.remote) || u.includes('script-ran');
 
+/* the page, signing in, the list */
+
+async function signIn() {
     await check('the page loads', async () => {
         const res = await page.goto(cfg.base, { waitUntil: 'load' });
         assert(res && res.status() === 200, 'status ' + (res && res.status()));
@@ -321,7 +330,12 @@ async function main() {
                 el.getAttribute('role'));
             assert(roles === 'listbox', 'the list has no listbox role');
         });
+}
 
+
+/* reading: HTML in its frame, text, attachments, the keyboard */
+
+async function reading() {
     await check('the HTML message: shown in a sandboxed frame', async () => {
         await openBySubject('HTML message');
         await waitFor(() => !document.getElementById('message-html').hidden);
@@ -454,7 +468,12 @@ async function main() {
                 + [...seen].join(' '));
         }
     });
+}
 
+
+/* changing: pages, moves, deletes, search */
+
+async function changing() {
     await check('page by page: 50 messages, then the rest', async () => {
         await page.evaluate(() => {
             for (const b of document.querySelectorAll('#mailbox-list button')) {
@@ -534,7 +553,12 @@ async function main() {
             '#message-list [role="option"]').length === n
             && document.body.dataset.busy === '0', cfg.messages - 2);
     });
+}
 
+
+/* writing, then signing out, a narrow screen */
+
+async function writing() {
     await check('write and send a message to bob', async () => {
         await page.focus('#message-list');
         await key('c');
@@ -605,11 +629,19 @@ async function main() {
         assert(boxes[0] < boxes[1] && boxes[1] < boxes[2],
             'not stacked: ' + boxes.join(' '));
     });
+}
 
+
+async function all() {
+    await main();
+    await signIn();
+    await reading();
+    await changing();
+    await writing();
     out('# requests: ' + requests.length);
 }
 
-main().then(() => finish(failed ? 1 : 0), async (e) => {
+all().then(() => finish(failed ? 1 : 0), async (e) => {
     out('not ok - the browser ran: ' + String(e && e.message || e)
         .split('\n')[0]);
     await screenshot(String(e));
