@@ -5,6 +5,8 @@
 #   make demo    set up everything and run the demo
 #   make test    set up everything, build and run the test suite
 #   make asan    build with AddressSanitizer/UBSan into build-asan/
+#   make install-webmail  copy the web mail page (webmail/) to
+#                $(DESTDIR)$(WEBMAIL_DIR) (docs/webmail.md)
 #   make check-asan  run the test suite against the sanitizer build
 #   make check-valgrind  run the test suite with nginx under valgrind's
 #                memcheck (the normal build/; slow: 30-60 minutes)
@@ -13,6 +15,9 @@ NGX_SRC ?= /usr/share/nginx/src
 BUILD   ?= build
 EXTRA_CFLAGS ?=
 EXTRA_LDFLAGS ?=
+DESTDIR ?=
+WEBMAIL_DIR ?= /usr/share/nginx-mail-plus/webmail
+WEBMAIL_FILES := index.html webmail.css webmail.js
 
 SRCS := $(wildcard ngx_mail_plus_module/*/*.c ngx_mail_plus_module/*/*.h) config
 MODULE := $(BUILD)/ngx_mail_plus_module.so
@@ -27,7 +32,8 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	libpq-dev postgresql slapd ldap-utils libldap-dev \
 	dovecot-pgsql dovecot-ldap libjansson-dev chromium fonts-dejavu-core
 
-.PHONY: all deps node-deps demo test asan check-asan check-valgrind clean
+.PHONY: all deps node-deps demo test asan check-asan check-valgrind clean \
+	install-webmail
 
 all: $(MODULE)
 
@@ -93,6 +99,13 @@ check-valgrind: deps all
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+# the web mail page: static files, readable by nginx's workers
+
+install-webmail:
+	install -d -m 0755 $(DESTDIR)$(WEBMAIL_DIR)
+	install -m 0644 $(addprefix webmail/,$(WEBMAIL_FILES)) \
+	    $(DESTDIR)$(WEBMAIL_DIR)/
 
 # libFuzzer targets (clang, libclang-rt-14-dev): every fuzz/NAME_fuzz.c is
 # a target; the module sources it links are named on its " * sources:"

@@ -348,3 +348,104 @@ ngx_fuzz_decode(ngx_str_t *dst, ngx_str_t *src, ngx_uint_t url)
 
     return NGX_OK;
 }
+
+
+ngx_array_t *
+ngx_array_create(ngx_pool_t *p, ngx_uint_t n, size_t size)
+{
+    ngx_array_t  *a;
+
+    a = ngx_palloc(p, sizeof(ngx_array_t));
+    if (a == NULL) {
+        return NULL;
+    }
+
+    a->elts = ngx_palloc(p, n * size);
+    if (a->elts == NULL) {
+        return NULL;
+    }
+
+    a->nelts = 0;
+    a->size = size;
+    a->nalloc = n;
+    a->pool = p;
+
+    return a;
+}
+
+
+/* an array grown by a new block of twice the size, the old one left to
+   the pool */
+
+void *
+ngx_array_push(ngx_array_t *a)
+{
+    void  *elts;
+
+    if (a->nelts == a->nalloc) {
+        elts = ngx_palloc(a->pool, 2 * (a->nalloc ? a->nalloc : 1) * a->size);
+        if (elts == NULL) {
+            return NULL;
+        }
+
+        if (a->nelts) {
+            ngx_memcpy(elts, a->elts, a->nelts * a->size);
+        }
+
+        a->elts = elts;
+        a->nalloc = 2 * (a->nalloc ? a->nalloc : 1);
+    }
+
+    return (u_char *) a->elts + a->size * a->nelts++;
+}
+
+
+ngx_int_t
+ngx_hextoi(u_char *line, size_t n)
+{
+    u_char     c;
+    ngx_int_t  value;
+
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    for (value = 0; n--; line++) {
+        c = *line;
+
+        if (c >= '0' && c <= '9') {
+            value = value * 16 + (c - '0');
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            value = value * 16 + ((c | 0x20) - 'a' + 10);
+
+        } else {
+            return NGX_ERROR;
+        }
+
+        if (value > NGX_MAX_INT_T_VALUE / 16) {
+            return NGX_ERROR;
+        }
+    }
+
+    return value;
+}
+
+
+/* by libc, in the form nginx gives: months 1-12, years in full */
+
+void
+ngx_gmtime(time_t t, ngx_tm_t *tp)
+{
+    struct tm  tm;
+
+    gmtime_r(&t, &tm);
+
+    tp->ngx_tm_sec = tm.tm_sec;
+    tp->ngx_tm_min = tm.tm_min;
+    tp->ngx_tm_hour = tm.tm_hour;
+    tp->ngx_tm_mday = tm.tm_mday;
+    tp->ngx_tm_mon = tm.tm_mon + 1;
+    tp->ngx_tm_year = tm.tm_year + 1900;
+    tp->ngx_tm_wday = tm.tm_wday;
+}

@@ -174,8 +174,9 @@ like($r->{headers}{'content-type'}, qr{^application/json}, 'session: JSON');
 my $s = decode_json($r->{content});
 
 my $core = $s->{capabilities}{'urn:ietf:params:jmap:core'};
-is_deeply([sort keys %{$s->{capabilities}}], ['urn:ietf:params:jmap:core'],
-    'session: the core capability only (no mail yet)');
+is_deeply([sort keys %{$s->{capabilities}}], ['urn:ietf:params:jmap:core',
+    'urn:ietf:params:jmap:mail', 'urn:ietf:params:jmap:submission'],
+    'session: the core, mail and submission capabilities');
 is($core->{maxSizeRequest}, 10 * 1024 * 1024, 'session: maxSizeRequest');
 is($core->{maxCallsInRequest}, 4, 'session: maxCallsInRequest');
 is($core->{maxObjectsInGet}, 500, 'session: maxObjectsInGet');

@@ -21,14 +21,14 @@
  * The body is read without buffering (r->request_body_no_buffering) and
  * streamed into the temporary file of the spool as it arrives, through the
  * reader of the SMTP server (BDAT mode: no dots, bare CR and LF made CRLF)
- * and a 32 KB buffer, with a plain write() as the SMTP server does: no
+ * and a 32 KB buffer, with a plain write() as the SMTP server does
+ * (ngx_mail_plus_submission_write(), shared with JMAP's submission): no
  * request body temporary file, no copy of it to read back in the event
  * loop, and no more memory than the buffers whatever the size.  Only after
  * the queue's group commit (fsync in its thread pool) is 202 sent.
  */
 
 
-#define NGX_HTTP_MAIL_PLUS_SUBMIT_WRITE_SIZE  32768
 #define NGX_HTTP_MAIL_PLUS_SUBMIT_RETRY       60
 
 
@@ -42,7 +42,7 @@ typedef struct {
 
 typedef struct {
     ngx_mail_plus_check_t          *check;
-    ngx_mail_plus_queue_msg_t      *msg;
+    ngx_mail_plus_submission_t      spool;       /* the message */
     ngx_event_t                     delay;       /* a refusal sent late */
 
     ngx_str_t                       login;
@@ -52,10 +52,6 @@ typedef struct {
     ngx_array_t                    *rcpts;       /* ngx_str_t */
     ngx_array_t                    *dsn;         /* ngx_str_t */
 
-    ngx_mail_plus_smtp_data_t       data;
-    u_char                         *wbuf;
-    u_char                         *wpos;
-    u_char                         *wend;
 
     ngx_uint_t                      status;      /* of a refusal */
     char                           *error;
@@ -86,10 +82,6 @@ static ngx_int_t ngx_http_mail_plus_submit_open(ngx_http_request_t *r,
 static void ngx_http_mail_plus_submit_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mail_plus_submit_content(ngx_http_request_t *r,
     ngx_http_mail_plus_submit_ctx_t *ctx, u_char *pos, u_char *last);
-static ngx_int_t ngx_http_mail_plus_submit_write_out(ngx_http_request_t *r,
-    ngx_http_mail_plus_submit_ctx_t *ctx);
-static ngx_int_t ngx_http_mail_plus_submit_fields(ngx_http_request_t *r,
-    ngx_http_mail_plus_submit_ctx_t *ctx);
 static ngx_int_t ngx_http_mail_plus_submit_end(ngx_http_request_t *r,
     ngx_http_mail_plus_submit_ctx_t *ctx);
 static void ngx_http_mail_plus_submit_committed(ngx_mail_plus_queue_msg_t *m);
@@ -619,23 +611,17 @@ static ngx_int_t
 ngx_http_mail_plus_submit_open(ngx_http_request_t *r,
     ngx_http_mail_plus_submit_ctx_t *ctx)
 {
-    ngx_connection_t                *c;
-    ngx_mail_plus_queue_t           *q;
-    ngx_http_core_srv_conf_t        *cscf;
-    ngx_mail_plus_received_t         rv;
-    ngx_mail_plus_queue_envelope_t   env;
+    ngx_int_t                              rc;
+    ngx_connection_t                      *c;
+    ngx_mail_plus_queue_t                 *q;
+    ngx_http_core_srv_conf_t              *cscf;
+    ngx_mail_plus_received_t               rv;
+    ngx_mail_plus_queue_envelope_t         env;
+    ngx_http_mail_plus_submit_loc_conf_t  *slcf;
 
     c = r->connection;
 
     q = ngx_mail_plus_queue_get((ngx_cycle_t *) ngx_cycle);
-
-    ctx->wbuf = ngx_pnalloc(r->pool, NGX_HTTP_MAIL_PLUS_SUBMIT_WRITE_SIZE);
-    if (ctx->wbuf == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->wpos = ctx->wbuf;
-    ctx->wend = ctx->wbuf + NGX_HTTP_MAIL_PLUS_SUBMIT_WRITE_SIZE;
 
     ngx_memzero(&env, sizeof(ngx_mail_plus_queue_envelope_t));
 
@@ -649,14 +635,8 @@ ngx_http_mail_plus_submit_open(ngx_http_request_t *r,
     env.dsn = ctx->dsn;
     env.smtputf8 = ctx->smtputf8;
 
-    ctx->msg = ngx_mail_plus_queue_open(q, &env, c->log);
-    if (ctx->msg == NULL) {
-        return ngx_http_mail_plus_submit_spool_error(ctx, ngx_errno);
-    }
-
-    ngx_mail_plus_smtp_data_init(&ctx->data, 1);
-
     cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_submit_module);
 
     ngx_str_null(&rv.helo);
     rv.addr = c->addr_text;
@@ -664,10 +644,21 @@ ngx_http_mail_plus_submit_open(ngx_http_request_t *r,
     rv.server_name = cscf->server_name.len ? cscf->server_name
                                            : ngx_cycle->hostname;
     rv.with = c->ssl ? "HTTPSA" : "HTTPA";
-    rv.id = ctx->msg->id;
     rv.rcpt = (ctx->rcpts->nelts == 1) ? ctx->rcpts->elts : NULL;
 
-    ctx->wpos = ngx_mail_plus_received(ctx->wpos, &rv);
+    ctx->spool.max_size = slcf->max_size;
+    ctx->spool.server_name = rv.server_name;
+
+    rc = ngx_mail_plus_submission_open(&ctx->spool, q, &env, &rv, r->pool,
+                                       c->log);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_mail_plus_submit_spool_error(ctx, ngx_errno);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     return NGX_OK;
 }
@@ -756,9 +747,9 @@ failed:
 
     /* the temporary file goes at once, not with a lingering connection */
 
-    if (ctx->msg) {
-        ngx_mail_plus_queue_abort(ctx->msg);
-        ctx->msg = NULL;
+    if (ctx->spool.msg) {
+        ngx_mail_plus_queue_abort(ctx->spool.msg);
+        ctx->spool.msg = NULL;
     }
 
     if (rc == NGX_DECLINED) {
@@ -773,96 +764,29 @@ static ngx_int_t
 ngx_http_mail_plus_submit_content(ngx_http_request_t *r,
     ngx_http_mail_plus_submit_ctx_t *ctx, u_char *pos, u_char *last)
 {
-    ngx_int_t                              rc;
-    ngx_http_mail_plus_submit_loc_conf_t  *slcf;
+    ngx_int_t  rc;
 
     if (ngx_strlchr(pos, last, '\0') != NULL) {
         return ngx_http_mail_plus_submit_refuse(ctx, NGX_HTTP_BAD_REQUEST,
                                                 "a NUL byte in the message");
     }
 
-    slcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_submit_module);
+    rc = ngx_mail_plus_submission_write(&ctx->spool, pos, last);
 
-    while (pos < last) {
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "http submission: message over %O octets refused",
+                      ctx->spool.max_size);
 
-        rc = ngx_mail_plus_smtp_read_data(&ctx->data, &pos, last, &ctx->wpos,
-                                          ctx->wend);
-
-        if (ctx->data.size > slcf->max_size) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "http submission: message over %O octets refused",
-                          slcf->max_size);
-
-            return ngx_http_mail_plus_submit_refuse(ctx,
+        return ngx_http_mail_plus_submit_refuse(ctx,
                                    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                    "message size exceeds the limit");
-        }
-
-        if (rc == NGX_MAIL_PLUS_SMTP_OUT_FULL) {
-            rc = ngx_http_mail_plus_submit_write_out(r, ctx);
-
-        } else if (rc == NGX_MAIL_PLUS_SMTP_HEADERS) {
-            rc = ngx_http_mail_plus_submit_fields(r, ctx);
-
-        } else {
-            rc = NGX_OK;
-        }
-
-        if (rc != NGX_OK) {
-            return rc;
-        }
     }
 
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_mail_plus_submit_write_out(ngx_http_request_t *r,
-    ngx_http_mail_plus_submit_ctx_t *ctx)
-{
-    size_t  len;
-
-    len = ctx->wpos - ctx->wbuf;
-    ctx->wpos = ctx->wbuf;
-
-    if (ngx_mail_plus_queue_write(ctx->msg, ctx->wbuf, len) != NGX_OK) {
-        return ngx_http_mail_plus_submit_spool_error(ctx, ctx->msg->err);
+    if (rc != NGX_OK) {
+        return ngx_http_mail_plus_submit_spool_error(ctx,
+                                                     ctx->spool.msg->err);
     }
-
-    return NGX_OK;
-}
-
-
-/* Message-ID and Date where the message has none, as SMTP AUTH gets */
-
-static ngx_int_t
-ngx_http_mail_plus_submit_fields(ngx_http_request_t *r,
-    ngx_http_mail_plus_submit_ctx_t *ctx)
-{
-    ngx_str_t                 *name;
-    ngx_http_core_srv_conf_t  *cscf;
-
-    ctx->data.headers = 0;
-
-    if (ctx->data.has_message_id && ctx->data.has_date) {
-        return NGX_OK;
-    }
-
-    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
-
-    name = cscf->server_name.len ? &cscf->server_name
-                                 : (ngx_str_t *) &ngx_cycle->hostname;
-
-    if ((size_t) (ctx->wend - ctx->wpos)
-        < NGX_MAIL_PLUS_FIELDS_LEN + name->len
-        && ngx_http_mail_plus_submit_write_out(r, ctx) != NGX_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    ctx->wpos = ngx_mail_plus_submission_fields(ctx->wpos, &ctx->data,
-                                                ctx->msg->id, name);
 
     return NGX_OK;
 }
@@ -874,43 +798,16 @@ static ngx_int_t
 ngx_http_mail_plus_submit_end(ngx_http_request_t *r,
     ngx_http_mail_plus_submit_ctx_t *ctx)
 {
-    ngx_int_t                   rc;
     ngx_mail_plus_queue_msg_t  *m;
 
-    if (ctx->data.size == 0) {
+    if (ctx->spool.data.size == 0) {
         return ngx_http_mail_plus_submit_refuse(ctx, NGX_HTTP_BAD_REQUEST,
                                                 "an empty message");
     }
 
-    if (ctx->wend - ctx->wpos < 8) {
-        rc = ngx_http_mail_plus_submit_write_out(r, ctx);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
+    m = ctx->spool.msg;
 
-    /* the last line gets its line ending */
-
-    ctx->wpos = ngx_mail_plus_smtp_data_finish(&ctx->data, ctx->wpos);
-
-    if (ctx->data.headers) {
-        rc = ngx_http_mail_plus_submit_fields(r, ctx);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
-
-    rc = ngx_http_mail_plus_submit_write_out(r, ctx);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    m = ctx->msg;
-
-    if (ctx->data.eight_bit
-        && ngx_mail_plus_queue_set_body(m, NGX_MAIL_PLUS_BODY_8BITMIME)
-           != NGX_OK)
-    {
+    if (ngx_mail_plus_submission_end(&ctx->spool) != NGX_OK) {
         return ngx_http_mail_plus_submit_spool_error(ctx, m->err);
     }
 
@@ -919,7 +816,7 @@ ngx_http_mail_plus_submit_end(ngx_http_request_t *r,
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "http submit: message %s of %O bytes read, commit posted",
-                   m->id, ctx->data.size);
+                   m->id, ctx->spool.data.size);
 
     (void) ngx_mail_plus_queue_commit(m);
 
@@ -945,7 +842,7 @@ ngx_http_mail_plus_submit_committed(ngx_mail_plus_queue_msg_t *m)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_submit_module);
 
-    ctx->msg = NULL;
+    ctx->spool.msg = NULL;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "http submit: commit of %s done, error %d", m->id, m->err);
@@ -959,7 +856,7 @@ ngx_http_mail_plus_submit_committed(ngx_mail_plus_queue_msg_t *m)
                       "queued %s: from=<%V>, nrcpt=%ui, size=%O, "
                       "client=%V, login=\"%V\", via http",
                       m->id, &ctx->from, ctx->rcpts->nelts,
-                      ctx->data.size, &c->addr_text, &ctx->login);
+                      ctx->spool.data.size, &c->addr_text, &ctx->login);
 
         p = ngx_sprintf(json, "{\"queue_id\":\"%s\"}", m->id);
 
@@ -987,9 +884,9 @@ ngx_http_mail_plus_submit_cleanup(void *data)
         ctx->check = NULL;
     }
 
-    if (ctx->msg) {
-        ngx_mail_plus_queue_abort(ctx->msg);
-        ctx->msg = NULL;
+    if (ctx->spool.msg) {
+        ngx_mail_plus_queue_abort(ctx->spool.msg);
+        ctx->spool.msg = NULL;
     }
 
     if (ctx->delay.timer_set) {
@@ -1052,9 +949,9 @@ ngx_http_mail_plus_submit_error(ngx_http_request_t *r, ngx_uint_t status,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_submit_module);
 
-    if (ctx && ctx->msg) {
-        ngx_mail_plus_queue_abort(ctx->msg);
-        ctx->msg = NULL;
+    if (ctx && ctx->spool.msg) {
+        ngx_mail_plus_queue_abort(ctx->spool.msg);
+        ctx->spool.msg = NULL;
     }
 
     if (r->request_body == NULL) {

@@ -37,6 +37,8 @@
  *   ngx_mail_plus_imap_client.c        the asynchronous IMAP client
  *                                      (ngx_mail_plus_imap_client.h) the
  *                                      mail methods ask
+ *   ngx_mail_plus_imap_keepalive.c     its idle sessions kept per worker
+ *   ngx_mail_plus_imap_utf7.c          modified UTF-7 of mailbox names
  *   ngx_mail_plus_imap_parse.c         its reader of responses
  *
  * A method is a row of a table (name, capability, handler); the API runs
@@ -90,6 +92,11 @@ struct ngx_http_mail_plus_jmap_call_s {
 
     ngx_http_mail_plus_jmap_cancel_pt   cancel;       /* while NGX_AGAIN */
     void                               *data;         /* the handler's */
+
+    /* a second response after this one, with the same call id (RFC 8621
+       7.5's implicit Email/set): its name and arguments (owned), or NULL */
+    const char                         *implicit_name;
+    json_t                             *implicit;
 };
 
 
@@ -127,6 +134,8 @@ struct ngx_http_mail_plus_jmap_ctx_s {
                                                          or NULL */
     unsigned                            token:1;      /* a token login */
     unsigned                            api:1;        /* <prefix>api */
+    unsigned                            upload:1;     /* <prefix>upload/ */
+    unsigned                            download:1;   /* <prefix>download/ */
     unsigned                            tempfail:1;
     unsigned                            created_implicit:1;  /* the
                                                          request had no
@@ -152,6 +161,12 @@ extern ngx_http_mail_plus_jmap_capability_t   ngx_http_mail_plus_jmap_caps[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email[];
 extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_submission[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_email_set[];
+extern ngx_http_mail_plus_jmap_method_t
+    ngx_http_mail_plus_jmap_email_changes[];
+extern ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox_set[];
+extern ngx_http_mail_plus_jmap_method_t
+    ngx_http_mail_plus_jmap_mailbox_query[];
 
 /*
  * the request's session with the user's backend, opened at the first call
@@ -163,6 +178,48 @@ ngx_mail_plus_imap_t *ngx_http_mail_plus_jmap_imap(
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 
 void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
+
+/*
+ * a "/set" method's frame (ngx_http_mail_plus_jmap_set.c, RFC 8620
+ * section 5.3): its arguments checked with maxObjectsInSet and the objects
+ * of its answer made (freed with the request): NGX_OK, NGX_DECLINED with
+ * call->error set, NGX_ERROR; ifInState checked against a state
+ * (NGX_DECLINED: "stateMismatch"); a SetError added; the answer; the end
+ * of a call that answered later; the list asked again after changes
+ */
+
+typedef struct {
+    ngx_http_mail_plus_jmap_call_t     *call;
+    ngx_http_mail_plus_jmap_handler_pt  answer;   /* the method's: fills
+                                                     call->result */
+    json_t                             *created;
+    json_t                             *not_created;
+    json_t                             *updated;
+    json_t                             *not_updated;
+    json_t                             *destroyed;
+    json_t                             *not_destroyed;
+} ngx_http_mail_plus_jmap_set_t;
+
+ngx_int_t ngx_http_mail_plus_jmap_set_start(
+    ngx_http_mail_plus_jmap_call_t *call, ngx_http_mail_plus_jmap_set_t *set);
+ngx_int_t ngx_http_mail_plus_jmap_set_in_state(
+    ngx_http_mail_plus_jmap_set_t *set, u_char *state, size_t len);
+ngx_int_t ngx_http_mail_plus_jmap_set_error(json_t *into, const char *key,
+    const char *type, const char *property, const char *description);
+ngx_int_t ngx_http_mail_plus_jmap_set_answer(
+    ngx_http_mail_plus_jmap_set_t *set, u_char *old_state, size_t old_len,
+    u_char *new_state, size_t new_len);
+void ngx_http_mail_plus_jmap_set_finish(ngx_http_mail_plus_jmap_set_t *set,
+    ngx_int_t rc);
+/* the changes made (if any): the mailbox list asked again, then the
+   answer; the set is the first member of call->data */
+ngx_int_t ngx_http_mail_plus_jmap_set_end(ngx_http_mail_plus_jmap_set_t *set,
+    ngx_uint_t changed);
+
+/* a call's "accountId": the user's own account is NGX_OK; else
+   NGX_DECLINED with call->error set ("accountNotFound") */
+ngx_int_t ngx_http_mail_plus_jmap_account(
+    ngx_http_mail_plus_jmap_call_t *call);
 
 /* creation ids of this request: record one; an id argument resolved
    ("#k1" to what k1 created; NULL if nothing did) */
@@ -282,6 +339,11 @@ ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_find(
 ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_role(
     ngx_array_t *mailboxes, const char *role);
 
+/* the Mailbox state: "S" and 16 hex digits of the MD5 of each mailbox's
+   id, name, parent, role, subscription, counts and HIGHESTMODSEQ, in the
+   list's order, into 18 bytes (NUL-terminated) */
+void ngx_http_mail_plus_jmap_mailbox_state(ngx_array_t *list, u_char *state);
+
 
 /*
  * Email/set's "create" (ngx_http_mail_plus_jmap_compose.c): each object
@@ -297,6 +359,10 @@ typedef void (*ngx_http_mail_plus_jmap_next_pt)(
 ngx_int_t ngx_http_mail_plus_jmap_email_create(
     ngx_http_mail_plus_jmap_call_t *call, json_t *create, json_t *created,
     json_t *not_created, ngx_http_mail_plus_jmap_next_pt next);
+
+/* Email/import (RFC 8621 4.8), a method of the submission part's table */
+ngx_int_t ngx_http_mail_plus_jmap_email_import(
+    ngx_http_mail_plus_jmap_call_t *call);
 
 
 /* the session resource (ngx_http_mail_plus_jmap_session.c) */
@@ -323,9 +389,15 @@ typedef struct {
     size_t                              max_size_request;
     ngx_uint_t                          max_calls;
     ngx_uint_t                          max_objects_in_get;
+    ngx_uint_t                          max_query_limit;  /* Email/query */
+    ngx_uint_t                          max_objects_in_set;
     size_t                              max_size_upload;
     ngx_uint_t                          max_concurrent;
     ngx_str_t                           prefix;       /* the location's */
+    ngx_path_t                         *upload_path;  /* the store of
+                                                         uploads */
+    time_t                              upload_expire;
+    off_t                               upload_quota; /* an account's */
     ngx_mail_plus_imap_conf_t           imap;         /* "mail_plus_jmap_
                                                          imap_*" */
 } ngx_http_mail_plus_jmap_loc_conf_t;

@@ -60,6 +60,10 @@ ngx_http_mail_plus_jmap_method_t  *ngx_http_mail_plus_jmap_methods[] = {
     ngx_http_mail_plus_jmap_mailbox,
     ngx_http_mail_plus_jmap_email,
     ngx_http_mail_plus_jmap_submission,
+    ngx_http_mail_plus_jmap_email_set,
+    ngx_http_mail_plus_jmap_email_changes,
+    ngx_http_mail_plus_jmap_mailbox_set,
+    ngx_http_mail_plus_jmap_mailbox_query,
     NULL
 };
 
@@ -544,6 +548,19 @@ ngx_http_mail_plus_jmap_respond(ngx_http_mail_plus_jmap_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+    if (call->implicit) {
+        resp = call->error ? NULL
+                           : json_pack("[sOs]", call->implicit_name,
+                                       call->implicit, call->id);
+
+        json_decref(call->implicit);
+        call->implicit = NULL;
+
+        if (resp && json_array_append_new(ctx->responses, resp) != 0) {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
 }
 
@@ -606,6 +623,10 @@ ngx_http_mail_plus_jmap_api_cleanup(ngx_http_mail_plus_jmap_ctx_t *ctx)
 
         if (call->args) {
             json_decref(call->args);
+        }
+
+        if (call->implicit) {
+            json_decref(call->implicit);
         }
     }
 
@@ -675,6 +696,34 @@ ngx_http_mail_plus_jmap_id(ngx_http_mail_plus_jmap_ctx_t *ctx,
     }
 
     return json_string_value(json_object_get(ctx->req.created_ids, id + 1));
+}
+
+
+/* a call's account: the user's one */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_account(ngx_http_mail_plus_jmap_call_t *call)
+{
+    const char                     *id;
+    ngx_http_mail_plus_jmap_ctx_t  *ctx;
+
+    ctx = call->ctx;
+    id = json_string_value(json_object_get(call->args, "accountId"));
+
+    if (id == NULL) {
+        call->error = "invalidArguments";
+        call->description = "accountId is missing or not a string";
+        return NGX_DECLINED;
+    }
+
+    if (ngx_strlen(id) != ctx->account_id.len
+        || ngx_strncmp(id, ctx->account_id.data, ctx->account_id.len) != 0)
+    {
+        call->error = "accountNotFound";
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -13,14 +13,17 @@
 #include "ngx_mail_plus_token.h"
 #include "ngx_http_mail_plus.h"
 #include "ngx_http_mail_plus_jmap.h"
+#include "ngx_http_mail_plus_jmap_blob.h"
 
 
 /*
  * The JMAP endpoint's HTTP module (RFC 8620): "mail_plus_jmap" in a prefix
- * location ending in "/" serves <prefix>session (GET) and <prefix>api
- * (POST).  Every request authenticates, as an IMAP login of the mail{}
- * block's router (throttling, lockout, logging): HTTP Basic, or a bearer
- * token when the block verifies tokens.  The route the router answered
+ * location ending in "/" serves <prefix>session (GET), <prefix>api
+ * (POST), <prefix>upload/{accountId}/ (POST) and
+ * <prefix>download/{accountId}/{blobId}/{name} (GET,
+ * ngx_http_mail_plus_jmap_blob.c).  Every request authenticates, as an
+ * IMAP login of the mail{} block's router (throttling, lockout, logging):
+ * HTTP Basic, or a bearer token when the block verifies tokens.  The route the router answered
  * (pool, server, port, backend login) stays in the request's context for
  * the methods.  Answers and errors are JSON; errors are problem details
  * (RFC 7807).
@@ -50,6 +53,16 @@ static char *ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static char *ngx_http_mail_plus_jmap(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_mail_plus_jmap_expire(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+static ngx_conf_post_handler_pt  ngx_http_mail_plus_jmap_expire_p =
+    ngx_http_mail_plus_jmap_expire;
+
+static ngx_path_init_t  ngx_http_mail_plus_jmap_upload_temp_path = {
+    ngx_string("jmap_upload"), { 0, 0, 0 }
+};
 
 
 static ngx_command_t  ngx_http_mail_plus_jmap_commands[] = {
@@ -82,6 +95,20 @@ static ngx_command_t  ngx_http_mail_plus_jmap_commands[] = {
       offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_objects_in_get),
       NULL },
 
+    { ngx_string("mail_plus_jmap_max_query_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_query_limit),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_max_objects_in_set"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_objects_in_set),
+      NULL },
+
     { ngx_string("mail_plus_jmap_max_size_upload"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -94,6 +121,55 @@ static ngx_command_t  ngx_http_mail_plus_jmap_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_mail_plus_jmap_loc_conf_t, max_concurrent),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_upload_path"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_path_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, upload_path),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_upload_expire"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, upload_expire),
+      &ngx_http_mail_plus_jmap_expire_p },
+
+    { ngx_string("mail_plus_jmap_upload_quota"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, upload_quota),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_imap_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, imap.timeout),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_imap_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, imap.keepalive),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_imap_keepalive_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, imap.keepalive_timeout),
+      NULL },
+
+    { ngx_string("mail_plus_jmap_imap_max_response"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, imap.limits.total),
       NULL },
 
       ngx_null_command
@@ -133,6 +209,9 @@ ngx_module_t  ngx_http_mail_plus_jmap_module = {
 
 static ngx_str_t  ngx_http_mail_plus_jmap_session_path = ngx_string("session");
 static ngx_str_t  ngx_http_mail_plus_jmap_api_path = ngx_string("api");
+static ngx_str_t  ngx_http_mail_plus_jmap_upload_path = ngx_string("upload/");
+static ngx_str_t  ngx_http_mail_plus_jmap_download_path =
+    ngx_string("download/");
 
 
 /* the URL, its method, then the login */
@@ -141,7 +220,7 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_handler(ngx_http_request_t *r)
 {
     ngx_str_t                            tail, allow;
-    ngx_uint_t                           api;
+    ngx_uint_t                           api, upload, download;
     ngx_pool_cleanup_t                  *cln;
     ngx_mail_plus_main_conf_t           *mpcf;
     ngx_http_mail_plus_jmap_ctx_t       *ctx;
@@ -157,11 +236,28 @@ ngx_http_mail_plus_jmap_handler(ngx_http_request_t *r)
     tail.data = r->uri.data + jlcf->prefix.len;
     tail.len = r->uri.len - jlcf->prefix.len;
 
+    upload = 0;
+    download = 0;
+
     if (tail.len == ngx_http_mail_plus_jmap_api_path.len
         && ngx_strncmp(tail.data, "api", 3) == 0)
     {
         api = 1;
         ngx_str_set(&allow, "POST");
+
+    } else if (tail.len > ngx_http_mail_plus_jmap_upload_path.len
+               && ngx_strncmp(tail.data, "upload/", 7) == 0)
+    {
+        api = 0;
+        upload = 1;
+        ngx_str_set(&allow, "POST");
+
+    } else if (tail.len > ngx_http_mail_plus_jmap_download_path.len
+               && ngx_strncmp(tail.data, "download/", 9) == 0)
+    {
+        api = 0;
+        download = 1;
+        ngx_str_set(&allow, "GET, HEAD");
 
     } else if (tail.len == ngx_http_mail_plus_jmap_session_path.len
                && ngx_strncmp(tail.data, "session", 7) == 0)
@@ -172,15 +268,19 @@ ngx_http_mail_plus_jmap_handler(ngx_http_request_t *r)
     } else {
         return ngx_http_mail_plus_jmap_error(r, NGX_HTTP_NOT_FOUND,
                                              "no such resource (the JMAP "
-                                             "resources are \"session\" "
-                                             "and \"api\")");
+                                             "resources are \"session\", "
+                                             "\"api\", \"upload/\" and "
+                                             "\"download/\")");
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "http jmap: request for the %s", api ? "API" : "session");
+                   "http jmap: request for the %s",
+                   api ? "API" : upload ? "upload" : download ? "download"
+                                                              : "session");
 
-    if ((api && !(r->method & NGX_HTTP_POST))
-        || (!api && !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))))
+    if (((api || upload) && !(r->method & NGX_HTTP_POST))
+        || (!api && !upload
+            && !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))))
     {
         if (ngx_http_mail_plus_header(r, "Allow", &allow) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -208,6 +308,8 @@ ngx_http_mail_plus_jmap_handler(ngx_http_request_t *r)
 
     ctx->request = r;
     ctx->api = api;
+    ctx->upload = upload;
+    ctx->download = download;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -301,10 +403,12 @@ ngx_http_mail_plus_jmap_auth(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_mail_plus_jmap_checked(ngx_http_request_t *r)
 {
-    ngx_int_t                       rc;
-    ngx_mail_plus_check_t          *check;
-    ngx_mail_plus_route_t          *route;
-    ngx_http_mail_plus_jmap_ctx_t  *ctx;
+    ngx_int_t                            rc;
+    ngx_str_t                            tail;
+    ngx_mail_plus_check_t               *check;
+    ngx_mail_plus_route_t               *route;
+    ngx_http_mail_plus_jmap_ctx_t       *ctx;
+    ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_mail_plus_jmap_module);
     check = ctx->check;
@@ -331,6 +435,16 @@ ngx_http_mail_plus_jmap_checked(ngx_http_request_t *r)
 
     if (ctx->api) {
         return ngx_http_mail_plus_jmap_api(r, ctx);
+    }
+
+    if (ctx->upload || ctx->download) {
+        jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
+
+        tail.data = r->uri.data + jlcf->prefix.len;
+        tail.len = r->uri.len - jlcf->prefix.len;
+
+        return ctx->upload ? ngx_http_mail_plus_jmap_upload(r, ctx, &tail)
+                           : ngx_http_mail_plus_jmap_download(r, ctx, &tail);
     }
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
@@ -726,6 +840,37 @@ ngx_http_mail_plus_jmap_url(ngx_http_request_t *r, const char *tail,
 }
 
 
+/* the request's IMAP session, opened at the first call that asks */
+
+ngx_mail_plus_imap_t *
+ngx_http_mail_plus_jmap_imap(ngx_http_mail_plus_jmap_ctx_t *ctx)
+{
+    ngx_http_request_t                  *r;
+    ngx_mail_plus_imap_target_t          target;
+    ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
+
+    if (ctx->imap) {
+        return ctx->imap;
+    }
+
+    r = ctx->request;
+    jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
+
+    target.route = ctx->route;
+    target.login = ctx->backend_login;
+    target.secret = ctx->secret;
+    target.token = ctx->token;
+    target.log = r->connection->log;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http jmap: IMAP session for \"%V\"", &ctx->username);
+
+    ctx->imap = ngx_mail_plus_imap_open(&jlcf->imap, &target);
+
+    return ctx->imap;
+}
+
+
 static void
 ngx_http_mail_plus_jmap_cleanup(void *data)
 {
@@ -741,6 +886,14 @@ ngx_http_mail_plus_jmap_cleanup(void *data)
     }
 
     ngx_http_mail_plus_jmap_api_cleanup(ctx);
+
+    if (ctx->imap) {
+
+        /* kept if idle and unbroken; a request gone mid-command closes it */
+
+        ngx_mail_plus_imap_release(ctx->imap, 1);
+        ctx->imap = NULL;
+    }
 
     if (ctx->secret.len) {
         ngx_explicit_memzero(ctx->secret.data, ctx->secret.len);
@@ -763,14 +916,23 @@ ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->prefix = { 0, NULL };
+     *     conf->upload_path = NULL;
      */
 
     conf->enable = NGX_CONF_UNSET;
     conf->max_size_request = NGX_CONF_UNSET_SIZE;
     conf->max_calls = NGX_CONF_UNSET_UINT;
     conf->max_objects_in_get = NGX_CONF_UNSET_UINT;
+    conf->max_query_limit = NGX_CONF_UNSET_UINT;
+    conf->max_objects_in_set = NGX_CONF_UNSET_UINT;
     conf->max_size_upload = NGX_CONF_UNSET_SIZE;
     conf->max_concurrent = NGX_CONF_UNSET_UINT;
+    conf->upload_expire = NGX_CONF_UNSET;
+    conf->upload_quota = NGX_CONF_UNSET;
+    conf->imap.timeout = NGX_CONF_UNSET_MSEC;
+    conf->imap.keepalive = NGX_CONF_UNSET_UINT;
+    conf->imap.keepalive_timeout = NGX_CONF_UNSET_MSEC;
+    conf->imap.limits.total = NGX_CONF_UNSET_SIZE;
 
     return conf;
 }
@@ -791,12 +953,55 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->max_calls, prev->max_calls, 16);
     ngx_conf_merge_uint_value(conf->max_objects_in_get,
                               prev->max_objects_in_get, 500);
+    ngx_conf_merge_uint_value(conf->max_query_limit, prev->max_query_limit,
+                              1000);
+    ngx_conf_merge_uint_value(conf->max_objects_in_set,
+                              prev->max_objects_in_set, 500);
     ngx_conf_merge_size_value(conf->max_size_upload, prev->max_size_upload,
                               25 * 1024 * 1024);
     ngx_conf_merge_uint_value(conf->max_concurrent, prev->max_concurrent, 4);
+    ngx_conf_merge_sec_value(conf->upload_expire, prev->upload_expire,
+                             24 * 60 * 60);
+    ngx_conf_merge_off_value(conf->upload_quota, prev->upload_quota,
+                             100 * 1024 * 1024);
+
+    if (ngx_conf_merge_path_value(cf, &conf->upload_path, prev->upload_path,
+                                  &ngx_http_mail_plus_jmap_upload_temp_path)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_merge_msec_value(conf->imap.timeout, prev->imap.timeout, 30000);
+    ngx_conf_merge_uint_value(conf->imap.keepalive, prev->imap.keepalive, 32);
+    ngx_conf_merge_msec_value(conf->imap.keepalive_timeout,
+                              prev->imap.keepalive_timeout, 60000);
+    ngx_conf_merge_size_value(conf->imap.limits.total,
+                              prev->imap.limits.total, 64 * 1024 * 1024);
+
+    if (conf->imap.limits.total < 65536) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mail_plus_jmap_imap_max_response\" must be "
+                           "at least 64k");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * a response's literal as large as the response; a line of 64k; a
+     * list of up to one item for every 64 bytes of the limit, at least
+     * 200,000 (a SEARCH answer of 100,000 UIDs fits); the memory a
+     * response takes is bounded by its size all the same
+     */
+
+    conf->imap.limits.literal = conf->imap.limits.total;
+    conf->imap.limits.line = 65536;
+    conf->imap.limits.depth = 64;
+    conf->imap.limits.items = ngx_max(conf->imap.limits.total / 64, 200000);
 
     if (conf->max_size_request == 0 || conf->max_calls == 0
-        || conf->max_objects_in_get == 0 || conf->max_size_upload == 0
+        || conf->max_objects_in_get == 0 || conf->max_query_limit == 0
+        || conf->max_objects_in_set == 0
+        || conf->max_size_upload == 0
         || conf->max_concurrent == 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -855,6 +1060,21 @@ ngx_http_mail_plus_jmap(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     jlcf->prefix = clcf->name;
 
     clcf->handler = ngx_http_mail_plus_jmap_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* RFC 8620 6.1: an upload is kept at least an hour */
+
+static char *
+ngx_http_mail_plus_jmap_expire(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *expire = data;
+
+    if (*expire < 3600) {
+        return "must be at least 1h";
+    }
 
     return NGX_CONF_OK;
 }

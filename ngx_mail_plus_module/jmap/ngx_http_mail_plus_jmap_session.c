@@ -13,15 +13,21 @@
 /*
  * The session resource (RFC 8620, section 2): the core capability with
  * the location's limits, the user's one account, and the URLs, absolute,
- * from the Host the client sent and the location's prefix.  Only the core
- * is advertised: no mail capability until its methods exist.  The state
- * is a hash of what the resource says, the same while it says the same.
+ * from the Host the client sent and the location's prefix.  The mail
+ * (RFC 8621) and submission capabilities are empty objects among the
+ * server's capabilities, and carry their limits in the account's
+ * accountCapabilities (RFC 8621, sections 1.3.1 and 1.3.3); the account
+ * is the primary one of both.  The state is a hash of what the resource
+ * says, the same while it says the same.
  */
 
 
 static json_t *ngx_http_mail_plus_jmap_core_caps(
     ngx_http_mail_plus_jmap_loc_conf_t *jlcf);
 static json_t *ngx_http_mail_plus_jmap_accounts(
+    ngx_http_mail_plus_jmap_ctx_t *ctx,
+    ngx_http_mail_plus_jmap_loc_conf_t *jlcf);
+static json_t *ngx_http_mail_plus_jmap_primary(
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 static json_t *ngx_http_mail_plus_jmap_urls(ngx_http_request_t *r);
 
@@ -71,11 +77,12 @@ ngx_http_mail_plus_jmap_session(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    caps = json_object();
+    caps = json_pack("{s{}s{}}", NGX_HTTP_MAIL_PLUS_JMAP_MAIL_URN,
+                     NGX_HTTP_MAIL_PLUS_JMAP_SUBMISSION_URN);
     json = json_pack("{sosososs#so}",
                      "capabilities", caps,
-                     "accounts", ngx_http_mail_plus_jmap_accounts(ctx),
-                     "primaryAccounts", json_object(),
+                     "accounts", ngx_http_mail_plus_jmap_accounts(ctx, jlcf),
+                     "primaryAccounts", ngx_http_mail_plus_jmap_primary(ctx),
                      "username", (const char *) ctx->username.data,
                      (int) ctx->username.len,
                      "state",
@@ -124,23 +131,38 @@ ngx_http_mail_plus_jmap_core_caps(ngx_http_mail_plus_jmap_loc_conf_t *jlcf)
                      (json_int_t) jlcf->max_concurrent,
                      "maxCallsInRequest", (json_int_t) jlcf->max_calls,
                      "maxObjectsInGet", (json_int_t) jlcf->max_objects_in_get,
-                     "maxObjectsInSet", (json_int_t) jlcf->max_objects_in_get,
+                     "maxObjectsInSet", (json_int_t) jlcf->max_objects_in_set,
                      "collationAlgorithms");
 }
 
 
-/* the user's own account; no account capability yet */
+/*
+ * the user's own account: mail (one mailbox an email, names of up to 490
+ * bytes, sorting by receivedAt) and submission (sent at once)
+ */
 
 static json_t *
-ngx_http_mail_plus_jmap_accounts(ngx_http_mail_plus_jmap_ctx_t *ctx)
+ngx_http_mail_plus_jmap_accounts(ngx_http_mail_plus_jmap_ctx_t *ctx,
+    ngx_http_mail_plus_jmap_loc_conf_t *jlcf)
 {
     json_t  *accounts, *account;
 
-    account = json_pack("{ss#sbsbs{}}",
+    account = json_pack("{ss#sbsbs{s{sIsnsIsIs[s]sb}s{sIs{}}}}",
                         "name", (const char *) ctx->username.data,
                         (int) ctx->username.len,
                         "isPersonal", 1, "isReadOnly", 0,
-                        "accountCapabilities");
+                        "accountCapabilities",
+                        NGX_HTTP_MAIL_PLUS_JMAP_MAIL_URN,
+                        "maxMailboxesPerEmail", (json_int_t) 1,
+                        "maxMailboxDepth",
+                        "maxSizeMailboxName", (json_int_t) 490,
+                        "maxSizeAttachmentsPerEmail",
+                        (json_int_t) jlcf->max_size_upload,
+                        "emailQuerySortOptions", "receivedAt",
+                        "mayCreateTopLevelMailbox", 1,
+                        NGX_HTTP_MAIL_PLUS_JMAP_SUBMISSION_URN,
+                        "maxDelayedSend", (json_int_t) 0,
+                        "submissionExtensions");
     if (account == NULL) {
         return NULL;
     }
@@ -158,6 +180,20 @@ ngx_http_mail_plus_jmap_accounts(ngx_http_mail_plus_jmap_ctx_t *ctx)
     }
 
     return accounts;
+}
+
+
+/* the account is the primary one of mail and submission */
+
+static json_t *
+ngx_http_mail_plus_jmap_primary(ngx_http_mail_plus_jmap_ctx_t *ctx)
+{
+    return json_pack("{ss#ss#}", NGX_HTTP_MAIL_PLUS_JMAP_MAIL_URN,
+                     (const char *) ctx->account_id.data,
+                     (int) ctx->account_id.len,
+                     NGX_HTTP_MAIL_PLUS_JMAP_SUBMISSION_URN,
+                     (const char *) ctx->account_id.data,
+                     (int) ctx->account_id.len);
 }
 
 
@@ -198,16 +234,16 @@ ngx_int_t
 ngx_http_mail_plus_jmap_state(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_str_t *state)
 {
-    u_char                               buf[NGX_INT_T_LEN * 5 + 8], *p;
+    u_char                               buf[NGX_INT_T_LEN * 6 + 8], *p;
     uint32_t                             crc;
     ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
 
     jlcf = ngx_http_get_module_loc_conf(r, ngx_http_mail_plus_jmap_module);
 
-    p = ngx_snprintf(buf, sizeof(buf), "%uz %ui %ui %uz %ui",
+    p = ngx_snprintf(buf, sizeof(buf), "%uz %ui %ui %ui %uz %ui",
                      jlcf->max_size_request, jlcf->max_calls,
-                     jlcf->max_objects_in_get, jlcf->max_size_upload,
-                     jlcf->max_concurrent);
+                     jlcf->max_objects_in_get, jlcf->max_objects_in_set,
+                     jlcf->max_size_upload, jlcf->max_concurrent);
 
     ngx_crc32_init(crc);
     ngx_crc32_update(&crc, buf, p - buf);

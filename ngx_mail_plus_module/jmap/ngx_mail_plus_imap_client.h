@@ -51,6 +51,15 @@ typedef struct ngx_mail_plus_imap_cmd_s  ngx_mail_plus_imap_cmd_t;
 typedef void (*ngx_mail_plus_imap_handler_pt)(ngx_mail_plus_imap_cmd_t *cmd);
 
 /*
+ * called from an event when the command is the next to go and the session
+ * is ready (what the backend offers is known: imap->list_status...), to
+ * add its text then; NGX_ERROR fails the session
+ */
+
+typedef ngx_int_t (*ngx_mail_plus_imap_prepare_pt)(
+    ngx_mail_plus_imap_cmd_t *cmd);
+
+/*
  * an untagged response while the command runs: NGX_OK (taken: it is not
  * collected), NGX_DECLINED (collect it in cmd->untagged), NGX_ERROR (fail
  * the session)
@@ -97,6 +106,7 @@ struct ngx_mail_plus_imap_cmd_s {
                                                     until the handler */
     ngx_mail_plus_imap_handler_pt     handler;
     ngx_mail_plus_imap_untagged_pt    untagged_handler;  /* or NULL */
+    ngx_mail_plus_imap_prepare_pt     prepare;   /* or NULL */
     void                             *data;
 
     /* the answer, for the handler */
@@ -114,6 +124,12 @@ struct ngx_mail_plus_imap_cmd_s {
     ngx_array_t                       parts;     /* of the text */
     ngx_mail_plus_imap_cmd_t         *next;
     ngx_uint_t                        tag;
+    ngx_str_t                         mailbox;   /* SELECT's, UTF-8 */
+    unsigned                          internal:1;  /* the login's */
+    unsigned                          auth:1;    /* AUTHENTICATE */
+    unsigned                          select:1;  /* SELECT, EXAMINE */
+    unsigned                          examine:1;
+    unsigned                          unselect:1;  /* CLOSE, UNSELECT */
 };
 
 
@@ -201,6 +217,18 @@ ngx_int_t ngx_mail_plus_imap_send(ngx_mail_plus_imap_cmd_t *cmd);
    are under UTF8=ACCEPT); NGX_DECLINED for a bad encoding */
 ngx_int_t ngx_mail_plus_imap_mailbox_name(ngx_mail_plus_imap_t *imap,
     ngx_pool_t *pool, ngx_str_t *name, ngx_str_t *utf8);
+
+
+/*
+ * modified UTF-7 (ngx_mail_plus_imap_utf7.c), strict both ways: NGX_OK,
+ * NGX_DECLINED (not valid, or a control character), NGX_ERROR (memory)
+ */
+
+ngx_int_t ngx_mail_plus_imap_utf7_decode(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_str_t *out);
+ngx_int_t ngx_mail_plus_imap_utf7_encode(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_str_t *out);
+ngx_int_t ngx_mail_plus_imap_utf8_valid(ngx_str_t *s);
 
 
 #endif /* _NGX_MAIL_PLUS_IMAP_CLIENT_H_INCLUDED_ */

@@ -988,3 +988,52 @@ ngx_mail_plus_imap_string(ngx_mail_plus_imap_value_t *v, ngx_str_t *s)
 
     return NGX_OK;
 }
+
+
+
+u_char *
+ngx_mail_plus_imap_uid_range(u_char *p, u_char *last,
+    ngx_mail_plus_imap_range_t *r)
+{
+    uint64_t    n[2];
+    ngx_uint_t  k;
+
+    for (k = 0; k < 2; k++) {
+        if (p == last || *p < '1' || *p > '9') {
+            return NULL;
+        }
+
+        n[k] = 0;
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            n[k] = n[k] * 10 + (*p++ - '0');
+
+            if (n[k] > 0xffffffff) {
+                return NULL;
+            }
+        }
+
+        if (k == 0) {
+            n[1] = n[0];
+
+            if (p == last || *p != ':') {
+                break;
+            }
+
+            p++;
+        }
+    }
+
+    r->first = ngx_min(n[0], n[1]);
+    r->last = ngx_max(n[0], n[1]);
+
+    if (p == last) {
+        return p;
+    }
+
+    if (*p++ != ',' || p == last) {
+        return NULL;
+    }
+
+    return p;
+}

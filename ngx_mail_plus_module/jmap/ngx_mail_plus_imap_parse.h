@@ -213,5 +213,20 @@ ngx_int_t ngx_mail_plus_imap_number(ngx_mail_plus_imap_value_t *v,
 ngx_int_t ngx_mail_plus_imap_string(ngx_mail_plus_imap_value_t *v,
     ngx_str_t *s);
 
+/*
+ * a set of UIDs as a server sends it ("1:3,7", in COPYUID or VANISHED:
+ * numbers of 32 bits, no "*"), read a range at a time: the range from p
+ * (first <= last) and where the next begins (last at the end), or NULL
+ * for anything else
+ */
+
+typedef struct {
+    uint64_t                      first;
+    uint64_t                      last;
+} ngx_mail_plus_imap_range_t;
+
+u_char *ngx_mail_plus_imap_uid_range(u_char *p, u_char *last,
+    ngx_mail_plus_imap_range_t *r);
+
 
 #endif /* _NGX_MAIL_PLUS_IMAP_PARSE_H_INCLUDED_ */

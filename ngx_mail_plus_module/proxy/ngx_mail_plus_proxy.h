@@ -323,6 +323,11 @@ u_char *ngx_mail_plus_upstream_token_response(ngx_mail_session_t *s,
     ngx_mail_plus_proxy_ctx_t *ctx, u_char *p);
 void ngx_mail_plus_upstream_token_cap(ngx_mail_plus_proxy_ctx_t *ctx,
     u_char *name, size_t len);
+size_t ngx_mail_plus_token_sasl_len(ngx_str_t *login, ngx_str_t *host,
+    ngx_str_t *token);
+u_char *ngx_mail_plus_token_sasl(ngx_pool_t *pool, ngx_uint_t mech,
+    ngx_str_t *login, ngx_str_t *host, in_port_t port, ngx_str_t *token,
+    u_char *p);
 
 /* ngx_mail_plus_relay.c: the relay, its pipes closed with the session */
 

@@ -159,51 +159,87 @@ ngx_mail_plus_upstream_token_mech(ngx_mail_session_t *s,
 size_t
 ngx_mail_plus_upstream_token_len(ngx_mail_plus_proxy_ctx_t *ctx)
 {
+    return ngx_mail_plus_token_sasl_len(&ctx->up_login,
+                                        &ctx->check->route.server->host,
+                                        &ctx->check->auth.token);
+}
+
+
+/* the response in base64, then CRLF */
+
+u_char *
+ngx_mail_plus_upstream_token_response(ngx_mail_session_t *s,
+    ngx_mail_plus_proxy_ctx_t *ctx, u_char *p)
+{
+    ngx_mail_plus_route_t  *route;
+
+    route = &ctx->check->route;
+
+    p = ngx_mail_plus_token_sasl(s->connection->pool, ctx->token_mech,
+                                 &ctx->up_login, &route->server->host,
+                                 route->port, &ctx->check->auth.token, p);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *p++ = CR; *p++ = LF;
+
+    return p;
+}
+
+
+/*
+ * A token login's SASL response, also the JMAP endpoint's IMAP client's
+ * (jmap/ngx_mail_plus_imap_client.c): the most it takes, in base64 with a
+ * CRLF after it
+ */
+
+size_t
+ngx_mail_plus_token_sasl_len(ngx_str_t *login, ngx_str_t *host,
+    ngx_str_t *token)
+{
     size_t  len;
 
     len = sizeof("n,a=,\1host=\1port=65535\1auth=Bearer \1\1") - 1
           + sizeof("user=") - 1
-          + 3 * ctx->up_login.len + ctx->check->route.server->host.len
-          + ctx->check->auth.token.len;
+          + 3 * login->len + host->len + token->len;
 
     return ngx_base64_encoded_length(len) + 2;
 }
 
 
 /*
- * the response in base64, then CRLF: OAUTHBEARER "n,a=LOGIN," ^A
+ * the response in base64 (no CRLF) at p, which has
+ * ngx_mail_plus_token_sasl_len() bytes: OAUTHBEARER "n,a=LOGIN," ^A
  * "host=ADDR" ^A "port=PORT" ^A "auth=Bearer TOKEN" ^A ^A, the login with
  * "," and "=" escaped (RFC 5801); XOAUTH2 "user=LOGIN" ^A "auth=Bearer
- * TOKEN" ^A ^A
+ * TOKEN" ^A ^A.  The end of what is written, or NULL without memory.
  */
 
 u_char *
-ngx_mail_plus_upstream_token_response(ngx_mail_session_t *s,
-    ngx_mail_plus_proxy_ctx_t *ctx, u_char *p)
+ngx_mail_plus_token_sasl(ngx_pool_t *pool, ngx_uint_t mech, ngx_str_t *login,
+    ngx_str_t *host, in_port_t port, ngx_str_t *token, u_char *p)
 {
-    u_char                 *q, *c, *last;
-    ngx_str_t               raw, encoded;
-    ngx_mail_plus_route_t  *route;
+    u_char     *q, *c, *last;
+    ngx_str_t   raw, encoded;
 
-    route = &ctx->check->route;
-
-    raw.data = ngx_pnalloc(s->connection->pool,
-                           ngx_mail_plus_upstream_token_len(ctx));
+    raw.data = ngx_pnalloc(pool, ngx_mail_plus_token_sasl_len(login, host,
+                                                              token));
     if (raw.data == NULL) {
         return NULL;
     }
 
     q = raw.data;
 
-    if (ctx->token_mech == NGX_MAIL_PLUS_SASL_XOAUTH2) {
-        q = ngx_sprintf(q, "user=%V\1", &ctx->up_login);
+    if (mech == NGX_MAIL_PLUS_SASL_XOAUTH2) {
+        q = ngx_sprintf(q, "user=%V\1", login);
 
     } else {
         q = ngx_cpymem(q, "n,a=", 4);
 
-        last = ctx->up_login.data + ctx->up_login.len;
+        last = login->data + login->len;
 
-        for (c = ctx->up_login.data; c < last; c++) {
+        for (c = login->data; c < last; c++) {
             if (*c == ',') {
                 q = ngx_cpymem(q, "=2C", 3);
 
@@ -215,23 +251,19 @@ ngx_mail_plus_upstream_token_response(ngx_mail_session_t *s,
             }
         }
 
-        q = ngx_sprintf(q, ",\1host=%V\1port=%ui\1",
-                        &route->server->host, (ngx_uint_t) route->port);
+        q = ngx_sprintf(q, ",\1host=%V\1port=%ui\1", host, (ngx_uint_t) port);
     }
 
-    q = ngx_sprintf(q, "auth=Bearer %V\1\1", &ctx->check->auth.token);
+    q = ngx_sprintf(q, "auth=Bearer %V\1\1", token);
 
     raw.len = q - raw.data;
 
     encoded.data = p;
     ngx_encode_base64(&encoded, &raw);
 
-    /* the token is not kept in the session's memory longer than needed */
+    /* the token is not kept in memory longer than needed */
 
     ngx_explicit_memzero(raw.data, raw.len);
 
-    p += encoded.len;
-    *p++ = CR; *p++ = LF;
-
-    return p;
+    return p + encoded.len;
 }

@@ -181,6 +181,39 @@ u_char *ngx_mail_plus_submission_fields(u_char *p,
 ngx_int_t ngx_mail_plus_dsn_value(ngx_pool_t *pool,
     ngx_mail_plus_smtp_path_t *path, ngx_str_t *dsn);
 
+/*
+ * a submitted message written into the queue as it arrives, as HTTP
+ * submission and the JMAP endpoint's EmailSubmission/set write one: the
+ * Received field, the message through the reader of BDAT (no dots, bare
+ * CR and LF made CRLF), Message-ID and Date where it has none, writes of
+ * NGX_MAIL_PLUS_SUBMISSION_WRITE_SIZE bytes; then the caller commits
+ * s->msg (ngx_mail_plus_queue_commit()) and answers in its handler
+ */
+
+#define NGX_MAIL_PLUS_SUBMISSION_WRITE_SIZE  32768
+
+typedef struct {
+    ngx_mail_plus_queue_msg_t      *msg;
+    ngx_mail_plus_smtp_data_t       data;
+    off_t                           max_size;
+    ngx_str_t                       server_name; /* of Message-ID */
+    u_char                         *wbuf;
+    u_char                         *wpos;
+    u_char                         *wend;
+} ngx_mail_plus_submission_t;
+
+/* NGX_OK; NGX_DECLINED: the queue refused (ngx_errno); NGX_ERROR; the
+   Received field's id is the message's */
+ngx_int_t ngx_mail_plus_submission_open(ngx_mail_plus_submission_t *s,
+    ngx_mail_plus_queue_t *q, ngx_mail_plus_queue_envelope_t *env,
+    ngx_mail_plus_received_t *rv, ngx_pool_t *pool, ngx_log_t *log);
+/* NGX_OK; NGX_DECLINED: over s->max_size; NGX_ERROR: s->msg->err */
+ngx_int_t ngx_mail_plus_submission_write(ngx_mail_plus_submission_t *s,
+    u_char *pos, u_char *last);
+/* the last line ended, the rest written, the body type set: NGX_OK or
+   NGX_ERROR (s->msg->err) */
+ngx_int_t ngx_mail_plus_submission_end(ngx_mail_plus_submission_t *s);
+
 
 /* the module, whose server configuration the delivery reads */
 
