@@ -18,7 +18,7 @@ use HTTP::Tiny;
 use IO::Socket::INET;
 use JSON::PP;
 use Digest::MD5 qw/ md5_hex /;
-use MIME::Base64 qw/ encode_base64 /;
+use MIME::Base64 qw/ encode_base64 decode_base64 /;
 use Time::HiRes qw/ time /;
 
 use FindBin;
@@ -74,6 +74,126 @@ namespace inbox {
 }
 EOF
 
+# a scripted backend: no LITERAL+ (a password with 8-bit bytes is a
+# synchronizing literal: nothing of it may come before the "+"), a mailbox
+# name that is not valid modified UTF-7, a BYE in the middle of a command
+
+my $fake_port = $t->port('fake', '127.0.0.4');
+my $fake = IO::Socket::INET->new(LocalAddr => "127.0.0.4:$fake_port",
+    Listen => 16, ReuseAddr => 1) or die "listen 127.0.0.4: $!\n";
+
+sub fake_session {
+    my ($c) = @_;
+    my $caps = 'IMAP4rev1 LIST-STATUS SPECIAL-USE SASL-IR AUTH=OAUTHBEARER';
+    my $user = '';
+    open my $log, '>>', "$dir/fake.log" or die "fake.log: $!\n";
+    $log->autoflush(1);
+
+    print $c "* OK [CAPABILITY $caps] fake ready\r\n";
+
+    while (defined(my $line = <$c>)) {
+
+        # a synchronizing literal: "+" only once nothing more came
+
+        while ($line =~ /\{(\d+)\}\r\n\z/) {
+            my $n = $1;
+            my $rin = '';
+            vec($rin, fileno($c), 1) = 1;
+            print $log "early\n" if select(my $rout = $rin, undef, undef, 0.3);
+            print $c "+ go on\r\n";
+            read($c, my $lit, $n);
+            $line .= $lit . (<$c> // '');
+        }
+
+        my ($tag, $cmd) = $line =~ /^(\S+) (\S+)/ or last;
+        print $log $line;
+
+        if (uc $cmd eq 'LOGIN') {
+            if ($line =~ /^\S+ LOGIN (\S+) \{4\}\r\npw\xc3\xa9\r\n\z/) {
+                $user = $1;
+                print $c "$tag OK [CAPABILITY $caps] logged in\r\n";
+            } else {
+                print $c "$tag NO [AUTHENTICATIONFAILED] no\r\n";
+            }
+
+        } elsif (uc $cmd eq 'AUTHENTICATE'
+                 && $line =~ /^\S+ AUTHENTICATE OAUTHBEARER (\S+)\r\n\z/)
+        {
+            my $ir = decode_base64($1);
+
+            if ($ir =~ /^n,a=tok\@example\.com,\x01host=127\.0\.0\.4
+                \x01port=\d+\x01auth=Bearer\ [\w.-]+\x01\x01\z/x)
+            {
+                $user = 'tok@example.com';
+                print $log "token good\n";
+                print $c "$tag OK [CAPABILITY $caps] logged in\r\n";
+                next;
+            }
+
+            # RFC 7628's error exchange: the client's dummy response, NO
+
+            print $c "+ " . encode_base64('{"status":"invalid_token"}', '')
+                . "\r\n";
+            my $dummy = <$c> // '';
+            print $log "dummy $dummy";
+            print $c "$tag NO [AUTHENTICATIONFAILED] bad token\r\n";
+
+        } elsif (uc $cmd eq 'LIST' && $user ne 'bye@example.com') {
+            print $c "* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
+                . "* STATUS INBOX (MESSAGES 2 UNSEEN 1 UIDVALIDITY 7 "
+                . "UIDNEXT 3)\r\n"
+                . "* LIST (\\HasNoChildren \\Sent) \"/\" {10}\r\n"
+                . "Sent Items\r\n"
+                . "* STATUS \"Sent Items\" (MESSAGES 5 UNSEEN 0 UIDVALIDITY 7 "
+                . "UIDNEXT 6)\r\n"
+                . "* LIST () \"/\" \"bad&AOk\"\r\n"
+                . "$tag OK listed\r\n";
+
+            # an idle session the backend ends: the kept one is dropped
+
+            if ($user eq 'drop@example.com') {
+                sleep 1;
+                print $c "* BYE idle too long\r\n";
+                last;
+            }
+
+        } elsif (uc $cmd eq 'LIST') {
+            print $c "* BYE going away\r\n";
+            last;
+
+        } else {
+            print $c "$tag BAD what\r\n";
+        }
+    }
+
+    close $c;
+    print $log "=====\n";
+    close $log;
+}
+
+my $fake_pid = fork();
+die "fork: $!\n" unless defined $fake_pid;
+
+if ($fake_pid == 0) {
+    $SIG{CHLD} = 'IGNORE';
+
+    while (1) {
+        my $c = $fake->accept() or next;
+        my $pid = fork();
+
+        if (defined $pid && $pid == 0) {
+            binmode $c;
+            fake_session($c);
+            exit 0;
+        }
+
+        close $c;
+    }
+}
+
+push @{$t->{daemons}}, $fake_pid;
+close $fake;
+
 # a backend that takes connections and never greets
 
 my $mute_port = $t->port('mute');
@@ -84,6 +204,12 @@ my $users_file = join '', map { "$_:{PLAIN}$users{$_}:a\n" }
     grep { !/^f/ } sort keys %users;
 $users_file .= join '', map { "f$_\@example.com:{PLAIN}pf$_:f\n" } 1 .. 6;
 $users_file .= "mute\@example.com:{PLAIN}pwM:m\n";
+$users_file .= "eve\@example.com:{PLAIN}pwE:a\n";
+$users_file .= "kim\@example.com:{PLAIN}pw\xc3\xa9:k\n";
+$users_file .= "bye\@example.com:{PLAIN}pw\xc3\xa9:k\n";
+$users_file .= "drop\@example.com:{PLAIN}pw\xc3\xa9:k\n";
+$users_file .= "tok\@example.com:{PLAIN}pwT:k\n";
+$users_file .= "badtok\@example.com:{PLAIN}pwT:k\n";
 $t->write_file('users', $users_file);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
@@ -99,6 +225,9 @@ mail {
     router_auth_delay 0;
     router_auth_max_delay 1s;
     router_zone   throttle:1m;
+
+    # the dead and the mute servers are found by the client, not by checks
+    router_health_check off;
 
     router_token_jwks      @{[ $k->jwks_file ]};
     router_token_issuer    @{[ $k->issuer ]};
@@ -116,6 +245,10 @@ mail {
 
     router_pool m {
         server 127.0.0.3 imap=$mute_port;
+    }
+
+    router_pool k {
+        server 127.0.0.4 imap=$fake_port;
     }
 
     auth_http  127.0.0.1:%%PORT_http%%/auth;
@@ -139,6 +272,11 @@ http {
 
         location /jmap/ {
             mail_plus_jmap;
+        }
+
+        location /nokeep/ {
+            mail_plus_jmap;
+            mail_plus_jmap_imap_keepalive 0;
         }
 
         location /slow/ {
@@ -276,8 +414,17 @@ is_deeply($res->{list}, [{ id => $mb{Sent}{id}, name => 'Sent',
     role => 'sent' }], 'get: ids and properties');
 is_deeply($res->{notFound}, ['Mnothere'], 'get: notFound');
 
-my $after = () = $t->dovecot_log($da) =~ /Login: user=<alice\@example\.com>/g;
-is($after - $logins, 1, 'keep-alive: two requests, one backend login');
+# Dovecot's log process may write a little later
+
+sub logins {
+    my ($user) = @_;
+    my $n = () = $t->dovecot_log($da) =~ /Login: user=<\Q$user\E>/g;
+    return $n;
+}
+
+wait_for(sub { logins('alice@example.com') > $logins }, 10);
+is(logins('alice@example.com') - $logins, 1,
+    'keep-alive: two requests, one backend login');
 like($t->read_file('error.log'), qr/jmap imap: reused session/,
     'keep-alive: reused');
 
@@ -350,12 +497,104 @@ is($d->{methodResponses}[0][0], 'Mailbox/get', 'token: answered')
 ok((grep { ($_->{role} // '') eq 'inbox' }
     @{$d->{methodResponses}[0][1]{list}}),
     'token: the INBOX');
-like($t->dovecot_log($da), qr/master.*mp|mp.*master|carol\@example\.com\*mp/i,
+like($t->dovecot_log($da),
+    qr/Master user logging in as carol\@example\.com/,
     'token: logged in as the master user');
+
+# no keep-alive: a login each request
+
+my $bob = basic('bob@example.com', 'pwB');
+my $bacc = session($bob)->{primaryAccounts}{$mail};
+my $blog = () = $t->dovecot_log($da) =~ /Login: user=<bob\@example\.com>/g;
+for (1 .. 2) {
+    ($r, $d) = api($bob, [['Mailbox/get', { accountId => $bacc,
+        properties => ['name'] }, 'g']], '/nokeep/api');
+    is($d->{methodResponses}[0][0], 'Mailbox/get', "no keep-alive: get $_");
+}
+ok(wait_for(sub { logins('bob@example.com') - $blog == 2 }, 10),
+    'no keep-alive: two requests, two logins');
+
+# a login the backend refuses: serverFail, no failover
+
+my $eve = basic('eve@example.com', 'pwE');
+($r, $d) = api($eve, [['Mailbox/get', { accountId =>
+    session($eve)->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][1]{type}, 'serverFail', 'refused: serverFail');
+is($d->{methodResponses}[0][1]{description}, 'the backend refused the login',
+    'refused: why');
+like($t->read_file('error.log'), qr/refused the login of "eve\@example\.com"/,
+    'refused: logged');
+unlike($t->read_file('error.log'), qr/of "eve\@example\.com".*trying the next/,
+    'refused: no failover');
+
+# the scripted backend
+
+my $kim = basic('kim@example.com', "pw\xc3\xa9");
+my $kacc = session($kim)->{primaryAccounts}{$mail};
+($r, $d) = api($kim, [['Mailbox/get', { accountId => $kacc }, 'g']]);
+$res = $d->{methodResponses}[0];
+is($res->[0], 'Mailbox/get', 'literal: logged in, listed')
+    or diag($r->{content});
+my %k = map { $_->{name} => $_ } @{$res->[1]{list}};
+is_deeply([sort keys %k], ['INBOX', 'Sent Items'],
+    'literal: a name in a literal; a bad modified UTF-7 name left out');
+is($k{'Sent Items'}{role}, 'sent', 'literal: role');
+is($k{'Sent Items'}{totalEmails}, 5, 'literal: STATUS after a literal name');
+is($k{INBOX}{unreadEmails}, 1, 'literal: INBOX unread');
+like($t->read_file('error.log'), qr/not valid modified UTF-7 left out/,
+    'literal: the bad name logged');
+my $fl = $t->read_file('fake.log');
+like($fl, qr/LOGIN kim\@example\.com \{4\}\r\npw/,
+    'literal: a synchronizing literal');
+unlike($fl, qr/early/, 'literal: nothing sent before the "+"');
+
+my $bye = basic('bye@example.com', "pw\xc3\xa9");
+($r, $d) = api($bye, [['Mailbox/get', { accountId =>
+    session($bye)->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][1]{type}, 'serverFail', 'BYE: serverFail');
+like($d->{methodResponses}[0][1]{description} // '', qr/ended the session/,
+    'BYE: the session ended');
 
 # nginx's own debug lines show the request's headers: ours, none
 
 my $ours = join "\n", grep { !/http header:/ } split /\n/,
+    $t->read_file('error.log');
+# a token login with the token itself: OAUTHBEARER with SASL-IR, and a
+# refusal (RFC 7628's error exchange)
+
+my $tjwt = $k->token(user => 'tok@example.com');
+($r, $d) = api("Bearer $tjwt", [['Mailbox/get', { accountId =>
+    session("Bearer $tjwt")->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'oauthbearer: logged in')
+    or diag($r->{content});
+like($t->read_file('fake.log'), qr/token good/, 'oauthbearer: the response');
+
+my $bjwt = $k->token(user => 'badtok@example.com');
+($r, $d) = api("Bearer $bjwt", [['Mailbox/get', { accountId =>
+    session("Bearer $bjwt")->{primaryAccounts}{$mail} }, 'g']]);
+is($d->{methodResponses}[0][1]{description}, 'the backend refused the login',
+    'oauthbearer: refused');
+like($t->read_file('fake.log'), qr/dummy AQ==\r\n/,
+    'oauthbearer: the dummy response');
+unlike($t->read_file('fake.log'), qr/\Q$bjwt\E|\Q$tjwt\E/,
+    'oauthbearer: the token in base64 only');
+
+# a kept session that the backend ends is dropped; the next request logs
+# in again
+
+my $drop = basic('drop@example.com', "pw\xc3\xa9");
+my $dacc = session($drop)->{primaryAccounts}{$mail};
+($r, $d) = api($drop, [['Mailbox/get', { accountId => $dacc }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'drop: first request');
+ok(wait_for(sub { $t->read_file('error.log')
+    =~ /kept session to 127\.0\.0\.4:\d+ dropped: the backend spoke/ }, 10),
+    'drop: the kept session dropped');
+($r, $d) = api($drop, [['Mailbox/get', { accountId => $dacc }, 'g']]);
+is($d->{methodResponses}[0][0], 'Mailbox/get', 'drop: second request');
+my $dl = () = $t->read_file('fake.log') =~ /LOGIN drop\@example\.com/g;
+is($dl, 2, 'drop: logged in again');
+
+$ours = join "\n", grep { !/http header:/ } split /\n/,
     $t->read_file('error.log');
 unlike($ours, qr/pwA|masterpw|\Q$jwt\E/, 'no password or token in the log');
 

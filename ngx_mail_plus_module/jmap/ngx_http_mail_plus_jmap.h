@@ -37,6 +37,8 @@
  *   ngx_mail_plus_imap_client.c        the asynchronous IMAP client
  *                                      (ngx_mail_plus_imap_client.h) the
  *                                      mail methods ask
+ *   ngx_mail_plus_imap_keepalive.c     its idle sessions kept per worker
+ *   ngx_mail_plus_imap_utf7.c          modified UTF-7 of mailbox names
  *   ngx_mail_plus_imap_parse.c         its reader of responses
  *
  * A method is a row of a table (name, capability, handler); the API runs

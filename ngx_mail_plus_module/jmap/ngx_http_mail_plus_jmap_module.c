@@ -968,15 +968,15 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     /*
      * a response's literal as large as the response; a line of 64k; a
-     * list of up to one item per 2 bytes of the response (a SEARCH answer
-     * of 100,000 UIDs is some 700k), the memory bounded by the response's
-     * size all the same
+     * list of up to one item for every 64 bytes of the limit, at least
+     * 200,000 (a SEARCH answer of 100,000 UIDs fits); the memory a
+     * response takes is bounded by its size all the same
      */
 
     conf->imap.limits.literal = conf->imap.limits.total;
     conf->imap.limits.line = 65536;
     conf->imap.limits.depth = 64;
-    conf->imap.limits.items = conf->imap.limits.total / 2;
+    conf->imap.limits.items = ngx_max(conf->imap.limits.total / 64, 200000);
 
     if (conf->max_size_request == 0 || conf->max_calls == 0
         || conf->max_objects_in_get == 0 || conf->max_size_upload == 0

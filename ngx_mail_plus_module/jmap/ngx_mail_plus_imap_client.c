@@ -23,6 +23,10 @@
  * CAPABILITY again if the login's answer did not tell, ENABLE.  One
  * command is on the wire at a time; its text is sent as a chain up to a
  * synchronizing literal, then the rest after the server's "+".
+ *
+ * UTF8=ACCEPT is not enabled: a command may be made before the login
+ * tells what the backend offers, so mailbox names are always in modified
+ * UTF-7 (imap->utf8 stays 0).
  */
 
 
@@ -56,6 +60,8 @@ static ngx_int_t ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp);
 static ngx_int_t ngx_mail_plus_imap_tagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp);
+static void ngx_mail_plus_imap_data(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_response_t *resp);
 static void ngx_mail_plus_imap_vanished(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_value_t *data);
 static void ngx_mail_plus_imap_code(ngx_mail_plus_imap_session_t *s,
@@ -69,6 +75,8 @@ static ngx_int_t ngx_mail_plus_imap_login(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_mail_plus_imap_authenticate(
     ngx_mail_plus_imap_session_t *s, ngx_mail_plus_imap_cmd_t *cmd);
+static ngx_int_t ngx_mail_plus_imap_master(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_pool_t *pool);
 static void ngx_mail_plus_imap_internal_handler(
     ngx_mail_plus_imap_cmd_t *cmd);
 static ngx_int_t ngx_mail_plus_imap_next(ngx_mail_plus_imap_session_t *s);
@@ -675,13 +683,8 @@ ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_response_t *resp)
 {
     ngx_int_t                        rc;
-    ngx_uint_t                       i;
-    ngx_mail_plus_imap_t            *imap;
     ngx_mail_plus_imap_cmd_t        *cmd;
-    ngx_mail_plus_imap_value_t      *v;
     ngx_mail_plus_imap_response_t  **slot;
-
-    imap = &s->imap;
 
     if (resp->status == NGX_MAIL_PLUS_IMAP_BYE) {
         ngx_log_debug0(NGX_LOG_DEBUG_MAIL, &s->log, 0,
@@ -690,54 +693,7 @@ ngx_mail_plus_imap_untagged(ngx_mail_plus_imap_session_t *s,
         return NGX_OK;
     }
 
-    if (resp->status != NGX_MAIL_PLUS_IMAP_DATA) {
-        ngx_mail_plus_imap_code(s, resp->code);
-
-    } else if (resp->name.len == 6
-               && ngx_strncasecmp(resp->name.data, (u_char *) "EXISTS", 6)
-                  == 0)
-    {
-        if (s->selecting || imap->selected.len) {
-            imap->exists = resp->number;
-        }
-
-    } else if (resp->name.len == 7
-               && ngx_strncasecmp(resp->name.data, (u_char *) "EXPUNGE", 7)
-                  == 0)
-    {
-        if (imap->exists) {
-            imap->exists--;
-        }
-
-    } else if (resp->name.len == 8
-               && ngx_strncasecmp(resp->name.data, (u_char *) "VANISHED", 8)
-                  == 0)
-    {
-        ngx_mail_plus_imap_vanished(s, resp->data);
-
-    } else if (resp->name.len == 10
-               && ngx_strncasecmp(resp->name.data, (u_char *) "CAPABILITY",
-                                  10) == 0)
-    {
-        ngx_mail_plus_imap_caps(s, resp->data, 0);
-
-    } else if (resp->name.len == 7
-               && ngx_strncasecmp(resp->name.data, (u_char *) "ENABLED", 7)
-                  == 0)
-    {
-        for (i = 0; (v = ngx_mail_plus_imap_item(resp->data, i)); i++) {
-            if (ngx_mail_plus_imap_atom_is(v, "CONDSTORE", 9)) {
-                imap->condstore = 1;
-
-            } else if (ngx_mail_plus_imap_atom_is(v, "QRESYNC", 7)) {
-                imap->qresync = 1;
-                imap->condstore = 1;
-
-            } else if (ngx_mail_plus_imap_atom_is(v, "UTF8=ACCEPT", 11)) {
-                imap->utf8 = 1;
-            }
-        }
-    }
+    ngx_mail_plus_imap_data(s, resp);
 
     cmd = s->current;
 
@@ -838,6 +794,66 @@ bad:
 
     return ngx_mail_plus_imap_fail(s, "the backend's response was not "
                                    "understood");
+}
+
+
+/* what an untagged response tells of the session, whoever asked */
+
+static void
+ngx_mail_plus_imap_data(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_response_t *resp)
+{
+    ngx_uint_t                   i;
+    ngx_mail_plus_imap_t        *imap;
+    ngx_mail_plus_imap_value_t  *v;
+
+    imap = &s->imap;
+
+    if (resp->status != NGX_MAIL_PLUS_IMAP_DATA) {
+        ngx_mail_plus_imap_code(s, resp->code);
+
+    } else if (resp->name.len == 6
+               && ngx_strncasecmp(resp->name.data, (u_char *) "EXISTS", 6)
+                  == 0)
+    {
+        if (s->selecting || imap->selected.len) {
+            imap->exists = resp->number;
+        }
+
+    } else if (resp->name.len == 7
+               && ngx_strncasecmp(resp->name.data, (u_char *) "EXPUNGE", 7)
+                  == 0)
+    {
+        if (imap->exists) {
+            imap->exists--;
+        }
+
+    } else if (resp->name.len == 8
+               && ngx_strncasecmp(resp->name.data, (u_char *) "VANISHED", 8)
+                  == 0)
+    {
+        ngx_mail_plus_imap_vanished(s, resp->data);
+
+    } else if (resp->name.len == 10
+               && ngx_strncasecmp(resp->name.data, (u_char *) "CAPABILITY",
+                                  10) == 0)
+    {
+        ngx_mail_plus_imap_caps(s, resp->data, 0);
+
+    } else if (resp->name.len == 7
+               && ngx_strncasecmp(resp->name.data, (u_char *) "ENABLED", 7)
+                  == 0)
+    {
+        for (i = 0; (v = ngx_mail_plus_imap_item(resp->data, i)); i++) {
+            if (ngx_mail_plus_imap_atom_is(v, "CONDSTORE", 9)) {
+                imap->condstore = 1;
+
+            } else if (ngx_mail_plus_imap_atom_is(v, "QRESYNC", 7)) {
+                imap->qresync = 1;
+                imap->condstore = 1;
+            }
+        }
+    }
 }
 
 
@@ -980,7 +996,6 @@ ngx_mail_plus_imap_caps(ngx_mail_plus_imap_session_t *s,
     s->literal_minus = 0;
     s->offer_condstore = 0;
     s->offer_qresync = 0;
-    s->offer_utf8 = 0;
     s->sasl_ir = 0;
     s->oauthbearer = 0;
     s->xoauth2 = 0;
@@ -1003,9 +1018,6 @@ ngx_mail_plus_imap_caps(ngx_mail_plus_imap_session_t *s,
 
         } else if (ngx_imap_cap("QRESYNC")) {
             s->offer_qresync = 1;
-
-        } else if (ngx_imap_cap("UTF8=ACCEPT")) {
-            s->offer_utf8 = 1;
 
         } else if (ngx_imap_cap("SPECIAL-USE")) {
             imap->special_use = 1;
@@ -1098,8 +1110,8 @@ ngx_mail_plus_imap_step(ngx_mail_plus_imap_session_t *s)
     ngx_int_t                  rc;
     ngx_mail_plus_imap_cmd_t  *cmd;
 
-    if (s->caps && s->logged_in && (s->enabled
-        || !(s->offer_condstore || s->offer_qresync || s->offer_utf8)))
+    if (s->caps && s->logged_in
+        && (s->enabled || !(s->offer_condstore || s->offer_qresync)))
     {
         ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
                        "jmap imap: session to %V of \"%V\" ready",
@@ -1131,11 +1143,10 @@ ngx_mail_plus_imap_step(ngx_mail_plus_imap_session_t *s)
 
     } else {
         cmd->data = (void *) NGX_MAIL_PLUS_IMAP_STEP_ENABLE;
-        rc = ngx_mail_plus_imap_cmd_text(cmd, "ENABLE%s%s%s",
+        rc = ngx_mail_plus_imap_cmd_text(cmd, "ENABLE%s%s",
                                          s->offer_condstore
                                          ? " CONDSTORE" : "",
-                                         s->offer_qresync ? " QRESYNC" : "",
-                                         s->offer_utf8 ? " UTF8=ACCEPT" : "");
+                                         s->offer_qresync ? " QRESYNC" : "");
         s->enabled = 1;
     }
 
@@ -1195,7 +1206,6 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     ngx_mail_plus_imap_cmd_t *cmd)
 {
     u_char                  *p, *q, *last;
-    ngx_str_t                login;
     ngx_uint_t               mech;
     ngx_mail_plus_pool_t    *pool;
     ngx_mail_plus_route_t   *route;
@@ -1205,28 +1215,7 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     pool = route->pool;
 
     if (pool->token_login == NGX_MAIL_PLUS_TOKEN_LOGIN_MASTER) {
-        login.len = s->login.len + 1 + pool->master_user.len;
-        login.data = ngx_pnalloc(s->pool, login.len);
-        if (login.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf(login.data, "%V*%V", &s->login, &pool->master_user);
-
-        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
-                       "jmap imap: LOGIN of \"%V\" as master user \"%V\"",
-                       &s->login, &pool->master_user);
-
-        if (ngx_mail_plus_imap_cmd_text(cmd, "LOGIN ") != NGX_OK
-            || ngx_mail_plus_imap_cmd_string(cmd, &login) != NGX_OK
-            || ngx_mail_plus_imap_cmd_text(cmd, " ") != NGX_OK
-            || ngx_mail_plus_imap_cmd_string(cmd, &pool->master_password)
-               != NGX_OK)
-        {
-            return NGX_DECLINED;
-        }
-
-        return NGX_OK;
+        return ngx_mail_plus_imap_master(s, cmd, pool);
     }
 
     if (s->oauthbearer) {
@@ -1299,6 +1288,39 @@ ngx_mail_plus_imap_authenticate(ngx_mail_plus_imap_session_t *s,
     }
 
     return ngx_mail_plus_imap_part(cmd, p, q - p, 0);
+}
+
+
+/* "LOGIN login*master password": Dovecot's master user convention */
+
+static ngx_int_t
+ngx_mail_plus_imap_master(ngx_mail_plus_imap_session_t *s,
+    ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_pool_t *pool)
+{
+    ngx_str_t  login;
+
+    login.len = s->login.len + 1 + pool->master_user.len;
+    login.data = ngx_pnalloc(s->pool, login.len);
+    if (login.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(login.data, "%V*%V", &s->login, &pool->master_user);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, &s->log, 0,
+                   "jmap imap: LOGIN of \"%V\" as master user \"%V\"",
+                   &s->login, &pool->master_user);
+
+    if (ngx_mail_plus_imap_cmd_text(cmd, "LOGIN ") != NGX_OK
+        || ngx_mail_plus_imap_cmd_string(cmd, &login) != NGX_OK
+        || ngx_mail_plus_imap_cmd_text(cmd, " ") != NGX_OK
+        || ngx_mail_plus_imap_cmd_string(cmd, &pool->master_password)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1450,6 +1472,15 @@ ngx_mail_plus_imap_write(ngx_mail_plus_imap_session_t *s)
 
         while (!s->tag_sent || s->part < cmd->parts.nelts || !s->crlf_sent) {
 
+            /* an empty literal's data: nothing to send */
+
+            if (s->tag_sent && s->part < cmd->parts.nelts
+                && parts[s->part].data.len == 0 && !parts[s->part].sync)
+            {
+                s->part++;
+                continue;
+            }
+
             b = ngx_calloc_buf(cmd->pool);
             cl = ngx_alloc_chain_link(cmd->pool);
             if (b == NULL || cl == NULL) {
@@ -1496,6 +1527,12 @@ ngx_mail_plus_imap_write(ngx_mail_plus_imap_session_t *s)
     }
 
     s->out = c->send_chain(c, s->out, 0);
+
+    /* a long literal (APPEND) has the timeout for each part that goes */
+
+    if (s->timer.timer_set) {
+        ngx_add_timer(&s->timer, s->conf->timeout);
+    }
 
     if (s->out == NGX_CHAIN_ERROR) {
         s->out = NULL;

@@ -85,6 +85,8 @@ ngx_mail_plus_imap_keepalive_get(void *server, in_port_t port,
 ngx_int_t
 ngx_mail_plus_imap_keepalive_put(ngx_mail_plus_imap_session_t *s)
 {
+    u_char                         buf[1];
+    ssize_t                        n;
     ngx_queue_t                   *q;
     ngx_connection_t              *c;
     ngx_mail_plus_imap_session_t  *old;
@@ -97,16 +99,24 @@ ngx_mail_plus_imap_keepalive_put(ngx_mail_plus_imap_session_t *s)
         ngx_queue_init(&ngx_mail_plus_imap_kept);
     }
 
+    c = s->connection;
+
+    /* nothing may be waiting to be read: it would be a response to none */
+
+    if (c->read->ready) {
+        n = recv(c->fd, buf, 1, MSG_PEEK);
+
+        if (n != -1 || ngx_socket_errno != NGX_EAGAIN) {
+            return NGX_DECLINED;
+        }
+
+        c->read->ready = 0;
+    }
+
     while (ngx_mail_plus_imap_nkept >= s->conf->keepalive) {
         q = ngx_queue_head(&ngx_mail_plus_imap_kept);
         old = ngx_queue_data(q, ngx_mail_plus_imap_session_t, queue);
         ngx_mail_plus_imap_keepalive_drop(old, "the oldest, the cache full");
-    }
-
-    c = s->connection;
-
-    if (c->read->ready) {
-        return NGX_DECLINED;
     }
 
     s->state = NGX_MAIL_PLUS_IMAP_KEPT;

@@ -94,7 +94,6 @@ typedef struct {
     unsigned                          literal_minus:1;
     unsigned                          offer_condstore:1;
     unsigned                          offer_qresync:1;
-    unsigned                          offer_utf8:1;
     unsigned                          sasl_ir:1;
     unsigned                          oauthbearer:1;
     unsigned                          xoauth2:1;

@@ -22,6 +22,8 @@
  */
 
 
+static u_char *ngx_mail_plus_imap_utf7_run(u_char **pp, u_char *last,
+    u_char *d);
 static ngx_int_t ngx_mail_plus_imap_utf8_char(u_char **pp, u_char *last,
     uint32_t *cp);
 static u_char *ngx_mail_plus_imap_utf8_put(u_char *d, uint32_t cp);
@@ -36,10 +38,8 @@ ngx_int_t
 ngx_mail_plus_imap_utf7_decode(ngx_pool_t *pool, ngx_str_t *in,
     ngx_str_t *out)
 {
-    u_char     *p, *last, *d, c;
-    uint32_t    bits, u, hi, cp;
-    ngx_int_t   v;
-    ngx_uint_t  nbits, units, after_run;
+    u_char      *p, *last, *d, c;
+    ngx_uint_t   after_run;
 
     d = ngx_pnalloc(pool, in->len * 2 + 1);
     if (d == NULL) {
@@ -72,73 +72,14 @@ ngx_mail_plus_imap_utf7_decode(ngx_pool_t *pool, ngx_str_t *in,
             continue;
         }
 
+        /* two runs in a row are one, canonically */
+
         if (after_run) {
             return NGX_DECLINED;
         }
 
-        bits = 0;
-        nbits = 0;
-        units = 0;
-        hi = 0;
-
-        for ( ;; ) {
-            if (p == last) {
-                return NGX_DECLINED;
-            }
-
-            c = *p++;
-
-            if (c == '-') {
-                break;
-            }
-
-            v = ngx_mail_plus_imap_utf7_digit(c);
-            if (v < 0) {
-                return NGX_DECLINED;
-            }
-
-            bits = (bits << 6) | (uint32_t) v;
-            nbits += 6;
-
-            if (nbits < 16) {
-                continue;
-            }
-
-            nbits -= 16;
-            u = (bits >> nbits) & 0xffff;
-            bits &= (1u << nbits) - 1;
-            units++;
-
-            if (hi) {
-                if (u < 0xdc00 || u > 0xdfff) {
-                    return NGX_DECLINED;
-                }
-
-                cp = 0x10000 + ((hi - 0xd800) << 10) + (u - 0xdc00);
-                hi = 0;
-
-            } else if (u >= 0xd800 && u <= 0xdbff) {
-                hi = u;
-                continue;
-
-            } else if (u >= 0xdc00 && u <= 0xdfff) {
-                return NGX_DECLINED;
-
-            } else if (u < 0x80 && u != 0x7f) {
-                /* printable: not canonical; C0: refused */
-                return NGX_DECLINED;
-
-            } else if (u == 0x7f) {
-                return NGX_DECLINED;
-
-            } else {
-                cp = u;
-            }
-
-            d = ngx_mail_plus_imap_utf8_put(d, cp);
-        }
-
-        if (units == 0 || hi || nbits >= 6 || bits != 0) {
+        d = ngx_mail_plus_imap_utf7_run(&p, last, d);
+        if (d == NULL) {
             return NGX_DECLINED;
         }
 
@@ -148,6 +89,88 @@ ngx_mail_plus_imap_utf7_decode(ngx_pool_t *pool, ngx_str_t *in,
     out->len = d - out->data;
 
     return NGX_OK;
+}
+
+
+/* a base64 run after "&", up to its "-", to UTF-8 at d; NULL if bad */
+
+static u_char *
+ngx_mail_plus_imap_utf7_run(u_char **pp, u_char *last, u_char *d)
+{
+    u_char      *p, c;
+    uint32_t     bits, u, hi, cp;
+    ngx_int_t    v;
+    ngx_uint_t   nbits, units;
+
+    p = *pp;
+    bits = 0;
+    nbits = 0;
+    units = 0;
+    hi = 0;
+
+    for ( ;; ) {
+        if (p == last) {
+            return NULL;
+        }
+
+        c = *p++;
+
+        if (c == '-') {
+            break;
+        }
+
+        v = ngx_mail_plus_imap_utf7_digit(c);
+        if (v < 0) {
+            return NULL;
+        }
+
+        bits = (bits << 6) | (uint32_t) v;
+        nbits += 6;
+
+        if (nbits < 16) {
+            continue;
+        }
+
+        nbits -= 16;
+        u = (bits >> nbits) & 0xffff;
+        bits &= (1u << nbits) - 1;
+        units++;
+
+        if (hi) {
+            if (u < 0xdc00 || u > 0xdfff) {
+                return NULL;
+            }
+
+            cp = 0x10000 + ((hi - 0xd800) << 10) + (u - 0xdc00);
+            hi = 0;
+
+        } else if (u >= 0xd800 && u <= 0xdbff) {
+            hi = u;
+            continue;
+
+        } else if ((u >= 0xdc00 && u <= 0xdfff) || u < 0x80) {
+
+            /* a lone low surrogate; US-ASCII: printable is not
+               canonical, a control is refused */
+
+            return NULL;
+
+        } else {
+            cp = u;
+        }
+
+        d = ngx_mail_plus_imap_utf8_put(d, cp);
+    }
+
+    /* something, no lone high surrogate, the padding short and zero */
+
+    if (units == 0 || hi || nbits >= 6 || bits != 0) {
+        return NULL;
+    }
+
+    *pp = p;
+
+    return d;
 }
 
 
