@@ -103,6 +103,10 @@ static void ngx_http_mail_plus_jmap_sub_after(
 static ngx_int_t ngx_http_mail_plus_jmap_sub_update(
     ngx_http_mail_plus_jmap_sub_t *s, const char *key, json_t *patch,
     ngx_uint_t destroy);
+static ngx_int_t ngx_http_mail_plus_jmap_sub_patch(
+    ngx_http_mail_plus_jmap_sub_t *s, json_t *patch, u_char *mid,
+    ngx_str_t *plus, ngx_str_t *minus,
+    ngx_http_mail_plus_jmap_mailbox_t **to);
 static ngx_int_t ngx_http_mail_plus_jmap_sub_command(
     ngx_http_mail_plus_jmap_sub_t *s, ngx_mail_plus_imap_t *imap,
     ngx_mail_plus_imap_cmd_t *cmd);
@@ -1142,9 +1146,10 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_sub_update(ngx_http_mail_plus_jmap_sub_t *s,
     const char *key, json_t *patch, ngx_uint_t destroy)
 {
-    u_char                             *p, mid[18];
+    u_char                              mid[18];
     json_t                             *sub, *v, *email;
-    ngx_str_t                           id, plus, minus, *dest;
+    ngx_int_t                           rc;
+    ngx_str_t                           id, plus, minus;
     const char                         *path, *sid;
     ngx_pool_t                         *pool;
     ngx_mail_plus_imap_t               *imap;
@@ -1186,7 +1191,9 @@ ngx_http_mail_plus_jmap_sub_update(ngx_http_mail_plus_jmap_sub_t *s,
 
     ngx_memcpy(mid + 1, ref.mailbox, 16);
     mid[17] = '\0';
-    mb = ngx_http_mail_plus_jmap_mailbox_find(ctx->mailboxes, mid);
+    mb = ctx->mailboxes ? ngx_http_mail_plus_jmap_mailbox_find(ctx->mailboxes,
+                                                               mid)
+                        : NULL;
 
     if (mb == NULL) {
         v = json_pack("{s:s}", "type", "notFound");
@@ -1200,66 +1207,14 @@ ngx_http_mail_plus_jmap_sub_update(ngx_http_mail_plus_jmap_sub_t *s,
 
     /* the patch: keywords added and removed, a mailbox to move to */
 
-    plus.data = ngx_pnalloc(pool, 1024);
-    minus.data = ngx_pnalloc(pool, 1024);
-    if (plus.data == NULL || minus.data == NULL) {
-        return NGX_ERROR;
+    rc = ngx_http_mail_plus_jmap_sub_patch(s, patch, mid, &plus, &minus,
+                                           &to);
+    if (rc == NGX_DECLINED) {
+        goto invalid;
     }
 
-    plus.len = 0;
-    minus.len = 0;
-    to = NULL;
-    dest = NULL;
-
-    json_object_foreach(patch, path, v) {
-        if (ngx_strncmp(path, "keywords/", 9) == 0
-            && (json_is_true(v) || json_is_null(v)))
-        {
-            sub = json_pack("{s:b}", path + 9, 1);
-            if (sub == NULL) {
-                return NGX_ERROR;
-            }
-
-            if (ngx_http_mail_plus_jmap_flags(pool, sub, &id) != NGX_OK
-                || id.len > 255)
-            {
-                json_decref(sub);
-                goto invalid;
-            }
-
-            json_decref(sub);
-
-            /* "(flag)" without its parentheses */
-
-            dest = json_is_true(v) ? &plus : &minus;
-            p = ngx_cpymem(dest->data + dest->len, dest->len ? " " : "",
-                           dest->len ? 1 : 0);
-            p = ngx_cpymem(p, id.data + 1, id.len - 2);
-            dest->len = p - dest->data;
-
-            if (dest->len > 700) {
-                goto invalid;
-            }
-
-        } else if (ngx_strncmp(path, "mailboxIds/", 11) == 0
-                   && ngx_strlen(path + 11) == 17)
-        {
-            if (json_is_true(v)) {
-                to = ngx_http_mail_plus_jmap_mailbox_find(ctx->mailboxes,
-                                                 (u_char *) path + 11);
-                if (to == NULL || to->noselect) {
-                    goto invalid;
-                }
-
-            } else if (!json_is_null(v)
-                       || ngx_strcmp(path + 11, (char *) mid) != 0)
-            {
-                goto invalid;
-            }
-
-        } else {
-            goto invalid;
-        }
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
     }
 
     imap = ngx_http_mail_plus_jmap_imap(ctx);
@@ -1361,6 +1316,88 @@ invalid:
     return (v && json_object_set_new(s->not_updated,
                                      json_string_value(email), v) == 0)
            ? NGX_OK : NGX_ERROR;
+}
+
+
+/* a patch of onSuccessUpdateEmail: NGX_OK, NGX_DECLINED (invalid) */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_sub_patch(ngx_http_mail_plus_jmap_sub_t *s,
+    json_t *patch, u_char *mid, ngx_str_t *plus, ngx_str_t *minus,
+    ngx_http_mail_plus_jmap_mailbox_t **to)
+{
+    u_char                         *p;
+    json_t                         *sub, *v;
+    ngx_str_t                       id, *dest;
+    ngx_pool_t                     *pool;
+    const char                     *path;
+    ngx_http_mail_plus_jmap_ctx_t  *ctx;
+
+    ctx = s->call->ctx;
+    pool = s->pool;
+
+    plus->data = ngx_pnalloc(pool, 1024);
+    minus->data = ngx_pnalloc(pool, 1024);
+    if (plus->data == NULL || minus->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    plus->len = 0;
+    minus->len = 0;
+    *to = NULL;
+
+    json_object_foreach(patch, path, v) {
+        if (ngx_strncmp(path, "keywords/", 9) == 0
+            && (json_is_true(v) || json_is_null(v)))
+        {
+            sub = json_pack("{s:b}", path + 9, 1);
+            if (sub == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ngx_http_mail_plus_jmap_flags(pool, sub, &id) != NGX_OK
+                || id.len > 255)
+            {
+                json_decref(sub);
+                return NGX_DECLINED;
+            }
+
+            json_decref(sub);
+
+            /* "(flag)" without its parentheses */
+
+            dest = json_is_true(v) ? plus : minus;
+            p = ngx_cpymem(dest->data + dest->len, dest->len ? " " : "",
+                           dest->len ? 1 : 0);
+            p = ngx_cpymem(p, id.data + 1, id.len - 2);
+            dest->len = p - dest->data;
+
+            if (dest->len > 700) {
+                return NGX_DECLINED;
+            }
+
+        } else if (ngx_strncmp(path, "mailboxIds/", 11) == 0
+                   && ngx_strlen(path + 11) == 17)
+        {
+            if (json_is_true(v)) {
+                *to = ngx_http_mail_plus_jmap_mailbox_find(ctx->mailboxes,
+                                                     (u_char *) path + 11);
+                if (*to == NULL || (*to)->noselect) {
+                    return NGX_DECLINED;
+                }
+
+            } else if (!json_is_null(v)
+                       || ngx_strcmp(path + 11, (char *) mid) != 0)
+            {
+                return NGX_DECLINED;
+            }
+
+        } else {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
