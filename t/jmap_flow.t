@@ -201,8 +201,8 @@ sub count_in {
     return $n;
 }
 
-ok(wait_for(30, sub {
-        count_in($da, 'alice@example.com', 'pwA', 'INBOX', qr/\Q$word/) }),
+ok(wait_for(sub {
+        count_in($da, 'alice@example.com', 'pwA', 'INBOX', qr/\Q$word/) }, 30),
     'delivered to alice\'s Dovecot');
 
 # 2. the JMAP client library: read, move, search, reply, destroy
@@ -245,9 +245,9 @@ is($res->{destroyed}{left}, 0, 'jmap-jam: Projects is empty');
 
 # 3. the reply reaches bob's Dovecot through the queue
 
-ok(wait_for(30, sub {
+ok(wait_for(sub {
         count_in($db, 'bob@example.com', 'pwB', 'INBOX',
-            qr/^Re: \Q$subject\E$/) }),
+            qr/^Re: \Q$subject\E$/) }, 30),
     'the reply is delivered to bob\'s Dovecot');
 
 my $c = imap($db, 'bob@example.com', 'pwB');
