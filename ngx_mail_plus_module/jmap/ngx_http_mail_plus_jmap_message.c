@@ -36,6 +36,8 @@ typedef struct {
 static ngx_int_t ngx_http_mail_plus_jmap_headers(
     ngx_http_mail_plus_jmap_message_t *m, ngx_http_mail_plus_jmap_out_t *o,
     json_t *email);
+static size_t ngx_http_mail_plus_jmap_column(
+    ngx_http_mail_plus_jmap_out_t *o);
 static ngx_int_t ngx_http_mail_plus_jmap_addresses(
     ngx_http_mail_plus_jmap_message_t *m, ngx_http_mail_plus_jmap_out_t *o,
     json_t *email, const char *property, const char *field);
@@ -236,7 +238,7 @@ ngx_http_mail_plus_jmap_headers(ngx_http_mail_plus_jmap_message_t *m,
 }
 
 
-/* "From: Name <a@b>,\r\n <c@d>\r\n"; null or absent: no field */
+/* "From: Name <a@b>, <c@d>\r\n", folded; null or absent: no field */
 
 static ngx_int_t
 ngx_http_mail_plus_jmap_addresses(ngx_http_mail_plus_jmap_message_t *m,
@@ -244,8 +246,9 @@ ngx_http_mail_plus_jmap_addresses(ngx_http_mail_plus_jmap_message_t *m,
     const char *field)
 {
     json_t      *list, *a, *name, *addr;
-    size_t       i;
+    size_t       i, len;
     ngx_str_t    s;
+    const char  *sep;
 
     list = json_object_get(email, property);
 
@@ -294,14 +297,41 @@ ngx_http_mail_plus_jmap_addresses(ngx_http_mail_plus_jmap_message_t *m,
                                                   property);
         }
 
-        if (ngx_http_mail_plus_jmap_puts(o, i ? ",\r\n " : " ") != NGX_OK) {
+        /* folded only where the line would grow too long */
+
+        len = s.len + 3;
+
+        if (name && json_is_string(name)) {
+            len += json_string_length(name) + 1;
+        }
+
+        if (i == 0) {
+            sep = " ";
+
+        } else if (ngx_http_mail_plus_jmap_column(o) + len
+                   > NGX_HTTP_MAIL_PLUS_JMAP_FOLD)
+        {
+            sep = ",\r\n ";
+
+        } else {
+            sep = ", ";
+        }
+
+        if (ngx_http_mail_plus_jmap_puts(o, sep) != NGX_OK) {
             return NGX_ERROR;
         }
 
         if (name && json_is_string(name) && json_string_length(name)) {
             if (ngx_http_mail_plus_jmap_phrase(o, json_string_value(name))
-                != NGX_OK
-                || ngx_http_mail_plus_jmap_puts(o, "\r\n <") != NGX_OK
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            sep = (ngx_http_mail_plus_jmap_column(o) + s.len + 3
+                   > NGX_HTTP_MAIL_PLUS_JMAP_FOLD) ? "\r\n <" : " <";
+
+            if (ngx_http_mail_plus_jmap_puts(o, sep) != NGX_OK
                 || ngx_http_mail_plus_jmap_put(o, s.data, s.len) != NGX_OK
                 || ngx_http_mail_plus_jmap_puts(o, ">") != NGX_OK)
             {
@@ -314,6 +344,23 @@ ngx_http_mail_plus_jmap_addresses(ngx_http_mail_plus_jmap_message_t *m,
     }
 
     return ngx_http_mail_plus_jmap_puts(o, "\r\n");
+}
+
+
+/* the bytes written since the last line's start */
+
+static size_t
+ngx_http_mail_plus_jmap_column(ngx_http_mail_plus_jmap_out_t *o)
+{
+    u_char  *p;
+
+    p = o->data + o->len;
+
+    while (p > o->data && p[-1] != '\n') {
+        p--;
+    }
+
+    return o->data + o->len - p;
 }
 
 

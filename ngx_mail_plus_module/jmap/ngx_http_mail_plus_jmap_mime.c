@@ -1761,10 +1761,26 @@ json_t *
 ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
     size_t max)
 {
-    size_t      n;
-    ngx_uint_t  truncated;
+    u_char      *p, *d, *last;
+    size_t       n;
+    ngx_uint_t   truncated;
 
     ngx_http_mail_plus_jmap_nonnull(utf8);
+
+    /* RFC 8621, 4.1.4: each CRLF of the value a single LF */
+
+    p = utf8->data;
+    last = p + utf8->len;
+
+    for (d = p; p < last; p++) {
+        if (*p == CR && p + 1 < last && p[1] == LF) {
+            continue;
+        }
+
+        *d++ = *p;
+    }
+
+    utf8->len = d - utf8->data;
 
     n = utf8->len;
     truncated = 0;

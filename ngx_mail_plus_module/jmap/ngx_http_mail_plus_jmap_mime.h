@@ -129,8 +129,9 @@ ngx_int_t ngx_http_mail_plus_jmap_mime_decode(ngx_pool_t *pool,
     ngx_str_t *in, ngx_str_t *encoding, ngx_str_t *charset,
     ngx_uint_t decoded, ngx_str_t *out, ngx_uint_t *problem);
 
-/* {value, isEncodingProblem, isTruncated} of UTF-8, cut at max bytes (0:
-   no limit) on a character boundary */
+/* {value, isEncodingProblem, isTruncated} of UTF-8, each CRLF made LF
+   (in place: utf8 is changed), cut at max bytes (0: no limit) on a
+   character boundary */
 json_t *ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8,
     ngx_uint_t problem, size_t max);
 
