@@ -359,7 +359,8 @@ ok(!$m->{hasAttachment}, 'get: hasAttachment false');
 is($m->{preview}, 'Hello plain.', 'get: preview');
 is($m->{textBody}[0]{partId}, '1', 'get: textBody partId');
 is($m->{textBody}[0]{type}, 'text/plain', 'get: textBody type');
-is($m->{bodyValues}{1}{value}, "Hello plain.\r\n", 'get: body value');
+is($m->{bodyValues}{1}{value}, "Hello plain.\n",
+    'get: body value, its CRLF a LF');
 ok(!$m->{bodyValues}{1}{isTruncated}, 'get: not truncated');
 is_deeply($m->{htmlBody}, $m->{textBody}, 'get: htmlBody is the text');
 
@@ -412,7 +413,7 @@ $g = call1('Email/get', { accountId => $acc, ids => [$id{'m4@example.com'}],
     fetchTextBodyValues => JSON::PP::true });
 $m = $g->[1]{list}[0];
 is($m->{bodyValues}{1}{value},
-    decode('UTF-8', $u8->("Gr\x{fc}\x{df}e aus M\x{fc}nchen, soft break.\r\n")),
+    decode('UTF-8', $u8->("Gr\x{fc}\x{df}e aus M\x{fc}nchen, soft break.\n")),
     'qp latin1: decoded');
 is($m->{textBody}[0]{charset}, 'iso-8859-1', 'qp latin1: charset');
 
@@ -445,7 +446,7 @@ $g = call1('Email/get', { accountId => $acc, ids => [$id{'m8@example.com'}],
     fetchTextBodyValues => JSON::PP::true });
 $m = $g->[1]{list}[0];
 is($m->{subject}, "broken \x{fffd}\x{fffd} bytes", 'broken: subject');
-is($m->{bodyValues}{1}{value}, "bad \x{fffd}\x{fffd} bytes\r\n",
+is($m->{bodyValues}{1}{value}, "bad \x{fffd}\x{fffd} bytes\n",
     'broken: body value replaced');
 ok($m->{bodyValues}{1}{isEncodingProblem}, 'broken: isEncodingProblem');
 
