@@ -276,9 +276,11 @@ $c->examine('Drafts');
 is(scalar @{ $c->messages() || [] }, 0, 'Drafts is empty');
 $c->logout();
 
-# nothing the client sent reached the log as a token
+# nothing the client sent reached the log as a token, but for nginx's own
+# debug line of each request header (as with any Authorization header)
 
-my $log = $t->read_file('error.log');
+my $log = join '', grep { !/ http header: "Authorization: Bearer /i }
+    split /^/, $t->read_file('error.log');
 my $sig = $k->signature($token);
 unlike($log, qr/\Q$sig\E/, 'no token in the log');
 
