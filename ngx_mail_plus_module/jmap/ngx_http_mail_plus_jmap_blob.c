@@ -916,9 +916,6 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_download_data(ngx_mail_plus_imap_cmd_t *cmd,
     ngx_mail_plus_imap_response_t *resp)
 {
-    uint64_t                             uid;
-    ngx_uint_t                           i;
-    ngx_mail_plus_imap_value_t          *list, *item, *value;
     ngx_http_mail_plus_jmap_download_t  *dl;
 
     dl = cmd->data;
@@ -929,36 +926,8 @@ ngx_http_mail_plus_jmap_download_data(ngx_mail_plus_imap_cmd_t *cmd,
         return NGX_DECLINED;
     }
 
-    list = ngx_mail_plus_imap_item(resp->data, 0);
-
-    if (list == NULL || list->type != NGX_MAIL_PLUS_IMAP_LIST) {
-        return NGX_OK;
-    }
-
-    uid = 0;
-    value = NULL;
-
-    for (i = 0; i + 1 < list->nelts; i += 2) {
-        item = list->items[i];
-
-        if (ngx_mail_plus_imap_atom_is(item, "UID", 3)) {
-            (void) ngx_mail_plus_imap_number(list->items[i + 1], &uid);
-
-        } else if (item->type == NGX_MAIL_PLUS_IMAP_ATOM
-                   && ((item->str.len > 5
-                        && ngx_strncasecmp(item->str.data,
-                                           (u_char *) "BODY[", 5) == 0)
-                       || (item->str.len > 7
-                           && ngx_strncasecmp(item->str.data,
-                                              (u_char *) "BINARY[", 7)
-                              == 0)))
-        {
-            value = list->items[i + 1];
-        }
-    }
-
-    if (uid == dl->ref.uid && value
-        && ngx_mail_plus_imap_string(value, &dl->body) == NGX_OK)
+    if (ngx_mail_plus_imap_fetch_body(resp, dl->ref.uid, &dl->body)
+        == NGX_OK)
     {
         dl->found = 1;
     }

@@ -97,6 +97,8 @@ static ngx_int_t ngx_http_mail_plus_jmap_thread_get(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_get_start(
     ngx_http_mail_plus_jmap_call_t *call, ngx_uint_t thread);
+static ngx_int_t ngx_http_mail_plus_jmap_known_props(ngx_pool_t *pool,
+    json_t *list, const char **names, const char **more);
 static ngx_int_t ngx_http_mail_plus_jmap_get_props(
     ngx_http_mail_plus_jmap_call_t *call, ngx_http_mail_plus_jmap_get_t *g);
 static ngx_int_t ngx_http_mail_plus_jmap_get_ids(
@@ -342,62 +344,82 @@ ngx_http_mail_plus_jmap_get_start(ngx_http_mail_plus_jmap_call_t *call,
 }
 
 
+/*
+ * a "properties" list: strings, each a name of one of the two tables
+ * (the second may be NULL) or a header property ("header:...") the MIME
+ * part knows; NGX_DECLINED for anything else
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_known_props(ngx_pool_t *pool, json_t *list,
+    const char **names, const char **more)
+{
+    json_t       *p, *empty;
+    size_t        i;
+    ngx_uint_t    k;
+    const char   *s, **t;
+    ngx_array_t   none;
+
+    if (!json_is_array(list)) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(&none, sizeof(ngx_array_t));
+    none.pool = pool;
+    none.size = sizeof(ngx_http_mail_plus_jmap_header_t);
+
+    json_array_foreach(list, i, p) {
+        s = json_string_value(p);
+        if (s == NULL) {
+            return NGX_DECLINED;
+        }
+
+        for (t = names; t; t = (t == names) ? more : NULL) {
+            for (k = 0; t[k]; k++) {
+                if (ngx_strcmp(s, t[k]) == 0) {
+                    goto known;
+                }
+            }
+        }
+
+        /* an empty header list answers what a known header property is */
+
+        empty = ngx_http_mail_plus_jmap_mime_property(pool, &none, s);
+        if (empty == NULL) {
+            return NGX_DECLINED;
+        }
+
+        json_decref(empty);
+
+    known:
+
+        continue;
+    }
+
+    return NGX_OK;
+}
+
+
 /* properties, bodyProperties, the fetch* and maxBodyValueBytes */
 
 static ngx_int_t
 ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
     ngx_http_mail_plus_jmap_get_t *g)
 {
-    json_t       *v, *p, *empty;
-    size_t        i;
-    ngx_uint_t    k, known;
-    const char   *s;
-    ngx_array_t   none;
-
-    ngx_memzero(&none, sizeof(ngx_array_t));
-    none.pool = g->pool;
-    none.size = sizeof(ngx_http_mail_plus_jmap_header_t);
+    json_t      *v, *p;
+    size_t       i;
+    ngx_uint_t   k;
+    const char  *s;
 
     v = json_object_get(call->args, "properties");
 
     if (v && !json_is_null(v)) {
-        if (!json_is_array(v)) {
+        if (ngx_http_mail_plus_jmap_known_props(g->pool, v,
+                                  ngx_http_mail_plus_jmap_default_props,
+                                  ngx_http_mail_plus_jmap_other_props)
+            != NGX_OK)
+        {
             goto invalid;
-        }
-
-        json_array_foreach(v, i, p) {
-            s = json_string_value(p);
-            if (s == NULL) {
-                goto invalid;
-            }
-
-            known = 0;
-
-            for (k = 0; ngx_http_mail_plus_jmap_default_props[k]; k++) {
-                if (ngx_strcmp(s, ngx_http_mail_plus_jmap_default_props[k])
-                    == 0)
-                {
-                    known = 1;
-                }
-            }
-
-            for (k = 0; ngx_http_mail_plus_jmap_other_props[k]; k++) {
-                if (ngx_strcmp(s, ngx_http_mail_plus_jmap_other_props[k])
-                    == 0)
-                {
-                    known = 1;
-                }
-            }
-
-            if (!known) {
-                empty = ngx_http_mail_plus_jmap_mime_property(g->pool, &none,
-                                                              s);
-                if (empty == NULL) {
-                    goto invalid;
-                }
-
-                json_decref(empty);
-            }
         }
 
         g->props = v;
@@ -406,35 +428,11 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
     v = json_object_get(call->args, "bodyProperties");
 
     if (v && !json_is_null(v)) {
-        if (!json_is_array(v)) {
+        if (ngx_http_mail_plus_jmap_known_props(g->pool, v,
+                                  ngx_http_mail_plus_jmap_body_props, NULL)
+            != NGX_OK)
+        {
             goto invalid;
-        }
-
-        json_array_foreach(v, i, p) {
-            s = json_string_value(p);
-            if (s == NULL) {
-                goto invalid;
-            }
-
-            known = 0;
-
-            for (k = 0; ngx_http_mail_plus_jmap_body_props[k]; k++) {
-                if (ngx_strcmp(s, ngx_http_mail_plus_jmap_body_props[k])
-                    == 0)
-                {
-                    known = 1;
-                }
-            }
-
-            if (!known) {
-                empty = ngx_http_mail_plus_jmap_mime_property(g->pool, &none,
-                                                              s);
-                if (empty == NULL) {
-                    goto invalid;
-                }
-
-                json_decref(empty);
-            }
         }
 
         g->body_props = v;

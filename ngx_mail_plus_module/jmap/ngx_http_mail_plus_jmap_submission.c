@@ -650,9 +650,6 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_sub_data(ngx_mail_plus_imap_cmd_t *cmd,
     ngx_mail_plus_imap_response_t *resp)
 {
-    uint64_t                        uid;
-    ngx_uint_t                      i;
-    ngx_mail_plus_imap_value_t     *list, *item, *value;
     ngx_http_mail_plus_jmap_sub_t  *s;
 
     s = cmd->data;
@@ -663,28 +660,8 @@ ngx_http_mail_plus_jmap_sub_data(ngx_mail_plus_imap_cmd_t *cmd,
         return NGX_DECLINED;
     }
 
-    list = ngx_mail_plus_imap_item(resp->data, 0);
-
-    if (list == NULL || list->type != NGX_MAIL_PLUS_IMAP_LIST) {
-        return NGX_OK;
-    }
-
-    uid = 0;
-    value = NULL;
-
-    for (i = 0; i + 1 < list->nelts; i += 2) {
-        item = list->items[i];
-
-        if (ngx_mail_plus_imap_atom_is(item, "UID", 3)) {
-            (void) ngx_mail_plus_imap_number(list->items[i + 1], &uid);
-
-        } else if (ngx_mail_plus_imap_atom_is(item, "BODY[]", 6)) {
-            value = list->items[i + 1];
-        }
-    }
-
-    if (uid == s->ref.uid && value
-        && ngx_mail_plus_imap_string(value, &s->message) == NGX_OK)
+    if (ngx_mail_plus_imap_fetch_body(resp, s->ref.uid, &s->message)
+        == NGX_OK)
     {
         s->found = 1;
     }

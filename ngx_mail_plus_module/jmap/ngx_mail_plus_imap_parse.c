@@ -1037,3 +1037,57 @@ ngx_mail_plus_imap_uid_range(u_char *p, u_char *last,
 
     return p;
 }
+
+
+ngx_int_t
+ngx_mail_plus_imap_fetch_body(ngx_mail_plus_imap_response_t *resp,
+    uint64_t uid, ngx_str_t *body)
+{
+    uint64_t                     n;
+    ngx_uint_t                   i;
+    ngx_mail_plus_imap_value_t  *list, *item, *value;
+
+    if (resp->kind != NGX_MAIL_PLUS_IMAP_UNTAGGED
+        || resp->status != NGX_MAIL_PLUS_IMAP_DATA
+        || resp->name.len != 5
+        || ngx_strncasecmp(resp->name.data, (u_char *) "FETCH", 5) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    list = ngx_mail_plus_imap_item(resp->data, 0);
+
+    if (list == NULL || list->type != NGX_MAIL_PLUS_IMAP_LIST) {
+        return NGX_DECLINED;
+    }
+
+    n = 0;
+    value = NULL;
+
+    for (i = 0; i + 1 < list->nelts; i += 2) {
+        item = list->items[i];
+
+        if (ngx_mail_plus_imap_atom_is(item, "UID", 3)) {
+            (void) ngx_mail_plus_imap_number(list->items[i + 1], &n);
+
+        } else if (item->type == NGX_MAIL_PLUS_IMAP_ATOM
+                   && ((item->str.len > 5
+                        && ngx_strncasecmp(item->str.data,
+                                           (u_char *) "BODY[", 5) == 0)
+                       || (item->str.len > 7
+                           && ngx_strncasecmp(item->str.data,
+                                              (u_char *) "BINARY[", 7)
+                              == 0)))
+        {
+            value = list->items[i + 1];
+        }
+    }
+
+    if (n != uid || value == NULL
+        || ngx_mail_plus_imap_string(value, body) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}

@@ -229,4 +229,11 @@ u_char *ngx_mail_plus_imap_uid_range(u_char *p, u_char *last,
     ngx_mail_plus_imap_range_t *r);
 
 
+/* a FETCH response's message: NGX_OK with the bytes of its body section
+   (an item named BODY[...] or BINARY[...]) if it is the message uid's,
+   NGX_DECLINED for another response, message or no such item */
+ngx_int_t ngx_mail_plus_imap_fetch_body(ngx_mail_plus_imap_response_t *resp,
+    uint64_t uid, ngx_str_t *body);
+
+
 #endif /* _NGX_MAIL_PLUS_IMAP_PARSE_H_INCLUDED_ */
