@@ -166,15 +166,16 @@ ngx_http_mail_plus_jmap_mailboxes(ngx_http_mail_plus_jmap_call_t *call,
 
     /*
      * a mailbox left selected (by a call before, or the session's last
-     * request) is closed first: a backend answers STATUS of the selected
-     * mailbox from the session's own view (Dovecot does), which misses
-     * what other sessions changed since
+     * request) is brought up to date first: a backend answers STATUS of
+     * the selected mailbox from the session's own view (Dovecot does),
+     * which misses what other sessions changed since it was last synced;
+     * a NOOP syncs it, and leaves it selected for the calls that follow
      */
 
     if (imap->selected.len) {
         cmd = ngx_mail_plus_imap_cmd(imap, pool);
         if (cmd == NULL
-            || ngx_mail_plus_imap_cmd_text(cmd, "UNSELECT") != NGX_OK)
+            || ngx_mail_plus_imap_cmd_text(cmd, "NOOP") != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -207,13 +208,13 @@ ngx_http_mail_plus_jmap_mailboxes(ngx_http_mail_plus_jmap_call_t *call,
 }
 
 
-/* the UNSELECT before a LIST: whatever it answers, the LIST goes on */
+/* the NOOP before a LIST: whatever it answers, the LIST goes on */
 
 static void
 ngx_http_mail_plus_jmap_list_unselected(ngx_mail_plus_imap_cmd_t *cmd)
 {
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cmd->imap->log, 0,
-                   "http jmap: mailbox closed before the list: %d",
+                   "http jmap: mailbox synced before the list: %d",
                    (int) cmd->status);
 }
 

@@ -63,6 +63,27 @@ typedef struct {
 } ngx_http_mail_plus_jmap_query_t;
 
 
+/*
+ * The last single-mailbox SORT of a session, kept with it (imap->kept)
+ * for the next request of a listing page by page: the same filter in the
+ * same mailbox gives the same UIDs while the mailbox's UIDVALIDITY,
+ * UIDNEXT, HIGHESTMODSEQ and count are what this request's list found
+ * (with CONDSTORE any new, changed or expunged message raises
+ * HIGHESTMODSEQ; without it nothing is kept).  The block holds the
+ * filter's JSON text, then the UIDs.
+ */
+
+typedef struct {
+    u_char                              mailbox[17];
+    uint64_t                            uidvalidity;
+    uint64_t                            uidnext;
+    uint64_t                            highestmodseq;
+    uint64_t                            total;
+    size_t                              filter_len;
+    ngx_uint_t                          nuids;
+} ngx_http_mail_plus_jmap_sorted_t;
+
+
 static ngx_int_t ngx_http_mail_plus_jmap_query_args(
     ngx_http_mail_plus_jmap_query_t *q);
 static ngx_int_t ngx_http_mail_plus_jmap_query_sort(
@@ -104,6 +125,12 @@ static int ngx_libc_cdecl ngx_http_mail_plus_jmap_hit_cmp(const void *one,
     const void *two);
 static ngx_int_t ngx_http_mail_plus_jmap_query_answer(
     ngx_http_mail_plus_jmap_query_t *q);
+static ngx_int_t ngx_http_mail_plus_jmap_sorted_text(
+    ngx_http_mail_plus_jmap_query_t *q, ngx_str_t *text);
+static ngx_int_t ngx_http_mail_plus_jmap_sorted_find(
+    ngx_http_mail_plus_jmap_query_t *q, ngx_mail_plus_imap_t *imap);
+static void ngx_http_mail_plus_jmap_sorted_keep(
+    ngx_http_mail_plus_jmap_query_t *q, ngx_mail_plus_imap_t *imap);
 
 
 ngx_int_t
@@ -903,6 +930,16 @@ ngx_http_mail_plus_jmap_query_next(ngx_http_mail_plus_jmap_query_t *q)
                    "http jmap email: query in \"%*s\"", (size_t) 17,
                    q->mailbox->id);
 
+    rc = ngx_http_mail_plus_jmap_sorted_find(q, imap);
+
+    if (rc == NGX_OK) {
+        return ngx_http_mail_plus_jmap_query_next(q);
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
     if (imap->selected.len != q->mailbox->path.len
         || ngx_strncmp(imap->selected.data, q->mailbox->path.data,
                        q->mailbox->path.len)
@@ -1028,6 +1065,8 @@ ngx_http_mail_plus_jmap_query_sorted(ngx_mail_plus_imap_cmd_t *cmd)
             hit->mailbox = q->mailbox;
         }
     }
+
+    ngx_http_mail_plus_jmap_sorted_keep(q, imap);
 
     if (!q->dates || q->hits.nelts == q->first) {
         ngx_http_mail_plus_jmap_query_continue(q);
@@ -1358,4 +1397,156 @@ anchor:
     q->call->error = "anchorNotFound";
 
     return NGX_OK;
+}
+
+
+/* the filter as JSON text, the key of a kept SORT */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_sorted_text(ngx_http_mail_plus_jmap_query_t *q,
+    ngx_str_t *text)
+{
+    char  *dump;
+
+    dump = json_dumps(q->filter ? q->filter : json_null(),
+                      JSON_COMPACT|JSON_SORT_KEYS|JSON_ENCODE_ANY);
+    if (dump == NULL) {
+        return NGX_ERROR;
+    }
+
+    text->len = ngx_strlen(dump);
+    text->data = ngx_pnalloc(q->pool, text->len);
+
+    if (text->data != NULL) {
+        ngx_memcpy(text->data, dump, text->len);
+    }
+
+    free(dump);
+
+    return text->data ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the kept SORT's UIDs as this query's hits: NGX_OK, or NGX_DECLINED */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_sorted_find(ngx_http_mail_plus_jmap_query_t *q,
+    ngx_mail_plus_imap_t *imap)
+{
+    u_char                             *p;
+    uint32_t                           *uids;
+    ngx_str_t                           text;
+    ngx_uint_t                          i;
+    ngx_http_mail_plus_jmap_hit_t      *hit;
+    ngx_http_mail_plus_jmap_sorted_t   *k;
+    ngx_http_mail_plus_jmap_mailbox_t  *mb;
+
+    k = imap->kept;
+    mb = q->mailbox;
+
+    if (k == NULL || q->dates || q->only != mb || mb->highestmodseq == 0
+        || ngx_memcmp(k->mailbox, mb->id, 17) != 0
+        || k->uidvalidity != mb->uidvalidity || k->uidnext != mb->uidnext
+        || k->highestmodseq != mb->highestmodseq || k->total != mb->total)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_mail_plus_jmap_sorted_text(q, &text) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = (u_char *) (k + 1);
+
+    if (text.len != k->filter_len || ngx_memcmp(p, text.data, text.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    uids = (uint32_t *) ngx_align_ptr(p + k->filter_len, sizeof(uint32_t));
+
+    for (i = 0; i < k->nuids; i++) {
+        hit = ngx_array_push(&q->hits);
+        if (hit == NULL) {
+            return NGX_ERROR;
+        }
+
+        hit->uid = uids[i];
+        hit->uidvalidity = mb->uidvalidity;
+        hit->time = 0;
+        hit->order = q->hits.nelts;
+        hit->mailbox = mb;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, q->call->request->connection->log, 0,
+                   "http jmap email: the SORT kept for \"%*s\" taken",
+                   (size_t) 17, mb->id);
+
+    return NGX_OK;
+}
+
+
+/* a single mailbox's SORT kept with the session, in place of the last */
+
+static void
+ngx_http_mail_plus_jmap_sorted_keep(ngx_http_mail_plus_jmap_query_t *q,
+    ngx_mail_plus_imap_t *imap)
+{
+    u_char                             *p;
+    size_t                              size;
+    uint32_t                           *uids;
+    ngx_str_t                           text;
+    ngx_uint_t                          i, n;
+    ngx_http_mail_plus_jmap_hit_t      *hit;
+    ngx_http_mail_plus_jmap_sorted_t   *k;
+    ngx_http_mail_plus_jmap_mailbox_t  *mb;
+
+    mb = q->mailbox;
+
+    if (imap->kept) {
+        ngx_free(imap->kept);
+        imap->kept = NULL;
+    }
+
+    /*
+     * kept under the state the list found before the SORT: the SORT may
+     * have seen a later one, but a later request finding that same state
+     * again proves nothing changed in between (HIGHESTMODSEQ and UIDNEXT
+     * only grow)
+     */
+
+    if (q->dates || q->only != mb || mb->highestmodseq == 0
+        || imap->uidvalidity != mb->uidvalidity
+        || ngx_http_mail_plus_jmap_sorted_text(q, &text) != NGX_OK)
+    {
+        return;
+    }
+
+    n = q->hits.nelts - q->first;
+    size = sizeof(ngx_http_mail_plus_jmap_sorted_t) + text.len
+           + sizeof(uint32_t) + n * sizeof(uint32_t);
+
+    k = ngx_alloc(size, imap->log);
+    if (k == NULL) {
+        return;
+    }
+
+    ngx_memcpy(k->mailbox, mb->id, 17);
+    k->uidvalidity = mb->uidvalidity;
+    k->uidnext = mb->uidnext;
+    k->highestmodseq = mb->highestmodseq;
+    k->total = mb->total;
+    k->filter_len = text.len;
+    k->nuids = n;
+
+    p = ngx_cpymem((u_char *) (k + 1), text.data, text.len);
+    uids = (uint32_t *) ngx_align_ptr(p, sizeof(uint32_t));
+
+    hit = q->hits.elts;
+
+    for (i = 0; i < n; i++) {
+        uids[i] = (uint32_t) hit[q->first + i].uid;
+    }
+
+    imap->kept = k;
 }

@@ -1985,6 +1985,11 @@ ngx_mail_plus_imap_close(ngx_mail_plus_imap_session_t *s)
         ngx_str_null(&s->imap.selected);
     }
 
+    if (s->imap.kept) {
+        ngx_free(s->imap.kept);
+        s->imap.kept = NULL;
+    }
+
     ngx_destroy_pool(s->pool);
 }
 

@@ -161,6 +161,11 @@ struct ngx_mail_plus_imap_s {
     uint64_t                          highestmodseq;
     uint64_t                          exists;
 
+    /* the caller's, kept with the session between requests (the JMAP
+       part's last query): one ngx_alloc()ed block, ngx_free()d when the
+       session closes */
+    void                             *kept;
+
     /* the client's own: the connection, the queue, the parser */
     void                             *priv;
 };
