@@ -3,7 +3,8 @@
 # Demo of ngx_mail_plus_module (run by "make demo"): nginx with the router
 # in front of two Dovecot backends on loopback.  Shows the router's
 # auth_http answers, a POP3 session that reaches backend A and an IMAP
-# session that reaches backend B, then stops everything it started.
+# session that reaches backend B, token logins, mail read over JMAP (the
+# web mail page's protocol), then stops everything it started.
 
 use warnings;
 use strict;
@@ -12,6 +13,7 @@ use FindBin;
 use lib "$FindBin::Bin/../t/lib";
 
 use HTTP::Tiny;
+use JSON::PP;
 use MIME::Base64 qw/ encode_base64 decode_base64 /;
 use MailPlus::Test;
 use MailPlus::Token;
@@ -122,6 +124,17 @@ http {
 
         location = /auth {
             mail_router_auth;
+        }
+
+        # JMAP, and the web mail page that uses it (docs/webmail.md)
+
+        location /jmap/ {
+            mail_plus_jmap;
+            mail_plus_jmap_upload_path %%TESTDIR%%/jmap_upload;
+        }
+
+        location /mail/ {
+            alias  $FindBin::Bin/../webmail/;
         }
     }
 }
@@ -235,6 +248,58 @@ $s->send('AQ==');
 $s->getline();
 $s->imap('t2', 'LOGOUT');
 $s->disconnect();
+
+say_step('JMAP over HTTP: alice\'s mailboxes and INBOX '
+    . '(Mailbox/get, Email/query and Email/get in one request)');
+
+my $http = HTTP::Tiny->new(timeout => 20);
+my $base = 'http://127.0.0.1:' . $t->port('http');
+my $auth = 'Basic ' . encode_base64('alice:alice-pw', '');
+my $json = JSON::PP->new->canonical(1);
+
+my $r = $http->get("$base/jmap/session",
+    { headers => { Authorization => $auth } });
+my $session = $json->decode($r->{content});
+my $account = $session->{primaryAccounts}{'urn:ietf:params:jmap:mail'};
+print "    GET /jmap/session: $r->{status}, account $account\n";
+
+my $req = { using => ['urn:ietf:params:jmap:core',
+        'urn:ietf:params:jmap:mail'],
+    methodCalls => [
+        ['Mailbox/get', { accountId => $account,
+            properties => ['name', 'role', 'totalEmails'] }, 'm'],
+        ['Email/query', { accountId => $account, limit => 10,
+            sort => [{ property => 'receivedAt',
+                isAscending => JSON::PP::false }] }, 'q'],
+        ['Email/get', { accountId => $account,
+            '#ids' => { resultOf => 'q', name => 'Email/query',
+                path => '/ids' },
+            properties => ['subject', 'from', 'receivedAt'] }, 'g']] };
+
+$r = $http->post("$base/jmap/api", { headers => {
+    Authorization => $auth, 'Content-Type' => 'application/json' },
+    content => $json->encode($req) });
+print "    POST /jmap/api: $r->{status}\n";
+
+for my $resp (@{ $json->decode($r->{content})->{methodResponses} }) {
+    my ($name, $args) = @$resp;
+
+    if ($name eq 'Mailbox/get') {
+        print "    $name: ", join(', ', map {
+            "$_->{name} ($_->{totalEmails})" } @{ $args->{list} }), "\n";
+
+    } elsif ($name eq 'Email/get') {
+        for my $e (@{ $args->{list} }) {
+            print "    $name: \"$e->{subject}\" from "
+                . "$e->{from}[0]{email}, $e->{receivedAt}\n";
+        }
+
+    } else {
+        print "    $name: ", $json->encode($args), "\n";
+    }
+}
+
+print "    (while the demo runs, the web mail page is at $base/mail/)\n";
 
 say_step('backend logins seen by Dovecot');
 
