@@ -39,32 +39,6 @@
 
 /* the nginx core functions the reader calls, beyond the shim's */
 
-void *
-ngx_array_push(ngx_array_t *a)
-{
-    void    *elt, *new;
-    size_t   size;
-
-    if (a->nelts == a->nalloc) {
-        size = a->size * a->nalloc;
-
-        new = ngx_palloc(a->pool, 2 * size);
-        if (new == NULL) {
-            return NULL;
-        }
-
-        ngx_memcpy(new, a->elts, size);
-        a->elts = new;
-        a->nalloc *= 2;
-    }
-
-    elt = (u_char *) a->elts + a->size * a->nelts;
-    a->nelts++;
-
-    return elt;
-}
-
-
 /* as nginx's: s2 is n + 1 bytes long, its first byte compared first */
 
 u_char *

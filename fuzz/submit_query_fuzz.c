@@ -30,31 +30,6 @@
 #include <strings.h>
 
 
-/* what the parser calls in nginx's core, written for the target */
-
-void *
-ngx_array_push(ngx_array_t *a)
-{
-    void  *elt, *new;
-
-    if (a->nelts == a->nalloc) {
-        new = ngx_palloc(a->pool, 2 * a->nalloc * a->size);
-        if (new == NULL) {
-            return NULL;
-        }
-
-        ngx_memcpy(new, a->elts, a->nelts * a->size);
-        a->elts = new;
-        a->nalloc *= 2;
-    }
-
-    elt = (u_char *) a->elts + a->size * a->nelts;
-    a->nelts++;
-
-    return elt;
-}
-
-
 static void
 fuzz_value(ngx_str_t *v, size_t max)
 {
