@@ -216,6 +216,11 @@ ngx_http_mail_plus_jmap_utf8(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *out,
     last = p + in->len;
 
     while (p < last) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
         n = ngx_http_mail_plus_jmap_utf8_len(p, last);
         if (n == 0) {
             break;
@@ -1762,6 +1767,7 @@ ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
     size_t max)
 {
     u_char      *p, *d, *last;
+    json_t      *o;
     size_t       n;
     ngx_uint_t   truncated;
 
@@ -1795,9 +1801,30 @@ ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
         truncated = 1;
     }
 
-    return json_pack("{s:s%,s:b,s:b}", "value", (char *) utf8->data, n,
-                     "isEncodingProblem", (int) problem,
-                     "isTruncated", (int) truncated);
+    /* the value is UTF-8 already (checked or made so by the decoding),
+       cut at a character's start: not checked again */
+
+    o = json_object();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    if (json_object_set_new_nocheck(o, "value",
+                                    json_stringn_nocheck((char *) utf8->data,
+                                                         n))
+        != 0
+        || json_object_set_new_nocheck(o, "isEncodingProblem",
+                                       json_boolean(problem))
+           != 0
+        || json_object_set_new_nocheck(o, "isTruncated",
+                                       json_boolean(truncated))
+           != 0)
+    {
+        json_decref(o);
+        return NULL;
+    }
+
+    return o;
 }
 
 
