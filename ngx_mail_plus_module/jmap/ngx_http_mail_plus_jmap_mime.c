@@ -52,6 +52,7 @@ typedef struct {
 static ngx_int_t ngx_http_mail_plus_jmap_buf_add(
     ngx_http_mail_plus_jmap_buf_t *b, u_char *p, size_t n);
 static size_t ngx_http_mail_plus_jmap_utf8_len(u_char *p, u_char *last);
+static u_char *ngx_http_mail_plus_jmap_ascii(u_char *p, u_char *last);
 static ngx_int_t ngx_http_mail_plus_jmap_utf8(ngx_pool_t *pool, ngx_str_t *in,
     ngx_str_t *out, ngx_uint_t *problem);
 static ngx_int_t ngx_http_mail_plus_jmap_iconv(ngx_pool_t *pool,
@@ -200,6 +201,31 @@ ngx_http_mail_plus_jmap_utf8_len(u_char *p, u_char *last)
 }
 
 
+/* the end of the ASCII bytes at p, eight at a time */
+
+static u_char *
+ngx_http_mail_plus_jmap_ascii(u_char *p, u_char *last)
+{
+    uint64_t  w;
+
+    while (last - p >= 8) {
+        ngx_memcpy(&w, p, 8);
+
+        if (w & 0x8080808080808080ULL) {
+            break;
+        }
+
+        p += 8;
+    }
+
+    while (p < last && *p < 0x80) {
+        p++;
+    }
+
+    return p;
+}
+
+
 /* bytes as UTF-8: each byte that starts no valid character replaced */
 
 static ngx_int_t
@@ -217,7 +243,7 @@ ngx_http_mail_plus_jmap_utf8(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *out,
 
     while (p < last) {
         if (*p < 0x80) {
-            p++;
+            p = ngx_http_mail_plus_jmap_ascii(p, last);
             continue;
         }
 
@@ -1766,7 +1792,7 @@ json_t *
 ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
     size_t max)
 {
-    u_char      *p, *d, *last;
+    u_char      *p, *d, *q, *r, *last;
     json_t      *o;
     size_t       n;
     ngx_uint_t   truncated;
@@ -1778,13 +1804,22 @@ ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
     p = utf8->data;
     last = p + utf8->len;
 
-    for (d = p; p < last; p++) {
-        if (*p == CR && p + 1 < last && p[1] == LF) {
-            continue;
+    /* the runs between CRLFs moved down, each CRLF's CR dropped */
+
+    for (d = p, q = p; ; q = r + 1) {
+        r = memchr(q, CR, last - q);
+
+        if (r == NULL) {
+            break;
         }
 
-        *d++ = *p;
+        if (r + 1 < last && r[1] == LF) {
+            d = (d == p) ? r : ngx_movemem(d, p, r - p);
+            p = r + 1;
+        }
     }
+
+    d = (d == p) ? last : ngx_movemem(d, p, last - p);
 
     utf8->len = d - utf8->data;
 
