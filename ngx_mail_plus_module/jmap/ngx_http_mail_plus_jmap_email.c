@@ -73,6 +73,7 @@ typedef struct {
     json_t                            *body_props;
     json_t                            *not_found;
     size_t                             max_bytes;
+    ngx_str_t                          fields;     /* or the whole header */
     unsigned                           want_headers:1;
     unsigned                           want_structure:1;
     unsigned                           want_preview:1;
@@ -406,9 +407,10 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
     ngx_http_mail_plus_jmap_get_t *g)
 {
+    u_char      *q;
     json_t      *v, *p;
-    size_t       i;
-    ngx_uint_t   k;
+    size_t       i, len;
+    ngx_uint_t   k, all;
     const char  *s;
 
     v = json_object_get(call->args, "properties");
@@ -470,12 +472,16 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
         return NGX_OK;
     }
 
+    all = 0;
+    len = sizeof(" BODY.PEEK[HEADER.FIELDS ()]");
+
     json_array_foreach(g->props, i, p) {
         s = json_string_value(p);
 
         for (k = 0; ngx_http_mail_plus_jmap_hprops[k].prop; k++) {
             if (ngx_strcmp(s, ngx_http_mail_plus_jmap_hprops[k].prop) == 0) {
                 g->want_headers = 1;
+                len += ngx_strlen(ngx_http_mail_plus_jmap_hprops[k].field) + 1;
             }
         }
 
@@ -483,6 +489,7 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
             || ngx_strncmp(s, "header:", 7) == 0)
         {
             g->want_headers = 1;
+            all = 1;
         }
 
         if (ngx_strcmp(s, "bodyStructure") == 0
@@ -500,6 +507,43 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
             g->want_structure = 1;
         }
     }
+
+    if (!g->want_headers || all) {
+        return NGX_OK;
+    }
+
+    /* only the fields of the header properties asked: the backend's
+       cache may hold them, and less to read */
+
+    g->fields.data = ngx_pnalloc(g->pool, len);
+    if (g->fields.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_cpymem(g->fields.data, " BODY.PEEK[HEADER.FIELDS (",
+                   sizeof(" BODY.PEEK[HEADER.FIELDS (") - 1);
+
+    json_array_foreach(g->props, i, p) {
+        s = json_string_value(p);
+
+        for (k = 0; ngx_http_mail_plus_jmap_hprops[k].prop; k++) {
+            if (ngx_strcmp(s, ngx_http_mail_plus_jmap_hprops[k].prop) == 0) {
+                if (q[-1] != '(') {
+                    *q++ = ' ';
+                }
+
+                q = ngx_cpymem(q, ngx_http_mail_plus_jmap_hprops[k].field,
+                               ngx_strlen(ngx_http_mail_plus_jmap_hprops[k]
+                                          .field));
+            }
+        }
+    }
+
+    *q++ = ')';
+    *q++ = ']';
+    *q = '\0';
+
+    g->fields.len = q - g->fields.data;
 
     return NGX_OK;
 
@@ -796,8 +840,10 @@ ngx_http_mail_plus_jmap_get_next(ngx_http_mail_plus_jmap_get_t *g)
                                        : " INTERNALDATE RFC822.SIZE",
                                        g->want_structure
                                        ? " BODYSTRUCTURE" : "",
-                                       g->want_headers
-                                       ? " BODY.PEEK[HEADER]" : "",
+                                       !g->want_headers ? ""
+                                       : g->fields.len
+                                       ? (char *) g->fields.data
+                                       : " BODY.PEEK[HEADER]",
                                        g->want_preview ? " PREVIEW" : "")
            != NGX_OK)
     {
@@ -1002,7 +1048,13 @@ ngx_http_mail_plus_jmap_get_item(ngx_http_mail_plus_jmap_get_t *g,
             m->root = NULL;
         }
 
-    } else if (ngx_mail_plus_imap_atom_is(key, "BODY[HEADER]", 12)) {
+    } else if (ngx_mail_plus_imap_atom_is(key, "BODY[HEADER]", 12)
+               || (key->type == NGX_MAIL_PLUS_IMAP_ATOM
+                   && key->str.len > 20
+                   && ngx_strncasecmp(key->str.data,
+                                      (u_char *) "BODY[HEADER.FIELDS (", 20)
+                      == 0))
+    {
         if (ngx_mail_plus_imap_string(val, &m->header) != NGX_OK) {
             ngx_str_null(&m->header);
         }
