@@ -102,6 +102,8 @@ static ngx_int_t ngx_http_mail_plus_jmap_known_props(ngx_pool_t *pool,
     json_t *list, const char **names, const char **more);
 static ngx_int_t ngx_http_mail_plus_jmap_get_props(
     ngx_http_mail_plus_jmap_call_t *call, ngx_http_mail_plus_jmap_get_t *g);
+static ngx_int_t ngx_http_mail_plus_jmap_get_fields(
+    ngx_http_mail_plus_jmap_get_t *g, size_t len);
 static ngx_int_t ngx_http_mail_plus_jmap_get_ids(
     ngx_http_mail_plus_jmap_call_t *call, ngx_http_mail_plus_jmap_get_t *g,
     json_t *ids);
@@ -407,7 +409,6 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
     ngx_http_mail_plus_jmap_get_t *g)
 {
-    u_char      *q;
     json_t      *v, *p;
     size_t       i, len;
     ngx_uint_t   k, all;
@@ -512,8 +513,30 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
         return NGX_OK;
     }
 
-    /* only the fields of the header properties asked: the backend's
-       cache may hold them, and less to read */
+    return ngx_http_mail_plus_jmap_get_fields(g, len);
+
+invalid:
+
+    call->error = "invalidArguments";
+    call->description = "properties, bodyProperties, fetch*BodyValues or "
+                        "maxBodyValueBytes";
+
+    return NGX_DECLINED;
+}
+
+
+/* only the fields of the header properties asked (len: the room the
+   items take): the backend's cache may hold them, and less to read */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_get_fields(ngx_http_mail_plus_jmap_get_t *g,
+    size_t len)
+{
+    u_char      *q;
+    json_t      *p;
+    size_t       i;
+    ngx_uint_t   k;
+    const char  *s, *field;
 
     g->fields.data = ngx_pnalloc(g->pool, len);
     if (g->fields.data == NULL) {
@@ -532,9 +555,8 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
                     *q++ = ' ';
                 }
 
-                q = ngx_cpymem(q, ngx_http_mail_plus_jmap_hprops[k].field,
-                               ngx_strlen(ngx_http_mail_plus_jmap_hprops[k]
-                                          .field));
+                field = ngx_http_mail_plus_jmap_hprops[k].field;
+                q = ngx_cpymem(q, field, ngx_strlen(field));
             }
         }
     }
@@ -546,14 +568,6 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
     g->fields.len = q - g->fields.data;
 
     return NGX_OK;
-
-invalid:
-
-    call->error = "invalidArguments";
-    call->description = "properties, bodyProperties, fetch*BodyValues or "
-                        "maxBodyValueBytes";
-
-    return NGX_DECLINED;
 }
 
 
