@@ -15,9 +15,10 @@
  * The ids the mail methods give (ngx_http_mail_plus_jmap.h): made from
  * the mailbox's name, its UIDVALIDITY and the message's UID, and read
  * back; and the Email state, made from each mailbox's UIDVALIDITY,
- * UIDNEXT and HIGHESTMODSEQ, and read back.  Reading is strict, as an id is a client's string: the exact
- * form, numbers without leading zeros and within 32 bits (UIDVALIDITY
- * and UID are nz-number, RFC 3501), part numbers of at most 16 levels.
+ * UIDNEXT and HIGHESTMODSEQ, and read back.  Reading is strict, as an id
+ * is a client's string: the exact form, numbers without leading zeros
+ * and within 32 bits (UIDVALIDITY and UID are nz-number, RFC 3501), part
+ * numbers of at most 16 levels.
  */
 
 

@@ -23,9 +23,9 @@
  * <prefix>download/{accountId}/{blobId}/{name} (GET,
  * ngx_http_mail_plus_jmap_blob.c).  Every request authenticates, as an
  * IMAP login of the mail{} block's router (throttling, lockout, logging):
- * HTTP Basic, or a bearer token when the block verifies tokens.  The route the router answered
- * (pool, server, port, backend login) stays in the request's context for
- * the methods.  Answers and errors are JSON; errors are problem details
+ * HTTP Basic, or a bearer token when the block verifies tokens.  The
+ * route the router answered (pool, server, port, backend login) stays in
+ * the request's context for the methods.  Answers and errors are JSON; errors are problem details
  * (RFC 7807).
  */
 
