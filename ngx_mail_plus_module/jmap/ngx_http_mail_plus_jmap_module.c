@@ -25,8 +25,8 @@
  * IMAP login of the mail{} block's router (throttling, lockout, logging):
  * HTTP Basic, or a bearer token when the block verifies tokens.  The
  * route the router answered (pool, server, port, backend login) stays in
- * the request's context for the methods.  Answers and errors are JSON; errors are problem details
- * (RFC 7807).
+ * the request's context for the methods.  Answers and errors are JSON;
+ * errors are problem details (RFC 7807).
  */
 
 
