@@ -441,6 +441,17 @@ is($resp[0][1]{type}, 'unsupportedSort', 'query: sortAsTree');
 is($resp[1][1]{type}, 'unsupportedFilter', 'query: unknown filter');
 is($resp[2][1]{type}, 'cannotCalculateChanges', 'queryChanges');
 
+# creation ids are Ids: a CR, LF or space in one, or an empty one, is
+# refused before anything is made
+
+for my $key ("a\r\nb", '', 'a b', 'x' x 256) {
+    my $name = 'creation id ' . $json->encode($key) =~ s/\\[rn]/~/gr;
+    @resp = jmap(['Mailbox/set', { create => { $key => { name => 'Bad' } } }],
+        ['Email/set', { create => { $key => { mailboxIds => {} } } }]);
+    is($resp[0][1]{type}, 'invalidArguments', "Mailbox/set: $name refused");
+    is($resp[1][1]{type}, 'invalidArguments', "Email/set: $name refused");
+}
+
 ###############################################################################
 
 $imap->logout;

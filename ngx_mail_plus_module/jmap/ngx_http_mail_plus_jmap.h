@@ -227,6 +227,8 @@ ngx_int_t ngx_http_mail_plus_jmap_created(ngx_http_mail_plus_jmap_ctx_t *ctx,
     const char *creation_id, const char *id);
 const char *ngx_http_mail_plus_jmap_id(ngx_http_mail_plus_jmap_ctx_t *ctx,
     const char *id);
+ngx_int_t ngx_http_mail_plus_jmap_creation_ids(
+    ngx_http_mail_plus_jmap_call_t *call, json_t *create);
 ngx_int_t ngx_http_mail_plus_jmap_api(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 void ngx_http_mail_plus_jmap_api_cleanup(ngx_http_mail_plus_jmap_ctx_t *ctx);

@@ -681,6 +681,45 @@ ngx_http_mail_plus_jmap_created(ngx_http_mail_plus_jmap_ctx_t *ctx,
 }
 
 
+/*
+ * the creation ids of a "create" (or "emails") object: each an Id (RFC
+ * 8620, 1.2: 1 to 255 bytes of "A-Za-z0-9", "-" and "_"), as a later
+ * call names it after "#" and a log line may show it; NGX_DECLINED with
+ * the call's error set
+ */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_creation_ids(ngx_http_mail_plus_jmap_call_t *call,
+    json_t *create)
+{
+    json_t      *v;
+    size_t       i, len;
+    const char  *key;
+
+    json_object_foreach(create, key, v) {
+        len = ngx_strlen(key);
+
+        for (i = 0; i < len; i++) {
+            if (!((key[i] >= 'A' && key[i] <= 'Z')
+                  || (key[i] >= 'a' && key[i] <= 'z')
+                  || (key[i] >= '0' && key[i] <= '9')
+                  || key[i] == '-' || key[i] == '_'))
+            {
+                break;
+            }
+        }
+
+        if (len == 0 || len > 255 || i < len) {
+            call->error = "invalidArguments";
+            call->description = "a creation id that is not an Id";
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /* an id argument: "#" and a creation id resolved, else the id as it is */
 
 const char *

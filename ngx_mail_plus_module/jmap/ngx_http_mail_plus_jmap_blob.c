@@ -587,8 +587,12 @@ ngx_http_mail_plus_jmap_download(ngx_http_request_t *r,
         r->keepalive = 0;
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "http jmap download: blob %V, type %V", &blob_id, &type);
+    /* the id is the client's, not checked yet: not logged */
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http jmap download: %s blob, an id of %uz bytes, "
+                   "type %V", blob_id.data[0] == 'U' ? "an upload's" : "a",
+                   blob_id.len, &type);
 
     if (blob_id.data[0] == 'U') {
         return ngx_http_mail_plus_jmap_download_file(r, &ctx->account_id,

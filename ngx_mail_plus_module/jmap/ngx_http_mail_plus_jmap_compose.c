@@ -646,6 +646,10 @@ ngx_http_mail_plus_jmap_email_import(ngx_http_mail_plus_jmap_call_t *call)
         return NGX_OK;
     }
 
+    if (ngx_http_mail_plus_jmap_creation_ids(call, emails) != NGX_OK) {
+        return NGX_OK;
+    }
+
     call->result = json_pack("{s:O, s:n, s:{}, s:{}}", "accountId", account,
                              "oldState", "created", "notCreated");
     if (call->result == NULL) {

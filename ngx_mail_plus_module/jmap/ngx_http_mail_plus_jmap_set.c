@@ -40,6 +40,10 @@ ngx_http_mail_plus_jmap_set_start(ngx_http_mail_plus_jmap_call_t *call,
         goto invalid;
     }
 
+    if (ngx_http_mail_plus_jmap_creation_ids(call, v) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
     n = json_object_size(v);
 
     v = json_object_get(call->args, "update");

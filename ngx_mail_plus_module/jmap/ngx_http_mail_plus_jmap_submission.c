@@ -358,6 +358,10 @@ ngx_http_mail_plus_jmap_submission_set(ngx_http_mail_plus_jmap_call_t *call)
         return NGX_OK;
     }
 
+    if (ngx_http_mail_plus_jmap_creation_ids(call, create) != NGX_OK) {
+        return NGX_OK;
+    }
+
     call->result = json_pack("{s:O, s:n, s:s, s:{}, s:{}}",
                              "accountId",
                              json_object_get(call->args, "accountId"),
