@@ -213,32 +213,6 @@ static const char  *ngx_http_mail_plus_jmap_body_props[] = {
 
 
 ngx_int_t
-ngx_http_mail_plus_jmap_email_account(ngx_http_mail_plus_jmap_call_t *call)
-{
-    json_t  *a;
-
-    a = json_object_get(call->args, "accountId");
-
-    if (!json_is_string(a)) {
-        call->error = "invalidArguments";
-        call->description = "accountId: not a string";
-        return NGX_DECLINED;
-    }
-
-    if (json_string_length(a) != call->ctx->account_id.len
-        || ngx_strncmp(json_string_value(a), call->ctx->account_id.data,
-                       call->ctx->account_id.len)
-           != 0)
-    {
-        call->error = "accountNotFound";
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
 ngx_http_mail_plus_jmap_keyword(const char *k)
 {
     size_t  n;
@@ -275,7 +249,7 @@ ngx_http_mail_plus_jmap_get_start(ngx_http_mail_plus_jmap_call_t *call,
     ngx_int_t                       rc;
     ngx_http_mail_plus_jmap_get_t  *g;
 
-    if (ngx_http_mail_plus_jmap_email_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
         return NGX_OK;
     }
 

@@ -21,10 +21,6 @@
  */
 
 
-/* "accountId": NGX_OK, or call->error set and NGX_DECLINED */
-ngx_int_t ngx_http_mail_plus_jmap_email_account(
-    ngx_http_mail_plus_jmap_call_t *call);
-
 /* a JMAP keyword ("$seen", "work"): NGX_OK if valid (RFC 8621 4.1.1) */
 ngx_int_t ngx_http_mail_plus_jmap_keyword(const char *k);
 

@@ -91,8 +91,6 @@ static void ngx_http_mail_plus_jmap_mailbox_changed(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_mailbox_since(
     ngx_http_mail_plus_jmap_call_t *call);
-static ngx_int_t ngx_http_mail_plus_jmap_mailbox_account(
-    ngx_http_mail_plus_jmap_call_t *call);
 
 
 ngx_http_mail_plus_jmap_method_t  ngx_http_mail_plus_jmap_mailbox[] = {
@@ -752,7 +750,7 @@ ngx_http_mail_plus_jmap_mailbox_get(ngx_http_mail_plus_jmap_call_t *call)
     const char                         **known;
     ngx_http_mail_plus_jmap_loc_conf_t  *jlcf;
 
-    if (ngx_http_mail_plus_jmap_mailbox_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
@@ -1025,7 +1023,7 @@ ngx_http_mail_plus_jmap_mailbox_changes(ngx_http_mail_plus_jmap_call_t *call)
     json_t     *since, *max;
     ngx_int_t   rc;
 
-    if (ngx_http_mail_plus_jmap_mailbox_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
@@ -1135,31 +1133,4 @@ ngx_http_mail_plus_jmap_mailbox_state(ngx_array_t *list, u_char *state)
     state[0] = 'S';
     ngx_hex_dump(state + 1, digest, 8);
     state[17] = '\0';
-}
-
-
-static ngx_int_t
-ngx_http_mail_plus_jmap_mailbox_account(ngx_http_mail_plus_jmap_call_t *call)
-{
-    json_t                         *account;
-    ngx_http_mail_plus_jmap_ctx_t  *ctx;
-
-    ctx = call->ctx;
-    account = json_object_get(call->args, "accountId");
-
-    if (!json_is_string(account)) {
-        call->error = "invalidArguments";
-        call->description = "\"accountId\" is a string";
-        return NGX_DECLINED;
-    }
-
-    if (json_string_length(account) != ctx->account_id.len
-        || ngx_memcmp(json_string_value(account), ctx->account_id.data,
-                      ctx->account_id.len) != 0)
-    {
-        call->error = "accountNotFound";
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
 }

@@ -139,7 +139,7 @@ ngx_http_mail_plus_jmap_email_query(ngx_http_mail_plus_jmap_call_t *call)
     ngx_int_t                         rc;
     ngx_http_mail_plus_jmap_query_t  *q;
 
-    if (ngx_http_mail_plus_jmap_email_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
