@@ -490,6 +490,35 @@ is(scalar @$list, 200, 'bulk: 200 in one get');
 is(scalar(grep { $_->{subject} =~ /^bulk \d+$/ } @$list), 200,
     'bulk: every subject');
 
+# the objects written as their messages come (no later call refers to
+# the answer) are the ones a referred-to answer holds whole
+
+my @ids = map { $_->{id} } @$list;
+my $get = { accountId => $acc, ids => [@ids[0 .. 59], 'Mnope'],
+    properties => ['id', 'subject', 'textBody', 'bodyValues', 'threadId'],
+    fetchTextBodyValues => JSON::PP::true };
+
+my $alone = api([['Email/get', $get, 'g']], '/big/');
+my $referred = api([['Email/get', $get, 'g'],
+    ['Thread/get', { accountId => $acc, '#ids' => { resultOf => 'g',
+        name => 'Email/get', path => '/list/*/threadId' } }, 't']], '/big/');
+
+my %by_id = map { $_->{id} => $_ } @{ $alone->{methodResponses}[0][1]{list} };
+is(scalar keys %by_id, 60, 'written as they come: 60 objects');
+is_deeply($alone->{methodResponses}[0][1]{notFound}, ['Mnope'],
+    'written as they come: notFound');
+is($alone->{methodResponses}[0][1]{accountId}, $acc,
+    'written as they come: accountId');
+is(scalar(grep { my $e = $_; join('', map { $e->{bodyValues}{$_->{partId}}{value} }
+    @{ $e->{textBody} }) =~ /\S/ } values %by_id), 60,
+    'written as they come: every text body');
+is_deeply({ map { $_->{id} => $_ } @{ $referred->{methodResponses}[0][1]{list} } },
+    \%by_id, 'the same objects when a later call refers to the answer');
+is(scalar @{ $referred->{methodResponses}[1][1]{list} }, 60,
+    'the later call saw the whole list');
+is_deeply([ map { $_->[2] } @{ $referred->{methodResponses} } ], ['g', 't'],
+    'two responses');
+
 $t->stop();
 
 done_testing();

@@ -49,6 +49,19 @@
  */
 
 
+/* a JSON answer being written (ngx_http_mail_plus_jmap_json.c) */
+
+typedef struct {
+    ngx_pool_t                         *pool;
+    ngx_chain_t                        *out;
+    ngx_chain_t                       **last;
+    ngx_buf_t                          *buf;
+    size_t                              len;
+    ngx_uint_t                          items;        /* the caller's */
+    ngx_uint_t                          skip;
+} ngx_http_mail_plus_jmap_text_t;
+
+
 /* a method call and its handler */
 
 typedef struct ngx_http_mail_plus_jmap_ctx_s  ngx_http_mail_plus_jmap_ctx_t;
@@ -97,6 +110,10 @@ struct ngx_http_mail_plus_jmap_call_s {
        7.5's implicit Email/set): its name and arguments (owned), or NULL */
     const char                         *implicit_name;
     json_t                             *implicit;
+
+    /* the answer's "list", written already (Email/get's objects as their
+       messages came), or NULL: the answer's other arguments in result */
+    ngx_http_mail_plus_jmap_text_t     *list;
 };
 
 
@@ -147,10 +164,21 @@ struct ngx_http_mail_plus_jmap_ctx_s {
     size_t                              body_size;    /* allocated */
     ngx_http_mail_plus_jmap_request_t   req;
     json_t                             *responses;
+    ngx_array_t                        *lists;        /* of ngx_http_mail_
+                                                         plus_jmap_list_t,
+                                                         or NULL */
     size_t                              budget;       /* of the response */
     ngx_uint_t                          next;         /* the call to run */
     ngx_http_mail_plus_jmap_call_t     *call;         /* waiting, or NULL */
 };
+
+
+/* a response whose "list" was written already */
+
+typedef struct {
+    ngx_uint_t                          index;        /* in responses */
+    ngx_http_mail_plus_jmap_text_t     *list;
+} ngx_http_mail_plus_jmap_list_t;
 
 
 /* the methods (ngx_http_mail_plus_jmap_api.c), a table for each part */
@@ -178,6 +206,11 @@ ngx_mail_plus_imap_t *ngx_http_mail_plus_jmap_imap(
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 
 void ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call);
+
+/* whether a later call of the request refers to this call's result */
+
+ngx_uint_t ngx_http_mail_plus_jmap_referenced(
+    ngx_http_mail_plus_jmap_call_t *call);
 
 /*
  * a "/set" method's frame (ngx_http_mail_plus_jmap_set.c, RFC 8620
@@ -374,10 +407,26 @@ ngx_int_t ngx_http_mail_plus_jmap_session(ngx_http_request_t *r,
 ngx_int_t ngx_http_mail_plus_jmap_state(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_str_t *state);
 
-/* answers (ngx_http_mail_plus_jmap_module.c) */
+/*
+ * a JSON answer written in parts: values dumped by jansson, the punctuation between them, another writer's text
+ * taken whole; then sent; or a whole answer of one value
+ */
 
+void ngx_http_mail_plus_jmap_text_init(ngx_http_mail_plus_jmap_text_t *text,
+    ngx_pool_t *pool);
+ngx_int_t ngx_http_mail_plus_jmap_text_json(
+    ngx_http_mail_plus_jmap_text_t *text, json_t *json, ngx_uint_t skip_open);
+ngx_int_t ngx_http_mail_plus_jmap_text_raw(
+    ngx_http_mail_plus_jmap_text_t *text, const char *s, size_t len);
+void ngx_http_mail_plus_jmap_text_append(ngx_http_mail_plus_jmap_text_t *text,
+    ngx_http_mail_plus_jmap_text_t *more);
+ngx_int_t ngx_http_mail_plus_jmap_text_send(ngx_http_request_t *r,
+    ngx_uint_t status, char *type, ngx_http_mail_plus_jmap_text_t *text);
 ngx_int_t ngx_http_mail_plus_jmap_send_json(ngx_http_request_t *r,
     ngx_uint_t status, char *type, json_t *json);
+
+/* answers (ngx_http_mail_plus_jmap_module.c) */
+
 ngx_int_t ngx_http_mail_plus_jmap_problem(ngx_http_request_t *r,
     ngx_uint_t status, ngx_http_mail_plus_jmap_problem_t *problem);
 ngx_int_t ngx_http_mail_plus_jmap_url(ngx_http_request_t *r,

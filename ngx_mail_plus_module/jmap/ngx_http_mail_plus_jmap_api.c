@@ -39,6 +39,8 @@ static ngx_http_mail_plus_jmap_method_t *ngx_http_mail_plus_jmap_method(
     const char *name);
 static ngx_int_t ngx_http_mail_plus_jmap_respond(
     ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_http_mail_plus_jmap_call_t *call);
+static ngx_int_t ngx_http_mail_plus_jmap_list(
+    ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_answer(
     ngx_http_mail_plus_jmap_ctx_t *ctx);
 static ngx_int_t ngx_http_mail_plus_jmap_too_large(ngx_http_request_t *r);
@@ -501,6 +503,10 @@ ngx_http_mail_plus_jmap_respond(ngx_http_mail_plus_jmap_ctx_t *ctx,
     if (call->error == NULL) {
         cost = ngx_http_mail_plus_jmap_cost(call->result, ctx->budget);
 
+        if (call->list) {
+            cost += call->list->len + sizeof("\"list\":[],") - 1;
+        }
+
         if (cost > ctx->budget) {
             call->error = "serverFail";
             call->description = "the response would be too large";
@@ -544,6 +550,13 @@ ngx_http_mail_plus_jmap_respond(ngx_http_mail_plus_jmap_ctx_t *ctx,
         call->args = NULL;
     }
 
+    if (call->list && call->error == NULL) {
+        if (ngx_http_mail_plus_jmap_list(ctx, call) != NGX_OK) {
+            json_decref(resp);
+            return NGX_ERROR;
+        }
+    }
+
     if (resp == NULL || json_array_append_new(ctx->responses, resp) != 0) {
         return NGX_ERROR;
     }
@@ -565,39 +578,188 @@ ngx_http_mail_plus_jmap_respond(ngx_http_mail_plus_jmap_ctx_t *ctx,
 }
 
 
-/* {methodResponses, createdIds, sessionState} */
+/* a response's "list" written already: kept to be put in at the end */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_list(ngx_http_mail_plus_jmap_ctx_t *ctx,
+    ngx_http_mail_plus_jmap_call_t *call)
+{
+    ngx_http_mail_plus_jmap_list_t  *l;
+
+    if (ctx->lists == NULL) {
+        ctx->lists = ngx_array_create(ctx->request->pool, 1,
+                                      sizeof(ngx_http_mail_plus_jmap_list_t));
+        if (ctx->lists == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    l = ngx_array_push(ctx->lists);
+    if (l == NULL) {
+        return NGX_ERROR;
+    }
+
+    l->index = json_array_size(ctx->responses);
+    l->list = call->list;
+
+    return NGX_OK;
+}
+
+
+/*
+ * {methodResponses, sessionState, createdIds}: each value written by
+ * jansson, a response with a list written already as
+ * [name, {"list": [...], the other arguments}, id]
+ */
 
 static ngx_int_t
 ngx_http_mail_plus_jmap_answer(ngx_http_mail_plus_jmap_ctx_t *ctx)
 {
-    json_t     *json;
-    ngx_int_t   rc;
-    ngx_str_t   state;
+    json_t                          *resp, *args;
+    size_t                           i;
+    ngx_str_t                        state;
+    ngx_uint_t                       k;
+    ngx_http_mail_plus_jmap_list_t  *l;
+    ngx_http_mail_plus_jmap_text_t   text;
 
     if (ngx_http_mail_plus_jmap_state(ctx->request, ctx, &state) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    json = json_pack("{sOso}", "methodResponses", ctx->responses,
-                     "sessionState",
-                     json_stringn((const char *) state.data, state.len));
-    if (json == NULL) {
+    ngx_http_mail_plus_jmap_text_init(&text, ctx->request->pool);
+
+    if (ngx_http_mail_plus_jmap_text_raw(&text, "{\"methodResponses\":[",
+                                         sizeof("{\"methodResponses\":[") - 1)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    l = ctx->lists ? ctx->lists->elts : NULL;
+    k = 0;
+
+    json_array_foreach(ctx->responses, i, resp) {
+
+        if (i && ngx_http_mail_plus_jmap_text_raw(&text, ",", 1) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (l == NULL || k == ctx->lists->nelts || l[k].index != i) {
+            if (ngx_http_mail_plus_jmap_text_json(&text, resp, 0) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                       "http jmap: response %uz has its list written, "
+                       "%uz bytes", i, l[k].list->len);
+
+        args = json_array_get(resp, 1);
+
+        if (ngx_http_mail_plus_jmap_text_raw(&text, "[", 1) != NGX_OK
+            || ngx_http_mail_plus_jmap_text_json(&text,
+                                                 json_array_get(resp, 0), 0)
+               != NGX_OK
+            || ngx_http_mail_plus_jmap_text_raw(&text, ",{\"list\":[",
+                                                sizeof(",{\"list\":[") - 1)
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_mail_plus_jmap_text_append(&text, l[k].list);
+
+        if (ngx_http_mail_plus_jmap_text_raw(&text, "]", 1) != NGX_OK
+            || (json_object_size(args)
+                ? ngx_http_mail_plus_jmap_text_raw(&text, ",", 1)
+                  != NGX_OK
+                  || ngx_http_mail_plus_jmap_text_json(&text, args, 1)
+                     != NGX_OK
+                : ngx_http_mail_plus_jmap_text_raw(&text, "}", 1) != NGX_OK)
+            || ngx_http_mail_plus_jmap_text_raw(&text, ",", 1) != NGX_OK
+            || ngx_http_mail_plus_jmap_text_json(&text,
+                                                 json_array_get(resp, 2), 0)
+               != NGX_OK
+            || ngx_http_mail_plus_jmap_text_raw(&text, "]", 1) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        k++;
+    }
+
+    resp = json_stringn((const char *) state.data, state.len);
+
+    if (resp == NULL
+        || ngx_http_mail_plus_jmap_text_raw(&text, "],\"sessionState\":",
+                                            sizeof("],\"sessionState\":") - 1)
+           != NGX_OK
+        || ngx_http_mail_plus_jmap_text_json(&text, resp, 0) != NGX_OK)
+    {
+        json_decref(resp);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    json_decref(resp);
 
     if (ctx->req.created_ids && !ctx->created_implicit
-        && json_object_set(json, "createdIds", ctx->req.created_ids) != 0)
+        && (ngx_http_mail_plus_jmap_text_raw(&text, ",\"createdIds\":",
+                                             sizeof(",\"createdIds\":") - 1)
+            != NGX_OK
+            || ngx_http_mail_plus_jmap_text_json(&text, ctx->req.created_ids,
+                                                 0)
+               != NGX_OK))
     {
-        json_decref(json);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_mail_plus_jmap_send_json(ctx->request, NGX_HTTP_OK,
-                                           "application/json", json);
+    if (ngx_http_mail_plus_jmap_text_raw(&text, "}", 1) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    json_decref(json);
+    return ngx_http_mail_plus_jmap_text_send(ctx->request, NGX_HTTP_OK,
+                                             "application/json", &text);
+}
 
-    return rc;
+
+/*
+ * whether a later call refers to this call's result ("#name":
+ * {"resultOf": this call's id, ...}): then its answer must stay whole
+ * until the end
+ */
+
+ngx_uint_t
+ngx_http_mail_plus_jmap_referenced(ngx_http_mail_plus_jmap_call_t *call)
+{
+    json_t      *c, *args, *v, *of;
+    size_t       i;
+    const char  *key;
+
+    json_array_foreach(call->ctx->req.calls, i, c) {
+        if (i <= call->index) {
+            continue;
+        }
+
+        args = json_array_get(c, 1);
+
+        json_object_foreach(args, key, v) {
+            if (key[0] != '#') {
+                continue;
+            }
+
+            of = json_object_get(v, "resultOf");
+
+            if (json_is_string(of)
+                && ngx_strcmp(json_string_value(of), call->id) == 0)
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
 }
 
 

@@ -36,6 +36,7 @@ typedef struct {
     ngx_uint_t                         truncated;
     ngx_uint_t                         preview;   /* for the preview only */
     ngx_uint_t                         got;
+    ngx_uint_t                         came;      /* its value */
 } ngx_http_mail_plus_jmap_want_t;
 
 
@@ -56,7 +57,9 @@ typedef struct {
     ngx_str_t                          preview;    /* PREVIEW's */
     ngx_array_t                       *wants;      /* of _want_t */
     ngx_str_t                          items;      /* the body FETCH's */
-    ngx_uint_t                         queued;
+    ngx_uint_t                         values;     /* of wants, come */
+    unsigned                           queued:1;
+    unsigned                           written:1;  /* into get->text */
 } ngx_http_mail_plus_jmap_msg_t;
 
 
@@ -72,6 +75,8 @@ typedef struct {
     json_t                            *props;      /* or NULL: default */
     json_t                            *body_props;
     json_t                            *not_found;
+    ngx_http_mail_plus_jmap_text_t    *text;       /* the list written as
+                                                      it comes, or NULL */
     size_t                             max_bytes;
     ngx_str_t                          fields;     /* or the whole header */
     unsigned                           want_headers:1;
@@ -80,6 +85,7 @@ typedef struct {
     unsigned                           text_values:1;
     unsigned                           html_values:1;
     unsigned                           all_values:1;
+    unsigned                           failed:1;
 } ngx_http_mail_plus_jmap_get_t;
 
 
@@ -132,6 +138,8 @@ static ngx_int_t ngx_http_mail_plus_jmap_get_bodies(
     ngx_http_mail_plus_jmap_get_t *g);
 static ngx_int_t ngx_http_mail_plus_jmap_body_send(
     ngx_http_mail_plus_jmap_body_cmd_t *bc);
+static ngx_int_t ngx_http_mail_plus_jmap_get_body_one(
+    ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_imap_response_t *resp);
 static void ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd);
 static void ngx_http_mail_plus_jmap_get_value(ngx_http_mail_plus_jmap_get_t *g,
     ngx_http_mail_plus_jmap_msg_t *m, ngx_str_t *key,
@@ -140,6 +148,9 @@ static void ngx_http_mail_plus_jmap_get_continue(
     ngx_http_mail_plus_jmap_get_t *g);
 static ngx_int_t ngx_http_mail_plus_jmap_get_answer(
     ngx_http_mail_plus_jmap_get_t *g);
+static ngx_int_t ngx_http_mail_plus_jmap_get_write(
+    ngx_http_mail_plus_jmap_get_t *g, ngx_http_mail_plus_jmap_msg_t *m,
+    json_t *list);
 static json_t *ngx_http_mail_plus_jmap_get_email(
     ngx_http_mail_plus_jmap_get_t *g, ngx_http_mail_plus_jmap_msg_t *m);
 static json_t *ngx_http_mail_plus_jmap_get_prop(
@@ -266,6 +277,19 @@ ngx_http_mail_plus_jmap_get_start(ngx_http_mail_plus_jmap_call_t *call,
     g->not_found = json_array();
     if (g->not_found == NULL) {
         return NGX_ERROR;
+    }
+
+    /* the objects are written as their messages come, unless a later
+       call refers to this answer */
+
+    if (!ngx_http_mail_plus_jmap_referenced(call)) {
+        g->text = ngx_palloc(g->pool, sizeof(ngx_http_mail_plus_jmap_text_t));
+        if (g->text == NULL) {
+            json_decref(g->not_found);
+            return NGX_ERROR;
+        }
+
+        ngx_http_mail_plus_jmap_text_init(g->text, g->pool);
     }
 
     if (!thread) {
@@ -1337,9 +1361,63 @@ ngx_http_mail_plus_jmap_body_send(ngx_http_mail_plus_jmap_body_cmd_t *bc)
     }
 
     cmd->handler = ngx_http_mail_plus_jmap_get_body;
+    cmd->untagged_handler = ngx_http_mail_plus_jmap_get_body_one;
     cmd->data = bc;
 
     return ngx_mail_plus_imap_send(cmd);
+}
+
+
+/*
+ * a message's values as they come: once all it wants are in, its object
+ * is written (while the backend still sends the others)
+ */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_get_body_one(ngx_mail_plus_imap_cmd_t *cmd,
+    ngx_mail_plus_imap_response_t *resp)
+{
+    ngx_str_t                            key;
+    ngx_uint_t                           k;
+    ngx_mail_plus_imap_value_t          *list;
+    ngx_http_mail_plus_jmap_msg_t       *m;
+    ngx_http_mail_plus_jmap_get_t       *g;
+    ngx_http_mail_plus_jmap_body_cmd_t  *bc;
+
+    bc = cmd->data;
+    g = bc->get;
+
+    m = ngx_http_mail_plus_jmap_get_msg(g, bc->first, bc->last + 1, resp,
+                                        &list);
+    if (m == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (m->wants == NULL || m->written || g->failed) {
+        return NGX_OK;
+    }
+
+    for (k = 0; k + 1 < list->nelts; k += 2) {
+        if (list->items[k]->type == NGX_MAIL_PLUS_IMAP_ATOM) {
+            key = list->items[k]->str;
+            ngx_http_mail_plus_jmap_get_value(g, m, &key, list->items[k + 1],
+                                              bc->binary);
+        }
+    }
+
+    if (g->text == NULL || m->values < m->wants->nelts) {
+        return NGX_OK;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cmd->imap->log, 0,
+                   "http jmap email: message %uL complete, written",
+                   m->ref.uid);
+
+    if (ngx_http_mail_plus_jmap_get_write(g, m, NULL) != NGX_OK) {
+        g->failed = 1;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1352,6 +1430,7 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
     ngx_http_mail_plus_jmap_msg_t       *m;
     ngx_http_mail_plus_jmap_get_t       *g;
     ngx_mail_plus_imap_response_t      **resp;
+    ngx_http_mail_plus_jmap_want_t      *w;
     ngx_http_mail_plus_jmap_body_cmd_t  *bc;
 
     bc = cmd->data;
@@ -1370,12 +1449,35 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
         return;
     }
 
+    if (g->failed) {
+        g->call->error = "serverFail";
+        json_decref(g->not_found);
+        g->not_found = NULL;
+        ngx_http_mail_plus_jmap_done(g->call);
+        return;
+    }
+
     if (cmd->status != NGX_MAIL_PLUS_IMAP_OK && bc->binary) {
 
         /* BINARY refused (an unknown transfer encoding): BODY, decoded
-           here */
+           here, for the messages not written yet */
 
         bc->binary = 0;
+
+        for (i = bc->first; i <= bc->last; i++) {
+            m = &g->msgs[i];
+
+            if (m->wants == NULL || m->written) {
+                continue;
+            }
+
+            m->values = 0;
+            w = m->wants->elts;
+
+            for (k = 0; k < m->wants->nelts; k++) {
+                w[k].came = 0;
+            }
+        }
 
         if (ngx_http_mail_plus_jmap_body_send(bc) != NGX_OK) {
             g->call->error = "serverFail";
@@ -1392,7 +1494,7 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
     for (i = 0; i < cmd->untagged.nelts; i++) {
         m = ngx_http_mail_plus_jmap_get_msg(g, bc->first, bc->last + 1,
                                             resp[i], &list);
-        if (m == NULL || m->wants == NULL) {
+        if (m == NULL || m->wants == NULL || m->written) {
             continue;
         }
 
@@ -1454,6 +1556,11 @@ ngx_http_mail_plus_jmap_get_value(ngx_http_mail_plus_jmap_get_t *g,
             continue;
         }
 
+        if (!w[i].came) {
+            w[i].came = 1;
+            m->values++;
+        }
+
         if (ngx_http_mail_plus_jmap_mime_decode(g->pool, &bytes,
                                                 &w[i].part->encoding,
                                                 &w[i].part->charset, binary,
@@ -1511,8 +1618,8 @@ ngx_http_mail_plus_jmap_get_continue(ngx_http_mail_plus_jmap_get_t *g)
 static ngx_int_t
 ngx_http_mail_plus_jmap_get_answer(ngx_http_mail_plus_jmap_get_t *g)
 {
-    json_t                         *list, *o;
-    ngx_str_t                       state, tail;
+    json_t                         *list;
+    ngx_str_t                       state;
     ngx_uint_t                      i;
     ngx_http_mail_plus_jmap_msg_t  *m;
 
@@ -1534,21 +1641,9 @@ ngx_http_mail_plus_jmap_get_answer(ngx_http_mail_plus_jmap_get_t *g)
             continue;
         }
 
-        if (g->thread) {
-            if (ngx_http_mail_plus_jmap_ref_id(g->pool, 'E', &m->ref, &tail)
-                != NGX_OK)
-            {
-                goto failed;
-            }
-
-            o = json_pack("{s:s,s:[s%]}", "id", m->id, "emailIds",
-                          (char *) tail.data, tail.len);
-
-        } else {
-            o = ngx_http_mail_plus_jmap_get_email(g, m);
-        }
-
-        if (o == NULL || json_array_append_new(list, o) != 0) {
+        if (!m->written
+            && ngx_http_mail_plus_jmap_get_write(g, m, list) != NGX_OK)
+        {
             goto failed;
         }
     }
@@ -1566,12 +1661,26 @@ ngx_http_mail_plus_jmap_get_answer(ngx_http_mail_plus_jmap_get_t *g)
         ngx_str_set(&state, "S");
     }
 
-    g->call->result = json_pack("{s:s%,s:s%,s:o,s:o}",
-                                "accountId",
-                                (char *) g->call->ctx->account_id.data,
-                                g->call->ctx->account_id.len,
-                                "state", (char *) state.data, state.len,
-                                "list", list, "notFound", g->not_found);
+    if (g->text) {
+        json_decref(list);
+
+        g->call->result = json_pack("{s:s%,s:s%,s:o}",
+                                    "accountId",
+                                    (char *) g->call->ctx->account_id.data,
+                                    g->call->ctx->account_id.len,
+                                    "state", (char *) state.data, state.len,
+                                    "notFound", g->not_found);
+        g->call->list = g->text;
+
+    } else {
+        g->call->result = json_pack("{s:s%,s:s%,s:o,s:o}",
+                                    "accountId",
+                                    (char *) g->call->ctx->account_id.data,
+                                    g->call->ctx->account_id.len,
+                                    "state", (char *) state.data, state.len,
+                                    "list", list, "notFound", g->not_found);
+    }
+
     g->not_found = NULL;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, g->call->request->connection->log, 0,
@@ -1584,6 +1693,56 @@ failed:
     json_decref(list);
 
     return NGX_ERROR;
+}
+
+
+/* a message's object: written into the answer's text, or into list */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_get_write(ngx_http_mail_plus_jmap_get_t *g,
+    ngx_http_mail_plus_jmap_msg_t *m, json_t *list)
+{
+    json_t     *o;
+    ngx_int_t   rc;
+    ngx_str_t   tail;
+
+    if (g->thread) {
+        if (ngx_http_mail_plus_jmap_ref_id(g->pool, 'E', &m->ref, &tail)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        o = json_pack("{s:s,s:[s%]}", "id", m->id, "emailIds",
+                      (char *) tail.data, tail.len);
+
+    } else {
+        o = ngx_http_mail_plus_jmap_get_email(g, m);
+    }
+
+    if (o == NULL) {
+        return NGX_ERROR;
+    }
+
+    m->written = 1;
+
+    if (g->text == NULL) {
+        return json_array_append_new(list, o) == 0 ? NGX_OK : NGX_ERROR;
+    }
+
+    rc = NGX_OK;
+
+    if (g->text->items++) {
+        rc = ngx_http_mail_plus_jmap_text_raw(g->text, ",", 1);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_mail_plus_jmap_text_json(g->text, o, 0);
+    }
+
+    json_decref(o);
+
+    return rc;
 }
 
 

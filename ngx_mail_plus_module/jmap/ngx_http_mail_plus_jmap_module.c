@@ -34,21 +34,6 @@
 
 #define NGX_HTTP_MAIL_PLUS_JMAP_RETRY  "60"
 
-/* the size of each buffer of a JSON answer */
-
-#define NGX_HTTP_MAIL_PLUS_JMAP_DUMP_SIZE  32768
-
-
-/* a JSON answer being written */
-
-typedef struct {
-    ngx_pool_t    *pool;
-    ngx_chain_t   *out;
-    ngx_chain_t  **last;
-    ngx_buf_t     *buf;
-    size_t         len;
-} ngx_http_mail_plus_jmap_dump_t;
-
 
 static ngx_int_t ngx_http_mail_plus_jmap_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mail_plus_jmap_auth(ngx_http_request_t *r,
@@ -63,8 +48,6 @@ static ngx_int_t ngx_http_mail_plus_jmap_unauthorized(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mail_plus_jmap_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *detail);
 static void ngx_http_mail_plus_jmap_cleanup(void *data);
-static int ngx_http_mail_plus_jmap_dump(const char *buf, size_t size,
-    void *data);
 static void *ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -737,104 +720,6 @@ ngx_http_mail_plus_jmap_problem(ngx_http_request_t *r, ngx_uint_t status,
     json_decref(json);
 
     return rc;
-}
-
-
-/* a JSON answer: the text jansson makes, written into the request's
-   buffers as it comes (no copy of the whole text) */
-
-ngx_int_t
-ngx_http_mail_plus_jmap_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    char *type, json_t *json)
-{
-    size_t                            len;
-    ngx_int_t                         rc;
-    ngx_chain_t                      *cl;
-    ngx_http_mail_plus_jmap_dump_t    d;
-
-    ngx_memzero(&d, sizeof(ngx_http_mail_plus_jmap_dump_t));
-    d.pool = r->pool;
-    d.last = &d.out;
-
-    if (json_dump_callback(json, ngx_http_mail_plus_jmap_dump, &d,
-                           JSON_COMPACT)
-        != 0
-        || ngx_http_mail_plus_jmap_dump("\n", 1, &d) != 0)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    len = d.len;
-
-    for (cl = d.out; cl->next; cl = cl->next) { /* void */ }
-
-    cl->buf->last_buf = (r == r->main) ? 1 : 0;
-    cl->buf->last_in_chain = 1;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "http jmap: answer %ui, %uz bytes", status, len);
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    r->headers_out.content_type.data = (u_char *) type;
-    r->headers_out.content_type.len = ngx_strlen(type);
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, d.out);
-}
-
-
-/* jansson's output: appended to the last buffer, a new one when it is
-   full */
-
-static int
-ngx_http_mail_plus_jmap_dump(const char *buf, size_t size, void *data)
-{
-    ngx_http_mail_plus_jmap_dump_t *d = data;
-
-    size_t        n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    d->len += size;
-
-    while (size) {
-        b = d->buf;
-
-        if (b == NULL || b->last == b->end) {
-            b = ngx_create_temp_buf(d->pool,
-                                    ngx_max(size,
-                                      NGX_HTTP_MAIL_PLUS_JMAP_DUMP_SIZE));
-            if (b == NULL) {
-                return -1;
-            }
-
-            cl = ngx_alloc_chain_link(d->pool);
-            if (cl == NULL) {
-                return -1;
-            }
-
-            cl->buf = b;
-            cl->next = NULL;
-            *d->last = cl;
-            d->last = &cl->next;
-            d->buf = b;
-        }
-
-        n = ngx_min(size, (size_t) (b->end - b->last));
-        b->last = ngx_cpymem(b->last, buf, n);
-        buf += n;
-        size -= n;
-    }
-
-    return 0;
 }
 
 

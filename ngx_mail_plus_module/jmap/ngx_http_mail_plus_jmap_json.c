@@ -1,0 +1,198 @@
+
+/*
+ * Copyright (C) ngx_mail_plus_module developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_mail_plus_jmap.h"
+
+
+/*
+ * A JSON answer being written: each value is dumped by jansson straight
+ * into the request's buffers (no copy of the whole text); the writer only
+ * adds the punctuation between values it is told to, so that the parts of
+ * an answer may be written at different times: an Email/get's objects as
+ * their messages arrive, the rest of the answer at its end.
+ */
+
+
+#define NGX_HTTP_MAIL_PLUS_JMAP_TEXT_SIZE  32768
+
+
+static int ngx_http_mail_plus_jmap_text_dump(const char *buf, size_t size,
+    void *data);
+
+
+void
+ngx_http_mail_plus_jmap_text_init(ngx_http_mail_plus_jmap_text_t *text,
+    ngx_pool_t *pool)
+{
+    ngx_memzero(text, sizeof(ngx_http_mail_plus_jmap_text_t));
+    text->pool = pool;
+    text->last = &text->out;
+}
+
+
+/* a value as jansson writes it; skip_open leaves out its first byte (an
+   object's "{", to write more members in front of its own) */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_text_json(ngx_http_mail_plus_jmap_text_t *text,
+    json_t *json, ngx_uint_t skip_open)
+{
+    text->skip = skip_open;
+
+    if (json_dump_callback(json, ngx_http_mail_plus_jmap_text_dump, text,
+                           JSON_COMPACT|JSON_ENCODE_ANY)
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_mail_plus_jmap_text_raw(ngx_http_mail_plus_jmap_text_t *text,
+    const char *s, size_t len)
+{
+    text->skip = 0;
+
+    return ngx_http_mail_plus_jmap_text_dump(s, len, text) == 0
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+/* another writer's text, its buffers taken as they are */
+
+void
+ngx_http_mail_plus_jmap_text_append(ngx_http_mail_plus_jmap_text_t *text,
+    ngx_http_mail_plus_jmap_text_t *more)
+{
+    if (more->out == NULL) {
+        return;
+    }
+
+    *text->last = more->out;
+    text->last = more->last;
+    text->buf = more->buf;
+    text->len += more->len;
+
+    more->out = NULL;
+    more->last = &more->out;
+    more->buf = NULL;
+    more->len = 0;
+}
+
+
+/* jansson's output: appended to the last buffer, a new one when it is
+   full */
+
+static int
+ngx_http_mail_plus_jmap_text_dump(const char *buf, size_t size, void *data)
+{
+    ngx_http_mail_plus_jmap_text_t *text = data;
+
+    size_t        n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (text->skip && size) {
+        text->skip = 0;
+        buf++;
+        size--;
+    }
+
+    text->len += size;
+
+    while (size) {
+        b = text->buf;
+
+        if (b == NULL || b->last == b->end) {
+            b = ngx_create_temp_buf(text->pool,
+                                    ngx_max(size,
+                                      NGX_HTTP_MAIL_PLUS_JMAP_TEXT_SIZE));
+            if (b == NULL) {
+                return -1;
+            }
+
+            cl = ngx_alloc_chain_link(text->pool);
+            if (cl == NULL) {
+                return -1;
+            }
+
+            cl->buf = b;
+            cl->next = NULL;
+            *text->last = cl;
+            text->last = &cl->next;
+            text->buf = b;
+        }
+
+        n = ngx_min(size, (size_t) (b->end - b->last));
+        b->last = ngx_cpymem(b->last, buf, n);
+        buf += n;
+        size -= n;
+    }
+
+    return 0;
+}
+
+
+/* the answer: its headers and the text, which ends it */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_text_send(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, ngx_http_mail_plus_jmap_text_t *text)
+{
+    ngx_int_t     rc;
+    ngx_chain_t  *cl;
+
+    if (ngx_http_mail_plus_jmap_text_raw(text, "\n", 1) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (cl = text->out; cl->next; cl = cl->next) { /* void */ }
+
+    cl->buf->last_buf = (r == r->main) ? 1 : 0;
+    cl->buf->last_in_chain = 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "http jmap: answer %ui, %uz bytes", status, text->len);
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = text->len;
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, text->out);
+}
+
+
+/* a whole answer of one value */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, json_t *json)
+{
+    ngx_http_mail_plus_jmap_text_t  text;
+
+    ngx_http_mail_plus_jmap_text_init(&text, r->pool);
+
+    if (ngx_http_mail_plus_jmap_text_json(&text, json, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_mail_plus_jmap_text_send(r, status, type, &text);
+}
