@@ -454,6 +454,17 @@ $res = api([['EmailSubmission/set', { accountId => $acc,
     create => { k3 => { identityId => 'Inope', emailId => 'Enope' } } }, 'k']]);
 is($res->[0][1]{notCreated}{k3}{type}, 'invalidProperties',
     'submit: unknown identity');
+
+# accountId checked alike by every method: missing is invalidArguments,
+# another accountNotFound
+
+for my $m ('Identity/get', 'EmailSubmission/set', 'Email/import') {
+    my %args = $m eq 'Email/import' ? (emails => {}) : ();
+    $res = api([[$m, { %args }, 'a'], [$m, { %args, accountId => 'Anope' },
+        'b']]);
+    is_deeply([ map { $_->[1]{type} } @$res ],
+        ['invalidArguments', 'accountNotFound'], "$m: accountId checked");
+}
 }
 
 done_testing();

@@ -905,20 +905,24 @@ ngx_http_mail_plus_jmap_id(ngx_http_mail_plus_jmap_ctx_t *ctx,
 ngx_int_t
 ngx_http_mail_plus_jmap_account(ngx_http_mail_plus_jmap_call_t *call)
 {
-    const char                     *id;
+    json_t                         *id;
     ngx_http_mail_plus_jmap_ctx_t  *ctx;
 
     ctx = call->ctx;
-    id = json_string_value(json_object_get(call->args, "accountId"));
+    id = json_object_get(call->args, "accountId");
 
-    if (id == NULL) {
+    if (!json_is_string(id)) {
         call->error = "invalidArguments";
         call->description = "accountId is missing or not a string";
         return NGX_DECLINED;
     }
 
-    if (ngx_strlen(id) != ctx->account_id.len
-        || ngx_strncmp(id, ctx->account_id.data, ctx->account_id.len) != 0)
+    /* the length jansson keeps: a NUL inside does not end the string */
+
+    if (json_string_length(id) != ctx->account_id.len
+        || ngx_strncmp(json_string_value(id), ctx->account_id.data,
+                       ctx->account_id.len)
+           != 0)
     {
         call->error = "accountNotFound";
         return NGX_DECLINED;

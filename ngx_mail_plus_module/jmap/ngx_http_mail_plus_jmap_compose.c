@@ -622,21 +622,12 @@ ngx_http_mail_plus_jmap_email_import(ngx_http_mail_plus_jmap_call_t *call)
 {
     json_t                             *emails, *account;
     ngx_int_t                           rc;
-    ngx_http_mail_plus_jmap_ctx_t      *ctx;
     ngx_http_mail_plus_jmap_compose_t  *cp;
-
-    ctx = call->ctx;
 
     account = json_object_get(call->args, "accountId");
     emails = json_object_get(call->args, "emails");
 
-    if (!json_is_string(account)
-        || json_string_length(account) != ctx->account_id.len
-        || ngx_strncmp(json_string_value(account), ctx->account_id.data,
-                       ctx->account_id.len)
-           != 0)
-    {
-        call->error = "accountNotFound";
+    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
         return NGX_OK;
     }
 

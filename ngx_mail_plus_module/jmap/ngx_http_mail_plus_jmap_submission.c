@@ -72,8 +72,6 @@ static ngx_int_t ngx_http_mail_plus_jmap_identity_changes(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_identity(
     ngx_http_mail_plus_jmap_call_t *call, ngx_str_t *id, ngx_str_t *email);
-static ngx_int_t ngx_http_mail_plus_jmap_sub_account(
-    ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_submission_set(
     ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_sub_mailboxes(
@@ -150,7 +148,7 @@ ngx_http_mail_plus_jmap_identity_get(ngx_http_mail_plus_jmap_call_t *call)
     size_t      i;
     ngx_str_t   id, email;
 
-    if (ngx_http_mail_plus_jmap_sub_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
@@ -233,7 +231,7 @@ ngx_http_mail_plus_jmap_identity_changes(ngx_http_mail_plus_jmap_call_t *call)
 {
     json_t  *since;
 
-    if (ngx_http_mail_plus_jmap_sub_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
@@ -310,26 +308,6 @@ ngx_http_mail_plus_jmap_identity(ngx_http_mail_plus_jmap_call_t *call,
 }
 
 
-static ngx_int_t
-ngx_http_mail_plus_jmap_sub_account(ngx_http_mail_plus_jmap_call_t *call)
-{
-    json_t     *account;
-    ngx_str_t  *id;
-
-    account = json_object_get(call->args, "accountId");
-    id = &call->ctx->account_id;
-
-    if (!json_is_string(account) || json_string_length(account) != id->len
-        || ngx_strncmp(json_string_value(account), id->data, id->len) != 0)
-    {
-        call->error = "accountNotFound";
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
 /* EmailSubmission/set: "create" only, one submission after another */
 
 static ngx_int_t
@@ -342,7 +320,7 @@ ngx_http_mail_plus_jmap_submission_set(ngx_http_mail_plus_jmap_call_t *call)
     ngx_pool_cleanup_t             *cln;
     ngx_http_mail_plus_jmap_sub_t  *s;
 
-    if (ngx_http_mail_plus_jmap_sub_account(call) != NGX_OK) {
+    if (ngx_http_mail_plus_jmap_account(call) != NGX_OK) {
         return NGX_OK;
     }
 
