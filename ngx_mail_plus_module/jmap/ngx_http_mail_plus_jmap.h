@@ -221,17 +221,22 @@ ngx_uint_t ngx_http_mail_plus_jmap_referenced(
  * of a call that answered later; the list asked again after changes
  */
 
-typedef struct {
+typedef struct ngx_http_mail_plus_jmap_set_s  ngx_http_mail_plus_jmap_set_t;
+
+struct ngx_http_mail_plus_jmap_set_s {
     ngx_http_mail_plus_jmap_call_t     *call;
     ngx_http_mail_plus_jmap_handler_pt  answer;   /* the method's: fills
                                                      call->result */
+    ngx_int_t                         (*begin)(ngx_http_mail_plus_jmap_set_t
+                                               *set);  /* the method's, once
+                                                          the list is known */
     json_t                             *created;
     json_t                             *not_created;
     json_t                             *updated;
     json_t                             *not_updated;
     json_t                             *destroyed;
     json_t                             *not_destroyed;
-} ngx_http_mail_plus_jmap_set_t;
+};
 
 ngx_int_t ngx_http_mail_plus_jmap_set_start(
     ngx_http_mail_plus_jmap_call_t *call, ngx_http_mail_plus_jmap_set_t *set);
@@ -244,6 +249,9 @@ ngx_int_t ngx_http_mail_plus_jmap_set_answer(
     u_char *new_state, size_t new_len);
 void ngx_http_mail_plus_jmap_set_finish(ngx_http_mail_plus_jmap_set_t *set,
     ngx_int_t rc);
+/* the mailbox list asked (if this request has not yet), then set->begin;
+   the set is the first member of call->data */
+ngx_int_t ngx_http_mail_plus_jmap_set_run(ngx_http_mail_plus_jmap_set_t *set);
 /* the changes made (if any): the mailbox list asked again, then the
    answer; the set is the first member of call->data */
 ngx_int_t ngx_http_mail_plus_jmap_set_end(ngx_http_mail_plus_jmap_set_t *set,

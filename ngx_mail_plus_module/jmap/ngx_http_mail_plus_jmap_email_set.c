@@ -90,10 +90,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_mail_plus_jmap_email_set_handler(
     ngx_http_mail_plus_jmap_call_t *call);
-static void ngx_http_mail_plus_jmap_eset_listed(
-    ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_eset_start(
-    ngx_http_mail_plus_jmap_eset_t *st);
+    ngx_http_mail_plus_jmap_set_t *set);
 static void ngx_http_mail_plus_jmap_eset_created(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_eset_prepare(
@@ -169,50 +167,26 @@ ngx_http_mail_plus_jmap_email_set_handler(ngx_http_mail_plus_jmap_call_t *call)
     }
 
     st->set.answer = ngx_http_mail_plus_jmap_eset_answer;
+    st->set.begin = ngx_http_mail_plus_jmap_eset_start;
 
     st->call = call;
     call->data = st;
 
-    rc = ngx_http_mail_plus_jmap_mailboxes(call,
-                                           ngx_http_mail_plus_jmap_eset_listed);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    return ngx_http_mail_plus_jmap_eset_start(st);
-}
-
-
-static void
-ngx_http_mail_plus_jmap_eset_listed(ngx_http_mail_plus_jmap_call_t *call)
-{
-    ngx_int_t                        rc;
-    ngx_http_mail_plus_jmap_eset_t  *st;
-
-    st = call->data;
-
-    if (call->ctx->mailboxes == NULL) {
-        ngx_http_mail_plus_jmap_set_finish(&st->set, NGX_OK);
-        return;
-    }
-
-    rc = ngx_http_mail_plus_jmap_eset_start(st);
-
-    if (rc != NGX_AGAIN) {
-        ngx_http_mail_plus_jmap_set_finish(&st->set, rc);
-    }
+    return ngx_http_mail_plus_jmap_set_run(&st->set);
 }
 
 
 /* the list is known: the state, ifInState, then "create" */
 
 static ngx_int_t
-ngx_http_mail_plus_jmap_eset_start(ngx_http_mail_plus_jmap_eset_t *st)
+ngx_http_mail_plus_jmap_eset_start(ngx_http_mail_plus_jmap_set_t *set)
 {
     json_t                          *create;
     ngx_int_t                        rc;
     ngx_http_mail_plus_jmap_call_t  *call;
+    ngx_http_mail_plus_jmap_eset_t  *st;
 
+    st = (ngx_http_mail_plus_jmap_eset_t *) set;
     call = st->call;
     st->mailboxes = call->ctx->mailboxes;
 

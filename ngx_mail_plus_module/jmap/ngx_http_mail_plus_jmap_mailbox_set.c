@@ -75,10 +75,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_mail_plus_jmap_mailbox_set_handler(
     ngx_http_mail_plus_jmap_call_t *call);
-static void ngx_http_mail_plus_jmap_mset_listed(
-    ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_start(
-    ngx_http_mail_plus_jmap_mset_t *st);
+    ngx_http_mail_plus_jmap_set_t *set);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_jobs(
     ngx_http_mail_plus_jmap_mset_t *st);
 static ngx_int_t ngx_http_mail_plus_jmap_mset_next(
@@ -169,45 +167,25 @@ ngx_http_mail_plus_jmap_mailbox_set_handler(
     cln->handler = ngx_http_mail_plus_jmap_mset_cleanup;
     cln->data = st;
 
+    st->set.begin = ngx_http_mail_plus_jmap_mset_start;
     st->call = call;
     call->data = st;
 
-    rc = ngx_http_mail_plus_jmap_mailboxes(call,
-                                           ngx_http_mail_plus_jmap_mset_listed);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    return ngx_http_mail_plus_jmap_mset_start(st);
-}
-
-
-static void
-ngx_http_mail_plus_jmap_mset_listed(ngx_http_mail_plus_jmap_call_t *call)
-{
-    ngx_int_t                        rc;
-    ngx_http_mail_plus_jmap_mset_t  *st;
-
-    st = call->data;
-
-    rc = call->ctx->mailboxes ? ngx_http_mail_plus_jmap_mset_start(st)
-                              : NGX_OK;
-
-    if (rc != NGX_AGAIN) {
-        ngx_http_mail_plus_jmap_set_finish(&st->set, rc);
-    }
+    return ngx_http_mail_plus_jmap_set_run(&st->set);
 }
 
 
 /* the list known: the state, ifInState, the delimiter, the jobs */
 
 static ngx_int_t
-ngx_http_mail_plus_jmap_mset_start(ngx_http_mail_plus_jmap_mset_t *st)
+ngx_http_mail_plus_jmap_mset_start(ngx_http_mail_plus_jmap_set_t *set)
 {
     ngx_uint_t                          i;
     ngx_http_mail_plus_jmap_call_t     *call;
     ngx_http_mail_plus_jmap_mailbox_t  *mb;
+    ngx_http_mail_plus_jmap_mset_t     *st;
 
+    st = (ngx_http_mail_plus_jmap_mset_t *) set;
     call = st->call;
     st->mailboxes = call->ctx->mailboxes;
 

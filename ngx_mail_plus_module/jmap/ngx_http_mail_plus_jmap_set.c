@@ -17,6 +17,8 @@
  */
 
 
+static void ngx_http_mail_plus_jmap_set_listed(
+    ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_set_relisted(
     ngx_http_mail_plus_jmap_call_t *call);
 static void ngx_http_mail_plus_jmap_set_cleanup(void *data);
@@ -211,6 +213,43 @@ ngx_http_mail_plus_jmap_set_finish(ngx_http_mail_plus_jmap_set_t *set,
     }
 
     ngx_http_mail_plus_jmap_done(set->call);
+}
+
+
+/* the list first, then the method's own start */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_set_run(ngx_http_mail_plus_jmap_set_t *set)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_mail_plus_jmap_mailboxes(set->call,
+                                           ngx_http_mail_plus_jmap_set_listed);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return set->begin(set);
+}
+
+
+static void
+ngx_http_mail_plus_jmap_set_listed(ngx_http_mail_plus_jmap_call_t *call)
+{
+    ngx_int_t                       rc;
+    ngx_http_mail_plus_jmap_set_t  *set;
+
+    set = call->data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
+                   "http jmap set: mailbox list %s",
+                   call->ctx->mailboxes ? "known" : "failed");
+
+    rc = call->ctx->mailboxes ? set->begin(set) : NGX_OK;
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_mail_plus_jmap_set_finish(set, rc);
+    }
 }
 
 
