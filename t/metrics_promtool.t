@@ -214,7 +214,7 @@ like($t->read_file('sink.log'), qr/RCPT TO:<dave\@remote\.example>/i,
 my ($text, $m) = metrics();
 $t->write_file('metrics.txt', $text);
 
-ok($m->{mail_plus_logins_total} || $m->{mail_plus_login_attempts_total},
+ok($m->{mail_plus_logins_total} && $m->{mail_plus_login_attempts_total},
     'login counters have samples');
 
 ###############################################################################
@@ -245,6 +245,15 @@ my ($rc, $out) = run_cmd('sh', '-c',
 is($out, '', 'promtool check metrics: no problems') or diag($text);
 is($rc, 0, 'promtool check metrics: exit 0');
 
+# and promtool does find what the naming guide forbids: a counter
+# without _total, a time in milliseconds
+
+$t->write_file('bad.txt', "# HELP mail_plus_bad_ms A time.\n"
+    . "# TYPE mail_plus_bad_ms counter\nmail_plus_bad_ms 1\n");
+($rc, $out) = run_cmd('sh', '-c',
+    "$PROMTOOL check metrics < " . $t->path('bad.txt'));
+like($out, qr/_total/, 'promtool check metrics finds a bad counter name');
+
 ($rc, $out) = run_cmd($PROMTOOL, 'check', 'rules', $RULES);
 is($rc, 0, 'promtool check rules: exit 0') or diag($out);
 like($out, qr/SUCCESS: \d+ rules found/, 'promtool check rules: SUCCESS');
@@ -273,6 +282,11 @@ for my $p (@{$dash->{panels} || []}) {
 }
 
 ok(@exprs, 'the panels have queries');
+
+for my $v (@{($dash->{templating} || {})->{list} || []}) {
+    my $q = ref $v->{query} ? $v->{query}{query} : $v->{query};
+    push @exprs, grep { defined } $q, $v->{definition};
+}
 
 my @in_dash = map { /\b(mail_plus_[a-z0-9_]+)/g } @exprs;
 is_deeply([ grep { !$families{$_} } sort keys %{{ map { $_ => 1 }
