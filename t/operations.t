@@ -21,6 +21,10 @@
 # keys with openssl, a users file, a JWKS of the token tests' keys, the
 # master password file, mime.types.  The modules are loaded as the
 # harness loads them, instead of Debian's modules-enabled/ include.
+# nginx -t binds the listen sockets (a port in use is not an error, an
+# address the host does not have is): the guide's ports below 1024 need
+# root, as the tests have in CI, and its documentation addresses
+# (192.0.2.0/24) become loopback ones.
 
 use warnings;
 use strict;
