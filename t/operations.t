@@ -252,6 +252,10 @@ my %examples = map { ("examples/" . basename($_)) => $t->read_file($_) }
 
 my $blocks = 0;
 
+# what gives away an nginx configuration in a block of another language
+
+my $NGINX_BLOCK = qr/^\s*(?:mail|http|events|location\s.*|server)\s*\{\s*$/m;
+
 for my $page (@pages) {
     my $md = $t->read_file($page);
     my $name = basename($page);
@@ -273,7 +277,7 @@ for my $page (@pages) {
         my $where = "$name:$start";
 
         if ($lang ne 'nginx') {
-            ok($body !~ /^\s*(?:mail|http|events|location\s.*|server)\s*\{\s*$/m,
+            ok($body !~ $NGINX_BLOCK,
                 "$where: a ```$lang block holds no nginx configuration");
             next;
         }
