@@ -30,7 +30,8 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	libnet-ssleay-perl swaks curl openssl util-linux \
 	postfix python3 procps iproute2 strace valgrind \
 	libpq-dev postgresql slapd ldap-utils libldap-dev \
-	dovecot-pgsql dovecot-ldap libjansson-dev chromium fonts-dejavu-core
+	dovecot-pgsql dovecot-ldap libjansson-dev chromium fonts-dejavu-core \
+	prometheus
 
 .PHONY: all deps node-deps demo test asan check-asan check-valgrind clean \
 	install-webmail

@@ -310,10 +310,15 @@ my $v = $m->{values};
 
 $s = status();
 
-for my $k (qw/ attempts allowed denied locked tempfail /) {
-    my $name = $k eq 'attempts' ? 'mail_plus_login_attempts_total'
-        : "mail_plus_logins_${k}_total";
-    is($v->{$name}, $s->{logins}{$k}, "$name");
+is($v->{mail_plus_login_attempts_total}, $s->{logins}{attempts},
+    'mail_plus_login_attempts_total');
+
+for my $k (qw/ allowed denied locked tempfail /) {
+    is($v->{"mail_plus_logins_total{result=\"$k\"}"}, $s->{logins}{$k},
+        "mail_plus_logins_total{result=\"$k\"}");
+}
+
+for my $name (qw/ mail_plus_login_attempts_total mail_plus_logins_total /) {
     is($m->{type}{$name}, 'counter', "$name is a counter");
     ok($m->{help}{$name}, "$name has HELP");
 }

@@ -141,28 +141,21 @@ static ngx_str_t  ngx_http_mail_plus_status_protocols[] = {
 };
 
 
+/*
+ * the login counters: "attempts" first, then its outcomes, which the
+ * metrics show as one family with a "result" label
+ */
+
 static ngx_http_mail_plus_status_counter_t  ngx_http_mail_plus_status_logins[]
     = {
     { "attempts", "mail_plus_login_attempts_total",
-      "Logins whose password the router checked.",
+      "Logins the router was asked to check.",
       offsetof(ngx_mail_plus_stats_t, attempts) },
 
-    { "allowed", "mail_plus_logins_allowed_total",
-      "Logins the router allowed.",
-      offsetof(ngx_mail_plus_stats_t, allowed) },
-
-    { "denied", "mail_plus_logins_denied_total",
-      "Logins the router denied.",
-      offsetof(ngx_mail_plus_stats_t, denied) },
-
-    { "locked", "mail_plus_logins_locked_total",
-      "Logins refused by the failure throttling (lockout).",
-      offsetof(ngx_mail_plus_stats_t, locked) },
-
-    { "tempfail", "mail_plus_logins_tempfail_total",
-      "Logins that failed temporarily.",
-      offsetof(ngx_mail_plus_stats_t, tempfail) },
-
+    { "allowed", NULL, NULL, offsetof(ngx_mail_plus_stats_t, allowed) },
+    { "denied", NULL, NULL, offsetof(ngx_mail_plus_stats_t, denied) },
+    { "locked", NULL, NULL, offsetof(ngx_mail_plus_stats_t, locked) },
+    { "tempfail", NULL, NULL, offsetof(ngx_mail_plus_stats_t, tempfail) },
     { NULL, NULL, NULL, 0 }
 };
 
@@ -545,13 +538,21 @@ ngx_http_mail_plus_status_prometheus(ngx_http_mail_plus_out_t *o,
 
         stats = &zone->sh->stats;
 
-        for (counter = ngx_http_mail_plus_status_logins;
-             counter->key;
-             counter++)
-        {
-            ngx_http_mail_plus_status_family(o, counter->name, "counter",
-                                             counter->help);
-            ngx_http_mail_plus_printf(o, "%s %uA\n", counter->name,
+        counter = ngx_http_mail_plus_status_logins;
+
+        ngx_http_mail_plus_status_family(o, counter->name, "counter",
+                                         counter->help);
+        ngx_http_mail_plus_printf(o, "%s %uA\n", counter->name,
+                              ngx_http_mail_plus_status_value(stats, counter));
+
+        ngx_http_mail_plus_status_family(o, "mail_plus_logins_total",
+                                         "counter",
+                                         "Logins the router answered, by "
+                                         "result.");
+
+        for (counter++; counter->key; counter++) {
+            ngx_http_mail_plus_printf(o, "mail_plus_logins_total"
+                              "{result=\"%s\"} %uA\n", counter->key,
                               ngx_http_mail_plus_status_value(stats, counter));
         }
 
