@@ -232,7 +232,11 @@ $size += $_->{size} for @{api('messages')->[1]{messages}};
 my $kb = int(($size + 1023) / 1024);
 like($r->[1], qr/-- $kb Kbytes in/, "list: $kb Kbytes");
 
-like($r->[1], qr/^$m1  +\d+ \w\w\w \w\w\w [ \d]\d \d\d:\d\d:\d\d  alice\@client\.example\n +\(deferred for \d+s, \d+ attempts?, next attempt in \d+s?m?\)\n +x\@remote\.example\n +y\@remote\.example\n/m,
+like($r->[1], qr/^$m1\ +\d+\ \w\w\w\ \w\w\w\ [\ \d]\d\ \d\d:\d\d:\d\d
+    \ \ alice\@client\.example\n
+    \ +\(deferred\ for\ \d+s,\ \d+\ attempts?,
+    \ next\ attempt\ in\ \d+s?m?\)\n
+    \ +x\@remote\.example\n\ +y\@remote\.example\n/mx,
     'list: a deferred message, its state, its recipients');
 like($r->[1], qr/^$m4  +\d+ .* MAILER-DAEMON$/m, 'list: the null sender');
 like($r->[1], qr/^$h_old! /m, 'list: ! marks a held message');
@@ -316,7 +320,8 @@ like($r->[1], qr/^Queue: +deferred$/m, 'show: the queue');
 like($r->[1], qr/^Sender: +alice\@client\.example$/m, 'show: the sender');
 like($r->[1], qr/^Attempts: +[1-9]/m, 'show: attempts');
 like($r->[1], qr/^HELO: +client\.test$/m, 'show: HELO');
-like($r->[1], qr/^Recipients:\n  pending +x\@remote\.example\n  pending +y\@remote\.example\n/m,
+like($r->[1], qr/^Recipients:\n\ \ pending\ +x\@remote\.example\n
+    \ \ pending\ +y\@remote\.example\n/mx,
     'show: the recipients');
 
 $r = url('show', $h_evil);
@@ -405,7 +410,8 @@ ok(wait_for(sub { queue_of($m1) eq 'deferred' }, 15),
 
 $r = url('delete', '--recipient', 'w@soft.example', '--dry-run');
 is($r->[0], 0, 'delete --dry-run: exit 0');
-like($r->[1], qr/^$m3: would be deleted \(in deferred\/\)\nWould delete: 1 message$/m,
+like($r->[1],
+    qr/^$m3: would be deleted \(in deferred\/\)\nWould delete: 1 message$/m,
     'delete --dry-run: what it would do');
 is(queue_of($m3), 'deferred', 'delete --dry-run: nothing deleted');
 
