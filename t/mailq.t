@@ -17,6 +17,8 @@ use strict;
 use Test::More;
 
 use HTTP::Tiny;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
 use JSON::PP;
 use POSIX qw/ WNOHANG _exit /;
 
@@ -81,6 +83,13 @@ http {
             mail_plus_queue_api;
         }
 
+        location /secure/ {
+            auth_basic           "mail queue";
+            auth_basic_user_file %%TESTDIR%%/htpasswd;
+
+            mail_plus_queue_api;
+        }
+
         location /html/ {
             return 200 "<html>not the API</html>";
         }
@@ -88,6 +97,7 @@ http {
 }
 EOF
 
+$t->write_file('htpasswd', "mailq:{PLAIN}secret\n");
 $t->run();
 
 ###############################################################################
@@ -481,11 +491,47 @@ $r = mailq('--url', 'http://127.0.0.1:' . $t->port('http') . '/html/');
 is($r->[0], 3, 'not the API: exit 3');
 like($r->[2], qr/not JSON/, 'not the API: said');
 
+# basic authentication
+
+my $secure = 'http://127.0.0.1:' . $t->port('http') . '/secure/';
+
+$r = mailq('--url', $secure);
+is($r->[0], 3, 'auth_basic, no user: exit 3');
+like($r->[2], qr/access denied \(401\)/, 'auth_basic, no user: said');
+is(mailq({ NGINX_MAILQ_PASSWORD => 'wrong' }, '--url', $secure, '--user',
+    'mailq')->[0], 3, 'auth_basic, a wrong password: exit 3');
+$r = mailq({ NGINX_MAILQ_PASSWORD => 'secret' }, '--url', $secure,
+    '--user', 'mailq', '--json');
+is(json_of($r)->{count}, 2, 'auth_basic, --user and NGINX_MAILQ_PASSWORD');
+
+# an API that does not answer: bounded by --timeout
+
+my $mute = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+    LocalPort => $t->port('mute'), ReuseAddr => 1) or die "listen: $!\n";
+my $mute_unix = IO::Socket::UNIX->new(Listen => 1,
+    Local => $t->path('mute.sock')) or die "listen: $!\n";
+
+my $start = time();
+$r = mailq('--url', 'http://127.0.0.1:' . $t->port('mute') . '/queue/',
+    '--timeout', '1');
+is($r->[0], 3, 'no answer over HTTP: exit 3');
+$r = mailq('--socket', $t->path('mute.sock'), '--timeout', '1');
+is($r->[0], 3, 'no answer over the socket: exit 3');
+like($r->[2], qr/timed out/, 'no answer over the socket: timed out');
+cmp_ok(time() - $start, '<', 20, 'both within their timeouts');
+
+close $mute;
+close $mute_unix;
+
 # where the API is: the environment, the configuration file
 
 $t->write_file('mailq.conf', "# test\nsocket = $sock\npath /queue/\n");
 $r = mailq('--config', $t->path('mailq.conf'), '--json');
 is(json_of($r)->{count}, 2, 'the configuration file names the socket');
+
+$t->write_file('secure.conf', "url $secure\nuser mailq\npassword = secret\n");
+$r = mailq('--config', $t->path('secure.conf'), '--json');
+is(json_of($r)->{count}, 2, 'the configuration file: url, user, password');
 
 $r = mailq({ NGINX_MAILQ_URL => "unix:$sock:/queue/" }, '--json');
 is(json_of($r)->{count}, 2, 'NGINX_MAILQ_URL in nginx\'s unix: notation');
