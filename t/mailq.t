@@ -8,8 +8,11 @@
 # summary's buckets) and a hostile envelope (escape sequences, a bell, a
 # long address, bytes that are not UTF-8).  Checked: list (text and
 # JSON), the filters, show, hold/release, delete with --dry-run first,
-# summary, flush (delivered once the relay's smtp-sink runs), the exit
-# statuses, and that nothing hostile reaches the terminal raw.
+# summary, flush (delivered once the relay's smtp-sink runs), basic
+# authentication, the exit statuses, and that nothing hostile reaches the
+# terminal raw.  A fake API on a socket gives the answers nginx does not:
+# bad JSON shapes, a chunked answer, an endless one, errors holding
+# escape sequences.
 
 use warnings;
 use strict;
@@ -522,6 +525,100 @@ cmp_ok(time() - $start, '<', 20, 'both within their timeouts');
 
 close $mute;
 close $mute_unix;
+
+# answers that are not right: a fake API on a socket, one answer a
+# connection
+
+my $n_fake = 0;
+
+# fake(@answers): runs the command against a server that gives these
+# answers (the raw bytes after the headers' Content-Type; "HUGE" for an
+# endless JSON body); [ exit status, stdout, stderr ]
+
+sub fake {
+    my ($answers, @args) = @_;
+
+    my $path = $t->path('fake' . $n_fake++ . '.sock');
+    my $l = IO::Socket::UNIX->new(Listen => 5, Local => $path)
+        or die "listen: $!\n";
+
+    my $pid = fork();
+    die "fork: $!\n" unless defined $pid;
+
+    if ($pid == 0) {
+        $SIG{PIPE} = 'IGNORE';
+        alarm(30);
+
+        for my $a (@$answers) {
+            my $c = $l->accept() or _exit(1);
+            my $req = '';
+            while ($req !~ /\r\n\r\n/) {
+                sysread($c, $req, 4096, length $req) or last;
+            }
+
+            if ($a eq 'HUGE') {
+                print $c "HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                    . "\r\n\r\n[";
+                my $chunk = '1,' x 32768;
+                for (1 .. 1500) {
+                    print $c $chunk or last;
+                }
+            } else {
+                print $c "HTTP/1.1 $a";
+            }
+
+            close $c;
+        }
+
+        _exit(0);
+    }
+
+    close $l;
+
+    my $r = mailq('--socket', $path, @args);
+
+    if (!wait_for(sub { waitpid($pid, WNOHANG) == $pid }, 10)) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+    }
+
+    return $r;
+}
+
+my $json_head = "Content-Type: application/json\r\nConnection: close\r\n";
+
+$r = fake([ "200 OK\r\n$json_head\r\n{\"messages\":\"nope\",\"total\":1}" ]);
+is($r->[0], 3, 'a listing that is not a list: exit 3');
+like($r->[2], qr/unexpected answer/, 'a listing that is not a list: said');
+
+$r = fake([ "200 OK\r\n$json_head\r\n{\"messages\":[{\"id\":\"../x\","
+    . "\"queue\":\"hold\",\"size\":1}],\"total\":1}" ]);
+is($r->[0], 3, 'a listing with a bad ID: exit 3');
+
+$r = fake([ "200 OK\r\n$json_head\r\n{\"messages\":[" ]);
+is($r->[0], 3, 'JSON cut short: exit 3');
+
+$r = fake([ "200 OK\r\nContent-Type: application/json\r\n"
+    . "Transfer-Encoding: chunked\r\n\r\n"
+    . "5\r\n{\"mes\r\n1e\r\nsages\":[],\"total\":0,\"count\":0}\r\n"
+    . "0\r\n\r\n" ]);
+is($r->[0], 0, 'a chunked answer: exit 0');
+is($r->[1], "Mail queue is empty\n", 'a chunked answer: read');
+
+$r = fake([ 'HUGE' ], '--timeout', '30');
+is($r->[0], 3, 'an endless answer: exit 3');
+like($r->[2], qr/larger than/, 'an endless answer: said');
+
+$r = fake([ "404 Not Found\r\n$json_head\r\n"
+    . "{\"error\":\"no\\u001b[2J such\\u0007 message\"}" ],
+    'show', $m1);
+is($r->[0], 1, 'an unknown ID: exit 1');
+like($r->[2], qr/^nginx-mailq: $m1: no\\x1B\[2J such\\x07 message$/m,
+    'an error of the API escaped');
+ok(clean_output($r->[2]), 'no control character on stderr');
+
+$r = fake([ "502 Bad Gateway\r\n$json_head\r\n{\"error\":\"x\"}" ]);
+is($r->[0], 3, 'a status of no API: exit 3');
 
 # where the API is: the environment, the configuration file
 
