@@ -617,6 +617,25 @@ like($r->[2], qr/^nginx-mailq: $m1: no\\x1B\[2J such\\x07 message$/m,
     'an error of the API escaped');
 ok(clean_output($r->[2]), 'no control character on stderr');
 
+# a recipient's last error, when the API gives one
+
+my $fid = '6B0D4B4E0E4AD004E3A008';
+my $fake_list = encode_json({ messages => [ { id => $fid,
+    queue => 'deferred', size => 900, sender => 'a@b.example',
+    recipients => 1, arrival => time(), next_attempt => undef } ],
+    total => 1, count => 1 });
+my $fake_show = encode_json({ id => $fid, queue => 'deferred', size => 900,
+    next_attempt => undef, attempts => 2, warned => JSON::PP::false,
+    envelope => { sender => 'a@b.example', recipients => [ {
+        address => 'c@d.example', state => 'pending',
+        error => "451 4.3.0 \e[5mtry later" } ] } });
+
+$r = fake([ "200 OK\r\n$json_head\r\n$fake_list",
+    "200 OK\r\n$json_head\r\n$fake_show" ]);
+is($r->[0], 0, 'a last error: exit 0');
+like($r->[1], qr/^ +c\@d\.example\n +\(451 4\.3\.0 \\x1B\[5mtry later\)$/m,
+    'a last error under its recipient, escaped');
+
 $r = fake([ "502 Bad Gateway\r\n$json_head\r\n{\"error\":\"x\"}" ]);
 is($r->[0], 3, 'a status of no API: exit 3');
 
