@@ -414,6 +414,9 @@ is(queue_of($m1), 'hold', 'hold by ID');
 $r = url('hold', $m1);
 is($r->[0], 1, 'hold of a held message: exit 1');
 like($r->[2], qr/$m1: the message is in hold\//, 'hold: why');
+$r = url('hold', '--dry-run', $m1);
+is($r->[0], 1, 'hold --dry-run of a held message: exit 1');
+like($r->[2], qr/$m1: the message is in hold\//, 'hold --dry-run: why');
 
 is(unix('release', lc $m1)->[0], 0, 'release by ID (lower case)');
 ok(wait_for(sub { queue_of($m1) eq 'deferred' }, 15),
