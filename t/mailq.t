@@ -109,8 +109,11 @@ my $url = 'http://127.0.0.1:' . $t->port('http') . '/queue/';
 my $sock = $t->path('queue.sock');
 my $http = HTTP::Tiny->new(keep_alive => 0, timeout => 10);
 
-# mailq(@args): [ exit status, stdout, stderr ] of the command, run with
-# perl, within 60 seconds; the environment names no API
+# mailq([\%env, ]@args): [ exit status, stdout, stderr ] of the command,
+# run with perl, within 60 seconds; the environment names no API but what
+# %env says; every stderr is kept to look for Perl's warnings at the end
+
+my $stderr_all = '';
 
 sub mailq {
     my $env = ref $_[0] eq 'HASH' ? shift : {};
@@ -144,7 +147,10 @@ sub mailq {
         $status = -1;
     }
 
-    return [ $status, $t->read_file($out), $t->read_file($err) ];
+    my $stderr = $t->read_file($err);
+    $stderr_all .= $stderr;
+
+    return [ $status, $t->read_file($out), $stderr ];
 }
 
 sub url { mailq('--url', $url, @_) }
@@ -658,6 +664,8 @@ is(json_of($r)->{count}, 2, 'NGINX_MAILQ_URL in nginx\'s unix: notation');
 $t->write_file('bad.conf', "colour blue\n");
 is(mailq('--config', $t->path('bad.conf'))->[0], 2,
     'a configuration file not understood: exit 2');
+
+unlike($stderr_all, qr/ at \S+ line \d+/, 'no Perl warning or error');
 
 $t->finish();
 
