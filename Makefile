@@ -121,6 +121,8 @@ DEB_SRC := config ngx_mail_plus_module debian docs tools webmail Makefile \
 	README.md
 
 deb:
+	@test -f tools/nginx-mailq || { echo "make deb: tools/nginx-mailq" \
+	    "(the queue command, part of the package) is missing" >&2; exit 1; }
 	rm -rf $(DEB_DIR)/src
 	mkdir -p $(DEB_DIR)/src
 	cp -a $(DEB_SRC) $(DEB_DIR)/src/
