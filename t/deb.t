@@ -151,6 +151,17 @@ for my $f ($SO, "$AVAILABLE/mod-mail-plus.conf",
 }
 
 ok(-x '/usr/sbin/nginx-mailq', 'nginx-mailq is executable');
+
+# the tree's docs/*.md and docs/examples/ (compressed or not, as dh_compress
+# decides)
+
+my $root = $MailPlus::Test::ROOT;
+my @docs = map { substr($_, length("$root/docs/")) }
+    glob("$root/docs/*.md"), find_files("$root/docs/examples");
+
+is(join(' ', grep { !$files{"/usr/share/doc/$PKG/$_"}
+                    && !$files{"/usr/share/doc/$PKG/$_.gz"} } @docs),
+    '', 'installs docs/*.md and docs/examples/');
 ok(!grep({ m{^/var/spool} } keys %files), 'the spool is not a packaged file');
 
 is(read_text("$AVAILABLE/mod-mail-plus.conf"),
@@ -376,6 +387,18 @@ sub package_state {
 
     return 'absent' if $rc != 0 || $out eq 'not-installed';
     return $out;
+}
+
+# find_files($dir): the files below a directory, recursively
+
+sub find_files {
+    my ($dir) = @_;
+
+    opendir my $dh, $dir or return ();
+    my @names = grep { !/^\./ } readdir $dh;
+    closedir $dh;
+
+    return map { -d "$dir/$_" ? find_files("$dir/$_") : "$dir/$_" } @names;
 }
 
 sub spool_stat {
