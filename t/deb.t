@@ -86,7 +86,7 @@ END {
 my $deb = $ENV{MAIL_PLUS_DEB};
 
 if ($deb) {
-    BAIL_OUT("MAIL_PLUS_DEB=$deb: no such file") unless -f $deb;
+    give_up("MAIL_PLUS_DEB=$deb: no such file") unless -f $deb;
 
 } else {
     plan(skip_all => 'dpkg-buildpackage or dh_nginx not found (make deps)')
@@ -96,15 +96,15 @@ if ($deb) {
         'deb', "DEB_DIR=$dir/deb");
 
     if ($rc != 0) {
-        diag(join("\n", (split /\n/, $out)[-30 .. -1]));
-        BAIL_OUT('make deb failed');
+        my @lines = split /\n/, $out;
+        diag(join("\n", @lines > 30 ? @lines[-30 .. -1] : @lines));
+        give_up('make deb');
     }
 
     ($deb) = $out =~ /^package: (\S+\.deb)$/m;
     $deb = "$MailPlus::Test::ROOT/$deb" if $deb && $deb !~ m{^/};
 
-    ok($deb && -f $deb, 'make deb built the package and named it')
-        or BAIL_OUT('no package');
+    give_up('make deb named no package') unless $deb && -f $deb;
 }
 
 # lintian, clean but for the overrides of debian/
@@ -327,6 +327,16 @@ ok(!-e '/usr/sbin/nginx-mailq', 'no nginx-mailq');
 $t->finish();
 
 ###############################################################################
+
+# give_up($what): a failure that ends the test (the END block cleans up)
+
+sub give_up {
+    my ($what) = @_;
+
+    fail($what);
+    done_testing();
+    exit 1;
+}
 
 # cmd(@argv): runs a command, returns its exit code and its output
 # (standard output and standard error)
