@@ -10,6 +10,9 @@
 #   make check-asan  run the test suite against the sanitizer build
 #   make check-valgrind  run the test suite with nginx under valgrind's
 #                memcheck (the normal build/; slow: 30-60 minutes)
+#   make deb     build the Debian package libnginx-mod-mail-plus (debian/,
+#                dh_nginx) from a copy of the tree in $(DEB_DIR)/src; the
+#                .deb lands in $(DEB_DIR) (docs/debian.md)
 
 NGX_SRC ?= /usr/share/nginx/src
 BUILD   ?= build
@@ -31,10 +34,10 @@ DEB_PACKAGES := gcc make perl nginx-core nginx-dev libnginx-mod-mail \
 	postfix python3 procps iproute2 strace valgrind \
 	libpq-dev postgresql slapd ldap-utils libldap-dev \
 	dovecot-pgsql dovecot-ldap libjansson-dev chromium fonts-dejavu-core \
-	prometheus
+	prometheus debhelper dpkg-dev lintian
 
 .PHONY: all deps node-deps demo test asan check-asan check-valgrind clean \
-	install-webmail
+	install-webmail deb
 
 all: $(MODULE)
 
@@ -107,6 +110,24 @@ install-webmail:
 	install -d -m 0755 $(DESTDIR)$(WEBMAIL_DIR)
 	install -m 0644 $(addprefix webmail/,$(WEBMAIL_FILES)) \
 	    $(DESTDIR)$(WEBMAIL_DIR)/
+
+# the Debian package: built by dpkg-buildpackage from a copy of what it is
+# made of (the tree itself is never written), so that the .deb, .changes
+# and .buildinfo land in $(DEB_DIR); the copy's build is left in
+# $(DEB_DIR)/src.  The queue command tools/nginx-mailq is part of it.
+
+DEB_DIR ?= $(BUILD)/deb
+DEB_SRC := config ngx_mail_plus_module debian docs tools webmail Makefile \
+	README.md
+
+deb:
+	@test -f tools/nginx-mailq || { echo "make deb: tools/nginx-mailq" \
+	    "(the queue command, part of the package) is missing" >&2; exit 1; }
+	rm -rf $(DEB_DIR)/src
+	mkdir -p $(DEB_DIR)/src
+	cp -a $(DEB_SRC) $(DEB_DIR)/src/
+	cd $(DEB_DIR)/src && dpkg-buildpackage -b --no-sign --jobs-try=auto
+	@echo "package: $$(ls $(DEB_DIR)/libnginx-mod-mail-plus_$$(dpkg-parsechangelog -l debian/changelog -S Version)_*.deb)"
 
 # libFuzzer targets (clang, libclang-rt-14-dev): every fuzz/NAME_fuzz.c is
 # a target; the module sources it links are named on its " * sources:"
