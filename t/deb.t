@@ -56,6 +56,8 @@ plan(skip_all => "$SPOOL exists already (its content would be at risk)")
 plan(skip_all => 'dpkg is locked by another process')
     if dpkg_locked();
 
+my $had_run = -e '/run/nginx-mail-plus';
+
 my $t = MailPlus::Test->new(module => 0);
 my $dir = $t->testdir();
 
@@ -179,6 +181,17 @@ my ($uid, $gid) = (getpwnam('www-data'))[2, 3];
 
 is_deeply([ spool_stat() ], [ $uid, $gid, 0750 ],
     'spool www-data:www-data 0750');
+
+ok($files{'/usr/lib/tmpfiles.d/libnginx-mod-mail-plus.conf'},
+    'installs the sockets\' directory as a tmpfiles.d file');
+
+SKIP: {
+    skip 'no systemd-tmpfiles', 1 unless -x '/usr/bin/systemd-tmpfiles';
+
+    my @st = stat('/run/nginx-mail-plus');
+    is_deeply(@st ? [ $st[4], $st[5], $st[2] & 07777 ] : [],
+        [ 0, $gid, 0750 ], '/run/nginx-mail-plus root:www-data 0750');
+}
 
 ###############################################################################
 
@@ -323,6 +336,7 @@ ok(!-e "$AVAILABLE/mod-mail-plus.conf", 'nothing in modules-available');
 is(join(' ', glob("$ENABLED/*mail-plus*")), '', 'nothing in modules-enabled');
 ok(!-e '/usr/share/nginx-mail-plus', 'no web mail files');
 ok(!-e '/usr/sbin/nginx-mailq', 'no nginx-mailq');
+ok($had_run || !-e '/run/nginx-mail-plus', 'no sockets\' directory');
 
 $t->finish();
 
