@@ -227,7 +227,6 @@ mail {
 
     auth_http  127.0.0.1:9/unused;
 
-    queue_spool  $SPOOL;
 
     server {
         listen        127.0.0.1:%%PORT_pop3%%;

@@ -11,6 +11,13 @@
 #include "ngx_mail_plus_queue.h"
 
 
+/* the default spool, unless the build chose another (config) */
+
+#ifndef NGX_MAIL_PLUS_SPOOL_PATH
+#define NGX_MAIL_PLUS_SPOOL_PATH  "mail_spool"
+#endif
+
+
 /*
  * The queue's directives and the queue of a cycle.  The queue exists when
  * "queue_spool" is set (HTTP submission may use it without SMTP servers)
@@ -108,7 +115,7 @@ ngx_mail_plus_queue_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_mail_plus_queue_main_conf_t *qmcf = conf;
 
     if (qmcf->spool.len == 0) {
-        ngx_str_set(&qmcf->spool, "mail_spool");
+        ngx_str_set(&qmcf->spool, NGX_MAIL_PLUS_SPOOL_PATH);
 
     } else {
 
