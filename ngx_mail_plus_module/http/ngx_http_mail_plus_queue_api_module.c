@@ -777,8 +777,9 @@ ngx_http_mail_plus_queue_api_last(ngx_http_mail_plus_out_t *o,
 
 /*
  * an escaped field of the state file as a JSON string: its bytes, where
- * control characters are "\u00NN" and a byte that does not start a valid
- * UTF-8 sequence is U+FFFD, so that the answer is valid JSON in UTF-8
+ * control characters (C0 and C1) are "\u00NN" and a byte that does not
+ * start a valid UTF-8 sequence is U+FFFD, so that the answer is valid
+ * JSON in UTF-8
  */
 
 static void
@@ -815,7 +816,13 @@ ngx_http_mail_plus_queue_api_text(ngx_http_mail_plus_out_t *o,
                 continue;
             }
 
-            p = ngx_cpymem(p, s, q - s);
+            if (u < 0xa0) {
+                p = ngx_sprintf(p, "\\u%04xD", u);
+
+            } else {
+                p = ngx_cpymem(p, s, q - s);
+            }
+
             s = q;
             continue;
         }
