@@ -547,6 +547,9 @@ ngx_mail_plus_spool_error_write(u_char *p, ngx_str_t *addr,
     if (err->relay.len == 0) {
         *p++ = '-';
 
+    } else if (err->relay.len == 1 && err->relay.data[0] == '-') {
+        p = ngx_cpymem(p, "\\x2d", 4);    /* not "none" */
+
     } else if (err->escaped) {
         p = ngx_cpymem(p, err->relay.data, err->relay.len);
 
@@ -556,10 +559,10 @@ ngx_mail_plus_spool_error_write(u_char *p, ngx_str_t *addr,
 
     *p++ = ' ';
 
-    if (err->escaped) {
+    if (err->escaped && err->text.len) {
         p = ngx_cpymem(p, err->text.data, err->text.len);
 
-    } else {
+    } else if (!err->escaped) {
         p = ngx_mail_plus_spool_escape(p, &err->text, 0);
     }
 
@@ -602,6 +605,10 @@ ngx_mail_plus_spool_escape(u_char *p, ngx_str_t *src, ngx_uint_t space)
     u_char  *s, *last;
 
     static u_char  hex[] = "0123456789abcdef";
+
+    if (src->len == 0) {
+        return p;
+    }
 
     s = src->data;
     last = s + ngx_min(src->len, NGX_MAIL_PLUS_QUEUE_ERROR_LEN);
@@ -687,6 +694,10 @@ ngx_mail_plus_spool_unescape(u_char *dst, ngx_str_t *src)
 {
     u_char  *p, *last, c, h;
     size_t   i;
+
+    if (src->len == 0) {
+        return dst;
+    }
 
     p = src->data;
     last = p + src->len;
