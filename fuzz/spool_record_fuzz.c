@@ -8,9 +8,9 @@
  * libFuzzer target for the reader of a queue file's records: the
  * envelope and the state file (a queue file can be corrupt, or written
  * by hand), and for its writer.  The input is a queue file, optionally
- * followed by a line "--state--" and a state file.  The first byte says how much of the
- * file the reader got (all of it, or a prefix: a read cut short or the
- * 64 MB cap).  Whatever the bytes, the reader either refuses the file
+ * followed by a line "--state--" and a state file.  The first byte says
+ * how much of the file the reader got (all of it, or a prefix: a read cut
+ * short or the 64 MB cap).  Whatever the bytes, the reader either refuses the file
  * with a reason, or hands back an envelope whose every field lies inside
  * the buffer, whose addresses hold no space or control byte, with at
  * least one recipient and a content offset inside the file.  The same
