@@ -8,15 +8,18 @@
  * libFuzzer target for the reader of a queue file's records: the
  * envelope and the state file (a queue file can be corrupt, or written
  * by hand), and for its writer.  The input is a queue file, optionally
- * followed by a line "--state--" and a state file.  The first byte says how much of the
- * file the reader got (all of it, or a prefix: a read cut short or the
- * 64 MB cap).  Whatever the bytes, the reader either refuses the file
+ * followed by a line "--state--" and a state file.  The first byte says
+ * how much of the file the reader got (all of it, or a prefix: a read cut
+ * short or the 64 MB cap).  Whatever the bytes, the reader either refuses the file
  * with a reason, or hands back an envelope whose every field lies inside
  * the buffer, whose addresses hold no space or control byte, with at
  * least one recipient and a content offset inside the file.  The same
  * bytes read as the queue API shows a file never fail.  An
  * envelope read is then written again by the writer and read back: the
- * same fields come out.
+ * same fields come out.  The state file's "error" lines read are inside
+ * its buffer, printable ASCII and bounded; a state written again from
+ * them, and an error whose reply is the state file's raw bytes, read back
+ * the same: the escaping is reversible and no reply makes a second line.
  *
  * sources: queue/ngx_mail_plus_spool_record.c
  */
@@ -268,6 +271,162 @@ fuzz_round_trip(ngx_pool_t *pool, ngx_mail_plus_queue_record_t *r)
 }
 
 
+/* an escaped field read: printable ASCII, bounded once unescaped */
+
+static void
+fuzz_escaped(ngx_str_t *s, u_char *buf, size_t len, ngx_uint_t space)
+{
+    u_char  *dst, *last;
+    size_t   i;
+
+    fuzz_inside(s, buf, len);
+
+    for (i = 0; i < s->len; i++) {
+        assert(s->data[i] >= ' ' && s->data[i] < 0x7f);
+        assert(!space || s->data[i] != ' ');
+    }
+
+    dst = malloc(s->len + 1);
+    assert(dst);
+
+    last = ngx_mail_plus_spool_unescape(dst, s);
+    assert(last - dst <= NGX_MAIL_PLUS_QUEUE_ERROR_LEN);
+
+    free(dst);
+}
+
+
+/*
+ * the state read written again, and an error of raw bytes: read back,
+ * the same errors, the raw bytes unescaped as they were (cut)
+ */
+
+static void
+fuzz_state_round_trip(ngx_pool_t *pool, ngx_mail_plus_queue_record_t *r,
+    u_char *raw, size_t rlen)
+{
+    u_char                        *buf, *p, *dst, *end;
+    size_t                         len, cut;
+    ngx_uint_t                     i;
+    ngx_array_t                    rcpts;
+    ngx_mail_plus_queue_rcpt_t    *rcpt, *rcpt2;
+    ngx_mail_plus_queue_error_t    err;
+    ngx_mail_plus_queue_record_t   r2;
+
+    rcpt = r->rcpts->elts;
+
+    ngx_memzero(&err, sizeof(ngx_mail_plus_queue_error_t));
+    err.time = 1796661274;
+    err.text.data = raw;
+    err.text.len = rlen;
+    err.relay = err.text;
+    ngx_str_set(&err.dsn, "4.4.1");
+
+    len = ngx_mail_plus_spool_state_size(NULL)
+          + ngx_mail_plus_spool_error_size(&rcpt[0].addr, &err);
+
+    for (i = 0; i < r->rcpts->nelts; i++) {
+        len += ngx_mail_plus_spool_state_size(&rcpt[i].addr);
+
+        if (rcpt[i].error.time) {
+            len += ngx_mail_plus_spool_error_size(&rcpt[i].addr,
+                                                  &rcpt[i].error);
+        }
+    }
+
+    buf = malloc(len);
+    assert(buf);
+
+    p = ngx_mail_plus_spool_state_write(buf, r->attempts, r->warned);
+
+    for (i = 0; i < r->rcpts->nelts; i++) {
+        if (rcpt[i].done) {
+            p = ngx_mail_plus_spool_state_done(p, &rcpt[i].addr);
+
+        } else if (rcpt[i].error.time) {
+            p = ngx_mail_plus_spool_error_write(p, &rcpt[i].addr,
+                                                &rcpt[i].error);
+        }
+    }
+
+    assert((size_t) (p - buf) <= len);
+
+    ngx_memzero(&r2, sizeof(ngx_mail_plus_queue_record_t));
+    assert(ngx_array_init(&rcpts, pool, r->rcpts->nelts,
+                          sizeof(ngx_mail_plus_queue_rcpt_t)) == NGX_OK);
+    r2.rcpts = &rcpts;
+
+    for (i = 0; i < r->rcpts->nelts; i++) {
+        rcpt2 = ngx_array_push(&rcpts);
+        assert(rcpt2);
+        ngx_memzero(rcpt2, sizeof(ngx_mail_plus_queue_rcpt_t));
+        rcpt2->addr = rcpt[i].addr;
+    }
+
+    ngx_mail_plus_spool_state(&r2, buf, p - buf);
+
+    rcpt2 = rcpts.elts;
+
+    assert(r2.attempts == r->attempts);
+
+    for (i = 0; i < r->rcpts->nelts; i++) {
+        assert(rcpt2[i].done == rcpt[i].done);
+
+        if (rcpt[i].done) {
+            continue;
+        }
+
+        /* the last of the lines of one address wins */
+
+        assert(rcpt2[i].error.time != 0 || rcpt[i].error.time == 0);
+    }
+
+    /*
+     * one line, no control byte (the address may hold UTF-8, as in a
+     * "done" line; the rest is printable ASCII), then the raw bytes back
+     */
+
+    end = ngx_mail_plus_spool_error_write(p, &rcpt[0].addr, &err);
+    assert((size_t) (end - buf) <= len);
+    assert(end[-1] == LF);
+    assert(memchr(p, LF, end - p - 1) == NULL);
+
+    for (dst = p; dst < end - 1; dst++) {
+        assert(*dst >= ' ' && *dst != 0x7f);
+    }
+
+    ngx_memzero(&r2, sizeof(ngx_mail_plus_queue_record_t));
+    r2.rcpts = &rcpts;
+
+    for (i = 0; i < rcpts.nelts; i++) {
+        ngx_memzero(&rcpt2[i].error, sizeof(ngx_mail_plus_queue_error_t));
+        rcpt2[i].done = 0;
+    }
+
+    ngx_mail_plus_spool_state(&r2, p, end - p);
+
+    assert(rcpt2[0].error.time == err.time);
+
+    cut = ngx_min(rlen, NGX_MAIL_PLUS_QUEUE_ERROR_LEN);
+
+    dst = malloc(cut + 1);
+    assert(dst);
+
+    end = ngx_mail_plus_spool_unescape(dst, &rcpt2[0].error.text);
+    assert((size_t) (end - dst) == cut);
+    assert(cut == 0 || ngx_memcmp(dst, raw, cut) == 0);
+
+    if (cut) {
+        end = ngx_mail_plus_spool_unescape(dst, &rcpt2[0].error.relay);
+        assert((size_t) (end - dst) == cut);
+        assert(ngx_memcmp(dst, raw, cut) == 0);
+    }
+
+    free(dst);
+    free(buf);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -358,9 +517,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_inside(&rcpt[i].notify, buf, len);
         fuzz_inside(&rcpt[i].orcpt, buf, len);
         assert((rcpt[i].notify_mask & ~0x0f) == 0);
+
+        if (rcpt[i].error.time) {
+            assert(rcpt[i].error.time > 0);
+            fuzz_inside(&rcpt[i].error.dsn, state, slen);
+            fuzz_escaped(&rcpt[i].error.relay, state, slen, 1);
+            fuzz_escaped(&rcpt[i].error.text, state, slen, 0);
+        }
     }
 
     fuzz_round_trip(pool, &r);
+    fuzz_state_round_trip(pool, &r, state, slen);
 
 done:
 

@@ -255,9 +255,22 @@ like($r->[1], qr/^$m1\ +\d+\ \w\w\w\ \w\w\w\ [\ \d]\d\ \d\d:\d\d:\d\d
     \ \ alice\@client\.example\n
     \ +\(deferred\ for\ \d+s,\ \d+\ attempts?,
     \ next\ attempt\ in\ \d+s?m?\)\n
-    \ +x\@remote\.example\n\ +y\@remote\.example\n/mx,
+    \ +x\@remote\.example\n(?:\ +\(.*\)\n)?
+    \ +y\@remote\.example\n/mx,
     'list: a deferred message, its state, its recipients');
 like($r->[1], qr/^$m4  +\d+ .* MAILER-DAEMON$/m, 'list: the null sender');
+
+# the last error of a pending recipient, as the state file keeps it: the
+# smtp-sink's 4xx reply to RCPT, the relay host's closed port
+
+my $soft = $t->port('soft');
+like($r->[1], qr/^\ +w\@soft\.example\n
+    \ +\(127\.0\.0\.1:$soft\ said:\ 4\d\d\ [^\n]+\)\n/mx,
+    'list: the next hop\'s reply as the last error');
+like($r->[1], qr/^\ +x\@remote\.example\n
+    \ +\(4\.4\.1\ connect\ to\ the\ destination\ failed
+    \ \(127\.0\.0\.1:\d+\)\)\n/mx,
+    'list: our own reason as the last error');
 like($r->[1], qr/^$h_old! /m, 'list: ! marks a held message');
 like($r->[1], qr/^ +\(on hold for 3d0h\)\n +r\@aged\.example$/m,
     'list: how long held');
@@ -340,8 +353,19 @@ like($r->[1], qr/^Sender: +alice\@client\.example$/m, 'show: the sender');
 like($r->[1], qr/^Attempts: +[1-9]/m, 'show: attempts');
 like($r->[1], qr/^HELO: +client\.test$/m, 'show: HELO');
 like($r->[1], qr/^Recipients:\n\ \ pending\ +x\@remote\.example\n
+    (?:\ +(?:last\ error|error\ time):\ .*\n)*
     \ \ pending\ +y\@remote\.example\n/mx,
     'show: the recipients');
+
+$r = url('show', $m3);
+like($r->[1], qr/^\ \ pending\ +w\@soft\.example\n
+    \ +last\ error:\ 127\.0\.0\.1:$soft\ said:\ 4\d\d\ .+\n
+    \ +error\ time:\ \w{3}\ /mx, 'show: the last error and its time');
+
+my $err = api("messages/$m3")->[1]{envelope}{recipients}[0]{error} || {};
+like($err->{reply} // '', qr/^4\d\d /, 'api: the last reply');
+like($err->{dsn} // '', qr/^4\.\d+\.\d+$/, 'api: its status code');
+ok(abs(($err->{time} // 0) - time()) < 120, 'api: its time');
 
 $r = url('show', $h_evil);
 like($r->[1], qr/^Sender: +evil\\x1B\]0;owned\\x07\\x1B\[2J\@x\.example$/m,

@@ -154,6 +154,8 @@ static void ngx_mail_plus_bounce_copied(void *data);
 static const char *ngx_mail_plus_bounce_action(ngx_mail_plus_rcpt_t *rcpt,
     ngx_uint_t type);
 static void ngx_mail_plus_bounce_noticed(ngx_mail_plus_queue_msg_t *m);
+static ngx_str_t *ngx_mail_plus_bounce_reply(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt);
 
 
 /* by NGX_MAIL_PLUS_DSN_FAILED, _DELAYED, _SUCCESS */
@@ -412,7 +414,8 @@ ngx_mail_plus_bounce_text(ngx_mail_plus_bounce_t *b, u_char *p, u_char *last)
     for (i = 0; i < msg->rcpts.nelts; i++) {
         if (ngx_mail_plus_bounce_action(&rcpt[i], b->type)) {
             p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_LINE,
-                             &rcpt[i].addr, &rcpt[i].reply);
+                             &rcpt[i].addr,
+                             ngx_mail_plus_bounce_reply(msg, &rcpt[i]));
         }
     }
 
@@ -471,7 +474,7 @@ ngx_mail_plus_bounce_status(ngx_mail_plus_bounce_t *b, u_char *p,
 
         p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_DIAG,
                          rcpt[i].remote ? "smtp" : "x-mail-plus",
-                         &rcpt[i].reply);
+                         ngx_mail_plus_bounce_reply(msg, &rcpt[i]));
     }
 
     return p;
@@ -610,7 +613,7 @@ ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
 {
     u_char                     *p, *buf, *last;
     size_t                      len;
-    ngx_str_t                   host, date;
+    ngx_str_t                   host, date, logged;
     ngx_uint_t                  i, notice;
     ngx_mail_plus_rcpt_t       *rcpt;
     ngx_mail_plus_queue_msg_t  *m;
@@ -633,10 +636,16 @@ ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
             continue;
         }
 
+        if (ngx_mail_plus_text_log(msg->pool, &rcpt[i].reply, &logged)
+            != NGX_OK)
+        {
+            ngx_str_null(&logged);
+        }
+
         ngx_log_error(NGX_LOG_WARN, msg->log, 0,
                       "delivery %s: undeliverable message from <>, "
                       "to=<%V>, reply=\"%V\"%s",
-                      msg->id, &rcpt[i].addr, &rcpt[i].reply,
+                      msg->id, &rcpt[i].addr, &logged,
                       dcf->double_bounce_to.len ? ""
                                                 : ", no double bounce notice");
 
@@ -676,7 +685,8 @@ ngx_mail_plus_bounce_double(ngx_mail_plus_delivery_conf_t *dcf,
     for (i = 0; i < msg->rcpts.nelts; i++) {
         if (rcpt[i].state == NGX_MAIL_PLUS_RCPT_FAILED) {
             p = ngx_slprintf(p, last, NGX_MAIL_PLUS_BOUNCE_LINE,
-                             &rcpt[i].addr, &rcpt[i].reply);
+                             &rcpt[i].addr,
+                             ngx_mail_plus_bounce_reply(msg, &rcpt[i]));
         }
     }
 
@@ -708,4 +718,50 @@ ngx_mail_plus_bounce_noticed(ngx_mail_plus_queue_msg_t *m)
         ngx_log_error(NGX_LOG_ERR, m->log, m->err,
                       "delivery: double bounce notice %s not queued", m->id);
     }
+}
+
+
+/*
+ * a reply as a report gives it, in its text and its Diagnostic-Code
+ * (RFC 3464 2.3.6): a line of printable US-ASCII, so that a next hop can
+ * neither start a field of its own nor put 8-bit bytes into a 7-bit
+ * report; any other byte is "?", the length stays, the sizes hold
+ */
+
+static ngx_str_t *
+ngx_mail_plus_bounce_reply(ngx_mail_plus_dmsg_t *msg,
+    ngx_mail_plus_rcpt_t *rcpt)
+{
+    u_char      *p;
+    size_t       i;
+    ngx_str_t   *clean;
+
+    static ngx_str_t  none = ngx_null_string;
+
+    for (i = 0; i < rcpt->reply.len; i++) {
+        if (rcpt->reply.data[i] < 0x20 || rcpt->reply.data[i] >= 0x7f) {
+            break;
+        }
+    }
+
+    if (i == rcpt->reply.len) {
+        return &rcpt->reply;
+    }
+
+    clean = ngx_palloc(msg->pool, sizeof(ngx_str_t) + rcpt->reply.len);
+    if (clean == NULL) {
+        return &none;
+    }
+
+    p = (u_char *) (clean + 1);
+
+    for (i = 0; i < rcpt->reply.len; i++) {
+        p[i] = (rcpt->reply.data[i] < 0x20 || rcpt->reply.data[i] >= 0x7f)
+               ? '?' : rcpt->reply.data[i];
+    }
+
+    clean->data = p;
+    clean->len = rcpt->reply.len;
+
+    return clean;
 }

@@ -96,6 +96,7 @@ static void ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg);
 static void ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m);
 static void ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg,
     ngx_uint_t bounced);
+static ngx_uint_t ngx_mail_plus_delivery_error(ngx_mail_plus_rcpt_t *rcpt);
 static void ngx_mail_plus_delivery_defer(ngx_mail_plus_dmsg_t *msg,
     time_t next, ngx_str_t *state, uint32_t key);
 static void ngx_mail_plus_delivery_corrupt(ngx_mail_plus_dmsg_t *msg,
@@ -781,6 +782,7 @@ ngx_mail_plus_delivery_records(ngx_mail_plus_dmsg_t *msg, char **reason)
         rcpt->notify = qr[i].notify;
         rcpt->orcpt = qr[i].orcpt;
         rcpt->notify_mask = qr[i].notify_mask;
+        rcpt->last = qr[i].error;
         rcpt->state = qr[i].done ? NGX_MAIL_PLUS_RCPT_DONE
                                  : NGX_MAIL_PLUS_RCPT_PENDING;
     }
@@ -1152,7 +1154,7 @@ ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
     ngx_mail_plus_rcpt_t *rcpt, ngx_uint_t code, ngx_str_t *text)
 {
     u_char                 *p, *last;
-    ngx_str_t               dsn;
+    ngx_str_t               dsn, logged;
     const char             *status;
     ngx_atomic_t           *counter;
     ngx_mail_plus_stats_t  *stats;
@@ -1221,13 +1223,18 @@ ngx_mail_plus_delivery_set(ngx_mail_plus_dmsg_t *msg,
         (void) ngx_atomic_fetch_add(counter, 1);
     }
 
+    /* the next hop's reply may hold any byte: the log gets it escaped */
+
+    if (ngx_mail_plus_text_log(msg->pool, &rcpt->reply, &logged) != NGX_OK) {
+        ngx_str_null(&logged);
+    }
+
     ngx_log_error(NGX_LOG_INFO, msg->log, 0,
                   "delivery %s: to=<%V>, relay=%V, delay=%T, dsn=%V, "
                   "status=%s, reply=\"%V\"",
                   msg->id, &rcpt->addr,
                   rcpt->dest ? &rcpt->dest->name : &ngx_mail_plus_delivery_none,
-                  ngx_time() - msg->arrival, &rcpt->dsn, status,
-                  &rcpt->reply);
+                  ngx_time() - msg->arrival, &rcpt->dsn, status, &logged);
 }
 
 
@@ -1356,6 +1363,33 @@ ngx_mail_plus_delivery_finalize(ngx_mail_plus_dmsg_t *msg)
 }
 
 
+/*
+ * the last error of a recipient left to try, for its state file: this
+ * attempt's reply, or that of an earlier one when this attempt had none
+ * for it; 0 when there is none
+ */
+
+static ngx_uint_t
+ngx_mail_plus_delivery_error(ngx_mail_plus_rcpt_t *rcpt)
+{
+    if (rcpt->state == NGX_MAIL_PLUS_RCPT_DEFERRED) {
+        rcpt->last.time = ngx_time();
+        rcpt->last.dsn = rcpt->dsn;
+        rcpt->last.text = rcpt->reply;
+        rcpt->last.escaped = 0;
+
+        if (rcpt->dest) {
+            rcpt->last.relay = rcpt->dest->name;
+
+        } else {
+            ngx_str_null(&rcpt->last.relay);
+        }
+    }
+
+    return rcpt->last.time != 0;
+}
+
+
 static void
 ngx_mail_plus_delivery_bounced(ngx_mail_plus_queue_msg_t *m)
 {
@@ -1396,6 +1430,11 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
             || rcpt[i].state == NGX_MAIL_PLUS_RCPT_PENDING)
         {
             left++;
+
+            if (ngx_mail_plus_delivery_error(&rcpt[i])) {
+                len += ngx_mail_plus_spool_error_size(&rcpt[i].addr,
+                                                      &rcpt[i].last);
+            }
 
         } else {
             len += ngx_mail_plus_spool_state_size(&rcpt[i].addr);
@@ -1446,6 +1485,10 @@ ngx_mail_plus_delivery_record(ngx_mail_plus_dmsg_t *msg, ngx_uint_t bounced)
                 || rcpt[i].state == NGX_MAIL_PLUS_RCPT_DONE)
             {
                 p = ngx_mail_plus_spool_state_done(p, &rcpt[i].addr);
+
+            } else if (rcpt[i].last.time) {
+                p = ngx_mail_plus_spool_error_write(p, &rcpt[i].addr,
+                                                    &rcpt[i].last);
             }
         }
 

@@ -122,6 +122,8 @@ typedef struct {
     ngx_str_t                       notify;   /* RFC 3461, as received */
     ngx_str_t                       orcpt;
     ngx_uint_t                      notify_mask;
+    ngx_mail_plus_queue_error_t     last;     /* the last error, kept in
+                                                 the state file */
     unsigned                        remote:1; /* the reply is the peer's */
     unsigned                        passed:1; /* NOTIFY= to a DSN hop */
 } ngx_mail_plus_rcpt_t;

@@ -461,6 +461,8 @@ ngx_mail_plus_client_line(ngx_mail_plus_client_t *cl, u_char *p,
 static ngx_int_t
 ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 {
+    u_char             buf[4 * NGX_MAIL_PLUS_CLIENT_TEXT];
+    ngx_str_t          logged;
     ngx_uint_t         lmtp;
     ngx_connection_t  *c;
 
@@ -550,9 +552,14 @@ ngx_mail_plus_client_process(ngx_mail_plus_client_t *cl)
 
     default: /* body, idle: the peer speaks out of turn */
 
+        logged.data = buf;
+        logged.len = ngx_mail_plus_text_log_write(buf, buf + sizeof(buf),
+                                                  &cl->reply_text)
+                     - buf;
+
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "delivery: unexpected reply from %V: \"%V\"",
-                      &cl->conn.dest->name, &cl->reply_text);
+                      &cl->conn.dest->name, &logged);
 
         ngx_mail_plus_client_fail(cl, "4.5.0 unexpected reply");
 

@@ -77,6 +77,10 @@ static void ngx_http_mail_plus_queue_api_show(ngx_http_mail_plus_out_t *o,
     ngx_http_mail_plus_queue_api_ctx_t *ctx);
 static void ngx_http_mail_plus_queue_api_envelope(
     ngx_http_mail_plus_out_t *o, ngx_mail_plus_queue_record_t *r);
+static void ngx_http_mail_plus_queue_api_last(ngx_http_mail_plus_out_t *o,
+    ngx_mail_plus_queue_error_t *err);
+static void ngx_http_mail_plus_queue_api_text(ngx_http_mail_plus_out_t *o,
+    ngx_str_t *escaped);
 static void ngx_http_mail_plus_queue_api_field(ngx_http_mail_plus_out_t *o,
     char *name, ngx_str_t *value);
 static void ngx_http_mail_plus_queue_api_time(ngx_http_mail_plus_out_t *o,
@@ -675,6 +679,10 @@ ngx_http_mail_plus_queue_api_envelope(ngx_http_mail_plus_out_t *o,
             ngx_http_mail_plus_queue_api_field(o, "dsn", &rcpt[i].dsn);
         }
 
+        if (!rcpt[i].done && rcpt[i].error.time) {
+            ngx_http_mail_plus_queue_api_last(o, &rcpt[i].error);
+        }
+
         ngx_http_mail_plus_printf(o, "}");
     }
 
@@ -738,6 +746,107 @@ ngx_http_mail_plus_queue_api_envelope(ngx_http_mail_plus_out_t *o,
 
     ngx_http_mail_plus_printf(o, ",\"attempts\":%ui,\"warned\":%s",
                               r->attempts, r->warned ? "true" : "false");
+}
+
+
+/*
+ * the last error of a recipient left to try, from the state file:
+ * "error": {"time": N, "dsn": "4.4.1", "relay": "host:port" or null,
+ * "reply": "..."}
+ */
+
+static void
+ngx_http_mail_plus_queue_api_last(ngx_http_mail_plus_out_t *o,
+    ngx_mail_plus_queue_error_t *err)
+{
+    ngx_http_mail_plus_printf(o, ",\"error\":{\"time\":%T,\"dsn\":\"%V\","
+                              "\"relay\":", err->time, &err->dsn);
+
+    if (err->relay.len) {
+        ngx_http_mail_plus_queue_api_text(o, &err->relay);
+
+    } else {
+        ngx_http_mail_plus_printf(o, "null");
+    }
+
+    ngx_http_mail_plus_printf(o, ",\"reply\":");
+    ngx_http_mail_plus_queue_api_text(o, &err->text);
+    ngx_http_mail_plus_printf(o, "}");
+}
+
+
+/*
+ * an escaped field of the state file as a JSON string: its bytes, where
+ * control characters (C0 and C1) are "\u00NN" and a byte that does not
+ * start a valid UTF-8 sequence is U+FFFD, so that the answer is valid
+ * JSON in UTF-8
+ */
+
+static void
+ngx_http_mail_plus_queue_api_text(ngx_http_mail_plus_out_t *o,
+    ngx_str_t *escaped)
+{
+    u_char    *p, *q, *s, *last, *start;
+    uint32_t   u;
+    u_char     buf[NGX_MAIL_PLUS_QUEUE_ERROR_LEN];
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    /* the reader checked it: it stands for this many bytes at most */
+
+    last = ngx_mail_plus_spool_unescape(buf, escaped);
+
+    start = ngx_http_mail_plus_reserve(o, 6 * (last - buf) + 2);
+    if (start == NULL) {
+        return;
+    }
+
+    p = start;
+    *p++ = '"';
+
+    for (s = buf; s < last; /* void */) {
+
+        if (*s >= 0x80) {
+            q = s;
+            u = ngx_utf8_decode(&q, last - s);
+
+            if (u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
+                p = ngx_cpymem(p, "\\ufffd", 6);
+                s++;
+                continue;
+            }
+
+            if (u < 0xa0) {
+                p = ngx_sprintf(p, "\\u%04xD", u);
+
+            } else {
+                p = ngx_cpymem(p, s, q - s);
+            }
+
+            s = q;
+            continue;
+        }
+
+        if (*s < 0x20 || *s == 0x7f) {
+            p = ngx_cpymem(p, "\\u00", 4);
+            *p++ = hex[*s >> 4];
+            *p++ = hex[*s & 0xf];
+
+        } else {
+            if (*s == '"' || *s == '\\') {
+                *p++ = '\\';
+            }
+
+            *p++ = *s;
+        }
+
+        s++;
+    }
+
+    *p++ = '"';
+
+    o->buf->last = p;
+    o->size += p - start;
 }
 
 

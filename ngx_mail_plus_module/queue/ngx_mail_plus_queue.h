@@ -258,12 +258,33 @@ ngx_int_t ngx_mail_plus_queue_remove(ngx_mail_plus_queue_t *q, u_char *id,
  * reader of the format): the envelope, then the state file
  */
 
+/*
+ * the last error of a recipient still to be tried (an "error" line of the
+ * state file): when, its enhanced status code, the next hop ("-" for
+ * none) and the reply or our reason; relay and text are kept escaped as
+ * in the file (ngx_mail_plus_spool_unescape() gives the bytes), or raw
+ * for the writer when "escaped" is not set; at most
+ * NGX_MAIL_PLUS_QUEUE_ERROR_LEN bytes of each are kept
+ */
+
+#define NGX_MAIL_PLUS_QUEUE_ERROR_LEN   512
+
+typedef struct {
+    time_t                          time;        /* 0: none */
+    ngx_str_t                       dsn;         /* e.g. "4.4.1" */
+    ngx_str_t                       relay;
+    ngx_str_t                       text;
+    unsigned                        escaped:1;
+} ngx_mail_plus_queue_error_t;
+
+
 typedef struct {
     ngx_str_t                       addr;
     ngx_str_t                       dsn;         /* the "dsn" value */
     ngx_str_t                       notify;      /* RFC 3461, as received */
     ngx_str_t                       orcpt;
     ngx_uint_t                      notify_mask; /* NGX_MAIL_PLUS_NOTIFY_* */
+    ngx_mail_plus_queue_error_t     error;       /* of the last attempt */
     unsigned                        done:1;      /* in an earlier attempt */
 } ngx_mail_plus_queue_rcpt_t;
 
@@ -307,6 +328,18 @@ size_t ngx_mail_plus_spool_state_size(ngx_str_t *addr);
 u_char *ngx_mail_plus_spool_state_write(u_char *p, ngx_uint_t attempts,
     ngx_uint_t warned);
 u_char *ngx_mail_plus_spool_state_done(u_char *p, ngx_str_t *addr);
+
+/*
+ * an "error" line for a recipient still to be tried: its size at most,
+ * then the line; and the bytes of an escaped relay or text of a record
+ * read (at most NGX_MAIL_PLUS_QUEUE_ERROR_LEN of them): the end of them
+ */
+
+size_t ngx_mail_plus_spool_error_size(ngx_str_t *addr,
+    ngx_mail_plus_queue_error_t *err);
+u_char *ngx_mail_plus_spool_error_write(u_char *p, ngx_str_t *addr,
+    ngx_mail_plus_queue_error_t *err);
+u_char *ngx_mail_plus_spool_unescape(u_char *dst, ngx_str_t *src);
 
 
 /*

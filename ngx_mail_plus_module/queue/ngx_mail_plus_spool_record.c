@@ -26,6 +26,13 @@
 static ngx_int_t ngx_mail_plus_spool_address(ngx_str_t *addr);
 static void ngx_mail_plus_spool_dsn(ngx_mail_plus_queue_rcpt_t *rcpt,
     ngx_str_t *v);
+static ngx_uint_t ngx_mail_plus_spool_status(u_char *p, size_t len);
+static u_char *ngx_mail_plus_spool_escape(u_char *p, ngx_str_t *src,
+    ngx_uint_t space);
+static ssize_t ngx_mail_plus_spool_escaped(u_char *p, u_char *last,
+    ngx_uint_t space);
+static void ngx_mail_plus_spool_error(ngx_mail_plus_queue_record_t *r,
+    u_char *p, u_char *last);
 
 
 /* the envelope lines of a new message, at most */
@@ -501,13 +508,239 @@ ngx_mail_plus_spool_state_done(u_char *p, ngx_str_t *addr)
 
 
 /*
+ * "error <addr> <time> <dsn> <relay> <text>": the last error of a
+ * recipient still to be tried; relay and text escaped, so that no reply
+ * can end the line or start another one (docs/spool.md)
+ */
+
+size_t
+ngx_mail_plus_spool_error_size(ngx_str_t *addr,
+    ngx_mail_plus_queue_error_t *err)
+{
+    size_t  len;
+
+    len = sizeof("error    \n") - 1 + addr->len + NGX_TIME_T_LEN + 32 + 1;
+
+    if (err->escaped) {
+        return len + err->relay.len + err->text.len;
+    }
+
+    return len + 4 * ngx_min(err->relay.len, NGX_MAIL_PLUS_QUEUE_ERROR_LEN)
+           + 4 * ngx_min(err->text.len, NGX_MAIL_PLUS_QUEUE_ERROR_LEN);
+}
+
+
+u_char *
+ngx_mail_plus_spool_error_write(u_char *p, ngx_str_t *addr,
+    ngx_mail_plus_queue_error_t *err)
+{
+    ngx_str_t  dsn;
+
+    dsn = err->dsn;
+
+    if (!ngx_mail_plus_spool_status(dsn.data, dsn.len)) {
+        ngx_str_set(&dsn, "4.0.0");
+    }
+
+    p = ngx_sprintf(p, "error %V %T %V ", addr, err->time, &dsn);
+
+    if (err->relay.len == 0) {
+        *p++ = '-';
+
+    } else if (err->relay.len == 1 && err->relay.data[0] == '-') {
+        p = ngx_cpymem(p, "\\x2d", 4);    /* not "none" */
+
+    } else if (err->escaped) {
+        p = ngx_cpymem(p, err->relay.data, err->relay.len);
+
+    } else {
+        p = ngx_mail_plus_spool_escape(p, &err->relay, 1);
+    }
+
+    *p++ = ' ';
+
+    if (err->escaped && err->text.len) {
+        p = ngx_cpymem(p, err->text.data, err->text.len);
+
+    } else if (!err->escaped) {
+        p = ngx_mail_plus_spool_escape(p, &err->text, 0);
+    }
+
+    *p++ = LF;
+
+    return p;
+}
+
+
+/* an enhanced status code as the state file keeps it: "4.4.1" */
+
+static ngx_uint_t
+ngx_mail_plus_spool_status(u_char *p, size_t len)
+{
+    size_t  i;
+
+    if (len == 0 || len > 32 || p[0] < '0' || p[0] > '9') {
+        return 0;
+    }
+
+    for (i = 1; i < len; i++) {
+        if ((p[i] < '0' || p[i] > '9') && p[i] != '.') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * at most NGX_MAIL_PLUS_QUEUE_ERROR_LEN bytes of src, escaped: printable
+ * ASCII stays (the space too, unless "space"), "\" is "\\", any other
+ * byte is "\xNN"
+ */
+
+static u_char *
+ngx_mail_plus_spool_escape(u_char *p, ngx_str_t *src, ngx_uint_t space)
+{
+    u_char  *s, *last;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    if (src->len == 0) {
+        return p;
+    }
+
+    s = src->data;
+    last = s + ngx_min(src->len, NGX_MAIL_PLUS_QUEUE_ERROR_LEN);
+
+    for ( /* void */ ; s < last; s++) {
+
+        if (*s == '\\') {
+            *p++ = '\\';
+            *p++ = '\\';
+
+        } else if (*s > ' ' && *s < 0x7f) {
+            *p++ = *s;
+
+        } else if (*s == ' ' && !space) {
+            *p++ = ' ';
+
+        } else {
+            *p++ = '\\';
+            *p++ = 'x';
+            *p++ = hex[*s >> 4];
+            *p++ = hex[*s & 0xf];
+        }
+    }
+
+    return p;
+}
+
+
+static ngx_inline ngx_uint_t
+ngx_mail_plus_spool_hex(u_char c)
+{
+    c = ngx_tolower(c);
+
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+
+/*
+ * the number of bytes an escaped field stands for, -1 when it is not one
+ * (a byte that should have been escaped, an escape that is not "\\" or
+ * "\xNN", more than NGX_MAIL_PLUS_QUEUE_ERROR_LEN bytes)
+ */
+
+static ssize_t
+ngx_mail_plus_spool_escaped(u_char *p, u_char *last, ngx_uint_t space)
+{
+    size_t  n;
+
+    for (n = 0; p < last; n++) {
+
+        if (*p == '\\') {
+            if (last - p >= 2 && p[1] == '\\') {
+                p += 2;
+                continue;
+            }
+
+            if (last - p < 4 || p[1] != 'x'
+                || !ngx_mail_plus_spool_hex(p[2])
+                || !ngx_mail_plus_spool_hex(p[3]))
+            {
+                return -1;
+            }
+
+            p += 4;
+            continue;
+        }
+
+        if (*p < ' ' || *p >= 0x7f || (*p == ' ' && space)) {
+            return -1;
+        }
+
+        p++;
+    }
+
+    return (n <= NGX_MAIL_PLUS_QUEUE_ERROR_LEN) ? (ssize_t) n : -1;
+}
+
+
+/* the bytes of an escaped field checked by the reader, into dst */
+
+u_char *
+ngx_mail_plus_spool_unescape(u_char *dst, ngx_str_t *src)
+{
+    u_char  *p, *last, c, h;
+    size_t   i;
+
+    if (src->len == 0) {
+        return dst;
+    }
+
+    p = src->data;
+    last = p + src->len;
+
+    while (p < last) {
+
+        if (*p != '\\' || last - p < 2) {
+            *dst++ = *p++;
+            continue;
+        }
+
+        if (p[1] != 'x' || last - p < 4) {
+            *dst++ = p[1];
+            p += 2;
+            continue;
+        }
+
+        c = 0;
+
+        for (i = 2; i < 4; i++) {
+            h = ngx_tolower(p[i]);
+            c = c * 16 + ((h >= 'a') ? h - 'a' + 10 : h - '0');
+        }
+
+        *dst++ = c;
+        p += 4;
+    }
+
+    return dst;
+}
+
+
+/*
  * the state file of earlier attempts:
  *
  *     attempts 3
  *     warned 1
  *     done b@example.com
+ *     error c@example.com 1796661274 4.7.1 192.0.2.10:25 451 4.7.1 ...
  *
- * the recipients of r->rcpts named in "done" lines are marked done
+ * the recipients of r->rcpts named in "done" lines are marked done, those
+ * named in "error" lines get the error; a line that cannot be read is
+ * skipped (a state file lost costs a duplicate at most, never a message)
  */
 
 void
@@ -546,6 +779,11 @@ ngx_mail_plus_spool_state(ngx_mail_plus_queue_record_t *r, u_char *data,
             continue;
         }
 
+        if (eol - p > 6 && ngx_strncmp(p, "error ", 6) == 0 && r->rcpts) {
+            ngx_mail_plus_spool_error(r, p + 6, eol);
+            continue;
+        }
+
         if (eol - p > 5 && ngx_strncmp(p, "done ", 5) == 0 && r->rcpts) {
             v.data = p + 5;
             v.len = eol - v.data;
@@ -559,6 +797,91 @@ ngx_mail_plus_spool_state(ngx_mail_plus_queue_record_t *r, u_char *data,
                     rcpt[i].done = 1;
                 }
             }
+        }
+    }
+}
+
+
+/*
+ * an "error" line after its name, up to its line end: every field is
+ * checked, a line that is not right is skipped
+ */
+
+static void
+ngx_mail_plus_spool_error(ngx_mail_plus_queue_record_t *r, u_char *p,
+    u_char *last)
+{
+    u_char                       *end;
+    ngx_str_t                     addr, field[3];
+    ngx_uint_t                    i;
+    ngx_mail_plus_queue_rcpt_t   *rcpt;
+    ngx_mail_plus_queue_error_t   err;
+
+    /* the address, the time, the status code: no spaces in them */
+
+    addr.data = p;
+    addr.len = 0;
+
+    for (i = 0; i < 4; i++) {
+        end = ngx_strlchr(p, last, ' ');
+
+        if (end == NULL || end == p) {
+            return;
+        }
+
+        if (i == 0) {
+            addr.len = end - p;
+
+        } else {
+            field[i - 1].data = p;
+            field[i - 1].len = end - p;
+        }
+
+        p = end + 1;
+    }
+
+    if (ngx_mail_plus_spool_address(&addr) != NGX_OK) {
+        return;
+    }
+
+    ngx_memzero(&err, sizeof(ngx_mail_plus_queue_error_t));
+
+    err.time = ngx_atotm(field[0].data, field[0].len);
+
+    if (err.time <= 0 || !ngx_mail_plus_spool_status(field[1].data,
+                                                     field[1].len))
+    {
+        return;
+    }
+
+    err.dsn = field[1];
+    err.escaped = 1;
+
+    if (field[2].len != 1 || field[2].data[0] != '-') {
+        if (ngx_mail_plus_spool_escaped(field[2].data,
+                                        field[2].data + field[2].len, 1)
+            < 0)
+        {
+            return;
+        }
+
+        err.relay = field[2];
+    }
+
+    if (ngx_mail_plus_spool_escaped(p, last, 0) < 0) {
+        return;
+    }
+
+    err.text.data = p;
+    err.text.len = last - p;
+
+    rcpt = r->rcpts->elts;
+
+    for (i = 0; i < r->rcpts->nelts; i++) {
+        if (rcpt[i].addr.len == addr.len
+            && ngx_strncmp(rcpt[i].addr.data, addr.data, addr.len) == 0)
+        {
+            rcpt[i].error = err;
         }
     }
 }
