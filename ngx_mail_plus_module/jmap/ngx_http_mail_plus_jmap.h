@@ -416,7 +416,8 @@ ngx_int_t ngx_http_mail_plus_jmap_state(ngx_http_request_t *r,
     ngx_http_mail_plus_jmap_ctx_t *ctx, ngx_str_t *state);
 
 /*
- * a JSON answer written in parts: values dumped by jansson, the punctuation between them, another writer's text
+ * a JSON answer written in parts (ngx_http_mail_plus_jmap_json.c): values
+ * dumped by jansson, the punctuation between them, another writer's text
  * taken whole; then sent; or a whole answer of one value
  */
 
