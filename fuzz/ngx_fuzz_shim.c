@@ -432,6 +432,62 @@ ngx_hextoi(u_char *line, size_t n)
 }
 
 
+/*
+ * one UTF-8 character, as nginx's decoder answers: the code point, or
+ * 0xffffffff (not UTF-8: a stray or bad byte, an overlong form) or
+ * 0xfffffffe (cut short); *p past the bytes read
+ */
+
+uint32_t
+ngx_utf8_decode(u_char **p, size_t n)
+{
+    size_t    len, i;
+    uint32_t  u, min;
+    u_char    c;
+
+    c = *(*p)++;
+
+    if (c < 0x80) {
+        return c;
+    }
+
+    if (c >= 0xf0 && c < 0xf8) {
+        len = 4;
+        u = c & 0x07;
+        min = 0x10000;
+
+    } else if (c >= 0xe0 && c < 0xf0) {
+        len = 3;
+        u = c & 0x0f;
+        min = 0x800;
+
+    } else if (c >= 0xc0 && c < 0xe0) {
+        len = 2;
+        u = c & 0x1f;
+        min = 0x80;
+
+    } else {
+        return 0xffffffff;
+    }
+
+    if (n < len) {
+        return 0xfffffffe;
+    }
+
+    for (i = 1; i < len; i++) {
+        c = *(*p)++;
+
+        if ((c & 0xc0) != 0x80) {
+            return 0xffffffff;
+        }
+
+        u = (u << 6) | (c & 0x3f);
+    }
+
+    return (u >= min) ? u : 0xffffffff;
+}
+
+
 /* by libc, in the form nginx gives: months 1-12, years in full */
 
 void

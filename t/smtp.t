@@ -293,6 +293,27 @@ like($c->smtp('BAR'), qr/^500 5\.5\.2 /, 'eighth error');
 like($c->getline(), qr/^421 4\.7\.0 mx\.test Error: too many errors/, 'too many errors');
 ok($c->at_eof(), 'closed after too many errors');
 
+# non-ASCII in an address must be UTF-8 (RFC 6531): a stray, truncated or
+# overlong sequence is a syntax error, in the local part, the domain and a
+# quoted string alike
+
+$c = client();
+$c->getline();
+$c->smtp('EHLO c.example');
+
+for my $bad ("\xff\@b.example", "a\@b\xc3.example", "\xc0\xaf\@b.example",
+    "\"q\\\xe9\"\@b.example", "\xe2\x82\@b.example")
+{
+    my $shown = $bad =~ s/([^\x20-\x7e])/sprintf('\\x%02x', ord $1)/ger;
+    like($c->smtp("MAIL FROM:<$bad> SMTPUTF8"), qr/^501 5\.5\.4 /,
+        "not UTF-8: $shown");
+}
+
+is($c->smtp("MAIL FROM:<\"q\\\xc3\xa9\"\@b.example> SMTPUTF8"),
+    "250 2.1.0 Ok\r\n", 'UTF-8 escaped in a quoted string');
+like($c->smtp("RCPT TO:<\xe2\x82\xac\@d\xc3\xa9.example>"), qr/^550 5\.7\.1 /,
+    'UTF-8 in both parts of a recipient: read, then the relay policy');
+
 # junk commands: after 100, each one counts as an error
 
 $c = client();

@@ -513,15 +513,17 @@ ngx_mail_plus_smtp_parse_addr(u_char **pos, u_char *last, ngx_uint_t rcpt,
 /*
  * the bytes of an address up to its ">", quoted strings and their escapes
  * taken whole: the position of the ">", *at the last "@" outside quotes
- * or NULL, path->utf8 set on a non-ASCII byte; NULL on a byte no address
- * may hold or on no ">"
+ * or NULL, path->utf8 set on a non-ASCII character; NULL on a byte no
+ * address may hold, on non-ASCII bytes that are not UTF-8 (RFC 6531
+ * allows UTF-8 only), or on no ">"
  */
 
 static u_char *
 ngx_mail_plus_smtp_scan_addr(u_char *p, u_char *last, u_char **at,
     ngx_mail_plus_smtp_path_t *path)
 {
-    ngx_uint_t  quoted;
+    u_char      *next;
+    ngx_uint_t   quoted, escaped;
 
     *at = NULL;
     quoted = 0;
@@ -532,25 +534,38 @@ ngx_mail_plus_smtp_scan_addr(u_char *p, u_char *last, u_char **at,
             return NULL;
         }
 
+        escaped = 0;
+
+        if (quoted && *p == '\\' && p + 1 < last) {
+
+            /* an escaped byte is a byte of the address too */
+
+            p++;
+            escaped = 1;
+
+            if (*p < 0x20 || *p == 0x7f) {
+                return NULL;
+            }
+        }
+
         if (*p >= 0x80) {
+
+            /* a whole UTF-8 character, nginx's decoder refusing overlong
+               forms and truncated or stray bytes */
+
+            next = p;
+
+            if (ngx_utf8_decode(&next, last - p) > 0x10ffff) {
+                return NULL;
+            }
+
             path->utf8 = 1;
+            p = next - 1;
+            continue;
         }
 
         if (quoted) {
-            if (*p == '\\' && p + 1 < last) {
-                p++;
-
-                /* an escaped byte is a byte of the address too */
-
-                if (*p < 0x20 || *p == 0x7f) {
-                    return NULL;
-                }
-
-                if (*p >= 0x80) {
-                    path->utf8 = 1;
-                }
-
-            } else if (*p == '"') {
+            if (*p == '"' && !escaped) {
                 quoted = 0;
             }
 
