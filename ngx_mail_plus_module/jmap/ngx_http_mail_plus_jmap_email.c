@@ -1387,13 +1387,13 @@ ngx_http_mail_plus_jmap_get_body_one(ngx_mail_plus_imap_cmd_t *cmd,
     bc = cmd->data;
     g = bc->get;
 
+    /* every response is taken: what is not a message's values is of
+       no use here (the session's own state is kept by the client) */
+
     m = ngx_http_mail_plus_jmap_get_msg(g, bc->first, bc->last + 1, resp,
                                         &list);
-    if (m == NULL) {
-        return NGX_DECLINED;
-    }
 
-    if (m->wants == NULL || m->written || g->failed) {
+    if (m == NULL || m->wants == NULL || m->written || g->failed) {
         return NGX_OK;
     }
 
@@ -1424,12 +1424,9 @@ ngx_http_mail_plus_jmap_get_body_one(ngx_mail_plus_imap_cmd_t *cmd,
 static void
 ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
 {
-    ngx_str_t                            key;
     ngx_uint_t                           i, k;
-    ngx_mail_plus_imap_value_t          *list;
     ngx_http_mail_plus_jmap_msg_t       *m;
     ngx_http_mail_plus_jmap_get_t       *g;
-    ngx_mail_plus_imap_response_t      **resp;
     ngx_http_mail_plus_jmap_want_t      *w;
     ngx_http_mail_plus_jmap_body_cmd_t  *bc;
 
@@ -1440,17 +1437,10 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
                    "http jmap email: body FETCH answered %i, binary %ui",
                    cmd->rc, bc->binary);
 
-    if (cmd->rc != NGX_OK) {
+    if (cmd->rc != NGX_OK || g->failed) {
         g->call->error = "serverFail";
-        g->call->description = cmd->imap->error;
-        json_decref(g->not_found);
-        g->not_found = NULL;
-        ngx_http_mail_plus_jmap_done(g->call);
-        return;
-    }
-
-    if (g->failed) {
-        g->call->error = "serverFail";
+        g->call->description = (cmd->rc != NGX_OK) ? cmd->imap->error
+                                                   : NULL;
         json_decref(g->not_found);
         g->not_found = NULL;
         ngx_http_mail_plus_jmap_done(g->call);
@@ -1489,24 +1479,7 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
         return;
     }
 
-    resp = cmd->untagged.elts;
-
-    for (i = 0; i < cmd->untagged.nelts; i++) {
-        m = ngx_http_mail_plus_jmap_get_msg(g, bc->first, bc->last + 1,
-                                            resp[i], &list);
-        if (m == NULL || m->wants == NULL || m->written) {
-            continue;
-        }
-
-        for (k = 0; k + 1 < list->nelts; k += 2) {
-            if (list->items[k]->type == NGX_MAIL_PLUS_IMAP_ATOM) {
-                key = list->items[k]->str;
-                ngx_http_mail_plus_jmap_get_value(g, m, &key,
-                                                  list->items[k + 1],
-                                                  bc->binary);
-            }
-        }
-    }
+    /* the values were taken as they came (get_body_one) */
 
     if (--g->pending == 0) {
         ngx_http_mail_plus_jmap_get_continue(g);
