@@ -151,6 +151,17 @@ $t->seed($da, 'alice@example.com', folder => 'Sent', subject => 'in sent',
 $t->seed($da, 'alice@example.com', folder => 'Bulk', subject => "bulk $_")
     for 1 .. 200;
 
+# bytes JSON must escape, for the body values at the end
+
+my $odd_text = "quote \" backslash \\ slash / ctl \x01\x08\x0c\x1b\x1f"
+    . " del \x7f tab\tend\nlone \r CR\n"
+    . $u8->("\x{e9}\x{20ac}\x{1f600}\x{2028}") . "\n";
+
+$t->seed($da, 'alice@example.com', folder => 'Odd', text =>
+    "From: odd\@example.com\nTo: alice\@example.com\nSubject: odd bytes\n"
+    . "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+    . "Content-Transfer-Encoding: 8bit\n\n" . $odd_text);
+
 sub set_times {
     my ($folder, $base) = @_;
     my $md = $t->maildir($da, 'alice@example.com', $folder);
@@ -245,7 +256,7 @@ is($a->[1]{type}, 'anchorNotFound', 'query: anchorNotFound');
 # every mailbox, merged by receivedAt: the Sent message between
 
 my $all = call1('Email/query', { accountId => $acc,
-    filter => { inMailboxOtherThan => [$bulk] }, calculateTotal =>
+    filter => { inMailboxOtherThan => [$bulk, mid('Odd')] }, calculateTotal =>
     JSON::PP::true, sort => [{ property => 'receivedAt',
         isAscending => JSON::PP::true }] }, '/big/');
 is($all->[1]{total}, 9, 'query all: total');
@@ -524,6 +535,44 @@ is(scalar @{ $referred->{methodResponses}[1][1]{list} }, 60,
     'the later call saw the whole list');
 is_deeply([ map { $_->[2] } @{ $referred->{methodResponses} } ], ['g', 't'],
     'two responses');
+
+# body values written by the module's own writer (the streamed answer)
+# and by jansson (a referred-to answer) alike: every byte JSON must
+# escape, lone CRs, DEL, characters of 2 to 4 bytes, a cut inside one
+
+my $odd = call1('Email/query', { accountId => $acc,
+    filter => { inMailbox => mid('Odd') } }, '/big/');
+is(scalar @{ $odd->[1]{ids} || [] }, 1, 'odd bytes: the message found');
+
+# where the cut falls: inside the euro sign (3 bytes, after 2 of e-acute)
+
+my $cut = index($odd_text, $u8->("\x{20ac}")) + 1;
+
+for my $max (0, $cut) {
+    my $args = { accountId => $acc, ids => $odd->[1]{ids},
+        properties => ['id', 'textBody', 'bodyValues', 'threadId'],
+        fetchTextBodyValues => JSON::PP::true,
+        $max ? (maxBodyValueBytes => $max) : () };
+
+    my $streamed = api([['Email/get', $args, 'g']], '/big/');
+    my $whole = api([['Email/get', $args, 'g'],
+        ['Thread/get', { accountId => $acc, '#ids' => { resultOf => 'g',
+            name => 'Email/get', path => '/list/*/threadId' } }, 't']],
+        '/big/');
+
+    my $v = $streamed->{methodResponses}[0][1]{list}[0]{bodyValues}{1};
+    my $want = decode('UTF-8', $max ? substr($odd_text, 0, $cut - 1)
+        : $odd_text);
+
+    is($v->{value}, $want, "odd bytes, max $max: the value");
+    is($v->{isTruncated} ? 1 : 0, $max ? 1 : 0,
+        "odd bytes, max $max: isTruncated");
+    ok(defined $v->{isEncodingProblem} && !$v->{isEncodingProblem},
+        "odd bytes, max $max: no encoding problem");
+    is_deeply($whole->{methodResponses}[0][1]{list},
+        $streamed->{methodResponses}[0][1]{list},
+        "odd bytes, max $max: the same object from jansson");
+}
 
 $t->stop();
 

@@ -427,6 +427,8 @@ ngx_int_t ngx_http_mail_plus_jmap_text_json(
     ngx_http_mail_plus_jmap_text_t *text, json_t *json, ngx_uint_t skip_open);
 ngx_int_t ngx_http_mail_plus_jmap_text_raw(
     ngx_http_mail_plus_jmap_text_t *text, const char *s, size_t len);
+ngx_int_t ngx_http_mail_plus_jmap_text_string(
+    ngx_http_mail_plus_jmap_text_t *text, u_char *s, size_t len);
 void ngx_http_mail_plus_jmap_text_append(ngx_http_mail_plus_jmap_text_t *text,
     ngx_http_mail_plus_jmap_text_t *more);
 ngx_int_t ngx_http_mail_plus_jmap_text_send(ngx_http_request_t *r,

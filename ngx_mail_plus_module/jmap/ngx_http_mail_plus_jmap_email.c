@@ -85,6 +85,7 @@ typedef struct {
     unsigned                           text_values:1;
     unsigned                           html_values:1;
     unsigned                           all_values:1;
+    unsigned                           raw_values:1;  /* written by us */
     unsigned                           failed:1;
 } ngx_http_mail_plus_jmap_get_t;
 
@@ -160,6 +161,8 @@ static json_t *ngx_http_mail_plus_jmap_keywords(
     ngx_mail_plus_imap_value_t *flags);
 static json_t *ngx_http_mail_plus_jmap_parts(ngx_http_mail_plus_jmap_get_t *g,
     ngx_array_t *parts, ngx_str_t *tail);
+static ngx_int_t ngx_http_mail_plus_jmap_values_text(
+    ngx_http_mail_plus_jmap_get_t *g, ngx_http_mail_plus_jmap_msg_t *m);
 static json_t *ngx_http_mail_plus_jmap_values(
     ngx_http_mail_plus_jmap_get_t *g, ngx_http_mail_plus_jmap_msg_t *m);
 static ngx_uint_t ngx_http_mail_plus_jmap_has_attachment(
@@ -468,6 +471,7 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
         g->want_headers = 1;
         g->want_structure = 1;
         g->want_preview = 1;
+        g->raw_values = (g->text != NULL);
         return NGX_OK;
     }
 
@@ -499,6 +503,10 @@ ngx_http_mail_plus_jmap_get_props(ngx_http_mail_plus_jmap_call_t *call,
             || ngx_strcmp(s, "bodyValues") == 0)
         {
             g->want_structure = 1;
+        }
+
+        if (ngx_strcmp(s, "bodyValues") == 0 && g->text) {
+            g->raw_values = 1;
         }
 
         if (ngx_strcmp(s, "preview") == 0) {
@@ -1709,7 +1717,24 @@ ngx_http_mail_plus_jmap_get_write(ngx_http_mail_plus_jmap_get_t *g,
         rc = ngx_http_mail_plus_jmap_text_raw(g->text, ",", 1);
     }
 
-    if (rc == NGX_OK) {
+    if (g->raw_values && !g->thread) {
+
+        /* {"bodyValues":{...}, then the object's other members: it has
+           its "id" at least, so it is never "{}" */
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_mail_plus_jmap_values_text(g, m);
+        }
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_mail_plus_jmap_text_raw(g->text, ",", 1);
+        }
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_mail_plus_jmap_text_json(g->text, o, 1);
+        }
+
+    } else if (rc == NGX_OK) {
         rc = ngx_http_mail_plus_jmap_text_json(g->text, o, 0);
     }
 
@@ -1757,6 +1782,11 @@ ngx_http_mail_plus_jmap_get_email(ngx_http_mail_plus_jmap_get_t *g,
     if (g->props == NULL) {
         for (k = 0; ngx_http_mail_plus_jmap_default_props[k]; k++) {
             s = ngx_http_mail_plus_jmap_default_props[k];
+
+            if (g->raw_values && ngx_strcmp(s, "bodyValues") == 0) {
+                continue;
+            }
+
             v = ngx_http_mail_plus_jmap_get_prop(g, m, s, &tail);
 
             if (v == NULL || json_object_set_new(o, s, v) != 0) {
@@ -1771,7 +1801,9 @@ ngx_http_mail_plus_jmap_get_email(ngx_http_mail_plus_jmap_get_t *g,
     json_array_foreach(g->props, i, prop) {
         s = json_string_value(prop);
 
-        if (ngx_strcmp(s, "id") == 0) {
+        if (ngx_strcmp(s, "id") == 0
+            || (g->raw_values && ngx_strcmp(s, "bodyValues") == 0))
+        {
             continue;
         }
 
@@ -2065,6 +2097,94 @@ ngx_http_mail_plus_jmap_values(ngx_http_mail_plus_jmap_get_t *g,
     }
 
     return o;
+}
+
+
+/* the same written straight into the answer, the values escaped by
+   nginx: "{"bodyValues":{"1":{"value":"...",...},...}" (the object's
+   opening included) */
+
+static ngx_int_t
+ngx_http_mail_plus_jmap_values_text(ngx_http_mail_plus_jmap_get_t *g,
+    ngx_http_mail_plus_jmap_msg_t *m)
+{
+    size_t                           n;
+    ngx_str_t                        utf8;
+    ngx_uint_t                       i, first, truncated;
+    ngx_http_mail_plus_jmap_want_t  *w;
+    ngx_http_mail_plus_jmap_text_t  *text;
+
+    text = g->text;
+
+#define ngx_jmap_raw(s)                                                       \
+    if (ngx_http_mail_plus_jmap_text_raw(text, s, sizeof(s) - 1) != NGX_OK) { \
+        return NGX_ERROR;                                                     \
+    }
+
+    ngx_jmap_raw("{\"bodyValues\":{")
+
+    first = 1;
+    w = (m->root && m->wants) ? m->wants->elts : NULL;
+
+    for (i = 0; w && i < m->wants->nelts; i++) {
+        if (!w[i].got) {
+            continue;                           /* for the preview only */
+        }
+
+        if (w[i].utf8.data) {
+            utf8 = w[i].utf8;
+
+        } else {
+            ngx_str_set(&utf8, "");
+        }
+
+        n = ngx_http_mail_plus_jmap_mime_body_text(&utf8, g->max_bytes,
+                                                   &truncated);
+        if (w[i].utf8.data) {
+            w[i].utf8.len = utf8.len;           /* its CRLFs made LF */
+        }
+
+        if (!first) {
+            ngx_jmap_raw(",")
+        }
+
+        first = 0;
+
+        if (ngx_http_mail_plus_jmap_text_string(text, w[i].part->part_id.data,
+                                                w[i].part->part_id.len)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_jmap_raw(":{\"value\":")
+
+        if (ngx_http_mail_plus_jmap_text_string(text, utf8.data, n)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (w[i].problem) {
+            ngx_jmap_raw(",\"isEncodingProblem\":true")
+
+        } else {
+            ngx_jmap_raw(",\"isEncodingProblem\":false")
+        }
+
+        if (truncated || w[i].truncated) {
+            ngx_jmap_raw(",\"isTruncated\":true}")
+
+        } else {
+            ngx_jmap_raw(",\"isTruncated\":false}")
+        }
+    }
+
+    ngx_jmap_raw("}")
+
+#undef ngx_jmap_raw
+
+    return NGX_OK;
 }
 
 

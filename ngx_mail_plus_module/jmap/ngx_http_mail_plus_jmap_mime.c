@@ -1788,14 +1788,12 @@ ngx_http_mail_plus_jmap_mime_property(ngx_pool_t *pool, ngx_array_t *headers,
 }
 
 
-json_t *
-ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
-    size_t max)
+size_t
+ngx_http_mail_plus_jmap_mime_body_text(ngx_str_t *utf8, size_t max,
+    ngx_uint_t *truncated)
 {
-    u_char      *p, *d, *q, *r, *last;
-    json_t      *o;
-    size_t       n;
-    ngx_uint_t   truncated;
+    u_char  *p, *d, *q, *r, *last;
+    size_t   n;
 
     ngx_http_mail_plus_jmap_nonnull(utf8);
 
@@ -1824,7 +1822,7 @@ ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
     utf8->len = d - utf8->data;
 
     n = utf8->len;
-    truncated = 0;
+    *truncated = 0;
 
     if (max && n > max) {
         n = max;
@@ -1833,8 +1831,22 @@ ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
             n--;
         }
 
-        truncated = 1;
+        *truncated = 1;
     }
+
+    return n;
+}
+
+
+json_t *
+ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8, ngx_uint_t problem,
+    size_t max)
+{
+    json_t      *o;
+    size_t       n;
+    ngx_uint_t   truncated;
+
+    n = ngx_http_mail_plus_jmap_mime_body_text(utf8, max, &truncated);
 
     /* the value is UTF-8 already (checked or made so by the decoding),
        cut at a character's start: not checked again */

@@ -129,9 +129,13 @@ ngx_int_t ngx_http_mail_plus_jmap_mime_decode(ngx_pool_t *pool,
     ngx_str_t *in, ngx_str_t *encoding, ngx_str_t *charset,
     ngx_uint_t decoded, ngx_str_t *out, ngx_uint_t *problem);
 
-/* {value, isEncodingProblem, isTruncated} of UTF-8, each CRLF made LF
-   (in place: utf8 is changed), cut at max bytes (0: no limit) on a
-   character boundary */
+/* the text of a body value: each CRLF of UTF-8 made LF (in place: utf8
+   is changed); its length cut at max bytes (0: no limit) on a character
+   boundary is returned, *truncated set if it was cut */
+size_t ngx_http_mail_plus_jmap_mime_body_text(ngx_str_t *utf8, size_t max,
+    ngx_uint_t *truncated);
+
+/* {value, isEncodingProblem, isTruncated} of that text */
 json_t *ngx_http_mail_plus_jmap_mime_body_value(ngx_str_t *utf8,
     ngx_uint_t problem, size_t max);
 
