@@ -30,6 +30,8 @@
  *   ngx_http_mail_plus_jmap_mailbox.c  Mailbox/get, /set, /changes,
  *                                      /query; Thread/get
  *   ngx_http_mail_plus_jmap_email.c    Email/get, /query, /set, /changes
+ *   ngx_http_mail_plus_jmap_ahead.c    the next page of a listing read
+ *                                      ahead while the client reads one
  *   ngx_http_mail_plus_jmap_submission.c
  *                                      Identity/get, EmailSubmission/set
  *                                      into the module's queue
@@ -114,6 +116,10 @@ struct ngx_http_mail_plus_jmap_call_s {
     /* the answer's "list", written already (Email/get's objects as their
        messages came), or NULL: the answer's other arguments in result */
     ngx_http_mail_plus_jmap_text_t     *list;
+
+    /* a call of the module's own, not of the request (a read-ahead): what
+       takes its end in place of ngx_http_mail_plus_jmap_done()'s answer */
+    ngx_http_mail_plus_jmap_cancel_pt   finish;
 };
 
 
@@ -170,6 +176,10 @@ struct ngx_http_mail_plus_jmap_ctx_s {
     size_t                              budget;       /* of the response */
     ngx_uint_t                          next;         /* the call to run */
     ngx_http_mail_plus_jmap_call_t     *call;         /* waiting, or NULL */
+    void                               *ahead;        /* a next page to
+                                                         read ahead, or
+                                                         NULL (ngx_http_mail_
+                                                         plus_jmap_ahead.c) */
 };
 
 
@@ -382,6 +392,28 @@ ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_find(
 ngx_http_mail_plus_jmap_mailbox_t *ngx_http_mail_plus_jmap_mailbox_role(
     ngx_array_t *mailboxes, const char *role);
 
+/*
+ * a mailbox as a list found it, for what is kept with the IMAP session
+ * from one request to the next (a SORT, a page read ahead): with
+ * CONDSTORE a new, changed or expunged message raises HIGHESTMODSEQ, so
+ * the same id, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and count found again
+ * prove nothing changed in between; _same() is false without CONDSTORE
+ */
+
+typedef struct {
+    u_char                              id[17];
+    uint64_t                            uidvalidity;
+    uint64_t                            uidnext;
+    uint64_t                            highestmodseq;
+    uint64_t                            total;
+} ngx_http_mail_plus_jmap_mbstate_t;
+
+void ngx_http_mail_plus_jmap_mbstate_set(ngx_http_mail_plus_jmap_mbstate_t *st,
+    ngx_http_mail_plus_jmap_mailbox_t *mb);
+ngx_uint_t ngx_http_mail_plus_jmap_mbstate_same(
+    ngx_http_mail_plus_jmap_mbstate_t *st,
+    ngx_http_mail_plus_jmap_mailbox_t *mb);
+
 /* the Mailbox state: "S" and 16 hex digits of the MD5 of each mailbox's
    id, name, parent, role, subscription, counts and HIGHESTMODSEQ, in the
    list's order, into 18 bytes (NUL-terminated) */
@@ -427,6 +459,8 @@ ngx_int_t ngx_http_mail_plus_jmap_text_json(
     ngx_http_mail_plus_jmap_text_t *text, json_t *json, ngx_uint_t skip_open);
 ngx_int_t ngx_http_mail_plus_jmap_text_raw(
     ngx_http_mail_plus_jmap_text_t *text, const char *s, size_t len);
+ngx_int_t ngx_http_mail_plus_jmap_text_piece(
+    ngx_http_mail_plus_jmap_text_t *text, json_t *json, ngx_str_t *piece);
 ngx_int_t ngx_http_mail_plus_jmap_text_string(
     ngx_http_mail_plus_jmap_text_t *text, u_char *s, size_t len);
 void ngx_http_mail_plus_jmap_text_append(ngx_http_mail_plus_jmap_text_t *text,
@@ -460,6 +494,8 @@ typedef struct {
                                                          uploads */
     time_t                              upload_expire;
     off_t                               upload_quota; /* an account's */
+    size_t                              read_ahead;   /* a page's bytes, 0:
+                                                         none */
     ngx_mail_plus_imap_conf_t           imap;         /* "mail_plus_jmap_
                                                          imap_*" */
 } ngx_http_mail_plus_jmap_loc_conf_t;

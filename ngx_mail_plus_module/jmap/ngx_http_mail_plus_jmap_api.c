@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_http_mail_plus_jmap.h"
+#include "ngx_http_mail_plus_jmap_email.h"
 
 
 /*
@@ -370,7 +371,18 @@ ngx_http_mail_plus_jmap_run(ngx_http_mail_plus_jmap_ctx_t *ctx)
         ctx->next++;
     }
 
-    return ngx_http_mail_plus_jmap_answer(ctx);
+    rc = ngx_http_mail_plus_jmap_answer(ctx);
+
+    /* the next page of a listing read while the client reads this one;
+       the request ends with it */
+
+    if (rc == NGX_OK && ctx->ahead
+        && ngx_http_mail_plus_jmap_ahead_start(ctx) == NGX_AGAIN)
+    {
+        return NGX_AGAIN;
+    }
+
+    return rc;
 }
 
 
@@ -456,6 +468,11 @@ ngx_http_mail_plus_jmap_done(ngx_http_mail_plus_jmap_call_t *call)
     ngx_connection_t               *c;
     ngx_http_request_t             *r;
     ngx_http_mail_plus_jmap_ctx_t  *ctx;
+
+    if (call->finish) {
+        call->finish(call);
+        return;
+    }
 
     ctx = call->ctx;
     r = ctx->request;

@@ -58,6 +58,8 @@ typedef struct {
     ngx_array_t                       *wants;      /* of _want_t */
     ngx_str_t                          items;      /* the body FETCH's */
     ngx_uint_t                         values;     /* of wants, come */
+    ngx_str_t                          object;     /* written ahead, in
+                                                      get->ahead */
     unsigned                           queued:1;
     unsigned                           written:1;  /* into get->text */
 } ngx_http_mail_plus_jmap_msg_t;
@@ -77,6 +79,11 @@ typedef struct {
     json_t                            *not_found;
     ngx_http_mail_plus_jmap_text_t    *text;       /* the list written as
                                                       it comes, or NULL */
+    ngx_http_mail_plus_jmap_text_t     ahead;      /* objects but their
+                                                      values */
+    ngx_event_t                        ahead_ev;
+    uint32_t                          *order;      /* the UIDs as asked,
+                                                      for a read-ahead */
     size_t                             max_bytes;
     ngx_str_t                          fields;     /* or the whole header */
     unsigned                           want_headers:1;
@@ -99,8 +106,6 @@ typedef struct {
 } ngx_http_mail_plus_jmap_body_cmd_t;
 
 
-static ngx_int_t ngx_http_mail_plus_jmap_email_get(
-    ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_thread_get(
     ngx_http_mail_plus_jmap_call_t *call);
 static ngx_int_t ngx_http_mail_plus_jmap_get_start(
@@ -142,6 +147,7 @@ static ngx_int_t ngx_http_mail_plus_jmap_body_send(
 static ngx_int_t ngx_http_mail_plus_jmap_get_body_one(
     ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_imap_response_t *resp);
 static void ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd);
+static void ngx_http_mail_plus_jmap_get_ahead(ngx_event_t *ev);
 static void ngx_http_mail_plus_jmap_get_value(ngx_http_mail_plus_jmap_get_t *g,
     ngx_http_mail_plus_jmap_msg_t *m, ngx_str_t *key,
     ngx_mail_plus_imap_value_t *val, ngx_uint_t binary);
@@ -241,7 +247,7 @@ ngx_http_mail_plus_jmap_keyword(const char *k)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_mail_plus_jmap_email_get(ngx_http_mail_plus_jmap_call_t *call)
 {
     return ngx_http_mail_plus_jmap_get_start(call, 0);
@@ -718,7 +724,8 @@ static ngx_int_t
 ngx_http_mail_plus_jmap_get_resolve(ngx_http_mail_plus_jmap_get_t *g)
 {
     u_char                           id[17];
-    ngx_uint_t                       i;
+    uint32_t                        *uids;
+    ngx_uint_t                       i, one;
     ngx_http_mail_plus_jmap_msg_t   *m;
 
     for (i = 0; i < g->nmsgs; i++) {
@@ -737,11 +744,72 @@ ngx_http_mail_plus_jmap_get_resolve(ngx_http_mail_plus_jmap_get_t *g)
         }
     }
 
+    /* a page of one mailbox, each written as it comes: it may be one
+       read ahead, and may have one after it to read ahead */
+
+    one = (g->text && !g->thread && g->nmsgs
+           && json_array_size(g->not_found) == 0);
+
+    for (i = 0; one && i < g->nmsgs; i++) {
+        if (g->msgs[i].mailbox == NULL
+            || g->msgs[i].mailbox != g->msgs[0].mailbox
+            || g->msgs[i].ref.uid > NGX_MAX_UINT32_VALUE)
+        {
+            one = 0;
+        }
+    }
+
+    if (one && g->nmsgs > 1 && g->call->finish == NULL) {
+        g->order = ngx_palloc(g->pool, g->nmsgs * sizeof(uint32_t));
+        if (g->order == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < g->nmsgs; i++) {
+            g->order[i] = (uint32_t) g->msgs[i].ref.uid;
+        }
+    }
+
     ngx_qsort(g->msgs, g->nmsgs, sizeof(ngx_http_mail_plus_jmap_msg_t),
               ngx_http_mail_plus_jmap_msg_cmp);
 
     g->next = 0;
     g->end = 0;
+
+    if (!one || g->call->finish) {
+        return NGX_OK;
+    }
+
+    uids = ngx_palloc(g->pool, g->nmsgs * sizeof(uint32_t));
+    if (uids == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < g->nmsgs; i++) {
+        uids[i] = (uint32_t) g->msgs[i].ref.uid;
+    }
+
+    switch (ngx_http_mail_plus_jmap_ahead_take(g->call, g->msgs[0].mailbox,
+                                               uids, g->nmsgs, g->text))
+    {
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
+        return NGX_OK;
+
+    default:
+        return NGX_ERROR;
+    }
+
+    /* every object written already: the answer is next */
+
+    for (i = 0; i < g->nmsgs; i++) {
+        g->msgs[i].found = 1;
+        g->msgs[i].written = 1;
+    }
+
+    g->end = g->nmsgs;
 
     return NGX_OK;
 }
@@ -964,6 +1032,18 @@ ngx_http_mail_plus_jmap_get_fetched(ngx_mail_plus_imap_cmd_t *cmd)
     switch (ngx_http_mail_plus_jmap_get_bodies(g)) {
 
     case NGX_AGAIN:
+
+        /* the body FETCH goes out when this handler returns: the objects
+           are then written but their values while the backend works */
+
+        if (g->text && !g->thread && !g->ahead_ev.posted) {
+            g->ahead_ev.handler = ngx_http_mail_plus_jmap_get_ahead;
+            g->ahead_ev.data = g;
+            g->ahead_ev.log = g->call->request->connection->log;
+
+            ngx_post_event(&g->ahead_ev, &ngx_posted_events);
+        }
+
         return;
 
     case NGX_OK:
@@ -1445,6 +1525,10 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
                    "http jmap email: body FETCH answered %i, binary %ui",
                    cmd->rc, bc->binary);
 
+    if (g->ahead_ev.posted) {
+        ngx_delete_posted_event(&g->ahead_ev);
+    }
+
     if (cmd->rc != NGX_OK || g->failed) {
         g->call->error = "serverFail";
         g->call->description = (cmd->rc != NGX_OK) ? cmd->imap->error
@@ -1492,6 +1576,63 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
     if (--g->pending == 0) {
         ngx_http_mail_plus_jmap_get_continue(g);
     }
+}
+
+
+/*
+ * the objects of the messages whose values are on their way, but those
+ * values: the work done while the backend reads the bodies, each object
+ * later copied behind its values (a preview made from them waits too)
+ */
+
+static void
+ngx_http_mail_plus_jmap_get_ahead(ngx_event_t *ev)
+{
+    json_t                         *o;
+    ngx_int_t                       rc;
+    ngx_uint_t                      i, n;
+    ngx_http_mail_plus_jmap_msg_t  *m;
+    ngx_http_mail_plus_jmap_get_t  *g;
+
+    g = ev->data;
+
+    if (g->ahead.pool == NULL) {
+        ngx_http_mail_plus_jmap_text_init(&g->ahead, g->pool);
+    }
+
+    n = 0;
+
+    for (i = g->next; i < g->end && !g->failed; i++) {
+        m = &g->msgs[i];
+
+        if (!m->found || m->wants == NULL || m->written || m->object.len
+            || (g->want_preview && m->preview.len == 0))
+        {
+            continue;
+        }
+
+        o = ngx_http_mail_plus_jmap_get_email(g, m);
+        if (o == NULL) {
+            g->failed = 1;
+            break;
+        }
+
+        rc = ngx_http_mail_plus_jmap_text_piece(&g->ahead, o, &m->object);
+
+        json_decref(o);
+
+        if (rc != NGX_OK) {
+            ngx_str_null(&m->object);
+            g->failed = 1;
+            break;
+        }
+
+        n++;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "http jmap email: %ui objects written ahead, failed %ui",
+                   n, (ngx_uint_t) g->failed);
 }
 
 
@@ -1667,6 +1808,15 @@ ngx_http_mail_plus_jmap_get_answer(ngx_http_mail_plus_jmap_get_t *g)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, g->call->request->connection->log, 0,
                    "http jmap email: get answered, %ui asked", g->nmsgs);
 
+    if (g->order && g->call->result) {
+        for (i = 0; i < g->nmsgs && g->msgs[i].found; i++) { /* void */ }
+
+        if (i == g->nmsgs) {
+            ngx_http_mail_plus_jmap_ahead_plan(g->call, g->msgs[0].mailbox,
+                                               g->order, g->nmsgs);
+        }
+    }
+
     return g->call->result ? NGX_OK : NGX_ERROR;
 
 failed:
@@ -1687,7 +1837,10 @@ ngx_http_mail_plus_jmap_get_write(ngx_http_mail_plus_jmap_get_t *g,
     ngx_int_t   rc;
     ngx_str_t   tail;
 
-    if (g->thread) {
+    if (m->object.len) {
+        o = NULL;                               /* written ahead */
+
+    } else if (g->thread) {
         if (ngx_http_mail_plus_jmap_ref_id(g->pool, 'E', &m->ref, &tail)
             != NGX_OK)
         {
@@ -1701,7 +1854,7 @@ ngx_http_mail_plus_jmap_get_write(ngx_http_mail_plus_jmap_get_t *g,
         o = ngx_http_mail_plus_jmap_get_email(g, m);
     }
 
-    if (o == NULL) {
+    if (o == NULL && m->object.len == 0) {
         return NGX_ERROR;
     }
 
@@ -1731,14 +1884,24 @@ ngx_http_mail_plus_jmap_get_write(ngx_http_mail_plus_jmap_get_t *g,
         }
 
         if (rc == NGX_OK) {
-            rc = ngx_http_mail_plus_jmap_text_json(g->text, o, 1);
+            rc = (o == NULL)
+                 ? ngx_http_mail_plus_jmap_text_raw(g->text,
+                                                    (char *) m->object.data + 1,
+                                                    m->object.len - 1)
+                 : ngx_http_mail_plus_jmap_text_json(g->text, o, 1);
         }
 
     } else if (rc == NGX_OK) {
-        rc = ngx_http_mail_plus_jmap_text_json(g->text, o, 0);
+        rc = (o == NULL)
+             ? ngx_http_mail_plus_jmap_text_raw(g->text,
+                                                (char *) m->object.data,
+                                                m->object.len)
+             : ngx_http_mail_plus_jmap_text_json(g->text, o, 0);
     }
 
-    json_decref(o);
+    if (o) {
+        json_decref(o);
+    }
 
     return rc;
 }
@@ -2221,6 +2384,10 @@ ngx_http_mail_plus_jmap_get_cancel(ngx_http_mail_plus_jmap_call_t *call)
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
                    "http jmap email: get cancelled");
+
+    if (g && g->ahead_ev.posted) {
+        ngx_delete_posted_event(&g->ahead_ev);
+    }
 
     if (g && g->not_found) {
         json_decref(g->not_found);

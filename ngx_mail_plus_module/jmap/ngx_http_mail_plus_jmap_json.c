@@ -48,6 +48,34 @@ ngx_int_t
 ngx_http_mail_plus_jmap_text_json(ngx_http_mail_plus_jmap_text_t *text,
     json_t *json, ngx_uint_t skip_open)
 {
+    size_t      n, room;
+    ngx_buf_t  *b;
+
+    /* most values fit in what the last buffer has left: jansson writes
+       them there in one go; one that does not is written again through
+       the callback, which takes a new buffer */
+
+    b = text->buf;
+
+    if (b && (size_t) (b->end - b->last) > 1) {
+        room = b->end - b->last;
+
+        n = json_dumpb(json, (char *) b->last, room,
+                       JSON_COMPACT|JSON_ENCODE_ANY);
+
+        if (n > skip_open && n <= room) {
+            if (skip_open) {
+                ngx_memmove(b->last, b->last + 1, n - 1);
+                n--;
+            }
+
+            b->last += n;
+            text->len += n;
+
+            return NGX_OK;
+        }
+    }
+
     text->skip = skip_open;
 
     if (json_dump_callback(json, ngx_http_mail_plus_jmap_text_dump, text,
@@ -72,36 +100,94 @@ ngx_http_mail_plus_jmap_text_raw(ngx_http_mail_plus_jmap_text_t *text,
 }
 
 
-/* a string of UTF-8 (checked or made so before: bytes from 0x80 pass as
-   they are), quoted and escaped by nginx's ngx_escape_json into one
-   piece of a buffer, with no tree of jansson's around it */
+/*
+ * a string of UTF-8 (checked or made so before: bytes from 0x80 pass as
+ * they are), quoted and escaped by nginx's ngx_escape_json straight into
+ * the buffers, with no tree of jansson's around it; in one pass: each run
+ * of the string is one that fits the room left even if every byte of it
+ * took six ("\u001F"), and a buffer with little room left is left
+ */
+
+#define NGX_HTTP_MAIL_PLUS_JMAP_TEXT_RUN  256
 
 ngx_int_t
 ngx_http_mail_plus_jmap_text_string(ngx_http_mail_plus_jmap_text_t *text,
     u_char *s, size_t len)
 {
     u_char     *p;
-    size_t      size;
+    size_t      n, room;
     ngx_buf_t  *b;
 
-    size = len + ngx_escape_json(NULL, s, len) + 2;
+    if (ngx_http_mail_plus_jmap_text_raw(text, "\"", 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    while (len) {
+        b = text->buf;
+        room = (size_t) (b->end - b->last) / 6;
+
+        if (room < ngx_min(len, NGX_HTTP_MAIL_PLUS_JMAP_TEXT_RUN)) {
+            b = ngx_http_mail_plus_jmap_text_buf(text, 0);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            room = (size_t) (b->end - b->last) / 6;
+        }
+
+        n = ngx_min(len, room);
+
+        p = (u_char *) ngx_escape_json(b->last, s, n);
+
+        text->len += p - b->last;
+        b->last = p;
+        s += n;
+        len -= n;
+    }
+
+    return ngx_http_mail_plus_jmap_text_raw(text, "\"", 1);
+}
+
+
+/* a value written whole into one piece of the buffers, and where it is:
+   for a text kept aside, whose pieces are copied into an answer later */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_text_piece(ngx_http_mail_plus_jmap_text_t *text,
+    json_t *json, ngx_str_t *piece)
+{
+    size_t      n, room;
+    ngx_buf_t  *b;
 
     b = text->buf;
+    room = b ? (size_t) (b->end - b->last) : 0;
 
-    if (b == NULL || (size_t) (b->end - b->last) < size) {
-        b = ngx_http_mail_plus_jmap_text_buf(text, size);
+    n = (room == 0) ? json_dumpb(json, NULL, 0, JSON_COMPACT|JSON_ENCODE_ANY)
+                    : json_dumpb(json, (char *) b->last, room,
+                                 JSON_COMPACT|JSON_ENCODE_ANY);
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    if (n > room) {
+        b = ngx_http_mail_plus_jmap_text_buf(text, n);
         if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (json_dumpb(json, (char *) b->last, b->end - b->last,
+                       JSON_COMPACT|JSON_ENCODE_ANY)
+            != n)
+        {
             return NGX_ERROR;
         }
     }
 
-    p = b->last;
-    *p++ = '"';
-    p = (u_char *) ngx_escape_json(p, s, len);
-    *p++ = '"';
+    piece->data = b->last;
+    piece->len = n;
 
-    b->last = p;
-    text->len += size;
+    b->last += n;
+    text->len += n;
 
     return NGX_OK;
 }

@@ -716,6 +716,31 @@ ngx_http_mail_plus_jmap_mailbox_find(ngx_array_t *mailboxes, u_char *id)
 }
 
 
+void
+ngx_http_mail_plus_jmap_mbstate_set(ngx_http_mail_plus_jmap_mbstate_t *st,
+    ngx_http_mail_plus_jmap_mailbox_t *mb)
+{
+    ngx_memcpy(st->id, mb->id, 17);
+    st->uidvalidity = mb->uidvalidity;
+    st->uidnext = mb->uidnext;
+    st->highestmodseq = mb->highestmodseq;
+    st->total = mb->total;
+}
+
+
+ngx_uint_t
+ngx_http_mail_plus_jmap_mbstate_same(ngx_http_mail_plus_jmap_mbstate_t *st,
+    ngx_http_mail_plus_jmap_mailbox_t *mb)
+{
+    return mb->highestmodseq != 0
+           && ngx_memcmp(st->id, mb->id, 17) == 0
+           && st->uidvalidity == mb->uidvalidity
+           && st->uidnext == mb->uidnext
+           && st->highestmodseq == mb->highestmodseq
+           && st->total == mb->total;
+}
+
+
 ngx_http_mail_plus_jmap_mailbox_t *
 ngx_http_mail_plus_jmap_mailbox_role(ngx_array_t *mailboxes,
     const char *role)

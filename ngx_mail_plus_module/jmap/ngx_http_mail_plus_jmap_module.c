@@ -144,6 +144,13 @@ static ngx_command_t  ngx_http_mail_plus_jmap_commands[] = {
       offsetof(ngx_http_mail_plus_jmap_loc_conf_t, upload_quota),
       NULL },
 
+    { ngx_string("mail_plus_jmap_read_ahead"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mail_plus_jmap_loc_conf_t, read_ahead),
+      NULL },
+
     { ngx_string("mail_plus_jmap_imap_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -874,6 +881,7 @@ ngx_http_mail_plus_jmap_create_loc_conf(ngx_conf_t *cf)
     conf->max_concurrent = NGX_CONF_UNSET_UINT;
     conf->upload_expire = NGX_CONF_UNSET;
     conf->upload_quota = NGX_CONF_UNSET;
+    conf->read_ahead = NGX_CONF_UNSET_SIZE;
     conf->imap.timeout = NGX_CONF_UNSET_MSEC;
     conf->imap.keepalive = NGX_CONF_UNSET_UINT;
     conf->imap.keepalive_timeout = NGX_CONF_UNSET_MSEC;
@@ -909,6 +917,8 @@ ngx_http_mail_plus_jmap_merge_loc_conf(ngx_conf_t *cf, void *parent,
                              24 * 60 * 60);
     ngx_conf_merge_off_value(conf->upload_quota, prev->upload_quota,
                              100 * 1024 * 1024);
+    ngx_conf_merge_size_value(conf->read_ahead, prev->read_ahead,
+                              512 * 1024);
 
     if (ngx_conf_merge_path_value(cf, &conf->upload_path, prev->upload_path,
                                   &ngx_http_mail_plus_jmap_upload_temp_path)

@@ -35,7 +35,6 @@ typedef struct {
     uint64_t                            uid;
     uint64_t                            uidvalidity;
     time_t                              time;
-    ngx_uint_t                          order;
     ngx_http_mail_plus_jmap_mailbox_t  *mailbox;
 } ngx_http_mail_plus_jmap_hit_t;
 
@@ -74,11 +73,7 @@ typedef struct {
  */
 
 typedef struct {
-    u_char                              mailbox[17];
-    uint64_t                            uidvalidity;
-    uint64_t                            uidnext;
-    uint64_t                            highestmodseq;
-    uint64_t                            total;
+    ngx_http_mail_plus_jmap_mbstate_t   mailbox;
     size_t                              filter_len;
     ngx_uint_t                          nuids;
 } ngx_http_mail_plus_jmap_sorted_t;
@@ -1061,7 +1056,6 @@ ngx_http_mail_plus_jmap_query_sorted(ngx_mail_plus_imap_cmd_t *cmd)
             hit->uid = uid;
             hit->uidvalidity = imap->uidvalidity;
             hit->time = 0;
-            hit->order = q->hits.nelts;
             hit->mailbox = q->mailbox;
         }
     }
@@ -1240,7 +1234,7 @@ ngx_http_mail_plus_jmap_query_continue(ngx_http_mail_plus_jmap_query_t *q)
 }
 
 
-/* by time, then the SORT's order (ARRIVAL, then UID), then mailbox */
+/* by INTERNALDATE, then by mailbox, then by UID */
 
 static int ngx_libc_cdecl
 ngx_http_mail_plus_jmap_hit_cmp(const void *one, const void *two)
@@ -1275,18 +1269,10 @@ ngx_http_mail_plus_jmap_query_answer(ngx_http_mail_plus_jmap_query_t *q)
     hit = q->hits.elts;
     total = (ngx_int_t) q->hits.nelts;
 
-    /* ascending by arrival; hits of one mailbox without dates are in
-       SORT's order already (time 0 for all, then by UID) */
+    /* ascending by arrival; without dates the hits are of one mailbox
+       and in its SORT's order (ARRIVAL, then UID) as they came */
 
-    ngx_qsort(hit, total, sizeof(ngx_http_mail_plus_jmap_hit_t),
-              ngx_http_mail_plus_jmap_hit_cmp);
-
-    if (!q->dates) {
-        /* SORT's order: its position */
-        for (i = 0; i < total; i++) {
-            hit[i].time = hit[i].order;
-        }
-
+    if (q->dates) {
         ngx_qsort(hit, total, sizeof(ngx_http_mail_plus_jmap_hit_t),
                   ngx_http_mail_plus_jmap_hit_cmp);
     }
@@ -1444,10 +1430,8 @@ ngx_http_mail_plus_jmap_sorted_find(ngx_http_mail_plus_jmap_query_t *q,
     k = imap->kept;
     mb = q->mailbox;
 
-    if (k == NULL || q->dates || q->only != mb || mb->highestmodseq == 0
-        || ngx_memcmp(k->mailbox, mb->id, 17) != 0
-        || k->uidvalidity != mb->uidvalidity || k->uidnext != mb->uidnext
-        || k->highestmodseq != mb->highestmodseq || k->total != mb->total)
+    if (k == NULL || q->dates || q->only != mb
+        || !ngx_http_mail_plus_jmap_mbstate_same(&k->mailbox, mb))
     {
         return NGX_DECLINED;
     }
@@ -1474,7 +1458,6 @@ ngx_http_mail_plus_jmap_sorted_find(ngx_http_mail_plus_jmap_query_t *q,
         hit->uid = uids[i];
         hit->uidvalidity = mb->uidvalidity;
         hit->time = 0;
-        hit->order = q->hits.nelts;
         hit->mailbox = mb;
     }
 
@@ -1483,6 +1466,62 @@ ngx_http_mail_plus_jmap_sorted_find(ngx_http_mail_plus_jmap_query_t *q,
                    (size_t) 17, mb->id);
 
     return NGX_OK;
+}
+
+
+/* the kept SORT's run after some of its UIDs: the page to read ahead */
+
+ngx_int_t
+ngx_http_mail_plus_jmap_sorted_next(ngx_mail_plus_imap_t *imap,
+    ngx_http_mail_plus_jmap_mailbox_t *mb, uint32_t *uids, ngx_uint_t n,
+    uint32_t *next, ngx_uint_t *nnext)
+{
+    u_char                            *p;
+    uint32_t                          *sorted;
+    ngx_int_t                          step, pos, i;
+    ngx_http_mail_plus_jmap_sorted_t  *k;
+
+    k = imap->kept;
+
+    if (k == NULL || n < 2
+        || !ngx_http_mail_plus_jmap_mbstate_same(&k->mailbox, mb))
+    {
+        return NGX_DECLINED;
+    }
+
+    p = (u_char *) (k + 1) + k->filter_len;
+    sorted = (uint32_t *) ngx_align_ptr(p, sizeof(uint32_t));
+
+    for (pos = 0; pos < (ngx_int_t) k->nuids; pos++) {
+        if (sorted[pos] == uids[0]) {
+            break;
+        }
+    }
+
+    if (pos == (ngx_int_t) k->nuids) {
+        return NGX_DECLINED;
+    }
+
+    /* the run: up (a query ascending) or down (descending, the default) */
+
+    step = (pos + 1 < (ngx_int_t) k->nuids && sorted[pos + 1] == uids[1])
+           ? 1 : -1;
+
+    for (i = 0; i < (ngx_int_t) n; i++, pos += step) {
+        if (pos < 0 || pos >= (ngx_int_t) k->nuids || sorted[pos] != uids[i])
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    for (*nnext = 0;
+         *nnext < n && pos >= 0 && pos < (ngx_int_t) k->nuids;
+         pos += step)
+    {
+        next[(*nnext)++] = sorted[pos];
+    }
+
+    return *nnext ? NGX_OK : NGX_DECLINED;
 }
 
 
@@ -1531,11 +1570,7 @@ ngx_http_mail_plus_jmap_sorted_keep(ngx_http_mail_plus_jmap_query_t *q,
         return;
     }
 
-    ngx_memcpy(k->mailbox, mb->id, 17);
-    k->uidvalidity = mb->uidvalidity;
-    k->uidnext = mb->uidnext;
-    k->highestmodseq = mb->highestmodseq;
-    k->total = mb->total;
+    ngx_http_mail_plus_jmap_mbstate_set(&k->mailbox, mb);
     k->filter_len = text.len;
     k->nuids = n;
 

@@ -1990,6 +1990,11 @@ ngx_mail_plus_imap_close(ngx_mail_plus_imap_session_t *s)
         s->imap.kept = NULL;
     }
 
+    if (s->imap.ahead) {
+        ngx_free(s->imap.ahead);
+        s->imap.ahead = NULL;
+    }
+
     ngx_destroy_pool(s->pool);
 }
 

@@ -165,6 +165,8 @@ struct ngx_mail_plus_imap_s {
        part's last query): one ngx_alloc()ed block, ngx_free()d when the
        session closes */
     void                             *kept;
+    void                             *ahead;    /* the same, for a page
+                                                   read ahead */
 
     /* the client's own: the connection, the queue, the parser */
     void                             *priv;
