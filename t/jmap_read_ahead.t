@@ -275,6 +275,35 @@ for (1 .. 3) {
 }
 
 is(scalar @{ page('jmap', 0)->{ids} }, 5, 'clients gone: nginx answers');
+
+# a connection not kept alive: nothing read ahead, closed at once
+
+sub started {
+    my @l = $t->read_file('error.log') =~ /http jmap ahead: started/g;
+    return scalar @l;
+}
+
+$before = started();
+
+my $c = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 10)
+    or die "connect: $!\n";
+print $c "POST /jmap/api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    . "Authorization: $auth\r\nContent-Type: application/json\r\n"
+    . "Content-Length: " . length($body) . "\r\n\r\n" . $body;
+my $all = '';
+eval {
+    local $SIG{ALRM} = sub { die "timeout\n" };
+    alarm 20;
+    while (sysread($c, $all, 65536, length $all)) { }
+    alarm 0;
+};
+close $c;
+like($all, qr/^HTTP\/1.1 200 .*"methodResponses"/s,
+    'connection: close: answered, then closed');
+SKIP: {
+    skip 'nginx without --with-debug', 1 unless $debug;
+    is(started(), $before, 'connection: close: nothing read ahead');
+}
 is_deeply(page('jmap', 5), page('plain', 5), 'clients gone: pages right');
 
 $imap->logout();

@@ -183,11 +183,16 @@ ngx_http_mail_plus_jmap_ahead_start(ngx_http_mail_plus_jmap_ctx_t *ctx)
     a = ctx->ahead;
     r = ctx->request;
 
-    /* only once every byte of the answer went: else the writer must run,
-       and the client is not reading yet */
+    /*
+     * only once every byte of the answer went (else the writer must run,
+     * and the client is not reading yet), and on a connection kept alive:
+     * its next request waits for the read-ahead and then finds the
+     * session free; one on another connection (or stream) would find it
+     * busy and take another
+     */
 
-    if (a == NULL || a->call || a->call_args == NULL || r->connection->buffered
-        || r->out)
+    if (a == NULL || a->call || a->call_args == NULL || !r->keepalive
+        || r->connection->buffered || r->out)
     {
         ctx->ahead = NULL;
         return NGX_DECLINED;
