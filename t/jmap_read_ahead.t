@@ -7,7 +7,9 @@
 # taken (the debug log says so, where nginx has it); a flag set, a message
 # added and one expunged by another session between two pages, or other
 # arguments, make the next page come from the backend, right; a client that
-# goes away while a page is read ahead leaves nginx well.
+# goes away while a page is read ahead leaves nginx well; nothing is read
+# ahead on a connection closed after its request, or for a session that
+# is not kept.
 
 use warnings;
 use strict;
@@ -67,6 +69,11 @@ http {
             mail_plus_jmap;
             mail_plus_jmap_read_ahead 0;
         }
+
+        location /nokeep/ {
+            mail_plus_jmap;
+            mail_plus_jmap_imap_keepalive 0;
+        }
     }
 }
 EOF
@@ -98,7 +105,7 @@ my $auth = 'Basic ' . encode_base64("$user:pwA", '');
 # one keep-alive connection for each location, as a client has
 
 my %http = map { $_ => HTTP::Tiny->new(timeout => 60, keep_alive => 1) }
-    qw/ jmap plain /;
+    qw/ jmap plain nokeep /;
 
 sub api {
     my ($where, $calls) = @_;
@@ -303,6 +310,15 @@ like($all, qr/^HTTP\/1.1 200 .*"methodResponses"/s,
 SKIP: {
     skip 'nginx without --with-debug', 1 unless $debug;
     is(started(), $before, 'connection: close: nothing read ahead');
+}
+
+# no session kept: nothing read ahead (it would go with the session)
+
+$before = started();
+is_deeply(page('nokeep', 5), page('plain', 5), 'no session kept: the page');
+SKIP: {
+    skip 'nginx without --with-debug', 1 unless $debug;
+    is(started(), $before, 'no session kept: nothing read ahead');
 }
 is_deeply(page('jmap', 5), page('plain', 5), 'clients gone: pages right');
 

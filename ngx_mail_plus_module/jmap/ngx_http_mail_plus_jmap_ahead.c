@@ -92,7 +92,10 @@ ngx_http_mail_plus_jmap_ahead_plan(ngx_http_mail_plus_jmap_call_t *call,
     lc = ngx_http_get_module_loc_conf(call->request,
                                       ngx_http_mail_plus_jmap_module);
 
-    if (lc->read_ahead == 0 || call->finish || ctx->ahead || ctx->imap == NULL
+    /* nothing to read ahead for a session that is not kept */
+
+    if (lc->read_ahead == 0 || lc->imap.keepalive == 0 || call->finish
+        || ctx->ahead || ctx->imap == NULL
         || json_object_get(call->args, "accountId") == NULL)
     {
         return;
