@@ -58,8 +58,8 @@ typedef struct {
     ngx_array_t                       *wants;      /* of _want_t */
     ngx_str_t                          items;      /* the body FETCH's */
     ngx_uint_t                         values;     /* of wants, come */
-    ngx_str_t                          object;     /* written ahead, in
-                                                      get->ahead */
+    ngx_str_t                          object;     /* written early, in
+                                                      get->early */
     unsigned                           queued:1;
     unsigned                           written:1;  /* into get->text */
 } ngx_http_mail_plus_jmap_msg_t;
@@ -79,9 +79,9 @@ typedef struct {
     json_t                            *not_found;
     ngx_http_mail_plus_jmap_text_t    *text;       /* the list written as
                                                       it comes, or NULL */
-    ngx_http_mail_plus_jmap_text_t     ahead;      /* objects but their
+    ngx_http_mail_plus_jmap_text_t     early;      /* objects but their
                                                       values */
-    ngx_event_t                        ahead_ev;
+    ngx_event_t                        early_ev;
     uint32_t                          *order;      /* the UIDs as asked,
                                                       for a read-ahead */
     size_t                             max_bytes;
@@ -147,7 +147,7 @@ static ngx_int_t ngx_http_mail_plus_jmap_body_send(
 static ngx_int_t ngx_http_mail_plus_jmap_get_body_one(
     ngx_mail_plus_imap_cmd_t *cmd, ngx_mail_plus_imap_response_t *resp);
 static void ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd);
-static void ngx_http_mail_plus_jmap_get_ahead(ngx_event_t *ev);
+static void ngx_http_mail_plus_jmap_get_early(ngx_event_t *ev);
 static void ngx_http_mail_plus_jmap_get_value(ngx_http_mail_plus_jmap_get_t *g,
     ngx_http_mail_plus_jmap_msg_t *m, ngx_str_t *key,
     ngx_mail_plus_imap_value_t *val, ngx_uint_t binary);
@@ -1036,12 +1036,12 @@ ngx_http_mail_plus_jmap_get_fetched(ngx_mail_plus_imap_cmd_t *cmd)
         /* the body FETCH goes out when this handler returns: the objects
            are then written but their values while the backend works */
 
-        if (g->text && !g->thread && !g->ahead_ev.posted) {
-            g->ahead_ev.handler = ngx_http_mail_plus_jmap_get_ahead;
-            g->ahead_ev.data = g;
-            g->ahead_ev.log = g->call->request->connection->log;
+        if (g->text && !g->thread && !g->early_ev.posted) {
+            g->early_ev.handler = ngx_http_mail_plus_jmap_get_early;
+            g->early_ev.data = g;
+            g->early_ev.log = g->call->request->connection->log;
 
-            ngx_post_event(&g->ahead_ev, &ngx_posted_events);
+            ngx_post_event(&g->early_ev, &ngx_posted_events);
         }
 
         return;
@@ -1525,8 +1525,8 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
                    "http jmap email: body FETCH answered %i, binary %ui",
                    cmd->rc, bc->binary);
 
-    if (g->ahead_ev.posted) {
-        ngx_delete_posted_event(&g->ahead_ev);
+    if (g->early_ev.posted) {
+        ngx_delete_posted_event(&g->early_ev);
     }
 
     if (cmd->rc != NGX_OK || g->failed) {
@@ -1586,7 +1586,7 @@ ngx_http_mail_plus_jmap_get_body(ngx_mail_plus_imap_cmd_t *cmd)
  */
 
 static void
-ngx_http_mail_plus_jmap_get_ahead(ngx_event_t *ev)
+ngx_http_mail_plus_jmap_get_early(ngx_event_t *ev)
 {
     json_t                         *o;
     ngx_int_t                       rc;
@@ -1596,8 +1596,8 @@ ngx_http_mail_plus_jmap_get_ahead(ngx_event_t *ev)
 
     g = ev->data;
 
-    if (g->ahead.pool == NULL) {
-        ngx_http_mail_plus_jmap_text_init(&g->ahead, g->pool);
+    if (g->early.pool == NULL) {
+        ngx_http_mail_plus_jmap_text_init(&g->early, g->pool);
     }
 
     n = 0;
@@ -1617,7 +1617,7 @@ ngx_http_mail_plus_jmap_get_ahead(ngx_event_t *ev)
             break;
         }
 
-        rc = ngx_http_mail_plus_jmap_text_piece(&g->ahead, o, &m->object);
+        rc = ngx_http_mail_plus_jmap_text_piece(&g->early, o, &m->object);
 
         json_decref(o);
 
@@ -1631,7 +1631,7 @@ ngx_http_mail_plus_jmap_get_ahead(ngx_event_t *ev)
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ev->log, 0,
-                   "http jmap email: %ui objects written ahead, failed %ui",
+                   "http jmap email: %ui objects written early, failed %ui",
                    n, (ngx_uint_t) g->failed);
 }
 
@@ -1838,7 +1838,7 @@ ngx_http_mail_plus_jmap_get_write(ngx_http_mail_plus_jmap_get_t *g,
     ngx_str_t   tail;
 
     if (m->object.len) {
-        o = NULL;                               /* written ahead */
+        o = NULL;                               /* written early */
 
     } else if (g->thread) {
         if (ngx_http_mail_plus_jmap_ref_id(g->pool, 'E', &m->ref, &tail)
@@ -2385,8 +2385,8 @@ ngx_http_mail_plus_jmap_get_cancel(ngx_http_mail_plus_jmap_call_t *call)
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, call->request->connection->log, 0,
                    "http jmap email: get cancelled");
 
-    if (g && g->ahead_ev.posted) {
-        ngx_delete_posted_event(&g->ahead_ev);
+    if (g && g->early_ev.posted) {
+        ngx_delete_posted_event(&g->early_ev);
     }
 
     if (g && g->not_found) {
