@@ -60,7 +60,6 @@ typedef struct {
     ngx_buf_t                          *buf;
     size_t                              len;
     ngx_uint_t                          items;        /* the caller's */
-    ngx_uint_t                          skip;
 } ngx_http_mail_plus_jmap_text_t;
 
 

@@ -50,7 +50,6 @@ typedef struct {
     json_t                             *call_args;  /* the read's, until
                                                        it starts */
     uint32_t                           *uids;       /* ascending */
-    ngx_http_mail_plus_jmap_call_t     *call;
 } ngx_http_mail_plus_jmap_ahead_t;
 
 
@@ -194,7 +193,7 @@ ngx_http_mail_plus_jmap_ahead_start(ngx_http_mail_plus_jmap_ctx_t *ctx)
      * busy and take another
      */
 
-    if (a == NULL || a->call || a->call_args == NULL || !r->keepalive
+    if (a == NULL || a->call_args == NULL || !r->keepalive
         || r->connection->buffered || r->out)
     {
         ctx->ahead = NULL;
@@ -215,8 +214,7 @@ ngx_http_mail_plus_jmap_ahead_start(ngx_http_mail_plus_jmap_ctx_t *ctx)
     call->args = a->call_args;
     call->finish = ngx_http_mail_plus_jmap_ahead_done;
 
-    a->call_args = NULL;
-    a->call = call;
+    a->call_args = NULL;                /* the call's now, started once */
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "http jmap ahead: started");

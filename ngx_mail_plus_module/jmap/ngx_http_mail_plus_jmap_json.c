@@ -12,21 +12,21 @@
 
 /*
  * A JSON answer being written: each value is dumped by jansson straight
- * into the request's buffers (no copy of the whole text); the writer only
- * adds the punctuation between values it is told to, so that the parts of
- * an answer may be written at different times: an Email/get's objects as
- * their messages arrive, the rest of the answer at its end.  The long
- * strings of an answer, body values, are escaped by nginx instead: jansson
- * walks a string character by character and hands each run between two
- * escapes to its callback, which made its dump most of the worker's time.
+ * into the request's buffers, whole, with json_dumpb() (into what the
+ * last buffer has left, else a new one; no copy of the whole text); the
+ * writer only adds the punctuation between values it is told to, so that
+ * the parts of an answer may be written at different times: an
+ * Email/get's objects as their messages arrive, the rest of the answer at
+ * its end.  The long strings of an answer, body values, are escaped by
+ * nginx instead: jansson walks a string character by character and hands
+ * each run between two escapes to its output, which made its dump most of
+ * the worker's time.
  */
 
 
 #define NGX_HTTP_MAIL_PLUS_JMAP_TEXT_SIZE  32768
 
 
-static int ngx_http_mail_plus_jmap_text_dump(const char *buf, size_t size,
-    void *data);
 static ngx_buf_t *ngx_http_mail_plus_jmap_text_buf(
     ngx_http_mail_plus_jmap_text_t *text, size_t size);
 
@@ -41,48 +41,24 @@ ngx_http_mail_plus_jmap_text_init(ngx_http_mail_plus_jmap_text_t *text,
 }
 
 
-/* a value as jansson writes it; skip_open leaves out its first byte (an
-   object's "{", to write more members in front of its own) */
+/* a value as jansson writes it, whole in one piece of the buffers;
+   skip_open leaves out its first byte (an object's "{", to write more
+   members in front of its own) */
 
 ngx_int_t
 ngx_http_mail_plus_jmap_text_json(ngx_http_mail_plus_jmap_text_t *text,
     json_t *json, ngx_uint_t skip_open)
 {
-    size_t      n, room;
-    ngx_buf_t  *b;
+    ngx_str_t  piece;
 
-    /* most values fit in what the last buffer has left: jansson writes
-       them there in one go; one that does not is written again through
-       the callback, which takes a new buffer */
-
-    b = text->buf;
-
-    if (b && (size_t) (b->end - b->last) > 1) {
-        room = b->end - b->last;
-
-        n = json_dumpb(json, (char *) b->last, room,
-                       JSON_COMPACT|JSON_ENCODE_ANY);
-
-        if (n > skip_open && n <= room) {
-            if (skip_open) {
-                ngx_memmove(b->last, b->last + 1, n - 1);
-                n--;
-            }
-
-            b->last += n;
-            text->len += n;
-
-            return NGX_OK;
-        }
+    if (ngx_http_mail_plus_jmap_text_piece(text, json, &piece) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    text->skip = skip_open;
-
-    if (json_dump_callback(json, ngx_http_mail_plus_jmap_text_dump, text,
-                           JSON_COMPACT|JSON_ENCODE_ANY)
-        != 0)
-    {
-        return NGX_ERROR;
+    if (skip_open && piece.len) {
+        ngx_memmove(piece.data, piece.data + 1, piece.len - 1);
+        text->buf->last--;
+        text->len--;
     }
 
     return NGX_OK;
@@ -93,10 +69,28 @@ ngx_int_t
 ngx_http_mail_plus_jmap_text_raw(ngx_http_mail_plus_jmap_text_t *text,
     const char *s, size_t len)
 {
-    text->skip = 0;
+    size_t      n;
+    ngx_buf_t  *b;
 
-    return ngx_http_mail_plus_jmap_text_dump(s, len, text) == 0
-           ? NGX_OK : NGX_ERROR;
+    text->len += len;
+
+    while (len) {
+        b = text->buf;
+
+        if (b == NULL || b->last == b->end) {
+            b = ngx_http_mail_plus_jmap_text_buf(text, len);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        n = ngx_min(len, (size_t) (b->end - b->last));
+        b->last = ngx_cpymem(b->last, s, n);
+        s += n;
+        len -= n;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -212,45 +206,6 @@ ngx_http_mail_plus_jmap_text_append(ngx_http_mail_plus_jmap_text_t *text,
     more->last = &more->out;
     more->buf = NULL;
     more->len = 0;
-}
-
-
-/* jansson's output: appended to the last buffer, a new one when it is
-   full */
-
-static int
-ngx_http_mail_plus_jmap_text_dump(const char *buf, size_t size, void *data)
-{
-    ngx_http_mail_plus_jmap_text_t *text = data;
-
-    size_t      n;
-    ngx_buf_t  *b;
-
-    if (text->skip && size) {
-        text->skip = 0;
-        buf++;
-        size--;
-    }
-
-    text->len += size;
-
-    while (size) {
-        b = text->buf;
-
-        if (b == NULL || b->last == b->end) {
-            b = ngx_http_mail_plus_jmap_text_buf(text, size);
-            if (b == NULL) {
-                return -1;
-            }
-        }
-
-        n = ngx_min(size, (size_t) (b->end - b->last));
-        b->last = ngx_cpymem(b->last, buf, n);
-        buf += n;
-        size -= n;
-    }
-
-    return 0;
 }
 
 
